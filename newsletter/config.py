@@ -1,0 +1,242 @@
+"""newsletter.yaml, found by walking up from the working directory, plus NEWSLETTER_* overrides.
+
+Every top-level key can be overridden by an environment variable NEWSLETTER_<KEY> (dkim's keys by
+NEWSLETTER_DKIM_<KEY>). Without any newsletter.yaml the embedded defaults apply, so a fresh
+checkout can build and send to the local outbox at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsletter.errors import ConfigError
+from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
+
+CONFIG_NAME = "newsletter.yaml"
+KEYS = (
+    "name",
+    "from",
+    "reply_to",
+    "base_url",
+    "postal_address",
+    "language",
+    "templates",
+    "database",
+    "transport",
+    "dkim",
+    "secret_key",
+)
+REQUIRED = ("name", "from")
+DKIM_KEYS = ("domain", "selector", "private_key")
+DEFAULTS: dict[str, Any] = {
+    "name": "Newsletter",
+    "from": "Newsletter <newsletter@example.com>",
+    "base_url": "http://127.0.0.1:8000",
+    "language": "en",
+    "database": "newsletter.db",
+    "transport": "outbox:./outbox",
+}
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    domain: str
+    selector: str
+    private_key: Path
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path  # folder holding newsletter.yaml (or the working directory without one)
+    path: Path | None  # the newsletter.yaml read, if any
+    name: str
+    sender: Address  # the `from` key
+    reply_to: Address | None
+    base_url: str  # no trailing slash
+    postal_address: str | None
+    language: str
+    templates: Path | None  # theme folder overriding the built-in one file by file
+    database: Path
+    transport: str
+    dkim: DkimConfig | None
+    secret_key: str | None
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender.domain
+
+    @property
+    def list_id(self) -> str:
+        """RFC 2919 List-Id, e.g. `AI Brief <ai-brief.example.com>`."""
+        slug = "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-") or "list"
+        while "--" in slug:
+            slug = slug.replace("--", "-")
+        return f"{self.name} <{slug}.{self.sender_domain}>"
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    start: Path | None = None,
+) -> Config:
+    """Load `path`, or the newsletter.yaml found upward from `start`, or the embedded defaults."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("NEWSLETTER_CONFIG"):
+        path = env["NEWSLETTER_CONFIG"]
+    config_path = Path(path) if path is not None else find_config(start)
+    doc: YamlDocument | None = None
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError("configuration file not found", config_path)
+        try:
+            doc = read_yaml(config_path)
+        except YamlInvalid as exc:
+            d = exc.diagnostic
+            raise ConfigError(d.message, config_path, d.line) from None
+        if not isinstance(doc.data, dict):
+            raise ConfigError("expected a mapping of settings", config_path, 1)
+        values = dict(doc.data)
+        _check_keys(values, doc)
+        missing = [k for k in REQUIRED if values.get(k) in (None, "")]
+        if missing:
+            raise ConfigError(f"missing required key '{missing[0]}'", config_path, 1)
+        root = config_path.resolve().parent
+    else:
+        values = dict(DEFAULTS)
+        root = (start or Path.cwd()).resolve()
+    return _build(values, _env_overrides(env), root, config_path, doc)
+
+
+def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
+    for key in values:
+        if key not in KEYS:
+            line = doc.where((key,), key=True)[0]
+            hint = difflib.get_close_matches(key, KEYS, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"unknown key '{key}'{suggestion}", doc.path, line)
+    dkim = values.get("dkim")
+    if dkim is not None:
+        if not isinstance(dkim, dict):
+            raise ConfigError(
+                "'dkim' must be a mapping with domain, selector, private_key",
+                doc.path,
+                doc.where(("dkim",))[0],
+            )
+        for key in dkim:
+            if key not in DKIM_KEYS:
+                line = doc.where(("dkim", key), key=True)[0]
+                raise ConfigError(f"unknown key 'dkim.{key}'", doc.path, line)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in KEYS:
+        if key == "dkim":
+            continue
+        value = env.get(f"NEWSLETTER_{key.upper()}")
+        if value is not None:
+            out[key] = value
+    if env.get("NEWSLETTER_DB"):
+        out["database"] = env["NEWSLETTER_DB"]
+    dkim = {k: env[f"NEWSLETTER_DKIM_{k.upper()}"] for k in DKIM_KEYS if f"NEWSLETTER_DKIM_{k.upper()}" in env}
+    if dkim:
+        out["dkim"] = dkim
+    return out
+
+
+def _build(
+    values: dict[str, Any],
+    overrides: dict[str, Any],
+    root: Path,
+    path: Path | None,
+    doc: YamlDocument | None,
+) -> Config:
+    def where(key: str) -> tuple[object, int | None]:
+        if key in overrides:
+            return f"environment variable NEWSLETTER_{key.upper()}", None
+        if doc is not None and key in values:
+            return path, doc.where((key,))[0]
+        return path, None
+
+    def text(key: str, *, required: bool = False) -> str | None:
+        value = overrides.get(key, values.get(key, DEFAULTS.get(key)))
+        if value is None:
+            if required:
+                raise ConfigError(f"missing required key '{key}'", *where(key))
+            return None
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"'{key}' must be text", *where(key))
+        value = str(value).strip()
+        if any(ch in value for ch in "\r\n\x00") and key not in ("postal_address",):
+            raise ConfigError(f"'{key}' must be a single line", *where(key))
+        return value or None
+
+    def address(key: str) -> Address | None:
+        raw = text(key, required=key == "from")
+        if raw is None:
+            return None
+        display, email = parseaddr(raw)
+        if "@" not in email or email.count("@") != 1 or " " in email:
+            raise ConfigError(
+                f"'{key}' must be an address like 'Name <name@example.com>', got {raw!r}",
+                *where(key),
+            )
+        local, domain = email.split("@")
+        try:
+            return Address(display_name=display, username=local, domain=domain.lower())
+        except (ValueError, IndexError) as exc:
+            raise ConfigError(f"'{key}' is not a valid address: {exc}", *where(key)) from None
+
+    base_url = (text("base_url") or DEFAULTS["base_url"]).rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"'base_url' must be an http(s) URL such as https://news.example.com, got {base_url!r}",
+            *where("base_url"),
+        )
+    templates = text("templates")
+    dkim = overrides.get("dkim", values.get("dkim"))
+    dkim_config = None
+    if dkim:
+        missing = [k for k in DKIM_KEYS if not dkim.get(k)]
+        if missing:
+            raise ConfigError(f"'dkim' is missing '{missing[0]}'", *where("dkim"))
+        dkim_config = DkimConfig(
+            domain=str(dkim["domain"]).lower(),
+            selector=str(dkim["selector"]),
+            private_key=(root / str(dkim["private_key"])).resolve(),
+        )
+    return Config(
+        root=root,
+        path=path,
+        name=text("name", required=True) or "",
+        sender=address("from"),  # type: ignore[arg-type]
+        reply_to=address("reply_to"),
+        base_url=base_url,
+        postal_address=text("postal_address"),
+        language=text("language") or "en",
+        templates=(root / templates).resolve() if templates else None,
+        database=(root / (text("database") or DEFAULTS["database"])).resolve(),
+        transport=text("transport") or DEFAULTS["transport"],
+        dkim=dkim_config,
+        secret_key=text("secret_key"),
+    )

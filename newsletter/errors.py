@@ -1,0 +1,88 @@
+"""One exception tree for the whole package.
+
+    NewsletterError                 anything the CLI reports as a clear one-line error
+    ├── ConfigError                 newsletter.yaml / environment (carries file and line)
+    ├── IssueInvalid                an issue file failed validation (carries diagnostics)
+    ├── RenderError                 a theme template failed (carries template file and line)
+    ├── SubscriberError             the subscriber store refused an operation
+    │   └── ImportFileError         a CSV import could not be read at all
+    ├── TokenError                  a signed token is forged, truncated, expired or cross-purpose
+    ├── CampaignError               a send cannot start or continue (refused issue, empty list…)
+    │   └── CampaignPaused          too many failures in a row: the campaign was paused
+    └── TransportError              delivery machinery failed as a whole (not one recipient)
+        ├── TransportConfigError    bad transport URL, missing secret: fix the configuration
+        ├── TransportConnectError   unreachable server, TLS handshake failure
+        └── TransportAuthError      refused login / bad API key
+
+Per-recipient outcomes (a 550 for one address, a 429 for one batch) are not exceptions: transports
+return them as results so the campaign ledger can record them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from newsletter.diagnostics import Diagnostic
+
+
+class NewsletterError(Exception):
+    """Base class: str(error) is the message shown to the user."""
+
+
+class ConfigError(NewsletterError):
+    def __init__(self, message: str, path: object = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        super().__init__(f"{where}{message}")
+
+
+class IssueInvalid(NewsletterError):
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = list(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        super().__init__("\n".join(d.format() for d in errors or self.diagnostics))
+
+
+class RenderError(NewsletterError):
+    pass
+
+
+class SubscriberError(NewsletterError):
+    pass
+
+
+class ImportFileError(SubscriberError):
+    pass
+
+
+class TokenError(NewsletterError):
+    pass
+
+
+class CampaignError(NewsletterError):
+    pass
+
+
+class CampaignPaused(CampaignError):
+    pass
+
+
+class TransportError(NewsletterError):
+    pass
+
+
+class TransportConfigError(TransportError):
+    pass
+
+
+class TransportConnectError(TransportError):
+    pass
+
+
+class TransportAuthError(TransportError):
+    pass

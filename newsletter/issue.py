@@ -1,0 +1,331 @@
+"""The issue model (Issue, Story, Source, Image) and its strict YAML loader.
+
+`load_issue` returns the model, or raises IssueInvalid carrying every error found, each with file,
+line, column and field path. Warnings (style, deliverability) belong to `newsletter.lint`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsletter.diagnostics import Diagnostic, field_path
+from newsletter.errors import IssueInvalid
+from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yaml
+
+# Text fields that end up in mail headers or one-line places: no line breaks or control chars.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
+_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Source:
+    title: str
+    publisher: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    url: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Story:
+    headline: str
+    summary: str  # Markdown
+    why_it_matters: str  # Markdown
+    sources: tuple[Source, ...]
+    dek: str | None = None
+    key_points: tuple[str, ...] = ()  # Markdown, one item each
+    takeaway: str | None = None  # Markdown
+    image: Image | None = None
+
+
+@dataclass(frozen=True)
+class Issue:
+    title: str
+    date: dt.date
+    stories: tuple[Story, ...]
+    subject: str  # may hold {{ placeholders }}; defaults to the title
+    preheader: str | None = None  # may hold placeholders
+    intro: str | None = None  # Markdown, may hold placeholders
+    outro: str | None = None  # Markdown, may hold placeholders
+    path: Path | None = None
+    source: YamlDocument | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def slug(self) -> str:
+        """URL-safe name of the issue: its file name without extension."""
+        if self.path is not None:
+            return slugify(self.path.stem)
+        return slugify(f"{self.date.isoformat()}-{self.title}")
+
+    def locate(self, parts: FieldPath) -> tuple[int, int]:
+        return self.source.where(parts) if self.source else (1, 1)
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:80].rstrip("-") or "issue"
+
+
+ISSUE_KEYS = ("title", "date", "subject", "preheader", "intro", "stories", "outro")
+STORY_KEYS = (
+    "headline",
+    "dek",
+    "summary",
+    "why_it_matters",
+    "key_points",
+    "takeaway",
+    "image",
+    "sources",
+)
+SOURCE_KEYS = ("title", "publisher", "url")
+IMAGE_KEYS = ("url", "alt")
+# Fields rendered per recipient through the Jinja2 sandbox; everything else is literal text.
+PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
+
+
+def load_issue(path: str | Path) -> Issue:
+    """Load and validate an issue file; raise IssueInvalid listing every error."""
+    try:
+        doc = read_yaml(path)
+    except YamlInvalid as exc:
+        raise IssueInvalid([exc.diagnostic]) from None
+    validator = _Validator(doc)
+    issue = validator.issue(Path(path))
+    if validator.errors:
+        raise IssueInvalid(validator.errors)
+    assert issue is not None
+    return issue
+
+
+class _Validator:
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.errors: list[Diagnostic] = []
+
+    def error(self, parts: FieldPath, message: str, *, key: bool = False) -> None:
+        line, col = self.doc.where(parts, key=key)
+        self.errors.append(
+            Diagnostic(self.doc.path, line, col, "error", field_path(parts), message)
+        )
+
+    def mapping(self, value: Any, parts: FieldPath, allowed: tuple[str, ...], what: str) -> dict:
+        if not isinstance(value, dict):
+            self.error(parts, f"expected a mapping ({what}), got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                expected = ", ".join(allowed)
+                self.error(
+                    (*parts, key),
+                    f"unknown key '{key}'{suggestion}; expected one of: {expected}",
+                    key=True,
+                )
+        return value
+
+    def text(
+        self,
+        data: dict,
+        key: str,
+        parts: FieldPath,
+        *,
+        required: bool = False,
+        single_line: bool = False,
+    ) -> str | None:
+        here = (*parts, key)
+        if key not in data or data[key] is None:
+            if required:
+                where = "" if key in data else " is missing"
+                self.error(here if key in data else parts, f"'{key}'{where or ' is empty'}")
+            return None
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.error(here, f"expected text, got {_kind(value)}")
+            return None
+        value = str(value)
+        if not value.strip():
+            if required:
+                self.error(here, f"'{key}' is empty")
+            return None
+        pattern = _CONTROL if single_line else _CONTROL_MULTILINE
+        bad = pattern.search(value.strip() if single_line else value)
+        if bad:
+            what = "a line break" if bad.group() in "\r\n\u2028\u2029" else "a control character"
+            self.error(here, f"contains {what} ({bad.group()!r}); this field must be one line")
+            return None
+        return value.strip() if single_line else value.strip("\n")
+
+    def url(self, data: dict, key: str, parts: FieldPath, *, required: bool = False) -> str | None:
+        value = self.text(data, key, parts, required=required, single_line=True)
+        if value is None:
+            return None
+        split = urlsplit(value)
+        if split.scheme not in ("http", "https") or not split.netloc or " " in value:
+            self.error((*parts, key), f"expected an http:// or https:// URL, got {value!r}")
+            return None
+        return value
+
+    def issue(self, path: Path) -> Issue | None:
+        data = self.mapping(self.doc.data, (), ISSUE_KEYS, "the issue")
+        if not isinstance(self.doc.data, dict):
+            return None
+        title = self.text(data, "title", (), required=True, single_line=True)
+        date = self.date(data)
+        subject = self.text(data, "subject", (), single_line=True)
+        preheader = self.text(data, "preheader", (), single_line=True)
+        intro = self.text(data, "intro", ())
+        outro = self.text(data, "outro", ())
+        for key, value in (
+            ("subject", subject),
+            ("preheader", preheader),
+            ("intro", intro),
+            ("outro", outro),
+        ):
+            if value is not None:
+                self.placeholders(key, value)
+        stories = self.sequence(data, "stories", (), self.story, required=True)
+        if self.errors or title is None or date is None:
+            return None
+        return Issue(
+            title=title,
+            date=date,
+            stories=tuple(stories),
+            subject=subject or title,
+            preheader=preheader,
+            intro=intro,
+            outro=outro,
+            path=path,
+            source=self.doc,
+        )
+
+    def date(self, data: dict) -> dt.date | None:
+        if "date" not in data or data["date"] is None:
+            self.error(() if "date" not in data else ("date",), "'date' is missing")
+            return None
+        value = data["date"]
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        self.error(("date",), f"expected an ISO date like 2026-11-25, got {value!r}")
+        return None
+
+    def placeholders(self, key: str, value: str) -> None:
+        from newsletter.render.placeholders import PlaceholderSyntaxError, parse_placeholders
+
+        try:
+            parse_placeholders(value)
+        except PlaceholderSyntaxError as exc:
+            self.error((key,), str(exc))
+
+    def sequence(
+        self,
+        data: dict,
+        key: str,
+        parts: FieldPath,
+        item: Callable[[Any, FieldPath], Any],
+        *,
+        required: bool = False,
+    ) -> list:
+        here = (*parts, key)
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.error(parts if key not in data else here, f"'{key}' is missing")
+            return []
+        if not isinstance(value, list):
+            self.error(here, f"expected a list, got {_kind(value)}")
+            return []
+        if required and not value:
+            self.error(here, f"'{key}' is empty; at least one is required")
+        results = [item(entry, (*here, i)) for i, entry in enumerate(value)]
+        return [r for r in results if r is not None]
+
+    def story(self, value: Any, parts: FieldPath) -> Story | None:
+        before = len(self.errors)
+        data = self.mapping(value, parts, STORY_KEYS, "a story")
+        if not isinstance(value, dict):
+            return None
+        headline = self.text(data, "headline", parts, required=True, single_line=True)
+        dek = self.text(data, "dek", parts, single_line=True)
+        summary = self.text(data, "summary", parts, required=True)
+        why = self.text(data, "why_it_matters", parts, required=True)
+        key_points = self.sequence(data, "key_points", parts, self.key_point)
+        takeaway = self.text(data, "takeaway", parts)
+        image = self.image(data.get("image"), (*parts, "image")) if "image" in data else None
+        sources = self.sequence(data, "sources", parts, self.source, required=True)
+        if len(self.errors) > before:
+            return None
+        return Story(
+            headline=headline or "",
+            dek=dek,
+            summary=summary or "",
+            why_it_matters=why or "",
+            key_points=tuple(key_points),
+            takeaway=takeaway,
+            image=image,
+            sources=tuple(sources),
+        )
+
+    def key_point(self, value: Any, parts: FieldPath) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.error(parts, f"expected text, got {_kind(value)}")
+            return None
+        if not str(value).strip():
+            self.error(parts, "key point is empty")
+            return None
+        return str(value).strip()
+
+    def image(self, value: Any, parts: FieldPath) -> Image | None:
+        data = self.mapping(value, parts, IMAGE_KEYS, "an image with url and alt")
+        if not isinstance(value, dict):
+            return None
+        url = self.url(data, "url", parts, required=True)
+        alt = self.text(data, "alt", parts, single_line=True)
+        if alt is None:
+            self.error(parts, "image has no alt text; describe it for readers who cannot see it")
+        if url is None or alt is None:
+            return None
+        return Image(url=url, alt=alt)
+
+    def source(self, value: Any, parts: FieldPath) -> Source | None:
+        data = self.mapping(value, parts, SOURCE_KEYS, "a source")
+        if not isinstance(value, dict):
+            return None
+        title = self.text(data, "title", parts, required=True, single_line=True)
+        publisher = self.text(data, "publisher", parts, single_line=True)
+        url = self.url(data, "url", parts)
+        if title is None:
+            return None
+        return Source(title=title, publisher=publisher, url=url)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int | float):
+        return "a number"
+    return "text"

@@ -1,0 +1,116 @@
+"""Per-recipient placeholders: `{{ subscriber.name | default("reader") }}` and friends.
+
+Only `{{ expression }}` is allowed (no `{% statements %}`), only the `subscriber` variable exists,
+and expressions run in Jinja2's sandbox because subscriber data is untrusted. Each expression is
+compiled once per issue and evaluated once per recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import TemplateSyntaxError, meta
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
+_STATEMENT = re.compile(r"\{%|\{#")
+_ENV = SandboxedEnvironment(autoescape=False)
+ALLOWED_NAMES = frozenset({"subscriber"})
+
+
+class PlaceholderSyntaxError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What a placeholder can see of a subscriber."""
+
+    email: str
+    name: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def context(self) -> dict[str, Any]:
+        # Missing values are left out so `default("reader")` applies to them.
+        subscriber: dict[str, Any] = {"email": self.email, "fields": dict(self.fields)}
+        if self.name:
+            subscriber["name"] = self.name
+        return {"subscriber": subscriber}
+
+
+SAMPLE_RECIPIENT = Recipient(email="reader@example.com", name="Sample Reader")
+
+
+@dataclass(frozen=True)
+class Expression:
+    source: str  # the text between the braces, stripped
+
+    def evaluate(self, context: Mapping[str, Any]) -> str:
+        try:
+            value = _compiled(self.source)(**context)
+        except (SecurityError, UndefinedError, TypeError, ValueError, AttributeError):
+            return ""
+        return "" if value is None else str(value)
+
+
+def parse_placeholders(text: str) -> list[str | Expression]:
+    """Split text into literal strings and expressions; raise PlaceholderSyntaxError."""
+    statement = _STATEMENT.search(text)
+    if statement:
+        raise PlaceholderSyntaxError(
+            f"'{statement.group()}' is not allowed: only {{{{ expressions }}}} such as "
+            '{{ subscriber.name | default("reader") }}'
+        )
+    pieces: list[str | Expression] = []
+    last = 0
+    for match in _EXPRESSION.finditer(text):
+        if match.start() > last:
+            pieces.append(text[last : match.start()])
+        source = match.group(1).strip()
+        _validate(source)
+        pieces.append(Expression(source))
+        last = match.end()
+    if "{{" in text[last:] or "}}" in text[last:]:
+        raise PlaceholderSyntaxError("unbalanced '{{' or '}}' in placeholder")
+    if last < len(text):
+        pieces.append(text[last:])
+    return pieces
+
+
+def render_placeholders(text: str, recipient: Recipient) -> str:
+    context = recipient.context()
+    return "".join(
+        p if isinstance(p, str) else p.evaluate(context) for p in parse_placeholders(text)
+    )
+
+
+def _validate(source: str) -> None:
+    if not source:
+        raise PlaceholderSyntaxError("empty placeholder '{{ }}'")
+    try:
+        names = meta.find_undeclared_variables(_ENV.parse("{{ " + source + " }}"))
+        _compiled(source)
+    except TemplateSyntaxError as exc:
+        raise PlaceholderSyntaxError(
+            f"invalid placeholder '{{{{ {source} }}}}': {exc.message}"
+        ) from None
+    unknown = sorted(names - ALLOWED_NAMES)
+    if unknown:
+        raise PlaceholderSyntaxError(
+            f"unknown name '{unknown[0]}' in placeholder '{{{{ {source} }}}}'; "
+            "use subscriber.name, subscriber.email or subscriber.fields.NAME"
+        )
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _compiled(source: str) -> Any:
+    fn = _CACHE.get(source)
+    if fn is None:
+        fn = _CACHE[source] = _ENV.compile_expression(source, undefined_to_none=False)
+    return fn

@@ -1,0 +1,51 @@
+"""Transport URLs -> Transport instances.
+
+`outbox:./outbox`, `console:`, `smtp://user@host:587?tls=starttls`, `smtps://host`,
+`sendgrid:`, `mailgun:DOMAIN?region=eu`, `postmark:?stream=broadcast`, `ses:REGION`, `resend:`.
+Each transport class has `from_url(url, config, environ)`; the registry maps a scheme to it by
+import path so a provider's SDK is only imported when that provider is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from newsletter.errors import TransportConfigError
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.transports.base import Transport
+
+SCHEMES: dict[str, str] = {
+    "outbox": "newsletter.transports.outbox:OutboxTransport",
+    "console": "newsletter.transports.console:ConsoleTransport",
+    "smtp": "newsletter.transports.smtp:SmtpTransport",
+    "smtps": "newsletter.transports.smtp:SmtpTransport",
+    "sendgrid": "newsletter.transports.sendgrid:SendGridTransport",
+    "mailgun": "newsletter.transports.mailgun:MailgunTransport",
+    "postmark": "newsletter.transports.postmark:PostmarkTransport",
+    "ses": "newsletter.transports.ses:SesTransport",
+    "resend": "newsletter.transports.resend:ResendTransport",
+}
+
+
+def scheme_of(url: str) -> str:
+    return url.split(":", 1)[0].lower() if ":" in url else ""
+
+
+def transport_from_url(
+    url: str, config: Config, environ: Mapping[str, str] | None = None
+) -> Transport:
+    scheme = scheme_of(url)
+    target = SCHEMES.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}:" for s in SCHEMES)
+        raise TransportConfigError(
+            f"unknown transport {url!r}; expected a URL starting with one of: {known}"
+        )
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.from_url(url, config, os.environ if environ is None else environ)

@@ -1,0 +1,91 @@
+"""The transport interface every delivery method implements.
+
+A campaign hands a transport batches of `OutgoingMessage` (at most `max_batch` each) and gets
+back one `DeliveryResult` per message, in order. Per-recipient outcomes are results, never
+exceptions; an exception (TransportError subclasses) means the transport as a whole cannot work
+(bad URL, refused login, unreachable server) and stops the run before anyone is marked sent.
+
+Transports that take the finished RFC 5322 bytes (smtp, outbox, console, ses raw) read
+`message.data`; API transports that build their own payload (sendgrid, mailgun, postmark,
+resend) read the per-recipient parts (`subject`, `html`, `text`, `headers`). Both are produced
+lazily from the per-issue template, so a transport pays only for what it reads.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+Status = Literal["sent", "deferred", "failed", "bounced"]
+
+
+@dataclass(frozen=True)
+class MessageParts:
+    """One recipient's message as API providers want it."""
+
+    from_header: str  # encoded From header value
+    to_email: str
+    to_name: str | None
+    subject: str  # decoded text
+    text: str
+    html: str
+    headers: Mapping[str, str]  # extra headers: Message-ID, List-Unsubscribe, List-Id, Reply-To...
+
+
+@dataclass(eq=False)
+class OutgoingMessage:
+    key: int  # the campaign ledger row id (or any caller-chosen key)
+    envelope_from: str
+    recipient: str  # envelope recipient address
+    message_id: str  # without angle brackets
+    build_data: Callable[[], bytes] = field(repr=False)
+    build_parts: Callable[[], MessageParts] = field(repr=False)
+
+    @cached_property
+    def data(self) -> bytes:
+        """The complete message as it goes on the wire (CRLF line ends, DKIM-signed if set)."""
+        return self.build_data()
+
+    @cached_property
+    def parts(self) -> MessageParts:
+        return self.build_parts()
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    status: Status
+    reply: str = ""  # the server's / provider's reply, for the ledger
+    provider_id: str | None = None  # the provider's message id, when it gives one
+    retry_after: float | None = None  # seconds, when the server said how long to wait
+
+
+class Transport(ABC):
+    """Open once, send batches (possibly from several threads when `thread_safe`), close."""
+
+    name: str = "transport"
+    max_batch: int = 1
+    thread_safe: bool = False  # False: the runner gives each worker its own instance
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect / authenticate; raise TransportError subclasses when that fails."""
+
+    @abstractmethod
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        """Deliver a batch; return one result per message, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def describe(self) -> str:
+        """Human-readable destination without secrets, e.g. 'smtp://mail.example.com:587'."""
+        return self.name
+
+    def __enter__(self) -> Transport:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

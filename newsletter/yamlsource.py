@@ -1,0 +1,165 @@
+"""Strict YAML loading that remembers where every value came from.
+
+PyYAML alone accepts duplicate keys silently, expands aliases (a few lines can become gigabytes)
+and reports tabs with a cryptic message. This loader rejects all three and records the line and
+column of every key and value, so validators can point at the exact spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from newsletter.diagnostics import Diagnostic
+
+Location = tuple[int, int]
+FieldPath = tuple[str | int, ...]
+
+
+class YamlInvalid(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+        super().__init__(diagnostic.format())
+
+
+@dataclass
+class YamlDocument:
+    path: str
+    text: str
+    data: Any
+    value_locations: dict[FieldPath, Location] = field(default_factory=dict)
+    key_locations: dict[FieldPath, Location] = field(default_factory=dict)
+
+    def where(self, parts: FieldPath, *, key: bool = False) -> Location:
+        """Location of a value (or of its key); falls back to the nearest ancestor."""
+        table = self.key_locations if key else self.value_locations
+        while parts:
+            if parts in table:
+                return table[parts]
+            if key and parts in self.value_locations:
+                return self.value_locations[parts]
+            parts = parts[:-1]
+        return self.value_locations.get((), (1, 1))
+
+
+def read_yaml(path: str | Path, *, max_bytes: int = 5_000_000) -> YamlDocument:
+    """Read and parse a YAML file; raise YamlInvalid with the first fatal problem."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise YamlInvalid(_error(name, 1, 1, "file not found")) from None
+    except IsADirectoryError:
+        raise YamlInvalid(_error(name, 1, 1, "is a directory, expected a YAML file")) from None
+    except OSError as exc:
+        raise YamlInvalid(_error(name, 1, 1, f"cannot read file: {exc.strerror}")) from None
+    if len(raw) > max_bytes:
+        raise YamlInvalid(_error(name, 1, 1, f"file is larger than {max_bytes:,} bytes"))
+    return parse_yaml(raw, name)
+
+
+def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise YamlInvalid(
+                _error(name, line, col, f"not valid UTF-8 (byte 0x{raw[exc.start]:02x})")
+            ) from None
+    else:
+        text = raw
+    if not text.strip() or all(
+        not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
+    ):
+        raise YamlInvalid(_error(name, 1, 1, "file is empty"))
+    _reject_tab_indentation(text, name)
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            anchor = getattr(event, "anchor", None)
+            if isinstance(event, yaml.AliasEvent) or anchor:
+                mark = event.start_mark
+                raise YamlInvalid(
+                    _error(
+                        name,
+                        mark.line + 1,
+                        mark.column + 1,
+                        "YAML anchors and aliases (&name, *name) are not allowed",
+                    )
+                )
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if exc.context and "expected a single document" in exc.context:
+            problem = "more than one YAML document (a '---' separator); expected one"
+        raise YamlInvalid(_error(name, line, col, f"YAML syntax error: {problem}")) from None
+    except yaml.YAMLError as exc:
+        raise YamlInvalid(_error(name, 1, 1, f"YAML syntax error: {exc}")) from None
+    if node is None:
+        raise YamlInvalid(_error(name, 1, 1, "file is empty"))
+    doc = YamlDocument(path=name, text=text, data=None)
+    doc.data = _construct(node, (), doc, SafeConstructor())
+    return doc
+
+
+def _reject_tab_indentation(text: str, name: str) -> None:
+    for number, line in enumerate(text.splitlines(), start=1):
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
+        if "\t" in indent and line.strip():
+            col = indent.index("\t") + 1
+            raise YamlInvalid(
+                _error(name, number, col, "tab character in indentation; YAML needs spaces")
+            )
+
+
+def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstructor) -> Any:
+    doc.value_locations[parts] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            line, col = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                raise YamlInvalid(_error(doc.path, line, col, "keys must be plain text"))
+            key = ctor.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key)
+            if key in result:
+                first = doc.key_locations[(*parts, key)]
+                raise YamlInvalid(
+                    _error(
+                        doc.path,
+                        line,
+                        col,
+                        f"duplicate key '{key}' (first defined on line {first[0]})",
+                        field_parts=(*parts, key),
+                    )
+                )
+            doc.key_locations[(*parts, key)] = (line, col)
+            result[key] = _construct(value_node, (*parts, key), doc, ctor)
+        return result
+    if isinstance(node, SequenceNode):
+        return [_construct(item, (*parts, i), doc, ctor) for i, item in enumerate(node.value)]
+    try:
+        return ctor.construct_object(node)
+    except yaml.constructor.ConstructorError as exc:
+        line, col = doc.value_locations[parts]
+        raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc.problem}")) from None
+    except ValueError as exc:  # e.g. a date like 2026-13-40
+        line, col = doc.value_locations[parts]
+        raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc}")) from None
+
+
+def _error(
+    path: str, line: int, col: int, message: str, field_parts: FieldPath = ()
+) -> Diagnostic:
+    from newsletter.diagnostics import field_path
+
+    return Diagnostic(path, line, col, "error", field_path(field_parts), message)
