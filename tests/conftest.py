@@ -1,0 +1,66 @@
+"""Fixtures shared by every test module: a project folder, the CLI runner, headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "issues" / "2026-11-25-microsoft-openai-partnership.yaml"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's NEWSLETTER_* settings or secrets."""
+    for key in list(os.environ):
+        if key.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A newsletter project folder with a config and the example issue."""
+    (tmp_path / "issues").mkdir()
+    shutil.copy(EXAMPLE, tmp_path / "issues" / EXAMPLE.name)
+    (tmp_path / "newsletter.yaml").write_text(
+        "name: Test Letter\n"
+        "from: Test Letter <news@example.org>\n"
+        "base_url: https://news.example.org\n"
+        "postal_address: 1 Test Street, Testville\n",
+        encoding="utf-8",
+    )
+    return tmp_path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: apt-get install chromium (see .ci/run)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
