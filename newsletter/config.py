@@ -157,7 +157,11 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             out[key] = value
     if env.get("NEWSLETTER_DB"):
         out["database"] = env["NEWSLETTER_DB"]
-    dkim = {k: env[f"NEWSLETTER_DKIM_{k.upper()}"] for k in DKIM_KEYS if f"NEWSLETTER_DKIM_{k.upper()}" in env}
+    dkim = {
+        k: env[f"NEWSLETTER_DKIM_{k.upper()}"]
+        for k in DKIM_KEYS
+        if f"NEWSLETTER_DKIM_{k.upper()}" in env
+    }
     if dkim:
         out["dkim"] = dkim
     return out

@@ -18,7 +18,9 @@ def connect(path: str | Path, *, timeout: float = 30.0) -> sqlite3.Connection:
     """Open (creating if needed) the database with the settings every component relies on."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+    )
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     conn.execute("PRAGMA journal_mode = WAL")

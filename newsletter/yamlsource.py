@@ -157,9 +157,7 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
         raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc}")) from None
 
 
-def _error(
-    path: str, line: int, col: int, message: str, field_parts: FieldPath = ()
-) -> Diagnostic:
+def _error(path: str, line: int, col: int, message: str, field_parts: FieldPath = ()) -> Diagnostic:
     from newsletter.diagnostics import field_path
 
     return Diagnostic(path, line, col, "error", field_path(field_parts), message)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from newsletter import __version__
-from newsletter.cli import compose, preview, send, subscribers
+from newsletter.cli import build, compose, preview, send, subscribers
 from newsletter.cli.common import AppContext
 
 
@@ -29,6 +29,6 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for module in (compose, preview, subscribers, send):
+for module in (compose, build, preview, subscribers, send):
     for command in module.commands:
         main.add_command(command)
