@@ -96,16 +96,90 @@ PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
 
 def load_issue(path: str | Path) -> Issue:
     """Load and validate an issue file; raise IssueInvalid listing every error."""
+    parsed = parse_issue(path)
+    if parsed.issue is None:
+        raise IssueInvalid(parsed.errors)
+    return parsed.issue
+
+
+@dataclass
+class ParsedIssue:
+    """Everything `check` needs: the model (None when invalid), the YAML, every error found."""
+
+    issue: Issue | None
+    doc: YamlDocument | None  # None when the file could not be parsed as YAML at all
+    errors: list[Diagnostic]
+
+
+def parse_issue(path: str | Path) -> ParsedIssue:
+    """Like load_issue, but returns the errors (and the parsed YAML) instead of raising."""
     try:
         doc = read_yaml(path)
     except YamlInvalid as exc:
-        raise IssueInvalid([exc.diagnostic]) from None
+        return ParsedIssue(None, None, [exc.diagnostic])
     validator = _Validator(doc)
     issue = validator.issue(Path(path))
     if validator.errors:
-        raise IssueInvalid(validator.errors)
-    assert issue is not None
-    return issue
+        return ParsedIssue(None, doc, validator.errors)
+    return ParsedIssue(issue, doc, [])
+
+
+def locate_in_value(doc: YamlDocument, parts: FieldPath, snippet: str) -> tuple[int, int]:
+    """Line and column of `snippet` inside the value at `parts` (e.g. a line of a `|` block).
+
+    Searches the source text between the value's start and the next located node, so a problem
+    deep inside a multi-line block scalar is reported where it is, not at the block's first line.
+    Falls back to the value's own location.
+    """
+    start = doc.where(parts)
+    first_line = snippet.split("\n", 1)[0].strip()
+    if parts not in doc.value_locations or not first_line:
+        return start
+    starts = _line_starts(doc.text)
+    begin = _offset(starts, start)
+    later = [
+        loc for loc in (*doc.value_locations.values(), *doc.key_locations.values()) if loc > start
+    ]
+    end = _offset(starts, min(later)) if later else len(doc.text)
+    found = doc.text.find(first_line, begin, end)
+    if found < 0:
+        return start
+    line = doc.text.count("\n", 0, found) + 1
+    return line, found - starts[line - 1] + 1
+
+
+def _line_starts(text: str) -> list[int]:
+    starts = [0]
+    starts.extend(i + 1 for i, ch in enumerate(text) if ch == "\n")
+    return starts
+
+
+def _offset(starts: list[int], loc: tuple[int, int]) -> int:
+    line, col = loc
+    return starts[min(line, len(starts)) - 1] + col - 1
+
+
+_STATEMENT_START = re.compile(r"\{%|\{#")
+_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+def _placeholder_snippet(value: str) -> str:
+    """The part of `value` that makes parse_placeholders fail, to point at its line."""
+    from newsletter.render.placeholders import PlaceholderSyntaxError, parse_placeholders
+
+    statement = _STATEMENT_START.search(value)
+    if statement:
+        return statement.group()
+    last = 0
+    for match in _EXPRESSION.finditer(value):
+        try:
+            parse_placeholders(match.group())
+        except PlaceholderSyntaxError:
+            return match.group()
+        last = match.end()
+    rest = value[last:]
+    stray = min((i for i in (rest.find("{{"), rest.find("}}")) if i >= 0), default=-1)
+    return rest[stray : stray + 2] if stray >= 0 else ""
 
 
 class _Validator:
@@ -233,7 +307,8 @@ class _Validator:
         try:
             parse_placeholders(value)
         except PlaceholderSyntaxError as exc:
-            self.error((key,), str(exc))
+            line, col = locate_in_value(self.doc, (key,), _placeholder_snippet(value))
+            self.errors.append(Diagnostic(self.doc.path, line, col, "error", key, str(exc)))
 
     def sequence(
         self,

@@ -153,6 +153,10 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
         line, col = doc.value_locations[parts]
         raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc.problem}")) from None
     except ValueError as exc:  # e.g. a date like 2026-13-40
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            # Keep the text: the validator of the field explains what date format it expects,
+            # and the other problems in the file still get reported.
+            return node.value
         line, col = doc.value_locations[parts]
         raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc}")) from None
 

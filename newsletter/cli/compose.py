@@ -1,5 +1,101 @@
-"""Commands of the compose area (filled in by its feature)."""
+"""Commands of the compose area: check, init, new."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
 
 import click
 
-commands: list[click.Command] = []
+from newsletter.cli.common import app, reports_errors
+from newsletter.lint import check_paths
+from newsletter.scaffold import init_project, issues_folder, new_issue
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+@click.command()
+@click.argument("issues", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: one `path:line:col: severity: field: message` line per problem; json: for tools.",
+)
+@click.option("--strict", is_flag=True, help="Fail (exit status 1) on warnings too.")
+@click.option("--links", is_flag=True, help="Also request every URL over HTTP (HEAD, then GET).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for each URL with --links.",
+)
+@reports_errors
+def check(
+    issues: tuple[Path, ...], output_format: str, strict: bool, links: bool, timeout: float
+) -> None:
+    """Report every problem in the ISSUES files at once.
+
+    Exits with status 1 when any file has an error (with --strict: any warning too).
+    """
+    report = check_paths(issues, app().config, links=links, link_timeout=timeout)
+    if output_format == "json":
+        click.echo(json.dumps(report.as_dict(strict=strict), indent=2, ensure_ascii=False))
+    else:
+        for diagnostic in report.diagnostics:
+            click.echo(diagnostic.format())
+        click.echo(report.summary())
+    if report.failed(strict=strict):
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", help="The newsletter's name (default: from the folder's name).")
+@click.option(
+    "--copy-theme",
+    is_flag=True,
+    help="Copy the default theme into DIRECTORY/templates/ to edit it.",
+)
+@reports_errors
+def init(directory: Path, name: str | None, copy_theme: bool) -> None:
+    """Create a newsletter project in DIRECTORY: newsletter.yaml and a sample issue.
+
+    Never overwrites a file.
+    """
+    created = init_project(directory, name=name, copy_theme=copy_theme)
+    for path in created:
+        click.echo(f"created {_shown(path)}")
+    issue = next(p for p in created if p.parent.name == "issues")
+    click.echo(f"next: cd {_shown(directory)} && newsletter check {issue.relative_to(directory)}")
+
+
+@click.command()
+@click.argument("title")
+@click.option(
+    "--date",
+    "date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The issue's date, YYYY-MM-DD (default: today).",
+)
+@reports_errors
+def new(title: str, date: dt.datetime | None) -> None:
+    """Write a skeleton issue issues/<date>-<slug>.yaml titled TITLE.
+
+    Its placeholder text is reported by `newsletter check` until replaced. Never overwrites a file.
+    """
+    folder = issues_folder(app().config_path)
+    path = new_issue(title, date=date.date() if date else None, folder=folder)
+    click.echo(f"created {_shown(path)}")
+
+
+commands: list[click.Command] = [check, init, new]

@@ -1,0 +1,295 @@
+"""`newsletter check`: every problem of an issue at once, errors and warnings, each located.
+
+`check_issue(path, config)` is the one entry point used by the CLI, the preview server and `send`
+(which refuses an issue with errors). It combines the loader's errors (`issue.parse_issue`) with
+the checks here: deliverability and style warnings, leftover `newsletter new` skeleton text,
+links and images inside Markdown, and the size of the final inlined HTML against Gmail's clipping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from newsletter.config import Config
+from newsletter.diagnostics import Diagnostic, Severity, field_path
+from newsletter.errors import NewsletterError
+from newsletter.issue import Issue, locate_in_value, parse_issue
+from newsletter.links import check_links, issue_urls
+from newsletter.yamlsource import FieldPath, YamlDocument
+
+# Gmail clips a message whose HTML passes ~102 KB: the rest, footer and unsubscribe link included,
+# hides behind "[Message clipped]". KB here is 1024 bytes, as Gmail counts.
+CLIP_BYTES = 102 * 1024
+SIZE_WARN_BYTES = 90 * 1024
+PREHEADER_MAX = 150
+SUBJECT_MAX = 78  # RFC 5322's recommended line length; inboxes cut far earlier anyway
+# What `newsletter new` writes where the editor's text goes (see newsletter.scaffold).
+SKELETON_MARK = "TODO:"
+SKELETON_URL = "https://example.com/TODO"
+LINK_SCHEMES = ("http", "https", "mailto")
+
+
+def check_issue(
+    path: str | Path, config: Config, *, links: bool = False, link_timeout: float = 10.0
+) -> list[Diagnostic]:
+    """Every error and warning for one issue file, in file order."""
+    parsed = parse_issue(path)
+    found = list(parsed.errors)
+    if parsed.doc is not None:
+        found += lint_document(parsed.doc)
+        if links:
+            found += check_links(parsed.doc, timeout=link_timeout)
+    if parsed.issue is not None:
+        found += size_diagnostics(parsed.issue, config)
+    return sort_diagnostics(found)
+
+
+def lint_issue(issue: Issue, config: Config) -> list[Diagnostic]:
+    """Warnings and size errors for an issue that already loaded (the loader's errors aside)."""
+    found = lint_document(issue.source) if issue.source is not None else []
+    return sort_diagnostics(found + size_diagnostics(issue, config))
+
+
+def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    unique = dict.fromkeys(diagnostics)  # the same problem found twice is reported once
+    return sorted(unique, key=lambda d: (d.path, d.line, d.col, d.severity, d.field))
+
+
+@dataclass
+class CheckReport:
+    files: int
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(d.severity == "error" for d in self.diagnostics)
+
+    @property
+    def warnings(self) -> int:
+        return sum(d.severity == "warning" for d in self.diagnostics)
+
+    def failed(self, *, strict: bool = False) -> bool:
+        return self.errors > 0 or (strict and self.warnings > 0)
+
+    def as_dict(self, *, strict: bool = False) -> dict[str, Any]:
+        return {
+            "ok": not self.failed(strict=strict),
+            "files": self.files,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "diagnostics": [d.as_dict() for d in self.diagnostics],
+        }
+
+    def summary(self) -> str:
+        def plural(n: int, word: str) -> str:
+            return f"{n} {word}{'' if n == 1 else 's'}"
+
+        return (
+            f"{plural(self.files, 'file')} checked: "
+            f"{plural(self.errors, 'error')}, {plural(self.warnings, 'warning')}"
+        )
+
+
+def check_paths(
+    paths: Sequence[str | Path], config: Config, *, links: bool = False, link_timeout: float = 10.0
+) -> CheckReport:
+    report = CheckReport(files=len(paths))
+    for path in paths:
+        report.diagnostics += check_issue(path, config, links=links, link_timeout=link_timeout)
+    return report
+
+
+class _Linter:
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.found: list[Diagnostic] = []
+
+    def add(
+        self,
+        severity: Severity,
+        parts: FieldPath,
+        message: str,
+        *,
+        at: tuple[int, int] | None = None,
+    ) -> None:
+        line, col = at or self.doc.where(parts)
+        self.found.append(
+            Diagnostic(self.doc.path, line, col, severity, field_path(parts), message)
+        )
+
+
+def lint_document(doc: YamlDocument) -> list[Diagnostic]:
+    """Warnings (and skeleton/link errors) from the raw YAML, so they appear even beside errors."""
+    linter = _Linter(doc)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    _lint_header(linter, data)
+    _lint_sources(linter, data)
+    _lint_urls(linter)
+    _lint_skeleton(linter, (), data)
+    return linter.found
+
+
+def _sample_text(value: str) -> str:
+    """The text a sample reader sees: placeholders filled (left as typed if they are broken)."""
+    from newsletter.render.placeholders import (
+        SAMPLE_RECIPIENT,
+        PlaceholderSyntaxError,
+        render_placeholders,
+    )
+
+    try:
+        return render_placeholders(value, SAMPLE_RECIPIENT)
+    except PlaceholderSyntaxError:
+        return value
+
+
+def _lint_header(linter: _Linter, data: dict) -> None:
+    preheader = data.get("preheader")
+    if preheader is None or (isinstance(preheader, str) and not preheader.strip()):
+        linter.add(
+            "warning",
+            ("preheader",) if "preheader" in data else (),
+            "no preheader: inboxes will preview whatever text comes first; "
+            "add a one-line 'preheader' summing up the issue",
+            at=None if "preheader" in data else (1, 1),
+        )
+    elif isinstance(preheader, str) and len(text := _sample_text(preheader).strip()) > (
+        PREHEADER_MAX
+    ):
+        linter.add(
+            "warning",
+            ("preheader",),
+            f"preheader is {len(text)} characters; inboxes show about {PREHEADER_MAX} at most",
+        )
+    key = "subject" if isinstance(data.get("subject"), str) else "title"
+    subject = data.get(key)
+    if isinstance(subject, str) and len(text := _sample_text(subject).strip()) > SUBJECT_MAX:
+        what = "subject" if key == "subject" else "subject (the title, as no subject is set)"
+        linter.add(
+            "warning",
+            (key,),
+            f"{what} is {len(text)} characters; keep it under {SUBJECT_MAX} "
+            "so inboxes do not cut it off",
+        )
+
+
+def _stories(data: dict) -> Iterator[tuple[int, dict]]:
+    stories = data.get("stories")
+    for i, story in enumerate(stories if isinstance(stories, list) else []):
+        if isinstance(story, dict):
+            yield i, story
+
+
+def _lint_sources(linter: _Linter, data: dict) -> None:
+    for i, story in _stories(data):
+        sources = story.get("sources")
+        for j, source in enumerate(sources if isinstance(sources, list) else []):
+            if isinstance(source, dict) and source.get("url") in (None, ""):
+                linter.add(
+                    "warning",
+                    ("stories", i, "sources", j),
+                    "source has no URL; readers cannot follow it to the original",
+                )
+
+
+def _lint_urls(linter: _Linter) -> None:
+    for ref in issue_urls(linter.doc):
+        at = (ref.line, ref.col)
+        scheme = urlsplit(ref.url).scheme.lower()
+        if ref.kind in ("link", "markdown image") and scheme not in LINK_SCHEMES:
+            shown = ref.url or "(empty)"
+            linter.add(
+                "error",
+                ref.parts,
+                f"link target '{shown}' is not an absolute http:// or https:// URL; "
+                "relative links do not work in an email",
+                at=at,
+            )
+        elif scheme == "http":
+            linter.add(
+                "warning",
+                ref.parts,
+                f"plain http link '{ref.url}'; use https:// if the site supports it",
+                at=at,
+            )
+        if ref.kind == "markdown image" and not (ref.alt or "").strip():
+            linter.add(
+                "error",
+                ref.parts,
+                f"image '{ref.url}' has no alt text; write it between the brackets: ![alt](url)",
+                at=at,
+            )
+
+
+def _lint_skeleton(linter: _Linter, parts: FieldPath, value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _lint_skeleton(linter, (*parts, key), item)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _lint_skeleton(linter, (*parts, i), item)
+    elif isinstance(value, str):
+        if value.strip() == SKELETON_URL:
+            snippet = SKELETON_URL
+        elif any(line.strip().startswith(SKELETON_MARK) for line in value.splitlines()):
+            snippet = SKELETON_MARK
+        else:
+            return
+        linter.add(
+            "error",
+            parts,
+            "placeholder text from `newsletter new` is still here; replace it (or delete "
+            "the field if it is optional)",
+            at=locate_in_value(linter.doc, parts, snippet),
+        )
+
+
+def size_diagnostics(issue: Issue, config: Config) -> list[Diagnostic]:
+    """Gmail clipping: the final inlined HTML a sample recipient gets, measured in bytes."""
+    try:  # TEMP-UNTIL-RENDER-LANDS
+        from newsletter.render import compile_issue
+    except ImportError:
+        return []
+    from newsletter.render.placeholders import SAMPLE_RECIPIENT
+
+    path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
+    try:
+        compiled = compile_issue(issue, config)
+        html = compiled.render_for(SAMPLE_RECIPIENT, _sample_unsubscribe_url(config)).html
+    except NewsletterError as exc:
+        return [Diagnostic(path, 1, 1, "error", "", f"the issue cannot be rendered: {exc}")]
+    size = len(html.encode())
+    if size <= SIZE_WARN_BYTES:
+        return []
+    kb = f"{size / 1024:.1f} KB"
+    if size > CLIP_BYTES:
+        return [
+            Diagnostic(
+                path,
+                1,
+                1,
+                "error",
+                "",
+                f"the email's HTML is {kb}; Gmail clips messages above 102 KB, hiding the rest "
+                "and the unsubscribe link: shorten the issue or split it",
+            )
+        ]
+    return [
+        Diagnostic(
+            path,
+            1,
+            1,
+            "warning",
+            "",
+            f"the email's HTML is {kb}, close to Gmail's 102 KB clipping limit",
+        )
+    ]
+
+
+def _sample_unsubscribe_url(config: Config) -> str:
+    # As long as a real signed link, so the measured size matches what subscribers receive.
+    return f"{config.base_url}/unsubscribe/{'x' * 96}"
