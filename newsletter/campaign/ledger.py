@@ -1,0 +1,425 @@
+"""The send ledger: one campaign per (issue, list) and one row per recipient, in SQLite.
+
+A row moves due -> inflight -> sent | deferred | failed | bounced (or skipped, when the
+subscriber left the list before their turn). `inflight` is committed *before* the message is
+handed to a transport, so after a crash those rows are known to be "unknown": they are retried
+with the same Message-ID, and nobody else can get a second copy. Results are written in batched
+transactions; every write is a short transaction so the web endpoints keep working meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+from newsletter.errors import CampaignError
+
+MIGRATIONS = [
+    """
+    CREATE TABLE campaigns (
+        id INTEGER PRIMARY KEY,
+        issue_slug TEXT NOT NULL,
+        list_name TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL DEFAULT 'sending'
+            CHECK (state IN ('sending', 'paused', 'done')),
+        state_reason TEXT,
+        transport TEXT,
+        runs INTEGER NOT NULL DEFAULT 0,
+        owner TEXT,
+        heartbeat REAL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        UNIQUE (issue_slug, list_name)
+    );
+    CREATE TABLE campaign_recipients (
+        id INTEGER PRIMARY KEY,
+        campaign_id INTEGER NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+        subscriber_id INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'due' CHECK (status IN
+            ('due', 'inflight', 'sent', 'deferred', 'failed', 'bounced', 'skipped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        run_attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL,
+        reply TEXT,
+        provider_id TEXT,
+        sent_at TEXT,
+        updated_at TEXT,
+        UNIQUE (campaign_id, subscriber_id)
+    );
+    CREATE INDEX campaign_recipients_work
+        ON campaign_recipients (campaign_id, status, id);
+    """,
+]
+
+STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
+CHUNK = 2000
+_WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM campaign_recipients"
+# A live sender refreshes its heartbeat at least this often; a stale one is taken over.
+HEARTBEAT_TIMEOUT = 120.0
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class CampaignRow:
+    id: int
+    issue_slug: str
+    list_name: str
+    subject: str
+    state: str
+    state_reason: str | None
+    transport: str | None
+    runs: int
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    due: int = 0
+    inflight: int = 0  # "unknown" when no sender is running: in flight when it stopped
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    bounced: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(getattr(self, s) for s in STATUSES)
+
+    @property
+    def remaining(self) -> int:
+        return self.due + self.inflight + self.deferred
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    row_id: int
+    subscriber_id: int
+    status: str  # the status before it was claimed: due, deferred or inflight
+    attempts: int  # tries so far, all runs
+    run_attempts: int  # tries so far in this run
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One recipient's result, ready for the ledger."""
+
+    row_id: int
+    status: str  # sent, deferred, failed, bounced, skipped
+    reply: str
+    provider_id: str | None = None
+    next_try: float | None = None  # deferred: when to retry in this run; None: next run
+    counts_attempt: bool = True  # False for skipped rows (nothing was tried)
+
+
+def _chunks(items: Iterable[int], size: int) -> Iterator[list[int]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class Ledger:
+    """All reads and writes of the campaign tables go through here (one thread at a time)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        from newsletter.db import migrate
+
+        self.conn = conn
+        migrate(conn, "campaigns", MIGRATIONS)
+
+    # -- campaigns -------------------------------------------------------------------------
+    def find(self, issue_slug: str, list_name: str) -> CampaignRow | None:
+        row = self.conn.execute(
+            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ?",
+            (issue_slug, list_name),
+        ).fetchone()
+        return _campaign(row) if row else None
+
+    def for_issue(self, issue_slug: str) -> list[CampaignRow]:
+        rows = self.conn.execute(
+            "SELECT * FROM campaigns WHERE issue_slug = ? ORDER BY list_name", (issue_slug,)
+        ).fetchall()
+        return [_campaign(r) for r in rows]
+
+    def get(self, campaign_id: int) -> CampaignRow:
+        row = self.conn.execute("SELECT * FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        if row is None:
+            raise CampaignError(f"campaign {campaign_id} does not exist")
+        return _campaign(row)
+
+    def create(
+        self, issue_slug: str, list_name: str, subject: str, member_ids: Iterable[int]
+    ) -> tuple[CampaignRow | None, int]:
+        """Create the campaign and snapshot its recipients atomically; return (campaign, count).
+
+        The ids are streamed into the table in chunks: the list is never held in memory. With no
+        recipients nothing is created.
+        """
+        try:
+            with self.transaction():
+                cur = self.conn.execute(
+                    "INSERT INTO campaigns (issue_slug, list_name, subject) VALUES (?, ?, ?)",
+                    (issue_slug, list_name, subject),
+                )
+                campaign_id = int(cur.lastrowid or 0)
+                added = self._insert_members(campaign_id, member_ids)
+                if added == 0:
+                    raise _Empty()
+        except _Empty:
+            return None, 0
+        return self.get(campaign_id), added
+
+    def add_new_members(self, campaign_id: int, member_ids: Iterable[int]) -> int:
+        """Include subscribers who joined since the snapshot (`--include-new`)."""
+        with self.transaction():
+            return self._insert_members(campaign_id, member_ids)
+
+    def _insert_members(self, campaign_id: int, member_ids: Iterable[int]) -> int:
+        before = self.conn.total_changes
+        for chunk in _chunks(member_ids, CHUNK):
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO campaign_recipients (campaign_id, subscriber_id)"
+                " VALUES (?, ?)",
+                ((campaign_id, sid) for sid in chunk),
+            )
+        return self.conn.total_changes - before
+
+    def set_state(self, campaign_id: int, state: str, reason: str | None = None) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE campaigns SET state = ?, state_reason = ?,"
+                " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                (state, reason, campaign_id),
+            )
+
+    def begin_run(self, campaign_id: int, transport: str) -> None:
+        """Take ownership of the campaign for this process and make leftovers retryable.
+
+        Refuses when another live process is sending it: two senders would double-send.
+        """
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT owner, heartbeat FROM campaigns WHERE id = ?", (campaign_id,)
+            ).fetchone()
+            owner, beat = row["owner"], row["heartbeat"]
+            if owner and owner != me and _alive(owner, beat):
+                raise CampaignError(
+                    f"this campaign is being sent right now by process {owner.split(':')[-1]}; "
+                    "wait for it to finish or stop it (Ctrl-C) before sending again"
+                )
+            self.conn.execute(
+                "UPDATE campaigns SET owner = ?, heartbeat = ?, state = 'sending',"
+                " state_reason = NULL, transport = ?, runs = runs + 1,"
+                " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+                (me, time.time(), transport, campaign_id),
+            )
+            # Deferred rows get a fresh set of in-run retries; rows left in flight by a crash
+            # become due again (their Message-ID is deterministic, so a resend is recognisable).
+            self.conn.execute(
+                "UPDATE campaign_recipients SET run_attempts = 0, next_try = COALESCE(next_try, 0)"
+                " WHERE campaign_id = ? AND status = 'deferred'",
+                (campaign_id,),
+            )
+            self.conn.execute(
+                "UPDATE campaign_recipients SET status = 'due',"
+                " reply = 'unknown: in flight when an earlier run stopped'"
+                " WHERE campaign_id = ? AND status = 'inflight'",
+                (campaign_id,),
+            )
+
+    def end_run(self, campaign_id: int) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE campaigns SET owner = NULL, heartbeat = NULL WHERE id = ?", (campaign_id,)
+            )
+
+    def is_being_sent(self, campaign_id: int) -> bool:
+        row = self.conn.execute(
+            "SELECT owner, heartbeat FROM campaigns WHERE id = ?", (campaign_id,)
+        ).fetchone()
+        return bool(row and row["owner"] and _alive(row["owner"], row["heartbeat"]))
+
+    def heartbeat(self, campaign_id: int) -> None:
+        self.conn.execute(
+            "UPDATE campaigns SET heartbeat = ? WHERE id = ?", (time.time(), campaign_id)
+        )
+
+    # -- recipients ------------------------------------------------------------------------
+    def counts(self, campaign_id: int) -> Counts:
+        rows = self.conn.execute(
+            "SELECT status, COUNT(*) AS n FROM campaign_recipients WHERE campaign_id = ?"
+            " GROUP BY status",
+            (campaign_id,),
+        ).fetchall()
+        return Counts(**{r["status"]: int(r["n"]) for r in rows})
+
+    def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
+        """Mark up to `limit` ready rows inflight (committed) and return them.
+
+        Ready: deferred rows whose next try has come (one without a next try waits for the next
+        run), then due rows in snapshot order (including rows a crashed run left in flight).
+        """
+        with self.transaction():
+            rows = self.conn.execute(
+                _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'deferred'"
+                " AND next_try IS NOT NULL AND next_try <= ? ORDER BY next_try, id LIMIT ?",
+                (campaign_id, now, limit),
+            ).fetchall()
+            if len(rows) < limit:
+                rows += self.conn.execute(
+                    _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'due' ORDER BY id LIMIT ?",
+                    (campaign_id, limit - len(rows)),
+                ).fetchall()
+            items = [
+                WorkItem(r["id"], r["subscriber_id"], r["status"], r["attempts"], r["run_attempts"])
+                for r in rows
+            ]
+            if items:
+                self.conn.executemany(
+                    "UPDATE campaign_recipients SET status = 'inflight' WHERE id = ?",
+                    ((it.row_id,) for it in items),
+                )
+                self.heartbeat(campaign_id)
+        return items
+
+    def has_inflight(self, campaign_id: int) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM campaign_recipients WHERE campaign_id = ? AND status = 'inflight'"
+                " LIMIT 1",
+                (campaign_id,),
+            ).fetchone()
+            is not None
+        )
+
+    def next_retry_at(self, campaign_id: int) -> float | None:
+        """When the earliest deferred row due for a retry in this run becomes ready, if any."""
+        row = self.conn.execute(
+            "SELECT MIN(next_try) FROM campaign_recipients"
+            " WHERE campaign_id = ? AND status = 'deferred' AND next_try IS NOT NULL",
+            (campaign_id,),
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def release(self, items: Sequence[WorkItem]) -> None:
+        """Give back claimed rows that never reached a transport (a clean stop)."""
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE campaign_recipients SET status = ? WHERE id = ? AND status = 'inflight'",
+                ((it.status if it.status != "inflight" else "due", it.row_id) for it in items),
+            )
+
+    def record(self, campaign_id: int, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of results in one transaction."""
+        if not outcomes:
+            return
+        stamp = _now_iso()
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE campaign_recipients SET status = ?, reply = ?, provider_id = ?,"
+                " next_try = ?, updated_at = ?,"
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
+                " attempts = attempts + ?, run_attempts = run_attempts + ?"
+                " WHERE id = ?",
+                (
+                    (
+                        o.status,
+                        o.reply[:1000],
+                        o.provider_id,
+                        o.next_try,
+                        stamp,
+                        o.status,
+                        stamp,
+                        int(o.counts_attempt),
+                        int(o.counts_attempt),
+                        o.row_id,
+                    )
+                    for o in outcomes
+                ),
+            )
+            self.heartbeat(campaign_id)
+
+    def iter_pending_subscribers(self, campaign_id: int) -> Iterator[int]:
+        """Subscriber ids still to be sent (for a dry run of a resumed campaign), streamed."""
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, subscriber_id FROM campaign_recipients WHERE campaign_id = ?"
+                " AND status IN ('due', 'deferred', 'inflight') AND id > ? ORDER BY id LIMIT ?",
+                (campaign_id, last, CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1]["id"]
+            for r in rows:
+                yield int(r["subscriber_id"])
+
+    def rows(self, campaign_id: int) -> list[sqlite3.Row]:
+        """Every recipient row (for tests and small reports)."""
+        return self.conn.execute(
+            "SELECT * FROM campaign_recipients WHERE campaign_id = ? ORDER BY id", (campaign_id,)
+        ).fetchall()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.conn)
+
+
+class _Empty(Exception):
+    """Raised inside `create` to roll back a campaign without recipients."""
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _alive(owner: str, heartbeat: float | None) -> bool:
+    if heartbeat is None or time.time() - heartbeat > HEARTBEAT_TIMEOUT:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine with a fresh heartbeat: assume it is working
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _campaign(row: sqlite3.Row) -> CampaignRow:
+    return CampaignRow(
+        id=row["id"],
+        issue_slug=row["issue_slug"],
+        list_name=row["list_name"],
+        subject=row["subject"],
+        state=row["state"],
+        state_reason=row["state_reason"],
+        transport=row["transport"],
+        runs=row["runs"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )

@@ -1,0 +1,300 @@
+"""The send loop: claim due rows, hand them to workers, record what the transports said.
+
+One thread (the caller's) owns the ledger: it claims rows (committing them `inflight` before
+any transport sees them), builds the recipients' messages, and writes results in batched
+transactions as they come back. Worker threads only pace themselves on the global rate limit
+and call their transport. The number of rows in flight is bounded, so memory stays flat
+however long the list is, and a crash leaves at most that many recipients "unknown".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from newsletter.campaign.ledger import Counts, Ledger, Outcome, WorkItem
+from newsletter.campaign.progress import Progress, Tally
+from newsletter.campaign.ratelimit import RateLimiter
+from newsletter.campaign.retry import RetryPolicy
+from newsletter.errors import CampaignPaused, NewsletterError, TransportError
+from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
+
+
+class MessageSource(Protocol):
+    def build(self, items: Sequence[WorkItem]) -> tuple[list[OutgoingMessage], list[Outcome]]:
+        """Messages (key = row id) for the items to send, outcomes for those not to send."""
+
+    def bounced(self, subscriber_id: int, reply: str) -> None:
+        """The server said this address does not exist: stop mailing it."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    concurrency: int = 4
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_failures_in_a_row: int = 50
+    # Rows in flight (claimed, not yet recorded) per worker slot. Small keeps the "unknown"
+    # set after a crash small; large keeps workers busy while the ledger thread is busy.
+    window_per_worker: int = 4
+
+
+@dataclass
+class RunResult:
+    tally: Tally
+    counts: Counts  # the whole campaign after this run
+    elapsed: float
+    interrupted: bool = False
+
+
+_STOP = object()
+
+
+class Runner:
+    def __init__(
+        self,
+        ledger: Ledger,
+        campaign_id: int,
+        source: MessageSource,
+        transports: Sequence[Transport],
+        limiter: RateLimiter,
+        options: RunOptions,
+        progress: Progress,
+        stop: threading.Event,
+    ) -> None:
+        self.ledger = ledger
+        self.campaign_id = campaign_id
+        self.source = source
+        self.transports = transports
+        self.limiter = limiter
+        self.options = options
+        self.progress = progress
+        self.stop = stop
+        self.max_batch = max(1, min(t.max_batch for t in transports))
+        self.window = options.concurrency * self.max_batch * options.window_per_worker
+        self.work: queue.Queue[object] = queue.Queue()
+        self.results: queue.Queue[tuple[list[OutgoingMessage], list[DeliveryResult] | None]] = (
+            queue.Queue()
+        )
+        self.inflight: dict[int, WorkItem] = {}
+        self.tally = Tally()
+        self.streak = 0
+        self.last_failure = ""
+        self.paused_reason: str | None = None
+        self._last_beat = time.monotonic()
+
+    # -- the ledger thread -----------------------------------------------------------------
+    def run(self) -> RunResult:
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=self._worker, args=(t,), name=f"send-{i}", daemon=True)
+            for i, t in enumerate(self.transports)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            self._loop()
+        finally:
+            self._release_queued()
+            for _ in threads:
+                self.work.put(_STOP)
+            for t in threads:
+                t.join()
+            # Whatever the workers finished after the loop ended is still recorded.
+            self._drain(block=False)
+        self.progress.finish(self.tally)
+        if self.paused_reason:
+            self.ledger.set_state(self.campaign_id, "paused", self.paused_reason)
+            raise CampaignPaused(self.paused_reason)
+        counts = self.ledger.counts(self.campaign_id)
+        if counts.remaining == 0:
+            self.ledger.set_state(self.campaign_id, "done")
+        return RunResult(
+            self.tally, counts, time.monotonic() - started, interrupted=self.stop.is_set()
+        )
+
+    def _loop(self) -> None:
+        while True:
+            self._drain(block=False)
+            if self.stop.is_set():
+                self._release_queued()
+                if not self.inflight:
+                    return
+                self._drain(block=True, timeout=0.2)
+                continue
+            if len(self.inflight) < self.window and self._fill():
+                continue
+            if not self.inflight:
+                retry_at = self.ledger.next_retry_at(self.campaign_id)
+                if retry_at is None:
+                    return
+                self._beat()
+                self.stop.wait(min(max(retry_at - time.time(), 0.0), 1.0))
+                continue
+            self._drain(block=True, timeout=0.5)
+
+    def _fill(self) -> bool:
+        want = self.window - len(self.inflight)
+        items = self.ledger.claim(self.campaign_id, want, time.time())
+        if not items:
+            return False
+        messages, outcomes = self.source.build(items)
+        if outcomes:
+            self.ledger.record(self.campaign_id, outcomes)
+            for outcome in outcomes:
+                self._count(outcome.status)
+        by_id = {it.row_id: it for it in items}
+        for message in messages:
+            self.inflight[message.key] = by_id[message.key]
+        for start in range(0, len(messages), self.max_batch):
+            self.work.put(messages[start : start + self.max_batch])
+        return True
+
+    def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
+        """Record every result available now (waiting up to `timeout` for the first)."""
+        outcomes: list[Outcome] = []
+        bounces: list[tuple[int, str]] = []
+        released: list[WorkItem] = []
+        try:
+            first = self.results.get(timeout=timeout) if block else self.results.get_nowait()
+        except queue.Empty:
+            return
+        batch: tuple[list[OutgoingMessage], list[DeliveryResult] | None] | None = first
+        now = time.time()
+        while batch is not None:
+            messages, results = batch
+            if results is None:  # stopped before it reached the transport
+                released.extend(self.inflight.pop(m.key) for m in messages)
+            else:
+                for message, result in zip(messages, results, strict=True):
+                    item = self.inflight.pop(message.key)
+                    outcomes.append(self._outcome(item, result, now))
+                    if result.status == "bounced":
+                        bounces.append((item.subscriber_id, result.reply))
+            try:
+                batch = self.results.get_nowait()
+            except queue.Empty:
+                batch = None
+        if released:
+            self.ledger.release(released)
+        self.ledger.record(self.campaign_id, outcomes)
+        self._last_beat = time.monotonic()
+        for subscriber_id, reply in bounces:
+            self.source.bounced(subscriber_id, reply)
+        self.progress.update(self.tally)
+
+    def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:
+        self._count(result.status)
+        if result.status == "sent":
+            self.streak = 0
+            return Outcome(item.row_id, "sent", result.reply, result.provider_id)
+        self.streak += 1
+        self.last_failure = result.reply
+        limit = self.options.max_failures_in_a_row
+        if self.streak >= limit and not self.paused_reason:
+            self.paused_reason = (
+                f"campaign paused after {self.streak} failed deliveries in a row "
+                f"(last reply: {result.reply or 'none'}); fix the cause and send again to resume"
+            )
+            self.stop.set()
+        if result.status != "deferred":
+            return Outcome(item.row_id, result.status, result.reply, result.provider_id)
+        run_attempt = item.run_attempts + 1
+        retry = self.options.retry
+        next_try = None
+        if retry.retry_in_run(run_attempt, result.retry_after):
+            next_try = now + retry.delay(run_attempt, result.retry_after)
+        return Outcome(item.row_id, "deferred", result.reply, result.provider_id, next_try)
+
+    def _count(self, status: str) -> None:
+        setattr(self.tally, status, getattr(self.tally, status) + 1)
+
+    def _release_queued(self) -> None:
+        """Take back batches no worker has started: they were never offered to a transport."""
+        released: list[WorkItem] = []
+        while True:
+            try:
+                batch = self.work.get_nowait()
+            except queue.Empty:
+                break
+            if batch is _STOP:
+                self.work.put(_STOP)
+                break
+            released.extend(self.inflight.pop(m.key) for m in batch)  # type: ignore[attr-defined]
+        if released:
+            self.ledger.release(released)
+
+    def _beat(self) -> None:
+        if time.monotonic() - self._last_beat > 30:
+            self.ledger.heartbeat(self.campaign_id)
+            self._last_beat = time.monotonic()
+
+    # -- worker threads --------------------------------------------------------------------
+    def _worker(self, transport: Transport) -> None:
+        while True:
+            batch = self.work.get()
+            if batch is _STOP:
+                return
+            messages: list[OutgoingMessage] = batch  # type: ignore[assignment]
+            if not self.limiter.acquire(len(messages), self.stop):
+                self.results.put((messages, None))
+                continue
+            self.results.put((messages, _send(transport, messages)))
+
+
+def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[DeliveryResult]:
+    """Per-message results, whatever happens: a crash here must not lose track of a row."""
+    try:
+        results = transport.send(messages)
+        if len(results) != len(messages):
+            raise TransportError(
+                f"{transport.describe()} returned {len(results)} results for "
+                f"{len(messages)} messages"
+            )
+        return results
+    except NewsletterError as exc:
+        reply = str(exc)
+    except Exception as exc:  # a bug or an unexpected library error: keep the row retryable
+        reply = f"internal error: {type(exc).__name__}: {exc}"
+    return [DeliveryResult("deferred", reply) for _ in messages]
+
+
+def open_transports(factory: Callable[[], Transport], concurrency: int) -> list[Transport]:
+    """One opened transport per worker (the same one repeated when it is thread-safe).
+
+    They open in parallel (a remote SMTP login costs round trips); if any fails, those opened
+    are closed and the first error is raised, before anything is claimed or sent.
+    """
+    first = factory()
+    if first.thread_safe:
+        first.open()
+        return [first] * concurrency
+    instances = [first] + [factory() for _ in range(concurrency - 1)]
+    errors: list[BaseException] = []
+
+    def _open(t: Transport) -> bool:
+        try:
+            t.open()
+            return True
+        except BaseException as exc:
+            errors.append(exc)
+            return False
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, 16)) as pool:
+        opened = list(pool.map(_open, instances))
+    if errors:
+        close_transports([t for t, ok in zip(instances, opened, strict=True) if ok])
+        raise errors[0]
+    return instances
+
+
+def close_transports(transports: Sequence[Transport]) -> None:
+    for t in {id(t): t for t in transports}.values():
+        # Closing is best effort: the results are already recorded.
+        with contextlib.suppress(Exception):
+            t.close()

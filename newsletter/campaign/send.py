@@ -1,0 +1,475 @@
+"""Sending an issue to a list: prepare (check, compile, count), confirm, run, report.
+
+`Campaign.prepare` does everything that can fail without side effects (the issue fails check,
+a bad transport URL, an empty list) and says how many people a run would mail; `Campaign.run`
+opens the transports (an unreachable server or refused login stops it here, before anyone is
+marked sent), snapshots the list on first run, and hands over to the runner.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from newsletter.campaign.ledger import CampaignRow, Counts, Ledger, WorkItem
+from newsletter.campaign.progress import Progress, Tally
+from newsletter.campaign.ratelimit import Rate, RateLimiter, parse_rate
+from newsletter.campaign.retry import RetryPolicy
+from newsletter.campaign.runner import (
+    Runner,
+    RunOptions,
+    close_transports,
+    open_transports,
+)
+from newsletter.campaign.source import SubscriberMessages
+from newsletter.config import Config
+from newsletter.db import connect
+from newsletter.errors import CampaignError, IssueInvalid
+from newsletter.issue import Issue, load_issue
+from newsletter.transports import transport_from_url
+from newsletter.transports.base import Transport
+
+TransportSpec = str | Callable[[], Transport] | None
+DEFAULT_LIST = "default"
+
+
+@dataclass(frozen=True)
+class SendReport:
+    campaign: CampaignRow
+    tally: Tally  # this run
+    counts: Counts  # the whole campaign afterwards
+    elapsed: float
+    interrupted: bool
+    resume_hint: str
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed permanently in this run and nobody is left waiting."""
+        return (
+            not self.interrupted
+            and self.tally.failed + self.tally.bounced == 0
+            and self.counts.remaining == 0
+        )
+
+    def summary(self) -> str:
+        t, c = self.tally, self.counts
+        rate = t.done / self.elapsed if self.elapsed > 0 else 0.0
+        lines = [
+            f"{t.sent} sent, {t.failed} failed, {t.bounced} bounced, {t.skipped} skipped "
+            f"in {self.elapsed:.1f}s ({rate:.0f}/s)."
+        ]
+        lines.append(
+            f"Campaign '{self.campaign.issue_slug}' on list {self.campaign.list_name}: "
+            f"{c.sent} sent, {c.deferred} deferred, {c.failed} failed, {c.bounced} bounced, "
+            f"{c.due + c.inflight} not yet sent."
+        )
+        if self.interrupted:
+            lines.append(f"Stopped. To resume, run: {self.resume_hint}")
+        elif c.deferred:
+            lines.append(
+                f"{c.deferred} still deferred (the server asked to try later); "
+                f"to retry them, run later: {self.resume_hint}"
+            )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    messages: int
+    bytes: int
+    skipped: int
+    failed: list[str]  # recipients whose message could not be built, with why
+    elapsed: float
+
+    def summary(self) -> str:
+        average = self.bytes / self.messages / 1024 if self.messages else 0.0
+        text = (
+            f"Dry run: built {self.messages} messages, {self.bytes / 1e6:.1f} MB "
+            f"(average {average:.1f} KB) in {self.elapsed:.1f}s; nothing was sent."
+        )
+        if self.skipped:
+            text += f"\n{self.skipped} subscribers would be skipped (no longer active)."
+        if self.failed:
+            text += f"\n{len(self.failed)} messages could not be built:\n" + "\n".join(
+                f"  {f}" for f in self.failed[:20]
+            )
+        return text
+
+
+@dataclass
+class Campaign:
+    """One issue to one list; `prepare` first, then `run` (or `dry_run`)."""
+
+    config: Config
+    issue: Issue
+    issue_path: Path
+    list_name: str
+    transport_factory: Callable[[], Transport]
+    transport_description: str
+    include_new: bool
+    store: Any
+    ledger: Ledger
+    existing: CampaignRow | None
+    pending: int  # how many a run would try to mail now
+    new_members: int  # joined since the snapshot (included only with include_new)
+    _template: Any = field(default=None, repr=False)
+
+    # -- preparing -------------------------------------------------------------------------
+    @classmethod
+    def prepare(
+        cls,
+        config: Config,
+        issue_path: str | Path,
+        *,
+        list_name: str | None = None,
+        transport: TransportSpec = None,
+        include_new: bool = False,
+        environ: Mapping[str, str] | None = None,
+        store: Any = None,
+    ) -> Campaign:
+        issue = checked_issue(config, issue_path)
+        factory, description = transport_spec(config, transport, environ)
+        if store is None:
+            from newsletter.subscribers import SubscriberStore
+
+            store = SubscriberStore.for_config(config)
+        ledger = Ledger(connect(config.database))
+        name = list_name or DEFAULT_LIST
+        existing = ledger.find(issue.slug, name)
+        new_members = 0
+        if existing is None:
+            pending = store.count(name, "active")
+        else:
+            new_members = _count_new(ledger, existing.id, store.iter_member_ids(name))
+            pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
+        if existing is None and pending == 0:
+            raise CampaignError(
+                f"nobody to send to: list '{name}' has no active subscribers "
+                "(add some with `newsletter subscribers add` or `import`)"
+            )
+        return cls(
+            config=config,
+            issue=issue,
+            issue_path=Path(issue_path),
+            list_name=name,
+            transport_factory=factory,
+            transport_description=description,
+            include_new=include_new,
+            store=store,
+            ledger=ledger,
+            existing=existing,
+            pending=pending,
+            new_members=new_members,
+        )
+
+    @property
+    def subject(self) -> str:
+        return self.issue.subject
+
+    @property
+    def resume_hint(self) -> str:
+        return f"newsletter send {self.issue_path} --list {self.list_name}"
+
+    def template(self, *, test: bool = False) -> Any:
+        from newsletter.message import MessageTemplate
+        from newsletter.render import compile_issue
+
+        if self._template is None or test:
+            compiled = compile_issue(self.issue, self.config)
+            key = f"{self.issue.slug}/{self.list_name}" + ("/test" if test else "")
+            template = MessageTemplate(
+                compiled, self.config, campaign_key=key, dkim=dkim_signer(self.config), test=test
+            )
+            if test:
+                return template
+            self._template = template
+        return self._template
+
+    def messages(self, template: Any = None) -> SubscriberMessages:
+        from newsletter.tokens import secret_key
+
+        secret = secret_key(self.config, self.store.conn)
+        return SubscriberMessages(template or self.template(), self.store, self.config, secret)
+
+    # -- sending ---------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        rate: Rate | str | None = None,
+        concurrency: int = 4,
+        progress: Progress | None = None,
+        retry: RetryPolicy | None = None,
+        max_failures_in_a_row: int = 50,
+        stop: threading.Event | None = None,
+        handle_sigint: bool = False,
+    ) -> SendReport:
+        if concurrency < 1:
+            raise CampaignError("concurrency must be at least 1")
+        limit = parse_rate(rate) if isinstance(rate, str) else rate
+        source = self.messages()  # compiles the issue: a theme error stops us before sending
+        progress = progress or Progress()
+        stop = stop or threading.Event()
+        transports = open_transports(self.transport_factory, concurrency)
+        try:
+            campaign = self._start_campaign()
+            self.ledger.begin_run(campaign.id, self.transport_description)
+            try:
+                counts = self.ledger.counts(campaign.id)
+                progress.start(counts.remaining, f"'{self.subject}' to list {self.list_name}")
+                runner = Runner(
+                    self.ledger,
+                    campaign.id,
+                    source,
+                    transports,
+                    RateLimiter(limit),
+                    RunOptions(
+                        concurrency=concurrency,
+                        retry=retry or RetryPolicy(),
+                        max_failures_in_a_row=max_failures_in_a_row,
+                    ),
+                    progress,
+                    stop,
+                )
+                with _sigint_stops(stop, progress, enabled=handle_sigint):
+                    result = runner.run()
+            finally:
+                self.ledger.end_run(campaign.id)
+        finally:
+            close_transports(transports)
+        return SendReport(
+            campaign=self.ledger.get(campaign.id),
+            tally=result.tally,
+            counts=result.counts,
+            elapsed=result.elapsed,
+            interrupted=result.interrupted,
+            resume_hint=self.resume_hint,
+        )
+
+    def _start_campaign(self) -> CampaignRow:
+        members = self.store.iter_member_ids(self.list_name, status="active")
+        if self.existing is None:
+            try:
+                campaign, added = self.ledger.create(
+                    self.issue.slug, self.list_name, self.subject, members
+                )
+            except sqlite3.IntegrityError:  # another process created it since `prepare`
+                campaign = self.ledger.find(self.issue.slug, self.list_name)
+                added = 1
+            if campaign is None or added == 0:
+                raise CampaignError(
+                    f"nobody to send to: list '{self.list_name}' has no active subscribers"
+                )
+            self.existing = campaign
+            return campaign
+        if self.include_new:
+            self.ledger.add_new_members(self.existing.id, members)
+        return self.existing
+
+    def dry_run(self) -> DryRunReport:
+        """Build every personalised message a run would send; send and record nothing."""
+        started = time.monotonic()
+        source = self.messages()
+        if self.existing is None:
+            ids: Iterator[int] = iter(self.store.iter_member_ids(self.list_name, status="active"))
+        else:
+            ids = self.ledger.iter_pending_subscribers(self.existing.id)
+        count = size = skipped = 0
+        failed: list[str] = []
+        for chunk in _chunked(ids, 500):
+            items = [WorkItem(i, sid, "due", 0, 0) for i, sid in enumerate(chunk)]
+            messages, outcomes = source.build(items)
+            for message in messages:
+                count += 1
+                size += len(message.data)
+            for outcome in outcomes:
+                if outcome.status == "skipped":
+                    skipped += 1
+                else:
+                    failed.append(f"subscriber {chunk[outcome.row_id]}: {outcome.reply}")
+        return DryRunReport(count, size, skipped, failed, time.monotonic() - started)
+
+    def close(self) -> None:
+        self.ledger.conn.close()
+        closer = getattr(self.store, "close", None)
+        if closer is not None:
+            closer()
+
+
+def checked_issue(config: Config, issue_path: str | Path) -> Issue:
+    """The issue, if it passes `newsletter check`; CampaignError listing the errors if not."""
+    from newsletter.lint import check_issue
+
+    path = Path(issue_path)
+    if not path.is_file():
+        raise CampaignError(f"{path}: issue file not found")
+    errors = [d for d in check_issue(path, config) if d.severity == "error"]
+    if errors:
+        raise CampaignError(
+            f"{path} fails `newsletter check`, so it will not be sent:\n"
+            + "\n".join(d.format() for d in errors)
+        )
+    try:
+        return load_issue(path)
+    except IssueInvalid as exc:  # check and the loader disagree: trust the loader
+        raise CampaignError(f"{path} is not a valid issue:\n{exc}") from None
+
+
+def transport_spec(
+    config: Config, transport: TransportSpec, environ: Mapping[str, str] | None = None
+) -> tuple[Callable[[], Transport], str]:
+    """A factory of (unopened) transports and their description; a bad URL fails here."""
+    if callable(transport):
+        probe = transport()
+        return transport, probe.describe()
+    url = transport or config.transport
+    probe = transport_from_url(url, config, environ)
+    return (lambda: transport_from_url(url, config, environ)), probe.describe()
+
+
+def dkim_signer(config: Config) -> Any:
+    if config.dkim is None:
+        return None
+    from newsletter.dkim import DkimSigner
+
+    return DkimSigner.from_config(config.dkim)
+
+
+def send_issue(
+    config: Config,
+    issue_path: str | Path,
+    *,
+    list_name: str | None = None,
+    transport: TransportSpec = None,
+    include_new: bool = False,
+    rate: Rate | str | None = None,
+    concurrency: int = 4,
+    progress: Progress | None = None,
+    retry: RetryPolicy | None = None,
+    max_failures_in_a_row: int = 50,
+    stop: threading.Event | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SendReport:
+    """Send (or resume sending) an issue to a list, without asking; see `Campaign`."""
+    campaign = Campaign.prepare(
+        config,
+        issue_path,
+        list_name=list_name,
+        transport=transport,
+        include_new=include_new,
+        environ=environ,
+    )
+    try:
+        return campaign.run(
+            rate=rate,
+            concurrency=concurrency,
+            progress=progress,
+            retry=retry,
+            max_failures_in_a_row=max_failures_in_a_row,
+            stop=stop,
+        )
+    finally:
+        campaign.close()
+
+
+@contextmanager
+def _sigint_stops(stop: threading.Event, progress: Progress, *, enabled: bool) -> Iterator[None]:
+    """First Ctrl-C: finish what is in flight, then stop. Second: stop at once (rows in
+    flight are then "unknown" and retried with the same Message-ID on resume)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        stop.set()
+        progress.note("Stopping after the messages in flight (Ctrl-C again to stop at once)...")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _count_new(ledger: Ledger, campaign_id: int, member_ids: Any) -> int:
+    """Active members of the list not in the campaign's snapshot, checked chunk by chunk."""
+    new = 0
+    for chunk in _chunked(iter(member_ids), 500):
+        marks = ",".join("?" * len(chunk))
+        known = ledger.conn.execute(
+            f"SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
+            f" AND subscriber_id IN ({marks})",
+            (campaign_id, *chunk),
+        ).fetchone()[0]
+        new += len(chunk) - int(known)
+    return new
+
+
+def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:
+    while True:
+        chunk = [x for _, x in zip(range(size), it, strict=False)]
+        if not chunk:
+            return
+        yield chunk
+
+
+@dataclass(frozen=True)
+class TestSendReport:
+    address: str
+    subject: str
+    transport: str
+    reply: str
+    message_id: str
+
+    def summary(self) -> str:
+        return (
+            f"Test message '{self.subject}' sent to {self.address} via {self.transport} "
+            f"({self.reply or 'accepted'})."
+        )
+
+
+def send_test(
+    config: Config,
+    issue_path: str | Path,
+    address: str,
+    *,
+    transport: TransportSpec = None,
+    environ: Mapping[str, str] | None = None,
+) -> TestSendReport:
+    """One copy to `address`, subject prefixed [TEST]; no campaign, nothing recorded."""
+    from newsletter.message import MessageTemplate
+    from newsletter.render import compile_issue
+    from newsletter.render.placeholders import SAMPLE_RECIPIENT, Recipient
+    from newsletter.subscribers.address import normalize_email
+
+    issue = checked_issue(config, issue_path)
+    factory, description = transport_spec(config, transport, environ)
+    email = normalize_email(address)
+    compiled = compile_issue(issue, config)
+    template = MessageTemplate(
+        compiled,
+        config,
+        campaign_key=f"{issue.slug}/test/{time.time_ns()}",
+        dkim=dkim_signer(config),
+        test=True,
+    )
+    recipient = Recipient(email, SAMPLE_RECIPIENT.name)
+    # A test copy has no subscriber behind it: its unsubscribe link points at the page but
+    # carries no valid token, so clicking it changes nothing.
+    url = f"{config.base_url}/unsubscribe/test"
+    message = template.outgoing(0, recipient, url, email)
+    with factory() as opened:
+        result = opened.send([message])[0]
+    if result.status != "sent":
+        raise CampaignError(f"the test message to {email} was not accepted: {result.reply}")
+    subject = template.subject_for(compiled.values_for(recipient, url))
+    return TestSendReport(email, subject, description, result.reply, message.message_id)

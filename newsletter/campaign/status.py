@@ -1,0 +1,62 @@
+"""`newsletter status`: where each campaign of an issue stands."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter.campaign.ledger import CampaignRow, Counts, Ledger
+from newsletter.config import Config
+from newsletter.db import connect
+from newsletter.errors import CampaignError, IssueInvalid
+from newsletter.issue import load_issue, slugify
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    campaign: CampaignRow
+    counts: Counts
+    sending_now: bool
+
+    def format(self) -> str:
+        c, row = self.counts, self.campaign
+        state = "sending now" if self.sending_now else row.state
+        # Rows in flight while no sender runs were in flight when it died: their fate is unknown
+        # until the next run retries them (with the same Message-ID).
+        inflight_label = "in flight" if self.sending_now else "unknown"
+        lines = [
+            f"{row.issue_slug} -> list {row.list_name}: {state}"
+            + (f" ({row.state_reason})" if row.state_reason else ""),
+            f"  due {c.due}, sent {c.sent}, deferred {c.deferred}, failed {c.failed}, "
+            f"bounced {c.bounced}, {inflight_label} {c.inflight}, skipped {c.skipped} "
+            f"(of {c.total})",
+            f"  started {row.created_at}, last change {row.updated_at}, runs {row.runs}, "
+            f"via {row.transport or '-'}",
+        ]
+        return "\n".join(lines)
+
+
+def issue_slug(issue: str | Path) -> str:
+    """An issue file's slug, or the argument itself when it is already a slug."""
+    path = Path(issue)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise CampaignError(f"{path}: issue file not found")
+        try:
+            return load_issue(path).slug
+        except IssueInvalid:
+            return slugify(path.stem)
+    return str(issue)
+
+
+def campaign_status(config: Config, issue: str | Path) -> list[CampaignStatus]:
+    slug = issue_slug(issue)
+    conn = connect(config.database)
+    try:
+        ledger = Ledger(conn)
+        return [
+            CampaignStatus(row, ledger.counts(row.id), ledger.is_being_sent(row.id))
+            for row in ledger.for_issue(slug)
+        ]
+    finally:
+        conn.close()
