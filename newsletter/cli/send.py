@@ -1,5 +1,130 @@
-"""Commands of the send area (filled in by its feature)."""
+"""Commands of the send area: send (to a list, a test copy or a dry run) and status."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import click
 
-commands: list[click.Command] = []
+from newsletter.campaign import Campaign, StreamProgress, campaign_status, parse_rate, send_test
+from newsletter.campaign.ratelimit import Rate
+from newsletter.cli.common import app, reports_errors
+from newsletter.errors import NewsletterError
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | None:
+    if value is None:
+        return None
+    try:
+        return parse_rate(value)
+    except NewsletterError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command()
+@click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--list", "list_name", metavar="L", help="Subscriber list (default: default).")
+@click.option(
+    "--transport",
+    metavar="URL",
+    help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host "
+    "(default: `transport:` in newsletter.yaml / NEWSLETTER_TRANSPORT). The SMTP password "
+    "comes from NEWSLETTER_SMTP_PASSWORD.",
+)
+@click.option(
+    "--rate",
+    metavar="N/UNIT",
+    callback=_rate,
+    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Messages sent in parallel (SMTP: connections).",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--include-new",
+    is_flag=True,
+    help="When resuming, also send to subscribers who joined the list since the first run.",
+)
+@click.option("--test", "test_address", metavar="ADDR", help="Send one [TEST] copy to ADDR only.")
+@click.option("--dry-run", is_flag=True, help="Build every message, send nothing, report.")
+@reports_errors
+def send(
+    issue: Path,
+    list_name: str | None,
+    transport: str | None,
+    rate: Rate | None,
+    concurrency: int,
+    yes: bool,
+    include_new: bool,
+    test_address: str | None,
+    dry_run: bool,
+) -> None:
+    """Send ISSUE to a subscriber list (running it again resumes).
+
+    Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
+    progress, and exits with status 1 when anyone failed permanently or is still deferred.
+    Ctrl-C stops after the messages in flight; the same command resumes.
+    """
+    config = app().config
+    if test_address:
+        click.echo(send_test(config, issue, test_address, transport=transport).summary())
+        return
+    campaign = Campaign.prepare(
+        config, issue, list_name=list_name, transport=transport, include_new=include_new
+    )
+    try:
+        if dry_run:
+            click.echo(campaign.dry_run().summary())
+            return
+        if campaign.new_members and not include_new:
+            click.echo(
+                f"{campaign.new_members} subscribers joined list {campaign.list_name} since this "
+                "campaign started; add --include-new to send to them too.",
+                err=True,
+            )
+        if campaign.pending == 0:
+            click.echo(f"Nothing left to send: {campaign.resume_hint.split(' --')[0]} is done.")
+            return
+        if not yes:
+            resuming = " (resuming)" if campaign.existing else ""
+            click.confirm(
+                f"Send '{campaign.subject}' to {campaign.pending} subscribers of list "
+                f"{campaign.list_name} via {campaign.transport_description}?{resuming}",
+                abort=True,
+            )
+        report = campaign.run(
+            rate=rate,
+            concurrency=concurrency,
+            progress=StreamProgress(sys.stderr),
+            handle_sigint=True,
+        )
+    finally:
+        campaign.close()
+    click.echo(report.summary())
+    if report.interrupted:
+        raise SystemExit(130)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("issue")
+@reports_errors
+def status(issue: str) -> None:
+    """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
+    unknown (in flight when a run died) and skipped."""
+    found = campaign_status(app().config, issue)
+    if not found:
+        click.echo(f"No campaign for {issue} yet.")
+        return
+    for entry in found:
+        click.echo(entry.format())
+
+
+commands: list[click.Command] = [send, status]
