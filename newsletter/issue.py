@@ -163,23 +163,61 @@ _STATEMENT_START = re.compile(r"\{%|\{#")
 _EXPRESSION = re.compile(r"\{\{.*?\}\}", re.S)
 
 
-def _placeholder_snippet(value: str) -> str:
-    """The part of `value` that makes parse_placeholders fail, to point at its line."""
+SUBSCRIBER_ATTRIBUTES = ("name", "email", "fields")
+
+
+def _unknown_subscriber_field(source: str) -> str | None:
+    """`nmae` for `subscriber.nmae`: a typo the sandbox would silently render as nothing."""
+    from jinja2 import nodes
+    from jinja2.sandbox import SandboxedEnvironment
+
+    tree = SandboxedEnvironment().parse("{{ " + source + " }}")
+    for node in tree.find_all(nodes.Getattr):
+        if (
+            isinstance(node.node, nodes.Name)
+            and node.node.name == "subscriber"
+            and node.attr not in SUBSCRIBER_ATTRIBUTES
+        ):
+            return str(node.attr)
+    return None
+
+
+def _placeholder_problems(value: str) -> list[tuple[str, str]]:
+    """(snippet to point at, message) for each broken placeholder in a field."""
     from newsletter.render.placeholders import PlaceholderSyntaxError, parse_placeholders
 
+    problems: list[tuple[str, str]] = []
+    for match in _EXPRESSION.finditer(value):
+        try:
+            pieces = parse_placeholders(match.group())
+        except PlaceholderSyntaxError as exc:
+            problems.append((match.group(), str(exc)))
+            continue
+        for piece in pieces:
+            attribute = None if isinstance(piece, str) else _unknown_subscriber_field(piece.source)
+            if attribute:
+                problems.append(
+                    (
+                        f"subscriber.{attribute}",
+                        f"'subscriber.{attribute}' does not exist (it would always be empty); "
+                        "use subscriber.name, subscriber.email or subscriber.fields.NAME",
+                    )
+                )
+    # What remains outside the {{ }} pairs: statements, comments, stray braces.
+    try:
+        parse_placeholders(_EXPRESSION.sub(" ", value))
+    except PlaceholderSyntaxError as exc:
+        problems.append((_stray_snippet(value), str(exc)))
+    return problems
+
+
+def _stray_snippet(value: str) -> str:
     statement = _STATEMENT_START.search(value)
     if statement:
         return statement.group()
-    last = 0
-    for match in _EXPRESSION.finditer(value):
-        try:
-            parse_placeholders(match.group())
-        except PlaceholderSyntaxError:
-            return match.group()
-        last = match.end()
-    rest = value[last:]
-    stray = min((i for i in (rest.find("{{"), rest.find("}}")) if i >= 0), default=-1)
-    return rest[stray : stray + 2] if stray >= 0 else ""
+    outside = _EXPRESSION.sub(lambda m: " " * len(m.group()), value)
+    stray = min((i for i in (outside.find("{{"), outside.find("}}")) if i >= 0), default=-1)
+    return value[stray:] if stray >= 0 else ""
 
 
 class _Validator:
@@ -302,13 +340,9 @@ class _Validator:
         return None
 
     def placeholders(self, key: str, value: str) -> None:
-        from newsletter.render.placeholders import PlaceholderSyntaxError, parse_placeholders
-
-        try:
-            parse_placeholders(value)
-        except PlaceholderSyntaxError as exc:
-            line, col = locate_in_value(self.doc, (key,), _placeholder_snippet(value))
-            self.errors.append(Diagnostic(self.doc.path, line, col, "error", key, str(exc)))
+        for snippet, message in _placeholder_problems(value):
+            line, col = locate_in_value(self.doc, (key,), snippet)
+            self.errors.append(Diagnostic(self.doc.path, line, col, "error", key, message))
 
     def sequence(
         self,
@@ -375,7 +409,9 @@ class _Validator:
         url = self.url(data, "url", parts, required=True)
         alt = self.text(data, "alt", parts, single_line=True)
         if alt is None:
-            self.error(parts, "image has no alt text; describe it for readers who cannot see it")
+            self.error(
+                parts, "image has no alt text; describe it for readers who cannot see it", key=True
+            )
         if url is None or alt is None:
             return None
         return Image(url=url, alt=alt)

@@ -124,8 +124,10 @@ class _Linter:
 
 def lint_document(doc: YamlDocument) -> list[Diagnostic]:
     """Warnings (and skeleton/link errors) from the raw YAML, so they appear even beside errors."""
+    if not isinstance(doc.data, dict):
+        return []  # the loader already reports that this is not an issue at all
     linter = _Linter(doc)
-    data = doc.data if isinstance(doc.data, dict) else {}
+    data = doc.data
     _lint_header(linter, data)
     _lint_sources(linter, data)
     _lint_urls(linter)

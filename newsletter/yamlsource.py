@@ -100,6 +100,9 @@ def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
         problem = exc.problem or "invalid YAML"
         if exc.context and "expected a single document" in exc.context:
             problem = "more than one YAML document (a '---' separator); expected one"
+        elif exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            # The cause is often where the construct began (an unclosed bracket or quote).
+            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise YamlInvalid(_error(name, line, col, f"YAML syntax error: {problem}")) from None
     except yaml.YAMLError as exc:
         raise YamlInvalid(_error(name, 1, 1, f"YAML syntax error: {exc}")) from None
