@@ -76,7 +76,9 @@ class Config:
     @property
     def list_id(self) -> str:
         """RFC 2919 List-Id, e.g. `AI Brief <ai-brief.example.com>`."""
-        slug = "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-") or "list"
+        # ASCII only: the list-id is a domain-like token in a header that must stay ASCII.
+        slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in self.name.lower())
+        slug = slug.strip("-") or "list"
         while "--" in slug:
             slug = slug.replace("--", "-")
         return f"{self.name} <{slug}.{self.sender_domain}>"

@@ -7,6 +7,8 @@
     ├── SubscriberError             the subscriber store refused an operation
     │   └── ImportFileError         a CSV import could not be read at all
     ├── TokenError                  a signed token is forged, truncated, expired or cross-purpose
+    ├── MessageError                one recipient's values cannot make a valid message (CR/LF
+    │                               in a header value, a non-ASCII local part): fail that recipient
     ├── CampaignError               a send cannot start or continue (refused issue, empty list…)
     │   └── CampaignPaused          too many failures in a row: the campaign was paused
     └── TransportError              delivery machinery failed as a whole (not one recipient)
@@ -61,6 +63,10 @@ class ImportFileError(SubscriberError):
 
 
 class TokenError(NewsletterError):
+    pass
+
+
+class MessageError(NewsletterError):
     pass
 
 

@@ -1,0 +1,315 @@
+"""MessageTemplate: an issue's MIME message built once, filled per recipient.
+
+Per issue: every fixed header line, the boundaries and the quoted-printable encoding of every
+literal piece of the text and HTML parts are prepared as bytes. Per recipient: the placeholder
+values are evaluated once, the few per-recipient header lines are encoded, each distinct slot value
+is quoted-printable encoded once, and the message is a `b"".join` of those pieces (see
+`newsletter.mime` for why independently encoded QP segments can be concatenated). No MJML,
+premailer or `email.message.EmailMessage` runs per recipient.
+
+Layout (CRLF everywhere; DKIM-Signature prepended when a signer is set):
+
+    From / To / Subject / Date / Message-ID / [Reply-To] / List-Id / List-Unsubscribe /
+    List-Unsubscribe-Post / MIME-Version / Content-Type: multipart/alternative
+    text/plain part (quoted-printable), then text/html part (quoted-printable): the last part is
+    the one clients prefer (RFC 2046).
+
+A recipient whose values cannot make a valid message (CR/LF in the name, a non-ASCII local part,
+an over-long unsubscribe URL) raises `MessageError`; transports turn that into a "failed" result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import time
+from collections.abc import Mapping
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+from newsletter.errors import MessageError
+from newsletter.mime import (
+    addr_spec,
+    address_header,
+    check_header_text,
+    header_line,
+    phrase,
+    qp_segment,
+    unstructured,
+)
+from newsletter.render.compiled import CompiledIssue
+from newsletter.render.fill import Fill, Slot
+from newsletter.render.placeholders import Recipient
+from newsletter.transports.base import MessageParts, OutgoingMessage
+
+if TYPE_CHECKING:
+    from email.headerregistry import Address
+
+    from newsletter.config import Config
+    from newsletter.dkim import DkimSigner
+
+TEST_PREFIX = "[TEST] "
+ONE_CLICK = "List-Unsubscribe=One-Click"
+_PART_HEADERS = (
+    'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+)
+
+# A compiled body: literal QP bytes, or (slot name, escape) to fill per recipient.
+_Piece = bytes | tuple[str, str]
+
+
+class QpBody:
+    """A `Fill` compiled to quoted-printable segments; `render(values)` is a join."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, fill: Fill) -> None:
+        pieces: list[_Piece] = []
+        for piece in fill.pieces:
+            if isinstance(piece, Slot):
+                pieces.append((piece.name, piece.escape))
+            elif pieces and isinstance(pieces[-1], bytes) and pieces[-1].endswith(b"\r\n"):
+                # Merge with the previous literal: both are complete segments already.
+                pieces[-1] = pieces[-1] + qp_segment(piece)
+            else:
+                pieces.append(qp_segment(piece))
+        self.pieces: tuple[_Piece, ...] = tuple(p for p in pieces if p != b"")
+
+    def render(self, values: Mapping[str, str], cache: dict[tuple[str, str], bytes]) -> bytes:
+        out: list[bytes] = []
+        append = out.append
+        for piece in self.pieces:
+            if piece.__class__ is bytes:
+                append(piece)  # type: ignore[arg-type]
+                continue
+            encoded = cache.get(piece)  # type: ignore[arg-type]
+            if encoded is None:
+                name, escape = piece  # type: ignore[misc]
+                value = values[name]
+                if escape == "html":
+                    value = html.escape(value, quote=True)
+                encoded = cache[piece] = qp_segment(value)  # type: ignore[index]
+            append(encoded)
+        return b"".join(out)
+
+
+class _DateCache:
+    """RFC 5322 Date for "now", formatted at most once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._text = formatdate(second, usegmt=True)
+            self._second = second
+        return self._text
+
+
+class MessageTemplate:
+    """Build once per issue (and campaign); then `bytes_for` / `outgoing` per recipient."""
+
+    def __init__(
+        self,
+        compiled: CompiledIssue,
+        config: Config,
+        *,
+        campaign_key: str,
+        dkim: DkimSigner | None = None,
+        test: bool = False,
+    ) -> None:
+        self.compiled = compiled
+        self.config = config
+        self.campaign_key = campaign_key
+        self.dkim = dkim
+        self.test = test
+        self.envelope_from = addr_spec(config.sender.addr_spec)
+        self._domain = config.sender_domain
+        self._prefix = TEST_PREFIX if test else ""
+        self._dates = _DateCache()
+        self._from_value = _address_value(config.sender)
+        self._reply_to_value = _address_value(config.reply_to) if config.reply_to else None
+        self._list_id_value = _list_id(config)
+        # "=" never appears unencoded in quoted-printable, so this boundary cannot occur in a body.
+        digest = hashlib.sha256(f"boundary\0{campaign_key}".encode()).hexdigest()[:24]
+        self.boundary = f"=_nl{digest}"
+        self._text = QpBody(compiled.text)
+        self._html = QpBody(compiled.html)
+        self._from_line = f"From: {self._from_value}\r\n".encode("ascii")
+        fixed = []
+        if self._reply_to_value:
+            fixed.append(f"Reply-To: {self._reply_to_value}\r\n")
+        fixed.append(f"List-Id: {self._list_id_value}\r\n")
+        self._middle = "".join(fixed).encode("ascii")
+        self._tail_headers = (
+            f"List-Unsubscribe-Post: {ONE_CLICK}\r\n"
+            "MIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'
+            "\r\n"
+            f"--{self.boundary}\r\n" + _PART_HEADERS.format(subtype="plain")
+        ).encode("ascii")
+        self._between = (
+            f"\r\n--{self.boundary}\r\n" + _PART_HEADERS.format(subtype="html")
+        ).encode("ascii")
+        self._end = f"\r\n--{self.boundary}--\r\n".encode("ascii")
+
+    # --- identifiers ----------------------------------------------------------------------
+
+    def message_id(self, subscriber_key: str | int) -> str:
+        """Deterministic per campaign and subscriber (a resend carries the same id); no <>."""
+        digest = hashlib.sha256(f"{self.campaign_key}\0{subscriber_key}".encode()).hexdigest()
+        return f"{digest[:32]}@{self._domain}"
+
+    # --- per recipient --------------------------------------------------------------------
+
+    def bytes_for(
+        self,
+        recipient: Recipient,
+        *,
+        unsubscribe_url: str,
+        message_id: str,
+        date: str | None = None,
+    ) -> bytes:
+        """The complete RFC 5322 message (CRLF line ends, DKIM-signed when configured)."""
+        values = self.compiled.values_for(recipient, unsubscribe_url)
+        head = self._head(recipient, values, unsubscribe_url, message_id, date)
+        return self._assemble(head, values)
+
+    def parts_for(
+        self,
+        recipient: Recipient,
+        *,
+        unsubscribe_url: str,
+        message_id: str,
+    ) -> MessageParts:
+        """The same message as API providers want it (decoded subject, both bodies, headers)."""
+        values = self.compiled.values_for(recipient, unsubscribe_url)
+        self._head(recipient, values, unsubscribe_url, message_id, "")  # validates every value
+        return self._parts(recipient, values, unsubscribe_url, message_id)
+
+    def outgoing(
+        self,
+        key: int,
+        recipient: Recipient,
+        unsubscribe_url: str,
+        subscriber_key: str | int,
+    ) -> OutgoingMessage:
+        """A lazily built message for a transport. Header values are validated here (raising
+        MessageError) so a bad recipient is known before anything reaches a transport."""
+        message_id = self.message_id(subscriber_key)
+        values = self.compiled.values_for(recipient, unsubscribe_url)
+        head = self._head(recipient, values, unsubscribe_url, message_id, None)
+
+        def build_data() -> bytes:
+            return self._assemble(head, values)
+
+        def build_parts() -> MessageParts:
+            return self._parts(recipient, values, unsubscribe_url, message_id)
+
+        return OutgoingMessage(
+            key=key,
+            envelope_from=self.envelope_from,
+            recipient=addr_spec(recipient.email),
+            message_id=message_id,
+            build_data=build_data,
+            build_parts=build_parts,
+        )
+
+    def subject_for(self, values: Mapping[str, str]) -> str:
+        return check_header_text(self._prefix + self.compiled.subject.render(values), "Subject")
+
+    # --- assembly -------------------------------------------------------------------------
+
+    def _head(
+        self,
+        recipient: Recipient,
+        values: Mapping[str, str],
+        unsubscribe_url: str,
+        message_id: str,
+        date: str | None,
+    ) -> bytes:
+        """Every header line up to and including the text part's own headers."""
+        lines = (
+            address_header("To", recipient.name, recipient.email),
+            unstructured("Subject", self.subject_for(values)),
+            header_line("Date", date or self._dates.now()),
+            header_line("Message-ID", f"<{_check_message_id(message_id)}>"),
+        )
+        unsubscribe = header_line("List-Unsubscribe", f"<{_check_url(unsubscribe_url)}>")
+        return b"".join(
+            (
+                self._from_line,
+                "".join(lines).encode("ascii"),
+                self._middle,
+                unsubscribe.encode("ascii"),
+                self._tail_headers,
+            )
+        )
+
+    def _assemble(self, head: bytes, values: Mapping[str, str]) -> bytes:
+        cache: dict[tuple[str, str], bytes] = {}
+        data = b"".join(
+            (
+                head,
+                self._text.render(values, cache),
+                self._between,
+                self._html.render(values, cache),
+                self._end,
+            )
+        )
+        return self.dkim.sign(data) if self.dkim is not None else data
+
+    def _parts(
+        self,
+        recipient: Recipient,
+        values: Mapping[str, str],
+        unsubscribe_url: str,
+        message_id: str,
+    ) -> MessageParts:
+        headers = {
+            "Message-ID": f"<{message_id}>",
+            "List-Id": self._list_id_value,
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": ONE_CLICK,
+        }
+        if self._reply_to_value:
+            headers["Reply-To"] = self._reply_to_value
+        return MessageParts(
+            from_header=self._from_value,
+            to_email=addr_spec(recipient.email),
+            to_name=recipient.name or None,
+            subject=self.subject_for(values).strip(" \t"),
+            text=self.compiled.text.render(values),
+            html=self.compiled.html.render(values),
+            headers=headers,
+        )
+
+
+def _address_value(address: Address) -> str:
+    """`Name <addr>` header value (encoded, possibly folded) for a configured address."""
+    line = address_header("X", address.display_name, address.addr_spec)
+    return line[3:-2]
+
+
+def _list_id(config: Config) -> str:
+    """RFC 2919 List-Id: the list name as a phrase, then <slug.domain>."""
+    _name, _, rest = config.list_id.rpartition(" <")
+    shown = phrase(config.name)
+    return f"{shown} <{rest}" if shown else f"<{rest}"
+
+
+def _check_message_id(message_id: str) -> str:
+    check_header_text(message_id, "Message-ID")
+    if "@" not in message_id or any(c in message_id for c in "<> \t") or not message_id.isascii():
+        raise MessageError(f"invalid Message-ID {message_id!r}: expected id@domain")
+    return message_id
+
+
+def _check_url(url: str) -> str:
+    check_header_text(url, "unsubscribe URL")
+    if not url.isascii() or any(c in url for c in " <>\"'"):
+        raise MessageError(f"unsubscribe URL {url!r} must be ASCII without spaces or <>")
+    return url
