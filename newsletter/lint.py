@@ -252,10 +252,7 @@ def _lint_skeleton(linter: _Linter, parts: FieldPath, value: Any) -> None:
 
 def size_diagnostics(issue: Issue, config: Config) -> list[Diagnostic]:
     """Gmail clipping: the final inlined HTML a sample recipient gets, measured in bytes."""
-    try:  # TEMP-UNTIL-RENDER-LANDS
-        from newsletter.render import compile_issue
-    except ImportError:
-        return []
+    from newsletter.render import compile_issue
     from newsletter.render.placeholders import SAMPLE_RECIPIENT
 
     path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")

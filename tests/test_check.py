@@ -1,0 +1,223 @@
+"""`newsletter check` as a user runs it: exit codes, --strict, --format json, sizes, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import main
+from newsletter.config import load_config
+from newsletter.issue import load_issue
+from newsletter.lint import CLIP_BYTES, SIZE_WARN_BYTES, check_issue
+
+EXAMPLE = "issues/2026-11-25-microsoft-openai-partnership.yaml"
+SOURCE_WARNING = (
+    f"{EXAMPLE}:44:9: warning: stories[0].sources[0]: source has no URL; "
+    "readers cannot follow it to the original"
+)
+
+
+@pytest.fixture
+def in_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(project)
+    return project
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+VALID = """\
+title: Test issue
+date: 2026-11-25
+preheader: A short preview.
+stories:
+  - headline: A story
+    summary: |
+      What happened.
+    why_it_matters: |
+      Why it matters.
+    sources:
+      - title: A source
+        url: https://example.com/a
+"""
+
+
+def test_example_issue_passes_with_its_honest_warning(runner: CliRunner, in_project: Path) -> None:
+    result = runner.invoke(main, ["check", EXAMPLE])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [SOURCE_WARNING, "1 file checked: 0 errors, 1 warning"]
+
+
+def test_strict_fails_on_warnings(runner: CliRunner, in_project: Path) -> None:
+    result = runner.invoke(main, ["check", "--strict", EXAMPLE])
+    assert result.exit_code == 1
+    assert SOURCE_WARNING in result.output
+
+
+def test_clean_issue_has_no_problems_even_strict(runner: CliRunner, in_project: Path) -> None:
+    write(in_project / "issues" / "clean.yaml", VALID)
+    result = runner.invoke(main, ["check", "--strict", "issues/clean.yaml"])
+    assert result.exit_code == 0, result.output
+    assert result.output == "1 file checked: 0 errors, 0 warnings\n"
+
+
+def test_json_format_for_tools(runner: CliRunner, in_project: Path) -> None:
+    bad = write(in_project / "bad.yaml", VALID.replace("date: 2026-11-25", "date: soon"))
+    result = runner.invoke(main, ["check", "--format", "json", EXAMPLE, str(bad.name)])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert report["ok"] is False
+    assert (report["files"], report["errors"], report["warnings"]) == (2, 1, 1)
+    assert report["diagnostics"] == [
+        {
+            "path": EXAMPLE,
+            "line": 44,
+            "col": 9,
+            "severity": "warning",
+            "field": "stories[0].sources[0]",
+            "message": "source has no URL; readers cannot follow it to the original",
+        },
+        {
+            "path": "bad.yaml",
+            "line": 2,
+            "col": 7,
+            "severity": "error",
+            "field": "date",
+            "message": "expected an ISO date like 2026-11-25, got 'soon'",
+        },
+    ]
+    ok = json.loads(runner.invoke(main, ["check", "--format", "json", EXAMPLE]).output)
+    assert ok["ok"] is True
+    strict = runner.invoke(main, ["check", "--format", "json", "--strict", EXAMPLE])
+    assert strict.exit_code == 1 and json.loads(strict.output)["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("missing.yaml", "missing.yaml:1:1: error: file not found"),
+        ("issues", "issues:1:1: error: is a directory, expected a YAML file"),
+    ],
+)
+def test_unreadable_paths_are_diagnostics(
+    runner: CliRunner, in_project: Path, arg: str, message: str
+) -> None:
+    result = runner.invoke(main, ["check", arg])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0] == message
+    assert "Traceback" not in result.output
+
+
+def test_no_arguments_is_a_usage_error(runner: CliRunner, in_project: Path) -> None:
+    result = runner.invoke(main, ["check"])
+    assert result.exit_code == 2
+    assert "Missing argument" in result.output
+
+
+def test_all_problems_in_one_run_in_file_order(runner: CliRunner, in_project: Path) -> None:
+    text = VALID.replace("title: Test issue", "title: 42\ntagline: x").replace(
+        "    summary: |\n      What happened.\n", "    summary: 7.5\n    headline2: y\n"
+    )
+    write(in_project / "many.yaml", text)
+    result = runner.invoke(main, ["check", "many.yaml"])
+    lines = result.output.splitlines()
+    assert lines == [
+        "many.yaml:2:1: error: tagline: unknown key 'tagline'; expected one of: title, date, "
+        "subject, preheader, intro, stories, outro",
+        "many.yaml:8:5: error: stories[0].headline2: unknown key 'headline2' (did you mean "
+        "'headline'?); expected one of: headline, dek, summary, why_it_matters, key_points, "
+        "takeaway, image, sources",
+        "1 file checked: 2 errors, 0 warnings",
+    ]
+
+
+def test_block_scalar_problems_point_at_their_own_line(tmp_path: Path) -> None:
+    issue = write(
+        tmp_path / "x.yaml",
+        VALID.replace(
+            "      Why it matters.\n",
+            "      Why it matters.\n\n      See [the old page](http://example.org/old).\n",
+        ).replace(
+            "preheader: A short preview.\n",
+            "preheader: A short preview.\nintro: >\n  Folded text\n  with {{ subscriber.nam }}\n",
+        ),
+    )
+    found = [d.format() for d in check_issue(issue, load_config(None, environ={}, start=tmp_path))]
+    assert found == [
+        f"{issue}:6:11: error: intro: 'subscriber.nam' does not exist (it would always be "
+        "empty); use subscriber.name, subscriber.email or subscriber.fields.NAME",
+        f"{issue}:14:26: warning: stories[0].why_it_matters: plain http link "
+        "'http://example.org/old'; use https:// if the site supports it",
+    ]
+
+
+def _sized_issue(folder: Path, paragraph_words: int) -> Path:
+    body = " ".join(f"word{i % 97}" for i in range(paragraph_words))
+    return write(
+        folder / "big.yaml",
+        VALID.replace("      What happened.\n", f"      {body}\n"),
+    )
+
+
+def _html_size(path: Path) -> int:
+    from newsletter.lint import _sample_unsubscribe_url
+    from newsletter.render import compile_issue
+    from newsletter.render.placeholders import SAMPLE_RECIPIENT
+
+    config = load_config(None, environ={}, start=path.parent)
+    compiled = compile_issue(load_issue(path), config)
+    html = compiled.render_for(SAMPLE_RECIPIENT, _sample_unsubscribe_url(config)).html
+    return len(html.encode())
+
+
+def test_size_warning_and_gmail_clipping_error(runner: CliRunner, tmp_path: Path) -> None:
+    # Find paragraph lengths that land between the thresholds and above the clip, measured with
+    # the real renderer (the HTML grows linearly with the text).
+    small, large = _html_size(_sized_issue(tmp_path, 100)), _html_size(_sized_issue(tmp_path, 2100))
+    per_word = (large - small) / 2000
+
+    def words_for(target: int) -> int:
+        return int(100 + (target - small) / per_word)
+
+    warn_path = _sized_issue(tmp_path, words_for((SIZE_WARN_BYTES + CLIP_BYTES) // 2))
+    assert SIZE_WARN_BYTES < _html_size(warn_path) <= CLIP_BYTES
+    result = runner.invoke(main, ["check", str(warn_path)])
+    assert result.exit_code == 0, result.output
+    assert ": warning: the email's HTML is " in result.output
+    assert "close to Gmail's 102 KB clipping limit" in result.output
+    assert runner.invoke(main, ["check", "--strict", str(warn_path)]).exit_code == 1
+
+    clip_path = _sized_issue(tmp_path, words_for(CLIP_BYTES + 8000))
+    assert _html_size(clip_path) > CLIP_BYTES
+    result = runner.invoke(main, ["check", str(clip_path)])
+    assert result.exit_code == 1
+    assert f"{clip_path}:1:1: error: the email's HTML is " in result.output
+    assert "Gmail clips messages above 102 KB" in result.output
+
+
+def test_broken_theme_is_an_error_not_a_traceback(runner: CliRunner, project: Path) -> None:
+    theme = project / "theme"
+    source = Path(__file__).resolve().parent.parent / "templates"
+    shutil.copytree(source, theme)
+    target = theme / "email.mjml"  # the theme's entry template
+    target.write_text(target.read_text("utf-8") + "\n{% if %}\n", encoding="utf-8")
+    with (project / "newsletter.yaml").open("a", encoding="utf-8") as config:
+        config.write("templates: theme\n")
+    result = runner.invoke(
+        main, ["--config", str(project / "newsletter.yaml"), "check", str(project / EXAMPLE)]
+    )
+    assert result.exit_code == 1
+    assert "error: the issue cannot be rendered: " in result.output
+    assert target.name in result.output
+    assert "Traceback" not in result.output
+
+
+def test_check_issue_is_usable_from_python(tmp_path: Path) -> None:
+    issue = write(tmp_path / "ok.yaml", VALID)
+    assert check_issue(issue, load_config(None, environ={}, start=tmp_path)) == []
