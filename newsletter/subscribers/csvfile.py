@@ -1,0 +1,144 @@
+"""Reading subscriber CSV files defensively, and writing them.
+
+UTF-8 with or without a BOM, comma, semicolon or tab (guessed from the header row), quoted
+fields. Every problem that makes the whole file unreadable (not UTF-8, a line of megabytes, no
+header) raises ImportFileError naming the file and line; problems of one row are left to the
+importer, which rejects that row only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from newsletter.errors import ImportFileError
+
+MAX_LINE = 256 * 1024  # bytes in one physical line
+MAX_FIELD = 128 * 1024  # characters in one cell (csv's default limit, made explicit)
+DELIMITERS = (",", ";", "\t")
+
+
+def open_rows(path: Path) -> tuple[BinaryIO, list[str], Iterator[tuple[int, list[str]]]]:
+    """Open a CSV file: (file to close, header cells, iterator of (line number, cells)).
+
+    Blank lines are skipped. The line number is the first physical line of the row.
+    """
+    try:
+        if path.is_dir():
+            raise ImportFileError(f"{path}: is a folder, not a CSV file")
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise ImportFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        lines = _decoded_lines(fh, path)
+        first = next(lines, None)
+        if first is None or not first.strip():
+            raise ImportFileError(
+                f"{path}:1: the first line must be a header row naming the columns, e.g. "
+                "'email,name'"
+            )
+        delimiter = guess_delimiter(first)
+        reader = csv.reader(_chain(first, lines), delimiter=delimiter, strict=False)
+        header = _next_row(reader, path)
+        return fh, header or [], _rows(reader, path)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def guess_delimiter(header: str) -> str:
+    counts = {d: 0 for d in DELIMITERS}
+    quoted = False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
+    line = reader.line_num  # type: ignore[attr-defined]
+    while True:
+        start = line + 1
+        cells = _next_row(reader, path, start)
+        if cells is None:
+            return
+        line = reader.line_num  # type: ignore[attr-defined]
+        if cells and any(c.strip() for c in cells):
+            yield start, cells
+
+
+def _next_row(reader: Iterator[list[str]], path: Path, line: int = 1) -> list[str] | None:
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        message = str(exc)
+        if "field larger than field limit" in message:
+            message = f"a cell is longer than {MAX_FIELD // 1024} KiB"
+        raise ImportFileError(f"{path}:{line}: cannot parse CSV: {message}") from None
+
+
+def _decoded_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
+    number = 0
+    while True:
+        raw = fh.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE:
+            raise ImportFileError(
+                f"{path}:{number}: line is longer than {MAX_LINE // 1024} KiB; is this a CSV "
+                "file with one subscriber per line?"
+            )
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ImportFileError(
+                f"{path}:{number}: not valid UTF-8 (byte {exc.start + 1} of the line); save "
+                "the file as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
+            ) from None
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> int:
+    """Write a CSV file via a temporary file renamed into place: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            count = write_csv(out, header, rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_csv(out: TextIO, header: list[str], rows: Iterable[list[str]]) -> int:
+    writer = csv.writer(out)
+    writer.writerow(header)
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+csv.field_size_limit(MAX_FIELD)

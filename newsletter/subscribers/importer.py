@@ -1,0 +1,269 @@
+"""CSV import: validate every row, apply the valid ones in one transaction, report the rest.
+
+Columns: `email` (required), `name`, `status`, `lists` (names separated by '|'), `created_at`,
+and any other column becomes a personalisation field (`{{ subscriber.fields.city }}`). This is
+exactly what `export` writes, so export -> import round-trips.
+
+Rules: the whole import is one transaction (an unreadable line halfway leaves the database as it
+was); re-importing a file changes nothing; an import never re-activates an unsubscribed,
+bounced, complained or erased address; rejected rows go to a rejects file with line and reason.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter.errors import ImportFileError, SubscriberError
+from newsletter.subscribers.address import email_key, normalize_email
+from newsletter.subscribers.csvfile import open_rows, write_csv_atomic
+from newsletter.subscribers.model import (
+    ACTIVE,
+    DEFAULT_LIST,
+    PENDING,
+    ImportCounts,
+    ImportRow,
+    check_field_name,
+    check_list_name,
+    check_status,
+    clean_field_value,
+    clean_name,
+    parse_lists,
+    parse_timestamp,
+)
+from newsletter.subscribers.store import SubscriberStore
+
+CHUNK_ROWS = 5000
+_ALIASES = {
+    "email": "email",
+    "e-mail": "email",
+    "email address": "email",
+    "email_address": "email",
+    "name": "name",
+    "full name": "name",
+    "full_name": "name",
+    "status": "status",
+    "lists": "lists",
+    "created_at": "created_at",
+}
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    path: Path
+    added: int
+    updated: int
+    unchanged: int
+    rejected: int
+    rejects_path: Path | None  # written only when rows were rejected
+    seconds: float
+
+    @property
+    def rows(self) -> int:
+        return self.added + self.updated + self.unchanged + self.rejected
+
+    def summary(self) -> str:
+        text = (
+            f"{self.path}: {self.added} added, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.rejected} rejected"
+        )
+        if self.rejects_path is not None:
+            text += f" (see {self.rejects_path})"
+        return text
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Where each known column is in a row, and the field columns."""
+
+    width: int
+    email: int
+    name: int | None
+    status: int | None
+    lists: int | None
+    created_at: int | None
+    fields: tuple[tuple[int, str], ...]
+    unnamed: tuple[int, ...]
+
+
+def default_rejects_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.rejects.csv")
+
+
+def import_csv(
+    store: SubscriberStore,
+    path: str | Path,
+    *,
+    list_name: str | None = None,
+    status: str = ACTIVE,
+    rejects_path: str | Path | None = None,
+) -> ImportReport:
+    """Import a CSV file of subscribers; see the module docstring for the rules.
+
+    `list_name` adds every row to that list (besides a `lists` column); without either, rows go
+    to `default`. `status` (active or pending) applies to new subscribers without a `status`
+    column value. Raises ImportFileError when the file cannot be read at all (nothing changes).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    if status not in (ACTIVE, PENDING):
+        raise SubscriberError(f"--status must be active or pending, not {status!r}")
+    extra = (check_list_name(list_name),) if list_name else ()
+    rejects = Path(rejects_path) if rejects_path else default_rejects_path(path)
+    fh, header, rows = open_rows(path)
+    counts = ImportCounts()
+    rejected_cells: dict[int, list[str]] = {}
+    try:
+        columns = parse_header(header, path)
+        with store.transaction():
+            bulk = store.bulk_import(default_status=status, extra_lists=extra, source=path.name)
+            for chunk, raw in _chunks(rows, columns, extra, counts, rejected_cells):
+                before = len(counts.rejected)
+                bulk.apply(chunk, counts)
+                for line, _reason in counts.rejected[before:]:
+                    rejected_cells[line] = raw[line]
+            written = _write_rejects(rejects, header, counts, rejected_cells)
+    finally:
+        fh.close()
+    return ImportReport(
+        path=path,
+        added=counts.added,
+        updated=counts.updated,
+        unchanged=counts.unchanged,
+        rejected=len(counts.rejected),
+        rejects_path=written,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def parse_header(header: list[str], path: Path) -> Columns:
+    """Map header cells to columns; raise ImportFileError for an unusable header."""
+    known: dict[str, int] = {}
+    fields: list[tuple[int, str]] = []
+    unnamed: list[int] = []
+    seen: dict[str, int] = {}
+    for index, cell in enumerate(header):
+        label = cell.strip()
+        if not label:
+            unnamed.append(index)
+            continue
+        role = _ALIASES.get(label.lower())
+        name = role or _field_name(label, path)
+        if name.lower() in seen:
+            raise ImportFileError(
+                f"{path}:1: columns {seen[name.lower()] + 1} and {index + 1} are both {name!r}"
+            )
+        seen[name.lower()] = index
+        if role:
+            known[role] = index
+        else:
+            fields.append((index, name))
+    if "email" not in known:
+        found = ", ".join(repr(c.strip()) for c in header if c.strip()) or "nothing"
+        raise ImportFileError(
+            f"{path}:1: the header row has no 'email' column (found {found}); the first line "
+            "must name the columns, e.g. 'email,name'"
+        )
+    return Columns(
+        width=len(header),
+        email=known["email"],
+        name=known.get("name"),
+        status=known.get("status"),
+        lists=known.get("lists"),
+        created_at=known.get("created_at"),
+        fields=tuple(fields),
+        unnamed=tuple(unnamed),
+    )
+
+
+def parse_row(line: int, cells: list[str], columns: Columns, extra: tuple[str, ...]) -> ImportRow:
+    """One row -> ImportRow, or SubscriberError saying what is wrong with it."""
+    if len(cells) > columns.width and any(c.strip() for c in cells[columns.width :]):
+        raise SubscriberError(
+            f"the row has {len(cells)} columns but the header names {columns.width}"
+        )
+    if len(cells) < columns.width:
+        cells = cells + [""] * (columns.width - len(cells))
+    for index in columns.unnamed:
+        if cells[index].strip():
+            raise SubscriberError(f"column {index + 1} has a value but no name in the header")
+    email = normalize_email(cells[columns.email])
+    name = clean_name(cells[columns.name]) if columns.name is not None else None
+    status = _optional(cells, columns.status, check_status)
+    created = _optional(cells, columns.created_at, parse_timestamp)
+    lists: tuple[str, ...] = ()
+    if columns.lists is not None:
+        lists = parse_lists(cells[columns.lists])
+    if not lists and not extra:
+        lists = (DEFAULT_LIST,)
+    fields = {}
+    for index, field_name in columns.fields:
+        value = clean_field_value(field_name, cells[index])
+        if value:
+            fields[field_name] = value
+    return ImportRow(line, email, email_key(email), name, fields, lists, status, created)
+
+
+def _chunks(
+    rows: Iterator[tuple[int, list[str]]],
+    columns: Columns,
+    extra: tuple[str, ...],
+    counts: ImportCounts,
+    rejected_cells: dict[int, list[str]],
+) -> Iterator[tuple[list[ImportRow], dict[int, list[str]]]]:
+    """Valid rows in chunks, with their raw cells (for rows the store may still reject)."""
+    first_line: dict[str, int] = {}
+    chunk: list[ImportRow] = []
+    raw: dict[int, list[str]] = {}
+    for line, cells in rows:
+        try:
+            row = parse_row(line, cells, columns, extra)
+            earlier = first_line.setdefault(row.key, line)
+            if earlier != line:
+                raise SubscriberError(f"the same address as line {earlier}")
+        except SubscriberError as exc:
+            counts.rejected.append((line, str(exc)))
+            rejected_cells[line] = cells
+            continue
+        chunk.append(row)
+        raw[line] = cells
+        if len(chunk) >= CHUNK_ROWS:
+            yield chunk, raw
+            chunk, raw = [], {}
+    if chunk:
+        yield chunk, raw
+
+
+def _write_rejects(
+    path: Path,
+    header: list[str],
+    counts: ImportCounts,
+    cells: dict[int, list[str]],
+) -> Path | None:
+    if not counts.rejected:
+        return None
+    rows = ([str(line), reason, *cells.get(line, [])] for line, reason in sorted(counts.rejected))
+    try:
+        write_csv_atomic(path, ["line", "reason", *header], rows)
+    except OSError as exc:
+        raise ImportFileError(
+            f"{path}: cannot write the rejects file: {exc.strerror or exc}; nothing was imported"
+        ) from None
+    return path
+
+
+def _optional(cells: list[str], index: int | None, check: object) -> str | None:
+    if index is None or not cells[index].strip():
+        return None
+    return check(cells[index])  # type: ignore[operator]
+
+
+def _field_name(label: str, path: Path) -> str:
+    candidate = re.sub(r"[^A-Za-z0-9_]+", "_", label).strip("_")
+    try:
+        return check_field_name(candidate)
+    except SubscriberError as exc:
+        raise ImportFileError(f"{path}:1: column {label!r}: {exc}") from None

@@ -1,0 +1,212 @@
+"""What a subscriber is, and the rules every way in (CLI, import, web form) applies to its data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from newsletter.errors import SubscriberError
+from newsletter.render.placeholders import Recipient
+
+PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
+    "pending",
+    "active",
+    "unsubscribed",
+    "bounced",
+    "complained",
+)
+STATUSES = (PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+# Statuses that end a subscription: only the subscriber's own confirmation can undo them.
+STOPPED = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})
+DEFAULT_LIST = "default"
+
+NAME_MAX = 200
+FIELD_VALUE_MAX = 1000
+# Names and fields end up in mail headers (To:, Subject placeholders): no control characters,
+# no Unicode line or paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+RESERVED_COLUMNS = frozenset({"email", "name", "status", "lists", "created_at"})
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One subscriber as stored. `lists` is sorted; timestamps are UTC ISO-8601 (`...Z`)."""
+
+    id: int
+    email: str
+    name: str | None
+    status: str
+    fields: dict[str, str]
+    lists: tuple[str, ...]
+    created_at: str
+    updated_at: str
+
+    def recipient(self) -> Recipient:
+        """What the issue's placeholders may see of this subscriber."""
+        return Recipient(self.email, self.name, self.fields)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a subscriber's append-only history (proof of consent)."""
+
+    at: str
+    kind: str  # subscribed, imported, updated, confirmation_sent, confirmed, unsubscribed, ...
+    detail: str = ""
+    subscriber_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """An erased address: only its salted hash is kept."""
+
+    email_hash: str
+    erased_at: str
+
+
+@dataclass
+class Changes:
+    """A requested change to a subscriber (add/import): None leaves a value alone."""
+
+    name: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    lists: tuple[str, ...] = ()
+    status: str | None = None
+
+
+def now() -> str:
+    return format_timestamp(dt.datetime.now(dt.UTC))
+
+
+def format_timestamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> str:
+    """Accept ISO-8601 (date, or date and time; naive means UTC); return the stored form."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SubscriberError(
+            f"{text!r} is not a date and time such as 2026-11-25T09:30:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return format_timestamp(moment)
+
+
+def clean_name(value: str | None) -> str | None:
+    """A display name: one line, no control characters; empty means none."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _CONTROL.search(text):
+        raise SubscriberError("the name contains a line break or a control character")
+    if len(text) > NAME_MAX:
+        raise SubscriberError(f"the name is longer than {NAME_MAX} characters")
+    return text or None
+
+
+def check_status(value: str) -> str:
+    status = value.strip().lower()
+    if status not in STATUSES:
+        raise SubscriberError(f"unknown status {value!r}; expected one of {', '.join(STATUSES)}")
+    return status
+
+
+def check_list_name(value: str) -> str:
+    name = value.strip()
+    if not _LIST_NAME.match(name):
+        raise SubscriberError(
+            f"invalid list name {value!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def parse_lists(value: str) -> tuple[str, ...]:
+    """The `lists` column: names separated by '|' (as export writes them)."""
+    names = {check_list_name(part) for part in value.split("|") if part.strip()}
+    return tuple(sorted(names))
+
+
+def format_lists(lists: tuple[str, ...]) -> str:
+    return "|".join(lists)
+
+
+def check_field_name(value: str) -> str:
+    name = value.strip()
+    if not _FIELD_NAME.match(name) or name.lower() in RESERVED_COLUMNS:
+        raise SubscriberError(
+            f"invalid field name {value!r}: use letters, digits and '_' (not starting with a "
+            "digit, at most 64), and none of " + ", ".join(sorted(RESERVED_COLUMNS))
+        )
+    return name
+
+
+def clean_field_value(name: str, value: str) -> str:
+    text = value.strip()
+    if _CONTROL.search(text):
+        raise SubscriberError(f"field {name!r} contains a line break or a control character")
+    if len(text) > FIELD_VALUE_MAX:
+        raise SubscriberError(f"field {name!r} is longer than {FIELD_VALUE_MAX} characters")
+    return text
+
+
+def clean_fields(values: Mapping[str, Any]) -> dict[str, str]:
+    """Validated fields; empty values are dropped (an empty CSV cell means 'no value')."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = check_field_name(str(key))
+        text = clean_field_value(name, "" if value is None else str(value))
+        if text:
+            out[name] = text
+    return out
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    """One valid row of an import file, ready for the store."""
+
+    line: int
+    email: str  # normalized
+    key: str  # email_key(email)
+    name: str | None
+    fields: dict[str, str]
+    lists: tuple[str, ...]  # from a `lists` column; the import's --list is added by the store
+    status: str | None  # from a `status` column
+    created_at: str | None  # from a `created_at` column
+
+
+@dataclass
+class ImportCounts:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+
+def import_status(current: str, requested: str | None) -> str:
+    """The status an import may give an existing subscriber.
+
+    A file can stop a subscription (a suppression list) or confirm a pending one; it can never
+    bring an unsubscribed, bounced or complained address back, nor make an active one pending.
+    """
+    if requested is None or requested == current:
+        return current
+    if requested in STOPPED and current in (PENDING, ACTIVE):
+        return requested
+    if requested == ACTIVE and current == PENDING:
+        return ACTIVE
+    return current
+
+
+def dump_fields(fields: Mapping[str, str]) -> str:
+    """The stored JSON of fields: canonical, so equal fields compare equal as text."""
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

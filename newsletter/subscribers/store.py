@@ -1,0 +1,541 @@
+"""SubscriberStore: the only code that touches the subscriber tables.
+
+Callers (CLI, web app, campaign runner, importer) go through this class, so another backend
+(PostgreSQL) can be added behind the same methods. One store may be shared by threads: every
+method holds the store's lock, and every write runs in a `BEGIN IMMEDIATE` transaction so a
+writer waits for the database's busy timeout instead of failing with "database is locked".
+Several processes (an import, `newsletter serve`, a send) can use the same file at once (WAL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from newsletter import db
+from newsletter.errors import SubscriberError
+from newsletter.subscribers.address import email_key, normalize_email
+from newsletter.subscribers.bulk import BulkImport
+from newsletter.subscribers.model import (
+    ACTIVE,
+    BOUNCED,
+    COMPLAINED,
+    DEFAULT_LIST,
+    PENDING,
+    STOPPED,
+    UNSUBSCRIBED,
+    Event,
+    Subscriber,
+    Tombstone,
+    check_list_name,
+    check_status,
+    clean_fields,
+    clean_name,
+    dump_fields,
+    now,
+)
+from newsletter.subscribers.schema import COMPONENT, MIGRATIONS
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+_COLUMNS = "id, email, name, status, fields, created_at, updated_at"
+_CHUNK = 500  # ids per IN (...) query
+_PAGE = 1000  # rows per page when streaming
+
+
+class SubscriberStore:
+    """The subscriber database: subscribers, lists, event history and erased-address tombstones."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn  # shared with other components (campaign ledger) in the same file
+        self._lock = threading.RLock()
+        self._depth = 0
+        db.migrate(conn, COMPONENT, MIGRATIONS)
+        row = conn.execute(
+            "SELECT value FROM subscriber_settings WHERE key = 'tombstone_salt'"
+        ).fetchone()
+        self._salt = str(row[0]).encode()
+
+    @classmethod
+    def open(cls, path: str | Path) -> SubscriberStore:
+        """Open (creating and migrating if needed) the SQLite database at `path`."""
+        try:
+            conn = db.connect(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise SubscriberError(f"{path}: cannot open the database: {exc}") from None
+        try:
+            return cls(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise SubscriberError(f"{path}: not a usable newsletter database: {exc}") from None
+
+    @classmethod
+    def for_config(cls, config: Config) -> SubscriberStore:
+        """The store named by `database:` in newsletter.yaml / NEWSLETTER_DB."""
+        return cls.open(config.database)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> SubscriberStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (nested calls join the outer one); rolled back on any error."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, email: str) -> Subscriber | None:
+        """The subscriber with this address (any case), or None (also for invalid text)."""
+        try:
+            key = email_key(normalize_email(email))
+        except SubscriberError:
+            return None
+        with self._lock:
+            row = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM subscribers WHERE email_key = ?", (key,)
+            ).fetchone()
+            return self._build([row])[0] if row else None
+
+    def get_by_id(self, subscriber_id: int) -> Subscriber | None:
+        return self.get_many([subscriber_id]).get(subscriber_id)
+
+    def get_many(self, ids: Sequence[int]) -> dict[int, Subscriber]:
+        """Subscribers by id in a few queries (the send path calls this per batch of ~500)."""
+        out: dict[int, Subscriber] = {}
+        with self._lock:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT {_COLUMNS} FROM subscribers WHERE id IN ({marks})", chunk
+                ).fetchall()
+                for sub in self._build(rows):
+                    out[sub.id] = sub
+        return out
+
+    def iter_member_ids(self, list_name: str, status: str = ACTIVE) -> Iterator[int]:
+        """Ids of a list's members with `status`, ascending, streamed page by page."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self.conn.execute(
+                    "SELECT s.id FROM subscriber_memberships m"
+                    " JOIN subscriber_lists l ON l.id = m.list_id"
+                    " JOIN subscribers s ON s.id = m.subscriber_id"
+                    " WHERE l.name = ? AND s.status = ? AND m.subscriber_id > ?"
+                    " ORDER BY m.subscriber_id LIMIT ?",
+                    (list_name, status, last, _PAGE),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield int(row[0])
+            last = int(rows[-1][0])
+
+    def iter_subscribers(
+        self, list_name: str | None = None, status: str | None = None
+    ) -> Iterator[Subscriber]:
+        """Subscribers in id order, optionally of one list and/or status, streamed."""
+        where, params = self._filters(list_name, status)
+        last = 0
+        while True:
+            with self._lock:
+                rows = self.conn.execute(
+                    f"SELECT {_COLUMNS} FROM subscribers s WHERE s.id > ?{where}"
+                    " ORDER BY s.id LIMIT ?",
+                    (last, *params, _PAGE),
+                ).fetchall()
+                subs = self._build(rows)
+            if not subs:
+                return
+            yield from subs
+            last = subs[-1].id
+
+    def count(self, list_name: str | None = None, status: str | None = None) -> int:
+        where, params = self._filters(list_name, status)
+        with self._lock:
+            row = self.conn.execute(
+                f"SELECT COUNT(*) FROM subscribers s WHERE 1{where}", params
+            ).fetchone()
+        return int(row[0])
+
+    def count_by_status(self, list_name: str | None = None) -> dict[str, int]:
+        where, params = self._filters(list_name, None)
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT status, COUNT(*) FROM subscribers s WHERE 1{where} GROUP BY status",
+                params,
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def field_names(self, list_name: str | None = None, status: str | None = None) -> list[str]:
+        """Every field name used by the selected subscribers, sorted."""
+        where, params = self._filters(list_name, status)
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT DISTINCT j.key FROM subscribers s, json_each(s.fields) j"
+                f" WHERE 1{where} ORDER BY j.key",
+                params,
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def list_names(self) -> list[str]:
+        with self._lock:
+            rows = self.conn.execute("SELECT name FROM subscriber_lists ORDER BY name").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def events(self, subscriber_id: int) -> list[Event]:
+        """The subscriber's history, oldest first."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT at, kind, detail FROM subscriber_events WHERE subscriber_id = ?"
+                " ORDER BY id",
+                (subscriber_id,),
+            ).fetchall()
+        return [Event(r[0], r[1], r[2], subscriber_id) for r in rows]
+
+    def tombstone(self, email: str) -> Tombstone | None:
+        """The erasure record of an address, if it was removed."""
+        digest = self.email_hash(email_key(normalize_email(email)))
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT erased_at FROM subscriber_tombstones WHERE email_hash = ?", (digest,)
+            ).fetchone()
+        return Tombstone(digest, row[0]) if row else None
+
+    def email_hash(self, key: str) -> str:
+        return hashlib.sha256(self._salt + key.encode()).hexdigest()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        email: str,
+        *,
+        name: str | None = None,
+        lists: Iterable[str] = (DEFAULT_LIST,),
+        fields: dict[str, str] | None = None,
+        status: str = ACTIVE,
+        source: str = "cli",
+    ) -> Subscriber:
+        """Add a subscriber, or merge into the existing one (name, fields, lists).
+
+        An existing subscriber keeps their status: adding never re-activates an unsubscribed,
+        bounced or complained address. An erased address is refused (SubscriberError).
+        """
+        normalized = normalize_email(email)
+        key = email_key(normalized)
+        clean = clean_name(name)
+        values = clean_fields(fields or {})
+        names = sorted({check_list_name(n) for n in lists}) or [DEFAULT_LIST]
+        status = check_status(status)
+        with self.transaction() as conn:
+            row = conn.execute("SELECT id FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+            stamp = now()
+            if row is None:
+                self._refuse_erased(key, normalized)
+                subscriber_id = self._insert(conn, normalized, key, clean, status, values, stamp)
+                self._event(subscriber_id, "subscribed", f"added by {source}", stamp)
+            else:
+                subscriber_id = int(row[0])
+                self._merge(subscriber_id, clean, values, stamp, source)
+            self._join(subscriber_id, names)
+            return self._require(subscriber_id)
+
+    def unsubscribe(self, subscriber_id: int, how: str) -> bool:
+        """Stop sending to this subscriber; True if that changed anything (idempotent)."""
+        return self._stop(subscriber_id, UNSUBSCRIBED, how, frozenset({ACTIVE, PENDING}))
+
+    def mark_bounced(self, subscriber_id: int, reply: str) -> bool:
+        """A permanent delivery failure: record the server's reply, stop sending."""
+        return self._stop(subscriber_id, BOUNCED, reply, frozenset({ACTIVE, PENDING}))
+
+    def mark_complained(self, subscriber_id: int, detail: str = "") -> bool:
+        """A spam complaint (feedback loop): never send again."""
+        allowed = frozenset({ACTIVE, PENDING, UNSUBSCRIBED, BOUNCED})
+        return self._stop(subscriber_id, COMPLAINED, detail, allowed)
+
+    def request_subscription(
+        self, email: str, *, name: str | None, list_name: str, detail: str
+    ) -> tuple[Subscriber, bool]:
+        """A sign-up from the public form: returns (subscriber, send a confirmation email?).
+
+        New addresses become `pending`. Active ones are left alone and get no second email.
+        Others (pending, unsubscribed, bounced, complained, erased) stay as they are until they
+        confirm; a confirmation is sent at most once per `CONFIRM_RESEND_SECONDS`.
+        """
+        normalized = normalize_email(email)
+        key = email_key(normalized)
+        clean = clean_name(name)
+        list_name = check_list_name(list_name)
+        with self.transaction() as conn:
+            stamp = now()
+            row = conn.execute(
+                "SELECT id, status FROM subscribers WHERE email_key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                subscriber_id = self._insert(conn, normalized, key, clean, PENDING, {}, stamp)
+                self._event(subscriber_id, "subscribed", detail, stamp)
+                self._join(subscriber_id, [list_name])
+                return self._require(subscriber_id), True
+            subscriber_id = int(row[0])
+            if row[1] == ACTIVE:
+                return self._require(subscriber_id), False
+            self._event(subscriber_id, "subscribe_requested", detail, stamp)
+            self._join(subscriber_id, [list_name])
+            if clean and row[1] == PENDING:
+                conn.execute(
+                    "UPDATE subscribers SET name = ?, updated_at = ? WHERE id = ?",
+                    (clean, stamp, subscriber_id),
+                )
+            recent = conn.execute(
+                "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
+                " AND kind = 'confirmation_sent' AND at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
+                (subscriber_id, f"-{CONFIRM_RESEND_SECONDS} seconds"),
+            ).fetchone()
+            return self._require(subscriber_id), recent is None
+
+    def confirm(
+        self, subscriber_id: int, *, issued_at: str | None = None, detail: str = ""
+    ) -> bool:
+        """Double opt-in: activate; True if that changed anything.
+
+        A confirmation issued before the subscriber's last unsubscribe/bounce/complaint is
+        refused (SubscriberError): an old link must not undo a later opt-out.
+        """
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT status, email_key FROM subscribers WHERE id = ?", (subscriber_id,)
+            ).fetchone()
+            if row is None:
+                raise SubscriberError("this subscription no longer exists")
+            if row[0] == ACTIVE:
+                return False
+            if issued_at is not None and row[0] in STOPPED:
+                stopped = conn.execute(
+                    "SELECT MAX(at) FROM subscriber_events WHERE subscriber_id = ?"
+                    " AND kind IN ('unsubscribed', 'bounced', 'complained')",
+                    (subscriber_id,),
+                ).fetchone()[0]
+                if stopped is not None and stopped > issued_at:
+                    raise SubscriberError("this confirmation link is older than your unsubscribe")
+            stamp = now()
+            conn.execute(
+                "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
+                (ACTIVE, stamp, subscriber_id),
+            )
+            conn.execute(
+                "DELETE FROM subscriber_tombstones WHERE email_hash = ?",
+                (self.email_hash(row[1]),),
+            )
+            self._event(subscriber_id, "confirmed", detail, stamp)
+            return True
+
+    def record_event(self, subscriber_id: int, kind: str, detail: str = "") -> None:
+        with self.transaction():
+            self._event(subscriber_id, kind, detail, now())
+
+    def erase(self, email: str) -> bool:
+        """Delete an address and everything about it, keeping a salted hash (a tombstone) so an
+        import cannot silently add it back. True if there was someone to erase."""
+        key = email_key(normalize_email(email))
+        digest = self.email_hash(key)
+        with self.transaction() as conn:
+            stamp = now()
+            row = conn.execute("SELECT id FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO subscriber_tombstones (email_hash, erased_at)"
+                " VALUES (?, ?)",
+                (digest, stamp),
+            )
+            if row is None:
+                return False
+            conn.execute("DELETE FROM subscribers WHERE id = ?", (row[0],))
+            self._event(None, "erased", digest, stamp)
+            return True
+
+    def bulk_import(
+        self, *, default_status: str, extra_lists: Sequence[str], source: str
+    ) -> BulkImport:
+        """A bulk writer for one import; use it inside `with store.transaction():`."""
+        return BulkImport(
+            self,
+            default_status=check_status(default_status),
+            extra_lists=[check_list_name(n) for n in extra_lists],
+            source=source,
+            stamp=now(),
+        )
+
+    # -- internals shared with the bulk importer -------------------------------------------
+
+    def list_ids(self, names: Iterable[str]) -> dict[str, int]:
+        """Ids of lists, creating missing ones (call inside a transaction)."""
+        out: dict[str, int] = {}
+        conn = self.conn
+        for name in names:
+            row = conn.execute("SELECT id FROM subscriber_lists WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO subscriber_lists (name, created_at) VALUES (?, ?)", (name, now())
+                )
+                out[name] = int(cur.lastrowid or 0)
+            else:
+                out[name] = int(row[0])
+        return out
+
+    def _filters(self, list_name: str | None, status: str | None) -> tuple[str, list[object]]:
+        where, params = "", []
+        if list_name is not None:
+            where += (
+                " AND s.id IN (SELECT m.subscriber_id FROM subscriber_memberships m"
+                " JOIN subscriber_lists l ON l.id = m.list_id WHERE l.name = ?)"
+            )
+            params.append(list_name)
+        if status is not None:
+            where += " AND s.status = ?"
+            params.append(check_status(status))
+        return where, params
+
+    def _build(self, rows: Sequence[sqlite3.Row]) -> list[Subscriber]:
+        if not rows:
+            return []
+        ids = [int(r[0]) for r in rows]
+        lists: dict[int, list[str]] = {i: [] for i in ids}
+        marks = ",".join("?" * len(ids))
+        for sid, name in self.conn.execute(
+            "SELECT m.subscriber_id, l.name FROM subscriber_memberships m"
+            f" JOIN subscriber_lists l ON l.id = m.list_id WHERE m.subscriber_id IN ({marks})",
+            ids,
+        ):
+            lists[sid].append(name)
+        return [
+            Subscriber(
+                id=int(r[0]),
+                email=r[1],
+                name=r[2],
+                status=r[3],
+                fields=json.loads(r[4]) if r[4] != "{}" else {},
+                lists=tuple(sorted(lists[int(r[0])])),
+                created_at=r[5],
+                updated_at=r[6],
+            )
+            for r in rows
+        ]
+
+    def _require(self, subscriber_id: int) -> Subscriber:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)
+        ).fetchone()
+        return self._build([row])[0]
+
+    def _refuse_erased(self, key: str, normalized: str) -> None:
+        row = self.conn.execute(
+            "SELECT erased_at FROM subscriber_tombstones WHERE email_hash = ?",
+            (self.email_hash(key),),
+        ).fetchone()
+        if row:
+            raise SubscriberError(
+                f"{normalized} was erased on {row[0]}; only the person can subscribe again "
+                "(through the sign-up form)"
+            )
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        email: str,
+        key: str,
+        name: str | None,
+        status: str,
+        fields: dict[str, str],
+        stamp: str,
+    ) -> int:
+        cur = conn.execute(
+            "INSERT INTO subscribers (email, email_key, name, status, fields, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (email, key, name, status, dump_fields(fields), stamp, stamp),
+        )
+        return int(cur.lastrowid or 0)
+
+    def _merge(
+        self, subscriber_id: int, name: str | None, fields: dict[str, str], stamp: str, source: str
+    ) -> None:
+        row = self.conn.execute(
+            "SELECT name, fields FROM subscribers WHERE id = ?", (subscriber_id,)
+        ).fetchone()
+        merged = {**json.loads(row[1]), **fields}
+        new_name = name or row[0]
+        if new_name != row[0] or dump_fields(merged) != row[1]:
+            self.conn.execute(
+                "UPDATE subscribers SET name = ?, fields = ?, updated_at = ? WHERE id = ?",
+                (new_name, dump_fields(merged), stamp, subscriber_id),
+            )
+            self._event(subscriber_id, "updated", f"by {source}", stamp)
+
+    def _join(self, subscriber_id: int, names: Iterable[str]) -> None:
+        for list_id in self.list_ids(names).values():
+            self.conn.execute(
+                "INSERT OR IGNORE INTO subscriber_memberships (list_id, subscriber_id)"
+                " VALUES (?, ?)",
+                (list_id, subscriber_id),
+            )
+
+    def _event(self, subscriber_id: int | None, kind: str, detail: str, stamp: str) -> None:
+        self.conn.execute(
+            "INSERT INTO subscriber_events (subscriber_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+            (subscriber_id, stamp, kind, detail),
+        )
+
+    def _stop(self, subscriber_id: int, status: str, detail: str, allowed: frozenset[str]) -> bool:
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT status FROM subscribers WHERE id = ?", (subscriber_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            stamp = now()
+            changed = row[0] in allowed
+            if changed:
+                conn.execute(
+                    "UPDATE subscribers SET status = ?, updated_at = ? WHERE id = ?",
+                    (status, stamp, subscriber_id),
+                )
+            # Repeated bounces and complaints are history worth keeping; repeated unsubscribes
+            # (a mail client retrying the one-click POST) are not.
+            if changed or status != UNSUBSCRIBED:
+                self._event(subscriber_id, status, detail, stamp)
+            return changed
+
+
+CONFIRM_RESEND_SECONDS = 600
