@@ -41,7 +41,7 @@ def test_everyone_gets_exactly_one_copy_and_the_campaign_is_done(db: Path) -> No
     store = make_store(db, 40)
     cid = new_campaign(db, store)
     log = DeliveryLog()
-    result = run(db, store, cid, lambda: RecordingTransport(log), concurrency=4)
+    result = run(db, store, cid, lambda: RecordingTransport(log, delay=0.005), concurrency=4)
     assert result.tally.sent == 40 and result.counts.sent == 40 and result.counts.remaining == 0
     assert set(log.per_recipient().values()) == {1}
     assert len(log.per_recipient()) == 40
