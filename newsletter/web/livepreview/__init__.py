@@ -1,0 +1,1 @@
+"""The preview server's parts: build, watch, page state (see newsletter.web.preview)."""
