@@ -1,0 +1,230 @@
+"""DKIM signing (RFC 6376, RFC 8463 for ed25519) over the exact bytes we send.
+
+Signing happens last, on the finished message: the header block is read as bytes, the signed
+headers are canonicalised (relaxed), the body hashed (simple canonicalisation by default: nearly
+free, and our body lines never carry trailing whitespace a relay might strip), and the
+DKIM-Signature line is prepended. Nothing is re-serialised, so what was signed is what goes out.
+
+`cryptography` (OpenSSL) does the public-key work: ~0.3-0.7 ms per RSA-2048 signature here,
+~0.05 ms for ed25519; dkimpy's pure-Python RSA is ~10x slower and is used only as the independent
+verifier in tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from newsletter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from newsletter.config import DkimConfig
+
+BodyCanon = Literal["simple", "relaxed"]
+
+# Signed when present, in this order. The names in OVERSIGN are listed once more than they occur,
+# so a header of that name added in transit (a second From, a new Reply-To) breaks the signature.
+SIGNED_HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "MIME-Version",
+    "Content-Type",
+)
+OVERSIGN = frozenset(
+    {"from", "to", "subject", "date", "reply-to", "list-unsubscribe", "list-unsubscribe-post"}
+)
+_WSP_RUN = re.compile(rb"[ \t]+")
+_FOLD = re.compile(rb"\r\n(?=[ \t])")
+_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+
+
+class DkimSigner:
+    """Sign messages for one domain and selector with an RSA (>= 1024 bits) or ed25519 key."""
+
+    def __init__(
+        self,
+        domain: str,
+        selector: str,
+        private_key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey,
+        *,
+        headers: Sequence[str] = SIGNED_HEADERS,
+        body_canon: BodyCanon = "simple",
+    ) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", domain) or not re.fullmatch(
+            r"[A-Za-z0-9._-]+", selector
+        ):
+            raise ValueError(f"invalid DKIM domain or selector: {domain!r}, {selector!r}")
+        self.domain = domain
+        self.selector = selector
+        self.key = private_key
+        self.body_canon = body_canon
+        self.algorithm = (
+            "ed25519-sha256" if isinstance(private_key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
+        )
+        self._headers = tuple(h.lower() for h in headers)
+        self._tag_prefix = (
+            f"v=1; a={self.algorithm}; c=relaxed/{body_canon};\r\n\td={domain}; s={selector};"
+        )
+
+    @classmethod
+    def from_config(cls, config: DkimConfig) -> DkimSigner:
+        return cls(config.domain, config.selector, load_private_key(config.private_key))
+
+    # --- signing --------------------------------------------------------------------------
+
+    def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
+        """Return `message` with a DKIM-Signature header prepended."""
+        head, sep, body = message.partition(b"\r\n\r\n")
+        if not sep:
+            head, body = message.removesuffix(b"\r\n"), b""
+        body_hash = base64.b64encode(hashlib.sha256(self._canon_body(body)).digest()).decode()
+        fields = _header_fields(head + b"\r\n")
+        names, canon = self._select(fields)
+        stamp = int(time.time()) if timestamp is None else timestamp
+        unsigned = (
+            f"DKIM-Signature: {self._tag_prefix} t={stamp};\r\n"
+            f"\th={_fold_names(names)};\r\n"
+            f"\tbh={body_hash};\r\n\tb="
+        ).encode("ascii")
+        canon.append(_relaxed_header(unsigned))
+        data = b"".join(canon)
+        signature = base64.b64encode(self._sign(data))
+        # FWS inside b= is ignored by verifiers: fold it so no line exceeds 78 characters.
+        folded = b"\r\n\t".join(signature[i : i + 72] for i in range(0, len(signature), 72))
+        return unsigned + folded + b"\r\n" + message
+
+    def _sign(self, data: bytes) -> bytes:
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            # RFC 8463: PureEdDSA over the SHA-256 hash of the canonicalised data.
+            return self.key.sign(hashlib.sha256(data).digest())
+        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    def _select(self, fields: list[tuple[bytes, bytes]]) -> tuple[list[str], list[bytes]]:
+        """h= names and the canonicalised headers, each instance taken from the bottom up."""
+        by_name: dict[bytes, list[bytes]] = {}
+        for name, raw in fields:
+            by_name.setdefault(name, []).append(raw)
+        names: list[str] = []
+        canon: list[bytes] = []
+        for name in self._headers:
+            instances = by_name.get(name.encode("ascii"), [])
+            for raw in reversed(instances):
+                names.append(name)
+                canon.append(_relaxed_header(raw) + b"\r\n")
+            if name in OVERSIGN:
+                names.append(name)
+        return names, canon
+
+    def _canon_body(self, body: bytes) -> bytes:
+        if self.body_canon == "relaxed":
+            body = _TRAILING_WSP.sub(b"\r\n", _WSP_RUN.sub(b" ", body))
+            if body.endswith((b" ", b"\t")):
+                body = body.rstrip(b" \t")
+        while body.endswith(b"\r\n\r\n"):
+            body = body[:-2]
+        if not body:
+            return b"" if self.body_canon == "relaxed" else b"\r\n"
+        return body if body.endswith(b"\r\n") else body + b"\r\n"
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def dns_record(self) -> str:
+        """The TXT record to publish at `<selector>._domainkey.<domain>`."""
+        public = self.key.public_key()
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            return f"v=DKIM1; k=ed25519; p={base64.b64encode(raw).decode()}"
+        der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+    @property
+    def dns_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+def _fold_names(names: list[str]) -> str:
+    """The h= list with FWS after colons so that no line exceeds 78 characters."""
+    lines: list[str] = []
+    line = ""
+    for name in names:
+        if line and len(line) + len(name) + 1 > 68:
+            lines.append(line)
+            line = ""
+        line += name + ":"
+    lines.append(line)
+    return "\r\n\t".join(lines).rstrip(":")
+
+
+def _header_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """(lower-case name, raw field with folds, no final CRLF) for each header field."""
+    fields: list[tuple[bytes, bytes]] = []
+    for raw in _FOLD.sub(b"\x00", head).split(b"\r\n"):
+        if not raw:
+            continue
+        raw = raw.replace(b"\x00", b"\r\n")
+        name = raw.split(b":", 1)[0].rstrip(b" \t").lower()
+        fields.append((name, raw))
+    return fields
+
+
+def _relaxed_header(raw: bytes) -> bytes:
+    """RFC 6376 3.4.2: lower-case name, unfold, collapse whitespace, trim around the colon."""
+    name, _, value = raw.partition(b":")
+    value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"")).strip(b" ")
+    return name.strip(b" \t").lower() + b":" + value
+
+
+def load_private_key(path: Path) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
+    """Read a PEM private key; ConfigError naming the file when it cannot be used."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the DKIM private key (dkim.private_key): {exc.strerror}", path
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(
+            "the DKIM private key is encrypted; store it without a passphrase "
+            "(openssl pkey -in KEY -out KEY.pem)",
+            path,
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            f"not a usable PEM private key ({exc.__class__.__name__}): expected "
+            "'-----BEGIN PRIVATE KEY-----' for an RSA (2048-bit) or ed25519 key",
+            path,
+        ) from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 1024:
+            raise ConfigError(
+                f"the DKIM RSA key has {key.key_size} bits; receivers require at least 1024 "
+                "(use 2048)",
+                path,
+            )
+        return key
+    raise ConfigError(
+        f"unsupported DKIM key type {key.__class__.__name__}: use RSA (2048-bit) or ed25519",
+        path,
+    )
