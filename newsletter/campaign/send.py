@@ -448,7 +448,6 @@ def send_test(
     """One copy to `address`, subject prefixed [TEST]; no campaign, nothing recorded."""
     from newsletter.message import MessageTemplate
     from newsletter.render import compile_issue
-    from newsletter.render.placeholders import SAMPLE_RECIPIENT, Recipient
     from newsletter.subscribers.address import normalize_email
 
     issue = checked_issue(config, issue_path)
@@ -462,7 +461,7 @@ def send_test(
         dkim=dkim_signer(config),
         test=True,
     )
-    recipient = Recipient(email, SAMPLE_RECIPIENT.name)
+    recipient = _test_recipient(config, email)
     # A test copy has no subscriber behind it: its unsubscribe link points at the page but
     # carries no valid token, so clicking it changes nothing.
     url = f"{config.base_url}/unsubscribe/test"
@@ -473,3 +472,14 @@ def send_test(
         raise CampaignError(f"the test message to {email} was not accepted: {result.reply}")
     subject = template.subject_for(compiled.values_for(recipient, url))
     return TestSendReport(email, subject, description, result.reply, message.message_id)
+
+
+def _test_recipient(config: Config, email: str) -> Any:
+    """The subscriber with that address, if any (to see their personalisation), else the bare
+    address (placeholders show their defaults)."""
+    from newsletter.render.placeholders import Recipient
+    from newsletter.subscribers import SubscriberStore
+
+    with SubscriberStore.for_config(config) as store:
+        subscriber = store.get(email)
+    return subscriber.recipient() if subscriber is not None else Recipient(email)
