@@ -1,0 +1,147 @@
+"""The preview server without a browser: the command as a user runs it, builds, documents."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from newsletter.cli import main
+from newsletter.web.livepreview.builder import Builder
+from newsletter.web.livepreview.document import frame_document, pin_color_scheme
+from newsletter.web.preview import PreviewServer
+
+ISSUE = Path("issues") / "2026-11-25-microsoft-openai-partnership.yaml"
+
+
+def get(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(project: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "preview", str(ISSUE)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.match(
+            rf"Previewing {re.escape(str(ISSUE))} at (http://127\.0\.0\.1:(\d+)/)", line
+        )
+        assert match, line
+        url = match.group(1)
+        status, _headers, body = get(url)
+        assert status == 200
+        assert b"Preview as" in body
+        _status, _headers, state = get(url + "api/state")
+        assert json.loads(state)["ok"] is True
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert "Preview stopped." in out
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", int(match.group(2))), timeout=1).close()
+
+
+def test_port_in_use_is_a_clear_error(project: Path, runner, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = runner.invoke(main, ["preview", str(ISSUE), "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_issue_file_is_a_clear_error(project: Path, runner, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    result = runner.invoke(main, ["preview", "issues/nope.yaml"])
+    assert result.exit_code == 1
+    assert "issues/nope.yaml: issue file not found" in result.output
+
+
+def test_email_document_is_script_free_and_pinned_to_its_scheme(project: Path) -> None:
+    issue = project / ISSUE
+    with PreviewServer(issue, config_path=project / "newsletter.yaml", start_dir=project) as s:
+        _status, headers, dark = get(s.url + "email?scheme=dark")
+        _status, _headers, light = get(s.url + "email?scheme=light")
+    assert "script-src" not in headers["content-security-policy"]  # default-src 'none' applies
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert b"prefers-color-scheme" not in dark
+    assert b"prefers-color-scheme" not in light
+    assert b'<base target="_blank">' in dark
+
+
+def test_pin_color_scheme_rewrites_conditions_both_ways() -> None:
+    css = (
+        "@media (prefers-color-scheme: dark) { a {} } "
+        "@media screen and (prefers-color-scheme:light) { b {} }"
+    )
+    dark = pin_color_scheme(css, "dark")
+    assert dark == "@media (min-width: 0px) { a {} } @media screen and (max-width: -1px) { b {} }"
+    light = pin_color_scheme(css, "light")
+    assert light.startswith("@media (max-width: -1px)")
+    assert "(min-width: 0px) { b {} }" in light
+
+
+def test_frame_document_without_head_still_gets_one() -> None:
+    assert frame_document("<p>hi</p>", "light").startswith(
+        '<!doctype html><head><base target="_blank">'
+    )
+
+
+def test_builder_reports_config_errors_with_file_and_line(project: Path) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "colour: blue\n", encoding="utf-8")
+    snapshot = Builder(project / ISSUE, config, project).build(1)
+    assert not snapshot.ok
+    [problem] = snapshot.problems
+    assert problem.kind == "config"
+    assert problem.line == 5
+    assert "unknown key 'colour'" in problem.message
+    assert [line.text for line in problem.excerpt if line.marked] == ["colour: blue"]
+
+
+def test_builder_survives_a_missing_theme_folder(project: Path) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "templates: nothere\n", "utf-8")
+    snapshot = Builder(project / ISSUE, config, project).build(1)
+    assert not snapshot.ok
+    assert "nothere" in snapshot.problems[0].message
+
+
+def test_saving_newsletter_yaml_rebuilds_with_the_new_configuration(project: Path) -> None:
+    config = project / "newsletter.yaml"
+    with PreviewServer(project / ISSUE, config_path=config, start_dir=project) as server:
+        assert server.snapshot.config is not None
+        assert server.snapshot.config.name == "Test Letter"
+        config.write_text(
+            config.read_text("utf-8").replace("Test Letter", "Renamed Letter"), "utf-8"
+        )
+        deadline = time.monotonic() + 2
+        while server.snapshot.config.name != "Renamed Letter" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.snapshot.config.name == "Renamed Letter"
+        _status, _headers, state = get(server.url + "api/state")
+        assert json.loads(state)["email"]["from"] == "Renamed Letter <news@example.org>"
