@@ -118,7 +118,8 @@ def load_config(
             raise ConfigError("expected a mapping of settings", config_path, 1)
         values = dict(doc.data)
         _check_keys(values, doc)
-        missing = [k for k in REQUIRED if values.get(k) in (None, "")]
+        overridden = _env_overrides(env)  # NEWSLETTER_<KEY> may supply a required key
+        missing = [k for k in REQUIRED if values.get(k) in (None, "") and k not in overridden]
         if missing:
             raise ConfigError(f"missing required key '{missing[0]}'", config_path, 1)
         root = config_path.resolve().parent
@@ -146,7 +147,9 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
         for key in dkim:
             if key not in DKIM_KEYS:
                 line = doc.where(("dkim", key), key=True)[0]
-                raise ConfigError(f"unknown key 'dkim.{key}'", doc.path, line)
+                hint = difflib.get_close_matches(key, DKIM_KEYS, n=1)
+                suggestion = f" (did you mean 'dkim.{hint[0]}'?)" if hint else ""
+                raise ConfigError(f"unknown key 'dkim.{key}'{suggestion}", doc.path, line)
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
