@@ -1,0 +1,163 @@
+"""compile_issue: the whole render pipeline, run once per issue.
+
+Per-recipient values never pass through a template. Each `{{ expression }}` of subject, preheader,
+intro and outro, the unsubscribe URL and the recipient's address are replaced by a slot marker
+BEFORE Markdown, MJML and premailer run; the finished output is cut at the markers into `Fill`s,
+so filling for one recipient is a join.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment
+
+from newsletter.config import Config
+from newsletter.errors import RenderError
+from newsletter.issue import Issue, Story
+from newsletter.render import fill, theme
+from newsletter.render.compiled import EMAIL, UNSUBSCRIBE_URL, CompiledIssue
+from newsletter.render.fill import Fill
+from newsletter.render.html import inline_css, mjml_to_html
+from newsletter.render.placeholders import Expression, Recipient, parse_placeholders
+
+ANONYMOUS = Recipient(email="")  # the reader of the web version
+
+
+class SlotTable:
+    """Names of the per-recipient slots; marker N in the output stands for names[N]."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.expressions: dict[str, Expression] = {}
+        self._by_source: dict[str, str] = {}
+
+    def marker(self, name: str) -> str:
+        if name not in self.names:
+            self.names.append(name)
+        return fill.marker(self.names.index(name))
+
+    def mark(self, text: str | None) -> str | None:
+        """`text` with each placeholder expression replaced by its slot marker."""
+        if text is None:
+            return None
+        out = []
+        for piece in parse_placeholders(text):
+            if isinstance(piece, str):
+                out.append(piece)
+                continue
+            name = self._by_source.get(piece.source)
+            if name is None:
+                name = self._by_source[piece.source] = f"expr:{len(self.expressions)}"
+                self.expressions[name] = piece
+            out.append(self.marker(name))
+        return "".join(out)
+
+    def fill(self, text: str, escape: fill.Escape) -> Fill:
+        return Fill.from_marked(text, self.names, escape)
+
+
+@dataclass(frozen=True)
+class IssueView:
+    """What templates see as `issue`: the model, with placeholders turned into slot markers."""
+
+    title: str
+    date: Any
+    slug: str
+    subject: str
+    preheader: str | None
+    intro: str | None
+    outro: str | None
+    stories: tuple[Story, ...]
+
+
+@dataclass(frozen=True)
+class NewsletterView:
+    name: str
+    language: str
+    base_url: str
+    postal_address: tuple[str, ...]  # lines
+
+
+def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
+    """Render the issue's HTML part, text part and web version once, with per-recipient slots."""
+    _refuse_markers(issue, config)
+    env = theme.environment(config)
+    slots = SlotTable()
+    view = IssueView(
+        title=issue.title,
+        date=issue.date,
+        slug=issue.slug,
+        subject=slots.mark(issue.subject) or "",
+        preheader=slots.mark(issue.preheader),
+        intro=slots.mark(issue.intro),
+        outro=slots.mark(issue.outro),
+        stories=issue.stories,
+    )
+    base = {
+        "issue": view,
+        "newsletter": NewsletterView(
+            name=config.name,
+            language=config.language,
+            base_url=config.base_url,
+            postal_address=tuple((config.postal_address or "").splitlines()),
+        ),
+        "web_url": f"{config.base_url}/issues/{issue.slug}/",
+    }
+    email = {
+        **base,
+        "web": False,
+        "unsubscribe_url": slots.marker(UNSUBSCRIBE_URL),
+        "recipient_email": slots.marker(EMAIL),
+    }
+    web = {**base, "web": True, "unsubscribe_url": None, "recipient_email": None}
+    css = theme.render(env, theme.INLINE_CSS, base)
+    html = _html(env, email, css)
+    web_html = _html(env, web, css)
+    text = tidy_text(theme.render(env, theme.TEXT_TEMPLATE, email))
+
+    anonymous = {
+        name: expr.evaluate(ANONYMOUS.context()) for name, expr in slots.expressions.items()
+    }
+    anonymous.update({UNSUBSCRIBE_URL: "", EMAIL: ""})
+    return CompiledIssue(
+        issue=issue,
+        config=config,
+        subject=slots.fill(view.subject, "text"),
+        preheader=slots.fill(view.preheader or "", "text"),
+        html=slots.fill(html, "html"),
+        text=slots.fill(text, "text"),
+        web_html=slots.fill(web_html, "html").render(anonymous),
+        expressions=dict(slots.expressions),
+    )
+
+
+def _html(env: Environment, context: dict[str, Any], css: str) -> str:
+    mjml = theme.render(env, theme.EMAIL_TEMPLATE, context)
+    return inline_css(mjml_to_html(mjml, env), css)
+
+
+def tidy_text(text: str) -> str:
+    """No trailing spaces, at most one blank line in a row, one final newline."""
+    lines = [line.rstrip() for line in text.strip("\n").split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _refuse_markers(issue: Issue, config: Config) -> None:
+    """Slot markers are plain words; one typed into the issue would be taken for a slot."""
+    texts = [issue.title, issue.subject, issue.preheader, issue.intro, issue.outro, config.name]
+    texts.append(config.postal_address)
+    for story in issue.stories:
+        texts.extend((story.headline, story.dek, story.summary, story.why_it_matters))
+        texts.extend((story.takeaway, *story.key_points))
+        texts.extend(s.title for s in story.sources)
+        texts.extend(s.publisher for s in story.sources)
+        texts.extend(s.url for s in story.sources)
+        if story.image is not None:
+            texts.extend((story.image.url, story.image.alt))
+    for text in texts:
+        if text and fill.MARKER.search(text):
+            found = fill.MARKER.search(text).group()  # type: ignore[union-attr]
+            raise RenderError(f"{issue.path}: the text '{found}' is reserved; please reword it")

@@ -1,0 +1,117 @@
+"""MJML -> HTML (mjml-python) -> CSS inlining (premailer), with the pitfalls of both handled.
+
+Only the theme's `inline.css` is inlined. MJML's own <style> blocks, the responsive rules and the
+dark-mode rules stay in <head> untouched (marked `data-premailer="ignore"`), so media queries keep
+their `!important` and nothing is inlined twice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+
+from jinja2 import Environment
+
+from newsletter.errors import RenderError
+from newsletter.render.theme import template_location
+
+# Every tag mjml-python renders; anything else would pass through to the HTML literally.
+MJML_TAGS = frozenset(
+    [
+        "mjml",
+        "mj-head",
+        "mj-body",
+        "mj-attributes",
+        "mj-all",
+        "mj-class",
+        "mj-breakpoint",
+        "mj-font",
+        "mj-preview",
+        "mj-style",
+        "mj-title",
+        "mj-raw",
+        "mj-accordion",
+        "mj-accordion-element",
+        "mj-accordion-title",
+        "mj-accordion-text",
+        "mj-button",
+        "mj-carousel",
+        "mj-carousel-image",
+        "mj-column",
+        "mj-divider",
+        "mj-group",
+        "mj-hero",
+        "mj-image",
+        "mj-navbar",
+        "mj-navbar-link",
+        "mj-section",
+        "mj-social",
+        "mj-social-element",
+        "mj-spacer",
+        "mj-table",
+        "mj-text",
+        "mj-wrapper",
+    ]
+)
+_TAG = re.compile(r"</?\s*(mj[\w-]*)")
+_STYLE_OPEN = re.compile(r"<style(?![^>]*data-premailer)")
+_DOCTYPE = "<!doctype html>"
+_IGNORED = '<style data-premailer="ignore"'
+
+
+def check_mjml(mjml: str, env: Environment) -> None:
+    """Refuse tags mjml-python does not know (it has no validator of its own)."""
+    for match in _TAG.finditer(mjml):
+        tag = match.group(1)
+        if tag not in MJML_TAGS:
+            where = template_location(env, f"<{tag}") or "theme"
+            hint = difflib.get_close_matches(tag, MJML_TAGS, n=1)
+            suggestion = f" (did you mean <{hint[0]}>?)" if hint else ""
+            raise RenderError(f"{where}: unknown MJML tag <{tag}>{suggestion}")
+
+
+def mjml_to_html(mjml: str, env: Environment) -> str:
+    from mjml import mjml2html
+
+    check_mjml(mjml, env)
+    try:
+        return mjml2html(mjml)
+    except ValueError as exc:  # mjml-python reports MJML errors as ValueError
+        raise RenderError(f"the theme produced invalid MJML: {exc}{_excerpt(mjml, exc)}") from None
+
+
+def _excerpt(mjml: str, exc: ValueError) -> str:
+    """The text at `position A:B` of an mjml-python error, to find it in the templates."""
+    match = re.search(r"position (\d+)", str(exc))
+    if not match:
+        return ""
+    start = int(match.group(1))
+    snippet = mjml[max(0, start - 40) : start + 40].replace("\n", " ").strip()
+    return f" near {snippet!r}"
+
+
+def inline_css(html: str, css: str) -> str:
+    """Inline `css` into `html`; every <style> already in the document stays as it is."""
+    from premailer import Premailer
+
+    marked = _STYLE_OPEN.sub(_IGNORED, html)
+    try:
+        out = Premailer(
+            marked,
+            css_text=css,
+            allow_network=False,
+            strip_important=False,
+            keep_style_tags=True,
+            disable_validation=True,
+            remove_classes=False,
+            disable_leftover_css=False,
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform(pretty_print=False)
+    except Exception as exc:  # premailer surfaces lxml and cssutils errors untyped
+        raise RenderError(f"inlining the theme's inline.css failed: {exc}") from None
+    # premailer drops the doctype; lxml writes `<html>` first in its place.
+    body = out[out.index("<html") :] if "<html" in out else out
+    # Styles inside Outlook's conditional comments were invisible to premailer: unmark them.
+    body = body.replace(_IGNORED, "<style")
+    return f"{_DOCTYPE}{body}"

@@ -1,0 +1,181 @@
+"""Issue Markdown (CommonMark, raw HTML disabled) rendered two ways: HTML and wrapped plain text.
+
+Raw HTML is off, so `<script>` in any field is shown as text. The plain-text rendering is not a
+conversion of the HTML: it walks the same Markdown tokens and turns links into numbered
+references (`text [1]`) collected per story by a `References` object.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
+
+WIDTH = 72
+_MD = MarkdownIt("commonmark", {"html": False})
+# Block elements that get dir="auto", so a right-to-left paragraph reads right to left even
+# inside a left-to-right newsletter.
+_DIRECTIONAL = {"paragraph_open", "heading_open", "list_item_open", "blockquote_open"}
+
+
+def to_html(source: str, heading_offset: int = 2) -> Markup:
+    """Render Markdown to HTML; `# Heading` becomes <h3> by default (h1/h2 belong to the theme)."""
+    tokens = _MD.parse(source)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = f"h{min(6, int(token.tag[1]) + heading_offset)}"
+        if token.type in _DIRECTIONAL and not token.hidden:
+            token.attrSet("dir", "auto")
+    # markdown-it escapes all text and drops unsafe link schemes, so its output is safe markup.
+    return Markup(_MD.renderer.render(tokens, _MD.options, {}))
+
+
+def to_html_inline(source: str) -> Markup:
+    """Render one line of Markdown (a key point) without a surrounding <p>."""
+    return Markup(_MD.renderInline(source))
+
+
+@dataclass
+class References:
+    """Numbered link references of one section of the plain-text part: `[1] https://...`."""
+
+    urls: list[str] = field(default_factory=list)
+
+    def add(self, url: str) -> int:
+        if url not in self.urls:
+            self.urls.append(url)
+        return self.urls.index(url) + 1
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(enumerate(self.urls, start=1))
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+
+def wrap(text: str, indent: str = "", first: str | None = None, width: int = WIDTH) -> str:
+    """Wrap one paragraph; URLs and long words are never broken (they may exceed the width)."""
+    lines: list[str] = []
+    lead = indent if first is None else first
+    for raw in text.split("\n"):
+        wrapped = textwrap.wrap(
+            " ".join(raw.split()),
+            width=width,
+            initial_indent=lead,
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        lines.extend(wrapped or [lead.rstrip()])
+        lead = indent
+    return "\n".join(lines)
+
+
+def to_text(
+    source: str, refs: References, indent: str = "", first: str | None = None, width: int = WIDTH
+) -> str:
+    """Render Markdown as wrapped plain text; links become `[n]` entries of `refs`.
+
+    `first` replaces `indent` at the start of the first line (a bullet: indent="  ", first="- ").
+    """
+    text = _TextWriter(refs, width).render(_MD.parse(source), indent)
+    if first is not None and text.startswith(indent):
+        text = first + text[len(indent) :]
+    return text
+
+
+class _TextWriter:
+    def __init__(self, refs: References, width: int) -> None:
+        self.refs = refs
+        self.width = width
+
+    def render(self, tokens: Sequence[Token], indent: str) -> str:
+        out: list[str] = []
+        lists: list[list[int | None]] = []  # per open list: [next number] or [None] for bullets
+        quote = ""
+        marker: str | None = None  # list marker waiting for the item's first line
+        for i, token in enumerate(tokens):
+            kind = token.type
+            if kind in ("bullet_list_open", "ordered_list_open"):
+                start = token.attrGet("start")
+                lists.append(
+                    [int(start) if start else 1] if kind == "ordered_list_open" else [None]
+                )
+            elif kind in ("bullet_list_close", "ordered_list_close"):
+                lists.pop()
+            elif kind == "list_item_open":
+                number = lists[-1][0]
+                marker = "- " if number is None else f"{number}. "
+                if number is not None:
+                    lists[-1][0] = number + 1
+            elif kind == "blockquote_open":
+                quote += "> "
+            elif kind == "blockquote_close":
+                quote = quote[:-2]
+            elif kind == "inline":
+                depth = "  " * max(0, len(lists) - 1)
+                base = indent + quote + depth
+                text = self.inline(token.children or [])
+                lead = base + marker if marker else base
+                hang = base + " " * len(marker) if marker else base
+                joined = "\n" if out and _tight(tokens, i) else ""
+                out.append(joined + wrap(text, hang, lead, self.width))
+                marker = None
+            elif kind in ("code_block", "fence"):
+                code = "\n".join(
+                    indent + "    " + line for line in token.content.rstrip().split("\n")
+                )
+                out.append(code)
+            elif kind == "hr":
+                out.append(indent + "-" * 20)
+        return _join(out)
+
+    def inline(self, children: Sequence[Token]) -> str:
+        parts: list[str] = []
+        links: list[tuple[str, int]] = []  # (href, position where the link text started)
+        for child in children:
+            kind = child.type
+            if kind in ("text", "code_inline"):
+                parts.append(child.content)
+            elif kind == "softbreak":
+                parts.append(" ")
+            elif kind == "hardbreak":
+                parts.append("\n")
+            elif kind == "link_open":
+                links.append((str(child.attrGet("href") or ""), len(parts)))
+            elif kind == "link_close" and links:
+                href, start = links.pop()
+                label = "".join(parts[start:])
+                if href and href not in (label, f"mailto:{label}"):
+                    parts.append(f" [{self.refs.add(href)}]")
+            elif kind == "image":
+                src = str(child.attrGet("src") or "")
+                parts.append(f"[{child.content or 'image'}] [{self.refs.add(src)}]")
+        return "".join(parts)
+
+
+def _tight(tokens: Sequence[Token], i: int) -> bool:
+    """True when the line at tokens[i] follows the previous one without a blank line: the
+    items of a tight list, except the first item of a list that follows a normal paragraph."""
+    if i < 2 or tokens[i - 1].type != "paragraph_open" or not tokens[i - 1].hidden:
+        return False
+    if tokens[i - 2].type != "list_item_open" or i < 3:
+        return True
+    if tokens[i - 3].type not in ("bullet_list_open", "ordered_list_open"):
+        return True
+    # First item of a list: tight only when nested in a tight list item.
+    return i >= 4 and tokens[i - 4].type == "paragraph_close" and tokens[i - 4].hidden
+
+
+def _join(blocks: list[str]) -> str:
+    text = ""
+    for block in blocks:
+        if block.startswith("\n"):
+            text += block
+        else:
+            text += ("\n\n" if text else "") + block
+    return text

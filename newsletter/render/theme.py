@@ -1,0 +1,160 @@
+"""The theme: Jinja2 templates found in the built-in `templates/` folder, overridable file by file.
+
+A newsletter's `templates:` folder comes first in a ChoiceLoader, so it may replace any single
+file (say `footer.mjml`) and inherit the rest. MJML and HTML templates are autoescaped; the
+plain-text template and the CSS files are not. Every template failure becomes a RenderError that
+names the template file and line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    select_autoescape,
+)
+
+import newsletter
+from newsletter.config import Config
+from newsletter.errors import NewsletterError, RenderError
+from newsletter.render import markdown
+
+BUILTIN_THEME = Path(newsletter.__file__).resolve().parent.parent / "templates"
+EMAIL_TEMPLATE = "email.mjml"
+TEXT_TEMPLATE = "email.txt"
+INLINE_CSS = "inline.css"
+
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+_ENVIRONMENTS: dict[tuple[str, ...], Environment] = {}
+
+
+def theme_dirs(config: Config) -> list[Path]:
+    """The folders searched for templates, first match wins (the preview server watches them)."""
+    dirs = [BUILTIN_THEME]
+    if config.templates is not None:
+        if not config.templates.is_dir():
+            raise RenderError(f"theme folder {config.templates} (config 'templates') not found")
+        dirs.insert(0, config.templates)
+    return dirs
+
+
+def environment(config: Config) -> Environment:
+    dirs = theme_dirs(config)
+    key = tuple(str(d) for d in dirs)
+    env = _ENVIRONMENTS.get(key)
+    if env is None:
+        env = _ENVIRONMENTS[key] = _make_environment(dirs)
+    return env
+
+
+def _make_environment(dirs: list[Path]) -> Environment:
+    env = Environment(
+        loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
+        autoescape=select_autoescape(enabled_extensions=("mjml", "html"), default=False),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=True,  # the preview server edits templates while running
+    )
+    env.filters.update(
+        markdown=markdown.to_html,
+        markdown_inline=markdown.to_html_inline,
+        md_text=markdown.to_text,
+        wrap=markdown.wrap,
+        long_date=long_date,
+        underline=underline,
+    )
+    env.globals.update(references=markdown.References, width=markdown.WIDTH)
+    return env
+
+
+def long_date(date: dt.date) -> str:
+    """`Wednesday, November 25, 2026`, independent of the machine's locale."""
+    return f"{_WEEKDAYS[date.weekday()]}, {_MONTHS[date.month - 1]} {date.day}, {date.year}"
+
+
+def underline(text: str, char: str = "=") -> str:
+    return f"{text}\n{char * min(len(text), markdown.WIDTH)}"
+
+
+def render(env: Environment, name: str, context: Mapping[str, Any]) -> str:
+    """Render one template; any failure is a RenderError naming template file and line."""
+    try:
+        return env.get_template(name).render(context)
+    except TemplateSyntaxError as exc:
+        where = _display(exc.filename or exc.name or name)
+        raise RenderError(f"{where}:{exc.lineno}: template syntax error: {exc.message}") from None
+    except TemplateNotFound as exc:
+        raise RenderError(f"template '{exc.name}' not found (needed by '{name}')") from None
+    except NewsletterError:
+        raise
+    except (TemplateError, Exception) as exc:
+        where = _template_frame(exc, env) or name
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        raise RenderError(f"{where}: template error: {message}") from None
+
+
+def _template_frame(exc: BaseException, env: Environment) -> str | None:
+    """`file:line` of the innermost template frame of the error (Jinja rewrites tracebacks so
+    template code appears with the template's own file name and line)."""
+    roots = [str(Path(p)) for p in _search_paths(env)]
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if any(frame.filename.startswith(root + os.sep) for root in roots):
+            found = f"{_display(frame.filename)}:{frame.lineno}"
+    return found
+
+
+def _search_paths(env: Environment) -> list[str]:
+    loader = env.loader
+    loaders = loader.loaders if isinstance(loader, ChoiceLoader) else [loader]
+    return [p for sub in loaders if isinstance(sub, FileSystemLoader) for p in sub.searchpath]
+
+
+def _display(filename: str) -> str:
+    path = Path(filename)
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def template_location(env: Environment, needle: str) -> str | None:
+    """`file:line` of the first .mjml template whose source contains `needle` (for errors found
+    in the rendered MJML, where Jinja's line information is gone)."""
+    assert env.loader is not None
+    for name in sorted(env.loader.list_templates()):
+        if not name.endswith(".mjml"):
+            continue
+        source, filename, _ = env.loader.get_source(env, name)
+        index = source.find(needle)
+        if index >= 0:
+            return f"{_display(filename or name)}:{source.count(chr(10), 0, index) + 1}"
+    return None
