@@ -39,9 +39,9 @@ class RunOptions:
     concurrency: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_failures_in_a_row: int = 50
-    # Rows in flight (claimed, not yet recorded) per worker slot. Small keeps the "unknown"
-    # set after a crash small; large keeps workers busy while the ledger thread is busy.
-    window_per_worker: int = 4
+    # Batches in flight (claimed, not yet recorded) per worker. Small keeps the "unknown" set
+    # after a crash small; 2 keeps every worker busy while the ledger thread records.
+    window_per_worker: int = 2
 
 
 @dataclass
@@ -76,6 +76,10 @@ class Runner:
         self.progress = progress
         self.stop = stop
         self.max_batch = max(1, min(t.max_batch for t in transports))
+        if limiter.rate is not None:
+            # Under a rate limit a big batch would wait for all its slots and then go out as a
+            # burst: keep batches to about a quarter second's worth.
+            self.max_batch = max(1, min(self.max_batch, int(limiter.rate.per_second / 4)))
         self.window = options.concurrency * self.max_batch * options.window_per_worker
         self.work: queue.Queue[object] = queue.Queue()
         self.results: queue.Queue[tuple[list[OutgoingMessage], list[DeliveryResult] | None]] = (
