@@ -1,5 +1,277 @@
-"""Commands of the subscribers area (filled in by its feature)."""
+"""`newsletter subscribers ...` (the subscriber store) and `newsletter serve` (the public app)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
 
 import click
 
-commands: list[click.Command] = []
+from newsletter.cli.common import app, reports_errors
+from newsletter.config import Config
+from newsletter.errors import SubscriberError
+from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_email
+
+db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite database (default: `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
+)
+list_option = click.option("--list", "list_name", metavar="LIST", help="Only this list.")
+status_option = click.option(
+    "--status", type=click.Choice(STATUSES), help="Only subscribers with this status."
+)
+
+
+def _config(db: Path | None) -> Config:
+    config = app().config
+    return dataclasses.replace(config, database=db.resolve()) if db else config
+
+
+def _open(db: Path | None) -> SubscriberStore:
+    return SubscriberStore.for_config(_config(db))
+
+
+def _require(store: SubscriberStore, email: str) -> Subscriber:
+    normalize_email(email)  # a clear "not a valid address" before "not found"
+    subscriber = store.get(email)
+    if subscriber is None:
+        raise SubscriberError(f"no subscriber {email.strip()}")
+    return subscriber
+
+
+def _parse_fields(values: tuple[str, ...]) -> dict[str, str]:
+    fields = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: expected key=value", param_hint="--field")
+        fields[key.strip()] = value
+    return fields
+
+
+@click.group("subscribers")
+def subscribers() -> None:
+    """Manage subscribers: add, import, export, list, unsubscribe, erase."""
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--name", help="Display name (used in To: and {{ subscriber.name }}).")
+@click.option("--list", "list_name", default="default", show_default=True, help="List to join.")
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A personalisation field ({{ subscriber.fields.KEY }}); repeatable.",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["active", "pending"]),
+    default="active",
+    show_default=True,
+    help="Status of a new subscriber (an existing one keeps theirs).",
+)
+@db_option
+@reports_errors
+def add(
+    email: str,
+    name: str | None,
+    list_name: str,
+    fields: tuple[str, ...],
+    status: str,
+    db: Path | None,
+) -> None:
+    """Add EMAIL (or add an existing subscriber to a list and update name/fields)."""
+    with _open(db) as store:
+        before = store.get(email)
+        sub = store.add(
+            email, name=name, lists=[list_name], fields=_parse_fields(fields), status=status
+        )
+    verb = "updated" if before else "added"
+    click.echo(f"{verb} {sub.email} ({sub.status}; lists: {', '.join(sub.lists)})")
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--list", "list_name", metavar="LIST", help="Add every row to this list.")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "pending"]),
+    default="active",
+    show_default=True,
+    help="Status of new subscribers without a `status` column value.",
+)
+@click.option(
+    "--rejects",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write rejected rows (default: FILE.rejects.csv beside FILE).",
+)
+@db_option
+@reports_errors
+def import_(
+    file: Path, list_name: str | None, status: str, rejects: Path | None, db: Path | None
+) -> None:
+    """Import subscribers from a CSV file with a header row naming `email` (and optionally
+    `name`, `status`, `lists`, `created_at`; other columns become fields).
+
+    UTF-8 with or without BOM, comma or semicolon. One transaction: all or nothing. Existing
+    subscribers are updated; unsubscribed, bounced, complained or erased addresses are never
+    re-activated.
+    """
+    from newsletter.subscribers import import_csv
+
+    with _open(db) as store:
+        report = import_csv(store, file, list_name=list_name, status=status, rejects_path=rejects)
+    click.echo(report.summary())
+
+
+@subscribers.command("export")
+@list_option
+@status_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to write (default: standard output).",
+)
+@db_option
+@reports_errors
+def export(list_name: str | None, status: str | None, output: Path | None, db: Path | None) -> None:
+    """Export subscribers as CSV (the format `import` reads back)."""
+    from newsletter.subscribers import export_csv
+
+    with _open(db) as store:
+        if output is None:
+            export_csv(store, sys.stdout, list_name=list_name, status=status)
+            return
+        try:
+            count = export_csv(store, output, list_name=list_name, status=status)
+        except OSError as exc:
+            raise SubscriberError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    click.echo(f"exported {count} subscribers to {output}", err=True)
+
+
+@subscribers.command("list")
+@list_option
+@status_option
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0 shows all."
+)
+@db_option
+@reports_errors
+def list_(list_name: str | None, status: str | None, limit: int, db: Path | None) -> None:
+    """Show subscribers as a table."""
+    widths = (32, 22, 12, 20, 20)
+    header = ("EMAIL", "NAME", "STATUS", "LISTS", "CREATED")
+    click.echo(_table_row(header, widths))
+    with _open(db) as store:
+        total = store.count(list_name, status)
+        for shown, sub in enumerate(store.iter_subscribers(list_name, status)):
+            if limit and shown >= limit:
+                break
+            cells = (sub.email, sub.name or "", sub.status, ",".join(sub.lists), sub.created_at)
+            click.echo(_table_row(cells, widths))
+    if limit and total > limit:
+        click.echo(f"... {total - limit} more (--limit 0 shows all)")
+    click.echo(f"{total} subscriber{'s' if total != 1 else ''}")
+
+
+@subscribers.command("show")
+@click.argument("email")
+@db_option
+@reports_errors
+def show(email: str, db: Path | None) -> None:
+    """Show one subscriber: data, lists, fields and the history of consent."""
+    with _open(db) as store:
+        sub = _require(store, email)
+        events = store.events(sub.id)
+    click.echo(f"email:    {sub.email}")
+    click.echo(f"name:     {sub.name or '-'}")
+    click.echo(f"status:   {sub.status}")
+    click.echo(f"lists:    {', '.join(sub.lists) or '-'}")
+    click.echo(f"created:  {sub.created_at}")
+    click.echo(f"updated:  {sub.updated_at}")
+    for key, value in sorted(sub.fields.items()):
+        click.echo(f"field:    {key} = {value}")
+    click.echo("history:")
+    for event in events:
+        click.echo(f"  {event.at}  {event.kind}" + (f"  ({event.detail})" if event.detail else ""))
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@db_option
+@reports_errors
+def unsubscribe(email: str, db: Path | None) -> None:
+    """Unsubscribe EMAIL (it stays in the database as proof, but gets no more issues)."""
+    with _open(db) as store:
+        sub = _require(store, email)
+        changed = store.unsubscribe(sub.id, how="cli")
+    click.echo(f"unsubscribed {sub.email}" if changed else f"{sub.email} is already {sub.status}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@db_option
+@reports_errors
+def remove(email: str, db: Path | None) -> None:
+    """Erase EMAIL and all personal data about it (GDPR erasure).
+
+    A salted hash of the address is kept so an import cannot silently add it back.
+    """
+    with _open(db) as store:
+        erased = store.erase(email)
+    address = normalize_email(email)
+    if erased:
+        click.echo(f"erased {address}; imports will not add it back")
+    else:
+        click.echo(f"no subscriber {address}; recorded it so imports will not add it")
+
+
+@subscribers.command("count")
+@list_option
+@db_option
+@reports_errors
+def count(list_name: str | None, db: Path | None) -> None:
+    """Count subscribers, by status."""
+    with _open(db) as store:
+        by_status = store.count_by_status(list_name)
+    total = sum(by_status.values())
+    click.echo(f"{total} subscriber{'s' if total != 1 else ''}" + _in(list_name))
+    for status in STATUSES:
+        if by_status.get(status):
+            click.echo(f"  {status}: {by_status[status]}")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
+@db_option
+@reports_errors
+def serve(host: str, port: int, db: Path | None) -> None:
+    """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
+    opt-in, and the web versions of issues."""
+    from newsletter.web.public import serve as run
+
+    run(_config(db), host=host, port=port)
+
+
+def _in(list_name: str | None) -> str:
+    return f" in list {list_name}" if list_name else ""
+
+
+def _table_row(cells: tuple[str, ...], widths: tuple[int, ...]) -> str:
+    out = []
+    for cell, width in zip(cells, widths, strict=True):
+        text = cell if len(cell) <= width else cell[: width - 1] + "…"
+        out.append(text.ljust(width))
+    return "  ".join(out).rstrip()
+
+
+commands: list[click.Command] = [subscribers, serve]
