@@ -281,3 +281,32 @@ def test_two_senders_cannot_run_the_same_campaign(db: Path) -> None:
         Ledger(connect(db)).begin_run(cid, "x")
     first.end_run(cid)
     Ledger(connect(db)).begin_run(cid, "x")
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise() -> None:
+    import io
+
+    from newsletter.campaign.progress import StreamProgress, Tally
+
+    tty = io.StringIO()
+    bar = StreamProgress(tty, tty=True)
+    bar.start(200, "'Hi' to list default")
+    bar.update(Tally(sent=50, failed=2))
+    time.sleep(0.11)
+    bar.update(Tally(sent=100, failed=2, deferred=1))
+    bar.note("a note")
+    bar.finish(Tally(sent=198, failed=2))
+    out = tty.getvalue()
+    assert "\r[" in out and "#" in out and "ETA" in out
+    assert "200/200 198 sent, 2 failed" in out and out.endswith("\n")
+    assert "\ra note\n\r[" in out  # the bar is cleared, the note printed, the bar redrawn
+
+    log = io.StringIO()
+    lines = StreamProgress(log, tty=False, log_every=0.0)
+    lines.start(10, "'Hi' to list default")
+    lines.update(Tally(sent=4))
+    lines.finish(Tally(sent=9, bounced=1))
+    text = log.getvalue()
+    assert "\r" not in text and "#" not in text
+    assert text.splitlines()[0] == "sending 'Hi' to list default: 10 to go"
+    assert "10/10 done: 9 sent, 1 failed, 0 deferred" in text.splitlines()[-1]
