@@ -96,7 +96,7 @@ function renderChecks(checks) {
   $("checks-summary").textContent = parts.length ? parts.join(", ") : "Check passed: no errors, no warnings";
   const box = $("checks");
   box.dataset.level = errors ? "error" : warnings ? "warning" : "ok";
-  if (errors && !box.dataset.touched) box.open = true;
+  if (!box.dataset.touched) box.open = errors > 0;
   for (const d of checks.items) {
     const li = document.createElement("li");
     li.className = `diag ${d.severity}`;
@@ -197,6 +197,9 @@ function renderEmail(email, version) {
 
 function renderRecipients(recipients, current) {
   const select = $("as");
+  const signature = JSON.stringify([recipients, current]);
+  if (select.dataset.signature === signature) return; // keep an open picker open
+  select.dataset.signature = signature;
   const options = recipients.map((r) => {
     const o = document.createElement("option");
     o.value = r.key;
@@ -222,6 +225,7 @@ async function refresh() {
   renderProblems(data.problems);
   renderRecipients(data.recipients, data.recipient);
   if (data.email) renderEmail(data.email, data.version);
+  else for (const f of frames) if (!f.url && !f.wanted) f.show(`/email?scheme=${f.scheme}`, 0);
   const when = new Date(data.built_at * 1000).toLocaleTimeString();
   $("status").textContent = data.ok
     ? `Built in ${Math.round(data.duration_ms)} ms · ${when}`
@@ -260,7 +264,8 @@ document.addEventListener("keydown", (e) => {
   const i = ["1", "2", "3", "4"].indexOf(e.key);
   if (i >= 0) setView(VIEWS[i], true);
 });
-$("checks").addEventListener("toggle", () => ($("checks").dataset.touched = "1"));
+// Once the user opens or closes the panel, builds stop opening it for them.
+document.querySelector("#checks summary").addEventListener("click", () => ($("checks").dataset.touched = "1"));
 $("as").addEventListener("change", (e) => {
   page.as = e.target.value;
   const url = new URL(location.href);
