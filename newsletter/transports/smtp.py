@@ -1,0 +1,480 @@
+"""`smtp://[user@]host[:port]?tls=starttls|none` and `smtps://[user@]host[:port]` (implicit TLS).
+
+Query parameters: `timeout=SECONDS` (default 30), `cafile=PATH` (trust this CA/self-signed cert in
+addition to nothing else), `verify=false` (skip certificate checks: only for testing),
+`helo=NAME` (EHLO name; default the sender's domain). The password comes from
+NEWSLETTER_SMTP_PASSWORD and is never part of the URL, `describe()` or any message.
+
+One instance is one persistent connection (the runner gives each worker its own); it is reused
+for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
+2xx sent, 4xx or a connection problem deferred, 5xx failed, 550/551/553 with a 5.1.x status
+bounced. A message larger than the server's advertised SIZE fails without being sent.
+
+The client speaks SMTP over a plain socket instead of smtplib: it avoids smtplib's regex passes
+over every 50 KB message (dot-stuffing is a `bytes.replace` here), and keeps full control of
+timeouts and reply handling.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from newsletter.errors import (
+    MessageError,
+    TransportAuthError,
+    TransportConfigError,
+    TransportConnectError,
+)
+from newsletter.transports.base import DeliveryResult, OutgoingMessage, Status, Transport
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
+PARAMS = ("tls", "timeout", "cafile", "verify", "helo")
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+_MAX_REPLY_LINES = 100
+
+
+class SmtpReplyError(Exception):
+    """A reply that ends the current step: carries the code and text."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+
+
+class ConnectionLost(Exception):
+    """The connection broke or timed out: the message's fate is unknown, so it is deferred."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    user: str | None
+    password: str | None
+    timeout: float
+    cafile: str | None
+    verify: bool
+    helo: str
+
+    def describe(self) -> str:
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        who = f"{self.user}@" if self.user else ""
+        tls = "" if self.implicit_tls else f"?tls={'starttls' if self.starttls else 'none'}"
+        return f"{scheme}://{who}{self.host}:{self.port}{tls}"
+
+
+def classify(code: int, text: str) -> Status:
+    """Map an SMTP reply to a delivery status."""
+    if 200 <= code < 300:
+        return "sent"
+    if 400 <= code < 500:
+        return "deferred"
+    enhanced = _ENHANCED.match(text)
+    if code in (550, 551, 553) and enhanced and enhanced.group(2) == "1":
+        return "bounced"  # 5.1.x: the address itself is bad (RFC 3463)
+    return "failed"
+
+
+def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSettings:
+    """Settings from a transport URL; TransportConfigError saying what to fix."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    example = "smtp://user@mail.example.com:587?tls=starttls"
+    if scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise TransportConfigError(f"bad SMTP transport URL {url!r}: expected e.g. {example}")
+    if parts.password is not None:
+        raise TransportConfigError(
+            f"do not put the SMTP password in the transport URL; set {PASSWORD_ENV} instead"
+        )
+    try:
+        params = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
+        port = parts.port
+    except ValueError as exc:
+        raise TransportConfigError(f"bad SMTP transport URL {url!r}: {exc}") from None
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise TransportConfigError(
+            f"unknown SMTP URL parameter {unknown[0]!r}; known: {', '.join(PARAMS)}"
+        )
+    implicit = scheme == "smtps"
+    tls = params.get("tls", "implicit" if implicit else "starttls").lower()
+    if implicit and tls != "implicit":
+        raise TransportConfigError("smtps:// always uses implicit TLS; drop the tls= parameter")
+    if not implicit and tls not in ("starttls", "none"):
+        raise TransportConfigError(f"tls={tls!r} is not valid: use tls=starttls or tls=none")
+    try:
+        timeout = float(params.get("timeout", "30"))
+        if not 0 < timeout <= 3600:
+            raise ValueError
+    except ValueError:
+        raise TransportConfigError(
+            f"timeout={params['timeout']!r} is not valid: use seconds, e.g. timeout=30"
+        ) from None
+    verify_text = params.get("verify", "true").lower()
+    if verify_text not in ("true", "false", "1", "0", "yes", "no"):
+        raise TransportConfigError(f"verify={verify_text!r} is not valid: use true or false")
+    user = unquote(parts.username) if parts.username else None
+    password = environ.get(PASSWORD_ENV) or None
+    if user and password is None:
+        raise TransportConfigError(
+            f"the SMTP URL names user {user!r} but {PASSWORD_ENV} is not set: "
+            "put the password in that environment variable"
+        )
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port or (465 if implicit else 587),
+        implicit_tls=implicit,
+        starttls=tls == "starttls",
+        user=user,
+        password=password if user else None,
+        timeout=timeout,
+        cafile=params.get("cafile") or None,
+        verify=verify_text in ("true", "1", "yes"),
+        helo=params.get("helo") or config.sender_domain,
+    )
+
+
+class SmtpTransport(Transport):
+    name = "smtp"
+    max_batch = 1  # one message in flight per connection: a crash leaves at most one unknown
+    thread_safe = False
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._conn: _Connection | None = None
+        self._ssl_context: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_url(cls, url: str, config: Config, environ: Mapping[str, str]) -> SmtpTransport:
+        return cls(parse_url(url, config, environ))
+
+    def describe(self) -> str:
+        return self.settings.describe()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, say EHLO, start TLS, log in: raise TransportError subclasses on failure."""
+        if self._conn is None:
+            self._conn = self._connect()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.quit()
+            self._conn = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            s = self.settings
+            if s.cafile:
+                try:
+                    context = ssl.create_default_context(cafile=s.cafile)
+                except (OSError, ssl.SSLError) as exc:
+                    raise TransportConfigError(
+                        f"cannot load cafile={s.cafile}: {exc}; give a PEM certificate file"
+                    ) from None
+            else:
+                context = ssl.create_default_context()
+            if not s.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._ssl_context = context
+        return self._ssl_context
+
+    def _connect(self) -> _Connection:
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        context = self._tls_context() if (s.implicit_tls or s.starttls) else None
+        try:
+            conn = _Connection.open(s, context)
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportConnectError(
+                f"the TLS certificate of {where} could not be verified ({exc.verify_message}); "
+                "fix the server certificate, or trust it with ?cafile=PATH"
+            ) from None
+        except ssl.SSLError as exc:
+            raise TransportConnectError(
+                f"TLS handshake with {where} failed ({exc.reason or exc}); "
+                "check the port and the tls= setting (587: tls=starttls, 465: smtps://)"
+            ) from None
+        except (OSError, ConnectionLost) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise TransportConnectError(
+                f"cannot connect to SMTP server {where}: {reason or 'timed out'}; "
+                "check the host and port in the transport URL"
+            ) from None
+        except SmtpReplyError as exc:
+            raise TransportConnectError(f"SMTP server {where} refused the session: {exc}") from None
+        try:
+            self._start_session(conn, context)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    def _start_session(self, conn: _Connection, context: ssl.SSLContext | None) -> None:
+        s = self.settings
+        where = f"{s.host}:{s.port}"
+        try:
+            conn.ehlo(s.helo)
+            if s.starttls:
+                if "starttls" not in conn.extensions:
+                    raise TransportConnectError(
+                        f"SMTP server {where} does not offer STARTTLS; use smtps:// if it "
+                        "speaks implicit TLS, or tls=none only for a trusted local relay"
+                    )
+                conn.starttls(context, s.host)  # type: ignore[arg-type]
+                conn.ehlo(s.helo)
+            if s.user:
+                conn.login(s.user, s.password or "")
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportConnectError(
+                f"the TLS certificate of {where} could not be verified ({exc.verify_message}); "
+                "fix the server certificate, or trust it with ?cafile=PATH"
+            ) from None
+        except ssl.SSLError as exc:
+            raise TransportConnectError(f"TLS handshake with {where} failed ({exc})") from None
+        except (OSError, ConnectionLost) as exc:
+            raise TransportConnectError(
+                f"SMTP server {where} dropped the connection: {exc}"
+            ) from None
+        except SmtpReplyError as exc:
+            if conn.authenticating and exc.text.startswith("the server offers no AUTH"):
+                raise TransportAuthError(
+                    f"SMTP server {where} does not offer login ({exc.text}); remove the user "
+                    "from the URL, or use the submission port (587 with tls=starttls, or 465)"
+                ) from None
+            if exc.code == 535 or conn.authenticating:
+                raise TransportAuthError(
+                    f"SMTP login as {s.user!r} at {where} was refused ({exc}); "
+                    f"check the user name and {PASSWORD_ENV}"
+                ) from None
+            raise TransportConnectError(f"SMTP server {where} refused the session: {exc}") from None
+
+    # --- sending --------------------------------------------------------------------------
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        return [self._send_one(m) for m in messages]
+
+    def _send_one(self, message: OutgoingMessage) -> DeliveryResult:
+        try:
+            data = message.data
+        except MessageError as exc:
+            return DeliveryResult("failed", reply=f"not sent: {exc}")
+        for attempt in (1, 2):
+            reused = self._conn is not None
+            if self._conn is None:
+                try:
+                    self._conn = self._connect()
+                except (TransportConnectError, TransportAuthError) as exc:
+                    return DeliveryResult("deferred", reply=f"reconnect failed: {exc}")
+            conn = self._conn
+            limit = conn.size_limit
+            if limit and len(data) > limit:
+                return DeliveryResult(
+                    "failed",
+                    reply=f"552 5.3.4 message is {len(data):,} bytes; the server accepts at "
+                    f"most {limit:,} (SIZE)",
+                )
+            try:
+                return conn.transaction(message.envelope_from, message.recipient, data)
+            except _StaleConnection:
+                # The server closed an idle reused connection before our first command:
+                # nothing was sent, so reconnect and try once more.
+                self._drop()
+                if attempt == 2 or not reused:
+                    return DeliveryResult("deferred", reply="connection closed by the server")
+            except ConnectionLost as exc:
+                self._drop()
+                return DeliveryResult("deferred", reply=f"connection lost: {exc}")
+            except SmtpReplyError as exc:  # 421: the server is closing this connection
+                self._drop()
+                return DeliveryResult("deferred", reply=str(exc))
+        raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.abort()
+            self._conn = None
+
+
+class _StaleConnection(Exception):
+    pass
+
+
+class _Connection:
+    """One SMTP session on a socket: replies read with a buffered reader."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self.sock = sock
+        self.timeout = timeout
+        self.reader = sock.makefile("rb")
+        self.extensions: dict[str, str] = {}
+        self.size_limit = 0
+        self.authenticating = False
+        self.last_lines: list[str] = []
+
+    @classmethod
+    def open(cls, s: SmtpSettings, context: ssl.SSLContext | None) -> _Connection:
+        sock = socket.create_connection((s.host, s.port), timeout=s.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if s.implicit_tls:
+                sock = context.wrap_socket(sock, server_hostname=s.host)  # type: ignore[union-attr]
+            conn = cls(sock, s.timeout)
+            code, text = conn.reply()
+            if code != 220:
+                raise SmtpReplyError(code, text)
+            return conn
+        except BaseException:
+            sock.close()
+            raise
+
+    # --- low level ------------------------------------------------------------------------
+
+    def reply(self) -> tuple[int, str]:
+        lines: list[str] = []
+        try:
+            for _ in range(_MAX_REPLY_LINES):
+                line = self.reader.readline(8192)
+                if not line:
+                    raise ConnectionLost("the server closed the connection")
+                if len(line) < 3 or not line[:3].isdigit():
+                    raise ConnectionLost(f"malformed reply {line[:60]!r}")
+                lines.append(line[4:].decode("utf-8", "replace").rstrip("\r\n"))
+                if line[3:4] != b"-":
+                    self.last_lines = lines
+                    return int(line[:3]), " ".join(lines)
+        except TimeoutError:
+            raise ConnectionLost(f"no reply within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectionLost(str(exc) or exc.__class__.__name__) from None
+        raise ConnectionLost("reply too long")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise ConnectionLost(f"send timed out after {self.timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectionLost(str(exc) or exc.__class__.__name__) from None
+
+    def command(self, line: str) -> tuple[int, str]:
+        self.write(line.encode("utf-8") + b"\r\n")
+        return self.reply()
+
+    # --- session --------------------------------------------------------------------------
+
+    def ehlo(self, name: str) -> None:
+        code, text = self.command(f"EHLO {name}")
+        if code != 250:
+            code, text = self.command(f"HELO {name}")
+            if code != 250:
+                raise SmtpReplyError(code, text)
+            self.extensions = {}
+            return
+        self.extensions = _parse_ehlo(self.last_lines)
+        size = self.extensions.get("size", "")
+        self.size_limit = int(size) if size.isdigit() else 0
+
+    def starttls(self, context: ssl.SSLContext, host: str) -> None:
+        code, text = self.command("STARTTLS")
+        if code != 220:
+            raise SmtpReplyError(code, text)
+        self.sock = context.wrap_socket(self.sock, server_hostname=host)
+        self.reader = self.sock.makefile("rb")
+
+    def login(self, user: str, password: str) -> None:
+        mechanisms = self.extensions.get("auth", "").upper().split()
+        self.authenticating = True
+        if "PLAIN" in mechanisms:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            code, text = self.command(f"AUTH PLAIN {token}")
+        elif "LOGIN" in mechanisms:
+            code, text = self.command("AUTH LOGIN")
+            if code == 334:
+                code, text = self.command(base64.b64encode(user.encode()).decode())
+            if code == 334:
+                code, text = self.command(base64.b64encode(password.encode()).decode())
+        else:
+            raise SmtpReplyError(
+                504, f"the server offers no AUTH PLAIN or LOGIN (offers: {mechanisms or 'none'})"
+            )
+        if code != 235:
+            raise SmtpReplyError(code, text)
+        self.authenticating = False
+
+    def transaction(self, sender: str, rcpt: str, data: bytes) -> DeliveryResult:
+        options = f" SIZE={len(data)}" if self.size_limit or "size" in self.extensions else ""
+        if not data.isascii() and "8bitmime" in self.extensions:
+            options += " BODY=8BITMIME"
+        try:
+            code, text = self.command(f"MAIL FROM:<{sender}>{options}")
+        except ConnectionLost as exc:
+            raise _StaleConnection() from exc
+        if code == 421:
+            raise SmtpReplyError(code, text)
+        if code != 250:
+            return self._abort(code, text)
+        code, text = self.command(f"RCPT TO:<{rcpt}>")
+        if code == 421:
+            raise SmtpReplyError(code, text)
+        if code not in (250, 251):
+            return self._abort(code, text)
+        code, text = self.command("DATA")
+        if code == 421:
+            raise SmtpReplyError(code, text)
+        if code != 354:
+            return self._abort(code, text)
+        if data.startswith(b".") or b"\n." in data:
+            data = (b"." if data.startswith(b".") else b"") + data.replace(b"\n.", b"\n..")
+        self.write(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
+        code, text = self.reply()
+        if code == 421:
+            raise SmtpReplyError(code, text)
+        return DeliveryResult(classify(code, text), reply=f"{code} {text}")
+
+    def _abort(self, code: int, text: str) -> DeliveryResult:
+        """A refused step: reset the transaction so the connection can be reused."""
+        code_rset, _ = self.command("RSET")
+        if code_rset != 250:
+            raise ConnectionLost(f"RSET refused after {code} {text}")
+        return DeliveryResult(classify(code, text), reply=f"{code} {text}")
+
+    def quit(self) -> None:
+        try:
+            self.sock.settimeout(min(self.timeout, 5))
+            self.command("QUIT")
+        except (ConnectionLost, OSError):
+            pass
+        self.abort()
+
+    def abort(self) -> None:
+        try:
+            self.reader.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _parse_ehlo(lines: list[str]) -> dict[str, str]:
+    """EHLO keywords (lower-case) -> parameters; the first line is the greeting."""
+    out: dict[str, str] = {}
+    for line in lines[1:]:
+        keyword, _, params = line.strip().partition(" ")
+        if keyword:
+            out[keyword.lower()] = params
+    return out
