@@ -432,7 +432,11 @@ def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, bool):
-        return "true/false"
+        return "true/false (put it in quotes if you mean the word)"
+    if isinstance(value, dt.date):
+        return "a date (put it in quotes if you mean it as text)"
+    if isinstance(value, bytes):
+        return "binary data"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):

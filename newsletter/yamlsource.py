@@ -109,7 +109,12 @@ def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
     if node is None:
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     doc = YamlDocument(path=name, text=text, data=None)
-    doc.data = _construct(node, (), doc, SafeConstructor())
+    try:
+        doc.data = _construct(node, (), doc, SafeConstructor())
+    except yaml.MarkedYAMLError as exc:  # e.g. a key with a tag such as !!binary
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise YamlInvalid(_error(name, line, col, f"invalid value: {exc.problem}")) from None
     return doc
 
 

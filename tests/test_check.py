@@ -221,3 +221,33 @@ def test_broken_theme_is_an_error_not_a_traceback(runner: CliRunner, project: Pa
 def test_check_issue_is_usable_from_python(tmp_path: Path) -> None:
     issue = write(tmp_path / "ok.yaml", VALID)
     assert check_issue(issue, load_config(None, environ={}, start=tmp_path)) == []
+
+
+MUTATIONS = [
+    b"{{", b"}}", b"{%", b"\t", b":", b"- ", b"&a ", b"*a", b"!!binary ", b"!foo ", b"\x00",
+    b"\xff", b"\r", b"[", b"]", b"'", b'"', b"|", b">", b"#", b"\n  ", b"\n", b"? ", b"<<: ",
+    b"---\n", b"\xe2\x80\xa8", b"[x](y)", b"![](z)", b"<http://a>", b"{{ subscriber.x }}",
+    b"2026-02-30", b"null", b"~", b"[]", b"{}", b"1e400", b".nan", b"TODO: x",
+]  # fmt: skip
+
+
+def test_randomly_damaged_issues_never_crash(tmp_path: Path) -> None:
+    """Whatever the bytes, check returns located diagnostics: never an exception."""
+    import random
+
+    rng = random.Random(20261125)
+    config = load_config(None, environ={}, start=tmp_path)
+    base = (Path(__file__).resolve().parent.parent / EXAMPLE).read_bytes()
+    for n in range(150):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            pos = rng.randrange(len(data))
+            if rng.random() < 0.6:
+                data[pos:pos] = rng.choice(MUTATIONS)
+            else:
+                del data[pos : pos + rng.randint(1, 40)]
+        path = tmp_path / f"damaged-{n}.yaml"
+        path.write_bytes(bytes(data))
+        for diagnostic in check_issue(path, config):
+            assert diagnostic.line >= 1 and diagnostic.col >= 1
+            assert diagnostic.path == str(path)
