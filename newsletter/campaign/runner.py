@@ -42,6 +42,7 @@ class RunOptions:
     # Batches in flight (claimed, not yet recorded) per worker. Small keeps the "unknown" set
     # after a crash small; 2 keeps every worker busy while the ledger thread records.
     window_per_worker: int = 2
+    min_window: int = 256
 
 
 @dataclass
@@ -80,7 +81,12 @@ class Runner:
             # Under a rate limit a big batch would wait for all its slots and then go out as a
             # burst: keep batches to about a quarter second's worth.
             self.max_batch = max(1, min(self.max_batch, int(limiter.rate.per_second / 4)))
-        self.window = options.concurrency * self.max_batch * options.window_per_worker
+        # Claiming and recording in chunks keeps the ledger's transactions few. Rows claimed
+        # but not yet handed to a transport are never duplicates after a crash (nobody got
+        # them yet), so the window can be larger than what the transports hold at once.
+        self.window = max(
+            options.concurrency * self.max_batch * options.window_per_worker, options.min_window
+        )
         self.work: queue.Queue[object] = queue.Queue()
         self.results: queue.Queue[tuple[list[OutgoingMessage], list[DeliveryResult] | None]] = (
             queue.Queue()
