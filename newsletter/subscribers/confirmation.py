@@ -37,6 +37,8 @@ def confirmation_message(config: Config, subscriber: Subscriber, url: str) -> Ou
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(body_html, subtype="html")
+    for part in msg.iter_parts():
+        del part["MIME-Version"]  # add_alternative copies it into the part; it belongs on top
     data = msg.as_bytes()
     headers = {"Message-ID": message_id, "Auto-Submitted": "auto-generated"}
     if config.reply_to is not None:

@@ -1,0 +1,420 @@
+"""`newsletter serve`: real HTTP requests to the public app running under uvicorn on loopback.
+
+Every test checks what the database holds afterwards (through the store or an export), not just
+the status code.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from newsletter import tokens
+from newsletter.config import Config, load_config
+from newsletter.subscribers import SubscriberStore, export_csv
+from newsletter.web.public import create_app, listen
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running(app: Starlette) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread; yield its base URL; stop it afterwards."""
+    sock = listen("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def wait_for_mail(outbox: Path, count: int = 1, timeout: float = 10.0) -> list[EmailMessage]:
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(outbox.glob("*.eml")) if outbox.is_dir() else []
+        if len(files) >= count or time.monotonic() > deadline:
+            policy = email.policy.default
+            return [email.message_from_bytes(f.read_bytes(), policy=policy) for f in files]  # type: ignore[misc]
+        time.sleep(0.05)
+
+
+def link_path(message: EmailMessage, kind: str) -> str:
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    match = re.search(rf"https?://[^/\s]+(/{kind}/[A-Za-z0-9._-]+)", text)
+    assert match, text
+    return match.group(1)
+
+
+@pytest.fixture
+def config(project: Path) -> Config:
+    return load_config(project / "newsletter.yaml")
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[SubscriberStore]:
+    with SubscriberStore.for_config(config) as s:
+        yield s
+
+
+@pytest.fixture
+def server(config: Config, store: SubscriberStore) -> Iterator[str]:
+    with running(create_app(config, rate_limit=(1000, 60))) as url:
+        yield url
+
+
+def unsubscribe_path(config: Config, store: SubscriberStore, subscriber_id: int) -> str:
+    url = tokens.unsubscribe_url(config, subscriber_id, tokens.secret_key(config, store.conn))
+    assert url.startswith(config.base_url + "/unsubscribe/")
+    return url.removeprefix(config.base_url)
+
+
+def exported(store: SubscriberStore) -> dict[str, str]:
+    out = io.StringIO()
+    export_csv(store, out)
+    rows = out.getvalue().splitlines()[1:]
+    return {row.split(",")[0]: row.split(",")[2] for row in rows}
+
+
+# -- unsubscribe -----------------------------------------------------------------------------
+
+
+def test_one_click_post_unsubscribes_and_export_shows_it(config, store, server):
+    ada = store.add("ada@example.com", name="Ada")
+    bob = store.add("bob@example.com")
+    path = unsubscribe_path(config, store, ada.id)
+    response = httpx.post(
+        server + path,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert "set-cookie" not in response.headers
+    assert exported(store) == {"ada@example.com": "unsubscribed", "bob@example.com": "active"}
+    kinds = [(e.kind, e.detail) for e in store.events(ada.id)]
+    assert kinds[-1] == ("unsubscribed", "one-click (List-Unsubscribe-Post)")
+    # Idempotent: a retried POST is still 200 and adds no second history entry.
+    again = httpx.post(server + path, data={"List-Unsubscribe": "One-Click"})
+    assert again.status_code == 200
+    assert [e.kind for e in store.events(ada.id)].count("unsubscribed") == 1
+    assert store.get_by_id(bob.id).status == "active"
+
+
+def test_one_click_post_as_multipart(config, store, server):
+    ada = store.add("ada@example.com")
+    response = httpx.post(
+        server + unsubscribe_path(config, store, ada.id),
+        files={"List-Unsubscribe": (None, "One-Click")},
+    )
+    assert response.status_code == 200
+    assert response.request.headers["content-type"].startswith("multipart/form-data")
+    assert store.get_by_id(ada.id).status == "unsubscribed"
+
+
+def test_get_shows_a_button_and_does_not_unsubscribe(config, store, server):
+    ada = store.add("ada@example.com")
+    path = unsubscribe_path(config, store, ada.id)
+    for _ in range(3):  # link scanners may fetch it several times
+        page = httpx.get(server + path)
+        assert page.status_code == 200
+        assert '<form method="post"' in page.text and "<button" in page.text
+        assert "ada@example.com" in page.text
+        assert page.headers["referrer-policy"] == "no-referrer"
+    assert store.get_by_id(ada.id).status == "active"
+    assert exported(store) == {"ada@example.com": "active"}
+    # The page's button posts the form: that unsubscribes and shows a confirmation page.
+    done = httpx.post(server + path, data={"action": "unsubscribe"})
+    assert done.status_code == 200
+    assert "You are unsubscribed" in done.text
+    assert store.get_by_id(ada.id).status == "unsubscribed"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-1],  # truncated
+        lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"),  # forged MAC
+        lambda t: "2" + t[1:],  # another subscriber's id with this MAC
+        lambda t: "0" + t,  # non-canonical id
+        lambda t: t + ".x",
+        lambda t: "",
+    ],
+)
+def test_forged_tokens_get_400_and_change_nothing(config, store, server, mangle):
+    ada = store.add("ada@example.com")
+    store.add("bob@example.com")
+    token = unsubscribe_path(config, store, ada.id).rsplit("/", 1)[1]
+    bad = mangle(token)
+    assert bad != token
+    response = httpx.post(server + f"/unsubscribe/{bad}", data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code in (400, 404)
+    assert exported(store) == {"ada@example.com": "active", "bob@example.com": "active"}
+
+
+def test_cross_purpose_token_is_refused(config, store, server):
+    ada = store.add("ada@example.com", status="pending")
+    secret = tokens.secret_key(config, store.conn)
+    confirm = tokens.confirm_url(config, ada.id, secret).rsplit("/", 1)[1]
+    unsubscribe = tokens.unsubscribe_url(config, ada.id, secret).rsplit("/", 1)[1]
+    response = httpx.post(
+        server + f"/unsubscribe/{confirm}", data={"List-Unsubscribe": "One-Click"}
+    )
+    assert response.status_code == 400
+    response = httpx.post(server + f"/confirm/{unsubscribe}")
+    assert response.status_code == 400
+    assert store.get_by_id(ada.id).status == "pending"
+
+
+def test_token_signed_with_another_secret_is_refused(config, store, server):
+    ada = store.add("ada@example.com")
+    token = tokens.make_token(b"another-secret-of-enough-length", tokens.UNSUBSCRIBE, ada.id)
+    response = httpx.post(server + f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 400
+    assert store.get_by_id(ada.id).status == "active"
+
+
+def test_unsubscribe_link_of_an_erased_subscriber_is_harmless(config, store, server):
+    ada = store.add("ada@example.com")
+    path = unsubscribe_path(config, store, ada.id)
+    store.erase("ada@example.com")
+    newcomer = store.add("new@example.com")  # must not inherit the erased id
+    assert newcomer.id != ada.id
+    response = httpx.post(server + path, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert store.get_by_id(newcomer.id).status == "active"
+
+
+# -- subscribe, double opt-in ----------------------------------------------------------------
+
+
+def test_double_opt_in_from_form_to_confirmation_email_to_activation(config, store, server):
+    outbox = config.root / "outbox"
+    response = httpx.post(
+        server + "/subscribe",
+        data={"email": "Carol@Example.org", "name": "Carol", "list": "default", "website": ""},
+    )
+    assert response.status_code == 200
+    assert "Check your inbox" in response.text
+    carol = store.get("carol@example.org")
+    assert carol is not None and carol.status == "pending" and carol.name == "Carol"
+    [mail] = wait_for_mail(outbox)
+    assert mail["To"].addresses[0].addr_spec == "Carol@example.org"
+    assert mail["From"].addresses[0].addr_spec == "news@example.org"
+    assert mail["Message-ID"].endswith("@example.org>")
+    assert mail["Date"] is not None
+    assert "Confirm your subscription to Test Letter" == mail["Subject"]
+    html = mail.get_body(("html",)).get_content()
+    path = link_path(mail, "confirm")
+    assert path in html
+    # Following the link shows a button; it does not activate by itself.
+    page = httpx.get(server + path)
+    assert page.status_code == 200 and "<button" in page.text
+    assert store.get_by_id(carol.id).status == "pending"
+    done = httpx.post(server + path)
+    assert done.status_code == 200 and "You are subscribed" in done.text
+    carol = store.get_by_id(carol.id)
+    assert carol.status == "active" and carol.lists == ("default",)
+    kinds = [e.kind for e in store.events(carol.id)]
+    assert kinds == ["subscribed", "confirmation_sent", "confirmed"]
+    assert "form from 127.0.0.1" in store.events(carol.id)[0].detail
+    assert list(store.iter_member_ids("default")) == [carol.id]
+    # Confirming twice is harmless.
+    assert httpx.post(server + path).status_code == 200
+
+
+def test_already_active_gets_no_second_email_and_same_answer(config, store, server):
+    outbox = config.root / "outbox"
+    store.add("ada@example.com")
+    active = httpx.post(server + "/subscribe", data={"email": "ada@example.com"})
+    fresh = httpx.post(server + "/subscribe", data={"email": "zed@example.com"})
+    assert active.status_code == fresh.status_code == 200
+    assert active.text == fresh.text
+    mails = wait_for_mail(outbox, 1)
+    time.sleep(0.3)
+    mails = wait_for_mail(outbox, 1)
+    assert [m["To"].addresses[0].addr_spec for m in mails] == ["zed@example.com"]
+    assert store.get("ada@example.com").status == "active"
+
+
+def test_honeypot_and_bad_input(config, store, server):
+    bot = httpx.post(
+        server + "/subscribe", data={"email": "bot@example.com", "website": "http://spam"}
+    )
+    assert bot.status_code == 200 and "Check your inbox" in bot.text
+    assert store.get("bot@example.com") is None
+    bad = httpx.post(server + "/subscribe", data={"email": "not an address"})
+    assert bad.status_code == 400 and "valid email address" in bad.text
+    crlf = httpx.post(server + "/subscribe", data={"email": "x@example.com", "name": "A\r\nBcc: v"})
+    assert crlf.status_code == 400
+    unknown = httpx.post(server + "/subscribe", data={"email": "y@example.com", "list": "nope"})
+    assert unknown.status_code == 400
+    assert store.count() == 0
+    time.sleep(0.2)
+    assert not list((config.root / "outbox").glob("*.eml"))
+
+
+def test_subscribe_rate_limit_per_client(config, store):
+    with running(create_app(config, rate_limit=(2, 60))) as url:
+        codes = [
+            httpx.post(url + "/subscribe", data={"email": f"u{i}@example.com"}).status_code
+            for i in range(4)
+        ]
+        assert codes == [200, 200, 429, 429]
+        limited = httpx.post(url + "/subscribe", data={"email": "u9@example.com"})
+        assert int(limited.headers["retry-after"]) > 0
+    assert store.count() == 2
+
+
+def test_expired_confirmation_link(config, store, server):
+    zed = store.add("zed@example.com", status="pending")
+    secret = tokens.secret_key(config, store.conn)
+    old = int(time.time()) - tokens.CONFIRM_MAX_AGE - 60
+    path = tokens.confirm_url(config, zed.id, secret, issued_at=old).removeprefix(config.base_url)
+    response = httpx.post(server + path)
+    assert response.status_code == 400 and "expired" in response.text
+    assert store.get_by_id(zed.id).status == "pending"
+
+
+def test_old_confirmation_link_cannot_undo_a_later_unsubscribe(config, store, server):
+    zed = store.add("zed@example.com", status="pending")
+    secret = tokens.secret_key(config, store.conn)
+    path = tokens.confirm_url(
+        config, zed.id, secret, issued_at=int(time.time()) - 3600
+    ).removeprefix(config.base_url)
+    store.unsubscribe(zed.id, "cli")
+    assert httpx.post(server + path).status_code == 400
+    assert store.get_by_id(zed.id).status == "unsubscribed"
+
+
+# -- web versions ----------------------------------------------------------------------------
+
+
+def test_issue_web_version_with_caching_headers(config, server):
+    slug = "2026-11-25-microsoft-openai-partnership"
+    response = httpx.get(f"{server}/issues/{slug}/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<html" in response.text.lower()
+    assert "/unsubscribe/" not in response.text
+    etag, modified = response.headers["etag"], response.headers["last-modified"]
+    assert "max-age" in response.headers["cache-control"]
+    assert httpx.get(f"{server}/issues/{slug}/", headers={"If-None-Match": etag}).status_code == 304
+    since = httpx.get(f"{server}/issues/{slug}/", headers={"If-Modified-Since": modified})
+    assert since.status_code == 304
+    redirect = httpx.get(f"{server}/issues/{slug}")
+    assert redirect.status_code == 308 and redirect.headers["location"] == f"/issues/{slug}/"
+    # Editing the file invalidates the cached page.
+    path = next((config.root / "issues").glob("*.yaml"))
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("title: ", "title: Edited ", 1), encoding="utf-8")
+    later = time.time() + 5
+    import os
+
+    os.utime(path, (later, later))
+    fresh = httpx.get(f"{server}/issues/{slug}/", headers={"If-None-Match": etag})
+    assert fresh.status_code == 200 and "Edited" in fresh.text
+    assert fresh.headers["etag"] != etag
+
+
+def test_unknown_issue_and_page_get_a_404_page(server):
+    for path in ("/issues/no-such-issue/", "/issues/../newsletter.yaml/", "/nothing-here"):
+        response = httpx.get(server + path)
+        assert response.status_code == 404
+        assert "Page not found" in response.text
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+def test_50_one_click_posts_during_an_import(config, store, server, tmp_path):
+    """An import in another process holds the write lock; the POSTs wait, none fails."""
+    targets = [store.add(f"reader{i}@example.com") for i in range(50)]
+    paths = [unsubscribe_path(config, store, s.id) for s in targets]
+    csv_path = tmp_path / "big.csv"
+    lines = ["email,name"] + [f"reader{i}@example.com,Reader {i}" for i in range(50)]
+    lines += [f"imported{i}@example.net,Imported {i}" for i in range(40_000)]
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    importer = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "subscribers", "import", str(csv_path),
+         "--db", str(config.database)],
+        cwd=config.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_until_write_locked(config.database, importer)
+        with ThreadPoolExecutor(max_workers=50) as pool, httpx.Client(timeout=60) as client:
+            responses = list(
+                pool.map(
+                    lambda p: client.post(server + p, data={"List-Unsubscribe": "One-Click"}),
+                    paths,
+                )
+            )
+        out, err = importer.communicate(timeout=120)
+    finally:
+        if importer.poll() is None:
+            importer.kill()
+    assert importer.returncode == 0, err
+    assert "40000 added, 50 updated" in out
+    assert [r.status_code for r in responses] == [200] * 50
+    assert store.count() == 40_050
+    assert store.count(status="unsubscribed") == 50
+    statuses = exported(store)
+    assert all(statuses[f"reader{i}@example.com"] == "unsubscribed" for i in range(50))
+
+
+def _wait_until_write_locked(path: Path, process: subprocess.Popen) -> None:
+    probe = sqlite3.connect(path, timeout=0)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                return  # the import holds the write lock now
+            time.sleep(0.005)
+        raise AssertionError("the import never took the write lock")
+    finally:
+        probe.close()
+
+
+# -- in the browser --------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_unsubscribe_button_in_the_browser(config, store, server, browser):
+    ada = store.add("ada@example.com")
+    page = browser.new_page()
+    try:
+        page.goto(server + unsubscribe_path(config, store, ada.id))
+        assert store.get_by_id(ada.id).status == "active"
+        page.get_by_role("button", name="Unsubscribe").click()
+        page.wait_for_selector("text=You are unsubscribed")
+    finally:
+        page.close()
+    assert store.get_by_id(ada.id).status == "unsubscribed"
