@@ -227,7 +227,7 @@ def test_double_opt_in_from_form_to_confirmation_email_to_activation(config, sto
     assert mail["From"].addresses[0].addr_spec == "news@example.org"
     assert mail["Message-ID"].endswith("@example.org>")
     assert mail["Date"] is not None
-    assert "Confirm your subscription to Test Letter" == mail["Subject"]
+    assert mail["Subject"] == "Confirm your subscription to Test Letter"
     html = mail.get_body(("html",)).get_content()
     path = link_path(mail, "confirm")
     assert path in html
