@@ -94,7 +94,7 @@ class Runner:
         self.inflight: dict[int, WorkItem] = {}
         self.tally = Tally()
         self.streak = 0
-        self.last_failure = ""
+        self._streak_lock = threading.Lock()
         self.paused_reason: str | None = None
         self._last_beat = time.monotonic()
 
@@ -201,17 +201,7 @@ class Runner:
     def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:
         self._count(result.status)
         if result.status == "sent":
-            self.streak = 0
             return Outcome(item.row_id, "sent", result.reply, result.provider_id)
-        self.streak += 1
-        self.last_failure = result.reply
-        limit = self.options.max_failures_in_a_row
-        if self.streak >= limit and not self.paused_reason:
-            self.paused_reason = (
-                f"campaign paused after {self.streak} failed deliveries in a row "
-                f"(last reply: {result.reply or 'none'}); fix the cause and send again to resume"
-            )
-            self.stop.set()
         if result.status != "deferred":
             return Outcome(item.row_id, result.status, result.reply, result.provider_id)
         run_attempt = item.run_attempts + 1
@@ -251,10 +241,29 @@ class Runner:
             if batch is _STOP:
                 return
             messages: list[OutgoingMessage] = batch  # type: ignore[assignment]
-            if not self.limiter.acquire(len(messages), self.stop):
+            if self.stop.is_set() or not self.limiter.acquire(len(messages), self.stop):
                 self.results.put((messages, None))
                 continue
-            self.results.put((messages, _send(transport, messages)))
+            results = _send(transport, messages)
+            self._watch_failures(results)
+            self.results.put((messages, results))
+
+    def _watch_failures(self, results: list[DeliveryResult]) -> None:
+        """Count failures in a row as they happen (here, not in the ledger thread, so that a
+        dead server stops every worker within one message each)."""
+        with self._streak_lock:
+            for result in results:
+                if result.status == "sent":
+                    self.streak = 0
+                    continue
+                self.streak += 1
+                if self.streak >= self.options.max_failures_in_a_row and not self.paused_reason:
+                    self.paused_reason = (
+                        f"campaign paused after {self.streak} failed deliveries in a row "
+                        f"(last reply: {result.reply or 'none'}); fix the cause and send "
+                        "again to resume"
+                    )
+                    self.stop.set()
 
 
 def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[DeliveryResult]:

@@ -31,7 +31,7 @@ from newsletter.campaign.runner import (
 from newsletter.campaign.source import SubscriberMessages
 from newsletter.config import Config
 from newsletter.db import connect
-from newsletter.errors import CampaignError, IssueInvalid
+from newsletter.errors import CampaignError, CampaignPaused, IssueInvalid
 from newsletter.issue import Issue, load_issue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
@@ -238,7 +238,10 @@ class Campaign:
                     stop,
                 )
                 with _sigint_stops(stop, progress, enabled=handle_sigint):
-                    result = runner.run()
+                    try:
+                        result = runner.run()
+                    except CampaignPaused as exc:
+                        raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
             finally:
                 self.ledger.end_run(campaign.id)
         finally:
