@@ -1,0 +1,341 @@
+"""What the HTTP email-API transports share: URL and secret parsing, one pooled httpx client,
+status mapping, Retry-After / rate-limit headers, and splitting a rejected batch.
+
+Every provider module turns a batch of `OutgoingMessage` into one or more API requests and maps
+the replies back to one `DeliveryResult` per message. The rules they all follow:
+
+* 2xx: accepted -> sent (per-recipient errors inside a 2xx body are the provider module's job).
+* 401 / 403: a bad or unauthorised key -> `TransportAuthError` at once; nothing is marked sent.
+* 429, 5xx, timeouts, dropped connections: every message of the request -> deferred, with
+  `retry_after` taken from Retry-After or the provider's rate-limit reset header.
+* Other 4xx: the provider rejected the request as a whole. When the reply blames a recipient,
+  the batch is split in halves and re-sent until the bad recipients stand alone, so exactly
+  they are marked failed; otherwise every message of the request fails with the reply.
+* The key is never shown: `describe()`, error messages and stored replies are scrubbed of it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from newsletter.errors import (
+    TransportAuthError,
+    TransportConfigError,
+    TransportConnectError,
+)
+from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 30.0
+MAX_REPLY = 500  # characters of a provider reply kept for the ledger
+
+
+# ---------------------------------------------------------------- URL and environment
+
+
+@dataclass(frozen=True)
+class ParsedUrl:
+    scheme: str
+    target: str  # what follows "scheme:" up to "?" (a domain, a region or nothing)
+    params: dict[str, str]
+    endpoint: str | None  # ?endpoint=... override, validated
+
+
+def parse_url(url: str, scheme: str, allowed: Sequence[str] = ()) -> ParsedUrl:
+    """Split `scheme:TARGET?key=value` and reject unknown or repeated parameters."""
+    head, _, query = url.partition("?")
+    got_scheme, _, target = head.partition(":")
+    if got_scheme.lower() != scheme:
+        raise TransportConfigError(f"expected a {scheme}: transport URL, got {url!r}")
+    target = target.strip("/")
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "endpoint" and key not in allowed:
+            known = ", ".join(["endpoint", *allowed])
+            raise TransportConfigError(
+                f"unknown parameter {key!r} in transport URL {url!r}; known: {known}"
+            )
+        if key in params:
+            raise TransportConfigError(f"parameter {key!r} given twice in {url!r}")
+        params[key] = value
+    endpoint = params.pop("endpoint", None)
+    if endpoint is not None:
+        endpoint = check_endpoint(endpoint, url)
+    return ParsedUrl(scheme, target, params, endpoint)
+
+
+def no_target(parsed: ParsedUrl, url: str) -> None:
+    if parsed.target:
+        raise TransportConfigError(
+            f"{parsed.scheme}: takes no host or path, got {url!r}; "
+            f"write '{parsed.scheme}:' or '{parsed.scheme}:?endpoint=...'"
+        )
+
+
+def check_endpoint(endpoint: str, url: str) -> str:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise TransportConfigError(
+            f"'endpoint' must be a base URL like http://127.0.0.1:8025 in {url!r}, got {endpoint!r}"
+        )
+    if parts.username or parts.password:
+        raise TransportConfigError(
+            "'endpoint' must not carry credentials; keys come from the environment"
+        )
+    return endpoint.rstrip("/")
+
+
+def require_secret(environ: Mapping[str, str], variable: str, provider: str) -> str:
+    value = environ.get(variable, "").strip()
+    if not value:
+        raise TransportConfigError(
+            f"{provider} needs its API key in the environment variable {variable} "
+            f"(export {variable}=...); it is never read from the URL or newsletter.yaml"
+        )
+    if any(ch in value for ch in "\r\n"):
+        raise TransportConfigError(f"{variable} must be a single line")
+    return value
+
+
+# ---------------------------------------------------------------- message helpers
+
+
+def split_address(header_value: str) -> tuple[str, str]:
+    """(display name decoded to text, address) from an encoded From/Reply-To value."""
+    name, addr = email.utils.parseaddr(header_value)
+    if "=?" in name:
+        name = str(make_header(decode_header(name)))
+    return name, addr
+
+
+_SPECIALS = set('()<>[]:;@\\,."')
+
+
+def recipient_display(name: str | None, addr: str) -> str:
+    """`Name <addr>` in plain UTF-8, the name quoted when it holds specials: the providers
+    encode non-ASCII names themselves (pre-encoded words could be encoded a second time)."""
+    if not name:
+        return addr
+    if any(c in _SPECIALS for c in name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{addr}>"
+
+
+# Headers an API takes as fields of its own (or sets itself); the rest travel as custom headers.
+FIELD_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "reply-to", "date", "mime-version", "content-type"}
+)
+
+
+def custom_headers(message: OutgoingMessage) -> dict[str, str]:
+    """The per-recipient extra headers, with the deterministic Message-ID always present."""
+    out: dict[str, str] = {}
+    for name, value in message.parts.headers.items():
+        if name.lower() in FIELD_HEADERS or name.lower() == "message-id":
+            continue
+        out[name] = value
+    out["Message-ID"] = f"<{message.message_id}>"
+    return out
+
+
+def reply_to_of(message: OutgoingMessage) -> str | None:
+    for name, value in message.parts.headers.items():
+        if name.lower() == "reply-to":
+            return value
+    return None
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def chunk_by_size(items: Sequence[T], sizes: Sequence[int], limit: int) -> list[Sequence[T]]:
+    """Consecutive runs of items whose summed size stays under `limit` (at least one each)."""
+    out: list[Sequence[T]] = []
+    start, total = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and total + size > limit:
+            out.append(items[start:i])
+            start, total = i, 0
+        total += size
+    if start < len(items):
+        out.append(items[start:])
+    return out
+
+
+# ---------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True)
+class ApiReply:
+    status: int
+    headers: httpx.Headers
+    text: str
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        return self.status in (408, 425, 429) or self.status >= 500
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from Retry-After (seconds or HTTP date) or a rate-limit reset header.
+
+    SendGrid's X-RateLimit-Reset is a Unix time; Resend's ratelimit-reset counts seconds;
+    a value larger than a day's worth of seconds is read as a Unix time.
+    """
+    now = time.time() if now is None else now
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
+            if parsed is not None:
+                return max(0.0, parsed.timestamp() - now)
+    for name in ("ratelimit-reset", "x-ratelimit-reset"):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            number = float(value.strip())
+        except ValueError:
+            continue
+        return max(0.0, number - now) if number > 86_400 else max(0.0, number)
+    return None
+
+
+class Redactor:
+    def __init__(self, *secrets: str) -> None:
+        self._secrets = [s for s in secrets if s]
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+def results_for(n: int, status: str, reply: str, retry_after: float | None = None) -> list[Any]:
+    return [DeliveryResult(status, reply, None, retry_after)] * n  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the shared transport base
+
+
+class HttpApiTransport(Transport):
+    """A pooled, thread-safe httpx client plus the status rules described in the module doc."""
+
+    thread_safe = True
+    provider = "API"
+    secret_variable = ""
+
+    def __init__(
+        self, base_url: str, auth_headers: Mapping[str, str], secret: str, *, timeout: float
+    ) -> None:
+        self.base_url = base_url
+        self._auth_headers = dict(auth_headers)
+        self._redact = Redactor(secret, *auth_headers.values())
+        self._timeout = timeout
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._reached = False  # a reply came back once: later connection errors are transient
+        self.requests = 0  # HTTP requests made (benchmarks report requests per recipient)
+
+    def __repr__(self) -> str:  # never the key
+        return f"<{type(self).__name__} {self.describe()}>"
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.base_url}"
+
+    def open(self) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    headers={**self._auth_headers, "User-Agent": "newsletter"},
+                    timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def post(self, path: str, **kwargs: Any) -> ApiReply | str:
+        """POST to base_url + path: an ApiReply, or a reply text when no answer came (transient).
+
+        A connection refused before any reply ever came back means the endpoint is wrong or
+        down: that stops the run (TransportConnectError) instead of deferring everyone.
+        """
+        if self._client is None:
+            self.open()
+        assert self._client is not None
+        url = self.base_url + path
+        self.requests += 1
+        try:
+            response = self._client.post(url, **kwargs)
+        except httpx.TimeoutException:
+            return f"{self.provider} did not answer within {self._timeout:g}s (timeout)"
+        except httpx.TransportError as exc:
+            if not self._reached:
+                raise TransportConnectError(
+                    f"cannot reach {self.provider} at {self.base_url}: "
+                    f"{self._redact(str(exc)) or type(exc).__name__}"
+                ) from None
+            return f"connection to {self.provider} failed: {self._redact(str(exc))}"
+        self._reached = True
+        return ApiReply(response.status_code, response.headers, response.text)
+
+    def reply_text(self, reply: ApiReply, detail: str | None = None) -> str:
+        text = detail if detail is not None else reply.text.strip()
+        return self._redact(f"{reply.status} {text}")[:MAX_REPLY]
+
+    def raise_for_auth(self, reply: ApiReply, detail: str | None = None) -> None:
+        if reply.status in (401, 403):
+            raise TransportAuthError(
+                f"{self.provider} refused the API key from {self.secret_variable} "
+                f"({self.reply_text(reply, detail)}); check the key and its permissions"
+            )
+
+    def transient_results(self, n: int, reply: ApiReply | str) -> list[DeliveryResult]:
+        if isinstance(reply, str):
+            return results_for(n, "deferred", self._redact(reply)[:MAX_REPLY])
+        return results_for(
+            n, "deferred", self.reply_text(reply), retry_after_seconds(reply.headers)
+        )
+
+
+def split_rejected(
+    items: Sequence[T],
+    attempt: Callable[[Sequence[T]], list[DeliveryResult] | str],
+) -> list[DeliveryResult]:
+    """Send `items`; when `attempt` answers with a rejection naming a recipient (a str), halve
+    the batch and retry so only the recipients the provider refuses end up failed."""
+    outcome = attempt(items)
+    if not isinstance(outcome, str):
+        return outcome
+    if len(items) == 1:
+        return [DeliveryResult("failed", outcome)]
+    middle = len(items) // 2
+    return split_rejected(items[:middle], attempt) + split_rejected(items[middle:], attempt)

@@ -1,0 +1,258 @@
+"""Mailgun Messages API: `POST /v3/<domain>/messages` (multipart form), batches of up to 1,000.
+
+A batch is one request listing every recipient in repeated `to` fields, with
+`recipient-variables` (a JSON object keyed by address) so that Mailgun sends each recipient a
+message of their own: without it every recipient would see all the others in To. The content
+goes once, with `%recipient.vN%` wherever the recipients' texts differ (found by `_merge`), and
+per-recipient headers (Message-ID, List-Unsubscribe) as `h:Name=%recipient.h:Name%`. Our ledger
+key travels as custom data (`v:newsletter_key`), echoed in Mailgun's webhooks.
+
+Mailgun validates a batch as a whole: a 400 that blames an address rejects the request, so the
+batch is halved and re-sent until the refused addresses stand alone. Its 200 reply carries one
+message id for the batch, stored as each recipient's provider id.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from newsletter.errors import TransportConfigError
+from newsletter.transports._http import (
+    DEFAULT_TIMEOUT,
+    ApiReply,
+    HttpApiTransport,
+    chunks,
+    custom_headers,
+    parse_url,
+    recipient_display,
+    reply_to_of,
+    require_secret,
+    results_for,
+    split_address,
+    split_rejected,
+)
+from newsletter.transports._merge import Group, group_documents
+from newsletter.transports.base import DeliveryResult, OutgoingMessage
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+MAX_RECIPIENTS = 1000
+VAR = "%recipient."
+
+
+class _Request:
+    """One Mailgun request: shared fields, and per recipient its index and variables."""
+
+    def __init__(self, fields: list[tuple[str, str]], members: list[tuple[int, dict[str, str]]]):
+        self.fields = fields
+        self.members = members
+
+
+class MailgunTransport(HttpApiTransport):
+    name = "mailgun"
+    provider = "Mailgun"
+    secret_variable = "MAILGUN_API_KEY"
+    max_batch = MAX_RECIPIENTS
+
+    def __init__(
+        self,
+        domain: str,
+        api_key: str,
+        *,
+        region: str = "us",
+        endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(endpoint or REGIONS[region], {}, api_key, timeout=timeout)
+        self.domain = domain
+        self._auth = ("api", api_key)
+        self._path = f"/v3/{domain}/messages"
+
+    @classmethod
+    def from_url(
+        cls, url: str, config: Config | None, environ: Mapping[str, str]
+    ) -> MailgunTransport:
+        parsed = parse_url(url, "mailgun", allowed=("region",))
+        domain = parsed.target.lower()
+        if not domain or "/" in domain or "." not in domain or any(c.isspace() for c in domain):
+            raise TransportConfigError(
+                f"mailgun: needs your sending domain, e.g. 'mailgun:news.example.com', got {url!r}"
+            )
+        region = parsed.params.get("region", "us").lower()
+        if region not in REGIONS:
+            raise TransportConfigError(f"mailgun region must be 'us' or 'eu', got {region!r}")
+        key = require_secret(environ, cls.secret_variable, cls.provider)
+        return cls(domain, key, region=region, endpoint=parsed.endpoint)
+
+    def describe(self) -> str:
+        return f"mailgun:{self.domain} ({self.base_url})"
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        results: list[DeliveryResult | None] = [None] * len(messages)
+        for request in self._plan(messages):
+            for members in chunks(request.members, MAX_RECIPIENTS):
+                outcome = split_rejected(
+                    members, lambda part, r=request: self._attempt(r.fields, part)
+                )
+                for (index, _), result in zip(members, outcome, strict=True):
+                    results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _plan(self, messages: Sequence[OutgoingMessage]) -> list[_Request]:
+        seen: set[str] = set()
+        unique: list[int] = []
+        alone: list[int] = []
+        for i, message in enumerate(messages):  # recipient-variables are keyed by address
+            address = message.parts.to_email.lower()
+            (alone if address in seen else unique).append(i)
+            seen.add(address)
+        docs = [
+            (messages[i].parts.subject, messages[i].parts.text, messages[i].parts.html)
+            for i in unique
+        ]
+        groups, leftovers = group_documents(docs)
+        alone.extend(unique[i] for i in leftovers)
+        requests = []
+        for group in groups:
+            request, misfits = self._batch_request(
+                messages, [unique[m] for m in group.members], group
+            )
+            alone.extend(misfits)
+            if request is not None:
+                requests.append(request)
+        for index in sorted(alone):
+            requests.append(self._single_request(messages[index], index))
+        return requests
+
+    def _batch_request(
+        self, messages: Sequence[OutgoingMessage], indices: list[int], group: Group
+    ) -> tuple[_Request | None, list[int]]:
+        """The batch request, and the messages that must go alone (values that look like
+        Mailgun's own `%recipient.` markers would be substituted again)."""
+        if any(VAR in piece for field in group.pieces for piece in field):
+            return None, indices
+        slots: list[str] = []
+        templates = []
+        for field in group.pieces:
+            out = [field[0]]
+            for piece in field[1:]:
+                out.append(f"{VAR}v{len(slots)}%")
+                out.append(piece)
+                slots.append(f"v{len(slots)}")
+            templates.append("".join(out))
+        first = messages[indices[0]]
+        fields = self._common_fields(first)
+        fields += [("subject", templates[0]), ("text", templates[1]), ("html", templates[2])]
+        headers = [custom_headers(messages[i]) for i in indices]
+        varying = {
+            name for h in headers for name, value in h.items() if headers[0].get(name) != value
+        } | {name for h in headers for name in h if name not in headers[0]}
+        for name, value in headers[0].items():
+            if name not in varying:
+                fields.append((f"h:{name}", value))
+        for name in sorted(varying):
+            fields.append((f"h:{name}", f"{VAR}h:{name}%"))
+        fields.append(("v:newsletter_key", f"{VAR}newsletter_key%"))
+        members, misfits = [], []
+        for index, own_headers, values in zip(indices, headers, group.values, strict=True):
+            variables = dict(zip(slots, [v for field in values for v in field], strict=True))
+            variables.update({f"h:{name}": own_headers.get(name, "") for name in varying})
+            variables["newsletter_key"] = str(messages[index].key)
+            if any(VAR in v for v in variables.values()):
+                misfits.append(index)
+                continue
+            variables["_to"] = recipient_display(
+                messages[index].parts.to_name, messages[index].parts.to_email
+            )
+            variables["_email"] = messages[index].parts.to_email
+            members.append((index, variables))
+        return (_Request(fields, members) if members else None), misfits
+
+    def _single_request(self, message: OutgoingMessage, index: int) -> _Request:
+        parts = message.parts
+        fields = self._common_fields(message)
+        fields += [("subject", parts.subject), ("text", parts.text), ("html", parts.html)]
+        fields += [(f"h:{name}", value) for name, value in custom_headers(message).items()]
+        fields.append(("v:newsletter_key", str(message.key)))
+        to = recipient_display(parts.to_name, parts.to_email)
+        return _Request(fields, [(index, {"_to": to, "_email": parts.to_email, "_single": "1"})])
+
+    def _common_fields(self, message: OutgoingMessage) -> list[tuple[str, str]]:
+        fields = [("from", recipient_display(*split_address(message.parts.from_header)))]
+        reply_to = reply_to_of(message)
+        if reply_to:
+            fields.append(("h:Reply-To", reply_to))
+        return fields
+
+    def _attempt(
+        self, shared: list[tuple[str, str]], members: Sequence[tuple[int, dict[str, str]]]
+    ) -> list[DeliveryResult] | str:
+        fields = list(shared)
+        fields += [("to", variables["_to"]) for _, variables in members]
+        if not members[0][1].get("_single"):
+            recipient_variables = {
+                v["_email"]: {k: x for k, x in v.items() if not k.startswith("_")}
+                for _, v in members
+            }
+            fields.append(("recipient-variables", json.dumps(recipient_variables)))
+        body, content_type = form_data(fields)
+        reply = self.post(
+            self._path, content=body, headers={"Content-Type": content_type}, auth=self._auth
+        )
+        if isinstance(reply, str) or reply.transient:
+            return self.transient_results(len(members), reply)
+        detail = _message_of(reply)
+        self.raise_for_auth(reply, detail)
+        if reply.ok:
+            body_json = reply.json()
+            provider_id = body_json.get("id") if isinstance(body_json, dict) else None
+            if provider_id is None:  # e.g. a wrong endpoint answering 200 with a web page
+                return results_for(
+                    len(members), "deferred", self.reply_text(reply, "unexpected reply")
+                )
+            return [
+                DeliveryResult("sent", self.reply_text(reply, detail), provider_id) for _ in members
+            ]
+        if reply.status == 404:
+            raise TransportConfigError(
+                f"Mailgun does not know the domain {self.domain!r} at {self.base_url} "
+                f"({self.reply_text(reply, detail)}); check the domain and ?region="
+            )
+        lowered = detail.lower()
+        blames_recipient = reply.status == 413 or (
+            "address" in lowered or "recipient" in lowered or "'to'" in lowered
+        )
+        if blames_recipient and len(members) > 1:
+            return self.reply_text(reply, detail)
+        return results_for(len(members), "failed", self.reply_text(reply, detail))
+
+
+def form_data(fields: Sequence[tuple[str, str]]) -> tuple[bytes, str]:
+    """multipart/form-data with repeated fields kept in order (Mailgun's documented format)."""
+    encoded = [(name.encode(), value.encode("utf-8")) for name, value in fields]
+    while True:
+        boundary = secrets.token_hex(16).encode()
+        if not any(boundary in value for _, value in encoded):
+            break
+    out = []
+    for name, value in encoded:
+        out.append(b"--" + boundary + b"\r\n")
+        out.append(b'Content-Disposition: form-data; name="' + name + b'"\r\n\r\n')
+        out.append(value)
+        out.append(b"\r\n")
+    out.append(b"--" + boundary + b"--\r\n")
+    return b"".join(out), f"multipart/form-data; boundary={boundary.decode()}"
+
+
+def _message_of(reply: ApiReply) -> str:
+    body = reply.json()
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return reply.text.strip()

@@ -1,0 +1,149 @@
+"""Postmark: `POST /email/batch`, up to 500 complete messages per request on a message stream.
+
+Each message of the batch is a full Postmark message (From, To with the subscriber's name,
+Subject, TextBody, HtmlBody, ReplyTo, Headers with Message-ID and List-Unsubscribe, Metadata with
+our ledger key) on the broadcast stream named in the URL (`postmark:?stream=broadcast`, the
+default). Postmark answers 200 with one result per message, in order: ErrorCode 0 is accepted
+(with its MessageID), 406 is an inactive recipient (hard bounce, spam complaint or suppression:
+bounced), anything else fails that message alone. Requests stay under the 50 MB payload limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from newsletter.errors import TransportAuthError, TransportConfigError
+from newsletter.transports._http import (
+    DEFAULT_TIMEOUT,
+    ApiReply,
+    HttpApiTransport,
+    chunk_by_size,
+    chunks,
+    custom_headers,
+    no_target,
+    parse_url,
+    recipient_display,
+    reply_to_of,
+    require_secret,
+    results_for,
+    split_address,
+)
+from newsletter.transports.base import DeliveryResult, OutgoingMessage
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+API = "https://api.postmarkapp.com"
+MAX_MESSAGES = 500
+MAX_PAYLOAD = 45 * 1024 * 1024  # Postmark's limit is 50 MB per batch request
+INACTIVE_RECIPIENT = 406
+# Whole-request error codes that no retry fixes: the run stops with Postmark's words.
+ACCOUNT_ERRORS = {400, 401, 405, 412, 413}
+
+
+class PostmarkTransport(HttpApiTransport):
+    name = "postmark"
+    provider = "Postmark"
+    secret_variable = "POSTMARK_SERVER_TOKEN"
+    max_batch = MAX_MESSAGES
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        stream: str = "broadcast",
+        endpoint: str = API,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            endpoint,
+            {"X-Postmark-Server-Token": token, "Accept": "application/json"},
+            token,
+            timeout=timeout,
+        )
+        self.stream = stream
+
+    @classmethod
+    def from_url(
+        cls, url: str, config: Config | None, environ: Mapping[str, str]
+    ) -> PostmarkTransport:
+        parsed = parse_url(url, "postmark", allowed=("stream",))
+        no_target(parsed, url)
+        stream = parsed.params.get("stream", "broadcast")
+        if not stream or not all(c.isalnum() or c in "-_" for c in stream):
+            raise TransportConfigError(
+                f"postmark stream must be a message stream ID such as 'broadcast', got {stream!r}"
+            )
+        token = require_secret(environ, cls.secret_variable, cls.provider)
+        return cls(token, stream=stream, endpoint=parsed.endpoint or API)
+
+    def describe(self) -> str:
+        return f"postmark: stream {self.stream} ({self.base_url})"
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+        for batch in chunks(messages, MAX_MESSAGES):
+            bodies = [json.dumps(self._message(m)) for m in batch]
+            for part in chunk_by_size(bodies, [len(b) for b in bodies], MAX_PAYLOAD):
+                results += self._send_batch(part)
+        return results
+
+    def _message(self, message: OutgoingMessage) -> dict[str, Any]:
+        parts = message.parts
+        body: dict[str, Any] = {
+            "From": recipient_display(*split_address(parts.from_header)),
+            "To": recipient_display(parts.to_name, parts.to_email),
+            "Subject": parts.subject,
+            "TextBody": parts.text,
+            "HtmlBody": parts.html,
+            "Headers": [{"Name": k, "Value": v} for k, v in custom_headers(message).items()],
+            "Metadata": {"newsletter_key": str(message.key)},
+            "MessageStream": self.stream,
+        }
+        reply_to = reply_to_of(message)
+        if reply_to:
+            body["ReplyTo"] = recipient_display(*split_address(reply_to))
+        return body
+
+    def _send_batch(self, bodies: Sequence[str]) -> list[DeliveryResult]:
+        payload = ("[" + ",".join(bodies) + "]").encode("utf-8")
+        reply = self.post(
+            "/email/batch", content=payload, headers={"Content-Type": "application/json"}
+        )
+        if isinstance(reply, str) or reply.transient:
+            return self.transient_results(len(bodies), reply)
+        body = reply.json()
+        code = body.get("ErrorCode") if isinstance(body, dict) else None
+        detail = f"ErrorCode {code}: {body.get('Message', '')}" if code is not None else None
+        if reply.status == 401 or code == 10:
+            raise TransportAuthError(
+                f"Postmark refused the server token from {self.secret_variable} "
+                f"({self.reply_text(reply, detail)}); check the token"
+            )
+        if not reply.ok:
+            if code in ACCOUNT_ERRORS:
+                raise TransportConfigError(
+                    f"Postmark will not send for this server ({self.reply_text(reply, detail)})"
+                )
+            return results_for(len(bodies), "failed", self.reply_text(reply, detail))
+        if not isinstance(body, list) or len(body) != len(bodies):
+            # Some may have gone out: deferring risks a duplicate, failing risks a loss.
+            return results_for(len(bodies), "deferred", self.reply_text(reply, "malformed reply"))
+        return [self._result(reply, item) for item in body]
+
+    def _result(self, reply: ApiReply, item: Any) -> DeliveryResult:
+        code = item.get("ErrorCode") if isinstance(item, dict) else None
+        text = (
+            self.reply_text(reply, f"ErrorCode {code}: {item.get('Message', '')}".strip())
+            if isinstance(item, dict)
+            else self.reply_text(reply, "malformed result")
+        )
+        if code == 0:
+            return DeliveryResult("sent", text, item.get("MessageID"))
+        if code == INACTIVE_RECIPIENT:
+            return DeliveryResult("bounced", text)
+        if code == 429:
+            return DeliveryResult("deferred", text)
+        return DeliveryResult("failed", text)

@@ -1,0 +1,142 @@
+"""Resend: `POST /emails/batch`, up to 100 complete emails per request.
+
+Every request carries an `Idempotency-Key` derived from the Message-IDs of its emails (which are
+deterministic per campaign and subscriber), so when a batch is retried after a timeout or a
+crash, Resend answers with the first attempt's ids instead of sending it again (keys live 24 h).
+Batches go in permissive validation mode (`x-batch-validation: permissive`): an invalid email
+is reported by index in `errors` and fails alone, the others are sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from newsletter.errors import TransportAuthError, TransportConfigError
+from newsletter.transports._http import (
+    DEFAULT_TIMEOUT,
+    ApiReply,
+    HttpApiTransport,
+    chunks,
+    custom_headers,
+    no_target,
+    parse_url,
+    recipient_display,
+    reply_to_of,
+    require_secret,
+    results_for,
+    split_address,
+)
+from newsletter.transports.base import DeliveryResult, OutgoingMessage
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+
+API = "https://api.resend.com"
+MAX_EMAILS = 100
+KEY_ERRORS = {"missing_api_key", "invalid_api_key", "restricted_api_key", "suspended_api_key"}
+
+
+def idempotency_key(messages: Sequence[OutgoingMessage]) -> str:
+    """Same recipients of the same campaign -> same key; Resend allows up to 256 characters."""
+    digest = hashlib.sha256("\n".join(m.message_id for m in messages).encode()).hexdigest()
+    return f"newsletter-batch/{digest}"
+
+
+class ResendTransport(HttpApiTransport):
+    name = "resend"
+    provider = "Resend"
+    secret_variable = "RESEND_API_KEY"
+    max_batch = MAX_EMAILS
+
+    def __init__(self, api_key: str, *, endpoint: str = API, timeout: float = DEFAULT_TIMEOUT):
+        super().__init__(endpoint, {"Authorization": f"Bearer {api_key}"}, api_key, timeout=timeout)
+
+    @classmethod
+    def from_url(
+        cls, url: str, config: Config | None, environ: Mapping[str, str]
+    ) -> ResendTransport:
+        parsed = parse_url(url, "resend")
+        no_target(parsed, url)
+        key = require_secret(environ, cls.secret_variable, cls.provider)
+        return cls(key, endpoint=parsed.endpoint or API)
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        results: list[DeliveryResult] = []
+        for batch in chunks(messages, MAX_EMAILS):
+            results += self._send_batch(batch)
+        return results
+
+    def _email(self, message: OutgoingMessage) -> dict[str, Any]:
+        parts = message.parts
+        body: dict[str, Any] = {
+            "from": recipient_display(*split_address(parts.from_header)),
+            "to": [recipient_display(parts.to_name, parts.to_email)],
+            "subject": parts.subject,
+            "text": parts.text,
+            "html": parts.html,
+            "headers": custom_headers(message),
+            "tags": [{"name": "newsletter_key", "value": str(message.key)}],
+        }
+        reply_to = reply_to_of(message)
+        if reply_to:
+            body["reply_to"] = recipient_display(*split_address(reply_to))
+        return body
+
+    def _send_batch(self, batch: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        payload = json.dumps([self._email(m) for m in batch]).encode("utf-8")
+        reply = self.post(
+            "/emails/batch",
+            content=payload,
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": idempotency_key(batch),
+                "x-batch-validation": "permissive",
+            },
+        )
+        if isinstance(reply, str) or reply.transient:
+            return self.transient_results(len(batch), reply)
+        body = reply.json()
+        error_name = body.get("name") if isinstance(body, dict) else None
+        detail = body.get("message") if isinstance(body, dict) and "message" in body else None
+        if reply.status == 401 or error_name in KEY_ERRORS:
+            raise TransportAuthError(
+                f"Resend refused the API key from {self.secret_variable} "
+                f"({self.reply_text(reply, detail)}); check the key and its sending access"
+            )
+        if reply.status == 403:  # e.g. an unverified sending domain: no message can go out
+            raise TransportConfigError(f"Resend refused to send: {self.reply_text(reply, detail)}")
+        if reply.status == 409 and error_name == "concurrent_idempotent_requests":
+            return results_for(len(batch), "deferred", self.reply_text(reply, detail), 1.0)
+        if not reply.ok:
+            return results_for(len(batch), "failed", self.reply_text(reply, detail))
+        return self._map(reply, body, len(batch))
+
+    def _map(self, reply: ApiReply, body: Any, n: int) -> list[DeliveryResult]:
+        data = body.get("data") if isinstance(body, dict) else None
+        errors = (body.get("errors") or []) if isinstance(body, dict) else []
+        failed = {
+            e["index"]: str(e.get("message", ""))
+            for e in errors
+            if isinstance(e, dict) and isinstance(e.get("index"), int)
+        }
+        if not isinstance(data, list):
+            return results_for(n, "deferred", self.reply_text(reply, "malformed reply"))
+        ids: list[Any]
+        if len(data) == n:
+            ids = data
+        elif len(data) == n - len(failed):
+            it = iter(data)
+            ids = [None if i in failed else next(it) for i in range(n)]
+        else:
+            return results_for(n, "deferred", self.reply_text(reply, "malformed reply"))
+        out = []
+        for i in range(n):
+            if i in failed:
+                out.append(DeliveryResult("failed", self.reply_text(reply, failed[i])))
+            else:
+                item = ids[i] if isinstance(ids[i], dict) else {}
+                out.append(DeliveryResult("sent", self.reply_text(reply, "OK"), item.get("id")))
+        return out
