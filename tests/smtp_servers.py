@@ -274,9 +274,9 @@ class SmtpServer:
                 kwargs["require_starttls"] = True
         if auth is not None:
             kwargs["authenticator"] = _Authenticator(auth)
-            kwargs["auth_required"] = True
-            # Implicit TLS is invisible to aiosmtpd's STARTTLS bookkeeping: only demand TLS for
-            # AUTH where STARTTLS is the way to get it.
+            # Implicit TLS is invisible to aiosmtpd's STARTTLS bookkeeping (it would refuse AUTH
+            # or warn), so only the STARTTLS server demands TLS for, and AUTH before, MAIL.
+            kwargs["auth_required"] = tls == "starttls"
             kwargs["auth_require_tls"] = tls == "starttls"
         self.controller = Controller(
             self.handler,
