@@ -275,7 +275,18 @@ class _Validator:
         bad = pattern.search(value.strip() if single_line else value)
         if bad:
             what = "a line break" if bad.group() in "\r\n\u2028\u2029" else "a control character"
-            self.error(here, f"contains {what} ({bad.group()!r}); this field must be one line")
+            advice = "this field must be one line" if single_line else "remove it"
+            line, col = locate_in_value(self.doc, here, bad.group())
+            self.errors.append(
+                Diagnostic(
+                    self.doc.path,
+                    line,
+                    col,
+                    "error",
+                    field_path(here),
+                    f"contains {what} ({bad.group()!r}); {advice}",
+                )
+            )
             return None
         return value.strip() if single_line else value.strip("\n")
 

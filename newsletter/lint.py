@@ -154,9 +154,9 @@ def _lint_header(linter: _Linter, data: dict) -> None:
     if preheader is None or (isinstance(preheader, str) and not preheader.strip()):
         linter.add(
             "warning",
-            ("preheader",) if "preheader" in data else (),
-            "no preheader: inboxes will preview whatever text comes first; "
-            "add a one-line 'preheader' summing up the issue",
+            ("preheader",),
+            "missing; inboxes will preview whatever text comes first instead: "
+            "add one line summing up the issue",
             at=None if "preheader" in data else (1, 1),
         )
     elif isinstance(preheader, str) and len(text := _sample_text(preheader).strip()) > (

@@ -104,8 +104,16 @@ def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
             # The cause is often where the construct began (an unclosed bracket or quote).
             problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise YamlInvalid(_error(name, line, col, f"YAML syntax error: {problem}")) from None
+    except yaml.reader.ReaderError as exc:  # a raw control character in the file
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlInvalid(
+            _error(name, line, col, f"control character U+{char:04X} is not allowed in the file")
+        ) from None
     except yaml.YAMLError as exc:
-        raise YamlInvalid(_error(name, 1, 1, f"YAML syntax error: {exc}")) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
+        raise YamlInvalid(_error(name, 1, 1, f"YAML syntax error: {first}")) from None
     if node is None:
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     doc = YamlDocument(path=name, text=text, data=None)
