@@ -134,7 +134,7 @@ class SesTransport(Transport):
                 "sesv2",
                 endpoint_url=self.endpoint,
                 config=BotoConfig(
-                    retries={"max_attempts": 1, "mode": "standard"},  # the runner retries
+                    retries={"total_max_attempts": 1, "mode": "standard"},  # the runner retries
                     connect_timeout=min(self._timeout, 10.0),
                     read_timeout=self._timeout,
                     max_pool_connections=self.workers * 2,
