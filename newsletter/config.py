@@ -216,7 +216,11 @@ def _build(
             raise ConfigError(f"'{key}' is not a valid address: {exc}", *where(key)) from None
 
     base_url = (text("base_url") or DEFAULTS["base_url"]).rstrip("/")
-    parts = urlsplit(base_url)
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:  # e.g. an unclosed IPv6 bracket: reported below like any bad URL
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
             f"'base_url' must be an http(s) URL such as https://news.example.com, got {base_url!r}",

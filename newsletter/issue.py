@@ -294,8 +294,7 @@ class _Validator:
         value = self.text(data, key, parts, required=required, single_line=True)
         if value is None:
             return None
-        split = urlsplit(value)
-        if split.scheme not in ("http", "https") or not split.netloc or " " in value:
+        if not is_http_url(value):
             self.error((*parts, key), f"expected an http:// or https:// URL, got {value!r}")
             return None
         return value
@@ -437,6 +436,20 @@ class _Validator:
         if title is None:
             return None
         return Source(title=title, publisher=publisher, url=url)
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host, a valid port and no spaces: what clients can fetch."""
+    try:
+        split = urlsplit(value)
+        split.port  # noqa: B018 - raises ValueError for a port like :99999 or :abc
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return (
+        split.scheme in ("http", "https")
+        and bool(split.hostname)
+        and not any(ch.isspace() or ord(ch) < 32 for ch in value)
+    )
 
 
 def _kind(value: Any) -> str:

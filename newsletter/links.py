@@ -19,7 +19,7 @@ from markdown_it import MarkdownIt
 
 from newsletter import __version__
 from newsletter.diagnostics import Diagnostic, field_path
-from newsletter.issue import locate_in_value
+from newsletter.issue import is_http_url, locate_in_value
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 MARKDOWN_ISSUE_FIELDS = ("intro", "outro")
@@ -118,8 +118,10 @@ async def _probe(client: httpx.AsyncClient, url: str) -> str | None:
         return "too many redirects"
     except httpx.ConnectError as exc:
         return f"unreachable ({_reason(exc)})"
-    except (httpx.HTTPError, OSError, ValueError) as exc:
-        # Malformed responses, TLS failures, invalid URLs: all reported, never a crash.
+    except Exception as exc:
+        # Malformed responses, TLS failures, odd URLs the network stack refuses (an out-of-range
+        # port surfaces as an ExceptionGroup from anyio): a remote site's fault is a warning on
+        # its line, never a crash of `check`.
         return f"request failed ({_reason(exc)})"
 
 
@@ -153,7 +155,7 @@ def check_links(
     doc: YamlDocument, *, timeout: float = 10.0, concurrency: int = 8
 ) -> list[Diagnostic]:
     """Warnings for every http(s) URL of the issue that does not answer successfully."""
-    refs = [r for r in issue_urls(doc) if r.url.lower().startswith(("http://", "https://"))]
+    refs = [r for r in issue_urls(doc) if is_http_url(r.url)]  # the rest are errors already
     if not refs:
         return []
     results = asyncio.run(

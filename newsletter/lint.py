@@ -8,16 +8,16 @@ links and images inside Markdown, and the size of the final inlined HTML against
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
-from newsletter.issue import Issue, locate_in_value, parse_issue
+from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls
 from newsletter.yamlsource import FieldPath, YamlDocument
 
@@ -31,6 +31,7 @@ SUBJECT_MAX = 78  # RFC 5322's recommended line length; inboxes cut far earlier 
 SKELETON_MARK = "TODO:"
 SKELETON_URL = "https://example.com/TODO"
 LINK_SCHEMES = ("http", "https", "mailto")
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
 
 
 def check_issue(
@@ -201,17 +202,26 @@ def _lint_sources(linter: _Linter, data: dict) -> None:
 def _lint_urls(linter: _Linter) -> None:
     for ref in issue_urls(linter.doc):
         at = (ref.line, ref.col)
-        scheme = urlsplit(ref.url).scheme.lower()
-        if ref.kind in ("link", "markdown image") and scheme not in LINK_SCHEMES:
-            shown = ref.url or "(empty)"
+        scheme_match = _SCHEME.match(ref.url)
+        scheme = scheme_match.group(1).lower() if scheme_match else ""
+        web = scheme in ("http", "https")
+        valid = web and is_http_url(ref.url)
+        if ref.kind in ("link", "markdown image") and web and not valid:
             linter.add(
                 "error",
                 ref.parts,
-                f"link target '{shown}' is not an absolute http:// or https:// URL; "
-                "relative links do not work in an email",
+                f"link target '{ref.url}' is not a valid URL; check its host and port",
                 at=at,
             )
-        elif scheme == "http":
+        elif ref.kind in ("link", "markdown image") and scheme not in LINK_SCHEMES:
+            linter.add(
+                "error",
+                ref.parts,
+                f"link target '{ref.url or '(empty)'}' is not an absolute http:// or https:// "
+                "URL; relative links do not work in an email",
+                at=at,
+            )
+        elif scheme == "http" and valid:
             linter.add(
                 "warning",
                 ref.parts,

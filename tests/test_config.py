@@ -56,6 +56,11 @@ def run_with_config(runner: CliRunner, project: Path, text: str, **env: str) -> 
             "3: 'base_url' must be an http(s) URL such as https://news.example.com, "
             "got 'ftp://files.example.org'",
         ),
+        (
+            GOOD + "base_url: http://[::1\n",
+            "3: 'base_url' must be an http(s) URL such as https://news.example.com, "
+            "got 'http://[::1'",
+        ),
         ("name: [a, b]\nfrom: T <t@example.org>\n", "1: 'name' must be text"),
         (
             GOOD + "dkim:\n  domian: example.org\n",
