@@ -228,6 +228,7 @@ MUTATIONS = [
     b"\xff", b"\r", b"[", b"]", b"'", b'"', b"|", b">", b"#", b"\n  ", b"\n", b"? ", b"<<: ",
     b"---\n", b"\xe2\x80\xa8", b"[x](y)", b"![](z)", b"<http://a>", b"{{ subscriber.x }}",
     b"2026-02-30", b"null", b"~", b"[]", b"{}", b"1e400", b".nan", b"TODO: x",
+    b"url: http://[::1\n", b"\n      - title: t\n        url: http://a:99999\n", b"[l](http://[x)",
 ]  # fmt: skip
 
 
