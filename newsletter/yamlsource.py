@@ -81,39 +81,9 @@ def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     _reject_tab_indentation(text, name)
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            anchor = getattr(event, "anchor", None)
-            if isinstance(event, yaml.AliasEvent) or anchor:
-                mark = event.start_mark
-                raise YamlInvalid(
-                    _error(
-                        name,
-                        mark.line + 1,
-                        mark.column + 1,
-                        "YAML anchors and aliases (&name, *name) are not allowed",
-                    )
-                )
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or "invalid YAML"
-        if exc.context and "expected a single document" in exc.context:
-            problem = "more than one YAML document (a '---' separator); expected one"
-        elif exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
-            # The cause is often where the construct began (an unclosed bracket or quote).
-            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
-        raise YamlInvalid(_error(name, line, col, f"YAML syntax error: {problem}")) from None
-    except yaml.reader.ReaderError as exc:  # a raw control character in the file
-        line = text.count("\n", 0, exc.position) + 1
-        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
-        raise YamlInvalid(
-            _error(name, line, col, f"control character U+{char:04X} is not allowed in the file")
-        ) from None
+        node = _compose(text, name)
     except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
-        raise YamlInvalid(_error(name, 1, 1, f"YAML syntax error: {first}")) from None
+        raise YamlInvalid(_syntax_error(exc, text, name)) from None
     if node is None:
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     doc = YamlDocument(path=name, text=text, data=None)
@@ -124,6 +94,42 @@ def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlInvalid(_error(name, line, col, f"invalid value: {exc.problem}")) from None
     return doc
+
+
+def _compose(text: str, name: str) -> Node | None:
+    """The node tree, refusing anchors and aliases before anything could expand them."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            mark = event.start_mark
+            raise YamlInvalid(
+                _error(
+                    name,
+                    mark.line + 1,
+                    mark.column + 1,
+                    "YAML anchors and aliases (&name, *name) are not allowed",
+                )
+            )
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def _syntax_error(exc: yaml.YAMLError, text: str, name: str) -> Diagnostic:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if exc.context and "expected a single document" in exc.context:
+            problem = "more than one YAML document (a '---' separator); expected one"
+        elif exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            # The cause is often where the construct began (an unclosed bracket or quote).
+            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        return _error(name, line, col, f"YAML syntax error: {problem}")
+    if isinstance(exc, yaml.reader.ReaderError):  # a raw control character in the file
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return _error(name, line, col, f"control character U+{char:04X} is not allowed in the file")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
+    return _error(name, 1, 1, f"YAML syntax error: {first}")
 
 
 def _reject_tab_indentation(text: str, name: str) -> None:
