@@ -145,3 +145,53 @@ def test_saving_newsletter_yaml_rebuilds_with_the_new_configuration(project: Pat
         assert server.snapshot.config.name == "Renamed Letter"
         _status, _headers, state = get(server.url + "api/state")
         assert json.loads(state)["email"]["from"] == "Renamed Letter <news@example.org>"
+
+
+def _wait_for(predicate, timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _first_headline(server: PreviewServer) -> str | None:
+    compiled = server.snapshot.compiled
+    return compiled.issue.stories[0].headline if compiled else None
+
+
+def test_editor_style_saves_rename_and_delete_are_followed(project: Path) -> None:
+    issue = project / ISSUE
+    original = issue.read_text("utf-8")
+    with PreviewServer(issue, config_path=project / "newsletter.yaml", start_dir=project) as s:
+        # vim, JetBrains and friends write a temporary file and rename it over the original.
+        temporary = issue.with_name(".issue.yaml.swp~")
+        temporary.write_text(original.replace("reset the partnership", "renamed it"), "utf-8")
+        os.replace(temporary, issue)
+        assert _wait_for(lambda: "renamed it" in (_first_headline(s) or ""))
+        issue.unlink()
+        assert _wait_for(lambda: not s.snapshot.ok)
+        assert "file not found" in s.snapshot.problems[0].message
+        issue.write_text(original, "utf-8")
+        assert _wait_for(lambda: s.snapshot.ok)
+        assert "reset the partnership" in (_first_headline(s) or "")
+
+
+def test_a_theme_folder_created_after_start_is_picked_up(project: Path) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text("utf-8") + "templates: theme\n", "utf-8")
+    with PreviewServer(project / ISSUE, config_path=config, start_dir=project) as server:
+        assert not server.snapshot.ok  # the folder is missing
+        (project / "theme").mkdir()
+        assert _wait_for(lambda: server.snapshot.ok)
+        # Now watched as a theme folder: an override template changes the email.
+        (project / "theme" / "footer.mjml").write_text(
+            '<mj-section><mj-column><mj-text css-class="nl-footer">Custom footer here'
+            "</mj-text></mj-column></mj-section>\n",
+            "utf-8",
+        )
+        assert _wait_for(
+            lambda: server.snapshot.compiled is not None
+            and "Custom footer here" in server.snapshot.compiled.web_html
+        )

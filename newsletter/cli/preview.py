@@ -30,11 +30,14 @@ def preview(issue: Path, port: int, host: str, open_browser: bool) -> None:
     """
     from newsletter.web.preview import PreviewServer
 
-    server = PreviewServer(issue, config_path=app().config_path, host=host, port=port)
-    click.echo(f"Previewing {issue} at {server.url} (Ctrl-C to stop)")
-    if open_browser:
-        webbrowser.open(server.url)
-    server.serve_forever()
+    try:
+        server = PreviewServer(issue, config_path=app().config_path, host=host, port=port)
+        click.echo(f"Previewing {issue} at {server.url} (Ctrl-C to stop)")
+        if open_browser:
+            webbrowser.open(server.url)
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signal
+        pass
     click.echo("Preview stopped.")
 
 

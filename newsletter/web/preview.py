@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import uvicorn
 
@@ -35,6 +35,12 @@ class _Uvicorn(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
         super().__init__(config)
         self.hub = hub
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the signal once shut down (a KeyboardInterrupt, or death by SIGTERM);
+        # the preview has shut down cleanly by then, so it just returns.
+        self._captured_signals.clear()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Event streams never finish by themselves: end them first, or shutdown waits for them.
@@ -90,9 +96,11 @@ class PreviewServer:
 
     def serve_forever(self) -> None:
         """Serve in this thread until Ctrl-C (or SIGTERM); return quietly, no traceback."""
-        with contextlib.suppress(KeyboardInterrupt):
-            self._server.run(sockets=[self.socket])
-        self.socket.close()
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                self._server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
 
     def start(self) -> PreviewServer:
         """Serve from a background thread; return once the server accepts connections."""

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from watchfiles import Change
+from watchfiles.main import FileChange
 
 from newsletter.errors import NewsletterError
 from newsletter.render.theme import BUILTIN_THEME, theme_dirs
@@ -47,7 +49,11 @@ class PreviewState:
         hub.version = self.snapshot.version
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def rebuild(self) -> Snapshot:
+    def rebuild(self, changes: frozenset[FileChange] = frozenset()) -> Snapshot:
+        if not changes or any(kind != Change.modified for kind, _path in changes):
+            # A file appeared or vanished (or what changed is unknown): maybe a theme override,
+            # which Jinja's template cache, keyed by name, would not notice.
+            self.builder.forget_templates()
         with self._lock:
             snapshot = self.builder.build(self.snapshot.version + 1)
             self.snapshot = snapshot

@@ -89,6 +89,19 @@ class Builder:
         self.start = (start or Path.cwd()).resolve()
         self.last_config: Config | None = None  # the last configuration that loaded
 
+    def forget_templates(self) -> None:
+        """Drop the theme's parsed templates so the next build reads the folders afresh."""
+        from newsletter.render import theme
+
+        if self.last_config is None:
+            return
+        try:
+            env = theme.environment(self.last_config)
+        except NewsletterError:
+            return
+        if env.cache is not None:
+            env.cache.clear()
+
     def build(self, version: int) -> Snapshot:
         began = time.perf_counter()
         config: Config | None = None

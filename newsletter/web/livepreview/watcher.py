@@ -17,11 +17,13 @@ from pathlib import Path
 
 import anyio
 from watchfiles import Change, DefaultFilter, awatch
+from watchfiles.main import FileChange
 
 from newsletter.config import CONFIG_NAME
 
 QUIET_SECONDS = 0.08
 MAX_WAIT_SECONDS = 0.4
+WATCHER_SETUP_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,12 @@ def watch_set(
     issue: Path, config_file: Path | None, root: Path, themes: Iterable[Path]
 ) -> WatchSet:
     config = config_file or root / CONFIG_NAME  # watched even before it exists
+    folders = frozenset(Path(t).resolve() for t in themes)
+    # A theme folder that does not exist yet is watched for its creation, like a file.
+    missing = {f for f in folders if not f.is_dir()}
     return WatchSet(
-        files=frozenset({issue.resolve(), config.resolve()}),
-        folders=frozenset(Path(t).resolve() for t in themes),
+        files=frozenset({issue.resolve(), config.resolve(), *missing}),
+        folders=folders - missing,
     )
 
 
@@ -83,10 +88,16 @@ class Hub:
 class Rebuilder:
     """Runs `rebuild` after changes, one build at a time, coalescing bursts."""
 
-    def __init__(self, rebuild: Callable[[], None], current_watch_set: Callable[[], WatchSet]):
+    def __init__(
+        self,
+        rebuild: Callable[[frozenset[FileChange]], object],
+        current_watch_set: Callable[[], WatchSet],
+    ) -> None:
         self.rebuild = rebuild
         self.current_watch_set = current_watch_set
         self.builds = 0
+        self._changes: set[FileChange] = set()
+        self._watching: WatchSet | None = None
         self._dirty = asyncio.Event()
         self._stop = anyio.Event()
         self._restart = anyio.Event()
@@ -96,7 +107,8 @@ class Rebuilder:
         self._restart.set()
         self._dirty.set()
 
-    def changed(self) -> None:
+    def changed(self, changes: Iterable[FileChange] = ()) -> None:
+        self._changes.update(changes)
         self._dirty.set()
 
     async def run(self) -> None:
@@ -119,23 +131,31 @@ class Rebuilder:
                 if not self._dirty.is_set() or loop.time() - first >= MAX_WAIT_SECONDS:
                     break
             self._dirty.clear()
-            before = self.current_watch_set()
-            await anyio.to_thread.run_sync(self.rebuild)
+            changes, self._changes = frozenset(self._changes), set()
+            await anyio.to_thread.run_sync(self.rebuild, changes)
             self.builds += 1
-            if self.current_watch_set() != before:
-                self._restart.set()  # e.g. config.templates now points elsewhere
+            if self.current_watch_set() != self._watching:
+                # config.templates points elsewhere now, or a theme folder appeared.
+                self._restart.set()
 
     async def _watch_loop(self) -> None:
+        restarted = False
         while not self._stop.is_set():
             self._restart = anyio.Event()
-            watched = self.current_watch_set()
+            watched = self._watching = self.current_watch_set()
             async with anyio.create_task_group() as tasks:
                 if watched.file_parents:
                     tasks.start_soon(self._watch, watched.file_parents, False, watched.files)
                 if watched.existing_folders:
                     tasks.start_soon(self._watch, watched.existing_folders, True, None)
+                if restarted:
+                    # A file saved in a newly watched folder before its watcher started would
+                    # go unnoticed: build once more when the watchers are up.
+                    await anyio.sleep(WATCHER_SETUP_SECONDS)
+                    self.changed()
                 await self._restart.wait()
                 tasks.cancel_scope.cancel()
+            restarted = True
 
     async def _watch(
         self, paths: frozenset[Path], recursive: bool, only: frozenset[Path] | None
@@ -151,7 +171,7 @@ class Rebuilder:
                 rust_timeout=500,
             ):
                 if changes:
-                    self.changed()
+                    self.changed(changes)
 
 
 class _Filter(DefaultFilter):
