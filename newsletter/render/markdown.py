@@ -7,6 +7,7 @@ references (`text [1]`) collected per story by a `References` object.
 
 from __future__ import annotations
 
+import functools
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +23,34 @@ _MD = MarkdownIt("commonmark", {"html": False})
 _DIRECTIONAL = {"paragraph_open", "heading_open", "list_item_open", "blockquote_open"}
 
 
+@functools.lru_cache(maxsize=1024)
+def _parse(source: str) -> tuple[Token, ...]:
+    """Tokens of one Markdown text, shared by the HTML and text renderings: never mutate them."""
+    return tuple(_MD.parse(source))
+
+
+@functools.lru_cache(maxsize=512)  # the email and the web version render the same Markdown
 def to_html(source: str, heading_offset: int = 2) -> Markup:
     """Render Markdown to HTML; `# Heading` becomes <h3> by default (h1/h2 belong to the theme)."""
-    tokens = _MD.parse(source)
-    for token in tokens:
-        if token.type in ("heading_open", "heading_close"):
-            token.tag = f"h{min(6, int(token.tag[1]) + heading_offset)}"
-        if token.type in _DIRECTIONAL and not token.hidden:
-            token.attrSet("dir", "auto")
+    tokens = []
+    for token in _parse(source):
+        heading = token.type in ("heading_open", "heading_close")
+        directional = token.type in _DIRECTIONAL and not token.hidden
+        if heading or directional:
+            token = token.copy(attrs=dict(token.attrs))
+            if heading:
+                token.tag = f"h{min(6, int(token.tag[1]) + heading_offset)}"
+            if directional:
+                token.attrSet("dir", "auto")
+        tokens.append(token)
     # markdown-it escapes all text and drops unsafe link schemes, so its output is safe markup.
     return Markup(_MD.renderer.render(tokens, _MD.options, {}))
+
+
+def clear_caches() -> None:
+    """Forget rendered Markdown (benchmarks measure a first render)."""
+    _parse.cache_clear()
+    to_html.cache_clear()
 
 
 def to_html_inline(source: str) -> Markup:
@@ -82,7 +101,7 @@ def to_text(
 
     `first` replaces `indent` at the start of the first line (a bullet: indent="  ", first="- ").
     """
-    text = _TextWriter(refs, width).render(_MD.parse(source), indent)
+    text = _TextWriter(refs, width).render(_parse(source), indent)
     if first is not None and text.startswith(indent):
         text = first + text[len(indent) :]
     return text
