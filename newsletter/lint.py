@@ -300,5 +300,7 @@ def size_diagnostics(issue: Issue, config: Config) -> list[Diagnostic]:
 
 
 def _sample_unsubscribe_url(config: Config) -> str:
-    # As long as a real signed link, so the measured size matches what subscribers receive.
-    return f"{config.base_url}/unsubscribe/{'x' * 96}"
+    """A link shaped and sized like a real one; the secret changes its letters, not its length."""
+    from newsletter.tokens import unsubscribe_url
+
+    return unsubscribe_url(config, 10**9, bytes(32))  # a large id: the longest likely token
