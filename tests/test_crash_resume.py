@@ -95,3 +95,54 @@ def test_ctrl_c_stops_after_in_flight_messages_and_says_how_to_resume(sender) ->
     assert resumed.returncode == 0, (out, err)
     assert ledger_counts(db) == {"sent": N}
     assert f"{N - counts['sent']} sent, 0 failed" in out
+
+
+def test_sigkill_mid_campaign_then_resume_delivers_everyone_once_but_in_flight(
+    sender, project: Path
+) -> None:
+    from click.testing import CliRunner
+    from smtp_servers import SmtpServer
+
+    from newsletter.cli import main
+
+    start, db, issue = sender
+    with SmtpServer() as server:
+        proc = start("--transport", server.url(), "--rate", "20/s", "--concurrency", "3")
+        server.wait_for(8, timeout=20)
+        proc.kill()  # SIGKILL: no cleanup of any kind
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        inflight = {
+            row[0]
+            for row in conn.execute(
+                "SELECT s.email FROM campaign_recipients r JOIN subscribers s"
+                " ON s.id = r.subscriber_id WHERE r.status = 'inflight'"
+            )
+        }
+        recorded_sent = conn.execute(
+            "SELECT COUNT(*) FROM campaign_recipients WHERE status = 'sent'"
+        ).fetchone()[0]
+        conn.close()
+        before = server.count_by_recipient()
+        # Marked sent only after the server accepted: the ledger never runs ahead of the server.
+        assert recorded_sent <= sum(before.values()) < N
+        status = CliRunner().invoke(
+            main, ["--config", str(project / "newsletter.yaml"), "status", str(issue)]
+        )
+        assert f"unknown {len(inflight)}" in status.output
+
+        resumed = start("--transport", server.url())
+        out, err = resumed.communicate(timeout=60)
+        assert resumed.returncode == 0, (out, err)
+        counts = server.count_by_recipient()
+        assert set(counts) == {f"reader{i:02d}@example.net" for i in range(N)}
+        duplicated = {rcpt for rcpt, n in counts.items() if n > 1}
+        assert all(n <= 2 for n in counts.values())
+        assert duplicated <= inflight, (duplicated, inflight)
+        for rcpt in duplicated:
+            ids = {m["Message-ID"] for m in server.parsed(rcpt)}
+            assert len(ids) == 1  # the resend carries the same Message-ID: receivers dedupe
+    assert ledger_counts(db) == {"sent": N}

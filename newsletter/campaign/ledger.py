@@ -135,6 +135,7 @@ class Ledger:
         from newsletter.db import migrate
 
         self.conn = conn
+        self._last_beat = 0.0
         migrate(conn, "campaigns", MIGRATIONS)
 
     # -- campaigns -------------------------------------------------------------------------
@@ -251,9 +252,15 @@ class Ledger:
         return bool(row and row["owner"] and _alive(row["owner"], row["heartbeat"]))
 
     def heartbeat(self, campaign_id: int) -> None:
+        self._last_beat = time.monotonic()
         self.conn.execute(
             "UPDATE campaigns SET heartbeat = ? WHERE id = ?", (time.time(), campaign_id)
         )
+
+    def _beat(self, campaign_id: int) -> None:
+        """Refresh the heartbeat now and then (inside the caller's transaction)."""
+        if time.monotonic() - self._last_beat > 5.0:
+            self.heartbeat(campaign_id)
 
     # -- recipients ------------------------------------------------------------------------
     def counts(self, campaign_id: int) -> Counts:
@@ -264,33 +271,39 @@ class Ledger:
         ).fetchall()
         return Counts(**{r["status"]: int(r["n"]) for r in rows})
 
-    def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
-        """Mark up to `limit` ready rows inflight (committed) and return them.
+    def ready_deferred(self, campaign_id: int, now: float, limit: int) -> list[WorkItem]:
+        """Deferred rows whose next try (in this run) has come."""
+        rows = self.conn.execute(
+            _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'deferred'"
+            " AND next_try IS NOT NULL AND next_try <= ? ORDER BY next_try, id LIMIT ?",
+            (campaign_id, now, limit),
+        ).fetchall()
+        return [_work_item(r) for r in rows]
 
-        Ready: deferred rows whose next try has come (one without a next try waits for the next
-        run), then due rows in snapshot order (including rows a crashed run left in flight).
-        """
+    def next_due(self, campaign_id: int, after_id: int, limit: int) -> list[WorkItem]:
+        """Due rows in snapshot order after `after_id` (read only: nothing is claimed)."""
+        rows = self.conn.execute(
+            _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'due' AND id > ?"
+            " ORDER BY id LIMIT ?",
+            (campaign_id, after_id, limit),
+        ).fetchall()
+        return [_work_item(r) for r in rows]
+
+    def mark_inflight(self, campaign_id: int, row_ids: Sequence[int]) -> None:
+        """Committed before the rows are handed to a transport: after a crash these are the
+        recipients whose fate is unknown."""
         with self.transaction():
-            rows = self.conn.execute(
-                _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'deferred'"
-                " AND next_try IS NOT NULL AND next_try <= ? ORDER BY next_try, id LIMIT ?",
-                (campaign_id, now, limit),
-            ).fetchall()
-            if len(rows) < limit:
-                rows += self.conn.execute(
-                    _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'due' ORDER BY id LIMIT ?",
-                    (campaign_id, limit - len(rows)),
-                ).fetchall()
-            items = [
-                WorkItem(r["id"], r["subscriber_id"], r["status"], r["attempts"], r["run_attempts"])
-                for r in rows
-            ]
-            if items:
-                self.conn.executemany(
-                    "UPDATE campaign_recipients SET status = 'inflight' WHERE id = ?",
-                    ((it.row_id,) for it in items),
-                )
-                self.heartbeat(campaign_id)
+            self.conn.executemany(
+                "UPDATE campaign_recipients SET status = 'inflight' WHERE id = ?",
+                ((row_id,) for row_id in row_ids),
+            )
+            self._beat(campaign_id)
+
+    def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
+        """Mark up to `limit` ready rows inflight and return them (deferred ones first)."""
+        items = self.ready_deferred(campaign_id, now, limit)
+        items += self.next_due(campaign_id, 0, limit - len(items))
+        self.mark_inflight(campaign_id, [it.row_id for it in items])
         return items
 
     def has_inflight(self, campaign_id: int) -> bool:
@@ -348,7 +361,7 @@ class Ledger:
                     for o in outcomes
                 ),
             )
-            self.heartbeat(campaign_id)
+            self._beat(campaign_id)
 
     def iter_pending_subscribers(self, campaign_id: int) -> Iterator[int]:
         """Subscriber ids still to be sent (for a dry run of a resumed campaign), streamed."""
@@ -393,6 +406,12 @@ class _Transaction:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
+
+
+def _work_item(row: sqlite3.Row) -> WorkItem:
+    return WorkItem(
+        row["id"], row["subscriber_id"], row["status"], row["attempts"], row["run_attempts"]
+    )
 
 
 def _alive(owner: str, heartbeat: float | None) -> bool:

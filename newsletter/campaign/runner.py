@@ -13,6 +13,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ class RunOptions:
     # Batches in flight (claimed, not yet recorded) per worker. Small keeps the "unknown" set
     # after a crash small; 2 keeps every worker busy while the ledger thread records.
     window_per_worker: int = 2
-    min_window: int = 256
+    prefetch: int = 256  # due rows read and built ahead (not yet marked inflight)
 
 
 @dataclass
@@ -81,17 +82,15 @@ class Runner:
             # Under a rate limit a big batch would wait for all its slots and then go out as a
             # burst: keep batches to about a quarter second's worth.
             self.max_batch = max(1, min(self.max_batch, int(limiter.rate.per_second / 4)))
-        # Claiming and recording in chunks keeps the ledger's transactions few. Rows claimed
-        # but not yet handed to a transport are never duplicates after a crash (nobody got
-        # them yet), so the window can be larger than what the transports hold at once.
-        self.window = max(
-            options.concurrency * self.max_batch * options.window_per_worker, options.min_window
-        )
+        self.window = options.concurrency * self.max_batch * options.window_per_worker
         self.work: queue.Queue[object] = queue.Queue()
         self.results: queue.Queue[tuple[list[OutgoingMessage], list[DeliveryResult] | None]] = (
             queue.Queue()
         )
-        self.inflight: dict[int, WorkItem] = {}
+        self.inflight: dict[int, WorkItem] = {}  # queued for or held by a worker
+        self.prefetched: deque[tuple[OutgoingMessage, WorkItem]] = deque()  # still "due"
+        self.due_cursor = 0
+        self.due_exhausted = False
         self.tally = Tally()
         self.streak = 0
         self._streak_lock = threading.Lock()
@@ -139,7 +138,7 @@ class Runner:
                 continue
             if len(self.inflight) < self.window and self._fill():
                 continue
-            if not self.inflight:
+            if not self.inflight and not self.prefetched:
                 retry_at = self.ledger.next_retry_at(self.campaign_id)
                 if retry_at is None:
                     return
@@ -149,21 +148,56 @@ class Runner:
             self._drain(block=True, timeout=0.5)
 
     def _fill(self) -> bool:
-        want = self.window - len(self.inflight)
-        items = self.ledger.claim(self.campaign_id, want, time.time())
+        """Hand more messages to the workers; False when nothing is ready right now.
+
+        Due rows are read and their messages built ahead, in chunks (cheap queries, one
+        `get_many`), but marked `inflight` only when they are queued for a worker, so after a
+        crash "unknown" means: possibly handed to a transport.
+        """
+        room = self.window - len(self.inflight)
+        now = time.time()
+        ready: list[tuple[OutgoingMessage, WorkItem]] = []
+        retries = self.ledger.ready_deferred(self.campaign_id, now, room)
+        if retries:
+            ready += self._build(retries)
+        while len(ready) < room:
+            if len(self.prefetched) == 0:
+                if not self._prefetch():
+                    break
+                continue
+            ready.append(self.prefetched.popleft())
+        if not ready:
+            return bool(retries)  # all of them were skipped or failed to build: look again
+        self.ledger.mark_inflight(self.campaign_id, [item.row_id for _, item in ready])
+        for message, item in ready:
+            self.inflight[message.key] = item
+        messages = [message for message, _ in ready]
+        for start in range(0, len(messages), self.max_batch):
+            self.work.put(messages[start : start + self.max_batch])
+        return True
+
+    def _prefetch(self) -> bool:
+        if self.due_exhausted:
+            return False
+        items = self.ledger.next_due(self.campaign_id, self.due_cursor, self.options.prefetch)
+        if len(items) < self.options.prefetch:
+            self.due_exhausted = True
         if not items:
             return False
+        self.due_cursor = items[-1].row_id
+        self.prefetched.extend(self._build(items))
+        return True
+
+    def _build(self, items: list[WorkItem]) -> list[tuple[OutgoingMessage, WorkItem]]:
+        """Messages for the items; skipped (no longer subscribed) and unbuildable ones are
+        recorded at once."""
         messages, outcomes = self.source.build(items)
         if outcomes:
             self.ledger.record(self.campaign_id, outcomes)
             for outcome in outcomes:
                 self._count(outcome.status)
         by_id = {it.row_id: it for it in items}
-        for message in messages:
-            self.inflight[message.key] = by_id[message.key]
-        for start in range(0, len(messages), self.max_batch):
-            self.work.put(messages[start : start + self.max_batch])
-        return True
+        return [(message, by_id[message.key]) for message in messages]
 
     def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
         """Record every result available now (waiting up to `timeout` for the first)."""
