@@ -107,7 +107,7 @@ class PreviewServer:
         self._thread = threading.Thread(target=self._run, name="newsletter-preview", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT
-        while not self._server.started:
+        while not (self._server.started and self.rebuilder.ready.is_set()):
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
                 raise NewsletterError(f"the preview server did not start on {self.url}")

@@ -106,6 +106,11 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
         payload = await asyncio.to_thread(_state_payload, state, request.query_params.get("as"))
         return JSONResponse(payload, headers=NO_STORE)
 
+    async def api_recipients(request: Request) -> Response:
+        config = state.snapshot.config or state.builder.last_config
+        choices = await asyncio.to_thread(list_choices, config)
+        return JSONResponse([c.as_dict() for c in choices], headers=NO_STORE)
+
     async def email(request: Request) -> Response:
         scheme = "dark" if request.query_params.get("scheme") == "dark" else "light"
         body = await asyncio.to_thread(_email_document, state, request.query_params.get("as"))
@@ -136,6 +141,7 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
         routes=[
             Route("/", index),
             Route("/api/state", api_state),
+            Route("/api/recipients", api_recipients),
             Route("/email", email),
             Route("/events", events),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),

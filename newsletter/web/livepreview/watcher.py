@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,7 @@ class Rebuilder:
         self.builds = 0
         self._changes: set[FileChange] = set()
         self._watching: WatchSet | None = None
+        self.ready = threading.Event()  # set once the first watchers are set up
         self._dirty = asyncio.Event()
         self._stop = anyio.Event()
         self._restart = anyio.Event()
@@ -148,11 +150,12 @@ class Rebuilder:
                     tasks.start_soon(self._watch, watched.file_parents, False, watched.files)
                 if watched.existing_folders:
                     tasks.start_soon(self._watch, watched.existing_folders, True, None)
+                await anyio.sleep(WATCHER_SETUP_SECONDS)
                 if restarted:
                     # A file saved in a newly watched folder before its watcher started would
-                    # go unnoticed: build once more when the watchers are up.
-                    await anyio.sleep(WATCHER_SETUP_SECONDS)
+                    # go unnoticed: build once more now that the watchers are up.
                     self.changed()
+                self.ready.set()
                 await self._restart.wait()
                 tasks.cancel_scope.cancel()
             restarted = True

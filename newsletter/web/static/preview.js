@@ -266,6 +266,15 @@ document.addEventListener("keydown", (e) => {
 });
 // Once the user opens or closes the panel, builds stop opening it for them.
 document.querySelector("#checks summary").addEventListener("click", () => ($("checks").dataset.touched = "1"));
+// Subscribers added since the last build show up as soon as the picker is used.
+$("as").addEventListener("focus", async () => {
+  try {
+    const response = await fetch("/api/recipients", { cache: "no-store" });
+    if (page.data) renderRecipients(await response.json(), page.data.recipient);
+  } catch (e) {
+    /* the server is gone: the picker keeps what it has */
+  }
+});
 $("as").addEventListener("change", (e) => {
   page.as = e.target.value;
   const url = new URL(location.href);
