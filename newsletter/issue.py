@@ -114,13 +114,14 @@ class ParsedIssue:
 def parse_issue(path: str | Path) -> ParsedIssue:
     """Like load_issue, but returns the errors (and the parsed YAML) instead of raising."""
     try:
-        doc = read_yaml(path)
+        doc = read_yaml(path, keep_going=True)
     except YamlInvalid as exc:
         return ParsedIssue(None, None, [exc.diagnostic])
     validator = _Validator(doc)
     issue = validator.issue(Path(path))
-    if validator.errors:
-        return ParsedIssue(None, doc, validator.errors)
+    errors = doc.problems + validator.errors
+    if errors:
+        return ParsedIssue(None, doc, errors)
     return ParsedIssue(issue, doc, [])
 
 

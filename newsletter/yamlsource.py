@@ -34,6 +34,9 @@ class YamlDocument:
     data: Any
     value_locations: dict[FieldPath, Location] = field(default_factory=dict)
     key_locations: dict[FieldPath, Location] = field(default_factory=dict)
+    # Problems that do not stop reading (duplicate keys: the first value is kept), so a caller
+    # passing keep_going=True can report them together with everything else.
+    problems: list[Diagnostic] = field(default_factory=list)
 
     def where(self, parts: FieldPath, *, key: bool = False) -> Location:
         """Location of a value (or of its key); falls back to the nearest ancestor."""
@@ -47,8 +50,13 @@ class YamlDocument:
         return self.value_locations.get((), (1, 1))
 
 
-def read_yaml(path: str | Path, *, max_bytes: int = 5_000_000) -> YamlDocument:
-    """Read and parse a YAML file; raise YamlInvalid with the first fatal problem."""
+def read_yaml(
+    path: str | Path, *, max_bytes: int = 5_000_000, keep_going: bool = False
+) -> YamlDocument:
+    """Read and parse a YAML file; raise YamlInvalid with the first fatal problem.
+
+    With keep_going, duplicate keys are left in `doc.problems` instead of raised.
+    """
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -60,10 +68,10 @@ def read_yaml(path: str | Path, *, max_bytes: int = 5_000_000) -> YamlDocument:
         raise YamlInvalid(_error(name, 1, 1, f"cannot read file: {exc.strerror}")) from None
     if len(raw) > max_bytes:
         raise YamlInvalid(_error(name, 1, 1, f"file is larger than {max_bytes:,} bytes"))
-    return parse_yaml(raw, name)
+    return parse_yaml(raw, name, keep_going=keep_going)
 
 
-def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
+def parse_yaml(raw: bytes | str, name: str, *, keep_going: bool = False) -> YamlDocument:
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8-sig")
@@ -93,6 +101,8 @@ def parse_yaml(raw: bytes | str, name: str) -> YamlDocument:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlInvalid(_error(name, line, col, f"invalid value: {exc.problem}")) from None
+    if doc.problems and not keep_going:
+        raise YamlInvalid(doc.problems[0])
     return doc
 
 
@@ -155,7 +165,7 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
                 key = str(key)
             if key in result:
                 first = doc.key_locations[(*parts, key)]
-                raise YamlInvalid(
+                doc.problems.append(
                     _error(
                         doc.path,
                         line,
@@ -164,6 +174,7 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
                         field_parts=(*parts, key),
                     )
                 )
+                continue
             doc.key_locations[(*parts, key)] = (line, col)
             result[key] = _construct(value_node, (*parts, key), doc, ctor)
         return result
