@@ -33,6 +33,12 @@ def preview(issue: Path, port: int, host: str, open_browser: bool) -> None:
     try:
         server = PreviewServer(issue, config_path=app().config_path, host=host, port=port)
         click.echo(f"Previewing {issue} at {server.url} (Ctrl-C to stop)")
+        if not server.is_loopback:
+            click.echo(
+                f"Warning: listening on {host}: other machines can see this preview, "
+                "including subscriber names and addresses in 'Preview as'.",
+                err=True,
+            )
         if open_browser:
             webbrowser.open(server.url)
         server.serve_forever()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
@@ -84,6 +85,10 @@ class PreviewServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
+
+    @property
+    def is_loopback(self) -> bool:
+        return ipaddress.ip_address(self.socket.getsockname()[0]).is_loopback
 
     @property
     def snapshot(self) -> Snapshot:

@@ -22,7 +22,12 @@ from newsletter.errors import NewsletterError
 from newsletter.render.theme import BUILTIN_THEME, theme_dirs
 from newsletter.web.livepreview.builder import Builder, Snapshot
 from newsletter.web.livepreview.document import frame_document
-from newsletter.web.livepreview.views import find_choice, list_choices, render_email
+from newsletter.web.livepreview.views import (
+    find_choice,
+    list_choices,
+    render_email,
+    unsubscribe_url,
+)
 from newsletter.web.livepreview.watcher import Hub, Rebuilder, WatchSet, watch_set
 
 WEB = Path(__file__).resolve().parent.parent
@@ -233,10 +238,7 @@ def _email_document(state: PreviewState, key: str | None) -> str:
     if snap is None or snap.compiled is None:
         return _placeholder("The preview appears here once the issue builds.")
     choice = find_choice(snap.config, key or "sample")
-    try:
-        return render_email(snap.compiled, choice.recipient).html
-    except NewsletterError as exc:
-        return _placeholder(str(exc))
+    return snap.compiled.render_for(choice.recipient, unsubscribe_url(snap.compiled.config)).html
 
 
 def _placeholder(message: str) -> str:
