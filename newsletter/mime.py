@@ -70,30 +70,40 @@ def qp_segment(text: str) -> bytes:
 
 
 def _qp_line(line: str, *, hard: bool) -> str:
-    """One logical line, wrapped with soft breaks into pieces of at most QP_MAX characters."""
-    if (
-        len(line) <= QP_MAX
-        and _QP_PLAIN.fullmatch(line)
-        and not line.startswith(".")
-        and not (hard and line[-1:] in (" ", "\t"))
-    ):
-        return line
-    tokens = [_QP_TOKEN[b] for b in line.encode("utf-8")]
-    if hard and tokens and tokens[-1] in (" ", "\t"):
-        tokens[-1] = "=20" if tokens[-1] == " " else "=09"
+    """One logical line, wrapped with soft breaks into pieces of at most QP_MAX characters.
+
+    Escaping is a table lookup per byte; wrapping cuts the escaped text every QP_MAX characters,
+    moving a cut back so it never splits an "=XX" triplet (a literal "=" is always escaped, so
+    "=" only ever starts a triplet), and escapes a dot that would start a line.
+    """
+    if hard and line[-1:] in (" ", "\t"):
+        # Whitespace at the end of an encoded line would be stripped in transit: escape it.
+        escaped = _escape(line[:-1]) + ("=20" if line[-1] == " " else "=09")
+    elif _QP_PLAIN.fullmatch(line):
+        escaped = line
+    else:
+        escaped = _escape(line)
+    if len(escaped) <= QP_MAX and not escaped.startswith("."):
+        return escaped
     pieces: list[str] = []
-    current: list[str] = []
-    width = 0
-    for token in tokens:
-        if width + len(token) > QP_MAX:
-            pieces.append("".join(current))
-            current, width = [], 0
-        if not current and token == ".":
-            token = "=2E"  # no line of ours starts with a dot: SMTP dot-stuffing stays trivial
-        current.append(token)
-        width += len(token)
-    pieces.append("".join(current))
+    start, end = 0, len(escaped)
+    while start < end:
+        prefix = ""
+        if escaped[start] == ".":
+            prefix, start = "=2E", start + 1  # no line starts with a dot (dot-stuffing)
+        cut = start + QP_MAX - len(prefix)
+        if cut < end:
+            if escaped[cut - 1] == "=":
+                cut -= 1
+            elif escaped[cut - 2] == "=":
+                cut -= 2
+        pieces.append(prefix + escaped[start:cut])
+        start = cut
     return "=\r\n".join(pieces)
+
+
+def _escape(text: str) -> str:
+    return "".join(map(_QP_TOKEN.__getitem__, text.encode("utf-8")))
 
 
 # --- headers ----------------------------------------------------------------------------------

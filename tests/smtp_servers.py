@@ -28,7 +28,8 @@ the RCPT reply), "slow-data" (delay the DATA reply), "hangup" (accept the messag
 connection without a word, like a provider's per-connection cap). `times=N` applies a fault to
 the first N matching attempts only (per address), so retries can succeed. `server.attempts`
 counts RCPT attempts per address; `server.connections` the TCP connections that sent a RCPT.
-`SmtpServer(tls="implicit")` is an smtps:// server; `data_size_limit=N` advertises SIZE N.
+`SmtpServer(tls="implicit")` is an smtps:// server; `data_size_limit=N` advertises SIZE N;
+`pipelining=True` advertises PIPELINING (the client then pipelines MAIL, RCPT and DATA).
 """
 
 from __future__ import annotations
@@ -182,6 +183,16 @@ class RecordingHandler:
         return reply or f"250 2.0.0 OK queued as Q{number}"
 
 
+class PipeliningHandler(RecordingHandler):
+    """Also advertises PIPELINING (aiosmtpd reads commands in order, so it copes with it)."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -252,8 +263,9 @@ class SmtpServer:
         tls: Literal["starttls", "implicit"] | None = None,
         data_size_limit: int | None = 33554432,
         handler: RecordingHandler | None = None,
+        pipelining: bool = False,
     ) -> None:
-        self.handler = handler or RecordingHandler(faults)
+        self.handler = handler or (PipeliningHandler if pipelining else RecordingHandler)(faults)
         self.tls = tls
         self.auth = auth
         self.host = "127.0.0.1"

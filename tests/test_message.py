@@ -276,3 +276,20 @@ def test_qp_body_encodes_each_slot_value_once(template: MessageTemplate) -> None
     import quopri
 
     assert quopri.decodestring(out.replace(b"\r\n", b"\n")).decode() == "&lt;é&gt; and &lt;é&gt;"
+
+
+def test_qp_segments_survive_random_text() -> None:
+    import quopri
+    import random
+
+    rng = random.Random(5)
+    alphabet = "ab =.\t\n\r-é€😀" + "x" * 10
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
+        encoded = qp_segment(text)
+        for line in encoded.split(b"\r\n"):
+            assert len(line) <= 76, line
+            assert not line.startswith(b"."), line
+            assert not line.endswith((b" ", b"\t")), line
+        want = text.replace("\r\n", "\n").replace("\r", "\n")
+        assert quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode() == want

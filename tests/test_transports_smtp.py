@@ -45,8 +45,9 @@ def send_all(transport: SmtpTransport, messages: list[OutgoingMessage]) -> list[
     return [transport.send([m])[0].status for m in messages]
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 def test_delivers_personalised_messages_over_one_connection(
-    template: MessageTemplate, config: Config
+    template: MessageTemplate, config: Config, pipelining: bool
 ) -> None:
     people = [
         Recipient("ann@example.com", "Ann"),
@@ -54,7 +55,7 @@ def test_delivers_personalised_messages_over_one_connection(
         Recipient("dot@example.com", "."),
         Recipient("noname@example.com"),
     ]
-    with SmtpServer() as server:
+    with SmtpServer(pipelining=pipelining) as server:
         transport = transport_from_url(server.url(), config, {})
         with transport:
             outgoing = [
@@ -196,8 +197,9 @@ def test_reply_mapping() -> None:
     assert classify(552, "5.3.4 too big") == "failed"
 
 
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
-    template: MessageTemplate, config: Config
+    template: MessageTemplate, config: Config, pipelining: bool
 ) -> None:
     faults = [
         fault("550", "gone@*"),
@@ -224,8 +226,9 @@ def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
         ("capped", "sent"),
         ("ok5", "sent"),  # the server silently closed the idle connection: reconnect and send
     ]
-    with SmtpServer(faults=faults) as server:
+    with SmtpServer(faults=faults, pipelining=pipelining) as server:
         with transport_from_url(server.url(), config, {}) as transport:
+            assert ("pipelining" in transport._conn.extensions) is pipelining  # type: ignore[attr-defined]
             results = [
                 transport.send([msg(template, f"{name}@example.com", key=i)])[0]
                 for i, (name, _) in enumerate(order)
@@ -316,3 +319,18 @@ def test_one_transport_per_thread_in_parallel(template: MessageTemplate, config:
         assert results == ["sent"] * 20
         server.wait_for(20)
         assert server.connections == 4
+
+
+@pytest.mark.parametrize("tls", [None, "implicit"])
+def test_a_large_message_arrives_byte_exact(config: Config, tls: str | None) -> None:
+    body = b"".join(b"line %07d " % i + b"x" * 60 + b"\r\n" for i in range(40_000))  # ~3 MB
+    data = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: big\r\n\r\n" + body
+    message = OutgoingMessage(
+        1, "a@example.org", "b@example.com", "1@example.org", lambda: data, lambda: None
+    )  # type: ignore[arg-type, return-value]
+    with (
+        SmtpServer(tls=tls) as server,  # type: ignore[arg-type]
+        transport_from_url(server.url(timeout=30), config, {}) as transport,
+    ):
+        assert transport.send([message])[0].status == "sent"
+        assert server.wait_for(1)[0].data == data

@@ -372,6 +372,25 @@ class _Connection:
         except OSError as exc:
             raise ConnectionLost(str(exc) or exc.__class__.__name__) from None
 
+    def write_parts(self, *parts: bytes) -> None:
+        """Several buffers in as few system calls as possible, without joining (copying) them."""
+        if isinstance(self.sock, ssl.SSLSocket):  # no sendmsg: TLS encrypts record by record
+            for part in parts:
+                self.write(part)
+            return
+        views = [memoryview(p) for p in parts if p]
+        try:
+            while views:
+                sent = self.sock.sendmsg(views)
+                while views and sent >= len(views[0]):
+                    sent -= len(views.pop(0))
+                if sent:
+                    views[0] = views[0][sent:]
+        except TimeoutError:
+            raise ConnectionLost(f"send timed out after {self.timeout:g} s") from None
+        except OSError as exc:
+            raise ConnectionLost(str(exc) or exc.__class__.__name__) from None
+
     def command(self, line: str) -> tuple[int, str]:
         self.write(line.encode("utf-8") + b"\r\n")
         return self.reply()
@@ -418,34 +437,53 @@ class _Connection:
         self.authenticating = False
 
     def transaction(self, sender: str, rcpt: str, data: bytes) -> DeliveryResult:
-        options = f" SIZE={len(data)}" if self.size_limit or "size" in self.extensions else ""
+        """MAIL, RCPT, DATA, the message: pipelined in one write when the server allows it
+        (RFC 2920), which halves the round trips to a distant server."""
+        options = f" SIZE={len(data)}" if "size" in self.extensions else ""
         if not data.isascii() and "8bitmime" in self.extensions:
             options += " BODY=8BITMIME"
-        try:
-            code, text = self.command(f"MAIL FROM:<{sender}>{options}")
-        except ConnectionLost as exc:
-            raise _StaleConnection() from exc
-        if code == 421:
-            raise SmtpReplyError(code, text)
-        if code != 250:
-            return self._abort(code, text)
-        code, text = self.command(f"RCPT TO:<{rcpt}>")
-        if code == 421:
-            raise SmtpReplyError(code, text)
-        if code not in (250, 251):
-            return self._abort(code, text)
-        code, text = self.command("DATA")
-        if code == 421:
-            raise SmtpReplyError(code, text)
-        if code != 354:
-            return self._abort(code, text)
+        commands = (f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{rcpt}>", "DATA")
+        pipelined = "pipelining" in self.extensions
+        if pipelined:
+            self._first_write("".join(c + "\r\n" for c in commands).encode("utf-8"))
+        refused: tuple[int, str] | None = None
+        for step, command in enumerate(commands):
+            if not pipelined:
+                if refused is not None:
+                    break
+                line = command.encode("utf-8") + b"\r\n"
+                (self._first_write if step == 0 else self.write)(line)
+            try:
+                code, text = self.reply()
+            except ConnectionLost as exc:
+                if step == 0:
+                    raise _StaleConnection() from exc  # nothing was accepted yet
+                raise
+            if code == 421:
+                raise SmtpReplyError(code, text)
+            ok = code == 354 if command == "DATA" else code in (250, 251)
+            if refused is None and not ok:
+                refused = (code, text)
+            elif refused is not None and command == "DATA" and code == 354:
+                # A server that accepts DATA after refusing the recipient: end it empty.
+                self.write(b".\r\n")
+                self.reply()
+        if refused is not None:
+            return self._abort(*refused)
         if data.startswith(b".") or b"\n." in data:
             data = (b"." if data.startswith(b".") else b"") + data.replace(b"\n.", b"\n..")
-        self.write(data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n"))
+        self.write_parts(data, b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
         code, text = self.reply()
         if code == 421:
             raise SmtpReplyError(code, text)
         return DeliveryResult(classify(code, text), reply=f"{code} {text}")
+
+    def _first_write(self, data: bytes) -> None:
+        """The transaction's first write: failing here means the idle connection went stale."""
+        try:
+            self.write(data)
+        except ConnectionLost as exc:
+            raise _StaleConnection() from exc
 
     def _abort(self, code: int, text: str) -> DeliveryResult:
         """A refused step: reset the transaction so the connection can be reused."""

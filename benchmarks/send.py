@@ -1,0 +1,258 @@
+"""Benchmark: personalised ~50 KB messages into a loopback SMTP sink, fast path vs naive.
+
+    python benchmarks/send.py [--n 20000] [--baseline-n 2000] [--connections 4]
+                              [--delayed-n 1600] [--skip-delayed]
+
+Runs, in one process, each figure next to its baseline (the machine is shared and noisy):
+  1. fast:     MessageTemplate (built once) + SmtpTransport, one connection per thread
+     naive:    per recipient one EmailMessage (text + HTML alternative) + smtplib.send_message
+               over one connection: the obvious implementation, the baseline
+  2. DKIM:     the fast path with RSA-2048 signing (and ed25519) vs the unsigned fast run
+  3. latency:  a sink that delays every reply by 20 ms: 32 connections vs 1 connection
+Goals (issue 5): >= 2,000 msg/s and >= 8x naive; DKIM >= 70% of unsigned; 32 conn >= 20x one.
+
+The pieces are functions (`make_project`, `make_template`, `send_fast`, `send_naive`,
+`SinkProcess`) so the campaign runner's benchmark can reuse them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import queue
+import smtplib
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from smtp_sink import SinkProcess  # noqa: E402
+
+from newsletter.config import Config, load_config  # noqa: E402
+from newsletter.dkim import DkimSigner  # noqa: E402
+from newsletter.issue import load_issue  # noqa: E402
+from newsletter.message import MessageTemplate  # noqa: E402
+from newsletter.render.compile import compile_issue  # noqa: E402
+from newsletter.render.compiled import CompiledIssue  # noqa: E402
+from newsletter.render.placeholders import Recipient  # noqa: E402
+from newsletter.transports.smtp import SmtpTransport  # noqa: E402
+
+EXAMPLE = REPO / "issues" / "2026-11-25-microsoft-openai-partnership.yaml"
+TARGET_BYTES = 50_000
+NAMES = ["Ann", "Zoë Ångström", "Bob O'Neil", "李雷", "Émilie", None, "Dr. Q. Public, Jr."]
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+def make_project(folder: Path, target_bytes: int = TARGET_BYTES) -> Path:
+    """A project with one issue whose personalised message is just over `target_bytes`."""
+    (folder / "newsletter.yaml").write_text(
+        (REPO / "newsletter.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (folder / "issues").mkdir(exist_ok=True)
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    base = data["stories"][0]
+    data["subject"] = 'Your brief, {{ subscriber.name | default("reader") }}'
+    path = folder / "issues" / "bench.yaml"
+    for count in range(1, 40):
+        data["stories"] = [
+            copy.deepcopy({**base, "headline": f"{base['headline']} ({n + 1})"})
+            for n in range(count)
+        ]
+        path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+        template, _ = make_template(folder)
+        if len(sample_message(template)) >= target_bytes:
+            break
+    return path
+
+
+def make_template(
+    folder: Path, *, dkim: str | None = None, campaign_key: str = "bench"
+) -> tuple[MessageTemplate, CompiledIssue]:
+    """Compile the project's issue once and build its MessageTemplate (DKIM: 'rsa'/'ed25519')."""
+    config = load_config(folder / "newsletter.yaml")
+    compiled = compile_issue(load_issue(folder / "issues" / "bench.yaml"), config)
+    signer = DkimSigner(config.sender_domain, "bench", _key(dkim)) if dkim else None
+    return MessageTemplate(compiled, config, campaign_key=campaign_key, dkim=signer), compiled
+
+
+def _key(kind: str):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    return (
+        rsa.generate_private_key(65537, 2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+
+
+def sample_message(template: MessageTemplate) -> bytes:
+    return template.bytes_for(
+        Recipient("reader@example.com", "Sample Reader"),
+        unsubscribe_url="https://news.example.com/unsubscribe/" + "t" * 43,
+        message_id=template.message_id(0),
+    )
+
+
+def recipients(n: int, start: int = 0) -> Iterator[tuple[int, Recipient, str]]:
+    for i in range(start, start + n):
+        name = NAMES[i % len(NAMES)]
+        yield (
+            i,
+            Recipient(f"reader{i}@example.com", f"{name} {i}" if name else None),
+            f"https://news.example.com/unsubscribe/{i:08d}" + "x" * 35,
+        )
+
+
+# --- the two ways of sending ------------------------------------------------------------------
+
+
+def send_fast(
+    template: MessageTemplate, n: int, port: int, connections: int, start: int = 0
+) -> float:
+    """Send n messages with `connections` threads, one SmtpTransport each; return msg/s."""
+    config = template.config
+    work: queue.SimpleQueue[tuple[int, Recipient, str] | None] = queue.SimpleQueue()
+    for item in recipients(n, start):
+        work.put(item)
+    for _ in range(connections):
+        work.put(None)
+    failures: list[str] = []
+    url = f"smtp://127.0.0.1:{port}?tls=none&timeout=60"
+
+    def worker() -> None:
+        transport = SmtpTransport.from_url(url, config, {})
+        transport.open()
+        try:
+            while (item := work.get()) is not None:
+                key, recipient, unsubscribe = item
+                message = template.outgoing(key, recipient, unsubscribe, key)
+                result = transport.send([message])[0]
+                if result.status != "sent":
+                    failures.append(result.reply)
+        finally:
+            transport.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"{len(failures)} messages not sent, e.g. {failures[0]}")
+    return n / elapsed
+
+
+def naive_message(compiled: CompiledIssue, config: Config, key: int, r: Recipient, url: str):  # type: ignore[no-untyped-def]
+    """The obvious implementation: fill the compiled issue, build an EmailMessage."""
+    rendered = compiled.render_for(r, url)
+    msg = EmailMessage()
+    msg["From"] = config.sender
+    msg["To"] = Address(r.name or "", addr_spec=r.email)
+    msg["Subject"] = rendered.subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = f"<naive{key}@{config.sender_domain}>"
+    if config.reply_to:
+        msg["Reply-To"] = config.reply_to
+    msg["List-Id"] = config.list_id
+    msg["List-Unsubscribe"] = f"<{url}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(rendered.text)
+    msg.add_alternative(rendered.html, subtype="html")
+    return msg
+
+
+def send_naive(compiled: CompiledIssue, config: Config, n: int, port: int) -> float:
+    """One EmailMessage per recipient and smtplib over one connection; return msg/s."""
+    began = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+        for key, recipient, url in recipients(n):
+            smtp.send_message(naive_message(compiled, config, key, recipient, url))
+    return n / (time.perf_counter() - began)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_project(folder)
+        plain, compiled = make_template(folder)
+        rsa_t, _ = make_template(folder, dkim="rsa")
+        ed_t, _ = make_template(folder, dkim="ed25519")
+        size = len(sample_message(plain))
+        print(
+            f"message size {size / 1024:.1f} KB (text + HTML, quoted-printable), "
+            f"{args.n:,} recipients, {args.connections} connections"
+        )
+
+        with SinkProcess() as sink:
+            send_fast(plain, 200, sink.port, args.connections)  # warm-up
+            warm = sink.count()
+            fast = send_fast(plain, args.n, sink.port, args.connections)
+            naive = send_naive(compiled, plain.config, args.baseline_n, sink.port)
+            signed = send_fast(rsa_t, args.dkim_n, sink.port, args.connections)
+            ed = send_fast(ed_t, args.dkim_n, sink.port, args.connections)
+            one = send_fast(plain, args.dkim_n, sink.port, 1)
+            delivered = sink.count() - warm
+        expected = args.n + args.baseline_n + 3 * args.dkim_n
+        assert delivered == expected, f"sink counted {delivered}, expected {expected}"
+        print(
+            f"fast path      {fast:8,.0f} msg/s   ({args.n:,} messages)   "
+            f"goal >= 2,000: {verdict(fast >= 2000)}"
+        )
+        print(f"  one connection {one:6,.0f} msg/s   ({args.dkim_n:,} messages)")
+        print(
+            f"naive baseline {naive:8,.0f} msg/s   ({args.baseline_n:,} messages, EmailMessage "
+            f"+ smtplib, one connection)"
+        )
+        print(f"ratio fast/naive {fast / naive:6.1f}x   goal >= 8x: {verdict(fast / naive >= 8)}")
+        print(
+            f"DKIM rsa-2048  {signed:8,.0f} msg/s   {signed / fast:5.0%} of unsigned   "
+            f"goal >= 70%: {verdict(signed / fast >= 0.7)}"
+        )
+        print(f"DKIM ed25519   {ed:8,.0f} msg/s   {ed / fast:5.0%} of unsigned")
+
+        if not args.skip_delayed:
+            with SinkProcess(delay_ms=20) as slow:
+                single = send_fast(plain, max(args.delayed_n // 32, 20), slow.port, 1)
+                many = send_fast(plain, args.delayed_n, slow.port, 32)
+            print(
+                f"20 ms per reply: 1 connection {single:6.1f} msg/s, 32 connections "
+                f"{many:7.1f} msg/s, ratio {many / single:5.1f}x   "
+                f"goal >= 20x: {verdict(many / single >= 20)}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20_000, help="messages for the fast run")
+    parser.add_argument("--baseline-n", type=int, default=2_000, help="messages sent naively")
+    parser.add_argument("--dkim-n", type=int, default=5_000, help="messages per DKIM run")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--delayed-n", type=int, default=1_600)
+    parser.add_argument("--skip-delayed", action="store_true")
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
