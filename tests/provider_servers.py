@@ -97,7 +97,8 @@ class ProviderServer:
         self.key = key
         self.render = render  # benchmarks skip building per-recipient copies
         self.lock = threading.Lock()
-        self.requests: list[Request] = []
+        self.requests: list[Request] = []  # sending requests (POST)
+        self.checks: list[Request] = []  # key checks (GET) made when a transport opens
         self.delivered: list[Delivered] = []
         self.delivered_count = 0
         self.violations: list[str] = []
@@ -159,6 +160,15 @@ class ProviderServer:
     # ------------------------------------------------------------ dispatch
 
     def dispatch(self, request: Request) -> Reply:
+        if request.method == "GET":
+            with self.lock:
+                self.checks.append(request)
+            try:
+                return self.check(request)
+            except Violation as exc:
+                with self.lock:
+                    self.violations.append(f"{request.method} {request.path}: {exc}")
+                return self.violation_reply(str(exc))
         with self.lock:
             self.requests.append(request)
             number = len(self.requests) - 1
@@ -185,6 +195,10 @@ class ProviderServer:
 
     def handle(self, request: Request, number: int) -> Reply:
         raise NotImplementedError
+
+    def check(self, request: Request) -> Reply:
+        """The provider's cheap authenticated GET a transport makes when it opens."""
+        raise Violation(f"no GET endpoint {request.path}")
 
     def violation_reply(self, message: str) -> Reply:
         return Reply(400, {"message": f"contract violation: {message}"})
@@ -336,6 +350,14 @@ class SendGridServer(ProviderServer):
             self.deliver([None] * len(pers))  # type: ignore[list-item]
         return Reply(202, b"", {"X-Message-Id": message_id})
 
+    scopes: ClassVar[list[str]] = ["mail.send", "user.profile.read"]
+
+    def check(self, request: Request) -> Reply:
+        need(request.path == "/v3/scopes", f"unknown GET {request.path}")
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            return Reply(401, {"errors": [{"field": None, "message": "authorization required"}]})
+        return Reply(200, {"scopes": self.scopes})
+
     def _check_headers(self, headers: dict[str, str]) -> None:
         for name in headers:
             need(name.lower() not in self.RESERVED, f"reserved header {name!r}")
@@ -428,6 +450,16 @@ class MailgunServer(ProviderServer):
         else:
             self.deliver([None] * len(to))  # type: ignore[list-item]
         return Reply(200, {"id": message_id, "message": "Queued. Thank you."})
+
+    def check(self, request: Request) -> Reply:
+        match = re.fullmatch(r"/v3/domains/([^/]+)", request.path)
+        need(match, f"unknown GET {request.path}")
+        expected = "Basic " + base64.b64encode(f"api:{self.key}".encode()).decode()
+        if request.headers.get("authorization") != expected:
+            return Reply(401, b"Forbidden", {"Content-Type": "text/plain"})
+        if match.group(1) != self.domain:  # type: ignore[union-attr]
+            return Reply(404, {"message": "Domain not found"})
+        return Reply(200, {"domain": {"name": self.domain, "state": "active"}})
 
     def _render(
         self, one: dict, to: str, address: str, variables: dict, message_id: str, number: int
@@ -542,6 +574,13 @@ class PostmarkServer(ProviderServer):
                 )
         self.deliver(delivered)  # type: ignore[arg-type]
         return Reply(200, results)
+
+    def check(self, request: Request) -> Reply:
+        need(request.path == "/server", f"unknown GET {request.path}")
+        need(request.headers.get("accept") == "application/json", "Accept: application/json")
+        if request.headers.get("x-postmark-server-token") != self.key:
+            return Reply(401, {"ErrorCode": 10, "Message": "The Server API token is invalid."})
+        return Reply(200, {"ID": 1, "Name": "Newsletter", "DeliveryType": "Live"})
 
     def _render(self, message: dict, address: str, mid: str, number: int) -> Delivered:
         return Delivered(
@@ -671,6 +710,24 @@ class ResendServer(ProviderServer):
                 self.idempotent[key] = (digest, reply)
         return reply
 
+    def check(self, request: Request) -> Reply:
+        need(request.path == "/domains", f"unknown GET {request.path}")
+        auth = request.headers.get("authorization")
+        if not auth:
+            return Reply(401, {"statusCode": 401, "name": "missing_api_key", "message": "Missing"})
+        if auth != f"Bearer {self.key}":
+            return Reply(
+                403, {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"}
+            )
+        return Reply(
+            401,
+            {
+                "statusCode": 401,
+                "name": "restricted_api_key",
+                "message": "This API key is restricted to only send emails",
+            },
+        )
+
     def _render(self, email: dict, address: str, eid: str, number: int) -> Delivered:
         to = email["to"] if isinstance(email["to"], list) else [email["to"]]
         return Delivered(
@@ -759,7 +816,23 @@ class SesServer:
 
     def _wrap(self, app: Callable) -> Callable:
         def middleware(environ: dict, start_response: Callable) -> Any:
-            if environ.get("PATH_INFO", "").startswith("/v2/email/outbound-emails"):
+            path = environ.get("PATH_INFO", "")
+            auth = environ.get("HTTP_AUTHORIZATION", "")
+            scope = SIGV4_SCOPE.match(auth)
+            if path.startswith("/v2/") and scope and scope.group(1) != self.access_key:
+                data = json.dumps(
+                    {"message": "The security token included in the request is invalid."}
+                ).encode()
+                start_response(
+                    "403 Forbidden",
+                    [
+                        ("Content-Type", "application/json"),
+                        ("Content-Length", str(len(data))),
+                        ("x-amzn-ErrorType", "UnrecognizedClientException"),
+                    ],
+                )
+                return [data]
+            if path.startswith("/v2/email/outbound-emails"):
                 fault, problem = self._check(environ)
                 if problem is not None:
                     with self._lock:

@@ -176,8 +176,9 @@ def test_rate_limit_reset_header_without_retry_after(camp: Campaign) -> None:
 
 
 def test_server_error_and_timeout_defer(server: ProviderServer, camp: Campaign) -> None:
-    server.fail_next(500, body={"message": "internal error"})
-    server.fail_next(200, stall=1.5)
+    tries = 3 if server.name == "resend" else 1  # Resend asks twice more with the same key
+    server.fail_next(500, body={"message": "internal error"}, times=tries)
+    server.fail_next(200, stall=1.5, times=tries)
     transport = transport_for(server, camp, timeout=0.5)
     with transport:
         first = transport.send(camp.outgoing(TRICKY[:3]))
@@ -207,8 +208,8 @@ def test_unreachable_endpoint_stops_before_anyone_is_marked(camp: Campaign) -> N
     transport = transport_from_url(
         f"resend:?endpoint=http://127.0.0.1:{port}", camp.config, {"RESEND_API_KEY": KEY}
     )
-    with transport, pytest.raises(TransportConnectError, match="cannot reach Resend"):
-        transport.send(camp.outgoing(TRICKY[:1]))
+    with pytest.raises(TransportConnectError, match="cannot reach Resend"):
+        transport.open()  # the runner opens transports before it claims anyone
 
 
 # ------------------------------------------------------------------------ per-recipient errors
@@ -247,24 +248,32 @@ def test_postmark_inactive_recipient_is_bounced(camp: Campaign) -> None:
 def test_resend_retried_batch_is_not_sent_twice(camp: Campaign) -> None:
     messages = camp.outgoing(many(120))
     with ResendServer(KEY) as srv:
-        # The first request is accepted, but the answer comes too late: the client gives up.
+        # The first request is accepted, but the answer comes too late: the client gives up
+        # and asks again with the same key, which Resend answers from the first attempt.
         srv.fail_next(200, stall=1.5, process=True)
         transport = transport_for(srv, camp, timeout=0.5)
         with transport:
             first = transport.send(messages)
-            second = transport.send(messages)  # the runner retries the deferred recipients
+            again = transport.send(messages)  # a later retry of the same batches
         keys = [r.headers.get("idempotency-key") for r in srv.requests]
-    assert [r.status for r in first[:100]] == ["deferred"] * 100
-    assert [r.status for r in first[100:]] == ["sent"] * 20
-    assert {r.status for r in second} == {"sent"}
-    assert srv.replayed == 2  # both batches of the retry were answered from the first attempt
+    assert {r.status for r in first} == {"sent"}
+    assert [r.provider_id for r in again] == [r.provider_id for r in first]
+    assert srv.replayed == 3
     assert len(srv.delivered) == 120  # nobody got a second copy
-    assert keys[0] == keys[2] and keys[1] == keys[3] and keys[0] != keys[1]
+    assert keys == [keys[0], keys[0], keys[2], keys[0], keys[2]] and keys[0] != keys[2]
     # The same recipients in another campaign (other Message-IDs) get another key.
     other = Campaign(
         camp.config, MessageTemplate(camp.template.compiled, camp.config, campaign_key="c-2")
     )
     assert idempotency_key(other.outgoing(many(100))) != idempotency_key(messages[:100])
+
+
+def test_resend_gives_up_after_two_quick_retries(camp: Campaign) -> None:
+    with ResendServer(KEY) as srv:
+        srv.fail_next(503, times=3, body={"name": "internal_server_error"})
+        results = send(srv, camp, camp.outgoing(TRICKY[:2]))
+    assert [r.status for r in results] == ["deferred"] * 2 and "503" in results[0].reply
+    assert len(srv.requests) == 3
 
 
 # ------------------------------------------------------------------------ URLs and secrets

@@ -268,13 +268,31 @@ class HttpApiTransport(Transport):
         return f"{self.name}: {self.base_url}"
 
     def open(self) -> None:
+        """Connect, and check the key with one cheap authenticated GET (`preflight`), so that a
+        wrong key or endpoint stops the run before anyone is claimed, let alone marked."""
         with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    headers={**self._auth_headers, "User-Agent": "newsletter"},
-                    timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
-                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-                )
+            if self._client is not None:
+                return
+            self._client = httpx.Client(
+                headers={**self._auth_headers, "User-Agent": "newsletter"},
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            )
+        try:
+            self.preflight()
+        except BaseException:
+            self.close()
+            raise
+
+    def preflight(self) -> None:
+        """Raise TransportAuthError / TransportConfigError when the provider says so."""
+
+    def check(self, path: str, **kwargs: Any) -> ApiReply:
+        """A preflight GET; no answer at all stops the run (the endpoint is wrong or down)."""
+        reply = self.request("GET", path, **kwargs)
+        if isinstance(reply, str):
+            raise TransportConnectError(f"{reply}; check the endpoint or try again later")
+        return reply
 
     def close(self) -> None:
         with self._lock:
@@ -290,11 +308,14 @@ class HttpApiTransport(Transport):
         """
         if self._client is None:
             self.open()
+        self.requests += 1
+        return self.request("POST", path, **kwargs)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> ApiReply | str:
         assert self._client is not None
         url = self.base_url + path
-        self.requests += 1
         try:
-            response = self._client.post(url, **kwargs)
+            response = self._client.request(method, url, **kwargs)
         except httpx.TimeoutException:
             return f"{self.provider} did not answer within {self._timeout:g}s (timeout)"
         except httpx.TransportError as exc:

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from newsletter.errors import TransportConfigError
+from newsletter.errors import TransportAuthError, TransportConfigError
 from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
@@ -77,7 +77,7 @@ class MailgunTransport(HttpApiTransport):
     def from_url(
         cls, url: str, config: Config | None, environ: Mapping[str, str]
     ) -> MailgunTransport:
-        parsed = parse_url(url, "mailgun", allowed=("region",))
+        parsed = parse_url(url, "mailgun", allowed=("region", "preflight"))
         domain = parsed.target.lower()
         if not domain or "/" in domain or "." not in domain or any(c.isspace() for c in domain):
             raise TransportConfigError(
@@ -86,11 +86,40 @@ class MailgunTransport(HttpApiTransport):
         region = parsed.params.get("region", "us").lower()
         if region not in REGIONS:
             raise TransportConfigError(f"mailgun region must be 'us' or 'eu', got {region!r}")
+        preflight = parsed.params.get("preflight", "yes").lower()
+        if preflight not in ("yes", "no"):
+            raise TransportConfigError(
+                f"mailgun preflight must be 'yes' or 'no', got {preflight!r}"
+            )
         key = require_secret(environ, cls.secret_variable, cls.provider)
-        return cls(domain, key, region=region, endpoint=parsed.endpoint)
+        transport = cls(domain, key, region=region, endpoint=parsed.endpoint)
+        transport.verify_key = preflight == "yes"
+        return transport
 
     def describe(self) -> str:
         return f"mailgun:{self.domain} ({self.base_url})"
+
+    verify_key = True
+
+    def preflight(self) -> None:
+        """GET /v3/domains/DOMAIN: the key works and the domain exists in this region.
+
+        A domain sending key may only send, so it is refused here too: `?preflight=no` skips
+        the check for such keys (a wrong key then shows up as deferred sends instead)."""
+        if not self.verify_key:
+            return
+        reply = self.check(f"/v3/domains/{self.domain}", auth=self._auth)
+        if reply.status in (401, 403):
+            raise TransportAuthError(
+                f"Mailgun refused the API key from {self.secret_variable} "
+                f"({self.reply_text(reply, _message_of(reply))}); check the key, or add "
+                "?preflight=no when it is a domain sending key"
+            )
+        if reply.status == 404:
+            raise TransportConfigError(
+                f"Mailgun does not know the domain {self.domain!r} at {self.base_url}; "
+                "check the domain and ?region="
+            )
 
     # ------------------------------------------------------------ sending
 

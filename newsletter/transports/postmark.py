@@ -82,6 +82,16 @@ class PostmarkTransport(HttpApiTransport):
     def describe(self) -> str:
         return f"postmark: stream {self.stream} ({self.base_url})"
 
+    def preflight(self) -> None:
+        """GET /server: readable with any valid server token."""
+        reply = self.check("/server")
+        body = reply.json()
+        if reply.status == 401 or (isinstance(body, dict) and body.get("ErrorCode") == 10):
+            raise TransportAuthError(
+                f"Postmark refused the server token from {self.secret_variable} "
+                f"({self.reply_text(reply)}); check the token"
+            )
+
     def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         for batch in chunks(messages, MAX_MESSAGES):

@@ -1,8 +1,10 @@
 """Resend: `POST /emails/batch`, up to 100 complete emails per request.
 
 Every request carries an `Idempotency-Key` derived from the Message-IDs of its emails (which are
-deterministic per campaign and subscriber), so when a batch is retried after a timeout or a
-crash, Resend answers with the first attempt's ids instead of sending it again (keys live 24 h).
+deterministic per campaign and subscriber), so when a batch is retried after a timeout, a 5xx
+or a crash, Resend answers with the first attempt's ids instead of sending it again (keys live
+24 h). An unanswered batch is asked again at once with the same key (twice, then deferred):
+that is when the key is certain to match, before the runner regroups the recipients.
 Batches go in permissive validation mode (`x-batch-validation: permissive`): an invalid email
 is reported by index in `errors` and fails alone, the others are sent.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from newsletter.config import Config
 
 API = "https://api.resend.com"
+RETRY_PAUSES = (0.5, 1.0)  # same-key retries of an unanswered batch, before deferring it
 MAX_EMAILS = 100
 KEY_ERRORS = {"missing_api_key", "invalid_api_key", "restricted_api_key", "suspended_api_key"}
 
@@ -63,6 +67,20 @@ class ResendTransport(HttpApiTransport):
         key = require_secret(environ, cls.secret_variable, cls.provider)
         return cls(key, endpoint=parsed.endpoint or API)
 
+    def preflight(self) -> None:
+        """GET /domains: a wrong key is refused; a sending-only key answers
+        `restricted_api_key`, which proves the key itself is valid."""
+        reply = self.check("/domains")
+        body = reply.json()
+        name = body.get("name") if isinstance(body, dict) else None
+        if name in KEY_ERRORS - {"restricted_api_key"} or (
+            reply.status in (401, 403) and name != "restricted_api_key"
+        ):
+            raise TransportAuthError(
+                f"Resend refused the API key from {self.secret_variable} "
+                f"({self.reply_text(reply)}); check the key"
+            )
+
     def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         for batch in chunks(messages, MAX_EMAILS):
@@ -87,15 +105,19 @@ class ResendTransport(HttpApiTransport):
 
     def _send_batch(self, batch: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         payload = json.dumps([self._email(m) for m in batch]).encode("utf-8")
-        reply = self.post(
-            "/emails/batch",
-            content=payload,
-            headers={
-                "Content-Type": "application/json",
-                "Idempotency-Key": idempotency_key(batch),
-                "x-batch-validation": "permissive",
-            },
-        )
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key(batch),
+            "x-batch-validation": "permissive",
+        }
+        for pause in (*RETRY_PAUSES, None):
+            reply = self.post("/emails/batch", content=payload, headers=headers)
+            # No answer or a 5xx: the batch may have gone through. Asking again at once with
+            # the same key is safe (Resend replays the first answer) and resolves it while the
+            # batch is still whole; the runner's later retries may regroup the recipients.
+            if pause is None or not (isinstance(reply, str) or reply.status >= 500):
+                break
+            time.sleep(pause)
         if isinstance(reply, str) or reply.transient:
             return self.transient_results(len(batch), reply)
         body = reply.json()

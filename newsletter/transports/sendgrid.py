@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from newsletter.errors import TransportAuthError
 from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
@@ -70,6 +71,18 @@ class SendGridTransport(HttpApiTransport):
         no_target(parsed, url)
         key = require_secret(environ, cls.secret_variable, cls.provider)
         return cls(key, endpoint=parsed.endpoint or API)
+
+    def preflight(self) -> None:
+        """GET /v3/scopes: any key may read its own scopes; sending needs `mail.send`."""
+        reply = self.check("/v3/scopes")
+        self.raise_for_auth(reply, _errors_text(reply))
+        body = reply.json()
+        scopes = body.get("scopes") if reply.ok and isinstance(body, dict) else None
+        if isinstance(scopes, list) and "mail.send" not in scopes:
+            raise TransportAuthError(
+                f"the SendGrid key in {self.secret_variable} lacks the mail.send permission; "
+                "give it Mail Send access (Settings > API Keys)"
+            )
 
     # ------------------------------------------------------------ sending
 

@@ -141,6 +141,33 @@ class SesTransport(Transport):
                 ),
             )
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ses")
+        try:
+            self._preflight()
+        except BaseException:
+            self.close()
+            raise
+
+    def _preflight(self) -> None:
+        """GetAccount: refused credentials stop the run before anyone is claimed. A key that
+        may send but not read the account (AccessDenied) passes; so does any other answer."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client.get_account()
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            if code in AUTH_ERRORS - {"AccessDeniedException", "AccessDenied"}:
+                detail = self._clip(f"{code}: {error.get('Message', '')}")
+                raise TransportAuthError(
+                    "Amazon SES refused the credentials from AWS_ACCESS_KEY_ID / "
+                    f"AWS_SECRET_ACCESS_KEY ({detail}); check the key"
+                ) from None
+        except BotoCoreError as exc:
+            raise TransportConnectError(
+                f"cannot reach Amazon SES ({self.describe()}): {self._clip(str(exc))}"
+            ) from None
+        self._reached = True
 
     def close(self) -> None:
         with self._lock:
