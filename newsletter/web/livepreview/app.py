@@ -51,7 +51,7 @@ class PreviewState:
         self._lock = threading.Lock()
         self.snapshot = builder.build(1)
         self.last_good: Snapshot | None = self.snapshot if self.snapshot.ok else None
-        hub.version = self.snapshot.version
+        hub.version, hub.ok = self.snapshot.version, self.snapshot.ok
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def rebuild(self, changes: frozenset[FileChange] = frozenset()) -> Snapshot:
@@ -65,7 +65,7 @@ class PreviewState:
             if snapshot.ok:
                 self.last_good = snapshot
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.hub.publish, snapshot.version)
+            self.loop.call_soon_threadsafe(self.hub.publish, snapshot.version, snapshot.ok)
         return snapshot
 
     def watch_set(self) -> WatchSet:
@@ -158,16 +158,16 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
 async def _event_stream(hub: Hub, request: Request) -> AsyncIterator[str]:
     queue = hub.listen()
     try:
-        yield f"retry: 1000\nevent: build\ndata: {hub.version}\n\n"
+        yield f"retry: 1000\nevent: build\ndata: {hub.event}\n\n"
         while True:
             try:
-                version = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                event = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
-            if version is None:
+            if event is None:
                 return
-            yield f"event: build\ndata: {version}\n\n"
+            yield f"event: build\ndata: {event}\n\n"
     finally:
         hub.forget(queue)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from watchfiles.main import FileChange
 
 from newsletter.config import CONFIG_NAME
 
-QUIET_SECONDS = 0.08
+QUIET_SECONDS = 0.05
 MAX_WAIT_SECONDS = 0.4
 WATCHER_SETUP_SECONDS = 0.05
 
@@ -57,27 +58,33 @@ def watch_set(
 
 
 class Hub:
-    """The current build version, and every open page waiting to hear about the next one."""
+    """The latest build, and every open page waiting to hear about the next one."""
 
     def __init__(self) -> None:
         self.version = 0
-        self._listeners: set[asyncio.Queue[int | None]] = set()
+        self.ok = False
+        self._listeners: set[asyncio.Queue[str | None]] = set()
         self.closed = False
 
-    def listen(self) -> asyncio.Queue[int | None]:
-        queue: asyncio.Queue[int | None] = asyncio.Queue()
+    @property
+    def event(self) -> str:
+        """The Server-Sent Events data line announcing the latest build."""
+        return json.dumps({"version": self.version, "ok": self.ok})
+
+    def listen(self) -> asyncio.Queue[str | None]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._listeners.add(queue)
         if self.closed:
             queue.put_nowait(None)
         return queue
 
-    def forget(self, queue: asyncio.Queue[int | None]) -> None:
+    def forget(self, queue: asyncio.Queue[str | None]) -> None:
         self._listeners.discard(queue)
 
-    def publish(self, version: int) -> None:
-        self.version = version
+    def publish(self, version: int, ok: bool) -> None:
+        self.version, self.ok = version, ok
         for queue in self._listeners:
-            queue.put_nowait(version)
+            queue.put_nowait(self.event)
 
     def close(self) -> None:
         """End every event stream (the server is shutting down)."""

@@ -191,6 +191,10 @@ function renderEmail(email, version) {
   $("meter").dataset.level = email.html_bytes > email.clip_bytes ? "error" : email.html_bytes > email.warn_bytes ? "warning" : "ok";
   $("meter").style.setProperty("--warn", `${((email.warn_bytes / email.clip_bytes) * 100).toFixed(1)}%`);
   $("meter-text").textContent = `${kb(email.html_bytes)} (${Math.round(ratio * 100)}% of the limit)`;
+  showFrames(version);
+}
+
+function showFrames(version) {
   const q = `as=${encodeURIComponent(page.as)}&v=${version}`;
   for (const f of frames) f.show(`/email?${q}&scheme=${f.scheme}`, version);
 }
@@ -249,8 +253,12 @@ function connect() {
     live.title = "Live reload: connected";
   });
   events.addEventListener("build", (e) => {
-    page.latest = Number(e.data);
-    if (page.latest !== page.version) refreshSoon();
+    const build = JSON.parse(e.data);
+    page.latest = build.version;
+    if (build.version === page.version) return;
+    // The frames need nothing from the state: start loading them right away, in parallel.
+    if (build.ok && page.data) showFrames(build.version);
+    refreshSoon();
   });
   events.addEventListener("error", () => {
     live.className = "live off";
