@@ -8,6 +8,7 @@ names the template file and line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import traceback
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    BytecodeCache,
     ChoiceLoader,
     Environment,
+    FileSystemBytecodeCache,
     FileSystemLoader,
     StrictUndefined,
     TemplateError,
@@ -82,6 +85,7 @@ def _make_environment(dirs: list[Path]) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=True,  # the preview server edits templates while running
+        bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(
         markdown=markdown.to_html,
@@ -93,6 +97,22 @@ def _make_environment(dirs: list[Path]) -> Environment:
     )
     env.globals.update(references=markdown.References, width=markdown.WIDTH)
     return env
+
+
+class _QuietBytecodeCache(FileSystemBytecodeCache):
+    """Compiled templates kept between runs (Jinja checks each template's source checksum), so a
+    `newsletter build` process does not compile the theme every time. Best effort only."""
+
+    def dump_bytecode(self, bucket: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _bytecode_cache() -> BytecodeCache | None:
+    try:
+        return _QuietBytecodeCache()  # a private per-user folder under the temp directory
+    except (OSError, RuntimeError):
+        return None
 
 
 def long_date(date: dt.date) -> str:
