@@ -30,8 +30,12 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
 
 def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(project: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    # --open goes through the webbrowser module, which runs $BROWSER: record what it opens.
+    opened = project / "opened.txt"
+    record = f"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])"
+    env["BROWSER"] = f'{sys.executable} -c "{record}" %s'
     process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "preview", str(ISSUE)],
+        [sys.executable, "-m", "newsletter", "preview", str(ISSUE), "--open"],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -51,6 +55,7 @@ def test_command_prints_the_url_serves_and_stops_cleanly_on_ctrl_c(project: Path
         assert b"Preview as" in body
         _status, _headers, state = get(url + "api/state")
         assert json.loads(state)["ok"] is True
+        assert _wait_for(lambda: opened.is_file() and opened.read_text() == url, timeout=10)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
     finally:
@@ -192,6 +197,8 @@ def test_a_theme_folder_created_after_start_is_picked_up(project: Path) -> None:
             "utf-8",
         )
         assert _wait_for(
-            lambda: server.snapshot.compiled is not None
-            and "Custom footer here" in server.snapshot.compiled.web_html
+            lambda: (
+                server.snapshot.compiled is not None
+                and "Custom footer here" in server.snapshot.compiled.web_html
+            )
         )

@@ -124,7 +124,7 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
 
     async def events(request: Request) -> Response:
         return StreamingResponse(
-            _event_stream(state.hub, request),
+            _event_stream(state.hub),
             media_type="text/event-stream",
             headers={**NO_STORE, "X-Accel-Buffering": "no"},
         )
@@ -155,7 +155,7 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
     )
 
 
-async def _event_stream(hub: Hub, request: Request) -> AsyncIterator[str]:
+async def _event_stream(hub: Hub) -> AsyncIterator[str]:
     queue = hub.listen()
     try:
         yield f"retry: 1000\nevent: build\ndata: {hub.event}\n\n"
@@ -183,7 +183,7 @@ def _state_payload(state: PreviewState, key: str | None) -> dict[str, object]:
         "duration_ms": round(snap.duration_ms, 1),
         "issue": {
             "path": state.display_path(snap.issue_path),
-            "title": snap.compiled.issue.title if snap.compiled else snap.issue_path.name,
+            "title": _title(snap, state.last_good),
             "newsletter": config.name if config else "Newsletter",
         },
         "problems": [_located(state, p.as_dict()) for p in snap.problems],
@@ -208,6 +208,13 @@ def _state_payload(state: PreviewState, key: str | None) -> dict[str, object]:
                 }
             ]
     return payload
+
+
+def _title(snap: Snapshot, last_good: Snapshot | None) -> str:
+    for candidate in (snap, last_good):
+        if candidate is not None and candidate.compiled is not None:
+            return candidate.compiled.issue.title
+    return snap.issue_path.name
 
 
 def _located(state: PreviewState, problem: dict[str, object]) -> dict[str, object]:
