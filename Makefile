@@ -31,7 +31,7 @@ format: $(STAMP)
 	$(BIN)/ruff format newsletter tests benchmarks docs
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do case $$b in */_*) ;; *) $(BIN)/python $$b || exit 1;; esac; done
+	for b in benchmarks/*.py; do case $$b in */_*|*/smtp_sink.py) ;; *) $(BIN)/python $$b || exit 1;; esac; done
 
 screenshots: $(STAMP)
 	$(BIN)/python docs/screenshots.py
