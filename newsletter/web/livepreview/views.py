@@ -15,15 +15,14 @@ from email.utils import format_datetime
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.lint import CLIP_BYTES, SIZE_WARN_BYTES
 from newsletter.render.compiled import CompiledIssue
 from newsletter.render.placeholders import SAMPLE_RECIPIENT, Recipient
 
-# Gmail clips a message whose HTML passes 102 KB (1024-byte KB), as `newsletter check` counts.
-CLIP_BYTES = 102 * 1024
-WARN_BYTES = 90 * 1024
-# Sent messages carry a signed per-subscriber token of about this length; the preview shows a
-# harmless stand-in of the same size, so the size meter matches what subscribers receive.
-PREVIEW_TOKEN = "preview-" + "x" * 88
+# Sent messages carry a signed per-subscriber token; the preview shows a token of the same shape
+# that no server accepts (no subscriber has id 0, and the MAC is wrong), so clicking
+# "Unsubscribe" in the preview can never unsubscribe anyone.
+PREVIEW_TOKEN = "0.preview-not-a-real-token"
 SAMPLE_KEY = "sample"
 
 
@@ -66,7 +65,7 @@ class EmailView:
             "date": self.date,
             "html_bytes": len(self.html.encode()),
             "clip_bytes": CLIP_BYTES,
-            "warn_bytes": WARN_BYTES,
+            "warn_bytes": SIZE_WARN_BYTES,
         }
 
 

@@ -10,7 +10,6 @@ after `MAX_WAIT_SECONDS`), and saves arriving during a rebuild cause exactly one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterable
@@ -170,18 +169,29 @@ class Rebuilder:
     async def _watch(
         self, paths: frozenset[Path], recursive: bool, only: frozenset[Path] | None
     ) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            async for changes in awatch(
-                *sorted(paths),
-                watch_filter=_Filter(only),
-                recursive=recursive,
-                debounce=int(MAX_WAIT_SECONDS * 1000),
-                step=20,
-                stop_event=self._restart,
-                rust_timeout=500,
-            ):
-                if changes:
-                    self.changed(changes)
+        polling = False
+        while not self._restart.is_set():
+            try:
+                async for changes in awatch(
+                    *sorted(paths),
+                    watch_filter=_Filter(only),
+                    recursive=recursive,
+                    debounce=int(MAX_WAIT_SECONDS * 1000),
+                    step=20,
+                    stop_event=self._restart,
+                    rust_timeout=500,
+                    force_polling=polling,
+                    poll_delay_ms=200,
+                ):
+                    if changes:
+                        self.changed(changes)
+                return
+            except FileNotFoundError:
+                return  # a watched folder vanished; the next rebuild recomputes what to watch
+            except OSError:
+                if polling:
+                    raise
+                polling = True  # e.g. the system's inotify watch limit is reached
 
 
 class _Filter(DefaultFilter):
