@@ -70,7 +70,12 @@ def hard_issue(project: Path) -> Path:
                 sources=[{"title": LONG_WORD, "url": LONG_URL}],
                 image={"url": "https://images.test/wide.png", "alt": "A wide chart"},
             ),
-            story(headline="قصة باللغة العربية", summary=ARABIC, why_it_matters=ARABIC),
+            story(
+                headline="قصة باللغة العربية",
+                summary=ARABIC,
+                why_it_matters=ARABIC,
+                key_points=[ARABIC],
+            ),
             story(headline="A third story so the headline list shows", dek=LONG_WORD),
         ],
     )
@@ -142,6 +147,8 @@ def test_right_to_left_text_reads_right_to_left(
     ]
     arabic = page.locator("p", has_text=ARABIC[:20]).first
     assert arabic.evaluate("el => getComputedStyle(el).direction") == "rtl"
+    point = page.locator("li", has_text=ARABIC[:20]).first
+    assert point.evaluate("el => getComputedStyle(el).direction") == "rtl"
     english = page.locator("h2", has_text="A third story").first
     assert english.evaluate("el => getComputedStyle(el).direction") == "ltr"
 

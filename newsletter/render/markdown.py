@@ -19,8 +19,15 @@ from markupsafe import Markup
 WIDTH = 72
 _MD = MarkdownIt("commonmark", {"html": False})
 # Block elements that get dir="auto", so a right-to-left paragraph reads right to left even
-# inside a left-to-right newsletter.
-_DIRECTIONAL = {"paragraph_open", "heading_open", "list_item_open", "blockquote_open"}
+# inside a left-to-right newsletter. List items inherit their list's direction: the auto
+# detection skips any descendant with its own dir attribute.
+_DIRECTIONAL = {
+    "paragraph_open",
+    "heading_open",
+    "bullet_list_open",
+    "ordered_list_open",
+    "blockquote_open",
+}
 
 
 @functools.lru_cache(maxsize=1024)
