@@ -57,13 +57,19 @@ _GIF = bytes.fromhex(
 )
 
 
+def console_errors(page: Page) -> list[str]:
+    """Every console error and uncaught exception of the page, as it happens."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
 @pytest.fixture
 def page(browser: Browser, server: PreviewServer) -> Iterator[Page]:
     page = offline_page(browser)
     context = page.context
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
+    problems = console_errors(page)
     page.goto(server.url)
     expect(page.locator("body")).to_have_attribute("data-state", "ok")
     yield page
@@ -165,6 +171,7 @@ def test_template_error_in_the_projects_theme_names_file_and_line(
     config.write_text(config.read_text(encoding="utf-8") + "templates: theme\n", encoding="utf-8")
     with PreviewServer(issue, config_path=config, start_dir=project) as server:
         page = offline_page(browser)
+        errors = console_errors(page)
         page.goto(server.url)
         expect(page.locator("body")).to_have_attribute("data-state", "ok")
         (theme / "footer.mjml").write_text("{% if %}\n" + original, encoding="utf-8")
@@ -174,6 +181,7 @@ def test_template_error_in_the_projects_theme_names_file_and_line(
         (theme / "footer.mjml").write_text(original, encoding="utf-8")
         expect(page.locator("body")).to_have_attribute("data-state", "ok", timeout=2000)
         page.context.close()
+        assert errors == []
 
 
 def test_text_dark_and_headers_views(page: Page) -> None:
@@ -201,6 +209,9 @@ def test_text_dark_and_headers_views(page: Page) -> None:
     expect(headers).to_contain_text("https://news.example.org/unsubscribe/")
     expect(page.locator("#meter-text")).to_contain_text(re.compile(r"\d+\.\d KB"))
     expect(page.locator(".inbox-row")).to_contain_text("One of the most important relationships")
+    expect(page.locator("#preheader")).to_contain_text(
+        "One of the most important relationships in the AI industry is entering a new chapter."
+    )
 
 
 def test_preview_as_a_subscriber_from_the_database(
@@ -210,8 +221,7 @@ def test_preview_as_a_subscriber_from_the_database(
         store.add("ada@example.org", name="Ada Lovelace")
     with PreviewServer(issue, config_path=project / "newsletter.yaml", start_dir=project) as srv:
         page = offline_page(browser)
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        errors = console_errors(page)
         page.goto(srv.url)
         expect(page.locator("#as option")).to_have_count(2)
         page.locator("#as").select_option("ada@example.org")

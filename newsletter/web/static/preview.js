@@ -172,6 +172,10 @@ function renderEmail(email, version) {
   text("[data-to]", email.to);
   text("[data-date]", email.date);
   text("[data-initial]", (email.from_name || "?").trim().charAt(0).toUpperCase());
+  $("preheader").textContent = email.preheader
+    ? `${email.preheader} (${email.preheader.length} characters)`
+    : "None: inboxes will show the first words of the email instead.";
+  $("preheader").classList.toggle("missing", !email.preheader);
   $("text").textContent = email.text;
   const longest = Math.max(0, ...email.text.split("\n").map((l) => l.length));
   $("text-stats").textContent = `${email.text.length.toLocaleString()} characters · longest line ${longest}`;
