@@ -29,6 +29,7 @@ LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1; email-validator enforces it only in s
 MAX_INPUT = 320  # longer input is rejected before any parsing
 _CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 _DOMAIN_CACHE_MAX = 20_000
+_SHORT = EMAIL_MAX_LENGTH // 4 - 1  # shorter spellings cannot exceed the limit in bytes
 _domains: dict[str, tuple[str, str] | None] = {}
 
 
@@ -81,9 +82,12 @@ def _fast_path(email: str) -> str | None:
         return None
     domain, ascii_domain = domains
     normalized = f"{local}@{domain}"
-    for form in (email, normalized, f"{local}@{ascii_domain}"):
-        if len(form.encode()) > EMAIL_MAX_LENGTH:
-            return None
+    # email-validator's length rule counts UTF-8 bytes of three spellings; a UTF-8 character is
+    # at most 4 bytes, so addresses this short cannot break it and skip the encoding.
+    if len(email) > _SHORT or len(normalized) > _SHORT or len(ascii_domain) > _SHORT:
+        for form in (email, normalized, f"{local}@{ascii_domain}"):
+            if len(form.encode()) > EMAIL_MAX_LENGTH:
+                return None
     return normalized
 
 

@@ -1,8 +1,9 @@
 """The SQLite side of an import: apply a chunk of validated rows with a handful of statements.
 
-Called by `SubscriberStore.import_rows` inside the import's single transaction. Per chunk it
+Called through `SubscriberStore.bulk_import` inside the import's single transaction. Per chunk it
 reads the existing subscribers and their lists with one IN (...) query each, then writes with
-executemany: ~4 statements per 1,000 rows instead of ~4,000.
+executemany: ~4 statements per 900 rows instead of ~4 per row. Ids are assigned here, inside the
+write transaction, so memberships and events need no lookup per row.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from newsletter.subscribers.model import ImportCounts, ImportRow, dump_fields, import_status
+from newsletter.subscribers.schema import next_subscriber_id
 
 if TYPE_CHECKING:
     from newsletter.subscribers.store import SubscriberStore
 
 _CHUNK = 900  # bound parameters per IN (...) query
+_ERASED = "this address was erased; only the person can subscribe again (sign-up form)"
 
 
 class BulkImport:
@@ -38,11 +41,11 @@ class BulkImport:
         self.extra_lists = tuple(extra_lists)
         self.source = source
         self.stamp = stamp
-        self.list_ids: dict[str, int] = {}
+        self._list_ids: dict[tuple[str, ...], list[int]] = {}
         self.any_tombstones = (
             self.conn.execute("SELECT 1 FROM subscriber_tombstones LIMIT 1").fetchone() is not None
         )
-        self.next_id = _next_id(self.conn)
+        self.next_id = next_subscriber_id(self.conn)
 
     def apply(self, rows: Sequence[ImportRow], counts: ImportCounts) -> None:
         for start in range(0, len(rows), _CHUNK):
@@ -51,15 +54,20 @@ class BulkImport:
     def _chunk(self, rows: Sequence[ImportRow], counts: ImportCounts) -> None:
         existing = self._existing([r.key for r in rows])
         erased = self._erased([r.key for r in rows if r.key not in existing])
-        inserts, updates, memberships, events = [], [], [], []
+        inserts: list[tuple] = []
+        updates: list[tuple] = []
+        memberships: list[tuple[int, int]] = []
+        events: list[tuple] = []
+        stamp, source, default_status = self.stamp, self.source, self.default_status
+        list_ids = self._list_ids
         for row in rows:
-            wanted = self._lists(row)
+            wanted = list_ids.get(row.lists)
+            if wanted is None:
+                wanted = self._lists(row.lists)
             old = existing.get(row.key)
             if old is None:
                 if row.key in erased:
-                    counts.rejected.append(
-                        (row.line, "this address was erased; it can only subscribe again itself")
-                    )
+                    counts.rejected.append((row.line, _ERASED))
                     continue
                 sid = self.next_id
                 self.next_id += 1
@@ -69,32 +77,36 @@ class BulkImport:
                         row.email,
                         row.key,
                         row.name,
-                        row.status or self.default_status,
-                        dump_fields(row.fields),
-                        row.created_at or self.stamp,
-                        self.stamp,
+                        row.status or default_status,
+                        dump_fields(row.fields) if row.fields else "{}",
+                        row.created_at or stamp,
+                        stamp,
                     )
                 )
-                memberships.extend((lid, sid) for lid in wanted)
-                events.append((sid, self.stamp, "imported", f"{self.source} line {row.line}"))
+                memberships.extend([(lid, sid) for lid in wanted])
+                events.append((sid, stamp, "imported", f"{source} line {row.line}"))
                 counts.added += 1
                 continue
             sid, name, status, fields_json, lists = old
             new_name = row.name or name
             new_status = import_status(status, row.status)
-            fields = {**json.loads(fields_json), **row.fields} if row.fields else None
-            new_fields = dump_fields(fields) if fields is not None else fields_json
+            new_fields = fields_json
+            if row.fields:
+                # Re-imports usually carry exactly the stored fields: compare before decoding.
+                mine = dump_fields(row.fields)
+                if mine != fields_json:
+                    new_fields = dump_fields({**json.loads(fields_json), **row.fields})
             joined = [lid for lid in wanted if lid not in lists]
             same = new_name == name and new_status == status and new_fields == fields_json
             if same and not joined:
                 counts.unchanged += 1
                 continue
-            updates.append((new_name, new_fields, new_status, self.stamp, sid))
-            memberships.extend((lid, sid) for lid in joined)
-            where = f"{self.source} line {row.line}"
+            updates.append((new_name, new_fields, new_status, stamp, sid))
+            memberships.extend([(lid, sid) for lid in joined])
+            where = f"{source} line {row.line}"
             if new_status != status:
-                events.append((sid, self.stamp, new_status, f"by import, {where}"))
-            events.append((sid, self.stamp, "updated", f"by import, {where}"))
+                events.append((sid, stamp, new_status, f"by import, {where}"))
+            events.append((sid, stamp, "updated", f"by import, {where}"))
             counts.updated += 1
         self._write(inserts, updates, memberships, events)
 
@@ -125,12 +137,12 @@ class BulkImport:
                 events,
             )
 
-    def _lists(self, row: ImportRow) -> list[int]:
-        names = set(row.lists) | set(self.extra_lists)
-        missing = [n for n in names if n not in self.list_ids]
-        if missing:
-            self.list_ids.update(self.store.list_ids(missing))
-        return [self.list_ids[n] for n in sorted(names)]
+    def _lists(self, row_lists: tuple[str, ...]) -> list[int]:
+        names = sorted(set(row_lists) | set(self.extra_lists))
+        ids = self.store.list_ids(names)
+        wanted = [ids[n] for n in names]
+        self._list_ids[row_lists] = wanted
+        return wanted
 
     def _existing(self, keys: list[str]) -> dict[str, tuple[int, str | None, str, str, set[int]]]:
         marks = ",".join("?" * len(keys))
@@ -161,12 +173,3 @@ class BulkImport:
             list(by_hash),
         ).fetchall()
         return {by_hash[r[0]] for r in found}
-
-
-def _next_id(conn: sqlite3.Connection) -> int:
-    # Ids are assigned here, inside the write transaction, so memberships and events can be
-    # inserted in bulk without a lookup per row. sqlite_sequence keeps AUTOINCREMENT's promise
-    # (ids never reused) because explicit ids above it advance it.
-    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'subscribers'").fetchone()
-    top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM subscribers").fetchone()[0]
-    return max(int(seq[0]) if seq else 0, int(top)) + 1

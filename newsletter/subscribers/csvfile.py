@@ -73,7 +73,7 @@ def _rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[s
         if cells is None:
             return
         line = reader.line_num  # type: ignore[attr-defined]
-        if cells and any(c.strip() for c in cells):
+        if cells and "".join(cells).strip():
             yield start, cells
 
 

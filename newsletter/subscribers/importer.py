@@ -11,6 +11,7 @@ bounced, complained or erased address; rejected rows go to a rejects file with l
 
 from __future__ import annotations
 
+import gc
 import re
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from newsletter.subscribers.csvfile import open_rows, write_csv_atomic
 from newsletter.subscribers.model import (
     ACTIVE,
     DEFAULT_LIST,
+    FIELD_VALUE_MAX,
     PENDING,
     ImportCounts,
     ImportRow,
@@ -31,12 +33,14 @@ from newsletter.subscribers.model import (
     check_status,
     clean_field_value,
     clean_name,
+    has_control,
     parse_lists,
     parse_timestamp,
 )
 from newsletter.subscribers.store import SubscriberStore
 
 CHUNK_ROWS = 5000
+DEFAULT_LISTS = (DEFAULT_LIST,)
 _ALIASES = {
     "email": "email",
     "e-mail": "email",
@@ -116,6 +120,10 @@ def import_csv(
     fh, header, rows = open_rows(path)
     counts = ImportCounts()
     rejected_cells: dict[int, list[str]] = {}
+    # An import allocates ~10 small objects per row and frees them at once: the cyclic GC
+    # would rescan the growing heap hundreds of times for nothing (a third of the parse time).
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         columns = parse_header(header, path)
         with store.transaction():
@@ -128,6 +136,8 @@ def import_csv(
             written = _write_rejects(rejects, header, counts, rejected_cells)
     finally:
         fh.close()
+        if collecting:
+            gc.enable()
     return ImportReport(
         path=path,
         added=counts.added,
@@ -180,31 +190,53 @@ def parse_header(header: list[str], path: Path) -> Columns:
 
 
 def parse_row(line: int, cells: list[str], columns: Columns, extra: tuple[str, ...]) -> ImportRow:
-    """One row -> ImportRow, or SubscriberError saying what is wrong with it."""
-    if len(cells) > columns.width and any(c.strip() for c in cells[columns.width :]):
-        raise SubscriberError(
-            f"the row has {len(cells)} columns but the header names {columns.width}"
-        )
-    if len(cells) < columns.width:
-        cells = cells + [""] * (columns.width - len(cells))
+    """One row -> ImportRow, or SubscriberError saying what is wrong with it.
+
+    The hot path of an import: the common case (no control characters anywhere in the row)
+    is checked once for the whole row instead of once per cell.
+    """
+    if len(cells) != columns.width:
+        cells = _fit(cells, columns.width)
     for index in columns.unnamed:
         if cells[index].strip():
             raise SubscriberError(f"column {index + 1} has a value but no name in the header")
     email = normalize_email(cells[columns.email])
-    name = clean_name(cells[columns.name]) if columns.name is not None else None
+    if has_control("".join(cells)):
+        _explain_control(cells, columns)
+    name = None
+    if columns.name is not None:
+        name = clean_name(cells[columns.name])
     status = _optional(cells, columns.status, check_status)
     created = _optional(cells, columns.created_at, parse_timestamp)
     lists: tuple[str, ...] = ()
     if columns.lists is not None:
         lists = parse_lists(cells[columns.lists])
     if not lists and not extra:
-        lists = (DEFAULT_LIST,)
+        lists = DEFAULT_LISTS
     fields = {}
     for index, field_name in columns.fields:
-        value = clean_field_value(field_name, cells[index])
+        value = cells[index].strip()
         if value:
+            if len(value) > FIELD_VALUE_MAX:
+                clean_field_value(field_name, value)  # raises with the reason
             fields[field_name] = value
     return ImportRow(line, email, email_key(email), name, fields, lists, status, created)
+
+
+def _fit(cells: list[str], width: int) -> list[str]:
+    if len(cells) > width and any(c.strip() for c in cells[width:]):
+        raise SubscriberError(f"the row has {len(cells)} columns but the header names {width}")
+    return (cells + [""] * (width - len(cells)))[:width]
+
+
+def _explain_control(cells: list[str], columns: Columns) -> None:
+    if columns.name is not None:
+        clean_name(cells[columns.name])
+    for index, field_name in columns.fields:
+        clean_field_value(field_name, cells[index])
+    for index, cell in enumerate(cells):
+        if has_control(cell.strip()):
+            raise SubscriberError(f"column {index + 1} contains a control character")
 
 
 def _chunks(

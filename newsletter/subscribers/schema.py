@@ -1,7 +1,9 @@
 """The subscriber store's tables, as ordered migrations for `newsletter.db.migrate`.
 
-Ids come from AUTOINCREMENT so an erased subscriber's id is never given to someone else: old
-unsubscribe tokens carry the id and must never act on a different person.
+An erased subscriber's id is never given to someone else (old unsubscribe tokens carry the id
+and must never act on a different person): ids come from `next_subscriber_id`, which stays above
+the highest id ever erased. That is AUTOINCREMENT's promise without its per-row bookkeeping,
+which cost a third of a bulk import's insert time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ COMPONENT = "subscribers"
 
 _V1 = """
 CREATE TABLE subscribers (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     email TEXT NOT NULL,
     email_key TEXT NOT NULL UNIQUE,
     name TEXT,
@@ -66,3 +68,22 @@ def _salt(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[Migration] = [_V1, _salt]
+
+
+def next_subscriber_id(conn: sqlite3.Connection) -> int:
+    """The id for the next new subscriber (call inside the write transaction)."""
+    top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM subscribers").fetchone()[0]
+    erased = conn.execute(
+        "SELECT value FROM subscriber_settings WHERE key = 'erased_max_id'"
+    ).fetchone()
+    return max(int(top), int(erased[0]) if erased else 0) + 1
+
+
+def remember_erased_id(conn: sqlite3.Connection, subscriber_id: int) -> None:
+    """Called before deleting a subscriber row, so its id is never reused."""
+    top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM subscribers").fetchone()[0]
+    conn.execute(
+        "INSERT INTO subscriber_settings (key, value) VALUES ('erased_max_id', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)",
+        (max(int(top), subscriber_id),),
+    )

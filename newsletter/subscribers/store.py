@@ -40,7 +40,12 @@ from newsletter.subscribers.model import (
     dump_fields,
     now,
 )
-from newsletter.subscribers.schema import COMPONENT, MIGRATIONS
+from newsletter.subscribers.schema import (
+    COMPONENT,
+    MIGRATIONS,
+    next_subscriber_id,
+    remember_erased_id,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -382,6 +387,7 @@ class SubscriberStore:
             )
             if row is None:
                 return False
+            remember_erased_id(conn, int(row[0]))
             conn.execute("DELETE FROM subscribers WHERE id = ?", (row[0],))
             self._event(None, "erased", digest, stamp)
             return True
@@ -481,12 +487,13 @@ class SubscriberStore:
         fields: dict[str, str],
         stamp: str,
     ) -> int:
-        cur = conn.execute(
-            "INSERT INTO subscribers (email, email_key, name, status, fields, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (email, key, name, status, dump_fields(fields), stamp, stamp),
+        subscriber_id = next_subscriber_id(conn)
+        conn.execute(
+            "INSERT INTO subscribers (id, email, email_key, name, status, fields, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (subscriber_id, email, key, name, status, dump_fields(fields), stamp, stamp),
         )
-        return int(cur.lastrowid or 0)
+        return subscriber_id
 
     def _merge(
         self, subscriber_id: int, name: str | None, fields: dict[str, str], stamp: str, source: str
