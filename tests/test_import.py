@@ -1,0 +1,251 @@
+"""CSV import and export on real files and a real SQLite database."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import ImportFileError, SubscriberError
+from newsletter.subscribers import SubscriberStore, export_csv, import_csv
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SubscriberStore:
+    s = SubscriberStore.open(tmp_path / "newsletter.db")
+    yield s
+    s.close()
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "in.csv") -> Path:
+    path = tmp_path / name
+    if isinstance(text, str):
+        path.write_text(text, encoding="utf-8", newline="")
+    else:
+        path.write_bytes(text)
+    return path
+
+
+def export_text(store: SubscriberStore, **kwargs: str) -> str:
+    out = io.StringIO()
+    export_csv(store, out, **kwargs)
+    return out.getvalue()
+
+
+def rejects_of(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_bom_semicolons_extra_columns_and_counts(store, tmp_path):
+    path = write(
+        tmp_path,
+        "\ufeffEmail;Name;City;Favourite Colour\r\n"
+        "ada@example.com;Ada Lovelace;London;green\r\n"
+        "\r\n"
+        'bob@example.com;"Bob; Jr.";;\r\n'
+        "not-an-address;Nobody;Paris;red\r\n",
+    )
+    report = import_csv(store, path)
+    assert (report.added, report.updated, report.unchanged, report.rejected) == (2, 0, 0, 1)
+    ada = store.get("ada@example.com")
+    assert ada.name == "Ada Lovelace" and ada.status == "active"
+    assert ada.fields == {"City": "London", "Favourite_Colour": "green"}
+    assert ada.lists == ("default",)
+    bob = store.get("bob@example.com")
+    assert bob.name == "Bob; Jr." and bob.fields == {}
+    assert [e.kind for e in store.events(ada.id)] == ["imported"]
+    assert store.events(ada.id)[0].detail == "in.csv line 2"
+    rows = rejects_of(report.rejects_path)
+    assert rows[0] == ["line", "reason", "Email", "Name", "City", "Favourite Colour"]
+    assert rows[1][0] == "5" and "not a valid email address" in rows[1][1]
+    assert rows[1][2:] == ["not-an-address", "Nobody", "Paris", "red"]
+
+
+def test_every_kind_of_bad_row_is_rejected_with_line_and_reason(store, tmp_path):
+    path = write(
+        tmp_path,
+        "email,name,status,created_at,lists,note\n"
+        "good@example.com,Good,,,,\n"
+        '"crlf@example.com","Evil\r\nBcc: x@example.com",,,,\n'
+        "ctrl@example.com,Bell\x07,,,,\n"
+        "status@example.com,,gone,,,\n"
+        "date@example.com,,,yesterday,,\n"
+        "list@example.com,,,,bad list,\n"
+        "wide@example.com,,,,,,surplus\n"
+        "GOOD@example.com,Duplicate,,,,\n"
+        ",No address,,,,\n"
+        f"long@example.com,,,,,{'x' * 1001}\n",
+    )
+    report = import_csv(store, path)
+    assert report.added == 1 and report.rejected == 9
+    reasons = {int(r[0]): r[1] for r in rejects_of(report.rejects_path)[1:]}
+    assert sorted(reasons) == [3, 5, 6, 7, 8, 9, 10, 11, 12]  # line 3's field spans 2 lines
+    assert "line break" in reasons[3]
+    assert "control character" in reasons[5]
+    assert "unknown status" in reasons[6]
+    assert "date and time" in reasons[7]
+    assert "invalid list name" in reasons[8]
+    assert "7 columns" in reasons[9]
+    assert "same address as line 2" in reasons[10]
+    assert "empty" in reasons[11]
+    assert "longer than 1000" in reasons[12]
+    assert store.count() == 1
+
+
+def test_reimport_changes_nothing(store, tmp_path):
+    path = write(tmp_path, "email,name,city\nada@example.com,Ada,London\nbob@example.com,,\n")
+    first = import_csv(store, path)
+    assert (first.added, first.unchanged) == (2, 0)
+    before = export_text(store)
+    history = store.events(store.get("ada@example.com").id)
+    second = import_csv(store, path)
+    assert (second.added, second.updated, second.unchanged, second.rejected) == (0, 0, 2, 0)
+    assert export_text(store) == before
+    assert store.events(store.get("ada@example.com").id) == history
+    assert first.rejects_path is None
+
+
+def test_updates_merge_and_count(store, tmp_path):
+    store.add("ada@example.com", name="Ada", fields={"city": "London"})
+    path = write(tmp_path, "email,name,plan\nada@example.com,,pro\n")
+    report = import_csv(store, path, list_name="vip")
+    assert (report.added, report.updated) == (0, 1)
+    ada = store.get("ada@example.com")
+    assert ada.name == "Ada"  # an empty cell does not erase a value
+    assert ada.fields == {"city": "London", "plan": "pro"}
+    assert ada.lists == ("default", "vip")
+
+
+def test_import_never_reactivates(store, tmp_path):
+    gone = store.add("gone@example.com")
+    store.unsubscribe(gone.id, "one-click")
+    bounced = store.add("bounced@example.com")
+    store.mark_bounced(bounced.id, "550 no such user")
+    complained = store.add("complained@example.com")
+    store.mark_complained(complained.id, "fbl")
+    store.add("erased@example.com")
+    store.erase("erased@example.com")
+    path = write(
+        tmp_path,
+        "email,status\n"
+        "gone@example.com,active\n"
+        "bounced@example.com,\n"
+        "complained@example.com,active\n"
+        "erased@example.com,active\n",
+    )
+    report = import_csv(store, path, status="active")
+    assert report.rejected == 1 and report.added == 0
+    assert store.get("gone@example.com").status == "unsubscribed"
+    assert store.get("bounced@example.com").status == "bounced"
+    assert store.get("complained@example.com").status == "complained"
+    assert store.get("erased@example.com") is None
+    [_, row] = rejects_of(report.rejects_path)
+    assert row[0] == "5" and "erased" in row[1]
+
+
+def test_a_file_can_stop_subscriptions_and_confirm_pending_ones(store, tmp_path):
+    store.add("ada@example.com")
+    store.add("pending@example.com", status="pending")
+    path = write(
+        tmp_path, "email,status\nada@example.com,unsubscribed\npending@example.com,active\n"
+    )
+    report = import_csv(store, path)
+    assert report.updated == 2
+    ada = store.get("ada@example.com")
+    assert ada.status == "unsubscribed"
+    assert [e.kind for e in store.events(ada.id)][-2:] == ["unsubscribed", "updated"]
+    assert store.get("pending@example.com").status == "active"
+
+
+def test_status_option_for_new_rows(store, tmp_path):
+    path = write(tmp_path, "email\nnew@example.com\n")
+    import_csv(store, path, status="pending")
+    assert store.get("new@example.com").status == "pending"
+    with pytest.raises(SubscriberError, match="active or pending"):
+        import_csv(store, path, status="bounced")
+
+
+def test_export_then_import_round_trips_exactly(store, tmp_path):
+    store.add("ada@example.com", name="Ada, Countess", fields={"city": "London"}, lists=["a"])
+    bob = store.add("bob@xn--bcher-kva.de", name='Bob "the" Builder', lists=["a", "b"])
+    store.unsubscribe(bob.id, "cli")
+    store.add("zoë@example.com", fields={"plan": "pro", "city": "Zürich"}, status="pending")
+    exported = export_text(store)
+    path = write(tmp_path, exported, "export.csv")
+    with SubscriberStore.open(tmp_path / "copy.db") as copy:
+        report = import_csv(copy, path)
+        assert report.added == 3 and report.rejected == 0
+        assert export_text(copy) == exported
+    again = import_csv(store, path)
+    assert again.unchanged == 3
+    assert export_text(store) == exported
+    lines = exported.splitlines()
+    assert lines[0] == "email,name,status,lists,created_at,city,plan"
+    assert "bob@bücher.de" in exported and "unsubscribed" in exported
+
+
+def test_export_filters_and_file_output(store, tmp_path):
+    store.add("a@example.com", lists=["x"])
+    store.add("b@example.com", lists=["y"])
+    c = store.add("c@example.com", lists=["x"])
+    store.unsubscribe(c.id, "cli")
+    assert export_text(store, list_name="x").count("@") == 2
+    assert export_text(store, list_name="x", status="active").count("@") == 1
+    out = tmp_path / "deep" / "out.csv"
+    assert export_csv(store, out) == 3
+    assert out.read_text(encoding="utf-8").startswith("email,name,status,lists,created_at")
+
+
+def test_atomic_an_unreadable_line_midway_leaves_the_database_as_it_was(store, tmp_path):
+    store.add("existing@example.com", name="Before")
+    good = "".join(f"r{i}@example.com,R{i}\n" for i in range(12_000))
+    path = write(
+        tmp_path,
+        b"email,name\nexisting@example.com,After\n" + good.encode() + b"bad@example.com,\xff\n",
+    )
+    before = export_text(store)
+    with pytest.raises(ImportFileError, match=r"in\.csv:12003: not valid UTF-8"):
+        import_csv(store, path)
+    assert export_text(store) == before
+    assert store.count() == 1
+    assert not (tmp_path / "in.rejects.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "header row"),
+        (b"name,city\nAda,London\n", "no 'email' column"),
+        (b"email,Email\na@example.com,b@example.com\n", "both 'email'"),
+        (b"email,1st\na@example.com,x\n", "invalid field name"),
+        (b"email,name\n" + b"x" * (10 * 1024 * 1024) + b"\n", "line 2|in.csv:2: line is longer"),
+        (b'email,name\n"a@example.com,unterminated' + b"y" * 200_000, "cannot parse CSV"),
+        ("email\nå@example.com\n".encode("latin-1"), "not valid UTF-8"),
+    ],
+)
+def test_unreadable_files_are_clear_errors(store, tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(ImportFileError) as info:
+        import_csv(store, path)
+    text = str(info.value)
+    assert "in.csv" in text
+    assert any(part in text for part in message.split("|")), text
+    assert store.count() == 0
+
+
+def test_missing_file_and_folder(store, tmp_path):
+    with pytest.raises(ImportFileError, match="no such file"):
+        import_csv(store, tmp_path / "nope.csv")
+    with pytest.raises(ImportFileError, match="folder"):
+        import_csv(store, tmp_path)
+
+
+def test_rejects_path_option_and_unnamed_empty_columns(store, tmp_path):
+    path = write(tmp_path, "email,name,\na@example.com,A,\nb@example.com,B,oops\n")
+    target = tmp_path / "out" / "rejected.csv"
+    report = import_csv(store, path, rejects_path=target)
+    assert report.added == 1 and report.rejects_path == target
+    assert "no name in the header" in rejects_of(target)[1][1]
