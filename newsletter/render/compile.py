@@ -8,6 +8,7 @@ so filling for one recipient is a join.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ class IssueView:
     """What templates see as `issue`: the model, with placeholders turned into slot markers."""
 
     title: str
-    date: Any
+    date: dt.date
     slug: str
     subject: str
     preheader: str | None
@@ -86,26 +87,7 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
     _refuse_markers(issue, config)
     env = theme.environment(config)
     slots = SlotTable()
-    view = IssueView(
-        title=issue.title,
-        date=issue.date,
-        slug=issue.slug,
-        subject=slots.mark(issue.subject) or "",
-        preheader=slots.mark(issue.preheader),
-        intro=slots.mark(issue.intro),
-        outro=slots.mark(issue.outro),
-        stories=issue.stories,
-    )
-    base = {
-        "issue": view,
-        "newsletter": NewsletterView(
-            name=config.name,
-            language=config.language,
-            base_url=config.base_url,
-            postal_address=tuple((config.postal_address or "").splitlines()),
-        ),
-        "web_url": f"{config.base_url}/issues/{issue.slug}/",
-    }
+    base = _context(issue, config, slots)
     email = {
         **base,
         "web": False,
@@ -122,6 +104,7 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
         name: expr.evaluate(ANONYMOUS.context()) for name, expr in slots.expressions.items()
     }
     anonymous.update({UNSUBSCRIBE_URL: "", EMAIL: ""})
+    view: IssueView = base["issue"]
     return CompiledIssue(
         issue=issue,
         config=config,
@@ -132,6 +115,31 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
         web_html=slots.fill(web_html, "html").render(anonymous),
         expressions=dict(slots.expressions),
     )
+
+
+def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
+    """What every template sees: `issue`, `newsletter` and `web_url`."""
+    view = IssueView(
+        title=issue.title,
+        date=issue.date,
+        slug=issue.slug,
+        subject=slots.mark(issue.subject) or "",
+        preheader=slots.mark(issue.preheader),
+        intro=slots.mark(issue.intro),
+        outro=slots.mark(issue.outro),
+        stories=issue.stories,
+    )
+    newsletter = NewsletterView(
+        name=config.name,
+        language=config.language,
+        base_url=config.base_url,
+        postal_address=tuple((config.postal_address or "").splitlines()),
+    )
+    return {
+        "issue": view,
+        "newsletter": newsletter,
+        "web_url": f"{config.base_url}/issues/{issue.slug}/",
+    }
 
 
 def _web_html(env: Environment, context: dict[str, Any], css: str) -> str:
