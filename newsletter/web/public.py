@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -337,8 +338,19 @@ def serve(config: Config, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="info", server_header=False, proxy_headers=True)
     )
-    log.info("serving %s on http://%s:%s", config.name, host, port)
-    server.run(sockets=[sock])
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"Serving {config.name} on http://{shown}:{sock.getsockname()[1]} "
+        f"(public URL {config.base_url}); press Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+        pass
+    finally:
+        sock.close()
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,0 +1,168 @@
+"""`newsletter subscribers ...` and `newsletter serve` from the command line."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from newsletter.cli import main
+from newsletter.subscribers import SubscriberStore
+
+
+@pytest.fixture
+def cli(project: Path, runner, monkeypatch):
+    monkeypatch.chdir(project)
+
+    def run(*args: str, ok: bool = True):
+        result = runner.invoke(main, list(args))
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return run
+
+
+def assert_clean_error(result, *needles: str) -> None:
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert "Error" in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_every_command_has_help_text(cli):
+    group = main.commands["subscribers"]
+    assert isinstance(group, click.Group) and group.help
+    for name, command in [*group.commands.items(), ("serve", main.commands["serve"])]:
+        assert command.help and command.help.strip(), name
+        args = ["subscribers", name, "--help"] if name != "serve" else ["serve", "--help"]
+        result = cli(*args)
+        assert "Usage:" in result.output
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{name} {param.opts}"
+
+
+def test_add_list_show_count_unsubscribe_remove(cli, project):
+    out = cli("subscribers", "add", "Ada@Example.com", "--name", "Ada", "--field", "city=London")
+    assert "added Ada@example.com" in out.output
+    cli("subscribers", "add", "bob@example.com", "--list", "vip")
+    again = cli("subscribers", "add", "ada@example.com", "--list", "vip")
+    assert "updated" in again.output and "default, vip" in again.output
+    table = cli("subscribers", "list").output.splitlines()
+    assert table[0].split() == ["EMAIL", "NAME", "STATUS", "LISTS", "CREATED"]
+    assert table[1].startswith("Ada@example.com") and "default,vip" in table[1]
+    assert table[-1] == "2 subscribers"
+    assert cli("subscribers", "list", "--list", "vip", "--limit", "1").output.count("@") == 1
+    show = cli("subscribers", "show", "ADA@example.com").output
+    assert "field:    city = London" in show and "subscribed  (added by cli)" in show
+    assert "2 subscribers" in cli("subscribers", "count").output
+    assert "2 subscribers in list vip" in cli("subscribers", "count", "--list", "vip").output
+    assert "1 subscriber in list default" in cli("subscribers", "count", "--list", "default").output
+    assert "unsubscribed" in cli("subscribers", "unsubscribe", "bob@example.com").output
+    assert "already unsubscribed" in cli("subscribers", "unsubscribe", "bob@example.com").output
+    assert "erased" in cli("subscribers", "remove", "bob@example.com").output
+    assert_clean_error(cli("subscribers", "add", "bob@example.com", ok=False), "erased")
+    with SubscriberStore.open(project / "newsletter.db") as store:
+        assert store.count() == 1
+
+
+def test_import_export_through_the_cli(cli, project):
+    (project / "in.csv").write_text(
+        "email;name\nada@example.com;Ada\nnope;X\n", encoding="utf-8-sig"
+    )
+    out = cli("subscribers", "import", "in.csv", "--list", "news").output
+    assert "1 added, 0 updated, 0 unchanged, 1 rejected" in out
+    assert "in.rejects.csv" in out and (project / "in.rejects.csv").is_file()
+    exported = cli("subscribers", "export").output
+    assert exported.splitlines()[1].startswith("ada@example.com,Ada,active,news,")
+    result = cli("subscribers", "export", "-o", "out/all.csv", "--status", "active")
+    assert "exported 1 subscribers" in result.output
+    again = cli("subscribers", "import", "out/all.csv").output
+    assert "0 added, 0 updated, 1 unchanged, 0 rejected" in again
+
+
+def test_db_option_and_environment(cli, project, monkeypatch):
+    cli("subscribers", "add", "a@example.com", "--db", "other.db")
+    assert (project / "other.db").is_file() and not (project / "newsletter.db").exists()
+    monkeypatch.setenv("NEWSLETTER_DB", str(project / "env.db"))
+    cli("subscribers", "add", "b@example.com")
+    assert (project / "env.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["subscribers", "import", "missing.csv"], ["missing.csv", "no such file"]),
+        (["subscribers", "import", "noemail.csv"], ["no 'email' column"]),
+        (["subscribers", "import", "huge.csv"], ["huge.csv:2", "longer than"]),
+        (["subscribers", "add", "not-an-email"], ["not a valid email address"]),
+        (["subscribers", "add", "a@example.com", "--name", "A\r\nB"], ["line break"]),
+        (["subscribers", "add", "a@example.com", "--field", "novalue"], ["key=value"]),
+        (["subscribers", "add", "a@example.com", "--field", "e mail=x"], ["field name"]),
+        (["subscribers", "add", "a@example.com", "--list", "has space"], ["list name"]),
+        (["subscribers", "import", "ok.csv", "--status", "bounced"], ["--status"]),
+        (["subscribers", "show", "nobody@example.com"], ["no subscriber"]),
+        (["subscribers", "show", "@@"], ["not a valid email address"]),
+        (["subscribers", "list", "--db", "garbage.db"], ["garbage.db"]),
+        (["subscribers", "count", "--db", "."], []),
+        (["subscribers", "export", "-o", "ok.csv/inside.csv"], ["cannot write"]),
+    ],
+)
+def test_bad_input_is_a_clear_error_never_a_traceback(cli, project, args, needles):
+    (project / "noemail.csv").write_text("name\nAda\n", encoding="utf-8")
+    (project / "huge.csv").write_bytes(b"email\n" + b"a" * (10 * 1024 * 1024) + b"\n")
+    (project / "ok.csv").write_text("email\na@example.com\n", encoding="utf-8")
+    (project / "garbage.db").write_bytes(b"not a database at all" * 50)
+    assert_clean_error(cli(*args, ok=False), *needles)
+
+
+def test_serve_refuses_a_busy_port_clearly(cli):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = cli("serve", "--port", str(port), ok=False)
+    assert_clean_error(result, f"127.0.0.1:{port}", "another --port")
+
+
+def test_serve_runs_uvicorn_as_a_process(project, tmp_path):
+    """`newsletter serve` starts a real server that answers, then stops on SIGINT."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(200):
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/subscribe", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read()
+                import time
+
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the server never answered")
+        assert response.status_code == 200 and "Subscribe to Test Letter" in response.text
+        assert "server" not in response.headers  # no version banner
+    finally:
+        process.send_signal(2)
+        output = process.communicate(timeout=20)[0]
+    assert process.returncode == 0, output
+    assert f"Serving Test Letter on http://127.0.0.1:{port}" in output
+    assert "Traceback" not in output
