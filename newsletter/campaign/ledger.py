@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
@@ -59,6 +60,7 @@ MIGRATIONS = [
 
 STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
 CHUNK = 2000
+_ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
 _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM campaign_recipients"
 # A live sender refreshes its heartbeat at least this often; a stale one is taken over.
 HEARTBEAT_TIMEOUT = 120.0
@@ -291,13 +293,15 @@ class Ledger:
 
     def mark_inflight(self, campaign_id: int, row_ids: Sequence[int]) -> None:
         """Committed before the rows are handed to a transport: after a crash these are the
-        recipients whose fate is unknown."""
-        with self.transaction():
-            self.conn.executemany(
-                "UPDATE campaign_recipients SET status = 'inflight' WHERE id = ?",
-                ((row_id,) for row_id in row_ids),
+        recipients whose fate is unknown. One statement, so it is its own transaction."""
+        for start in range(0, len(row_ids), _ROWS_PER_STATEMENT):
+            chunk = row_ids[start : start + _ROWS_PER_STATEMENT]
+            self.conn.execute(
+                "UPDATE campaign_recipients SET status = 'inflight'"
+                f" WHERE id IN ({','.join('?' * len(chunk))})",
+                tuple(chunk),
             )
-            self._beat(campaign_id)
+        self._beat(campaign_id)
 
     def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
         """Mark up to `limit` ready rows inflight and return them (deferred ones first)."""
@@ -334,34 +338,35 @@ class Ledger:
             )
 
     def record(self, campaign_id: int, outcomes: Sequence[Outcome]) -> None:
-        """Write a batch of results in one transaction."""
+        """Write a batch of results atomically: one UPDATE ... FROM (VALUES ...) statement per
+        few hundred rows (the send loop's hot path: few statements, few commits)."""
         if not outcomes:
             return
         stamp = _now_iso()
-        with self.transaction():
-            self.conn.executemany(
-                "UPDATE campaign_recipients SET status = ?, reply = ?, provider_id = ?,"
-                " next_try = ?, updated_at = ?,"
-                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
-                " attempts = attempts + ?, run_attempts = run_attempts + ?"
-                " WHERE id = ?",
-                (
-                    (
+        with self.transaction() if len(outcomes) > _ROWS_PER_STATEMENT else _no_transaction():
+            for start in range(0, len(outcomes), _ROWS_PER_STATEMENT):
+                chunk = outcomes[start : start + _ROWS_PER_STATEMENT]
+                values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+                params: list[object] = [stamp, stamp]
+                for o in chunk:
+                    params += (
+                        o.row_id,
                         o.status,
                         o.reply[:1000],
                         o.provider_id,
                         o.next_try,
-                        stamp,
-                        o.status,
-                        stamp,
                         int(o.counts_attempt),
-                        int(o.counts_attempt),
-                        o.row_id,
                     )
-                    for o in outcomes
-                ),
-            )
-            self._beat(campaign_id)
+                self.conn.execute(
+                    "UPDATE campaign_recipients AS r SET status = v.column2, reply = v.column3,"
+                    " provider_id = v.column4, next_try = v.column5, updated_at = ?1,"
+                    " sent_at = CASE WHEN v.column2 = 'sent' THEN ?2 ELSE r.sent_at END,"
+                    " attempts = r.attempts + v.column6,"
+                    " run_attempts = r.run_attempts + v.column6"
+                    f" FROM (VALUES {values}) AS v WHERE r.id = v.column1",
+                    params,
+                )
+        self._beat(campaign_id)
 
     def iter_pending_subscribers(self, campaign_id: int) -> Iterator[int]:
         """Subscriber ids still to be sent (for a dry run of a resumed campaign), streamed."""
@@ -387,6 +392,11 @@ class Ledger:
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
+
+
+@contextmanager
+def _no_transaction() -> Iterator[None]:
+    yield
 
 
 class _Empty(Exception):

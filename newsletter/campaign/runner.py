@@ -40,9 +40,11 @@ class RunOptions:
     concurrency: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_failures_in_a_row: int = 50
-    # Batches in flight (claimed, not yet recorded) per worker. Small keeps the "unknown" set
-    # after a crash small; 2 keeps every worker busy while the ledger thread records.
-    window_per_worker: int = 2
+    # Batches in flight (queued for or held by a worker, not yet recorded) per worker. Small
+    # keeps the "unknown" set after a crash small; 4 keeps every worker busy while the ledger
+    # thread refills at half of it.
+    window_per_worker: int = 4
+    group_commit_delay: float = 0.005  # seconds
     prefetch: int = 256  # due rows read and built ahead (not yet marked inflight)
 
 
@@ -136,7 +138,9 @@ class Runner:
                     return
                 self._drain(block=True, timeout=0.2)
                 continue
-            if len(self.inflight) < self.window and self._fill():
+            # Refill only below the low-water mark, then up to the window: fewer, larger
+            # ledger writes while the workers still have work queued.
+            if len(self.inflight) <= self.window // 2 and self._fill():
                 continue
             if not self.inflight and not self.prefetched:
                 retry_at = self.ledger.next_retry_at(self.campaign_id)
@@ -208,6 +212,11 @@ class Runner:
             first = self.results.get(timeout=timeout) if block else self.results.get_nowait()
         except queue.Empty:
             return
+        if block and not self.stop.is_set() and len(self.inflight) > self.window // 2:
+            # Group commit: let a few more results arrive (the workers still have work queued)
+            # so one write and one wake-up of this thread cover several messages. The price:
+            # after a crash, results of the last few milliseconds are "unknown" and resent.
+            time.sleep(self.options.group_commit_delay)
         batch: tuple[list[OutgoingMessage], list[DeliveryResult] | None] | None = first
         now = time.time()
         while batch is not None:

@@ -1,0 +1,156 @@
+"""Benchmark: a whole campaign (ledger, store, workers) to 100,000 subscribers, vs raw sending.
+
+    python benchmarks/campaign.py [--n 100000] [--raw-n 20000] [--concurrency 4]
+
+In one run, against the minimal loopback SMTP sink (benchmarks/smtp_sink.py) and the same
+~50 KB issue as benchmarks/send.py:
+  * campaign: `newsletter.campaign.send_issue` in a child process (so its peak memory is its
+    own): snapshot of the list, per-chunk subscriber lookups, unsubscribe tokens, per-recipient
+    messages, inflight marks and batched result transactions, one SMTP connection per worker;
+  * raw: the same SmtpTransport and MessageTemplate without ledger or store (`send_fast` from
+    benchmarks/send.py), measured before and after the campaign: the baseline.
+Goals (issue 5): peak RSS under 200 MB at 100,000 subscribers (stream from the database); the
+campaign keeps most of the raw transport's rate. Every message is counted at the sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from send import make_project, make_template, send_fast  # noqa: E402
+from smtp_sink import SinkProcess  # noqa: E402
+
+from newsletter.config import load_config  # noqa: E402
+from newsletter.subscribers import SubscriberStore, import_csv  # noqa: E402
+
+NAMES = ["Ann", "Zoë Ångström", "Bob O'Neil", "李雷", "Émilie", "", "Dr. Q. Public, Jr."]
+
+
+def make_subscribers(folder: Path, n: int) -> float:
+    """n active subscribers on the default list (imported as a user would); returns seconds."""
+    path = folder / "subscribers.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["email", "name", "city"])
+        for i in range(n):
+            name = NAMES[i % len(NAMES)]
+            writer.writerow(
+                [f"reader{i}@example.com", f"{name} {i}" if name else "", "Springfield"]
+            )
+    began = time.perf_counter()
+    with SubscriberStore.for_config(load_config(folder / "newsletter.yaml")) as store:
+        report = import_csv(store, path)
+    assert report.added == n, report.summary()
+    return time.perf_counter() - began
+
+
+def child(folder: Path, port: int, concurrency: int) -> None:
+    """The campaign itself (runs in its own process); prints one JSON line."""
+    from newsletter.campaign import send_issue
+
+    config = load_config(folder / "newsletter.yaml")
+    began = time.perf_counter()
+    report = send_issue(
+        config,
+        folder / "issues" / "bench.yaml",
+        transport=f"smtp://127.0.0.1:{port}?tls=none&timeout=60",
+        concurrency=concurrency,
+    )
+    elapsed = time.perf_counter() - began
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "sent": report.counts.sent,
+                "failed": report.counts.failed + report.counts.bounced,
+                "elapsed": elapsed,
+                "run_elapsed": report.elapsed,
+                "rss_mb": rss,
+            }
+        )
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_project(folder)
+        template, _ = make_template(folder)
+        imported = make_subscribers(folder, args.n)
+        print(
+            f"{args.n:,} subscribers (imported in {imported:.1f}s), "
+            f"{args.concurrency} connections, ~50 KB messages"
+        )
+        with SinkProcess() as sink:
+            send_fast(template, 200, sink.port, args.concurrency)  # warm-up
+            before_count = sink.count()
+            raw_before = send_fast(template, args.raw_n, sink.port, args.concurrency)
+            after_raw = sink.count()
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    str(folder),
+                    "--port",
+                    str(sink.port),
+                    "--concurrency",
+                    str(args.concurrency),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise SystemExit(f"campaign failed:\n{proc.stderr[-3000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            after_campaign = sink.count()
+            raw_after = send_fast(template, args.raw_n, sink.port, args.concurrency, start=10**7)
+        assert after_raw - before_count == args.raw_n
+        delivered = after_campaign - after_raw
+        assert delivered == args.n == result["sent"], (delivered, result)
+        campaign_rate = args.n / result["run_elapsed"]
+        raw = (raw_before + raw_after) / 2
+        print(
+            f"campaign   {campaign_rate:8,.0f} msg/s   ({args.n:,} messages, all counted at the "
+            f"sink; {result['elapsed']:.1f}s including compile and snapshot)"
+        )
+        print(
+            f"raw        {raw:8,.0f} msg/s   (same transport and template, no ledger: "
+            f"{raw_before:,.0f} before, {raw_after:,.0f} after)"
+        )
+        print(f"ratio      {campaign_rate / raw:8.0%}   of the raw rate")
+        ok = result["rss_mb"] < 200
+        print(
+            f"peak RSS   {result['rss_mb']:8.0f} MB   (campaign process)   goal < 200 MB: "
+            f"{'ok' if ok else 'MISSED'}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="subscribers")
+    parser.add_argument("--raw-n", type=int, default=20_000, help="messages per raw run")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.port, args.concurrency)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
