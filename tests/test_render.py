@@ -396,3 +396,46 @@ def test_missing_theme_folder_is_a_clear_error(project: Path) -> None:
 def test_reserved_marker_text_is_refused(project: Path, config: Config) -> None:
     with pytest.raises(RenderError, match=r"NLSLOT0001X.*reserved"):
         compiled_for(project, config, stories=[story(summary="oops NLSLOT0001X")])
+
+
+def test_per_recipient_rendering_runs_no_template_engine(
+    project: Path, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compile once per issue; each recipient is only a join of the compiled pieces."""
+    import newsletter.render.compile as compile_module
+
+    compiled = compiled_for(project, config, intro="Hi {{ subscriber.name | default('you') }}")
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the render pipeline ran for a recipient")
+
+    for name in ("mjml_to_html", "inline_css", "tidy_text"):
+        monkeypatch.setattr(compile_module, name, forbidden)
+    monkeypatch.setattr(compile_module.theme, "render", forbidden)
+    names = [f"Reader {n}" for n in range(200)]
+    mails = [
+        compiled.render_for(Recipient(f"r{n}@example.org", name), "u")
+        for n, name in enumerate(names)
+    ]
+    assert all(
+        f"Hi {name}" in VisibleText.of(mail.html) for name, mail in zip(names, mails, strict=True)
+    )
+
+
+def test_markdown_blocks_in_the_text_part(project: Path, config: Config) -> None:
+    summary = (
+        "Intro with `code` and **strong** text.\n\n"
+        "1. first\n2. second\n\n"
+        "- outer\n  - inner\n\n"
+        "> quoted words\n\n"
+        "# A heading"
+    )
+    html_text = compiled_for(project, config, stories=[story(summary=summary)]).render_for(
+        SAMPLE_RECIPIENT, "u"
+    )
+    lines = html_text.text.splitlines()
+    for expected in ("Intro with code and strong text.", "1. first", "2. second", "- outer"):
+        assert expected in lines
+    assert "  - inner" in lines and "> quoted words" in lines and "A heading" in lines
+    assert re.search(r"<h3 dir=\"auto\"[^>]*>A heading</h3>", html_text.html)
+    assert "<blockquote" in html_text.html and '<ol dir="auto"' in html_text.html
