@@ -40,7 +40,7 @@ from starlette.routing import Route
 from newsletter import tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
-from newsletter.subscribers import ACTIVE, DEFAULT_LIST, SubscriberStore
+from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.confirmation import send_confirmation
 from newsletter.subscribers.model import format_timestamp
 
@@ -59,6 +59,7 @@ PAGE_HEADERS = {
     ),
 }
 ISSUE_MAX_AGE = 300
+MAX_FORM_BYTES = 64 * 1024
 
 
 class RateLimiter:
@@ -180,7 +181,7 @@ def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) ->
             return site.bad_link(exc)
         subscriber = await run_in_threadpool(lambda: site.store().get_by_id(subscriber_id))
         if request.method == "GET":
-            if subscriber is None or subscriber.status != ACTIVE:
+            if subscriber is None or subscriber.status not in (ACTIVE, PENDING):
                 return site.message(
                     "You are unsubscribed", f"You will not receive {config.name} any more."
                 )
@@ -397,6 +398,10 @@ def _send_confirmation(site: PublicSite, subscriber_id: int) -> None:
 
 
 async def _form(request: Request) -> dict[str, Any]:
+    """The posted form fields; {} for a body that is absent, too big or malformed."""
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        return {}  # these forms are tiny: never buffer a large or unbounded body
     try:
         form = await request.form(max_files=0, max_fields=20)
     except Exception:  # a malformed body must not turn a valid unsubscribe into a 500
