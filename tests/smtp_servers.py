@@ -25,7 +25,9 @@ Usage (any test module; `tests/` is on sys.path under pytest):
 Fault kinds: "421" (at RCPT, then hang up), "451", "452", "550" (5.1.1 at RCPT), "553" (5.1.3
 at RCPT), "554" and "552" (after DATA), "drop" (close after DATA without a reply), "slow" (delay
 the RCPT reply), "slow-data" (delay the DATA reply), "hangup" (accept the message, then close the
-connection without a word, like a provider's per-connection cap). `times=N` applies a fault to
+connection without a word, like a provider's per-connection cap), "drop-mid-data" (answer 354,
+read the first bytes of the message, then close the connection while the client is still
+sending). `times=N` applies a fault to
 the first N matching attempts only (per address), so retries can succeed. `server.attempts`
 counts RCPT attempts per address; `server.connections` the TCP connections that sent a RCPT.
 `SmtpServer(tls="implicit")` is an smtps:// server; `data_size_limit=N` advertises SIZE N;
@@ -74,13 +76,14 @@ _PRESETS: dict[str, tuple[str, str | None, bool]] = {
     "slow": ("rcpt", "250 2.1.5 OK (slowly)", False),
     "slow-data": ("data", "250 2.0.0 OK (slowly)", False),
     "hangup": ("data", "250 2.0.0 OK, and goodbye", True),
+    "drop-mid-data": ("data-start", None, True),
 }
 
 
 @dataclass
 class Fault:
     pattern: str  # fnmatch pattern on the recipient address (case-insensitive)
-    stage: Literal["rcpt", "data"]
+    stage: Literal["rcpt", "data", "data-start"]
     reply: str | None  # None: say nothing and drop the connection
     disconnect: bool = False
     delay: float = 0.0
@@ -181,6 +184,30 @@ class RecordingHandler:
             number = len(self.messages)
             self.accepted.notify_all()
         return reply or f"250 2.0.0 OK queued as Q{number}"
+
+
+class _FaultySMTP(SMTP):
+    """aiosmtpd's session with one extra fault point: a connection dropped mid-DATA."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler = self.event_handler
+        if (
+            isinstance(handler, RecordingHandler)
+            and self.envelope is not None
+            and self.envelope.rcpt_tos
+            and handler._fault("data-start", list(self.envelope.rcpt_tos)) is not None
+        ):
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await self._reader.read(4096)  # part of the message has arrived...
+            assert self.transport is not None
+            self.transport.close()  # ...and the line goes dead
+            return
+        await super().smtp_DATA(arg)
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _FaultySMTP(self.handler, **self.SMTP_kwargs)
 
 
 class PipeliningHandler(RecordingHandler):
@@ -290,7 +317,7 @@ class SmtpServer:
             # or warn), so only the STARTTLS server demands TLS for, and AUTH before, MAIL.
             kwargs["auth_required"] = tls == "starttls"
             kwargs["auth_require_tls"] = tls == "starttls"
-        self.controller = Controller(
+        self.controller = _Controller(
             self.handler,
             hostname=self.host,
             port=self.port,

@@ -210,6 +210,7 @@ def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
         fault("421", "closing@*"),
         fault("drop", "drop@*"),
         fault("hangup", "capped@*"),
+        fault("drop-mid-data", "cut@*"),
     ]
     order = [
         ("ok1", "sent"),
@@ -225,6 +226,8 @@ def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
         ("ok4", "sent"),
         ("capped", "sent"),
         ("ok5", "sent"),  # the server silently closed the idle connection: reconnect and send
+        ("cut", "deferred"),  # the connection died while the message was being sent
+        ("ok6", "sent"),
     ]
     with SmtpServer(faults=faults, pipelining=pipelining) as server:
         with transport_from_url(server.url(), config, {}) as transport:
@@ -240,10 +243,11 @@ def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
         assert results[7].reply.startswith("421 4.7.0")
         assert "connection" in results[9].reply
         delivered = server.count_by_recipient()
-        assert delivered == {
-            f"{n}@example.com": 1 for n in ("ok1", "ok2", "ok3", "ok4", "ok5", "capped")
-        }
-        assert server.connections == 4  # reconnected after 421, the drop and the hang-up
+        sent = ("ok1", "ok2", "ok3", "ok4", "ok5", "ok6", "capped")
+        assert delivered == {f"{n}@example.com": 1 for n in sent}
+        assert "connection" in results[13].reply
+        # reconnected after the 421, the drop, the hang-up and the cut
+        assert server.connections == 5
 
 
 def test_slow_reply_past_the_timeout_is_deferred_then_the_next_message_goes(
