@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -783,6 +784,7 @@ class SesServer:
         )
         from werkzeug.serving import make_server
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             "127.0.0.1", 0, self._wrap(app), threaded=True, request_handler=MotoRequestHandler
@@ -924,3 +926,60 @@ def running(server: Any) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+# ===================================================================== as a process (benchmarks)
+
+
+def serve_forever(provider: str, key: str, domain: str = "news.example.org") -> None:
+    """Run one provider's server in this process; print `PORT <n>`; serve until killed.
+
+    `domain` is Mailgun's sending domain, or for SES the verified identity.
+    Without per-recipient rendering (`render=False`): the contract is still checked in full,
+    but deliveries are only counted, so the server costs about what parsing the request does.
+    `GET /__stats` answers {"delivered": n, "requests": n, "violations": [...]}.
+    """
+    if provider == "ses":
+        import boto3
+
+        ses = SesServer("AKIABENCHMARK0000001", "eu-west-1").start()
+        boto3.client(
+            "sesv2",
+            region_name="eu-west-1",
+            endpoint_url=ses.url,
+            aws_access_key_id="AKIABENCHMARK0000001",
+            aws_secret_access_key=key,
+        ).create_email_identity(EmailIdentity=domain)
+        print(f"PORT {ses.url.rsplit(':', 1)[1]}", flush=True)
+        threading.Event().wait()
+    servers: dict[str, Callable[[], ProviderServer]] = {
+        "sendgrid": lambda: SendGridServer(key, render=False),
+        "mailgun": lambda: MailgunServer(key, domain, render=False),
+        "postmark": lambda: PostmarkServer(key, render=False),
+        "resend": lambda: ResendServer(key, render=False),
+    }
+    server = servers[provider]()
+    original = server.check
+
+    def check(request: Request) -> Reply:
+        if request.path == "/__stats":
+            return Reply(
+                200,
+                {
+                    "delivered": server.delivered_count,
+                    "requests": len(server.requests),
+                    "violations": server.violations,
+                },
+            )
+        return original(request)
+
+    server.check = check  # type: ignore[method-assign]
+    server.start()
+    print(f"PORT {server.url.rsplit(':', 1)[1]}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(*sys.argv[1:4])

@@ -17,6 +17,7 @@ the replies back to one `DeliveryResult` per message. The rules they all follow:
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import threading
 import time
@@ -110,6 +111,7 @@ def require_secret(environ: Mapping[str, str], variable: str, provider: str) -> 
 # ---------------------------------------------------------------- message helpers
 
 
+@functools.lru_cache(maxsize=64)  # the same From / Reply-To for a whole campaign
 def split_address(header_value: str) -> tuple[str, str]:
     """(display name decoded to text, address) from an encoded From/Reply-To value."""
     name, addr = email.utils.parseaddr(header_value)

@@ -102,19 +102,24 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def skeleton(texts: Sequence[str]) -> list[str]:
-    """Literal pieces shared by all texts (len = number of value slots + 1)."""
+    """Literal pieces shared by all texts (len = number of value slots + 1).
+
+    Only texts that do not fit the pieces found so far are compared with the first one: once
+    every slot has been seen (after a handful of recipients), the rest cost one `fit` each.
+    Widening a slot never stops an earlier text from fitting, so one pass is enough.
+    """
     base = texts[0]
     spans: list[tuple[int, int]] = []
-    seen = {base}
+    pieces = [base]
     for other in texts[1:]:
-        if other not in seen:
-            seen.add(other)
-            spans.extend(diff_spans(base, other))
-    pieces, last = [], 0
-    for start, end in _union(spans):
-        pieces.append(base[last:start])
-        last = end
-    pieces.append(base[last:])
+        if fit(pieces, other) is not None:
+            continue
+        spans.extend(diff_spans(base, other))
+        pieces, last = [], 0
+        for start, end in _union(spans):
+            pieces.append(base[last:start])
+            last = end
+        pieces.append(base[last:])
     return pieces
 
 

@@ -95,7 +95,7 @@ class PostmarkTransport(HttpApiTransport):
     def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         for batch in chunks(messages, MAX_MESSAGES):
-            bodies = [json.dumps(self._message(m)) for m in batch]
+            bodies = [json.dumps(self._message(m), ensure_ascii=False) for m in batch]
             for part in chunk_by_size(bodies, [len(b) for b in bodies], MAX_PAYLOAD):
                 results += self._send_batch(part)
         return results

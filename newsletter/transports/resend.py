@@ -104,7 +104,7 @@ class ResendTransport(HttpApiTransport):
         return body
 
     def _send_batch(self, batch: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        payload = json.dumps([self._email(m) for m in batch]).encode("utf-8")
+        payload = json.dumps([self._email(m) for m in batch], ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key(batch),

@@ -1,0 +1,163 @@
+"""Benchmark: the email-API transports against their local stand-in servers, next to SMTP.
+
+    python benchmarks/api_transports.py [--n 10000] [--ses-n 1000] [--concurrency 4]
+
+For SendGrid, Mailgun, Postmark, Resend and SES (moto), in one run: personalised ~50 KB messages
+(MessageTemplate, built once) handed to the transport in batches of its `max_batch` by
+`--concurrency` threads, as the campaign runner does; it prints recipients per second and HTTP
+requests per 10,000 recipients, next to the SMTP transport's rate into the loopback sink
+(`smtp_sink.py`) with as many connections. Each server runs in its own process
+(`tests/provider_servers.py`, contract checks on, per-recipient rendering off) and is asked at
+the end how many recipients it accepted, so a figure cannot come from messages that never left.
+
+What the figures mean: the servers answer at once, so this measures our side (building each
+recipient's content, merging SendGrid/Mailgun batches into one template, JSON/form encoding,
+HTTP) plus the stand-in's parsing, not the providers' real latency or rate limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from send import make_project, make_template, recipients, send_fast  # noqa: E402
+from smtp_sink import SinkProcess  # noqa: E402
+
+from newsletter.message import MessageTemplate  # noqa: E402
+from newsletter.transports import transport_from_url  # noqa: E402
+
+KEY = "bench-key-0123456789"
+MAILGUN_DOMAIN = "news.example.com"
+PROVIDERS = ["sendgrid", "mailgun", "postmark", "resend", "ses"]
+
+
+class ServerProcess:
+    """One provider's stand-in server in a subprocess; `url` once it listens."""
+
+    def __init__(self, provider: str, identity: str) -> None:
+        domain = identity if provider == "ses" else MAILGUN_DOMAIN
+        self.args = [sys.executable, str(REPO / "tests" / "provider_servers.py"), provider, KEY,
+                     domain]  # fmt: skip
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> ServerProcess:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline().split()
+        if first[:1] != ["PORT"]:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {first}")
+        self.url = f"http://127.0.0.1:{first[1]}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "/__stats", timeout=30) as reply:
+            return json.load(reply)
+
+
+def url_and_env(provider: str, endpoint: str) -> tuple[str, dict[str, str]]:
+    if provider == "ses":
+        env = {"AWS_ACCESS_KEY_ID": "AKIABENCHMARK0000001", "AWS_SECRET_ACCESS_KEY": KEY}
+        return f"ses:eu-west-1?endpoint={endpoint}", env
+    variable = {
+        "sendgrid": "SENDGRID_API_KEY",
+        "mailgun": "MAILGUN_API_KEY",
+        "postmark": "POSTMARK_SERVER_TOKEN",
+        "resend": "RESEND_API_KEY",
+    }[provider]
+    target = MAILGUN_DOMAIN if provider == "mailgun" else ""
+    return f"{provider}:{target}?endpoint={endpoint}", {variable: KEY}
+
+
+def send_api(
+    template: MessageTemplate, provider: str, endpoint: str, n: int, concurrency: int, start: int
+) -> tuple[float, int]:
+    """Send n recipients the way the runner would; return (recipients/s, HTTP requests)."""
+    url, env = url_and_env(provider, endpoint)
+    transport = transport_from_url(url, template.config, env)
+    transport.open()
+    items = list(recipients(n, start))
+    size = transport.max_batch
+    batches = [items[i : i + size] for i in range(0, len(items), size)]
+    failures: list[str] = []
+
+    def one(batch: list) -> None:
+        messages = [template.outgoing(k, r, u, k) for k, r, u in batch]
+        for result in transport.send(messages):
+            if result.status != "sent":
+                failures.append(result.reply)
+
+    began = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, batches))
+    finally:
+        elapsed = time.perf_counter() - began
+        transport.close()
+    if failures:
+        raise RuntimeError(f"{provider}: {len(failures)} not sent, e.g. {failures[0]}")
+    return n / elapsed, transport.requests  # type: ignore[attr-defined]
+
+
+def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_project(folder)
+        template, _ = make_template(folder)
+        identity = template.config.sender_domain
+        print(
+            f"~50 KB personalised messages; {args.concurrency} threads (SMTP: connections); "
+            f"{args.n:,} recipients per API provider, {args.ses_n:,} for SES (moto is slow)"
+        )
+        rows = []
+        with SinkProcess() as sink:
+            send_fast(template, 200, sink.port, args.concurrency)  # warm-up
+            smtp = send_fast(template, args.smtp_n, sink.port, args.concurrency, start=200)
+        for provider in args.providers:
+            n = args.ses_n if provider == "ses" else args.n
+            with ServerProcess(provider, identity) as server:
+                send_api(template, provider, server.url, min(200, n), args.concurrency, 0)
+                rate, requests = send_api(
+                    template, provider, server.url, n, args.concurrency, 1_000_000
+                )
+                if provider != "ses":
+                    stats = server.stats()
+                    assert stats["violations"] == [], stats["violations"][:3]
+                    accepted = stats["delivered"] - min(200, n)
+                    assert accepted == n, f"{provider}: server accepted {accepted} of {n}"
+            rows.append((provider, n, rate, requests * 10_000 / n))
+        print(f"{'transport':<10} {'recipients/s':>13} {'HTTP req/10k':>13} {'vs SMTP':>8}")
+        print(f"{'smtp':<10} {smtp:>13,.0f} {'(10,000 msgs)':>13} {1:>7.2f}x")
+        for provider, _n, rate, per10k in rows:
+            print(f"{provider:<10} {rate:>13,.0f} {per10k:>13,.0f} {rate / smtp:>7.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000, help="recipients per API provider")
+    parser.add_argument("--ses-n", type=int, default=1_000, help="recipients for SES (moto)")
+    parser.add_argument("--smtp-n", type=int, default=10_000, help="messages for SMTP")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--providers", nargs="+", default=PROVIDERS, choices=PROVIDERS)
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
