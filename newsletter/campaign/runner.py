@@ -110,6 +110,9 @@ class Runner:
             t.start()
         try:
             self._loop()
+        except BaseException:
+            self.stop.set()  # a second Ctrl-C or a database error: wake workers, stop at once
+            raise
         finally:
             self._release_queued()
             for _ in threads:

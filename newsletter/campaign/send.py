@@ -173,6 +173,17 @@ class Campaign:
     def subject(self) -> str:
         return self.issue.subject
 
+    def nothing_left(self) -> str:
+        """What to tell a user who resumes a campaign with nobody left to send to."""
+        if self.existing is None:
+            return f"Nothing to send: list '{self.list_name}' has no active subscribers."
+        c = self.ledger.counts(self.existing.id)
+        return (
+            f"Nothing left to send: '{self.issue.slug}' on list {self.list_name} was handled "
+            f"for all {c.total} recipients ({c.sent} sent, {c.failed} failed, "
+            f"{c.bounced} bounced, {c.skipped} skipped)."
+        )
+
     @property
     def resume_hint(self) -> str:
         return f"newsletter send {self.issue_path} --list {self.list_name}"

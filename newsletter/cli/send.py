@@ -89,7 +89,7 @@ def send(
                 err=True,
             )
         if campaign.pending == 0:
-            click.echo(f"Nothing left to send: {campaign.resume_hint.split(' --')[0]} is done.")
+            click.echo(campaign.nothing_left())
             return
         if not yes:
             resuming = " (resuming)" if campaign.existing else ""
