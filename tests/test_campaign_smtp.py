@@ -148,6 +148,9 @@ def test_each_fault_ends_in_the_right_ledger_and_subscriber_state(env) -> None:
         "slow@example.net": "sent",  # reply slower than the timeout: retried
         "ok2@example.net": "sent",
     }
+    for retried in ("cap", "busy", "drop", "slow"):  # each fault hit once, then a retry
+        assert rows[f"{retried}@example.net"]["attempts"] == 2, retried
+        assert attempts[f"{retried}@example.net"] == 2, retried
     assert rows["full@example.net"]["attempts"] == 3
     assert rows["full@example.net"]["reply"].startswith("452")
     assert rows["gone@example.net"]["reply"].startswith("550 5.1.1")
