@@ -114,30 +114,29 @@ class PlainMessages:
     def __init__(self, store: SubscriberStore) -> None:
         self.store = store
 
-    def build(self, items: Sequence[WorkItem]) -> tuple[list[OutgoingMessage], list[Outcome]]:
+    def prepare(self, items: Sequence[WorkItem]) -> tuple[list, list[Outcome]]:
         subs = self.store.get_many([it.subscriber_id for it in items])
-        messages, outcomes = [], []
+        jobs, outcomes = [], []
         for item in items:
             sub = subs.get(item.subscriber_id)
             if sub is None or sub.status != "active":
                 why = sub.status if sub else "erased"
                 outcomes.append(Outcome(item.row_id, "skipped", why, counts_attempt=False))
                 continue
-            mid = f"{sub.id}.test@example.org"
-            data = (
-                f"To: {sub.email}\r\nMessage-ID: <{mid}>\r\nSubject: hi\r\n\r\nHi {sub.name}\r\n"
-            ).encode()
-            messages.append(
-                OutgoingMessage(
-                    key=item.row_id,
-                    envelope_from="news@example.org",
-                    recipient=sub.email,
-                    message_id=mid,
-                    build_data=lambda data=data: data,
-                    build_parts=lambda: MessageParts("", "", None, "", "", "", {}),
-                )
-            )
-        return messages, outcomes
+            jobs.append((item, lambda item=item, sub=sub: self._message(item, sub)))
+        return jobs, outcomes
+
+    def _message(self, item: WorkItem, sub) -> OutgoingMessage:  # type: ignore[no-untyped-def]
+        mid = f"{sub.id}.test@example.org"
+        data = f"To: {sub.email}\r\nMessage-ID: <{mid}>\r\nSubject: hi\r\n\r\nHi {sub.name}\r\n"
+        return OutgoingMessage(
+            key=item.row_id,
+            envelope_from="news@example.org",
+            recipient=sub.email,
+            message_id=mid,
+            build_data=lambda: data.encode(),
+            build_parts=lambda: MessageParts("", "", None, "", "", "", {}),
+        )
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
         self.store.mark_bounced(subscriber_id, reply)

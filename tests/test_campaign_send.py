@@ -177,3 +177,23 @@ def test_the_database_holds_one_campaign_per_issue_and_list(setup) -> None:
     assert [s.counts.sent for s in statuses] == [3, 1]
     conn = connect(config.database)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_recipient_whose_message_cannot_be_built_fails_alone(setup) -> None:
+    config, issue_path, store = setup
+    store.add("jörg@example.net", name="Jörg")  # valid address, but not without SMTPUTF8
+    log = DeliveryLog()
+    report = send_issue(config, issue_path, transport=lambda: RecordingTransport(log))
+    assert report.tally.sent == 3 and report.tally.failed == 1 and not report.ok
+    assert "jörg@example.net" not in log.per_recipient()
+    rows = {r["subscriber_id"]: r for r in _rows(config)}
+    failed = rows[store.get("jörg@example.net").id]
+    assert failed["status"] == "failed" and failed["reply"].startswith("message not built:")
+
+
+def _rows(config) -> list:
+    conn = connect(config.database)
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM campaign_recipients")]
+    finally:
+        conn.close()

@@ -26,10 +26,14 @@ from newsletter.campaign.retry import RetryPolicy
 from newsletter.errors import CampaignPaused, NewsletterError, TransportError
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
 
+# A recipient ready to go: the message is built by the worker, right before sending (so its
+# Date is the time it is sent, even under a slow rate limit).
+Job = tuple[WorkItem, Callable[[], OutgoingMessage]]
+
 
 class MessageSource(Protocol):
-    def build(self, items: Sequence[WorkItem]) -> tuple[list[OutgoingMessage], list[Outcome]]:
-        """Messages (key = row id) for the items to send, outcomes for those not to send."""
+    def prepare(self, items: Sequence[WorkItem]) -> tuple[list[Job], list[Outcome]]:
+        """Jobs for the items to send, outcomes (skipped...) for those not to send."""
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
         """The server said this address does not exist: stop mailing it."""
@@ -80,17 +84,26 @@ class Runner:
         self.progress = progress
         self.stop = stop
         self.max_batch = max(1, min(t.max_batch for t in transports))
-        if limiter.rate is not None:
-            # Under a rate limit a big batch would wait for all its slots and then go out as a
-            # burst: keep batches to about a quarter second's worth.
-            self.max_batch = max(1, min(self.max_batch, int(limiter.rate.per_second / 4)))
         self.window = options.concurrency * self.max_batch * options.window_per_worker
+        self.prefetch = options.prefetch
+        if limiter.rate is not None:
+            # Under a rate limit: batches of about a quarter second's worth (a big batch would
+            # wait for all its slots, then go out as a burst), and no more read ahead or queued
+            # than about two seconds' worth, so who is still subscribed is checked shortly
+            # before each send.
+            per_second = limiter.rate.per_second
+            self.max_batch = max(1, min(self.max_batch, int(per_second / 4)))
+            self.window = min(
+                options.concurrency * self.max_batch * options.window_per_worker,
+                max(options.concurrency, int(per_second * 2)),
+            )
+            self.prefetch = max(1, min(self.prefetch, int(per_second * 2)))
         self.work: queue.Queue[object] = queue.Queue()
-        self.results: queue.Queue[tuple[list[OutgoingMessage], list[DeliveryResult] | None]] = (
+        self.results: queue.Queue[tuple[list[WorkItem], list[DeliveryResult] | None]] = (
             queue.Queue()
         )
         self.inflight: dict[int, WorkItem] = {}  # queued for or held by a worker
-        self.prefetched: deque[tuple[OutgoingMessage, WorkItem]] = deque()  # still "due"
+        self.prefetched: deque[Job] = deque()  # still "due" in the ledger
         self.due_cursor = 0
         self.due_exhausted = False
         self.tally = Tally()
@@ -163,10 +176,10 @@ class Runner:
         """
         room = self.window - len(self.inflight)
         now = time.time()
-        ready: list[tuple[OutgoingMessage, WorkItem]] = []
+        ready: list[Job] = []
         retries = self.ledger.ready_deferred(self.campaign_id, now, room)
         if retries:
-            ready += self._build(retries)
+            ready += self._prepare(retries)
         while len(ready) < room:
             if len(self.prefetched) == 0:
                 if not self._prefetch():
@@ -175,36 +188,33 @@ class Runner:
             ready.append(self.prefetched.popleft())
         if not ready:
             return bool(retries)  # all of them were skipped or failed to build: look again
-        self.ledger.mark_inflight(self.campaign_id, [item.row_id for _, item in ready])
-        for message, item in ready:
-            self.inflight[message.key] = item
-        messages = [message for message, _ in ready]
-        for start in range(0, len(messages), self.max_batch):
-            self.work.put(messages[start : start + self.max_batch])
+        self.ledger.mark_inflight(self.campaign_id, [item.row_id for item, _ in ready])
+        for item, _ in ready:
+            self.inflight[item.row_id] = item
+        for start in range(0, len(ready), self.max_batch):
+            self.work.put(ready[start : start + self.max_batch])
         return True
 
     def _prefetch(self) -> bool:
         if self.due_exhausted:
             return False
-        items = self.ledger.next_due(self.campaign_id, self.due_cursor, self.options.prefetch)
-        if len(items) < self.options.prefetch:
+        items = self.ledger.next_due(self.campaign_id, self.due_cursor, self.prefetch)
+        if len(items) < self.prefetch:
             self.due_exhausted = True
         if not items:
             return False
         self.due_cursor = items[-1].row_id
-        self.prefetched.extend(self._build(items))
+        self.prefetched.extend(self._prepare(items))
         return True
 
-    def _build(self, items: list[WorkItem]) -> list[tuple[OutgoingMessage, WorkItem]]:
-        """Messages for the items; skipped (no longer subscribed) and unbuildable ones are
-        recorded at once."""
-        messages, outcomes = self.source.build(items)
+    def _prepare(self, items: list[WorkItem]) -> list[Job]:
+        """Jobs for the items; those no longer subscribed are recorded as skipped at once."""
+        jobs, outcomes = self.source.prepare(items)
         if outcomes:
             self.ledger.record(self.campaign_id, outcomes)
             for outcome in outcomes:
                 self._count(outcome.status)
-        by_id = {it.row_id: it for it in items}
-        return [(message, by_id[message.key]) for message in messages]
+        return jobs
 
     def _drain(self, *, block: bool, timeout: float = 0.0) -> None:
         """Record every result available now (waiting up to `timeout` for the first)."""
@@ -220,15 +230,15 @@ class Runner:
             # so one write and one wake-up of this thread cover several messages. The price:
             # after a crash, results of the last few milliseconds are "unknown" and resent.
             time.sleep(self.options.group_commit_delay)
-        batch: tuple[list[OutgoingMessage], list[DeliveryResult] | None] | None = first
+        batch: tuple[list[WorkItem], list[DeliveryResult] | None] | None = first
         now = time.time()
         while batch is not None:
-            messages, results = batch
+            items, results = batch
             if results is None:  # stopped before it reached the transport
-                released.extend(self.inflight.pop(m.key) for m in messages)
+                released.extend(self.inflight.pop(it.row_id) for it in items)
             else:
-                for message, result in zip(messages, results, strict=True):
-                    item = self.inflight.pop(message.key)
+                for item, result in zip(items, results, strict=True):
+                    del self.inflight[item.row_id]
                     outcomes.append(self._outcome(item, result, now))
                     if result.status == "bounced":
                         bounces.append((item.subscriber_id, result.reply))
@@ -271,7 +281,7 @@ class Runner:
             if batch is _STOP:
                 self.work.put(_STOP)
                 break
-            released.extend(self.inflight.pop(m.key) for m in batch)  # type: ignore[attr-defined]
+            released.extend(self.inflight.pop(it.row_id) for it, _ in batch)  # type: ignore[attr-defined]
         if released:
             self.ledger.release(released)
 
@@ -286,13 +296,28 @@ class Runner:
             batch = self.work.get()
             if batch is _STOP:
                 return
-            messages: list[OutgoingMessage] = batch  # type: ignore[assignment]
-            if self.stop.is_set() or not self.limiter.acquire(len(messages), self.stop):
-                self.results.put((messages, None))
+            jobs: list[Job] = batch  # type: ignore[assignment]
+            items = [item for item, _ in jobs]
+            if self.stop.is_set() or not self.limiter.acquire(len(jobs), self.stop):
+                self.results.put((items, None))
                 continue
-            results = _send(transport, messages)
-            self._watch_failures(results)
-            self.results.put((messages, results))
+            self.results.put((items, self._deliver(transport, jobs)))
+
+    def _deliver(self, transport: Transport, jobs: list[Job]) -> list[DeliveryResult]:
+        """Build the batch's messages and send them: one result per job, in order."""
+        results: list[DeliveryResult | None] = [None] * len(jobs)
+        built: list[tuple[int, OutgoingMessage]] = []
+        for index, (_, make) in enumerate(jobs):
+            try:
+                built.append((index, make()))
+            except (NewsletterError, ValueError) as exc:  # this recipient's data, not the server
+                results[index] = DeliveryResult("failed", f"message not built: {exc}")
+        if built:
+            sent = _send(transport, [message for _, message in built])
+            self._watch_failures(sent)
+            for (index, _), result in zip(built, sent, strict=True):
+                results[index] = result
+        return results  # type: ignore[return-value]
 
     def _watch_failures(self, results: list[DeliveryResult]) -> None:
         """Count failures in a row as they happen (here, not in the ledger thread, so that a

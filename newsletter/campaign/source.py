@@ -1,17 +1,20 @@
 """Who gets which message: ledger rows -> subscribers -> personalised OutgoingMessages.
 
-Per claimed chunk: one `get_many` for the subscribers, then per recipient an unsubscribe URL
-and `MessageTemplate.outgoing` (the bytes themselves are built lazily, in the worker that sends
-them). Subscribers who unsubscribed, bounced or were erased since the snapshot are skipped here,
-at send time, so a resumed campaign never mails them.
+Per chunk of due rows: one `get_many` for the subscribers; per recipient a job that the worker
+runs right before sending: an unsubscribe URL and `MessageTemplate.outgoing` (whose bytes are
+built lazily, as the transport reads them). Subscribers who unsubscribed, bounced or were
+erased since the snapshot are skipped here, shortly before their turn, so a resumed campaign
+never mails them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from newsletter.campaign.ledger import Outcome, WorkItem
+from newsletter.campaign.runner import Job
 from newsletter.errors import NewsletterError
 from newsletter.transports.base import OutgoingMessage
 
@@ -32,26 +35,35 @@ class SubscriberMessages:
         self.secret = secret
         self._unsubscribe_url = unsubscribe_url
 
-    def build(self, items: Sequence[WorkItem]) -> tuple[list[OutgoingMessage], list[Outcome]]:
+    def prepare(self, items: Sequence[WorkItem]) -> tuple[list[Job], list[Outcome]]:
+        """One `get_many` for the chunk; jobs for the active subscribers, skips for the rest."""
         subscribers = self.store.get_many([it.subscriber_id for it in items])
-        messages: list[OutgoingMessage] = []
+        jobs: list[Job] = []
         outcomes: list[Outcome] = []
         for item in items:
             subscriber = subscribers.get(item.subscriber_id)
             if subscriber is None:
                 outcomes.append(_skip(item, "skipped: the subscriber was erased"))
-                continue
-            if subscriber.status != "active":
+            elif subscriber.status != "active":
                 outcomes.append(_skip(item, f"skipped: the subscriber is {subscriber.status}"))
-                continue
+            else:
+                jobs.append((item, partial(self._message, item.row_id, subscriber)))
+        return jobs, outcomes
+
+    def build(self, items: Sequence[WorkItem]) -> tuple[list[OutgoingMessage], list[Outcome]]:
+        """Every message at once (dry runs): built ones, and outcomes for the others."""
+        jobs, outcomes = self.prepare(items)
+        messages: list[OutgoingMessage] = []
+        for item, make in jobs:
             try:
-                url = self._unsubscribe_url(self.config, subscriber.id, self.secret)
-                messages.append(
-                    self.template.outgoing(item.row_id, subscriber.recipient(), url, subscriber.id)
-                )
+                messages.append(make())
             except (NewsletterError, ValueError) as exc:
                 outcomes.append(Outcome(item.row_id, "failed", f"message not built: {exc}"))
         return messages, outcomes
+
+    def _message(self, row_id: int, subscriber: Any) -> OutgoingMessage:
+        url = self._unsubscribe_url(self.config, subscriber.id, self.secret)
+        return self.template.outgoing(row_id, subscriber.recipient(), url, subscriber.id)
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
         self.store.mark_bounced(subscriber_id, reply)
