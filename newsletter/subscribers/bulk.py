@@ -46,13 +46,18 @@ class BulkImport:
             self.conn.execute("SELECT 1 FROM subscriber_tombstones LIMIT 1").fetchone() is not None
         )
         self.next_id = next_subscriber_id(self.conn)
+        # Into an empty table (a first import), rows of the file are all new: the importer has
+        # already removed duplicates, so there is nothing to look up.
+        self.was_empty = self.next_id == 1 or (
+            self.conn.execute("SELECT 1 FROM subscribers LIMIT 1").fetchone() is None
+        )
 
     def apply(self, rows: Sequence[ImportRow], counts: ImportCounts) -> None:
         for start in range(0, len(rows), _CHUNK):
             self._chunk(rows[start : start + _CHUNK], counts)
 
     def _chunk(self, rows: Sequence[ImportRow], counts: ImportCounts) -> None:
-        existing = self._existing([r.key for r in rows])
+        existing = {} if self.was_empty else self._existing([r.key for r in rows])
         erased = self._erased([r.key for r in rows if r.key not in existing])
         inserts: list[tuple] = []
         updates: list[tuple] = []
