@@ -99,3 +99,20 @@ def test_chunk_by_size_keeps_order_and_limits() -> None:
     items = list(range(7))
     parts = chunk_by_size(items, [5, 5, 5, 20, 1, 1, 1], limit=10)
     assert [list(p) for p in parts] == [[0, 1], [2], [3], [4, 5, 6]]
+
+
+def test_an_outlier_goes_alone_and_does_not_widen_the_others() -> None:
+    names = ["Ann", "Bob", "Zoë", "Li", "Pat"]
+    docs = [letter("x" * 9000, "t0")] + [letter(n, f"t{i}") for i, n in enumerate(names, 1)]
+    docs.insert(3, letter("y" * 9000, "t9"))
+    groups, alone = assert_exact(docs)
+    assert alone == [0]  # the first document is the odd one out: it cannot be the template
+    (group,) = groups  # the long "y" name fits the others' template: its values are long
+    longest = max(
+        len(v)
+        for member, values in zip(group.members, group.values, strict=True)
+        if member != 3
+        for field in values
+        for v in field
+    )
+    assert longest < 20  # the shared template was not stretched over the outliers

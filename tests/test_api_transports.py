@@ -335,3 +335,31 @@ def test_result_is_one_per_message_in_order(camp: Campaign) -> None:
         "Ada Lovelace",
         "Same address again",
     ]
+
+
+def test_sendgrid_recipient_past_the_substitution_limit_goes_alone(camp: Campaign) -> None:
+    recipients = [*many(4), Recipient("long@example.com", ("Bartholomew " * 700).strip())]
+    with SendGridServer(KEY) as srv:
+        results = send(srv, camp, camp.outgoing(recipients))
+        assert srv.violations == []  # no personalization carried more than 10,000 bytes
+    assert {r.status for r in results} == {"sent"}
+    assert len(srv.requests) == 2
+    (copy,) = srv.for_address("long@example.com")
+    assert_received(copy, camp, recipients[-1])
+
+
+def test_mailgun_unknown_domain_stops_before_sending(camp: Campaign) -> None:
+    with MailgunServer(KEY, "other.example.org") as srv:
+        transport = transport_from_url(
+            f"mailgun:{DOMAIN}?region=eu&endpoint={srv.url}", camp.config, {ENV["mailgun"]: KEY}
+        )
+        with pytest.raises(TransportConfigError, match="does not know the domain"):
+            transport.open()
+    assert srv.requests == []
+
+
+def test_sendgrid_key_without_mail_send_scope_stops(camp: Campaign) -> None:
+    with SendGridServer(KEY) as srv:
+        srv.scopes = ["user.profile.read"]
+        with pytest.raises(TransportAuthError, match=r"mail\.send"):
+            transport_for(srv, camp).open()

@@ -114,7 +114,11 @@ def skeleton(texts: Sequence[str]) -> list[str]:
     for other in texts[1:]:
         if fit(pieces, other) is not None:
             continue
-        spans.extend(diff_spans(base, other))
+        found = diff_spans(base, other)
+        in_base = sum(end - start for start, end in found)
+        if max(in_base, in_base + len(other) - len(base)) > MAX_SHIFT:
+            continue  # an outlier goes alone rather than widen everyone's values
+        spans.extend(found)
         pieces, last = [], 0
         for start, end in _union(spans):
             pieces.append(base[last:start])
@@ -155,12 +159,13 @@ class Group:
 
 
 def group_documents(
-    docs: Sequence[Sequence[str]], rounds: int = 2
+    docs: Sequence[Sequence[str]], rounds: int = 3
 ) -> tuple[list[Group], list[int]]:
     """Group documents (tuples of fields) by a shared template; return groups and the leftovers
     (indices that fit no template and go out one by one)."""
     remaining = list(range(len(docs)))
     groups: list[Group] = []
+    alone: list[int] = []
     for _ in range(rounds):
         if len(remaining) < 2:
             break
@@ -173,15 +178,13 @@ def group_documents(
                 misfits.append(i)
             else:
                 members.append(i)
-                values.append(fitted)  # type: ignore[arg-type]
+                values.append(fitted)
         if len(members) > 1:
             groups.append(Group(members, pieces, values))  # type: ignore[arg-type]
         else:
-            misfits = remaining
-        if len(misfits) == len(remaining):
-            break
+            alone.extend(members)  # the first document was the odd one out
         remaining = misfits
-    return groups, remaining
+    return groups, sorted(alone + remaining)
 
 
 def join(pieces: Sequence[str], values: Sequence[str]) -> str:
