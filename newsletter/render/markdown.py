@@ -37,8 +37,9 @@ def _parse(source: str) -> tuple[Token, ...]:
 
 
 @functools.lru_cache(maxsize=512)  # the email and the web version render the same Markdown
-def to_html(source: str, heading_offset: int = 2) -> Markup:
-    """Render Markdown to HTML; `# Heading` becomes <h3> by default (h1/h2 belong to the theme)."""
+def to_html(source: str, heading_offset: int = 2, deepest: int = 4) -> Markup:
+    """Render Markdown to HTML. `# Heading` becomes <h3> by default and deeper ones <h4>: h1 and
+    h2 belong to the theme, and an email needs no more levels."""
     tokens = []
     for token in _parse(source):
         heading = token.type in ("heading_open", "heading_close")
@@ -46,7 +47,7 @@ def to_html(source: str, heading_offset: int = 2) -> Markup:
         if heading or directional:
             token = token.copy(attrs=dict(token.attrs))
             if heading:
-                token.tag = f"h{min(6, int(token.tag[1]) + heading_offset)}"
+                token.tag = f"h{min(deepest, int(token.tag[1]) + heading_offset)}"
             if directional:
                 token.attrSet("dir", "auto")
         tokens.append(token)
