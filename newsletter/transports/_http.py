@@ -335,10 +335,16 @@ class HttpApiTransport(Transport):
         return self._redact(f"{reply.status} {text}")[:MAX_REPLY]
 
     def raise_for_auth(self, reply: ApiReply, detail: str | None = None) -> None:
-        if reply.status in (401, 403):
+        if reply.status == 401:
             raise TransportAuthError(
                 f"{self.provider} refused the API key from {self.secret_variable} "
-                f"({self.reply_text(reply, detail)}); check the key and its permissions"
+                f"({self.reply_text(reply, detail)}); check the key"
+            )
+        if reply.status == 403:  # a valid key without the right, or an unverified sender
+            raise TransportAuthError(
+                f"{self.provider} refused to send ({self.reply_text(reply, detail)}); check the "
+                f"permissions of the key in {self.secret_variable} and that the From address "
+                "is a verified sender"
             )
 
     def transient_results(self, n: int, reply: ApiReply | str) -> list[DeliveryResult]:

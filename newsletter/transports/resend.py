@@ -1,12 +1,12 @@
 """Resend: `POST /emails/batch`, up to 100 complete emails per request.
 
 Every request carries an `Idempotency-Key` derived from the Message-IDs of its emails (which are
-deterministic per campaign and subscriber), so when a batch is retried after a timeout, a 5xx
-or a crash, Resend answers with the first attempt's ids instead of sending it again (keys live
-24 h). An unanswered batch is asked again at once with the same key (twice, then deferred):
-that is when the key is certain to match, before the runner regroups the recipients.
-Batches go in permissive validation mode (`x-batch-validation: permissive`): an invalid email
-is reported by index in `errors` and fails alone, the others are sent.
+deterministic per campaign and subscriber) and its content, so when a batch is retried after a
+timeout, a 5xx or a crash, Resend answers with the first attempt's ids instead of sending it
+again (keys live 24 h). An unanswered batch is asked again at once with the same key (twice,
+then deferred): that is when the key is certain to match, before the runner regroups the
+recipients. Batches go in permissive validation mode (`x-batch-validation: permissive`): an
+invalid email is reported by index in `errors` and fails alone, the others are sent.
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ MAX_EMAILS = 100
 KEY_ERRORS = {"missing_api_key", "invalid_api_key", "restricted_api_key", "suspended_api_key"}
 
 
-def idempotency_key(messages: Sequence[OutgoingMessage]) -> str:
-    """Same recipients of the same campaign -> same key; Resend allows up to 256 characters."""
-    digest = hashlib.sha256("\n".join(m.message_id for m in messages).encode()).hexdigest()
-    return f"newsletter-batch/{digest}"
+def idempotency_key(messages: Sequence[OutgoingMessage], payload: bytes) -> str:
+    """Same recipients of the same campaign with the same content -> same key (up to 256
+    characters). The content is part of it because Resend refuses a known key with another
+    payload (409): an issue edited between two runs is then sent, not failed."""
+    digest = hashlib.sha256("\n".join(m.message_id for m in messages).encode())
+    digest.update(b"\0" + payload)
+    return f"newsletter-batch/{digest.hexdigest()}"
 
 
 class ResendTransport(HttpApiTransport):
@@ -107,7 +110,7 @@ class ResendTransport(HttpApiTransport):
         payload = json.dumps([self._email(m) for m in batch], ensure_ascii=False).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key(batch),
+            "Idempotency-Key": idempotency_key(batch, payload),
             "x-batch-validation": "permissive",
         }
         for pause in (*RETRY_PAUSES, None):
