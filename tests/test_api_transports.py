@@ -365,3 +365,18 @@ def test_sendgrid_key_without_mail_send_scope_stops(camp: Campaign) -> None:
         srv.scopes = ["user.profile.read"]
         with pytest.raises(TransportAuthError, match=r"mail\.send"):
             transport_for(srv, camp).open()
+
+
+def test_one_instance_serves_several_workers_at_once(
+    server: ProviderServer, camp: Campaign
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    recipients = many(240)
+    batches = [camp.outgoing(recipients[i : i + 30], start=i) for i in range(0, 240, 30)]
+    transport = transport_for(server, camp)
+    assert transport.thread_safe  # the runner shares one instance between its workers
+    with transport, ThreadPoolExecutor(4) as pool:
+        results = [r for batch in pool.map(transport.send, batches) for r in batch]
+    assert {r.status for r in results} == {"sent"}
+    assert sorted(d.to_email for d in server.delivered) == sorted(r.email for r in recipients)
