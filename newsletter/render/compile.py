@@ -175,4 +175,5 @@ def _refuse_markers(issue: Issue, config: Config) -> None:
     for text in texts:
         if text and fill.MARKER.search(text):
             found = fill.MARKER.search(text).group()  # type: ignore[union-attr]
-            raise RenderError(f"{issue.path}: the text '{found}' is reserved; please reword it")
+            where = issue.path or issue.title
+            raise RenderError(f"{where}: the text '{found}' is reserved; please reword it")
