@@ -34,7 +34,7 @@ def test_open_creates_a_wal_database_and_reopens_it(tmp_path):
         versions = again.conn.execute(
             "SELECT version FROM schema_migrations WHERE component = 'subscribers'"
         ).fetchall()
-        assert [v[0] for v in versions] == [1, 2]
+        assert [v[0] for v in versions] == [1, 2, 3]
 
 
 def test_for_config_uses_the_configured_database(project, monkeypatch):
@@ -242,3 +242,21 @@ def test_concurrent_writers_on_separate_connections(tmp_path):
     with SubscriberStore.open(path) as store:
         assert store.count(status="unsubscribed") == 40
         assert store.count() == 80
+
+
+def test_databases_from_before_the_crc_index_are_migrated(tmp_path):
+    from newsletter import db
+    from newsletter.subscribers.schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    conn = db.connect(path)
+    db.migrate(conn, "subscribers", MIGRATIONS[:2])
+    conn.execute(
+        "INSERT INTO subscribers (id, email, email_key, status, created_at, updated_at)"
+        " VALUES (7, 'Old@example.com', 'old@example.com', 'active', 'x', 'x')"
+    )
+    conn.close()
+    with SubscriberStore.open(path) as store:
+        assert store.get("OLD@example.com").id == 7
+        assert store.add("old@example.com", name="Old").id == 7
+        assert store.count() == 1

@@ -15,6 +15,8 @@ checks that both paths agree.
 
 from __future__ import annotations
 
+import zlib
+
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import (
     CASE_INSENSITIVE_MAILBOX_NAMES,
@@ -63,6 +65,12 @@ def normalize_email(text: str) -> str:
 def email_key(normalized: str) -> str:
     """The unique key: addresses are compared case-insensitively."""
     return normalized.lower()
+
+
+def key_crc(key: str) -> int:
+    """CRC-32 of an email key: what the store indexes (a 4-byte integer index is much cheaper
+    to grow than one over the address text); lookups compare the key itself as well."""
+    return zlib.crc32(key.encode())
 
 
 def _fast_path(email: str) -> str | None:

@@ -12,6 +12,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from zlib import crc32
 
 from newsletter.subscribers.model import ImportCounts, ImportRow, dump_fields, import_status
 from newsletter.subscribers.schema import next_subscriber_id
@@ -58,40 +59,63 @@ class BulkImport:
 
     def _chunk(self, rows: Sequence[ImportRow], counts: ImportCounts) -> None:
         existing = {} if self.was_empty else self._existing([r.key for r in rows])
-        erased = self._erased([r.key for r in rows if r.key not in existing])
-        inserts: list[tuple] = []
+        fresh = [r for r in rows if r.key not in existing] if existing else list(rows)
+        erased = self._erased([r.key for r in fresh])
+        if erased:
+            counts.rejected.extend((r.line, _ERASED) for r in fresh if r.key in erased)
+            fresh = [r for r in fresh if r.key not in erased]
+        inserts, memberships, events = self._new(fresh)
+        counts.added += len(fresh)
         updates: list[tuple] = []
-        memberships: list[tuple[int, int]] = []
-        events: list[tuple] = []
-        stamp, source, default_status = self.stamp, self.source, self.default_status
-        list_ids = self._list_ids
+        if existing:
+            self._changed(rows, existing, counts, updates, memberships, events)
+        self._write(inserts, updates, memberships, events)
+
+    def _new(self, rows: list[ImportRow]) -> tuple[list[tuple], list[tuple], list[tuple]]:
+        """Insert rows for new subscribers (comprehensions: this is the bulk of an import)."""
+        stamp, source, status = self.stamp, self.source, self.default_status
+        first = self.next_id
+        self.next_id += len(rows)
+        numbered = list(zip(range(first, first + len(rows)), rows, strict=True))
+        inserts = [
+            (
+                sid,
+                r.email,
+                r.key,
+                crc32(r.key.encode()),
+                r.name,
+                r.status or status,
+                dump_fields(r.fields),
+                r.created_at or stamp,
+                stamp,
+            )
+            for sid, r in numbered
+        ]
+        events = [(sid, stamp, "imported", f"{source} line {r.line}") for sid, r in numbered]
+        lists = self._list_ids
+        memberships = [
+            (lid, sid)
+            for sid, r in numbered
+            for lid in (lists.get(r.lists) or self._lists(r.lists))
+        ]
+        return inserts, memberships, events
+
+    def _changed(
+        self,
+        rows: Sequence[ImportRow],
+        existing: dict[str, tuple[int, str | None, str, str, set[int]]],
+        counts: ImportCounts,
+        updates: list[tuple],
+        memberships: list[tuple],
+        events: list[tuple],
+    ) -> None:
+        """Updates for rows naming existing subscribers; unchanged ones are only counted."""
+        stamp, source = self.stamp, self.source
         for row in rows:
-            wanted = list_ids.get(row.lists)
-            if wanted is None:
-                wanted = self._lists(row.lists)
             old = existing.get(row.key)
             if old is None:
-                if row.key in erased:
-                    counts.rejected.append((row.line, _ERASED))
-                    continue
-                sid = self.next_id
-                self.next_id += 1
-                inserts.append(
-                    (
-                        sid,
-                        row.email,
-                        row.key,
-                        row.name,
-                        row.status or default_status,
-                        dump_fields(row.fields) if row.fields else "{}",
-                        row.created_at or stamp,
-                        stamp,
-                    )
-                )
-                memberships.extend([(lid, sid) for lid in wanted])
-                events.append((sid, stamp, "imported", f"{source} line {row.line}"))
-                counts.added += 1
                 continue
+            wanted = self._list_ids.get(row.lists) or self._lists(row.lists)
             sid, name, status, fields_json, lists = old
             new_name = row.name or name
             new_status = import_status(status, row.status)
@@ -113,14 +137,13 @@ class BulkImport:
                 events.append((sid, stamp, new_status, f"by import, {where}"))
             events.append((sid, stamp, "updated", f"by import, {where}"))
             counts.updated += 1
-        self._write(inserts, updates, memberships, events)
 
     def _write(self, inserts: list, updates: list, memberships: list, events: list) -> None:
         conn = self.conn
         if inserts:
             conn.executemany(
-                "INSERT INTO subscribers (id, email, email_key, name, status, fields,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO subscribers (id, email, email_key, key_crc, name, status, fields,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 inserts,
             )
         if updates:
@@ -150,12 +173,17 @@ class BulkImport:
         return wanted
 
     def _existing(self, keys: list[str]) -> dict[str, tuple[int, str | None, str, str, set[int]]]:
-        marks = ",".join("?" * len(keys))
-        rows = self.conn.execute(
-            "SELECT id, email_key, name, status, fields FROM subscribers"
-            f" WHERE email_key IN ({marks})",
-            keys,
-        ).fetchall()
+        crcs = sorted({crc32(k.encode()) for k in keys})
+        wanted = set(keys)
+        rows = [
+            r
+            for r in self.conn.execute(
+                "SELECT id, email_key, name, status, fields FROM subscribers"
+                f" WHERE key_crc IN ({','.join('?' * len(crcs))})",
+                crcs,
+            )
+            if r[1] in wanted  # a CRC match is only a candidate
+        ]
         if not rows:
             return {}
         ids = [r[0] for r in rows]

@@ -25,6 +25,7 @@ from newsletter.subscribers.model import (
     ACTIVE,
     DEFAULT_LIST,
     FIELD_VALUE_MAX,
+    NAME_MAX,
     PENDING,
     ImportCounts,
     ImportRow,
@@ -205,9 +206,14 @@ def parse_row(line: int, cells: list[str], columns: Columns, extra: tuple[str, .
         _explain_control(cells, columns)
     name = None
     if columns.name is not None:
-        name = clean_name(cells[columns.name])
-    status = _optional(cells, columns.status, check_status)
-    created = _optional(cells, columns.created_at, parse_timestamp)
+        name = cells[columns.name].strip() or None  # control characters were checked above
+        if name is not None and len(name) > NAME_MAX:
+            clean_name(name)  # raises with the reason
+    status = created = None
+    if columns.status is not None:
+        status = _optional(cells, columns.status, check_status)
+    if columns.created_at is not None:
+        created = _optional(cells, columns.created_at, parse_timestamp)
     lists: tuple[str, ...] = ()
     if columns.lists is not None:
         lists = parse_lists(cells[columns.lists])

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from newsletter import db
 from newsletter.errors import SubscriberError
-from newsletter.subscribers.address import email_key, normalize_email
+from newsletter.subscribers.address import email_key, key_crc, normalize_email
 from newsletter.subscribers.bulk import BulkImport
 from newsletter.subscribers.model import (
     ACTIVE,
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from newsletter.config import Config
 
 _COLUMNS = "id, email, name, status, fields, created_at, updated_at"
+_BY_KEY = "key_crc = ? AND email_key = ?"
 _CHUNK = 500  # ids per IN (...) query
 _PAGE = 1000  # rows per page when streaming
 
@@ -129,7 +130,7 @@ class SubscriberStore:
             return None
         with self._lock:
             row = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM subscribers WHERE email_key = ?", (key,)
+                f"SELECT {_COLUMNS} FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
             ).fetchone()
             return self._build([row])[0] if row else None
 
@@ -267,7 +268,9 @@ class SubscriberStore:
         names = sorted({check_list_name(n) for n in lists}) or [DEFAULT_LIST]
         status = check_status(status)
         with self.transaction() as conn:
-            row = conn.execute("SELECT id FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+            row = conn.execute(
+                f"SELECT id FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
+            ).fetchone()
             stamp = now()
             if row is None:
                 self._refuse_erased(key, normalized)
@@ -308,7 +311,7 @@ class SubscriberStore:
         with self.transaction() as conn:
             stamp = now()
             row = conn.execute(
-                "SELECT id, status FROM subscribers WHERE email_key = ?", (key,)
+                f"SELECT id, status FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
             ).fetchone()
             if row is None:
                 subscriber_id = self._insert(conn, normalized, key, clean, PENDING, {}, stamp)
@@ -379,7 +382,9 @@ class SubscriberStore:
         digest = self.email_hash(key)
         with self.transaction() as conn:
             stamp = now()
-            row = conn.execute("SELECT id FROM subscribers WHERE email_key = ?", (key,)).fetchone()
+            row = conn.execute(
+                f"SELECT id FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
+            ).fetchone()
             conn.execute(
                 "INSERT OR REPLACE INTO subscriber_tombstones (email_hash, erased_at)"
                 " VALUES (?, ?)",
@@ -489,9 +494,19 @@ class SubscriberStore:
     ) -> int:
         subscriber_id = next_subscriber_id(conn)
         conn.execute(
-            "INSERT INTO subscribers (id, email, email_key, name, status, fields, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (subscriber_id, email, key, name, status, dump_fields(fields), stamp, stamp),
+            "INSERT INTO subscribers (id, email, email_key, key_crc, name, status, fields,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                subscriber_id,
+                email,
+                key,
+                key_crc(key),
+                name,
+                status,
+                dump_fields(fields),
+                stamp,
+                stamp,
+            ),
         )
         return subscriber_id
 
