@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> None:
                     assert accepted == n, f"{provider}: server accepted {accepted} of {n}"
             rows.append((provider, n, rate, requests * 10_000 / n))
         print(f"{'transport':<10} {'recipients/s':>13} {'HTTP req/10k':>13} {'vs SMTP':>8}")
-        print(f"{'smtp':<10} {smtp:>13,.0f} {'(10,000 msgs)':>13} {1:>7.2f}x")
+        print(f"{'smtp':<10} {smtp:>13,.0f} {f'({args.smtp_n:,} msgs)':>13} {1:>7.2f}x")
         for provider, _n, rate, per10k in rows:
             print(f"{provider:<10} {rate:>13,.0f} {per10k:>13,.0f} {rate / smtp:>7.2f}x")
 
