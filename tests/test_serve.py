@@ -418,3 +418,49 @@ def test_unsubscribe_button_in_the_browser(config, store, server, browser):
     finally:
         page.close()
     assert store.get_by_id(ada.id).status == "unsubscribed"
+
+
+def test_oversized_or_odd_bodies_still_unsubscribe_safely(config, store, server):
+    ada = store.add("ada@example.com")
+    path = unsubscribe_path(config, store, ada.id)
+    big = httpx.post(
+        server + path,
+        content=b"List-Unsubscribe=One-Click&pad=" + b"x" * 200_000,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert big.status_code == 200  # the body is not parsed, the POST itself unsubscribes
+    assert store.get_by_id(ada.id).status == "unsubscribed"
+    bob = store.add("bob@example.com")
+    odd = httpx.post(
+        server + unsubscribe_path(config, store, bob.id),
+        content=b"--broken multipart",
+        headers={"Content-Type": "multipart/form-data; boundary=zzz"},
+    )
+    assert odd.status_code == 200
+    assert store.get_by_id(bob.id).status == "unsubscribed"
+
+
+def test_a_broken_issue_file_gets_an_error_page_not_a_traceback(config, server):
+    (config.root / "issues" / "broken.yaml").write_text("title: [unclosed\n", encoding="utf-8")
+    response = httpx.get(f"{server}/issues/broken/")
+    assert response.status_code == 500
+    assert "cannot be shown" in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.browser
+def test_sign_up_form_in_the_browser(config, store, server, browser):
+    page = browser.new_page()
+    try:
+        page.goto(server + "/subscribe")
+        trap = page.locator("#website").bounding_box()
+        assert trap is not None and trap["x"] + trap["width"] <= 0  # off-screen for people
+        page.fill("#email", "reader@example.com")
+        page.fill("#name", "Reader")
+        page.get_by_role("button", name="Subscribe").click()
+        page.wait_for_selector("text=Check your inbox")
+    finally:
+        page.close()
+    reader = store.get("reader@example.com")
+    assert reader is not None and reader.status == "pending" and reader.name == "Reader"
+    [mail] = wait_for_mail(config.root / "outbox")
+    assert mail["To"].addresses[0].addr_spec == "reader@example.com"
