@@ -56,11 +56,22 @@ MIGRATIONS = [
     CREATE INDEX campaign_recipients_work
         ON campaign_recipients (campaign_id, status, id);
     """,
+    # Status left the index key: a status change (twice per recipient, on the hot path) no
+    # longer moves index entries; the partial indexes hold only the rows still to be sent.
+    """
+    DROP INDEX campaign_recipients_work;
+    CREATE INDEX campaign_recipients_open ON campaign_recipients (campaign_id, id)
+        WHERE status IN ('due', 'inflight', 'deferred');
+    CREATE INDEX campaign_recipients_retry ON campaign_recipients (campaign_id, next_try)
+        WHERE status = 'deferred';
+    """,
 ]
 
 STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
 CHUNK = 2000
 _ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
+# Repeated verbatim in queries so SQLite uses the partial index campaign_recipients_open.
+_OPEN = "status IN ('due', 'inflight', 'deferred')"
 _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM campaign_recipients"
 # A live sender refreshes its heartbeat at least this often; a stale one is taken over.
 HEARTBEAT_TIMEOUT = 120.0
@@ -237,7 +248,7 @@ class Ledger:
             self.conn.execute(
                 "UPDATE campaign_recipients SET status = 'due',"
                 " reply = 'unknown: in flight when an earlier run stopped'"
-                " WHERE campaign_id = ? AND status = 'inflight'",
+                f" WHERE campaign_id = ? AND {_OPEN} AND status = 'inflight'",
                 (campaign_id,),
             )
 
@@ -285,7 +296,7 @@ class Ledger:
     def next_due(self, campaign_id: int, after_id: int, limit: int) -> list[WorkItem]:
         """Due rows in snapshot order after `after_id` (read only: nothing is claimed)."""
         rows = self.conn.execute(
-            _WORK_COLUMNS + " WHERE campaign_id = ? AND status = 'due' AND id > ?"
+            _WORK_COLUMNS + f" WHERE campaign_id = ? AND {_OPEN} AND status = 'due' AND id > ?"
             " ORDER BY id LIMIT ?",
             (campaign_id, after_id, limit),
         ).fetchall()
@@ -309,16 +320,6 @@ class Ledger:
         items += self.next_due(campaign_id, 0, limit - len(items))
         self.mark_inflight(campaign_id, [it.row_id for it in items])
         return items
-
-    def has_inflight(self, campaign_id: int) -> bool:
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM campaign_recipients WHERE campaign_id = ? AND status = 'inflight'"
-                " LIMIT 1",
-                (campaign_id,),
-            ).fetchone()
-            is not None
-        )
 
     def next_retry_at(self, campaign_id: int) -> float | None:
         """When the earliest deferred row due for a retry in this run becomes ready, if any."""
@@ -374,7 +375,7 @@ class Ledger:
         while True:
             rows = self.conn.execute(
                 "SELECT id, subscriber_id FROM campaign_recipients WHERE campaign_id = ?"
-                " AND status IN ('due', 'deferred', 'inflight') AND id > ? ORDER BY id LIMIT ?",
+                f" AND {_OPEN} AND id > ? ORDER BY id LIMIT ?",
                 (campaign_id, last, CHUNK),
             ).fetchall()
             if not rows:
