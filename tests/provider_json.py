@@ -64,39 +64,11 @@ class SendGridServer(ProviderServer):
         body = _json_body(request)
         pers = body.get("personalizations")
         need(isinstance(pers, list) and 1 <= len(pers) <= 1000, "1 to 1000 personalizations")
-        frm = body.get("from")
-        need(isinstance(frm, dict) and EMAIL.match(frm.get("email", "")), "from.email required")
-        content = body.get("content")
-        need(isinstance(content, list) and content, "content must be a non-empty array")
-        types = [c.get("type") for c in content]
-        need(types[0] == "text/plain" or "text/plain" not in types, "text/plain must come first")
-        need(all(isinstance(c.get("value"), str) and c["value"] for c in content), "empty content")
-        global_headers = _strings(body.get("headers", {}), "headers")
-        self._check_headers(global_headers)
+        self._check_message(body)
         seen: set[str] = set()
         errors = []
         for n, p in enumerate(pers):
-            to = p.get("to")
-            need(isinstance(to, list) and to, "to must list the recipients")
-            for r in to:
-                address = r.get("email", "")
-                need(address.lower() not in seen, "an address appears twice in one request")
-                seen.add(address.lower())
-                if not EMAIL.match(address) or self.refused.get(address.lower()) == "invalid":
-                    errors.append(
-                        {
-                            "message": "Does not contain a valid address.",
-                            "field": f"personalizations.{n}.to.0.email",
-                            "help": None,
-                        }
-                    )
-            need(p.get("subject") or body.get("subject"), "subject missing")
-            headers = _strings(p.get("headers", {}), "personalization headers")
-            self._check_headers(headers)
-            subs = _strings(p.get("substitutions", {}), "substitutions")
-            size = sum(len(k.encode()) + len(v.encode()) for k, v in subs.items())
-            need(size <= 10_000, f"substitutions of personalization {n} exceed 10,000 bytes")
-            _strings(p.get("custom_args", {}), "custom_args")
+            errors += self._check_personalization(n, p, body, seen)
         if errors:
             return Reply(400, {"errors": errors})
         message_id = uuid.uuid4().hex[:22]
@@ -105,6 +77,36 @@ class SendGridServer(ProviderServer):
         else:
             self.deliver([None] * len(pers))  # type: ignore[list-item]
         return Reply(202, b"", {"X-Message-Id": message_id})
+
+    def _check_message(self, body: dict) -> None:
+        frm = body.get("from")
+        need(isinstance(frm, dict) and EMAIL.match(frm.get("email", "")), "from.email required")
+        content = body.get("content")
+        need(isinstance(content, list) and content, "content must be a non-empty array")
+        types = [c.get("type") for c in content]
+        need(types[0] == "text/plain" or "text/plain" not in types, "text/plain must come first")
+        need(all(isinstance(c.get("value"), str) and c["value"] for c in content), "empty content")
+        self._check_headers(_strings(body.get("headers", {}), "headers"))
+
+    def _check_personalization(self, n: int, p: dict, body: dict, seen: set[str]) -> list[dict]:
+        """Contract checks of personalization n; the per-address errors SendGrid reports."""
+        errors = []
+        to = p.get("to")
+        need(isinstance(to, list) and to, "to must list the recipients")
+        for r in to:
+            address = r.get("email", "")
+            need(address.lower() not in seen, "an address appears twice in one request")
+            seen.add(address.lower())
+            if not EMAIL.match(address) or self.refused.get(address.lower()) == "invalid":
+                field = f"personalizations.{n}.to.0.email"
+                errors.append({"message": "Does not contain a valid address.", "field": field})
+        need(p.get("subject") or body.get("subject"), "subject missing")
+        self._check_headers(_strings(p.get("headers", {}), "personalization headers"))
+        subs = _strings(p.get("substitutions", {}), "substitutions")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in subs.items())
+        need(size <= 10_000, f"substitutions of personalization {n} exceed 10,000 bytes")
+        _strings(p.get("custom_args", {}), "custom_args")
+        return errors
 
     scopes: ClassVar[list[str]] = ["mail.send", "user.profile.read"]
 
@@ -174,46 +176,13 @@ class PostmarkServer(ProviderServer):
             return Reply(422, {"ErrorCode": 410, "Message": "Too many batch messages."})
         results, delivered = [], []
         for message in body:
-            need(message.get("From") and message.get("To"), "From and To are required")
-            need(message.get("TextBody") or message.get("HtmlBody"), "TextBody or HtmlBody")
-            headers = message.get("Headers", [])
-            need(all(set(h) == {"Name", "Value"} for h in headers), "Headers: [{Name, Value}]")
-            to = getaddresses([message["To"]])
-            need(len(to) <= 50, "at most 50 recipients per message")
-            address = to[0][1]
-            refused = self.refused.get(address.lower())
-            if message.get("MessageStream", "outbound") not in self.STREAMS:
-                results.append(
-                    {
-                        "ErrorCode": 1235,
-                        "Message": "The message stream for the provided 'ID' was not found.",
-                    }
-                )
-            elif refused == "inactive":
-                results.append(
-                    {
-                        "ErrorCode": 406,
-                        "Message": "You tried to send to recipient(s)"
-                        f" that have been marked as inactive. Found inactive addresses: "
-                        f"{address}.",
-                    }
-                )
-            elif refused == "invalid" or not EMAIL.match(address):
-                results.append({"ErrorCode": 300, "Message": "Invalid 'To' address."})
-            else:
-                mid = str(uuid.uuid4())
-                results.append(
-                    {
-                        "To": message["To"],
-                        "SubmittedAt": "2026-11-25T00:00:00Z",
-                        "MessageID": mid,
-                        "ErrorCode": 0,
-                        "Message": "OK",
-                    }
-                )
-                delivered.append(
-                    self._render(message, address, mid, number) if self.render else None
-                )
+            result = self._result(message)
+            if result["ErrorCode"] == 0 and self.render:
+                address = getaddresses([message["To"]])[0][1]
+                delivered.append(self._render(message, address, result["MessageID"], number))
+            elif result["ErrorCode"] == 0:
+                delivered.append(None)
+            results.append(result)
         self.deliver(delivered)  # type: ignore[arg-type]
         return Reply(200, results)
 
@@ -223,6 +192,35 @@ class PostmarkServer(ProviderServer):
         if request.headers.get("x-postmark-server-token") != self.key:
             return Reply(401, {"ErrorCode": 10, "Message": "The Server API token is invalid."})
         return Reply(200, {"ID": 1, "Name": "Newsletter", "DeliveryType": "Live"})
+
+    def _result(self, message: Any) -> dict[str, Any]:
+        """Check one message of the batch and give Postmark's per-message answer."""
+        need(isinstance(message, dict), "each message is an object")
+        need(message.get("From") and message.get("To"), "From and To are required")
+        need(message.get("TextBody") or message.get("HtmlBody"), "TextBody or HtmlBody")
+        headers = message.get("Headers", [])
+        need(all(set(h) == {"Name", "Value"} for h in headers), "Headers: [{Name, Value}]")
+        to = getaddresses([message["To"]])
+        need(len(to) <= 50, "at most 50 recipients per message")
+        address = to[0][1]
+        refused = self.refused.get(address.lower())
+        if message.get("MessageStream", "outbound") not in self.STREAMS:
+            return {"ErrorCode": 1235, "Message": "The message stream was not found."}
+        if refused == "inactive":
+            return {
+                "ErrorCode": 406,
+                "Message": "You tried to send to recipient(s) that have been marked as "
+                f"inactive. Found inactive addresses: {address}.",
+            }
+        if refused == "invalid" or not EMAIL.match(address):
+            return {"ErrorCode": 300, "Message": "Invalid 'To' address."}
+        return {
+            "To": message["To"],
+            "SubmittedAt": "2026-11-25T00:00:00Z",
+            "MessageID": str(uuid.uuid4()),
+            "ErrorCode": 0,
+            "Message": "OK",
+        }
 
     def _render(self, message: dict, address: str, mid: str, number: int) -> Delivered:
         return Delivered(
@@ -263,20 +261,9 @@ class ResendServer(ProviderServer):
     def handle(self, request: Request, number: int) -> Reply:
         need(request.method == "POST", "batch takes POST")
         need(request.path == "/emails/batch", f"unknown path {request.path}")
-        auth = request.headers.get("authorization")
-        if not auth:
-            return Reply(
-                401,
-                {
-                    "statusCode": 401,
-                    "name": "missing_api_key",
-                    "message": "Missing API key in the authorization header",
-                },
-            )
-        if auth != f"Bearer {self.key}":
-            return Reply(
-                403, {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"}
-            )
+        refused = self._refuse_key(request)
+        if refused is not None:
+            return refused
         key = request.headers.get("idempotency-key")
         digest = hashlib.sha256(request.body).hexdigest()
         if key is not None:
@@ -284,83 +271,76 @@ class ResendServer(ProviderServer):
             with self.lock:
                 known = self.idempotent.get(key)
             if known is not None:
-                if known[0] != digest:
-                    return Reply(
-                        409,
-                        {
-                            "statusCode": 409,
-                            "name": "invalid_idempotent_request",
-                            "message": "Same idempotency key used with a different "
-                            "request payload.",
-                        },
-                    )
-                with self.lock:
-                    self.replayed += 1
-                return known[1]
+                return self._replay(known, digest)
         mode = request.headers.get("x-batch-validation", "strict")
         need(mode in ("strict", "permissive"), "x-batch-validation: strict | permissive")
         body = _json_body(request)
         need(isinstance(body, list) and body, "a JSON array of emails")
         if len(body) > 100:
-            return Reply(
-                422,
-                {
-                    "statusCode": 422,
-                    "name": "validation_error",
-                    "message": "Too many emails: at most 100 per batch",
-                },
-            )
+            return _resend_error(422, "validation_error", "Too many emails: at most 100 per batch")
         data, errors, delivered = [], [], []
         for index, email in enumerate(body):
-            need(
-                email.get("from") and email.get("to") and email.get("subject"),
-                "from, to and subject are required",
-            )
-            need(email.get("html") or email.get("text"), "html or text is required")
-            to = email["to"] if isinstance(email["to"], list) else [email["to"]]
-            need(len(to) <= 50, "at most 50 recipients per email")
-            _strings(email.get("headers", {}), "headers")
-            for tag in email.get("tags", []):
-                need(
-                    self.TAG.match(tag.get("name", "")) and self.TAG.match(tag.get("value", "")),
-                    f"invalid tag {tag}",
-                )
-            address = parseaddr(to[0])[1]
+            address = self._check_email(email)
             if not EMAIL.match(address) or self.refused.get(address.lower()) == "invalid":
+                message = f"Invalid `to` field: {address}"
                 if mode == "strict":
-                    return Reply(
-                        422,
-                        {
-                            "statusCode": 422,
-                            "name": "validation_error",
-                            "message": f"Invalid `to` field: {to[0]}",
-                        },
-                    )
-                errors.append({"index": index, "message": f"Invalid `to` field: {to[0]}"})
+                    return _resend_error(422, "validation_error", message)
+                errors.append({"index": index, "message": message})
                 continue
             eid = str(uuid.uuid4())
             data.append({"id": eid})
             delivered.append(self._render(email, address, eid, number) if self.render else None)
         self.deliver(delivered)  # type: ignore[arg-type]
-        reply = Reply(
-            200,
-            {"data": data, **({"errors": errors} if mode == "permissive" else {})},
-            self._rate_headers(),
-        )
+        extra = {"errors": errors} if mode == "permissive" else {}
+        reply = Reply(200, {"data": data, **extra}, self._rate_headers())
         if key is not None:
             with self.lock:
                 self.idempotent[key] = (digest, reply)
         return reply
 
-    def check(self, request: Request) -> Reply:
-        need(request.path == "/domains", f"unknown GET {request.path}")
+    def _refuse_key(self, request: Request) -> Reply | None:
         auth = request.headers.get("authorization")
         if not auth:
-            return Reply(401, {"statusCode": 401, "name": "missing_api_key", "message": "Missing"})
+            return _resend_error(401, "missing_api_key", "Missing API key in the header")
         if auth != f"Bearer {self.key}":
-            return Reply(
-                403, {"statusCode": 403, "name": "invalid_api_key", "message": "API key is invalid"}
+            return _resend_error(403, "invalid_api_key", "API key is invalid")
+        return None
+
+    def _replay(self, known: tuple[str, Reply], digest: str) -> Reply:
+        """A known key: the first answer again, or 409 when the payload differs."""
+        if known[0] != digest:
+            return _resend_error(
+                409,
+                "invalid_idempotent_request",
+                "Same idempotency key used with a different request payload.",
             )
+        with self.lock:
+            self.replayed += 1
+        return known[1]
+
+    def _check_email(self, email: Any) -> str:
+        """Check one email of the batch; return its recipient's address."""
+        need(isinstance(email, dict), "each email is an object")
+        need(
+            email.get("from") and email.get("to") and email.get("subject"),
+            "from, to and subject are required",
+        )
+        need(email.get("html") or email.get("text"), "html or text is required")
+        to = email["to"] if isinstance(email["to"], list) else [email["to"]]
+        need(len(to) <= 50, "at most 50 recipients per email")
+        _strings(email.get("headers", {}), "headers")
+        for tag in email.get("tags", []):
+            need(
+                self.TAG.match(tag.get("name", "")) and self.TAG.match(tag.get("value", "")),
+                f"invalid tag {tag}",
+            )
+        return parseaddr(to[0])[1]
+
+    def check(self, request: Request) -> Reply:
+        need(request.path == "/domains", f"unknown GET {request.path}")
+        refused = self._refuse_key(request)
+        if refused is not None:
+            return refused
         return Reply(
             401,
             {
@@ -385,3 +365,7 @@ class ResendServer(ProviderServer):
             request=number,
             reply_to=email.get("reply_to"),
         )
+
+
+def _resend_error(status: int, name: str, message: str) -> Reply:
+    return Reply(status, {"statusCode": status, "name": name, "message": message})
