@@ -295,6 +295,7 @@ def test_missing_secret_names_the_variable(provider: str, camp: Campaign) -> Non
         ("sendgrid:?endpoint=http://user:pw@127.0.0.1:1", "credentials"),
         ("sendgrid:?colour=blue", "unknown parameter 'colour'"),
         ("sendgrid:api.sendgrid.com", "takes no host"),
+        ("sendgrid:?region=mars", "region"),
         ("mailgun:", "sending domain"),
         ("mailgun:news.example.org?region=mars", "region"),
         ("postmark:?stream=", "stream"),
@@ -316,6 +317,8 @@ def test_describe_and_repr_hide_the_key(provider: str, camp: Campaign) -> None:
     assert provider in transport.describe()
     if provider == "mailgun":
         assert "api.eu.mailgun.net" in transport.describe()
+    eu = transport_from_url("sendgrid:?region=eu", camp.config, {ENV["sendgrid"]: KEY})
+    assert "api.eu.sendgrid.com" in eu.describe()
 
 
 def test_replies_stored_for_the_ledger_never_hold_the_key(camp: Campaign) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from newsletter.errors import TransportAuthError
+from newsletter.errors import TransportAuthError, TransportConfigError
 from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from newsletter.config import Config
 
 API = "https://api.sendgrid.com"
+REGIONS = {"global": API, "eu": "https://api.eu.sendgrid.com"}  # EU regional subusers
 PATH = "/v3/mail/send"
 MAX_PERSONALIZATIONS = 1000
 MAX_SUBSTITUTION_BYTES = 10_000  # per personalization, keys and values together
@@ -67,10 +68,13 @@ class SendGridTransport(HttpApiTransport):
     def from_url(
         cls, url: str, config: Config | None, environ: Mapping[str, str]
     ) -> SendGridTransport:
-        parsed = parse_url(url, "sendgrid")
+        parsed = parse_url(url, "sendgrid", allowed=("region",))
         no_target(parsed, url)
+        region = parsed.params.get("region", "global").lower()
+        if region not in REGIONS:
+            raise TransportConfigError(f"sendgrid region must be 'global' or 'eu', got {region!r}")
         key = require_secret(environ, cls.secret_variable, cls.provider)
-        return cls(key, endpoint=parsed.endpoint or API)
+        return cls(key, endpoint=parsed.endpoint or REGIONS[region])
 
     def preflight(self) -> None:
         """GET /v3/scopes: any key may read its own scopes; sending needs `mail.send`."""
