@@ -9,10 +9,11 @@ warning on the line where the URL is written: a flaky website must never crash `
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+import concurrent.futures
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from markdown_it import MarkdownIt
@@ -25,6 +26,7 @@ from newsletter.yamlsource import FieldPath, YamlDocument
 MARKDOWN_ISSUE_FIELDS = ("intro", "outro")
 MARKDOWN_STORY_FIELDS = ("summary", "why_it_matters", "takeaway")
 USER_AGENT = f"newsletter-linkcheck/{__version__}"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def check_links(
     refs = [r for r in issue_urls(doc) if is_http_url(r.url)]  # the rest are errors already
     if not refs:
         return []
-    results = asyncio.run(
+    results = _run_coroutine(
         check_urls_async([r.url for r in refs], timeout=timeout, concurrency=concurrency)
     )
     return [
@@ -166,3 +168,14 @@ def check_links(
         for r in refs
         if results[r.url] is not None
     ]
+
+
+def _run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from a thread whose event loop is already running (Jupyter, the
+    Playwright sync API): then the coroutine runs on a fresh loop in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -53,9 +53,12 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's Chromium driven by Playwright (never a downloaded browser).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread while it
+    is active, which would make asyncio.run() fail in every later test of the session."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
