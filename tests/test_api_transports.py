@@ -383,3 +383,19 @@ def test_one_instance_serves_several_workers_at_once(
         results = [r for batch in pool.map(transport.send, batches) for r in batch]
     assert {r.status for r in results} == {"sent"}
     assert sorted(d.to_email for d in server.delivered) == sorted(r.email for r in recipients)
+
+
+def test_a_message_that_cannot_be_built_fails_alone(server: ProviderServer, camp: Campaign) -> None:
+    from newsletter.errors import MessageError
+
+    def broken() -> object:
+        raise MessageError("line break in the subscriber's name")
+
+    messages = camp.outgoing(TRICKY[:3])
+    bad = OutgoingMessage(
+        99, "news@example.org", "bad@example.com", "x@example.org", broken, broken
+    )
+    results = send(server, camp, [messages[0], bad, messages[1], messages[2]])
+    assert [r.status for r in results] == ["sent", "failed", "sent", "sent"]
+    assert "line break" in results[1].reply
+    assert sorted(d.to_email for d in server.delivered) == sorted(r.email for r in TRICKY[:3])

@@ -89,6 +89,21 @@ def test_a_full_batch_goes_out_in_parallel(ses: SesServer, camp: Campaign) -> No
     assert len(ses.sent()) == 50
 
 
+def test_a_message_that_cannot_be_built_fails_alone(ses: SesServer, camp: Campaign) -> None:
+    from newsletter.errors import MessageError
+    from newsletter.transports.base import OutgoingMessage
+
+    def broken() -> object:
+        raise MessageError("unsubscribe URL too long")
+
+    verify_domain(ses)
+    bad = OutgoingMessage(9, "news@example.org", "bad@example.com", "x@example.org", broken, broken)
+    with transport(ses, camp) as t:
+        results = t.send([*camp.outgoing(TRICKY[:1]), bad])
+    assert [r.status for r in results] == ["sent", "failed"]
+    assert "too long" in results[1].reply and len(ses.sent()) == 1
+
+
 def test_unverified_sender_stops_the_run(ses: SesServer, camp: Campaign) -> None:
     with transport(ses, camp) as t, pytest.raises(TransportConfigError, match="verify"):
         t.send(camp.outgoing(TRICKY[:2]))

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from newsletter.errors import (
+    MessageError,
     TransportAuthError,
     TransportConfigError,
     TransportConnectError,
@@ -301,6 +302,26 @@ class HttpApiTransport(Transport):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        """Messages whose content cannot be built fail alone; the others go to `send_parts`."""
+        results: list[DeliveryResult | None] = [None] * len(messages)
+        ready: list[int] = []
+        for i, message in enumerate(messages):
+            try:
+                message.parts  # noqa: B018 - built (and cached) here, so a bad one fails alone
+            except MessageError as exc:
+                results[i] = DeliveryResult("failed", f"not sent: {exc}")
+            else:
+                ready.append(i)
+        if ready:
+            sent = self.send_parts([messages[i] for i in ready])
+            for i, result in zip(ready, sent, strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        raise NotImplementedError
 
     def post(self, path: str, **kwargs: Any) -> ApiReply | str:
         """POST to base_url + path: an ApiReply, or a reply text when no answer came (transient).

@@ -123,7 +123,7 @@ class MailgunTransport(HttpApiTransport):
 
     # ------------------------------------------------------------ sending
 
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult | None] = [None] * len(messages)
         for request in self._plan(messages):
             for members in chunks(request.members, MAX_RECIPIENTS):

@@ -92,7 +92,7 @@ class PostmarkTransport(HttpApiTransport):
                 f"({self.reply_text(reply)}); check the token"
             )
 
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         for batch in chunks(messages, MAX_MESSAGES):
             bodies = [json.dumps(self._message(m), ensure_ascii=False) for m in batch]

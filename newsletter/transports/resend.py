@@ -84,7 +84,7 @@ class ResendTransport(HttpApiTransport):
                 f"({self.reply_text(reply)}); check the key"
             )
 
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         for batch in chunks(messages, MAX_EMAILS):
             results += self._send_batch(batch)

@@ -90,7 +90,7 @@ class SendGridTransport(HttpApiTransport):
 
     # ------------------------------------------------------------ sending
 
-    def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult | None] = [None] * len(messages)
         shared, alone = self._plan(messages)
         for content, group_entries in shared:

@@ -21,7 +21,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from newsletter.errors import TransportAuthError, TransportConfigError, TransportConnectError
+from newsletter.errors import (
+    MessageError,
+    TransportAuthError,
+    TransportConfigError,
+    TransportConnectError,
+)
 from newsletter.transports._http import MAX_REPLY, Redactor, parse_url, require_secret
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
 
@@ -196,10 +201,14 @@ class SesTransport(Transport):
             ReadTimeoutError,
         )
 
+        try:
+            data = message.data
+        except MessageError as exc:
+            return DeliveryResult("failed", f"not sent: {exc}")
         request: dict[str, Any] = {
             "FromEmailAddress": message.envelope_from,
             "Destination": {"ToAddresses": [message.recipient]},
-            "Content": {"Raw": {"Data": message.data}},
+            "Content": {"Raw": {"Data": data}},
             "EmailTags": [{"Name": "newsletter_key", "Value": str(message.key)}],
         }
         if self.configuration_set:
