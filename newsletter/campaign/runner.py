@@ -44,10 +44,11 @@ class RunOptions:
     concurrency: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_failures_in_a_row: int = 50
-    # Batches in flight (queued for or held by a worker, not yet recorded) per worker. Small
-    # keeps the "unknown" set after a crash small; 4 keeps every worker busy while the ledger
-    # thread refills at half of it.
-    window_per_worker: int = 4
+    # Batches in flight (queued for or held by a worker, not yet recorded) per worker: after a
+    # crash these are "unknown" and resent, though only those a worker was sending (at most
+    # `concurrency` batches) plus results of the last group commit can be duplicates. Enough
+    # that workers never wait for the ledger thread, which refills at half of it.
+    window_per_worker: int = 16
     group_commit_delay: float = 0.005  # seconds
     prefetch: int = 256  # due rows read and built ahead (not yet marked inflight)
 
@@ -225,10 +226,10 @@ class Runner:
             first = self.results.get(timeout=timeout) if block else self.results.get_nowait()
         except queue.Empty:
             return
-        if block and not self.stop.is_set() and len(self.inflight) > self.window // 2:
-            # Group commit: let a few more results arrive (the workers still have work queued)
-            # so one write and one wake-up of this thread cover several messages. The price:
-            # after a crash, results of the last few milliseconds are "unknown" and resent.
+        if block and not self.stop.is_set() and self.work.qsize() >= self.options.concurrency:
+            # Group commit: every worker has another batch queued, so let a few more results
+            # arrive; one write and one wake-up of this thread then cover several messages.
+            # The price: after a crash, results of the last few milliseconds are resent.
             time.sleep(self.options.group_commit_delay)
         batch: tuple[list[WorkItem], list[DeliveryResult] | None] | None = first
         now = time.time()
