@@ -88,10 +88,12 @@ class BulkImport:
                 dump_fields(r.fields),
                 r.created_at or stamp,
                 stamp,
+                stamp,
+                f"{source} line {r.line}",
             )
             for sid, r in numbered
         ]
-        events = [(sid, stamp, "imported", f"{source} line {r.line}") for sid, r in numbered]
+        events: list[tuple] = []  # the "imported" entry is the row's origin (see schema)
         lists = self._list_ids
         memberships = [
             (lid, sid)
@@ -143,7 +145,8 @@ class BulkImport:
         if inserts:
             conn.executemany(
                 "INSERT INTO subscribers (id, email, email_key, key_crc, name, status, fields,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, origin_at, origin_kind, origin_detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'imported', ?)",
                 inserts,
             )
         if updates:

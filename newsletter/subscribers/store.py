@@ -225,12 +225,17 @@ class SubscriberStore:
     def events(self, subscriber_id: int) -> list[Event]:
         """The subscriber's history, oldest first."""
         with self._lock:
+            origin = self.conn.execute(
+                "SELECT origin_at, origin_kind, origin_detail FROM subscribers WHERE id = ?",
+                (subscriber_id,),
+            ).fetchone()
             rows = self.conn.execute(
                 "SELECT at, kind, detail FROM subscriber_events WHERE subscriber_id = ?"
                 " ORDER BY id",
                 (subscriber_id,),
             ).fetchall()
-        return [Event(r[0], r[1], r[2], subscriber_id) for r in rows]
+        first = [origin] if origin is not None and origin[1] else []
+        return [Event(r[0], r[1], r[2] or "", subscriber_id) for r in [*first, *rows]]
 
     def tombstone(self, email: str) -> Tombstone | None:
         """The erasure record of an address, if it was removed."""
@@ -274,8 +279,10 @@ class SubscriberStore:
             stamp = now()
             if row is None:
                 self._refuse_erased(key, normalized)
-                subscriber_id = self._insert(conn, normalized, key, clean, status, values, stamp)
-                self._event(subscriber_id, "subscribed", f"added by {source}", stamp)
+                origin = ("subscribed", f"added by {source}")
+                subscriber_id = self._insert(
+                    conn, normalized, key, clean, status, values, stamp, origin
+                )
             else:
                 subscriber_id = int(row[0])
                 self._merge(subscriber_id, clean, values, stamp, source)
@@ -314,8 +321,10 @@ class SubscriberStore:
                 f"SELECT id, status FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
             ).fetchone()
             if row is None:
-                subscriber_id = self._insert(conn, normalized, key, clean, PENDING, {}, stamp)
-                self._event(subscriber_id, "subscribed", detail, stamp)
+                origin = ("subscribed", detail)
+                subscriber_id = self._insert(
+                    conn, normalized, key, clean, PENDING, {}, stamp, origin
+                )
                 self._join(subscriber_id, [list_name])
                 return self._require(subscriber_id), True
             subscriber_id = int(row[0])
@@ -491,21 +500,16 @@ class SubscriberStore:
         status: str,
         fields: dict[str, str],
         stamp: str,
+        origin: tuple[str, str],
     ) -> int:
         subscriber_id = next_subscriber_id(conn)
         conn.execute(
             "INSERT INTO subscribers (id, email, email_key, key_crc, name, status, fields,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, origin_at, origin_kind, origin_detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                subscriber_id,
-                email,
-                key,
-                key_crc(key),
-                name,
-                status,
-                dump_fields(fields),
-                stamp,
-                stamp,
+                *(subscriber_id, email, key, key_crc(key), name, status, dump_fields(fields)),
+                *(stamp, stamp, stamp, *origin),
             ),
         )
         return subscriber_id
