@@ -165,29 +165,23 @@ class PublicSite:
             self._issues[path] = page
             return page
 
+    # -- endpoints ----------------------------------------------------------------------------
 
-def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Starlette:
-    """The public web app for `config` (its database, base_url, issues/ folder, transport).
-
-    `rate_limit` is (sign-ups, seconds) allowed per client address on POST /subscribe.
-    """
-    site = PublicSite(config, rate_limit=rate_limit)
-
-    async def unsubscribe(request: Request) -> Response:
+    async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            subscriber_id = tokens.verify_token(site.secret, tokens.UNSUBSCRIBE, token)
+            subscriber_id = tokens.verify_token(self.secret, tokens.UNSUBSCRIBE, token)
         except TokenError as exc:
-            return site.bad_link(exc)
-        subscriber = await run_in_threadpool(lambda: site.store().get_by_id(subscriber_id))
+            return self.bad_link(exc)
+        subscriber = await run_in_threadpool(lambda: self.store().get_by_id(subscriber_id))
         if request.method == "GET":
             if subscriber is None or subscriber.status not in (ACTIVE, PENDING):
-                return site.message(
-                    "You are unsubscribed", f"You will not receive {config.name} any more."
+                return self.message(
+                    "You are unsubscribed", f"You will not receive {self.config.name} any more."
                 )
-            return site.message(
+            return self.message(
                 "Unsubscribe?",
-                f"Stop sending {config.name} to {subscriber.email}?",
+                f"Stop sending {self.config.name} to {subscriber.email}?",
                 button="Unsubscribe",
                 action="unsubscribe",
             )
@@ -195,23 +189,23 @@ def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) ->
         one_click = form.get("List-Unsubscribe") == "One-Click"
         how = "one-click (List-Unsubscribe-Post)" if one_click else "unsubscribe page"
         if subscriber is not None:
-            await run_in_threadpool(lambda: site.store().unsubscribe(subscriber_id, how))
+            await run_in_threadpool(lambda: self.store().unsubscribe(subscriber_id, how))
         if one_click:
             return PlainTextResponse("Unsubscribed.\n", headers={"Cache-Control": "no-store"})
-        return site.message(
+        return self.message(
             "You are unsubscribed",
-            f"You will not receive {config.name} any more. Sorry to see you go.",
+            f"You will not receive {self.config.name} any more. Sorry to see you go.",
         )
 
-    async def subscribe_form(request: Request) -> Response:
+    async def subscribe_form(self, request: Request) -> Response:
         list_name = request.query_params.get("list", DEFAULT_LIST)
-        return _subscribe_page(site, list_name=list_name)
+        return _subscribe_page(self, list_name=list_name)
 
-    async def subscribe(request: Request) -> Response:
+    async def subscribe(self, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
-        wait = site.limiter.check(client)
+        wait = self.limiter.check(client)
         if wait:
-            response = site.message(
+            response = self.message(
                 "Too many sign-ups",
                 "Too many sign-ups from your network just now. Please try again later.",
                 status=429,
@@ -222,7 +216,7 @@ def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) ->
         email = str(form.get("email", ""))[:400]
         name = str(form.get("name", ""))[:400]
         list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
-        done = site.message(
+        done = self.message(
             "Check your inbox",
             "If the address can receive our emails, a message with a confirmation link is on "
             "its way. The link is valid for 7 days.",
@@ -231,63 +225,63 @@ def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) ->
             log.info("sign-up ignored: honeypot field filled (client %s)", client)
             return done
         if list_name != DEFAULT_LIST and list_name not in await run_in_threadpool(
-            lambda: site.store().list_names()
+            lambda: self.store().list_names()
         ):
-            return _subscribe_page(site, list_name, email, name, "There is no such list.", 400)
+            return _subscribe_page(self, list_name, email, name, "There is no such list.", 400)
         try:
             subscriber, send = await run_in_threadpool(
-                lambda: site.store().request_subscription(
+                lambda: self.store().request_subscription(
                     email, name=name or None, list_name=list_name, detail=f"form from {client}"
                 )
             )
         except SubscriberError as exc:
-            return _subscribe_page(site, list_name, email, name, _form_error(exc), 400)
+            return _subscribe_page(self, list_name, email, name, _form_error(exc), 400)
         if send:
-            done.background = BackgroundTask(_send_confirmation, site, subscriber.id)
+            done.background = BackgroundTask(_send_confirmation, self, subscriber.id)
         return done
 
-    async def confirm(request: Request) -> Response:
+    async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
         try:
             subscriber_id, issued = tokens.read_token(
-                site.secret, tokens.CONFIRM, token, max_age=tokens.CONFIRM_MAX_AGE
+                self.secret, tokens.CONFIRM, token, max_age=tokens.CONFIRM_MAX_AGE
             )
         except TokenError as exc:
             if "expired" in str(exc):
-                return site.message(
+                return self.message(
                     "This link has expired",
                     "Confirmation links are valid for 7 days. Please sign up again.",
                     status=400,
                     link={"url": "/subscribe", "text": "Sign up again"},
                 )
-            return site.bad_link(exc)
+            return self.bad_link(exc)
         if request.method == "GET":
-            return site.message(
+            return self.message(
                 "Confirm your subscription",
-                f"Press the button to start receiving {config.name}.",
+                f"Press the button to start receiving {self.config.name}.",
                 button="Confirm my subscription",
                 action="confirm",
             )
         issued_at = format_timestamp_from_epoch(issued)
         try:
             await run_in_threadpool(
-                lambda: site.store().confirm(
+                lambda: self.store().confirm(
                     subscriber_id, issued_at=issued_at, detail="confirmation link"
                 )
             )
         except SubscriberError as exc:
-            return site.message("This link does not work any more", f"{exc}.", status=400)
-        return site.message("You are subscribed", f"Thank you! {config.name} is on its way.")
+            return self.message("This link does not work any more", f"{exc}.", status=400)
+        return self.message("You are subscribed", f"Thank you! {self.config.name} is on its way.")
 
-    async def issue(request: Request) -> Response:
+    async def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
         try:
-            page = await run_in_threadpool(site.issue_page, slug)
+            page = await run_in_threadpool(self.issue_page, slug)
         except NewsletterError as exc:
             log.error("issue %s cannot be shown: %s", slug, exc)
-            return site.message(
+            return self.message(
                 "This issue cannot be shown right now", "Please try again later.", status=500
             )
         if page is None:
@@ -302,30 +296,37 @@ def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) ->
             return Response(status_code=304, headers=headers)
         return HTMLResponse(page.body, headers=headers)
 
-    async def issue_redirect(request: Request) -> Response:
+    async def issue_redirect(self, request: Request) -> Response:
         return RedirectResponse(f"/issues/{request.path_params['slug']}/", status_code=308)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
         if status == 404:
-            return site.message(
+            return self.message(
                 "Page not found",
                 "There is nothing at this address. Check the link, or go to the sign-up page.",
                 status=404,
-                link={"url": "/subscribe", "text": f"Subscribe to {config.name}"},
+                link={"url": "/subscribe", "text": f"Subscribe to {self.config.name}"},
             )
         return PlainTextResponse(str(getattr(exc, "detail", "")), status_code=status)
 
+
+def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) -> Starlette:
+    """The public web app for `config` (its database, base_url, issues/ folder, transport).
+
+    `rate_limit` is (sign-ups, seconds) allowed per client address on POST /subscribe.
+    """
+    site = PublicSite(config, rate_limit=rate_limit)
     routes = [
-        Route("/", subscribe_form, methods=["GET"]),
-        Route("/subscribe", subscribe_form, methods=["GET"]),
-        Route("/subscribe", subscribe, methods=["POST"]),
-        Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "POST"]),
-        Route("/confirm/{token}", confirm, methods=["GET", "POST"]),
-        Route("/issues/{slug}/", issue, methods=["GET"]),
-        Route("/issues/{slug}", issue_redirect, methods=["GET"]),
+        Route("/", site.subscribe_form, methods=["GET"]),
+        Route("/subscribe", site.subscribe_form, methods=["GET"]),
+        Route("/subscribe", site.subscribe, methods=["POST"]),
+        Route("/unsubscribe/{token}", site.unsubscribe, methods=["GET", "POST"]),
+        Route("/confirm/{token}", site.confirm, methods=["GET", "POST"]),
+        Route("/issues/{slug}/", site.issue, methods=["GET"]),
+        Route("/issues/{slug}", site.issue_redirect, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: site.not_found})
     app.state.site = site
     return app
 
