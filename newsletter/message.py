@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from newsletter.errors import MessageError
 from newsletter.mime import (
+    DotSafeBytes,
     addr_spec,
     address_header,
     check_header_text,
@@ -260,7 +261,9 @@ class MessageTemplate:
                 self._end,
             )
         )
-        return self.dkim.sign(data) if self.dkim is not None else data
+        if self.dkim is not None:
+            data = self.dkim.sign(data)  # prepends a header whose continuation lines start with TAB
+        return DotSafeBytes(data)
 
     def _parts(
         self,

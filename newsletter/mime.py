@@ -42,6 +42,14 @@ _PHRASE_WORD_BYTES = 45  # 72-character words: "To: " + one word stays within 76
 FOLD_AT = 78
 
 
+class DotSafeBytes(bytes):
+    """A complete message known to have no line starting with "." (our encoders guarantee it:
+    QP escapes a leading dot, folded header lines start with whitespace). SMTP then skips the
+    dot-stuffing scan, which costs ~100 us on a 50 KB message (bytes search for b"\\n.")."""
+
+    __slots__ = ()
+
+
 # --- quoted-printable -------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from newsletter.errors import (
     TransportConfigError,
     TransportConnectError,
 )
+from newsletter.mime import DotSafeBytes
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Status, Transport
 
 if TYPE_CHECKING:
@@ -470,7 +471,7 @@ class _Connection:
                 self.reply()
         if refused is not None:
             return self._abort(*refused)
-        if data.startswith(b".") or b"\n." in data:
+        if data.__class__ is not DotSafeBytes and (data.startswith(b".") or b"\n." in data):
             data = (b"." if data.startswith(b".") else b"") + data.replace(b"\n.", b"\n..")
         self.write_parts(data, b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
         code, text = self.reply()
