@@ -61,6 +61,8 @@ def qp_segment(text: str) -> bytes:
     """
     if not text:
         return b""
+    if len(text) <= QP_MAX and text[0] != "." and _QP_PLAIN.fullmatch(text):
+        return (text + "=\r\n").encode("ascii")  # the common case: a short plain value
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
