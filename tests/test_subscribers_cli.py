@@ -166,3 +166,20 @@ def test_serve_runs_uvicorn_as_a_process(project, tmp_path):
     assert process.returncode == 0, output
     assert f"Serving Test Letter on http://127.0.0.1:{port}" in output
     assert "Traceback" not in output
+
+
+def test_a_locked_database_is_a_clear_error(cli, project, monkeypatch):
+    import sqlite3
+
+    from newsletter.db import connect
+
+    cli("subscribers", "add", "a@example.com")
+    monkeypatch.setitem(connect.__kwdefaults__, "timeout", 0.2)  # a short busy timeout
+    holder = sqlite3.connect(project / "newsletter.db", timeout=0)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock longer than that
+    try:
+        result = cli("subscribers", "add", "b@example.com", ok=False)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert_clean_error(result, "database error", "locked")

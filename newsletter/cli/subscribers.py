@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -12,6 +16,8 @@ from newsletter.cli.common import app, reports_errors
 from newsletter.config import Config
 from newsletter.errors import SubscriberError
 from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_email
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 db_option = click.option(
     "--db",
@@ -23,6 +29,19 @@ list_option = click.option("--list", "list_name", metavar="LIST", help="Only thi
 status_option = click.option(
     "--status", type=click.Choice(STATUSES), help="Only subscribers with this status."
 )
+
+
+def database_errors(fn: F) -> F:
+    """A locked, read-only or damaged database file is reported, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise click.ClickException(f"database error: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _config(db: Path | None) -> Config:
@@ -77,6 +96,7 @@ def subscribers() -> None:
 )
 @db_option
 @reports_errors
+@database_errors
 def add(
     email: str,
     name: str | None,
@@ -112,6 +132,7 @@ def add(
 )
 @db_option
 @reports_errors
+@database_errors
 def import_(
     file: Path, list_name: str | None, status: str, rejects: Path | None, db: Path | None
 ) -> None:
@@ -140,6 +161,7 @@ def import_(
 )
 @db_option
 @reports_errors
+@database_errors
 def export(list_name: str | None, status: str | None, output: Path | None, db: Path | None) -> None:
     """Export subscribers as CSV (the format `import` reads back)."""
     from newsletter.subscribers import export_csv
@@ -163,6 +185,7 @@ def export(list_name: str | None, status: str | None, output: Path | None, db: P
 )
 @db_option
 @reports_errors
+@database_errors
 def list_(list_name: str | None, status: str | None, limit: int, db: Path | None) -> None:
     """Show subscribers as a table."""
     widths = (32, 22, 12, 20, 20)
@@ -184,6 +207,7 @@ def list_(list_name: str | None, status: str | None, limit: int, db: Path | None
 @click.argument("email")
 @db_option
 @reports_errors
+@database_errors
 def show(email: str, db: Path | None) -> None:
     """Show one subscriber: data, lists, fields and the history of consent."""
     with _open(db) as store:
@@ -206,6 +230,7 @@ def show(email: str, db: Path | None) -> None:
 @click.argument("email")
 @db_option
 @reports_errors
+@database_errors
 def unsubscribe(email: str, db: Path | None) -> None:
     """Unsubscribe EMAIL (it stays in the database as proof, but gets no more issues)."""
     with _open(db) as store:
@@ -218,6 +243,7 @@ def unsubscribe(email: str, db: Path | None) -> None:
 @click.argument("email")
 @db_option
 @reports_errors
+@database_errors
 def remove(email: str, db: Path | None) -> None:
     """Erase EMAIL and all personal data about it (GDPR erasure).
 
@@ -236,6 +262,7 @@ def remove(email: str, db: Path | None) -> None:
 @list_option
 @db_option
 @reports_errors
+@database_errors
 def count(list_name: str | None, db: Path | None) -> None:
     """Count subscribers, by status."""
     with _open(db) as store:
@@ -254,6 +281,7 @@ def count(list_name: str | None, db: Path | None) -> None:
 )
 @db_option
 @reports_errors
+@database_errors
 def serve(host: str, port: int, db: Path | None) -> None:
     """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
     opt-in, and the web versions of issues."""
