@@ -260,3 +260,27 @@ def test_databases_from_before_the_crc_index_are_migrated(tmp_path):
         assert store.get("OLD@example.com").id == 7
         assert store.add("old@example.com", name="Old").id == 7
         assert store.count() == 1
+
+
+def test_fast_path_agrees_with_email_validator_on_random_addresses():
+    import random
+
+    rng = random.Random(8)
+    local_chars = "abcXYZ019.-_+'!#$%&*/=?^`{|}~\"() ,;:<>[]\\é"
+    domain_chars = "abcXYZ019.-_ü"
+    tlds = ["com", "de", "x", "123", "co.uk", "test", "xn--p1ai", "local", "-com", "c-m"]
+    accepted = 0
+    for _ in range(3000):
+        alphabet = local_chars if rng.random() < 0.3 else "abcXYZ019._-+'"
+        local = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        domain = "".join(rng.choice(domain_chars) for _ in range(rng.randint(0, 10)))
+        text = f"{local}@{domain}.{rng.choice(tlds)}"
+        try:
+            expected = validate_email(text, check_deliverability=False).normalized
+        except EmailNotValidError:
+            expected = None
+        fast = _fast_path(text)
+        if fast is not None:
+            assert fast == expected, text
+            accepted += 1
+    assert accepted > 500  # the comparison covered many accepted addresses
