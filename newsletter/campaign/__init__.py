@@ -11,15 +11,9 @@ from newsletter.campaign.ledger import Counts, Ledger
 from newsletter.campaign.progress import Progress, StreamProgress, Tally
 from newsletter.campaign.ratelimit import Rate, RateLimiter, parse_rate
 from newsletter.campaign.retry import RetryPolicy
-from newsletter.campaign.send import (
-    Campaign,
-    DryRunReport,
-    SendReport,
-    TestSendReport,
-    send_issue,
-    send_test,
-)
+from newsletter.campaign.send import Campaign, DryRunReport, SendReport, send_issue
 from newsletter.campaign.status import CampaignStatus, campaign_status
+from newsletter.campaign.testcopy import TestSendReport, send_test
 
 __all__ = [
     "Campaign",

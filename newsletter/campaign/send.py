@@ -25,6 +25,7 @@ from newsletter.campaign.retry import RetryPolicy
 from newsletter.campaign.runner import (
     Runner,
     RunOptions,
+    RunResult,
     close_transports,
     open_transports,
 )
@@ -221,40 +222,25 @@ class Campaign:
         stop: threading.Event | None = None,
         handle_sigint: bool = False,
     ) -> SendReport:
+        """Send to everyone due; `stop` (or Ctrl-C with `handle_sigint`) ends it cleanly."""
         if concurrency < 1:
             raise CampaignError("concurrency must be at least 1")
-        limit = parse_rate(rate) if isinstance(rate, str) else rate
+        options = RunOptions(
+            concurrency=concurrency,
+            retry=retry or RetryPolicy(),
+            max_failures_in_a_row=max_failures_in_a_row,
+        )
+        limiter = RateLimiter(parse_rate(rate) if isinstance(rate, str) else rate)
         source = self.messages()  # compiles the issue: a theme error stops us before sending
         progress = progress or Progress()
         stop = stop or threading.Event()
         transports = open_transports(self.transport_factory, concurrency)
         try:
             campaign = self._start_campaign()
-            self.ledger.begin_run(campaign.id, self.transport_description)
-            try:
-                counts = self.ledger.counts(campaign.id)
-                progress.start(counts.remaining, f"'{self.subject}' to list {self.list_name}")
-                runner = Runner(
-                    self.ledger,
-                    campaign.id,
-                    source,
-                    transports,
-                    RateLimiter(limit),
-                    RunOptions(
-                        concurrency=concurrency,
-                        retry=retry or RetryPolicy(),
-                        max_failures_in_a_row=max_failures_in_a_row,
-                    ),
-                    progress,
-                    stop,
-                )
-                with _sigint_stops(stop, progress, enabled=handle_sigint):
-                    try:
-                        result = runner.run()
-                    except CampaignPaused as exc:
-                        raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
-            finally:
-                self.ledger.end_run(campaign.id)
+            runner = Runner(
+                self.ledger, campaign.id, source, transports, limiter, options, progress, stop
+            )
+            result = self._run(campaign.id, runner, handle_sigint)
         finally:
             close_transports(transports)
         return SendReport(
@@ -265,6 +251,19 @@ class Campaign:
             interrupted=result.interrupted,
             resume_hint=self.resume_hint,
         )
+
+    def _run(self, campaign_id: int, runner: Runner, handle_sigint: bool) -> RunResult:
+        self.ledger.begin_run(campaign_id, self.transport_description)
+        try:
+            counts = self.ledger.counts(campaign_id)
+            runner.progress.start(counts.remaining, f"'{self.subject}' to list {self.list_name}")
+            with _sigint_stops(runner.stop, runner.progress, enabled=handle_sigint):
+                try:
+                    return runner.run()
+                except CampaignPaused as exc:
+                    raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
+        finally:
+            self.ledger.end_run(campaign_id)
 
     def _start_campaign(self) -> CampaignRow:
         members = self.store.iter_member_ids(self.list_name, status="active")
@@ -434,66 +433,3 @@ def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:
         if not chunk:
             return
         yield chunk
-
-
-@dataclass(frozen=True)
-class TestSendReport:
-    address: str
-    subject: str
-    transport: str
-    reply: str
-    message_id: str
-
-    def summary(self) -> str:
-        return (
-            f"Test message '{self.subject}' sent to {self.address} via {self.transport} "
-            f"({self.reply or 'accepted'})."
-        )
-
-
-def send_test(
-    config: Config,
-    issue_path: str | Path,
-    address: str,
-    *,
-    transport: TransportSpec = None,
-    environ: Mapping[str, str] | None = None,
-) -> TestSendReport:
-    """One copy to `address`, subject prefixed [TEST]; no campaign, nothing recorded."""
-    from newsletter.message import MessageTemplate
-    from newsletter.render import compile_issue
-    from newsletter.subscribers.address import normalize_email
-
-    issue = checked_issue(config, issue_path)
-    factory, description = transport_spec(config, transport, environ)
-    email = normalize_email(address)
-    compiled = compile_issue(issue, config)
-    template = MessageTemplate(
-        compiled,
-        config,
-        campaign_key=f"{issue.slug}/test/{time.time_ns()}",
-        dkim=dkim_signer(config),
-        test=True,
-    )
-    recipient = _test_recipient(config, email)
-    # A test copy has no subscriber behind it: its unsubscribe link points at the page but
-    # carries no valid token, so clicking it changes nothing.
-    url = f"{config.base_url}/unsubscribe/test"
-    message = template.outgoing(0, recipient, url, email)
-    with factory() as opened:
-        result = opened.send([message])[0]
-    if result.status != "sent":
-        raise CampaignError(f"the test message to {email} was not accepted: {result.reply}")
-    subject = template.subject_for(compiled.values_for(recipient, url))
-    return TestSendReport(email, subject, description, result.reply, message.message_id)
-
-
-def _test_recipient(config: Config, email: str) -> Any:
-    """The subscriber with that address, if any (to see their personalisation), else the bare
-    address (placeholders show their defaults)."""
-    from newsletter.render.placeholders import Recipient
-    from newsletter.subscribers import SubscriberStore
-
-    with SubscriberStore.for_config(config) as store:
-        subscriber = store.get(email)
-    return subscriber.recipient() if subscriber is not None else Recipient(email)
