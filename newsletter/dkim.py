@@ -77,7 +77,7 @@ class DkimSigner:
         self.algorithm = (
             "ed25519-sha256" if isinstance(private_key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
         )
-        self._headers = tuple(h.lower() for h in headers)
+        self._plan = tuple((h.lower(), h.lower().encode(), h.lower() in OVERSIGN) for h in headers)
         self._tag_prefix = (
             f"v=1; a={self.algorithm}; c=relaxed/{body_canon};\r\n\td={domain}; s={selector};"
         )
@@ -103,7 +103,7 @@ class DkimSigner:
             f"\tbh={body_hash};\r\n\tb="
         ).encode("ascii")
         canon.append(_relaxed_header(unsigned))
-        data = b"".join(canon)
+        data = b"\r\n".join(canon)  # every signed header ends in CRLF, the signature's own not
         signature = base64.b64encode(self._sign(data))
         # FWS inside b= is ignored by verifiers: fold it so no line exceeds 78 characters.
         folded = b"\r\n\t".join(signature[i : i + 72] for i in range(0, len(signature), 72))
@@ -122,12 +122,13 @@ class DkimSigner:
             by_name.setdefault(name, []).append(raw)
         names: list[str] = []
         canon: list[bytes] = []
-        for name in self._headers:
-            instances = by_name.get(name.encode("ascii"), [])
-            for raw in reversed(instances):
-                names.append(name)
-                canon.append(_relaxed_header(raw) + b"\r\n")
-            if name in OVERSIGN:
+        for name, key, oversign in self._plan:
+            instances = by_name.get(key)
+            if instances:
+                for raw in reversed(instances):
+                    names.append(name)
+                    canon.append(_relaxed_header(raw))
+            if oversign:
                 names.append(name)
         return names, canon
 
@@ -188,7 +189,10 @@ def _header_fields(head: bytes) -> list[tuple[bytes, bytes]]:
 def _relaxed_header(raw: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfold, collapse whitespace, trim around the colon."""
     name, _, value = raw.partition(b":")
-    value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"")).strip(b" ")
+    if b"\x0b" in value or b"\x0c" in value:  # whitespace to bytes.split(), not to DKIM
+        value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"")).strip(b" \t")
+    else:  # split() drops CRLF (unfolding) and every run of SP/HTAB: the same, in C
+        value = b" ".join(value.split())
     return name.strip(b" \t").lower() + b":" + value
 
 
