@@ -117,3 +117,40 @@ def test_an_issue_failing_check_is_refused(cli, project: Path) -> None:
     assert result.exit_code == 1
     assert "fails `newsletter check`" in result.output and "broken.yaml:" in result.output
     assert not outbox.exists()
+
+
+def test_console_transport_status_by_slug_and_the_include_new_hint(cli, project: Path) -> None:
+    invoke, issue, _ = cli
+    result = invoke("send", str(issue), "--yes", "--transport", "console:", "--list", "default")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if "@example.net" in line]
+    assert len(lines) == 3  # one line per message
+    slug = load_issue(issue).slug
+    by_slug = invoke("status", slug)
+    assert f"{slug} -> list default: done" in by_slug.output and "sent 3" in by_slug.output
+    with SubscriberStore.for_config(load_config(project / "newsletter.yaml")) as store:
+        store.add("late@example.net")
+    again = invoke("send", str(issue), "--yes", "--transport", "console:")
+    assert "1 subscriber joined list default since this campaign started" in again.output
+    assert "--include-new" in again.output and "Nothing left to send" in again.output
+    added = invoke("send", str(issue), "--yes", "--transport", "console:", "--include-new")
+    assert added.exit_code == 0 and "1 sent, 0 failed" in added.stdout
+    assert "late@example.net" in added.stdout
+
+
+def test_status_after_a_stopped_run_says_how_to_go_on(cli) -> None:
+    from newsletter.campaign.ledger import Ledger
+    from newsletter.db import connect
+
+    invoke, issue, _ = cli
+    assert invoke("send", str(issue), "--yes").exit_code == 0
+    config_db = load_config(issue.parent.parent / "newsletter.yaml").database
+    conn = connect(config_db)
+    ledger = Ledger(conn)
+    [campaign] = ledger.for_issue(load_issue(issue).slug)
+    conn.execute("UPDATE campaign_recipients SET status = 'due' WHERE id = 1")
+    ledger.set_state(campaign.id, "sending")
+    conn.close()
+    status = invoke("status", str(issue))
+    assert "stopped before the end (send again to resume)" in status.output
+    assert "due 1, sent 2" in status.output

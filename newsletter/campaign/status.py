@@ -20,7 +20,11 @@ class CampaignStatus:
 
     def format(self) -> str:
         c, row = self.counts, self.campaign
-        state = "sending now" if self.sending_now else row.state
+        state = row.state
+        if self.sending_now:
+            state = "sending now"
+        elif row.state == "sending":
+            state = "stopped before the end (send again to resume)"
         # Rows in flight while no sender runs were in flight when it died: their fate is unknown
         # until the next run retries them (with the same Message-ID).
         inflight_label = "in flight" if self.sending_now else "unknown"

@@ -84,8 +84,9 @@ def send(
             return
         if campaign.new_members and not include_new:
             click.echo(
-                f"{campaign.new_members} subscribers joined list {campaign.list_name} since this "
-                "campaign started; add --include-new to send to them too.",
+                f"{campaign.new_members} subscriber{'s' if campaign.new_members != 1 else ''} "
+                f"joined list {campaign.list_name} since this campaign started; add "
+                "--include-new to send to them too.",
                 err=True,
             )
         if campaign.pending == 0:
