@@ -27,9 +27,10 @@ at RCPT), "554" and "552" (after DATA), "drop" (close after DATA without a reply
 the RCPT reply), "slow-data" (delay the DATA reply), "hangup" (accept the message, then close the
 connection without a word, like a provider's per-connection cap), "drop-mid-data" (answer 354,
 read the first bytes of the message, then close the connection while the client is still
-sending). `times=N` applies a fault to
-the first N matching attempts only (per address), so retries can succeed. `server.attempts`
-counts RCPT attempts per address; `server.connections` the TCP connections that sent a RCPT.
+sending). `times=N` applies a fault to the first N matching attempts only (per address), so
+retries can succeed. `server.attempts` counts RCPT attempts per address; `server.connections`
+the TCP connections that sent a RCPT. The server runs in a thread of the test process, so a
+sender in a subprocess (e.g. one killed with SIGKILL) can use `server.url()` as well.
 `SmtpServer(tls="implicit")` is an smtps:// server; `data_size_limit=N` advertises SIZE N;
 `pipelining=True` advertises PIPELINING (the client then pipelines MAIL, RCPT and DATA).
 """
