@@ -180,7 +180,7 @@ def main() -> None:
     parser.add_argument("--smtp-n", type=int, default=10_000, help="messages for SMTP")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--providers", nargs="+", default=PROVIDERS, choices=PROVIDERS)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     run(parser.parse_args())
 
 
