@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -106,9 +107,7 @@ def make_template(
     return MessageTemplate(compiled, config, campaign_key=campaign_key, dkim=signer), compiled
 
 
-def _key(kind: str):  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
+def _key(kind: str) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
     return (
         rsa.generate_private_key(65537, 2048)
         if kind == "rsa"
@@ -175,7 +174,9 @@ def send_fast(
     return n / elapsed
 
 
-def naive_message(compiled: CompiledIssue, config: Config, key: int, r: Recipient, url: str):  # type: ignore[no-untyped-def]
+def naive_message(
+    compiled: CompiledIssue, config: Config, key: int, r: Recipient, url: str
+) -> EmailMessage:
     """The obvious implementation: fill the compiled issue, build an EmailMessage."""
     rendered = compiled.render_for(r, url)
     msg = EmailMessage()
