@@ -30,7 +30,7 @@ def sender(project: Path):
             store.add(f"reader{i:02d}@example.net", name=f"Reader {i}")
     issue = next((project / "issues").glob("*.yaml"))
 
-    def start(*args: str) -> subprocess.Popen[str]:
+    def start(*args: str, stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
         return subprocess.Popen(
             [
@@ -45,7 +45,7 @@ def sender(project: Path):
                 *args,
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env=env,
             cwd=project,
@@ -148,3 +148,28 @@ def test_sigkill_mid_campaign_then_resume_delivers_everyone_once_but_in_flight(
             ids = {m["Message-ID"] for m in server.parsed(rcpt)}
             assert len(ids) == 1  # the resend carries the same Message-ID: receivers dedupe
     assert ledger_counts(db) == {"sent": N}
+
+
+def test_progress_bar_on_a_terminal(sender) -> None:
+    import pty
+
+    start, _, _ = sender
+    main_fd, child_fd = pty.openpty()
+    # stderr on a pseudo-terminal: the bar is redrawn in place.
+    tty_proc = start("--rate", "40/s", "--transport", "console:", stderr=child_fd)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main_fd, 4096)
+        except OSError:  # the terminal closed when the sender exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    tty_proc.wait(timeout=30)
+    os.close(main_fd)
+    output = b"".join(chunks).decode()
+    assert tty_proc.returncode == 0, output
+    assert "\r[" in output and "#" in output and "ETA" in output
+    assert f"{N}/{N}" in output
