@@ -223,7 +223,9 @@ class SubscriberStore:
         return [str(r[0]) for r in rows]
 
     def events(self, subscriber_id: int) -> list[Event]:
-        """The subscriber's history, oldest first."""
+        """The subscriber's history, oldest first: how they came (kept on their row, see
+        schema) then every later event (confirmed, unsubscribed with how, bounced with the
+        server's reply, ...)."""
         with self._lock:
             origin = self.conn.execute(
                 "SELECT origin_at, origin_kind, origin_detail FROM subscribers WHERE id = ?",
