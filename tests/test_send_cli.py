@@ -154,3 +154,22 @@ def test_status_after_a_stopped_run_says_how_to_go_on(cli) -> None:
     status = invoke("status", str(issue))
     assert "stopped before the end (send again to resume)" in status.output
     assert "due 1, sent 2" in status.output
+
+
+def test_a_locked_database_is_one_clear_line(cli, project: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from newsletter.db import connect
+
+    invoke, issue, _ = cli
+    monkeypatch.setitem(connect.__kwdefaults__, "timeout", 0.2)  # a short busy timeout
+    holder = sqlite3.connect(project / "newsletter.db", timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = invoke("send", str(issue), "--yes")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 1
+    assert "database error: database is locked" in result.output
+    assert "Traceback" not in result.output

@@ -252,7 +252,10 @@ class Runner:
         self.ledger.record(self.campaign_id, outcomes)
         self._last_beat = time.monotonic()
         for subscriber_id, reply in bounces:
-            self.source.bounced(subscriber_id, reply)
+            try:
+                self.source.bounced(subscriber_id, reply)
+            except NewsletterError as exc:  # the ledger has the bounce; the send goes on
+                self.progress.note(f"could not mark subscriber {subscriber_id} bounced: {exc}")
         self.progress.update(self.tally)
 
     def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:

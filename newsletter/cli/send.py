@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,6 +15,25 @@ from newsletter.campaign import Campaign, StreamProgress, campaign_status, parse
 from newsletter.campaign.ratelimit import Rate
 from newsletter.cli.common import app, reports_errors
 from newsletter.errors import NewsletterError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _database_errors(fn: F) -> F:
+    """A locked, read-only or damaged database is one clear line, not a traceback. What was
+    recorded before stays recorded: the same command resumes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise click.ClickException(
+                f"database error: {exc} ({app().config.database}); nothing recorded is lost, "
+                "run the same command again once the database is usable"
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | None:
@@ -54,6 +77,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.option("--test", "test_address", metavar="ADDR", help="Send one [TEST] copy to ADDR only.")
 @click.option("--dry-run", is_flag=True, help="Build every message, send nothing, report.")
 @reports_errors
+@_database_errors
 def send(
     issue: Path,
     list_name: str | None,
@@ -117,6 +141,7 @@ def send(
 @click.command()
 @click.argument("issue")
 @reports_errors
+@_database_errors
 def status(issue: str) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
     unknown (in flight when a run died) and skipped."""
