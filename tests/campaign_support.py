@@ -47,6 +47,7 @@ class DeliveryLog:
         self.items: list[Delivery] = []
         self.opened = 0
         self.closed = 0
+        self.batch_sizes: list[int] = []
 
     def add(self, delivery: Delivery) -> None:
         with self.lock:
@@ -90,6 +91,8 @@ class RecordingTransport(Transport):
             self.log.closed += 1
 
     def send(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        with self.log.lock:
+            self.log.batch_sizes.append(len(messages))
         results = []
         for message in messages:
             if message.recipient in self.raise_on:

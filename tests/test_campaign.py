@@ -310,3 +310,18 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise() -> None:
     assert "\r" not in text and "#" not in text
     assert text.splitlines()[0] == "sending 'Hi' to list default: 10 to go"
     assert "10/10 done: 9 sent, 1 failed, 0 deferred" in text.splitlines()[-1]
+
+
+def test_batching_transports_get_full_batches_and_results_land_per_recipient(db: Path) -> None:
+    store = make_store(db, 45)
+    cid = new_campaign(db, store)
+    log = DeliveryLog()
+    bounce = DeliveryResult("bounced", "550 5.1.1 unknown user")
+    script = {"reader007@example.net": [bounce], "reader030@example.net": [DEFER, SENT]}
+    run(db, store, cid, lambda: RecordingTransport(log, script, max_batch=10), concurrency=2)
+    assert max(log.batch_sizes) == 10 and sum(log.batch_sizes) == 46  # 45 + one retry
+    rows = {store.get_by_id(sid).email: r for sid, r in ledger_rows(db, cid).items()}
+    assert rows["reader007@example.net"]["status"] == "bounced"
+    assert rows["reader030@example.net"]["status"] == "sent"
+    assert rows["reader030@example.net"]["attempts"] == 2
+    assert sum(r["status"] == "sent" for r in rows.values()) == 44

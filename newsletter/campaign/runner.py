@@ -44,10 +44,11 @@ class RunOptions:
     concurrency: int = 4
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_failures_in_a_row: int = 50
-    # Batches in flight (queued for or held by a worker, not yet recorded) per worker: after a
-    # crash these are "unknown" and resent, though only those a worker was sending (at most
-    # `concurrency` batches) plus results of the last group commit can be duplicates. Enough
-    # that workers never wait for the ledger thread, which refills at half of it.
+    # Messages in flight (queued for or held by a worker, not yet recorded) per worker, for
+    # one-message-at-a-time transports (batching ones get two batches): after a crash these are
+    # "unknown" and resent, though only those a worker was sending (at most `concurrency`)
+    # plus results of the last group commit can be duplicates. Enough that workers never wait
+    # for the ledger thread, which refills at half of it.
     window_per_worker: int = 16
     group_commit_delay: float = 0.005  # seconds
     prefetch: int = 256  # due rows read and built ahead (not yet marked inflight)
@@ -85,7 +86,7 @@ class Runner:
         self.progress = progress
         self.stop = stop
         self.max_batch = max(1, min(t.max_batch for t in transports))
-        self.window = options.concurrency * self.max_batch * options.window_per_worker
+        self.window = options.concurrency * self._per_worker(options)
         self.prefetch = options.prefetch
         if limiter.rate is not None:
             # Under a rate limit: batches of about a quarter second's worth (a big batch would
@@ -95,7 +96,7 @@ class Runner:
             per_second = limiter.rate.per_second
             self.max_batch = max(1, min(self.max_batch, int(per_second / 4)))
             self.window = min(
-                options.concurrency * self.max_batch * options.window_per_worker,
+                options.concurrency * self._per_worker(options),
                 max(options.concurrency, int(per_second * 2)),
             )
             self.prefetch = max(1, min(self.prefetch, int(per_second * 2)))
@@ -112,6 +113,13 @@ class Runner:
         self._streak_lock = threading.Lock()
         self.paused_reason: str | None = None
         self._last_beat = time.monotonic()
+
+    def _per_worker(self, options: RunOptions) -> int:
+        """Rows in flight per worker: `window_per_worker` single messages, or two batches of a
+        batching transport (a 1,000-recipient API batch needs no more to stay busy)."""
+        if self.max_batch == 1:
+            return options.window_per_worker
+        return 2 * self.max_batch
 
     # -- the ledger thread -----------------------------------------------------------------
     def run(self) -> RunResult:
