@@ -441,7 +441,8 @@ class _Connection:
         """MAIL, RCPT, DATA, the message: pipelined in one write when the server allows it
         (RFC 2920), which halves the round trips to a distant server."""
         options = f" SIZE={len(data)}" if "size" in self.extensions else ""
-        if not data.isascii() and "8bitmime" in self.extensions:
+        safe = data.__class__ is DotSafeBytes
+        if not safe and not data.isascii() and "8bitmime" in self.extensions:
             options += " BODY=8BITMIME"
         commands = (f"MAIL FROM:<{sender}>{options}", f"RCPT TO:<{rcpt}>", "DATA")
         pipelined = "pipelining" in self.extensions
@@ -471,7 +472,7 @@ class _Connection:
                 self.reply()
         if refused is not None:
             return self._abort(*refused)
-        if data.__class__ is not DotSafeBytes and (data.startswith(b".") or b"\n." in data):
+        if not safe and (data.startswith(b".") or b"\n." in data):
             data = (b"." if data.startswith(b".") else b"") + data.replace(b"\n.", b"\n..")
         self.write_parts(data, b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
         code, text = self.reply()
