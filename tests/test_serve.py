@@ -464,3 +464,30 @@ def test_sign_up_form_in_the_browser(config, store, server, browser):
     assert reader is not None and reader.status == "pending" and reader.name == "Reader"
     [mail] = wait_for_mail(config.root / "outbox")
     assert mail["To"].addresses[0].addr_spec == "reader@example.com"
+
+
+def test_unsubscribe_while_the_database_is_locked_is_spooled_not_lost(
+    config, store, tmp_path, monkeypatch
+):
+    """A lock held past the busy timeout (a huge import): 200 now, applied once free."""
+    from newsletter.db import connect
+
+    ada = store.add("ada@example.com")
+    path = unsubscribe_path(config, store, ada.id)
+    monkeypatch.setitem(connect.__kwdefaults__, "timeout", 0.3)
+    with running(create_app(config, rate_limit=(100, 60))) as url:
+        holder = sqlite3.connect(config.database, timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            response = httpx.post(url + path, data={"List-Unsubscribe": "One-Click"})
+            assert response.status_code == 200
+            assert store.get_by_id(ada.id).status == "active"  # not yet: the lock is held
+            spool = config.database.with_name(config.database.name + ".unsubscribe-spool")
+            assert spool.is_file()
+        finally:
+            holder.rollback()
+            holder.close()
+    with SubscriberStore.for_config(config) as later:  # any later open applies the spool
+        assert later.get_by_id(ada.id).status == "unsubscribed"
+        assert later.events(ada.id)[-1].detail == "one-click (List-Unsubscribe-Post)"
+    assert not spool.exists()

@@ -284,3 +284,19 @@ def test_fast_path_agrees_with_email_validator_on_random_addresses():
             assert fast == expected, text
             accepted += 1
     assert accepted > 300  # the comparison covered many accepted addresses
+
+
+def test_spooled_unsubscribes_are_applied_on_open_even_after_a_torn_write(tmp_path):
+    from newsletter.subscribers.spool import spool_path, spool_unsubscribe
+
+    path = tmp_path / "x.db"
+    with SubscriberStore.open(path) as store:
+        ada = store.add("ada@example.com")
+        bob = store.add("bob@example.com")
+    spool_unsubscribe(path, ada.id, "one-click")
+    with spool_path(path).open("a", encoding="utf-8") as out:
+        out.write('{"id": ' + str(bob.id))  # a crash mid-write
+    with SubscriberStore.open(path) as store:
+        assert store.get_by_id(ada.id).status == "unsubscribed"
+        assert store.get_by_id(bob.id).status == "active"
+    assert not spool_path(path).exists()

@@ -71,16 +71,22 @@ class SubscriberStore:
 
     @classmethod
     def open(cls, path: str | Path) -> SubscriberStore:
-        """Open (creating and migrating if needed) the SQLite database at `path`."""
+        """Open (creating and migrating if needed) the SQLite database at `path`, and apply
+        unsubscribes spooled while it was locked (see `spool`)."""
         try:
             conn = db.connect(path)
         except (sqlite3.Error, OSError) as exc:
             raise SubscriberError(f"{path}: cannot open the database: {exc}") from None
         try:
-            return cls(conn)
+            store = cls(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise SubscriberError(f"{path}: not a usable newsletter database: {exc}") from None
+        if str(path) != ":memory:":
+            from newsletter.subscribers.spool import drain
+
+            drain(store, Path(path))  # unsubscribes spooled while the database was locked
+        return store
 
     @classmethod
     def for_config(cls, config: Config) -> SubscriberStore:

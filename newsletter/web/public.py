@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.confirmation import send_confirmation
 from newsletter.subscribers.model import format_timestamp
+from newsletter.subscribers.spool import drain, spool_unsubscribe
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -136,6 +138,19 @@ class PublicSite:
             status=400,
         )
 
+    def unsubscribe_now_or_later(self, subscriber_id: int, how: str) -> None:
+        """Unsubscribe; if a long import holds the database past the busy timeout, spool the
+        request durably instead (applied on the next open or unsubscribe): never lost."""
+        store = self.store()
+        drain(store, self.config.database)
+        try:
+            store.unsubscribe(subscriber_id, how)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            spool_unsubscribe(self.config.database, subscriber_id, how)
+            log.warning("database busy: unsubscribe of %s spooled", subscriber_id)
+
     # -- issues -------------------------------------------------------------------------------
 
     def issue_page(self, slug: str) -> IssuePage | None:
@@ -189,7 +204,7 @@ class PublicSite:
         one_click = form.get("List-Unsubscribe") == "One-Click"
         how = "one-click (List-Unsubscribe-Post)" if one_click else "unsubscribe page"
         if subscriber is not None:
-            await run_in_threadpool(lambda: self.store().unsubscribe(subscriber_id, how))
+            await run_in_threadpool(self.unsubscribe_now_or_later, subscriber_id, how)
         if one_click:
             return PlainTextResponse("Unsubscribed.\n", headers={"Cache-Control": "no-store"})
         return self.message(
