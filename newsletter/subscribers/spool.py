@@ -10,6 +10,7 @@ send opens one) and by the web app before each unsubscribe.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -31,39 +32,70 @@ def spool_path(database: Path) -> Path:
 def spool_unsubscribe(database: Path, subscriber_id: int, how: str) -> None:
     """Record an unsubscribe durably, to be applied when the database is free."""
     line = json.dumps({"id": subscriber_id, "how": how}) + "\n"
-    with _lock, open(spool_path(database), "a", encoding="utf-8") as out:
-        out.write(line)
-        out.flush()
-        os.fsync(out.fileno())
+    path = spool_path(database)
+    with _lock:
+        while True:
+            out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            try:
+                fcntl.flock(out, fcntl.LOCK_EX)
+                # A drain may have renamed the file between open and lock: write to the new one.
+                if path.exists() and os.path.samestat(os.fstat(out.fileno()), path.stat()):
+                    out.write(line)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    return
+            finally:
+                out.close()
 
 
 def drain(store: SubscriberStore, database: Path) -> int:
     """Apply spooled unsubscribes (idempotent); the number applied. Never raises for a busy
-    database: the spool then stays for the next attempt."""
+    database: the spool then stays for the next attempt.
+
+    The spool file stays locked (flock) from reading until it is removed after the commit, so
+    a writer never appends to a file being dropped and a crash never loses an entry.
+    """
     path = spool_path(database)
     if not path.exists():
         return 0
     with _lock:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            spool = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             return 0
-        entries = []
-        for text in lines:
-            try:
-                item = json.loads(text)
-                entries.append((int(item["id"]), str(item["how"])))
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line after a crash: nothing usable in it
-        timeout = store.conn.execute("PRAGMA busy_timeout").fetchone()[0]
-        store.conn.execute(f"PRAGMA busy_timeout = {DRAIN_BUSY_MS}")
         try:
-            with store.transaction():
-                for subscriber_id, how in entries:
-                    store.unsubscribe(subscriber_id, how)
-        except sqlite3.OperationalError:
-            return 0
+            fcntl.flock(spool, fcntl.LOCK_EX)
+            if not path.exists() or not os.path.samestat(os.fstat(spool.fileno()), path.stat()):
+                return 0  # another process drained it meanwhile
+            entries = _parse(spool.read())
+            if not _apply(store, entries):
+                return 0
+            path.unlink()
+            return len(entries)
         finally:
-            store.conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
-        path.unlink()
-        return len(entries)
+            spool.close()
+
+
+def _apply(store: SubscriberStore, entries: list[tuple[int, str]]) -> bool:
+    timeout = store.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    store.conn.execute(f"PRAGMA busy_timeout = {DRAIN_BUSY_MS}")
+    try:
+        with store.transaction():
+            for subscriber_id, how in entries:
+                store.unsubscribe(subscriber_id, how)
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        store.conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    return True
+
+
+def _parse(text: str) -> list[tuple[int, str]]:
+    entries = []
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+            entries.append((int(item["id"]), str(item["how"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line after a crash: nothing usable in it
+    return entries
