@@ -11,7 +11,8 @@
 
 Modules: `model` (Subscriber and validation rules), `address` (email normalisation), `schema`
 (tables), `store` (all SQL but bulk import), `bulk` (bulk import SQL), `csvfile`, `importer`,
-`exporter`, `confirmation` (the double opt-in email).
+`exporter`, `confirmation` (the double opt-in email), `spool` (unsubscribes that arrive while
+a long import holds the database).
 """
 
 from newsletter.subscribers.address import InvalidEmail, email_key, normalize_email
