@@ -13,6 +13,7 @@ import csv
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -45,7 +46,7 @@ def open_rows(path: Path) -> tuple[BinaryIO, list[str], Iterator[tuple[int, list
                 "'email,name'"
             )
         delimiter = guess_delimiter(first)
-        reader = csv.reader(_chain(first, lines), delimiter=delimiter, strict=False)
+        reader = csv.reader(chain((first,), lines), delimiter=delimiter, strict=False)
         header = _next_row(reader, path)
         return fh, header or [], _rows(reader, path)
     except BaseException:
@@ -67,14 +68,13 @@ def guess_delimiter(header: str) -> str:
 
 def _rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
     line = reader.line_num  # type: ignore[attr-defined]
-    while True:
-        start = line + 1
-        cells = _next_row(reader, path, start)
-        if cells is None:
-            return
-        line = reader.line_num  # type: ignore[attr-defined]
-        if cells and "".join(cells).strip():
-            yield start, cells
+    try:
+        for cells in reader:
+            start, line = line + 1, reader.line_num  # type: ignore[attr-defined]
+            if cells and "".join(cells).strip():
+                yield start, cells
+    except csv.Error as exc:
+        raise _parse_error(path, line + 1, exc) from None
 
 
 def _next_row(reader: Iterator[list[str]], path: Path, line: int = 1) -> list[str] | None:
@@ -83,10 +83,14 @@ def _next_row(reader: Iterator[list[str]], path: Path, line: int = 1) -> list[st
     except StopIteration:
         return None
     except csv.Error as exc:
-        message = str(exc)
-        if "field larger than field limit" in message:
-            message = f"a cell is longer than {MAX_FIELD // 1024} KiB"
-        raise ImportFileError(f"{path}:{line}: cannot parse CSV: {message}") from None
+        raise _parse_error(path, line, exc) from None
+
+
+def _parse_error(path: Path, line: int, exc: csv.Error) -> ImportFileError:
+    message = str(exc)
+    if "field larger than field limit" in message:
+        message = f"a cell is longer than {MAX_FIELD // 1024} KiB"
+    return ImportFileError(f"{path}:{line}: cannot parse CSV: {message}")
 
 
 def _decoded_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
@@ -110,11 +114,6 @@ def _decoded_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
                 f"{path}:{number}: not valid UTF-8 (byte {exc.start + 1} of the line); save "
                 "the file as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
             ) from None
-
-
-def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
 
 
 def write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> int:
