@@ -116,3 +116,19 @@ def test_an_outlier_goes_alone_and_does_not_widen_the_others() -> None:
         for v in field
     )
     assert longest < 20  # the shared template was not stretched over the outliers
+
+
+def test_json_strings_equal_json_dumps() -> None:
+    import json
+
+    from newsletter.transports._merge import json_strings
+
+    rng = random.Random(3)
+    specials = ['"', "\\", "\n", "\t", "\u2028", "é", "😀", "\x00", "</script>"]
+    docs = []
+    for i in range(40):
+        value = "".join(rng.choice([*specials, "a", "b"]) for _ in range(rng.randint(0, 12)))
+        docs.append(letter(value, f"t{i}"))
+    docs.append(letter("x" * 9000, "outlier"))  # one that goes alone
+    for doc, escaped in zip(docs, json_strings(docs), strict=True):
+        assert escaped == [json.dumps(field, ensure_ascii=False) for field in doc]

@@ -30,6 +30,7 @@ from newsletter.transports._http import (
     results_for,
     split_address,
 )
+from newsletter.transports._merge import json_strings
 from newsletter.transports.base import DeliveryResult, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -95,19 +96,27 @@ class PostmarkTransport(HttpApiTransport):
     def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
         results: list[DeliveryResult] = []
         for batch in chunks(messages, MAX_MESSAGES):
-            bodies = [json.dumps(self._message(m), ensure_ascii=False) for m in batch]
+            bodies = self._bodies(batch)
             for part in chunk_by_size(bodies, [len(b) for b in bodies], MAX_PAYLOAD):
                 results += self._send_batch(part)
         return results
 
+    def _bodies(self, batch: Sequence[OutgoingMessage]) -> list[str]:
+        """Each message as a JSON object; the large bodies are escaped via the shared template."""
+        escaped = json_strings([(m.parts.text, m.parts.html) for m in batch])
+        return [
+            json.dumps(self._message(m), ensure_ascii=False)[:-1]
+            + f',"TextBody":{text},"HtmlBody":{html}}}'
+            for m, (text, html) in zip(batch, escaped, strict=True)
+        ]
+
     def _message(self, message: OutgoingMessage) -> dict[str, Any]:
+        """Everything but the bodies, which `_bodies` adds already escaped."""
         parts = message.parts
         body: dict[str, Any] = {
             "From": recipient_display(*split_address(parts.from_header)),
             "To": recipient_display(parts.to_name, parts.to_email),
             "Subject": parts.subject,
-            "TextBody": parts.text,
-            "HtmlBody": parts.html,
             "Headers": [{"Name": k, "Value": v} for k, v in custom_headers(message).items()],
             "Metadata": {"newsletter_key": str(message.key)},
             "MessageStream": self.stream,

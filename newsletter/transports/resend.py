@@ -32,6 +32,7 @@ from newsletter.transports._http import (
     results_for,
     split_address,
 )
+from newsletter.transports._merge import json_strings
 from newsletter.transports.base import DeliveryResult, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -91,13 +92,12 @@ class ResendTransport(HttpApiTransport):
         return results
 
     def _email(self, message: OutgoingMessage) -> dict[str, Any]:
+        """Everything but the bodies, which are added already escaped (`json_strings`)."""
         parts = message.parts
         body: dict[str, Any] = {
             "from": recipient_display(*split_address(parts.from_header)),
             "to": [recipient_display(parts.to_name, parts.to_email)],
             "subject": parts.subject,
-            "text": parts.text,
-            "html": parts.html,
             "headers": custom_headers(message),
             "tags": [{"name": "newsletter_key", "value": str(message.key)}],
         }
@@ -107,7 +107,12 @@ class ResendTransport(HttpApiTransport):
         return body
 
     def _send_batch(self, batch: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        payload = json.dumps([self._email(m) for m in batch], ensure_ascii=False).encode("utf-8")
+        escaped = json_strings([(m.parts.text, m.parts.html) for m in batch])
+        emails = [
+            json.dumps(self._email(m), ensure_ascii=False)[:-1] + f',"text":{text},"html":{html}}}'
+            for m, (text, html) in zip(batch, escaped, strict=True)
+        ]
+        payload = ("[" + ",".join(emails) + "]").encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": idempotency_key(batch, payload),
