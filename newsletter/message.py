@@ -131,8 +131,10 @@ class MessageTemplate:
         self._domain = config.sender_domain
         self._prefix = TEST_PREFIX if test else ""
         self._dates = _DateCache()
-        self._from_value = _address_value(config.sender)
-        self._reply_to_value = _address_value(config.reply_to) if config.reply_to else None
+        self._from_value = _address_value("From", config.sender)
+        self._reply_to_value = (
+            _address_value("Reply-To", config.reply_to) if config.reply_to else None
+        )
         self._list_id_value = _list_id(config)
         # "=" never appears unencoded in quoted-printable, so this boundary cannot occur in a body.
         digest = hashlib.sha256(f"boundary\0{campaign_key}".encode()).hexdigest()[:24]
@@ -291,10 +293,10 @@ class MessageTemplate:
         )
 
 
-def _address_value(address: Address) -> str:
+def _address_value(header: str, address: Address) -> str:
     """`Name <addr>` header value (encoded, possibly folded) for a configured address."""
-    line = address_header("X", address.display_name, address.addr_spec)
-    return line[3:-2]
+    line = address_header(header, address.display_name, address.addr_spec)
+    return line[len(header) + 2 : -2]
 
 
 def _list_id(config: Config) -> str:
