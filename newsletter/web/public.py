@@ -16,6 +16,7 @@ own connection (SQLite WAL: readers never wait, writers queue on the busy timeou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import socket
@@ -24,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -104,6 +106,8 @@ class PublicSite:
     def __init__(self, config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) -> None:
         self.config = config
         self._local = threading.local()
+        self._stores: list[SubscriberStore] = []
+        self._compile_lock = threading.Lock()
         self.secret = tokens.secret_key(config, self.store().conn)
         self.limiter = RateLimiter(*rate_limit)
         self.pages = Environment(
@@ -111,13 +115,22 @@ class PublicSite:
             autoescape=select_autoescape(default=True),
         )
         self._issues: dict[Path, IssuePage] = {}
-        self._compile_lock = threading.Lock()
 
     def store(self) -> SubscriberStore:
+        """This thread's store (SQLite connections are not shared between worker threads)."""
         store = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = SubscriberStore.for_config(self.config)
+            with self._compile_lock:
+                self._stores.append(store)
         return store
+
+    def close(self) -> None:
+        """Close every thread's database connection (at server shutdown)."""
+        with self._compile_lock:
+            stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
 
     def page(self, template: str, title: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.pages.get_template(template).render(
@@ -341,7 +354,15 @@ def create_app(config: Config, *, rate_limit: tuple[int, float] = (5, 600.0)) ->
         Route("/issues/{slug}/", site.issue, methods=["GET"]),
         Route("/issues/{slug}", site.issue_redirect, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: site.not_found})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        site.close()
+
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: site.not_found}, lifespan=lifespan
+    )
     app.state.site = site
     return app
 
