@@ -107,6 +107,7 @@ class PublicSite:
         self.config = config
         self._local = threading.local()
         self._stores: list[SubscriberStore] = []
+        self._stores_lock = threading.Lock()
         self._compile_lock = threading.Lock()
         self.secret = tokens.secret_key(config, self.store().conn)
         self.limiter = RateLimiter(*rate_limit)
@@ -121,13 +122,13 @@ class PublicSite:
         store = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = SubscriberStore.for_config(self.config)
-            with self._compile_lock:
+            with self._stores_lock:
                 self._stores.append(store)
         return store
 
     def close(self) -> None:
         """Close every thread's database connection (at server shutdown)."""
-        with self._compile_lock:
+        with self._stores_lock:
             stores, self._stores = self._stores, []
         for store in stores:
             store.close()
