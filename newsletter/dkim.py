@@ -78,6 +78,10 @@ class DkimSigner:
             "ed25519-sha256" if isinstance(private_key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
         )
         self._plan = tuple((h.lower(), h.lower().encode(), h.lower() in OVERSIGN) for h in headers)
+        # The same From, List-Id, Content-Type... head every message of a campaign: canonicalise
+        # each distinct header field once (a dict lookup, thread-safe under the GIL).
+        self._canon_cache: dict[bytes, bytes] = {}
+        self._h_tags: dict[tuple[str, ...], str] = {}
         self._tag_prefix = (
             f"v=1; a={self.algorithm}; c=relaxed/{body_canon};\r\n\td={domain}; s={selector};"
         )
@@ -99,7 +103,7 @@ class DkimSigner:
         stamp = int(time.time()) if timestamp is None else timestamp
         unsigned = (
             f"DKIM-Signature: {self._tag_prefix} t={stamp};\r\n"
-            f"\th={_fold_names(names)};\r\n"
+            f"\th={self._h_tag(names)};\r\n"
             f"\tbh={body_hash};\r\n\tb="
         ).encode("ascii")
         canon.append(_relaxed_header(unsigned))
@@ -108,6 +112,15 @@ class DkimSigner:
         # FWS inside b= is ignored by verifiers: fold it so no line exceeds 78 characters.
         folded = b"\r\n\t".join(signature[i : i + 72] for i in range(0, len(signature), 72))
         return unsigned + folded + b"\r\n" + message
+
+    def _h_tag(self, names: list[str]) -> str:
+        key = tuple(names)
+        tag = self._h_tags.get(key)
+        if tag is None:
+            if len(self._h_tags) > 64:
+                self._h_tags.clear()
+            tag = self._h_tags[key] = _fold_names(names)
+        return tag
 
     def _sign(self, data: bytes) -> bytes:
         if isinstance(self.key, ed25519.Ed25519PrivateKey):
@@ -122,12 +135,18 @@ class DkimSigner:
             by_name.setdefault(name, []).append(raw)
         names: list[str] = []
         canon: list[bytes] = []
+        cache = self._canon_cache
         for name, key, oversign in self._plan:
             instances = by_name.get(key)
             if instances:
                 for raw in reversed(instances):
                     names.append(name)
-                    canon.append(_relaxed_header(raw))
+                    relaxed = cache.get(raw)
+                    if relaxed is None:
+                        if len(cache) > 4096:  # per-recipient headers never repeat: stay bounded
+                            cache.clear()
+                        relaxed = cache[raw] = _relaxed_header(raw)
+                    canon.append(relaxed)
             if oversign:
                 names.append(name)
         return names, canon
