@@ -304,7 +304,13 @@ class Ledger:
 
     def mark_inflight(self, campaign_id: int, row_ids: Sequence[int]) -> None:
         """Committed before the rows are handed to a transport: after a crash these are the
-        recipients whose fate is unknown. One statement, so it is its own transaction."""
+        recipients whose fate is unknown. Usually one statement (its own transaction)."""
+        big = len(row_ids) > _ROWS_PER_STATEMENT
+        with self.transaction() if big else _no_transaction():
+            self._mark(row_ids)
+        self._beat(campaign_id)
+
+    def _mark(self, row_ids: Sequence[int]) -> None:
         for start in range(0, len(row_ids), _ROWS_PER_STATEMENT):
             chunk = row_ids[start : start + _ROWS_PER_STATEMENT]
             self.conn.execute(
@@ -312,7 +318,6 @@ class Ledger:
                 f" WHERE id IN ({','.join('?' * len(chunk))})",
                 tuple(chunk),
             )
-        self._beat(campaign_id)
 
     def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
         """Mark up to `limit` ready rows inflight and return them (deferred ones first)."""
