@@ -173,3 +173,22 @@ def test_progress_bar_on_a_terminal(sender) -> None:
     assert tty_proc.returncode == 0, output
     assert "\r[" in output and "#" in output and "ETA" in output
     assert f"{N}/{N}" in output
+
+
+def test_a_second_ctrl_c_stops_at_once_and_resume_still_completes(sender) -> None:
+    start, db, _ = sender
+    proc = start("--rate", "10/s")
+    wait_for_sent(db, 3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0
+    assert "Traceback" not in err, err
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    resumed = start()
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, (out, err)
+    assert ledger_counts(db) == {"sent": N}
