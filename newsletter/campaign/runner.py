@@ -1,10 +1,11 @@
-"""The send loop: claim due rows, hand them to workers, record what the transports said.
+"""The send loop: read due rows, hand them to workers, record what the transports said.
 
-One thread (the caller's) owns the ledger: it claims rows (committing them `inflight` before
-any transport sees them), builds the recipients' messages, and writes results in batched
-transactions as they come back. Worker threads only pace themselves on the global rate limit
-and call their transport. The number of rows in flight is bounded, so memory stays flat
-however long the list is, and a crash leaves at most that many recipients "unknown".
+One thread (the caller's) owns the ledger: it reads due rows ahead in chunks and looks up their
+subscribers (skipping those who left), commits rows `inflight` just before queueing them for a
+worker, and writes results in grouped statements as they come back. Worker threads wait for the
+global rate limit, build each message (so its Date is the moment it is sent), and call their
+transport. The rows in flight are bounded, so memory stays flat however long the list is, and
+a crash leaves at most that many recipients "unknown".
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class RunOptions:
     # for the ledger thread, which refills at half of it.
     window_per_worker: int = 16
     group_commit_delay: float = 0.005  # seconds
-    prefetch: int = 256  # due rows read and built ahead (not yet marked inflight)
+    prefetch: int = 256  # due rows read and looked up ahead (still "due" in the ledger)
 
 
 @dataclass
