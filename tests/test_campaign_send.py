@@ -197,3 +197,27 @@ def _rows(config) -> list:
         return [dict(r) for r in conn.execute("SELECT * FROM campaign_recipients")]
     finally:
         conn.close()
+
+
+def test_who_left_after_the_snapshot_is_skipped_on_resume(setup) -> None:
+    import threading
+
+    config, issue_path, store = setup
+    log = DeliveryLog()
+    factory = lambda: RecordingTransport(log)  # noqa: E731
+    stopped = threading.Event()
+    stopped.set()  # snapshot the list, then stop before anyone is sent
+    first = Campaign.prepare(config, issue_path, transport=factory)
+    report = first.run(stop=stopped)
+    first.close()
+    assert report.interrupted and report.counts.due == 3 and not log.items
+    store.unsubscribe(store.get("bob@example.net").id, "one-click")
+    store.mark_bounced(store.get("plain@example.net").id, "550 5.1.1 gone")
+    report = send_issue(config, issue_path, transport=factory)
+    assert log.per_recipient() == {"zoe@example.net": 1}
+    assert report.tally.skipped == 2 and report.counts.skipped == 2 and report.ok
+    replies = {r["reply"] for r in _rows(config) if r["status"] == "skipped"}
+    assert replies == {
+        "skipped: the subscriber is unsubscribed",
+        "skipped: the subscriber is bounced",
+    }
