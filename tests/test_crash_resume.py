@@ -76,11 +76,12 @@ def wait_for_sent(db: Path, at_least: int, timeout: float = 20.0) -> None:
     raise AssertionError(f"fewer than {at_least} sent after {timeout}s: {ledger_counts(db)}")
 
 
-def test_ctrl_c_stops_after_in_flight_messages_and_says_how_to_resume(sender) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_after_in_flight_messages_and_says_how_to_resume(sender, signum) -> None:
     start, db, issue = sender
     proc = start("--rate", "10/s")
     wait_for_sent(db, 5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, (out, err)
     assert "Stopping after the messages in flight" in err

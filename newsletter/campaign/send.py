@@ -393,24 +393,27 @@ def send_issue(
 
 @contextmanager
 def _sigint_stops(stop: threading.Event, progress: Progress, *, enabled: bool) -> Iterator[None]:
-    """First Ctrl-C: finish what is in flight, then stop. Second: stop at once (rows in
-    flight are then "unknown" and retried with the same Message-ID on resume)."""
+    """First Ctrl-C (or SIGTERM, as a service manager sends): finish what is in flight, then
+    stop. A second one stops at once (rows in flight are then "unknown" and retried with the
+    same Message-ID on resume)."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.default_int_handler)
             raise KeyboardInterrupt
         stop.set()
         progress.note("Stopping after the messages in flight (Ctrl-C again to stop at once)...")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _count_new(ledger: Ledger, campaign_id: int, member_ids: Any) -> int:
