@@ -111,22 +111,7 @@ def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSetti
             f"unknown SMTP URL parameter {unknown[0]!r}; known: {', '.join(PARAMS)}"
         )
     implicit = scheme == "smtps"
-    tls = params.get("tls", "implicit" if implicit else "starttls").lower()
-    if implicit and tls != "implicit":
-        raise TransportConfigError("smtps:// always uses implicit TLS; drop the tls= parameter")
-    if not implicit and tls not in ("starttls", "none"):
-        raise TransportConfigError(f"tls={tls!r} is not valid: use tls=starttls or tls=none")
-    try:
-        timeout = float(params.get("timeout", "30"))
-        if not 0 < timeout <= 3600:
-            raise ValueError
-    except ValueError:
-        raise TransportConfigError(
-            f"timeout={params['timeout']!r} is not valid: use seconds, e.g. timeout=30"
-        ) from None
-    verify_text = params.get("verify", "true").lower()
-    if verify_text not in ("true", "false", "1", "0", "yes", "no"):
-        raise TransportConfigError(f"verify={verify_text!r} is not valid: use true or false")
+    tls, timeout, verify = _options(params, implicit)
     user = unquote(parts.username) if parts.username else None
     password = environ.get(PASSWORD_ENV) or None
     if user and password is None:
@@ -143,9 +128,30 @@ def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSetti
         password=password if user else None,
         timeout=timeout,
         cafile=params.get("cafile") or None,
-        verify=verify_text in ("true", "1", "yes"),
+        verify=verify,
         helo=params.get("helo") or config.sender_domain,
     )
+
+
+def _options(params: dict[str, str], implicit: bool) -> tuple[str, float, bool]:
+    """tls=, timeout= and verify= checked: (tls mode, seconds, verify certificates)."""
+    tls = params.get("tls", "implicit" if implicit else "starttls").lower()
+    if implicit and tls != "implicit":
+        raise TransportConfigError("smtps:// always uses implicit TLS; drop the tls= parameter")
+    if not implicit and tls not in ("starttls", "none"):
+        raise TransportConfigError(f"tls={tls!r} is not valid: use tls=starttls or tls=none")
+    try:
+        timeout = float(params.get("timeout", "30"))
+        if not 0 < timeout <= 3600:
+            raise ValueError
+    except ValueError:
+        raise TransportConfigError(
+            f"timeout={params['timeout']!r} is not valid: use seconds, e.g. timeout=30"
+        ) from None
+    verify_text = params.get("verify", "true").lower()
+    if verify_text not in ("true", "false", "1", "0", "yes", "no"):
+        raise TransportConfigError(f"verify={verify_text!r} is not valid: use true or false")
+    return tls, timeout, verify_text in ("true", "1", "yes")
 
 
 class SmtpTransport(Transport):
