@@ -325,3 +325,35 @@ def test_batching_transports_get_full_batches_and_results_land_per_recipient(db:
     assert rows["reader030@example.net"]["status"] == "sent"
     assert rows["reader030@example.net"]["attempts"] == 2
     assert sum(r["status"] == "sent" for r in rows.values()) == 44
+
+
+def test_a_servers_retry_after_holds_every_worker(db: Path) -> None:
+    store = make_store(db, 24)
+    cid = new_campaign(db, store)
+    log = DeliveryLog()
+    slow_down = DeliveryResult("deferred", "429 too many requests", retry_after=0.4)
+    script = {"reader000@example.net": [slow_down]}
+    run(db, store, cid, lambda: RecordingTransport(log, script, delay=0.01), concurrency=4)
+    told = next(d.at for d in log.items if d.recipient == "reader000@example.net")
+    # Only sends already under way when the 429 came can start during the wait.
+    during = [d for d in log.items if told < d.at < told + 0.35]
+    assert len(during) <= 3, [d.at - told for d in during]
+    assert len(log.items) == 25 and Ledger(connect(db)).counts(cid).sent == 24
+
+
+def test_a_batch_refused_as_a_whole_counts_once_toward_the_pause(db: Path) -> None:
+    store = make_store(db, 60)
+    cid = new_campaign(db, store)
+    log = DeliveryLog()
+    outage = DeliveryResult("deferred", "503 service unavailable")
+    script = {f"reader{i:03d}@example.net": [outage] * 3 for i in range(60)}
+    with pytest.raises(CampaignPaused, match="3 failed deliveries in a row"):
+        run(
+            db,
+            store,
+            cid,
+            lambda: RecordingTransport(log, script, max_batch=10),
+            concurrency=1,
+            max_failures_in_a_row=3,
+        )
+    assert log.batch_sizes == [10, 10, 10]  # three refused batches, not three recipients

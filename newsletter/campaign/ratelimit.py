@@ -1,5 +1,8 @@
 """One rate limit shared by every worker: N messages per second, minute or hour.
 
+It also carries a server's request to wait (`hold`): a 429 with Retry-After pauses every
+worker, not only the one that got it.
+
 Messages are paced evenly (a virtual schedule, as in GCRA): each acquisition reserves the next
 free slot on a global timeline, so 4 workers at 20/s together send 20 a second, not 80, and
 no burst at start-up exceeds the limit. The lock is held only to reserve a slot, never while
@@ -60,20 +63,27 @@ class RateLimiter:
         self.rate = rate
         self._interval = 1.0 / rate.per_second if rate else 0.0
         self._next = 0.0
+        self._hold = 0.0  # nobody sends before this (a server asked everyone to wait)
         self._lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
     def reserve(self, n: int = 1) -> float:
         """Reserve `n` slots; return how long the caller must wait before using them."""
-        if self.rate is None:
-            return 0.0
         with self._lock:
             now = self._clock()
-            start = max(now, self._next)
+            start = max(now, self._next, self._hold)
+            if self.rate is None:
+                return start - now
             self._next = start + n * self._interval
             # The last of the n slots is the one a batch has to wait for.
             return start + (n - 1) * self._interval - now
+
+    def hold(self, seconds: float) -> None:
+        """A server said "retry after N seconds" (429, Retry-After): every worker waits, not
+        just the one that was told, instead of each running into the same refusal."""
+        with self._lock:
+            self._hold = max(self._hold, self._clock() + seconds)
 
     def acquire(self, n: int = 1, stop: threading.Event | None = None) -> bool:
         """Wait for `n` slots; False if `stop` was set while waiting."""

@@ -327,6 +327,9 @@ class Runner:
                 results[index] = DeliveryResult("failed", f"message not built: {exc}")
         if built:
             sent = _send(transport, [message for _, message in built])
+            waits = [r.retry_after for r in sent if r.status == "deferred" and r.retry_after]
+            if waits:
+                self.limiter.hold(min(max(waits), self.options.retry.max_wait))
             self._watch_failures(sent)
             for (index, _), result in zip(built, sent, strict=True):
                 results[index] = result
@@ -334,7 +337,10 @@ class Runner:
 
     def _watch_failures(self, results: list[DeliveryResult]) -> None:
         """Count failures in a row as they happen (here, not in the ledger thread, so that a
-        dead server stops every worker within one message each)."""
+        dead server stops every worker within one message each). A batch refused as a whole
+        (one reply for all: an API outage, a 429) counts once, not once per recipient."""
+        if len(results) > 1 and len({(r.status, r.reply) for r in results}) == 1:
+            results = results[:1]
         with self._streak_lock:
             for result in results:
                 if result.status == "sent":
