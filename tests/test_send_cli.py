@@ -173,3 +173,14 @@ def test_a_locked_database_is_one_clear_line(cli, project: Path, monkeypatch) ->
     assert result.exit_code == 1
     assert "database error: database is locked" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_question_on_resume_says_how_many_were_sent(cli, project: Path) -> None:
+    invoke, issue, _ = cli
+    assert invoke("send", str(issue), "--yes").exit_code == 0
+    with SubscriberStore.for_config(load_config(project / "newsletter.yaml")) as store:
+        store.add("late@example.net")
+    result = invoke("send", str(issue), "--include-new", input="y\n")
+    assert "to 1 subscribers of list default via outbox:" in result.output
+    assert "(resuming: 3 already sent)?" in result.output
+    assert result.exit_code == 0 and "1 sent, 0 failed" in result.output

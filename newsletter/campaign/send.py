@@ -174,6 +174,17 @@ class Campaign:
     def subject(self) -> str:
         return self.issue.subject
 
+    def question(self) -> str:
+        """What to ask before sending."""
+        resuming = ""
+        if self.existing is not None:
+            sent = self.ledger.counts(self.existing.id).sent
+            resuming = f" (resuming: {sent} already sent)"
+        return (
+            f"Send '{self.subject}' to {self.pending} subscribers of list {self.list_name} "
+            f"via {self.transport_description}{resuming}?"
+        )
+
     def nothing_left(self) -> str:
         """What to tell a user who resumes a campaign with nobody left to send to."""
         if self.existing is None:

@@ -117,12 +117,7 @@ def send(
             click.echo(campaign.nothing_left())
             return
         if not yes:
-            resuming = " (resuming)" if campaign.existing else ""
-            click.confirm(
-                f"Send '{campaign.subject}' to {campaign.pending} subscribers of list "
-                f"{campaign.list_name} via {campaign.transport_description}?{resuming}",
-                abort=True,
-            )
+            click.confirm(campaign.question(), abort=True)
         report = campaign.run(
             rate=rate,
             concurrency=concurrency,
