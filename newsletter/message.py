@@ -142,22 +142,42 @@ class MessageTemplate:
         self._text = QpBody(compiled.text)
         self._html = QpBody(compiled.html)
         self._from_line = f"From: {self._from_value}\r\n".encode("ascii")
-        fixed = []
+        middle = [("List-Id", f"List-Id: {self._list_id_value}\r\n".encode("ascii"))]
         if self._reply_to_value:
-            fixed.append(f"Reply-To: {self._reply_to_value}\r\n")
-        fixed.append(f"List-Id: {self._list_id_value}\r\n")
-        self._middle = "".join(fixed).encode("ascii")
-        self._tail_headers = (
-            f"List-Unsubscribe-Post: {ONE_CLICK}\r\n"
-            "MIME-Version: 1.0\r\n"
-            f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'
-            "\r\n"
+            middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode()))
+        self._middle = b"".join(line for _, line in middle)
+        tail = [
+            ("List-Unsubscribe-Post", f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii")),
+            ("MIME-Version", b"MIME-Version: 1.0\r\n"),
+            (
+                "Content-Type",
+                f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode(),
+            ),
+        ]
+        self._tail_headers = b"".join(line for _, line in tail) + b"\r\n"
+        self._body_start = (
             f"--{self.boundary}\r\n" + _PART_HEADERS.format(subtype="plain")
         ).encode("ascii")
         self._between = (
             f"\r\n--{self.boundary}\r\n" + _PART_HEADERS.format(subtype="html")
         ).encode("ascii")
         self._end = f"\r\n--{self.boundary}--\r\n".encode("ascii")
+        # DKIM: the fixed fields are canonicalised once here; None marks the per-recipient ones
+        # (passed to the prepared signer in this order: To, Subject, Date, Message-ID,
+        # List-Unsubscribe, as `_head` returns them).
+        self._signing = (
+            dkim.prepare(
+                [
+                    ("From", self._from_line),
+                    *((name, None) for name in ("To", "Subject", "Date", "Message-ID")),
+                    *middle,
+                    ("List-Unsubscribe", None),
+                    *tail,
+                ]
+            )
+            if dkim is not None
+            else None
+        )
 
     # --- identifiers ----------------------------------------------------------------------
 
@@ -233,39 +253,45 @@ class MessageTemplate:
         unsubscribe_url: str,
         message_id: str,
         date: str | None,
-    ) -> bytes:
-        """Every header line up to and including the text part's own headers."""
-        lines = (
-            address_header("To", recipient.name, recipient.email),
-            unstructured("Subject", self.subject_for(values)),
-            header_line("Date", date or self._dates.now()),
-            header_line("Message-ID", f"<{_check_message_id(message_id)}>"),
-        )
-        unsubscribe = header_line("List-Unsubscribe", f"<{_check_url(unsubscribe_url)}>")
-        return b"".join(
-            (
-                self._from_line,
-                "".join(lines).encode("ascii"),
-                self._middle,
-                unsubscribe.encode("ascii"),
-                self._tail_headers,
-            )
+    ) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The per-recipient header lines, validated and encoded: To, Subject, Date, Message-ID,
+        List-Unsubscribe (each with its CRLF)."""
+        return (
+            address_header("To", recipient.name, recipient.email).encode("ascii"),
+            unstructured("Subject", self.subject_for(values)).encode("ascii"),
+            header_line("Date", date or self._dates.now()).encode("ascii"),
+            header_line("Message-ID", f"<{_check_message_id(message_id)}>").encode("ascii"),
+            header_line("List-Unsubscribe", f"<{_check_url(unsubscribe_url)}>").encode("ascii"),
         )
 
-    def _assemble(self, head: bytes, values: Mapping[str, str]) -> bytes:
+    def _assemble(self, head: tuple[bytes, ...], values: Mapping[str, str]) -> bytes:
         cache: dict[tuple[str, str], bytes] = {}
-        data = b"".join(
-            (
-                head,
-                self._text.render(values, cache),
-                self._between,
-                self._html.render(values, cache),
-                self._end,
+        to, subject, date, message_id, unsubscribe = head
+        body = (
+            self._body_start,
+            self._text.render(values, cache),
+            self._between,
+            self._html.render(values, cache),
+            self._end,
+        )
+        # The DKIM-Signature header (its continuation lines start with TAB) goes first.
+        signature = b"" if self._signing is None else self._signing.sign(head, body)
+        return DotSafeBytes(
+            b"".join(
+                (
+                    signature,
+                    self._from_line,
+                    to,
+                    subject,
+                    date,
+                    message_id,
+                    self._middle,
+                    unsubscribe,
+                    self._tail_headers,
+                    *body,
+                )
             )
         )
-        if self.dkim is not None:
-            data = self.dkim.sign(data)  # prepends a header whose continuation lines start with TAB
-        return DotSafeBytes(data)
 
     def _parts(
         self,
