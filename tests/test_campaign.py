@@ -357,3 +357,32 @@ def test_a_batch_refused_as_a_whole_counts_once_toward_the_pause(db: Path) -> No
             max_failures_in_a_row=3,
         )
     assert log.batch_sizes == [10, 10, 10]  # three refused batches, not three recipients
+
+
+def test_a_key_revoked_mid_run_stops_at_once_with_nobody_wrongly_marked(db: Path) -> None:
+    store = make_store(db, 200)
+    cid = new_campaign(db, store)
+    log = DeliveryLog()
+
+    class RevokedAfterTen(RecordingTransport):
+        calls = 0
+        lock = threading.Lock()
+
+        def send(self, messages):  # type: ignore[no-untyped-def]
+            with RevokedAfterTen.lock:
+                RevokedAfterTen.calls += 1
+                revoked = RevokedAfterTen.calls > 10
+            if revoked:
+                raise TransportAuthError("sendgrid: the API key was refused (HTTP 401)")
+            return super().send(messages)
+
+    with pytest.raises(CampaignPaused) as info:
+        run(db, store, cid, lambda: RevokedAfterTen(log))
+    assert "API key was refused" in str(info.value)
+    rows = ledger_rows(db, cid).values()
+    sent = [r for r in rows if r["status"] == "sent"]
+    # Only what the transport accepted is sent; the run stopped within the messages in flight
+    # instead of deferring the whole list one failure at a time.
+    assert len(sent) == len(log.items) == 10
+    assert sum(1 for r in rows if r["status"] == "deferred") <= 4 * 2
+    assert Ledger(connect(db)).get(cid).state == "paused"

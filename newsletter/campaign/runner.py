@@ -24,7 +24,13 @@ from newsletter.campaign.ledger import Counts, Ledger, Outcome, WorkItem
 from newsletter.campaign.progress import Progress, Tally
 from newsletter.campaign.ratelimit import RateLimiter
 from newsletter.campaign.retry import RetryPolicy
-from newsletter.errors import CampaignPaused, NewsletterError, TransportError
+from newsletter.errors import (
+    CampaignPaused,
+    NewsletterError,
+    TransportAuthError,
+    TransportConfigError,
+    TransportError,
+)
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
 
 # A recipient ready to go: the message is built by the worker, right before sending (so its
@@ -113,6 +119,7 @@ class Runner:
         self.streak = 0
         self._streak_lock = threading.Lock()
         self.paused_reason: str | None = None
+        self._pause_lock = threading.Lock()
         self._last_beat = time.monotonic()
 
     def _per_worker(self, options: RunOptions) -> int:
@@ -326,7 +333,13 @@ class Runner:
             except (NewsletterError, ValueError) as exc:  # this recipient's data, not the server
                 results[index] = DeliveryResult("failed", f"message not built: {exc}")
         if built:
-            sent = _send(transport, [message for _, message in built])
+            try:
+                sent = _send(transport, [message for _, message in built])
+            except (TransportAuthError, TransportConfigError) as exc:
+                # A key revoked or a login refused mid-run: every further send would fail the
+                # same way, so stop now instead of deferring the whole list.
+                self._pause(f"{exc}; the campaign is paused: fix it and send again to resume")
+                sent = [DeliveryResult("deferred", str(exc)) for _ in built]
             waits = [r.retry_after for r in sent if r.status == "deferred" and r.retry_after]
             if waits:
                 self.limiter.hold(min(max(waits), self.options.retry.max_wait))
@@ -347,13 +360,19 @@ class Runner:
                     self.streak = 0
                     continue
                 self.streak += 1
-                if self.streak >= self.options.max_failures_in_a_row and not self.paused_reason:
-                    self.paused_reason = (
+                if self.streak >= self.options.max_failures_in_a_row:
+                    self._pause(
                         f"campaign paused after {self.streak} failed deliveries in a row "
                         f"(last reply: {result.reply or 'none'}); fix the cause and send "
                         "again to resume"
                     )
-                    self.stop.set()
+
+    def _pause(self, reason: str) -> None:
+        """Stop every worker after its current message; the first reason given is kept."""
+        with self._pause_lock:
+            if not self.paused_reason:
+                self.paused_reason = reason
+        self.stop.set()
 
 
 def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[DeliveryResult]:
@@ -366,6 +385,8 @@ def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[Deliver
                 f"{len(messages)} messages"
             )
         return results
+    except (TransportAuthError, TransportConfigError):
+        raise
     except NewsletterError as exc:
         reply = str(exc)
     except Exception as exc:  # a bug or an unexpected library error: keep the row retryable

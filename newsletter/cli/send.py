@@ -51,9 +51,11 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.option(
     "--transport",
     metavar="URL",
-    help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host "
-    "(default: `transport:` in newsletter.yaml / NEWSLETTER_TRANSPORT). The SMTP password "
-    "comes from NEWSLETTER_SMTP_PASSWORD.",
+    help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host, "
+    "sendgrid:, mailgun:DOMAIN?region=eu, postmark:?stream=broadcast, ses:REGION, resend: "
+    "(default: `transport:` in newsletter.yaml / NEWSLETTER_TRANSPORT). Secrets come from the "
+    "environment: NEWSLETTER_SMTP_PASSWORD, SENDGRID_API_KEY, MAILGUN_API_KEY, "
+    "POSTMARK_SERVER_TOKEN, RESEND_API_KEY, AWS credentials.",
 )
 @click.option(
     "--rate",
