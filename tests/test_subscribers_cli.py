@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 
 from newsletter.cli import main
@@ -34,19 +33,6 @@ def assert_clean_error(result, *needles: str) -> None:
     assert "Error" in result.output
     for needle in needles:
         assert needle in result.output, result.output
-
-
-def test_every_command_has_help_text(cli):
-    group = main.commands["subscribers"]
-    assert isinstance(group, click.Group) and group.help
-    for name, command in [*group.commands.items(), ("serve", main.commands["serve"])]:
-        assert command.help and command.help.strip(), name
-        args = ["subscribers", name, "--help"] if name != "serve" else ["serve", "--help"]
-        result = cli(*args)
-        assert "Usage:" in result.output
-        for param in command.params:
-            if isinstance(param, click.Option):
-                assert param.help, f"{name} {param.opts}"
 
 
 def test_add_list_show_count_unsubscribe_remove(cli, project):
