@@ -289,15 +289,14 @@ def report(tally: Tally, args: argparse.Namespace) -> None:
         f"fast / naive {fast / naive:.1f}x (CPU per message {cpu('naive') / cpu('fast'):.1f}x "
         f"less)   goal >= 8x: {verdict(fast / naive >= 8)}"
     )
-    print(
-        f"DKIM rsa-2048 ({m['rsa']:,} msgs)".ljust(34)
-        + f" {signed:8,.0f} msg/s   {cpu('rsa'):9,.0f} us   {signed / fast:4.0%} of unsigned, "
-        f"goal >= 70%: {verdict(signed / fast >= 0.7)}"
-    )
-    print(
-        f"DKIM ed25519 ({m['ed25519']:,} msgs)".ljust(34)
-        + f" {ed:8,.0f} msg/s   {cpu('ed25519'):9,.0f} us   {ed / fast:4.0%} of unsigned"
-    )
+    # The CPU a signature adds per message is the steadier figure on a shared machine; the
+    # wall-clock share also depends on whether a second core is free while signing.
+    for name, label, rate in (("rsa", "rsa-2048", signed), ("ed25519", "ed25519", ed)):
+        print(
+            f"DKIM {label} ({m[name]:,} msgs)".ljust(34)
+            + f" {rate:8,.0f} msg/s   {cpu(name):9,.0f} us   {rate / fast:4.0%} of unsigned "
+            f"(+{cpu(name) - cpu('fast'):,.0f} us CPU), goal >= 70%: {verdict(rate / fast >= 0.7)}"
+        )
 
 
 def delayed(template: MessageTemplate, n: int) -> tuple[float, float]:
