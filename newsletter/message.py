@@ -144,14 +144,16 @@ class MessageTemplate:
         self._from_line = f"From: {self._from_value}\r\n".encode("ascii")
         middle = [("List-Id", f"List-Id: {self._list_id_value}\r\n".encode("ascii"))]
         if self._reply_to_value:
-            middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode()))
+            middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode("ascii")))
         self._middle = b"".join(line for _, line in middle)
         tail = [
             ("List-Unsubscribe-Post", f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii")),
             ("MIME-Version", b"MIME-Version: 1.0\r\n"),
             (
                 "Content-Type",
-                f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode(),
+                f'Content-Type: multipart/alternative;\r\n boundary="{self.boundary}"\r\n'.encode(
+                    "ascii"
+                ),
             ),
         ]
         self._tail_headers = b"".join(line for _, line in tail) + b"\r\n"
