@@ -14,7 +14,6 @@ import unicodedata
 from email.headerregistry import Address
 from pathlib import Path
 
-import newsletter
 from newsletter.config import CONFIG_NAME, find_config
 from newsletter.errors import NewsletterError
 from newsletter.issue import slugify
@@ -26,7 +25,9 @@ THEME_DIR = "templates"
 
 def default_theme_dir() -> Path:
     """The built-in theme: the repository's top-level templates/ folder."""
-    return Path(newsletter.__file__).resolve().parent.parent / THEME_DIR
+    from newsletter.render.theme import BUILTIN_THEME
+
+    return BUILTIN_THEME
 
 
 def _yaml_str(text: str) -> str:

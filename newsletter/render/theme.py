@@ -34,7 +34,9 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError, RenderError
 from newsletter.render import markdown
 
-BUILTIN_THEME = Path(newsletter.__file__).resolve().parent.parent / "templates"
+# `newsletter/_theme` is a link to the repository's top-level templates/ folder (so a wheel
+# carries the theme as package data); resolved, so messages name templates/<file>.
+BUILTIN_THEME = (Path(newsletter.__file__).resolve().parent / "_theme").resolve()
 EMAIL_TEMPLATE = "email.mjml"
 TEXT_TEMPLATE = "email.txt"
 INLINE_CSS = "inline.css"
