@@ -51,7 +51,7 @@ class Expression:
 
     def evaluate(self, context: Mapping[str, Any]) -> str:
         try:
-            value = _compiled(self.source)(**context)
+            value = _evaluator(self.source)(context)
         except (SecurityError, UndefinedError, TypeError, ValueError, AttributeError):
             return ""
         return "" if value is None else str(value)
@@ -113,4 +113,42 @@ def _compiled(source: str) -> Any:
     fn = _CACHE.get(source)
     if fn is None:
         fn = _CACHE[source] = _ENV.compile_expression(source, undefined_to_none=False)
+    return fn
+
+
+class _Evaluator:
+    """What `_compiled(source)(**context)` does, minus its per-call cost.
+
+    Jinja's `TemplateExpression.__call__` builds each call's Context from the template's
+    globals, a ChainMap it iterates twice (copying it into the context, then listing its keys):
+    about 7 of the 11 us an evaluation costs, paid per recipient and expression. Here the
+    globals are flattened once (`_ENV` is private and never changes them) and the same compiled
+    template runs on a Context built from them: the same Context contents and the same result.
+    """
+
+    __slots__ = ("_blocks", "_globals", "_name", "_render")
+
+    def __init__(self, source: str) -> None:
+        template = _compiled(source)._template
+        self._render = template.root_render_func
+        self._name = template.name
+        self._blocks = template.blocks
+        self._globals = dict(template.globals)
+
+    def __call__(self, context: Mapping[str, Any]) -> Any:
+        ctx = _ENV.context_class(
+            _ENV, {**self._globals, **context}, self._name, self._blocks, globals=self._globals
+        )
+        for _ in self._render(ctx):
+            pass
+        return ctx.vars["result"]
+
+
+_EVALUATORS: dict[str, _Evaluator] = {}
+
+
+def _evaluator(source: str) -> _Evaluator:
+    fn = _EVALUATORS.get(source)
+    if fn is None:
+        fn = _EVALUATORS[source] = _Evaluator(source)
     return fn
