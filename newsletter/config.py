@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -172,6 +173,26 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+# Letters, digits and inner hyphens per dot-separated label (IDN allowed; `localhost` too).
+_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)*[^\W_](?:[\w-]{0,61}[^\W_])?")
+
+
+def _check_dkim(dkim: dict[str, Any], where: Any, *, from_env: bool) -> None:
+    for key in DKIM_KEYS:
+        value = dkim.get(key)
+        if from_env:
+            place: tuple[object, int | None] = (
+                f"environment variable NEWSLETTER_DKIM_{key.upper()}",
+                None,
+            )
+        else:
+            place = where("dkim")
+        if value in (None, ""):
+            raise ConfigError(f"'dkim' is missing '{key}'", *place)
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ConfigError(f"'dkim.{key}' must be text", *place)
+
+
 def _build(
     values: dict[str, Any],
     overrides: dict[str, Any],
@@ -197,6 +218,8 @@ def _build(
         value = str(value).strip()
         if any(ch in value for ch in "\r\n\x00") and key not in ("postal_address",):
             raise ConfigError(f"'{key}' must be a single line", *where(key))
+        if required and not value:  # e.g. NEWSLETTER_FROM= set but empty
+            raise ConfigError(f"'{key}' must not be empty", *where(key))
         return value or None
 
     def address(key: str) -> Address | None:
@@ -204,7 +227,15 @@ def _build(
         if raw is None:
             return None
         display, email = parseaddr(raw)
-        if "@" not in email or email.count("@") != 1 or " " in email:
+        # parseaddr repairs what it cannot parse ('x@exa mple.com' becomes 'x@example.com'):
+        # an address that is not in the text as written would send from a domain nobody typed.
+        if (
+            "@" not in email
+            or email.count("@") != 1
+            or " " in email
+            or email not in raw
+            or not _DOMAIN.fullmatch(email.rpartition("@")[2])
+        ):
             raise ConfigError(
                 f"'{key}' must be an address like 'Name <name@example.com>', got {raw!r}",
                 *where(key),
@@ -230,9 +261,7 @@ def _build(
     dkim = overrides.get("dkim", values.get("dkim"))
     dkim_config = None
     if dkim:
-        missing = [k for k in DKIM_KEYS if not dkim.get(k)]
-        if missing:
-            raise ConfigError(f"'dkim' is missing '{missing[0]}'", *where("dkim"))
+        _check_dkim(dkim, where, from_env="dkim" in overrides)
         dkim_config = DkimConfig(
             domain=str(dkim["domain"]).lower(),
             selector=str(dkim["selector"]),

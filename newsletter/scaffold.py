@@ -151,14 +151,24 @@ def _refuse_existing(targets: list[Path]) -> None:
 
 
 def _write_new(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.parent)
     try:
         with path.open("x", encoding="utf-8") as out:
             out.write(text)
     except FileExistsError:
         raise NewsletterError(f"already exists, not overwriting: {path}") from None
     except OSError as exc:
-        raise NewsletterError(f"cannot write {path}: {exc.strerror}") from None
+        path.unlink(missing_ok=True)  # never leave half a file behind
+        raise NewsletterError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file sits where a folder (or one of its parents) should be
+        raise NewsletterError(f"cannot create folder {folder}: a file is in the way") from None
+    except OSError as exc:
+        raise NewsletterError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
 
 
 def init_project(
@@ -197,14 +207,24 @@ def init_project(
     )
     title = f"{name} — {date.strftime('%B')} {date.day}, {date.year}"
     issue_text = SAMPLE_ISSUE.format(title=_yaml_str(title), date=date.isoformat())
-    created = []
-    for path, text in ((config_path, config_text), (issue_path, issue_text)):
-        _write_new(path, text)
-        created.append(path)
-    for src, target in theme:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
-        created.append(target)
+    created: list[Path] = []
+    try:
+        for path, text in ((config_path, config_text), (issue_path, issue_text)):
+            _write_new(path, text)
+            created.append(path)
+        for src, target in theme:
+            _make_folder(target.parent)
+            try:
+                shutil.copyfile(src, target)
+            except OSError as exc:
+                target.unlink(missing_ok=True)
+                raise NewsletterError(f"cannot write {target}: {exc.strerror or exc}") from None
+            created.append(target)
+    except NewsletterError:
+        # All or nothing: a half-made project would make the next `init` refuse to overwrite.
+        for path in reversed(created):
+            path.unlink(missing_ok=True)
+        raise
     return created
 
 

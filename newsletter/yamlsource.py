@@ -59,7 +59,10 @@ def read_yaml(
     """
     name = str(path)
     try:
-        raw = Path(path).read_bytes()
+        # At most one byte past the limit: /dev/zero or a multi-gigabyte file must not be read
+        # whole before being refused.
+        with Path(path).open("rb") as fh:
+            raw = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise YamlInvalid(_error(name, 1, 1, "file not found")) from None
     except IsADirectoryError:

@@ -11,6 +11,7 @@ import click
 
 from newsletter.config import Config, load_config
 from newsletter.errors import NewsletterError
+from newsletter.transports import redact_secrets
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,6 +44,8 @@ def reports_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except NewsletterError as exc:
-            raise click.ClickException(str(exc)) from None
+            # Messages may repeat what the user typed, which may be a secret pasted in the wrong
+            # place: mask the values of the secret environment variables.
+            raise click.ClickException(redact_secrets(str(exc))) from None
 
     return wrapper  # type: ignore[return-value]

@@ -32,6 +32,34 @@ SCHEMES: dict[str, str] = {
 }
 
 
+# Environment variables holding secrets: their values must never reach any output.
+SECRET_VARIABLES = (
+    "NEWSLETTER_SMTP_PASSWORD",
+    "NEWSLETTER_SECRET_KEY",
+    "SENDGRID_API_KEY",
+    "MAILGUN_API_KEY",
+    "POSTMARK_SERVER_TOKEN",
+    "RESEND_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+
+
+def redact_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`text` with the value of every secret variable set in the environment masked.
+
+    The last line of defence for messages that repeat what the user typed (a key pasted into a
+    transport URL or another setting); values shorter than 4 characters are left alone so a
+    toy password does not mangle every message.
+    """
+    env = os.environ if environ is None else environ
+    for name in SECRET_VARIABLES:
+        value = (env.get(name) or "").strip()
+        if len(value) >= 4 and value in text:
+            text = text.replace(value, f"[{name}]")
+    return text
+
+
 def scheme_of(url: str) -> str:
     return url.split(":", 1)[0].lower() if ":" in url else ""
 

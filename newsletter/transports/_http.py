@@ -64,11 +64,13 @@ def parse_url(url: str, scheme: str, allowed: Sequence[str] = ()) -> ParsedUrl:
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key != "endpoint" and key not in allowed:
             known = ", ".join(["endpoint", *allowed])
+            # Only the name: the value may be a key pasted into the URL by mistake.
             raise TransportConfigError(
-                f"unknown parameter {key!r} in transport URL {url!r}; known: {known}"
+                f"unknown parameter {key!r} in the {scheme}: transport URL; known: {known} "
+                "(API keys belong in the environment, never in the URL)"
             )
         if key in params:
-            raise TransportConfigError(f"parameter {key!r} given twice in {url!r}")
+            raise TransportConfigError(f"parameter {key!r} given twice in the {scheme}: URL")
         params[key] = value
     endpoint = params.pop("endpoint", None)
     if endpoint is not None:
@@ -78,9 +80,11 @@ def parse_url(url: str, scheme: str, allowed: Sequence[str] = ()) -> ParsedUrl:
 
 def no_target(parsed: ParsedUrl, url: str) -> None:
     if parsed.target:
+        # The text after the colon is not repeated: it is often the API key itself.
         raise TransportConfigError(
-            f"{parsed.scheme}: takes no host or path, got {url!r}; "
-            f"write '{parsed.scheme}:' or '{parsed.scheme}:?endpoint=...'"
+            f"{parsed.scheme}: takes no host or path after the colon; write '{parsed.scheme}:' or "
+            f"'{parsed.scheme}:?endpoint=...' (the API key belongs in the environment, never "
+            "in the URL)"
         )
 
 
@@ -106,6 +110,12 @@ def require_secret(environ: Mapping[str, str], variable: str, provider: str) -> 
         )
     if any(ch in value for ch in "\r\n"):
         raise TransportConfigError(f"{variable} must be a single line")
+    if not (value.isascii() and value.isprintable()):
+        # It goes into an HTTP header or a request signature, which take ASCII only.
+        raise TransportConfigError(
+            f"{variable} contains a character that no API key has (non-ASCII or a control "
+            "character); copy the key again"
+        )
     return value
 
 

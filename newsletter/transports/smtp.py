@@ -91,20 +91,28 @@ def classify(code: int, text: str) -> Status:
 
 def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSettings:
     """Settings from a transport URL; TransportConfigError saying what to fix."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    shown = _without_password(url)
     example = "smtp://user@mail.example.com:587?tls=starttls"
-    if scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise TransportConfigError(f"bad SMTP transport URL {url!r}: expected e.g. {example}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket: smtp://[::1
+        raise TransportConfigError(
+            f"bad SMTP transport URL {shown!r}: {exc}; expected e.g. {example}"
+        ) from None
+    scheme = parts.scheme.lower()
     if parts.password is not None:
         raise TransportConfigError(
             f"do not put the SMTP password in the transport URL; set {PASSWORD_ENV} instead"
         )
+    if scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise TransportConfigError(f"bad SMTP transport URL {shown!r}: expected e.g. {example}")
     try:
         params = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
         port = parts.port
-    except ValueError as exc:
-        raise TransportConfigError(f"bad SMTP transport URL {url!r}: {exc}") from None
+    except ValueError:
+        raise TransportConfigError(
+            f"bad SMTP transport URL {shown!r}: the port must be a number from 1 to 65535"
+        ) from None
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise TransportConfigError(
@@ -131,6 +139,11 @@ def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSetti
         verify=verify,
         helo=params.get("helo") or config.sender_domain,
     )
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may be shown: a password typed into it (refused anyway) is masked."""
+    return re.sub(r"(//[^/?#@]*?):[^/?#@]*@", r"\1:***@", url)
 
 
 def _options(params: dict[str, str], implicit: bool) -> tuple[str, float, bool]:

@@ -1,0 +1,165 @@
+"""Bad input gets one clear line and exit status 1: never a traceback, never a secret.
+
+Each test drives the real `newsletter` command (click's CliRunner) in a project made by
+`init_project`, with secrets set in the environment, and checks the message a user would read,
+the exit status, and that nothing was half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from newsletter.cli import main
+from newsletter.scaffold import init_project
+
+SECRETS = {
+    "NEWSLETTER_SMTP_PASSWORD": "hunter2",
+    "SENDGRID_API_KEY": "SG.secret",
+}
+TODAY = dt.date(2026, 3, 2)
+ISSUE = "issues/2026-03-02-welcome.yaml"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith(("NEWSLETTER_", "SENDGRID_", "MAILGUN_", "POSTMARK_", "RESEND_")):
+            monkeypatch.delenv(name)
+    root = tmp_path / "project"
+    init_project(root, name="Sweep", today=TODAY)
+    monkeypatch.chdir(root)
+    return root
+
+
+def run(*args: str, **env: str) -> Result:
+    result = CliRunner().invoke(main, list(args), env={**SECRETS, **env})
+    output = result.output
+    assert "Traceback" not in output
+    assert result.exception is None or isinstance(result.exception, SystemExit), output
+    for secret in (*SECRETS.values(), *(v for k, v in env.items() if "KEY" in k)):
+        assert secret not in output, f"secret {secret!r} printed: {output}"
+    return result
+
+
+def fails(*args: str, **env: str) -> str:
+    """The one-line error of a command that must fail with status 1."""
+    result = run(*args, **env)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: "), result.output
+    return result.output
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_empty_from_in_the_environment_is_refused_before_anything_is_built(project: Path) -> None:
+    out = fails("build", ISSUE, NEWSLETTER_FROM="")
+    assert "environment variable NEWSLETTER_FROM: 'from' must not be empty" in out
+    assert not (project / "build").exists()
+
+
+def test_empty_name_in_the_environment_is_refused(project: Path) -> None:
+    out = fails("check", ISSUE, NEWSLETTER_NAME=" ")
+    assert "NEWSLETTER_NAME: 'name' must not be empty" in out
+
+
+def test_a_from_address_that_parseaddr_would_repair_is_refused(project: Path) -> None:
+    # parseaddr turns 'x@exa mple.com' into 'x@example.com': mail would go out from a domain
+    # nobody wrote.
+    out = fails("check", ISSUE, NEWSLETTER_FROM="X <x@exa mple.com>")
+    assert "'from' must be an address like" in out and "exa mple.com" in out
+    assert run("check", ISSUE, NEWSLETTER_FROM="X <x@bücher.de>").exit_code == 0
+
+
+def test_dkim_from_the_environment_names_the_missing_variable(project: Path) -> None:
+    out = fails("check", ISSUE, NEWSLETTER_DKIM_PRIVATE_KEY="/nowhere.pem")
+    assert "environment variable NEWSLETTER_DKIM_DOMAIN: 'dkim' is missing 'domain'" in out
+
+
+def test_dkim_values_must_be_text(project: Path) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(
+        config.read_text() + "dkim:\n  domain: [example.com]\n  selector: s1\n"
+        "  private_key: dkim.pem\n"
+    )
+    out = fails("check", ISSUE)
+    assert f"{config}:" in out and "'dkim.domain' must be text" in out
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_file_is_refused_without_reading_it_whole(project: Path) -> None:
+    out = fails("build", "/dev/zero")
+    assert "/dev/zero:1:1: error: file is larger than 5,000,000 bytes" in out
+    out = fails("--config", "/dev/null", "check", ISSUE)  # not a regular file
+    assert "/dev/null" in out
+
+
+# ---------------------------------------------------------------- init
+
+
+def test_init_where_a_folder_cannot_be_made_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    out = fails("init", str(tmp_path / "afile" / "news"))
+    assert f"cannot create folder {tmp_path / 'afile' / 'news'}" in out
+
+
+def test_init_that_fails_halfway_leaves_nothing_behind(tmp_path: Path) -> None:
+    root = tmp_path / "news"
+    root.mkdir()
+    (root / "issues").write_text("a file where the issues folder goes")
+    out = fails("init", str(root))
+    assert "issues: a file is in the way" in out
+    # newsletter.yaml was written first: it must be gone again, or the next init would refuse.
+    assert sorted(p.name for p in root.iterdir()) == ["issues"]
+
+
+# ---------------------------------------------------------------- transports and secrets
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://[::1", "bad SMTP transport URL 'smtp://[::1': Invalid IPv6 URL"),
+        ("smtp://user:hunter2@[::1", "'smtp://user:***@[::1'"),
+        ("smtp://host:notaport", "the port must be a number from 1 to 65535"),
+        ("smtp://host:99999", "the port must be a number from 1 to 65535"),
+    ],
+)
+def test_bad_smtp_urls(project: Path, url: str, expected: str) -> None:
+    out = fails("send", "--test", "a@example.com", "--transport", url, ISSUE)
+    assert expected in out
+
+
+@pytest.mark.parametrize("key", ["SG.secrét", "SG.secret\udcff", "SG.sec\x7fret"])
+def test_an_api_key_with_a_character_no_key_has_is_refused(project: Path, key: str) -> None:
+    out = fails(
+        "send", "--test", "a@example.com", "--transport", "sendgrid:", ISSUE, SENDGRID_API_KEY=key
+    )
+    assert "SENDGRID_API_KEY contains a character that no API key has" in out
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sendgrid:SG.pasted-into-the-url",
+        "sendgrid:?key=SG.pasted-into-the-url",
+        "mailgun:mg.example.com?api_key=SG.pasted-into-the-url",
+        "postmark:SG.pasted-into-the-url",
+    ],
+)
+def test_a_key_pasted_into_a_transport_url_is_not_repeated(project: Path, url: str) -> None:
+    out = fails("send", "--test", "a@example.com", "--transport", url, ISSUE)
+    assert "SG.pasted-into-the-url" not in out
+    assert "belongs in the environment" in out or "belong in the environment" in out
+
+
+def test_secret_values_are_masked_in_every_error(project: Path) -> None:
+    # The value of a secret variable typed somewhere it gets repeated back.
+    out = fails("send", "--test", "a@example.com", "--transport", "console:hunter2", ISSUE)
+    assert "[NEWSLETTER_SMTP_PASSWORD]" in out
