@@ -163,3 +163,23 @@ def test_secret_values_are_masked_in_every_error(project: Path) -> None:
     # The value of a secret variable typed somewhere it gets repeated back.
     out = fails("send", "--test", "a@example.com", "--transport", "console:hunter2", ISSUE)
     assert "[NEWSLETTER_SMTP_PASSWORD]" in out
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+def test_import_never_overwrites_its_own_input_with_the_rejects(project: Path) -> None:
+    data = "email,name\ngood@example.com,G\nnot-an-address,X\n"
+    source = project / "list.csv"
+    source.write_text(data)
+    out = fails("subscribers", "import", "list.csv", "--rejects", "list.csv")
+    assert "list.csv: the rejects file would overwrite the file being imported" in out
+    assert source.read_text() == data
+    # nothing was imported either
+    assert "0 subscribers" in run("subscribers", "count").output
+
+
+def test_a_database_under_a_file_names_the_file_in_the_way(project: Path) -> None:
+    (project / "afile").write_text("x")
+    out = fails("subscribers", "add", "a@example.com", "--db", "afile/news.db")
+    assert f"{project / 'afile'} is a file, not a folder" in out

@@ -118,6 +118,12 @@ def import_csv(
         raise SubscriberError(f"--status must be active or pending, not {status!r}")
     extra = (check_list_name(list_name),) if list_name else ()
     rejects = Path(rejects_path) if rejects_path else default_rejects_path(path)
+    if _same_file(rejects, path):
+        # The rejects file replaces its target: this would overwrite the only copy of the list.
+        raise ImportFileError(
+            f"{rejects}: the rejects file would overwrite the file being imported; "
+            "give --rejects another name"
+        )
     fh, header, rows = open_rows(path)
     counts = ImportCounts()
     rejected_cells: dict[int, list[str]] = {}
@@ -273,6 +279,13 @@ def _chunks(
             chunk, raw = [], {}
     if chunk:
         yield chunk, raw
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def _write_rejects(

@@ -75,7 +75,16 @@ class SubscriberStore:
         unsubscribes spooled while it was locked (see `spool`)."""
         try:
             conn = db.connect(path)
-        except (sqlite3.Error, OSError) as exc:
+        except FileExistsError as exc:  # creating the database's folder: a file is in the way
+            raise SubscriberError(
+                f"{path}: cannot open the database: {exc.filename} is a file, not a folder"
+            ) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise SubscriberError(
+                f"{path}: cannot open the database: {where}{exc.strerror or exc}"
+            ) from None
+        except sqlite3.Error as exc:
             raise SubscriberError(f"{path}: cannot open the database: {exc}") from None
         try:
             store = cls(conn)
