@@ -177,20 +177,27 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 _DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)*[^\W_](?:[\w-]{0,61}[^\W_])?")
 
 
-def _check_dkim(dkim: dict[str, Any], where: Any, *, from_env: bool) -> None:
+def _check_dkim(
+    dkim: dict[str, Any], path: Path | None, doc: YamlDocument | None, *, from_env: bool
+) -> None:
     for key in DKIM_KEYS:
         value = dkim.get(key)
+        place: tuple[object, int | None] = (path, None)
         if from_env:
-            place: tuple[object, int | None] = (
-                f"environment variable NEWSLETTER_DKIM_{key.upper()}",
-                None,
-            )
-        else:
-            place = where("dkim")
+            place = (f"environment variable NEWSLETTER_DKIM_{key.upper()}", None)
+        elif doc is not None:
+            place = (path, doc.where(("dkim", key))[0])
         if value in (None, ""):
             raise ConfigError(f"'dkim' is missing '{key}'", *place)
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ConfigError(f"'dkim.{key}' must be text", *place)
+        # Both go verbatim into the DKIM-Signature header (d=, s=) and the DNS name of the key.
+        if key in ("domain", "selector") and not re.fullmatch(r"[A-Za-z0-9._-]+", str(value)):
+            raise ConfigError(
+                f"'dkim.{key}' must be a DNS name (letters, digits, '.', '-', '_'), "
+                f"got {str(value)!r}",
+                *place,
+            )
 
 
 def _build(
@@ -261,7 +268,7 @@ def _build(
     dkim = overrides.get("dkim", values.get("dkim"))
     dkim_config = None
     if dkim:
-        _check_dkim(dkim, where, from_env="dkim" in overrides)
+        _check_dkim(dkim, path, doc, from_env="dkim" in overrides)
         dkim_config = DkimConfig(
             domain=str(dkim["domain"]).lower(),
             selector=str(dkim["selector"]),

@@ -295,14 +295,22 @@ def _relaxed_header(raw: bytes) -> bytes:
     return name.strip(b" \t").lower() + b":" + value
 
 
+MAX_KEY_BYTES = 64 * 1024  # a PEM RSA-8192 key is under 7 KB
+
+
 def load_private_key(path: Path) -> rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey:
     """Read a PEM private key; ConfigError naming the file when it cannot be used."""
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as fh:
+            data = fh.read(MAX_KEY_BYTES + 1)  # bounded: dkim.private_key may name /dev/zero
     except OSError as exc:
         raise ConfigError(
             f"cannot read the DKIM private key (dkim.private_key): {exc.strerror}", path
         ) from None
+    if len(data) > MAX_KEY_BYTES:
+        raise ConfigError(
+            f"larger than {MAX_KEY_BYTES:,} bytes: not a PEM private key (dkim.private_key)", path
+        )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:

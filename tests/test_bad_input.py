@@ -183,3 +183,28 @@ def test_a_database_under_a_file_names_the_file_in_the_way(project: Path) -> Non
     (project / "afile").write_text("x")
     out = fails("subscribers", "add", "a@example.com", "--db", "afile/news.db")
     assert f"{project / 'afile'} is a file, not a folder" in out
+
+
+# ---------------------------------------------------------------- DKIM
+
+
+DKIM_ENV = {"NEWSLETTER_DKIM_DOMAIN": "example.com", "NEWSLETTER_DKIM_SELECTOR": "s1"}
+
+
+def test_dkim_selector_that_is_not_a_dns_name_is_a_config_error(project: Path) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(
+        config.read_text() + 'dkim:\n  domain: example.com\n  selector: "s1; x=y"\n'
+        "  private_key: dkim.pem\n"
+    )
+    out = fails("send", "--test", "a@example.com", "--transport", "console:", ISSUE)
+    line = config.read_text().splitlines().index('  selector: "s1; x=y"') + 1
+    assert f"{config}:{line}: 'dkim.selector' must be a DNS name" in out
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_dkim_key_path_to_an_endless_file_is_refused(project: Path) -> None:
+    env = {**DKIM_ENV, "NEWSLETTER_DKIM_PRIVATE_KEY": "/dev/zero"}
+    out = fails("send", "--test", "a@example.com", "--transport", "console:", ISSUE, **env)
+    assert "/dev/zero: larger than 65,536 bytes: not a PEM private key" in out
