@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from newsletter.cli import main
 from newsletter.scaffold import init_project
+from newsletter.transports import SECRET_VARIABLES
 
 SECRETS = {
     "NEWSLETTER_SMTP_PASSWORD": "hunter2",
@@ -41,7 +42,7 @@ def run(*args: str, **env: str) -> Result:
     output = result.output
     assert "Traceback" not in output
     assert result.exception is None or isinstance(result.exception, SystemExit), output
-    for secret in (*SECRETS.values(), *(v for k, v in env.items() if "KEY" in k)):
+    for secret in (*SECRETS.values(), *(v for k, v in env.items() if k in SECRET_VARIABLES)):
         assert secret not in output, f"secret {secret!r} printed: {output}"
     return result
 
