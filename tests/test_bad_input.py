@@ -209,3 +209,21 @@ def test_a_dkim_key_path_to_an_endless_file_is_refused(project: Path) -> None:
     env = {**DKIM_ENV, "NEWSLETTER_DKIM_PRIVATE_KEY": "/dev/zero"}
     out = fails("send", "--test", "a@example.com", "--transport", "console:", ISSUE, **env)
     assert "/dev/zero: larger than 65,536 bytes: not a PEM private key" in out
+
+
+# ---------------------------------------------------------------- issue placeholders
+
+
+@pytest.mark.parametrize("expression", ["1/0", "range(10**9) | list"])
+def test_a_placeholder_that_cannot_be_computed_renders_empty(
+    project: Path, expression: str
+) -> None:
+    issue = project / ISSUE
+    text = issue.read_text().replace(
+        "preheader: ", f'subject: "Hi {{{{ {expression} }}}}"\npreheader: ', 1
+    )
+    issue.write_text(text)
+    assert run("check", ISSUE).exit_code == 0
+    assert run("build", ISSUE).exit_code == 0
+    eml = next((project / "build").rglob("message.eml")).read_text()
+    assert "\nSubject: Hi\n" in eml.replace("\r\n", "\n")

@@ -52,7 +52,16 @@ class Expression:
     def evaluate(self, context: Mapping[str, Any]) -> str:
         try:
             value = _evaluator(self.source)(context)
-        except (SecurityError, UndefinedError, TypeError, ValueError, AttributeError):
+        # ArithmeticError: `{{ 1/0 }}`, or a range the sandbox refuses (OverflowError); like any
+        # value that cannot be computed for this reader, it renders empty instead of crashing.
+        except (
+            SecurityError,
+            UndefinedError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            ArithmeticError,
+        ):
             return ""
         return "" if value is None else str(value)
 
