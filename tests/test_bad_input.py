@@ -227,3 +227,30 @@ def test_a_placeholder_that_cannot_be_computed_renders_empty(
     assert run("build", ISSUE).exit_code == 0
     eml = next((project / "build").rglob("message.eml")).read_text()
     assert "\nSubject: Hi\n" in eml.replace("\r\n", "\n")
+
+
+# ---------------------------------------------------------------- options and output paths
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-02-30", "'2026-02-30' is not a calendar date (day is out of range for month)"),
+        ("tomorrow", "'tomorrow' is not a date in the form YYYY-MM-DD"),
+    ],
+)
+def test_new_with_an_impossible_date(project: Path, value: str, expected: str) -> None:
+    result = run("new", "Next issue", "--date", value)
+    assert result.exit_code == 2 and expected in result.output
+    assert sorted(p.name for p in (project / "issues").iterdir()) == ["2026-03-02-welcome.yaml"]
+
+
+def test_an_outbox_path_that_is_a_file(project: Path) -> None:
+    out = fails("send", "--test", "a@example.com", "--transport", "outbox:newsletter.yaml", ISSUE)
+    assert "cannot create the outbox folder" in out and "a file is in the way" in out
+
+
+def test_export_into_a_folder_that_is_a_file(project: Path) -> None:
+    (project / "afile").write_text("x")
+    out = fails("subscribers", "export", "-o", "afile/list.csv")
+    assert "afile/list.csv: cannot write: afile is a file, not a folder" in out

@@ -225,5 +225,5 @@ def test_new_bad_date_is_a_usage_error(
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(main, ["new", "X", "--date", "2026-13-01"])
     assert result.exit_code == 2
-    assert "'2026-13-01' does not match the format '%Y-%m-%d'" in result.output
+    assert "'2026-13-01' is not a calendar date (month must be in 1..12)" in result.output
     assert "Traceback" not in result.output

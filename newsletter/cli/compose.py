@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import click
@@ -79,22 +80,34 @@ def init(directory: Path, name: str | None, copy_theme: bool) -> None:
     click.echo(f"next: cd {_shown(directory)} && newsletter check {issue.relative_to(directory)}")
 
 
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        raise click.BadParameter(f"{value!r} is not a date in the form YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except ValueError as exc:  # 2026-02-30: the right form, but no such day
+        raise click.BadParameter(f"{value!r} is not a calendar date ({exc})") from None
+
+
 @click.command()
 @click.argument("title")
 @click.option(
     "--date",
     "date",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    callback=_date,
     help="The issue's date, YYYY-MM-DD (default: today).",
 )
 @reports_errors
-def new(title: str, date: dt.datetime | None) -> None:
+def new(title: str, date: dt.date | None) -> None:
     """Write a skeleton issue issues/<date>-<slug>.yaml titled TITLE.
 
     Its placeholder text is reported by `newsletter check` until replaced. Never overwrites a file.
     """
     folder = issues_folder(app().config_path)
-    path = new_issue(title, date=date.date() if date else None, folder=folder)
+    path = new_issue(title, date=date, folder=folder)
     click.echo(f"created {_shown(path)}")
 
 

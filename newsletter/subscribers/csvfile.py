@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -118,7 +119,12 @@ def _decoded_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
 
 def write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> int:
     """Write a CSV file via a temporary file renamed into place: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's word for "a file is where a folder should be"
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{path.parent} is a file, not a folder", str(path.parent)
+        ) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:

@@ -57,8 +57,10 @@ class OutboxTransport(Transport):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            # mkdir reports a file in the way as "File exists": say what that means here.
+            reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
             raise TransportConfigError(
-                f"cannot create the outbox folder {self.folder}: {exc.strerror}; "
+                f"cannot create the outbox folder {self.folder}: {reason}; "
                 "fix the path in 'transport: outbox:PATH'"
             ) from None
         if not os.access(self.folder, os.W_OK):
