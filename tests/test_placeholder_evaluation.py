@@ -57,3 +57,18 @@ def test_sandbox_still_applies() -> None:
     (expression,) = parse_placeholders("{{ subscriber.name.__class__.__mro__ }}")
     assert isinstance(expression, Expression)
     assert expression.evaluate(Recipient("a@example.com", "Ann").context()) == ""
+
+
+def test_without_jinjas_internals_the_public_api_still_renders(monkeypatch) -> None:
+    """The fast path relies on Jinja internals; another Jinja version must not silently turn
+    every placeholder into an empty string."""
+    from newsletter.render import placeholders
+
+    def missing_internals(self, source):  # type: ignore[no-untyped-def]
+        raise AttributeError("'TemplateExpression' object has no attribute '_template'")
+
+    monkeypatch.setattr(placeholders._Evaluator, "__init__", missing_internals)
+    monkeypatch.setattr(placeholders, "_EVALUATORS", {})
+    expr = placeholders.Expression('subscriber.name | default("reader") | upper')
+    assert expr.evaluate(placeholders.Recipient("a@example.com", "Zoë").context()) == "ZOË"
+    assert expr.evaluate(placeholders.Recipient("a@example.com").context()) == "READER"

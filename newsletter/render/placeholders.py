@@ -8,7 +8,7 @@ compiled once per issue and evaluated once per recipient.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,11 +153,43 @@ class _Evaluator:
         return ctx.vars["result"]
 
 
-_EVALUATORS: dict[str, _Evaluator] = {}
+_EVALUATORS: dict[str, Callable[[Mapping[str, Any]], Any]] = {}
 
 
-def _evaluator(source: str) -> _Evaluator:
+_PROBES = (
+    {"subscriber": {"email": "probe@example.com", "fields": {}}},
+    {"subscriber": {"email": "probe@example.com", "name": "Probe", "fields": {"x": "1"}}},
+)
+
+
+def _evaluator(source: str) -> Callable[[Mapping[str, Any]], Any]:
     fn = _EVALUATORS.get(source)
     if fn is None:
-        fn = _EVALUATORS[source] = _Evaluator(source)
+        fn = _EVALUATORS[source] = _fast_or_public(source)
     return fn
+
+
+def _fast_or_public(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    """The fast evaluator leans on Jinja internals: if another Jinja version lacks them or they
+    give another answer than the public API on probe readers, fall back to the public API
+    rather than render every placeholder empty."""
+    public = _compiled(source)
+
+    def slow(context: Mapping[str, Any]) -> Any:
+        return public(**context)
+
+    try:
+        fast = _Evaluator(source)
+        for probe in _PROBES:
+            if _outcome(fast, probe) != _outcome(slow, probe):
+                return slow
+    except (AttributeError, KeyError, TypeError):
+        return slow
+    return fast
+
+
+def _outcome(fn: Callable[[Mapping[str, Any]], Any], context: Mapping[str, Any]) -> object:
+    try:
+        return ("value", fn(context))
+    except Exception as exc:  # comparing behaviours, errors included
+        return ("error", type(exc))
