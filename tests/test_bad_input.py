@@ -254,3 +254,20 @@ def test_export_into_a_folder_that_is_a_file(project: Path) -> None:
     (project / "afile").write_text("x")
     out = fails("subscribers", "export", "-o", "afile/list.csv")
     assert "afile/list.csv: cannot write: afile is a file, not a folder" in out
+
+
+@pytest.mark.parametrize("host", ["256.1.1.1", "192.0.2.1"])  # unknown; not of this machine
+def test_serve_on_a_wrong_host_blames_the_host_not_the_port(project: Path, host: str) -> None:
+    out = fails("serve", "--host", host, "--port", "0")
+    assert f"cannot listen on {host}:0" in out
+    assert "--host must be an address of this machine" in out and "--port" not in out
+
+
+def test_a_damaged_database_is_the_only_line_of_subscribers_list(project: Path) -> None:
+    assert run("subscribers", "add", "a@example.com").exit_code == 0
+    db = project / "newsletter.db"
+    db.write_bytes(db.read_bytes()[:100])  # truncated: the header survives, the pages do not
+    for name in ("newsletter.db-wal", "newsletter.db-shm"):
+        (project / name).unlink(missing_ok=True)
+    out = fails("subscribers", "list")
+    assert out.count("\n") == 1 and "cannot open the database" in out and str(db) in out

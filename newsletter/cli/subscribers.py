@@ -190,9 +190,9 @@ def list_(list_name: str | None, status: str | None, limit: int, db: Path | None
     """Show subscribers as a table."""
     widths = (32, 22, 12, 20, 20)
     header = ("EMAIL", "NAME", "STATUS", "LISTS", "CREATED")
-    click.echo(_table_row(header, widths))
     with _open(db) as store:
         total = store.count(list_name, status)
+        click.echo(_table_row(header, widths))  # after opening: an error is then the only line
         for shown, sub in enumerate(store.iter_subscribers(list_name, status)):
             if limit and shown >= limit:
                 break

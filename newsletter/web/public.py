@@ -17,6 +17,7 @@ own connection (SQLite WAL: readers never wait, writers queue on the busy timeou
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import socket
@@ -400,10 +401,16 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(128)
-    except OSError as exc:
+    except (socket.gaierror, OSError) as exc:
+        if not isinstance(exc, socket.gaierror) and exc.errno != errno.EADDRNOTAVAIL:
+            raise NewsletterError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                + ("; is another server running there? choose another --port" if port else "")
+            ) from None
+        # The host itself is wrong (unknown, or not an address of this machine), not the port.
         raise NewsletterError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            + ("; is another server running there? choose another --port" if port else "")
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; --host must be an address "
+            "of this machine such as 127.0.0.1 or 0.0.0.0"
         ) from None
     sock.set_inheritable(True)
     return sock
