@@ -173,6 +173,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+_LANGUAGE = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")  # BCP 47, as HTML's lang takes
 # Letters, digits and inner hyphens per dot-separated label (IDN allowed; `localhost` too).
 _DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)*[^\W_](?:[\w-]{0,61}[^\W_])?")
 
@@ -248,6 +249,10 @@ def _build(
                 *where(key),
             )
         local, domain = email.split("@")
+        if not local.isascii():  # would need SMTPUTF8, which sending does not use
+            raise ConfigError(
+                f"'{key}' must have an ASCII part before the @, got {raw!r}", *where(key)
+            )
         try:
             return Address(display_name=display, username=local, domain=domain.lower())
         except (ValueError, IndexError) as exc:
@@ -259,10 +264,29 @@ def _build(
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:  # e.g. an unclosed IPv6 bracket: reported below like any bad URL
         parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.username is not None or parts.password is not None:
+        # Not repeated: it holds a password, and would be in every link of every email.
+        raise ConfigError(
+            "'base_url' must not contain a user name or password: every subscriber sees it",
+            *where("base_url"),
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"'base_url' must be an http(s) URL such as https://news.example.com, got {base_url!r}",
             *where("base_url"),
+        )
+    if parts.query or parts.fragment or any(ch.isspace() for ch in base_url):
+        # Links are built as base_url + "/u/...": a query, fragment or space would break them.
+        raise ConfigError(
+            f"'base_url' must not contain spaces, '?' or '#' (every link is built on it), "
+            f"got {base_url!r}",
+            *where("base_url"),
+        )
+    language = text("language") or "en"
+    if not _LANGUAGE.fullmatch(language):
+        raise ConfigError(
+            f"'language' must be a language tag such as en, de or pt-BR, got {language!r}",
+            *where("language"),
         )
     templates = text("templates")
     dkim = overrides.get("dkim", values.get("dkim"))
@@ -282,7 +306,7 @@ def _build(
         reply_to=address("reply_to"),
         base_url=base_url,
         postal_address=text("postal_address"),
-        language=text("language") or "en",
+        language=language,
         templates=(root / templates).resolve() if templates else None,
         database=(root / (text("database") or DEFAULTS["database"])).resolve(),
         transport=text("transport") or DEFAULTS["transport"],

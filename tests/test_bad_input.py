@@ -271,3 +271,28 @@ def test_a_damaged_database_is_the_only_line_of_subscribers_list(project: Path) 
         (project / name).unlink(missing_ok=True)
     out = fails("subscribers", "list")
     assert out.count("\n") == 1 and "cannot open the database" in out and str(db) in out
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"NEWSLETTER_BASE_URL": "https://reader:pw-in-url@news.example.com"},
+            "'base_url' must not contain a user name or password",
+        ),
+        (
+            {"NEWSLETTER_BASE_URL": "https://news.example.com/?utm=1"},
+            "'base_url' must not contain spaces, '?' or '#'",
+        ),
+        ({"NEWSLETTER_BASE_URL": "http:// news.example.com"}, "must not contain spaces"),
+        ({"NEWSLETTER_LANGUAGE": 'en"><b>'}, "'language' must be a language tag"),
+        ({"NEWSLETTER_FROM": "X <ü@example.com>"}, "'from' must have an ASCII part before the @"),
+    ],
+)
+def test_settings_that_would_break_every_email(
+    project: Path, env: dict[str, str], expected: str
+) -> None:
+    out = fails("build", ISSUE, **env)
+    assert expected in out and "environment variable NEWSLETTER_" in out
+    assert "pw-in-url" not in out
+    assert not (project / "build").exists()
