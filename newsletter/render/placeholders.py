@@ -18,7 +18,41 @@ from jinja2.sandbox import SandboxedEnvironment
 
 _EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.S)
 _STATEMENT = re.compile(r"\{%|\{#")
-_ENV = SandboxedEnvironment(autoescape=False)
+MAX_RESULT = 100_000  # characters (or items) a `*` in a placeholder may produce
+MAX_POWER_BITS = 100_000  # bits of an integer `**` may produce
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, with `*` and `**` refused when the result would be huge.
+
+    `{{ "a" * 10**10 }}` in an issue would otherwise allocate gigabytes in `newsletter check`
+    and again for every recipient; refused, it renders empty like any value that cannot be
+    computed. Only expressions using these operators pay for the check.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and _is_number(right):
+            # A float result overflows on its own (OverflowError); an int one just grows.
+            if abs(left) > 1 and right > 0 and left.bit_length() * right > MAX_POWER_BITS:
+                raise SecurityError("the power is too large")
+        elif operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(seq) * count > MAX_RESULT
+                ):
+                    raise SecurityError("the repeated value is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_ENV = _BoundedEnvironment(autoescape=False)
 ALLOWED_NAMES = frozenset({"subscriber"})
 
 
@@ -61,6 +95,7 @@ class Expression:
             ValueError,
             AttributeError,
             ArithmeticError,
+            MemoryError,  # one huge allocation refused (e.g. "a" | center(10**9))
         ):
             return ""
         return "" if value is None else str(value)
