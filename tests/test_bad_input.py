@@ -298,3 +298,31 @@ def test_settings_that_would_break_every_email(
     assert expected in out and "environment variable NEWSLETTER_" in out
     assert "pw-in-url" not in out
     assert not (project / "build").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["export", "-o", "newsletter.db"], "newsletter.db: is the subscriber database"),
+        (["export", "-o", "newsletter.yaml"], "newsletter.yaml: exists and is not a file this"),
+        (["import", "list.csv", "--rejects", "newsletter.db"], "is the subscriber database"),
+        (["import", "list.csv", "--rejects", "newsletter.yaml"], "exists and is not a file"),
+    ],
+)
+def test_csv_output_never_replaces_the_database_or_the_configuration(
+    project: Path, args: list[str], expected: str
+) -> None:
+    assert run("subscribers", "add", "a@example.com").exit_code == 0
+    (project / "list.csv").write_text("email\nb@example.com\nnot-an-address\n")
+    config = (project / "newsletter.yaml").read_bytes()
+    out = fails("subscribers", *args)
+    assert expected in out
+    assert (project / "newsletter.yaml").read_bytes() == config
+    assert "1 subscriber" in run("subscribers", "count").output  # the database is intact
+
+
+def test_an_earlier_export_may_be_replaced(project: Path) -> None:
+    assert run("subscribers", "add", "a@example.com").exit_code == 0
+    for _ in range(2):
+        assert run("subscribers", "export", "-o", "all.csv").exit_code == 0
+    assert (project / "all.csv").read_text().startswith("email,name,status,lists,created_at")

@@ -12,13 +12,14 @@ import codecs
 import csv
 import errno
 import os
+import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from newsletter.errors import ImportFileError
+from newsletter.errors import ImportFileError, SubscriberError
 
 MAX_LINE = 256 * 1024  # bytes in one physical line
 MAX_FIELD = 128 * 1024  # characters in one cell (csv's default limit, made explicit)
@@ -115,6 +116,32 @@ def _decoded_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
                 f"{path}:{number}: not valid UTF-8 (byte {exc.start + 1} of the line); save "
                 "the file as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
             ) from None
+
+
+def refuse_to_replace(path: Path, conn: sqlite3.Connection, first_column: str) -> None:
+    """Refuse to write a CSV file over the database, or over a file that is not one of ours.
+
+    Writing replaces the target whole: `export -o newsletter.db` wiped every subscriber and
+    `--rejects newsletter.yaml` the configuration. A file whose first line starts with
+    `first_column` (an earlier export or rejects file) may be replaced.
+    """
+    target = path.resolve()
+    databases = {Path(row[2]).resolve() for row in conn.execute("PRAGMA database_list") if row[2]}
+    companions = {d.with_name(d.name + suffix) for d in databases for suffix in ("-wal", "-shm")}
+    if target in databases | companions:
+        raise SubscriberError(f"{path}: is the subscriber database; write to a .csv file")
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as fh:
+            start = fh.read(len(first_column) + 4)
+    except OSError:
+        return  # writing will report it
+    if start and not start.removeprefix(codecs.BOM_UTF8).startswith(first_column.encode()):
+        raise SubscriberError(
+            f"{path}: exists and is not a file this command wrote; not replacing it (remove it "
+            "first or choose another file)"
+        )
 
 
 def write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -> int:

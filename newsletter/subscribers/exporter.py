@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from newsletter.subscribers.csvfile import write_csv, write_csv_atomic
+from newsletter.subscribers.csvfile import refuse_to_replace, write_csv, write_csv_atomic
 from newsletter.subscribers.model import Subscriber, format_lists
 from newsletter.subscribers.store import SubscriberStore
 
@@ -24,6 +24,8 @@ def export_csv(
 
     Returns the number of subscribers written.
     """
+    if isinstance(out, str | Path):
+        refuse_to_replace(Path(out), store.conn, BASE_COLUMNS[0])
     field_names = store.field_names(list_name, status)
     header = BASE_COLUMNS + field_names
     rows = _rows(store.iter_subscribers(list_name, status), field_names)

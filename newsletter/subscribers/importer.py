@@ -20,7 +20,7 @@ from pathlib import Path
 
 from newsletter.errors import ImportFileError, SubscriberError
 from newsletter.subscribers.address import email_key, normalize_email
-from newsletter.subscribers.csvfile import open_rows, write_csv_atomic
+from newsletter.subscribers.csvfile import open_rows, refuse_to_replace, write_csv_atomic
 from newsletter.subscribers.model import (
     ACTIVE,
     DEFAULT_LIST,
@@ -124,6 +124,7 @@ def import_csv(
             f"{rejects}: the rejects file would overwrite the file being imported; "
             "give --rejects another name"
         )
+    refuse_to_replace(rejects, store.conn, "line")
     fh, header, rows = open_rows(path)
     counts = ImportCounts()
     rejected_cells: dict[int, list[str]] = {}
