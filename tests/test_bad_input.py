@@ -326,3 +326,11 @@ def test_an_earlier_export_may_be_replaced(project: Path) -> None:
     for _ in range(2):
         assert run("subscribers", "export", "-o", "all.csv").exit_code == 0
     assert (project / "all.csv").read_text().startswith("email,name,status,lists,created_at")
+
+
+def test_a_theme_file_that_is_not_utf8_is_named(project: Path) -> None:
+    theme = project / "theme"
+    theme.mkdir()
+    (theme / "footer.mjml").write_bytes(b"<mj-text>caf\xe9</mj-text>\n")  # latin-1
+    out = fails("build", ISSUE, NEWSLETTER_TEMPLATES="theme")
+    assert "theme/footer.mjml: not valid UTF-8 (byte 0xe9 at offset 12)" in out

@@ -137,6 +137,12 @@ def render(env: Environment, name: str, context: Mapping[str, Any]) -> str:
         raise RenderError(f"template '{exc.name}' not found (needed by '{name}')") from None
     except NewsletterError:
         raise
+    except UnicodeDecodeError as exc:  # raised while loading, so no template frame names it
+        where = _undecodable(env, exc.object) or name
+        raise RenderError(
+            f"{where}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save the template as UTF-8"
+        ) from None
     except (TemplateError, Exception) as exc:
         where = _template_frame(exc, env) or name
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
@@ -152,6 +158,17 @@ def _template_frame(exc: BaseException, env: Environment) -> str | None:
         if any(frame.filename.startswith(root + os.sep) for root in roots):
             found = f"{_display(frame.filename)}:{frame.lineno}"
     return found
+
+
+def _undecodable(env: Environment, data: bytes) -> str | None:
+    """The theme file whose bytes are `data` (the one that failed to decode)."""
+    for root in _search_paths(env):
+        for path in sorted(Path(root).rglob("*")):
+            with contextlib.suppress(OSError):
+                same_size = path.is_file() and path.stat().st_size == len(data)
+                if same_size and path.read_bytes() == data:
+                    return _display(str(path))
+    return None
 
 
 def _search_paths(env: Environment) -> list[str]:
