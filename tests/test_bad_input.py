@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -334,3 +336,16 @@ def test_a_theme_file_that_is_not_utf8_is_named(project: Path) -> None:
     (theme / "footer.mjml").write_bytes(b"<mj-text>caf\xe9</mj-text>\n")  # latin-1
     out = fails("build", ISSUE, NEWSLETTER_TEMPLATES="theme")
     assert "theme/footer.mjml: not valid UTF-8 (byte 0xe9 at offset 12)" in out
+
+
+def test_the_console_transport_on_an_ascii_terminal(project: Path) -> None:
+    # A subject with an em dash, printed where stdout cannot encode it (an old Windows console,
+    # PYTHONIOENCODING=ascii): replaced, not a UnicodeEncodeError.
+    env = {**os.environ, **SECRETS, "PYTHONIOENCODING": "ascii"}
+    args = ["send", "--test", "a@example.com", "--transport", "console:", ISSUE]
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args], env=env, capture_output=True, timeout=60
+    )
+    output = (done.stdout + done.stderr).decode("ascii", "replace")
+    assert done.returncode == 0 and "Traceback" not in output, output
+    assert "Subject: [TEST] Sweep ? March 2, 2026" in output

@@ -53,8 +53,12 @@ class ConsoleTransport(Transport):
             )
             results.append(DeliveryResult("sent", reply="printed to the console"))
         stream = self._stream or sys.stdout
+        text = "".join(line + "\n" for line in lines)
+        encoding = getattr(stream, "encoding", None)
+        if encoding:  # a console that cannot show a subject's "—" gets "?", not a crash
+            text = text.encode(encoding, "replace").decode(encoding)
         with self._lock:
-            stream.write("".join(line + "\n" for line in lines))
+            stream.write(text)
             stream.flush()
         return results
 
