@@ -349,3 +349,22 @@ def test_the_console_transport_on_an_ascii_terminal(project: Path) -> None:
     output = (done.stdout + done.stderr).decode("ascii", "replace")
     assert done.returncode == 0 and "Traceback" not in output, output
     assert "Subject: [TEST] Sweep ? March 2, 2026" in output
+
+
+def test_a_damaged_unsubscribe_spool_keeps_its_good_lines(project: Path) -> None:
+    assert run("subscribers", "add", "a@example.com").exit_code == 0
+    spool = project / "newsletter.db.unsubscribe-spool"
+    spool.write_bytes(
+        b'{"id": 1, "how": "one-click"}\n\xff\xfe garbage\n{"id": 99999999999999999999999, '
+        b'"how": "x"}\n{"id": 424242, "how": "x"}\n'
+    )
+    out = run("subscribers", "show", "a@example.com").output
+    assert "status:   unsubscribed" in out and "(one-click)" in out
+    assert not spool.exists()
+
+
+def test_a_folder_where_the_unsubscribe_spool_goes(project: Path) -> None:
+    assert run("subscribers", "add", "a@example.com").exit_code == 0
+    (project / "newsletter.db.unsubscribe-spool").mkdir()
+    out = fails("subscribers", "count")
+    assert "newsletter.db.unsubscribe-spool: cannot read the unsubscribe spool" in out

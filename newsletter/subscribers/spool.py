@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from newsletter.errors import SubscriberError
+
 if TYPE_CHECKING:
     from newsletter.subscribers.store import SubscriberStore
 
@@ -60,9 +62,16 @@ def drain(store: SubscriberStore, database: Path) -> int:
         return 0
     with _lock:
         try:
-            spool = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+            # Undecodable bytes (a damaged file) become U+FFFD: that line is skipped, the
+            # others are still applied.
+            spool = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             return 0
+        except OSError as exc:  # e.g. a folder in its place: unsubscribes cannot be kept
+            raise SubscriberError(
+                f"{path}: cannot read the unsubscribe spool: {exc.strerror or exc}; it must be "
+                "a file (or absent)"
+            ) from None
         try:
             fcntl.flock(spool, fcntl.LOCK_EX)
             if not path.exists() or not os.path.samestat(os.fstat(spool.fileno()), path.stat()):
@@ -95,7 +104,10 @@ def _parse(text: str) -> list[tuple[int, str]]:
     for line in text.splitlines():
         try:
             item = json.loads(line)
-            entries.append((int(item["id"]), str(item["how"])))
+            subscriber_id = int(item["id"])
+            if not 0 < subscriber_id < 2**63:  # what SQLite can hold
+                continue
+            entries.append((subscriber_id, str(item["how"])))
         except (ValueError, KeyError, TypeError):
             continue  # a torn last line after a crash: nothing usable in it
     return entries
