@@ -368,3 +368,10 @@ def test_a_folder_where_the_unsubscribe_spool_goes(project: Path) -> None:
     (project / "newsletter.db.unsubscribe-spool").mkdir()
     out = fails("subscribers", "count")
     assert "newsletter.db.unsubscribe-spool: cannot read the unsubscribe spool" in out
+
+
+@pytest.mark.parametrize("endpoint", ["http://[::1", "http://127.0.0.1:99999"])
+def test_an_unparseable_api_endpoint(project: Path, endpoint: str) -> None:
+    url = f"sendgrid:?endpoint={endpoint}"
+    out = fails("send", "--test", "a@example.com", "--transport", url, ISSUE)
+    assert f"'endpoint' must be a base URL like http://127.0.0.1:8025 in {url!r}" in out

@@ -89,7 +89,11 @@ def no_target(parsed: ParsedUrl, url: str) -> None:
 
 
 def check_endpoint(endpoint: str, url: str) -> str:
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:  # e.g. an unclosed IPv6 bracket: reported below like any bad endpoint
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise TransportConfigError(
             f"'endpoint' must be a base URL like http://127.0.0.1:8025 in {url!r}, got {endpoint!r}"
