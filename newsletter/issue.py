@@ -318,6 +318,8 @@ class _Validator:
         ):
             if value is not None:
                 self.placeholders(key, value)
+        if subject is None and title is not None:
+            self.placeholders("title", title)  # it is the subject then: the same rules apply
         stories = self.sequence(data, "stories", (), self.story, required=True)
         if self.errors or title is None or date is None:
             return None

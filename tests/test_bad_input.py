@@ -375,3 +375,13 @@ def test_an_unparseable_api_endpoint(project: Path, endpoint: str) -> None:
     url = f"sendgrid:?endpoint={endpoint}"
     out = fails("send", "--test", "a@example.com", "--transport", url, ISSUE)
     assert f"'endpoint' must be a base URL like http://127.0.0.1:8025 in {url!r}" in out
+
+
+def test_a_title_used_as_the_subject_follows_the_placeholder_rules(project: Path) -> None:
+    issue = project / ISSUE
+    text = issue.read_text()
+    title_line = next(line for line in text.splitlines() if line.startswith("title: "))
+    issue.write_text(text.replace(title_line, 'title: "Issue {{ 3"'))
+    out = run("check", ISSUE).output
+    assert "title: unbalanced '{{' or '}}' in placeholder" in out
+    assert "Error: " in fails("build", ISSUE)
