@@ -385,3 +385,19 @@ def test_a_title_used_as_the_subject_follows_the_placeholder_rules(project: Path
     out = run("check", ISSUE).output
     assert "title: unbalanced '{{' or '}}' in placeholder" in out
     assert "Error: " in fails("build", ISSUE)
+
+
+def test_status_names_a_missing_issue_and_does_not_create_a_database(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["status", "2026-01-01-never-sent"])
+    assert result.exit_code == 0, result.output
+    assert "No campaign for 2026-01-01-never-sent yet." in result.output
+    assert not (tmp_path / "newsletter.db").exists()
+    result = runner.invoke(main, ["status", " "])
+    assert result.exit_code == 1
+    assert "no issue given" in result.output and "Traceback" not in result.output

@@ -50,11 +50,15 @@ def issue_slug(issue: str | Path) -> str:
             return load_issue(path).slug
         except IssueInvalid:
             return slugify(path.stem)
+    if not str(issue).strip():
+        raise CampaignError("no issue given: name an issue file or its slug")
     return str(issue)
 
 
 def campaign_status(config: Config, issue: str | Path) -> list[CampaignStatus]:
     slug = issue_slug(issue)
+    if not config.database.exists():  # nothing was ever sent: do not create a database to say so
+        return []
     conn = connect(config.database)
     try:
         ledger = Ledger(conn)
