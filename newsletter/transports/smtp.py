@@ -221,10 +221,7 @@ class SmtpTransport(Transport):
         try:
             conn = _Connection.open(s, context)
         except ssl.SSLCertVerificationError as exc:
-            raise TransportConnectError(
-                f"the TLS certificate of {where} could not be verified ({exc.verify_message}); "
-                "fix the server certificate, or trust it with ?cafile=PATH"
-            ) from None
+            raise _untrusted_certificate(where, exc) from None
         except ssl.SSLError as exc:
             raise TransportConnectError(
                 f"TLS handshake with {where} failed ({exc.reason or exc}); "
@@ -261,10 +258,7 @@ class SmtpTransport(Transport):
             if s.user:
                 conn.login(s.user, s.password or "")
         except ssl.SSLCertVerificationError as exc:
-            raise TransportConnectError(
-                f"the TLS certificate of {where} could not be verified ({exc.verify_message}); "
-                "fix the server certificate, or trust it with ?cafile=PATH"
-            ) from None
+            raise _untrusted_certificate(where, exc) from None
         except ssl.SSLError as exc:
             raise TransportConnectError(f"TLS handshake with {where} failed ({exc})") from None
         except (OSError, ConnectionLost) as exc:
@@ -537,3 +531,10 @@ def _parse_ehlo(lines: list[str]) -> dict[str, str]:
         if keyword:
             out[keyword.lower()] = params
     return out
+
+
+def _untrusted_certificate(where: str, exc: ssl.SSLCertVerificationError) -> TransportConnectError:
+    return TransportConnectError(
+        f"the TLS certificate of {where} could not be verified ({exc.verify_message}); "
+        "fix the server certificate, or trust it with ?cafile=PATH"
+    )
