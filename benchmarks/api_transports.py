@@ -39,7 +39,7 @@ from send import make_project, make_template, recipients, send_fast  # noqa: E40
 from smtp_sink import SinkProcess  # noqa: E402
 
 from newsletter.message import MessageTemplate  # noqa: E402
-from newsletter.transports import transport_from_url  # noqa: E402
+from newsletter.transports import transport_class, transport_from_url  # noqa: E402
 
 KEY = "bench-key-0123456789"
 MAILGUN_DOMAIN = "news.example.com"
@@ -80,12 +80,7 @@ def url_and_env(provider: str, endpoint: str) -> tuple[str, dict[str, str]]:
     if provider == "ses":
         env = {"AWS_ACCESS_KEY_ID": "AKIABENCHMARK0000001", "AWS_SECRET_ACCESS_KEY": KEY}
         return f"ses:eu-west-1?endpoint={endpoint}", env
-    variable = {
-        "sendgrid": "SENDGRID_API_KEY",
-        "mailgun": "MAILGUN_API_KEY",
-        "postmark": "POSTMARK_SERVER_TOKEN",
-        "resend": "RESEND_API_KEY",
-    }[provider]
+    variable = transport_class(provider).secret_variable  # type: ignore[attr-defined]
     target = MAILGUN_DOMAIN if provider == "mailgun" else ""
     return f"{provider}:{target}?endpoint={endpoint}", {variable: KEY}
 

@@ -28,6 +28,7 @@ from provider_servers import (
 )
 
 from newsletter.cli import main
+from newsletter.transports import transport_class
 from newsletter.transports._http import split_address
 
 KEY = "e2e-Key-0f5b2c9d8e7a6-do-not-print"
@@ -50,12 +51,7 @@ def url_and_env(provider: str, server_url: str, key: str = KEY) -> tuple[str, di
     if provider == "ses":
         return f"ses:eu-west-1?endpoint={server_url}", {**AWS, "AWS_SECRET_ACCESS_KEY": key}
     target = DOMAIN if provider == "mailgun" else ""
-    variable = {
-        "sendgrid": "SENDGRID_API_KEY",
-        "mailgun": "MAILGUN_API_KEY",
-        "postmark": "POSTMARK_SERVER_TOKEN",
-        "resend": "RESEND_API_KEY",
-    }[provider]
+    variable = transport_class(provider).secret_variable  # type: ignore[attr-defined]
     return f"{provider}:{target}?endpoint={server_url}", {variable: key}
 
 

@@ -74,6 +74,10 @@ def transport_from_url(
         raise TransportConfigError(
             f"unknown transport {url!r}; expected a URL starting with one of: {known}"
         )
-    module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.from_url(url, config, os.environ if environ is None else environ)
+    return transport_class(scheme).from_url(url, config, os.environ if environ is None else environ)
+
+
+def transport_class(scheme: str) -> type[Transport]:
+    """The class registered for a scheme (imported on first use)."""
+    module_name, class_name = SCHEMES[scheme].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
