@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from message_support import to_display_name
+from provider_servers import MailgunServer, PostmarkServer, ResendServer, SendGridServer
 
 from newsletter.campaign import send_issue, send_test
 from newsletter.config import Config, load_config
@@ -223,3 +224,34 @@ def test_an_older_row_with_an_encoded_word_address_fails_at_send_with_the_reason
     with sqlite3.connect(config.database) as conn:
         [(status, reply)] = conn.execute("SELECT status, reply FROM campaign_recipients")
     assert status == "failed" and "encoded-word" in reply
+
+
+API_PROVIDERS = {
+    "sendgrid": (lambda: SendGridServer(KEY), "sendgrid:", "SENDGRID_API_KEY"),
+    "mailgun": (lambda: MailgunServer(KEY, "news.example.org"), "mailgun:news.example.org",
+                "MAILGUN_API_KEY"),
+    "postmark": (lambda: PostmarkServer(KEY), "postmark:", "POSTMARK_SERVER_TOKEN"),
+    "resend": (lambda: ResendServer(KEY), "resend:", "RESEND_API_KEY"),
+}  # fmt: skip
+KEY = "test-key-never-shown"
+
+
+@pytest.mark.parametrize("value", list(HOSTILE.values()), ids=list(HOSTILE))
+@pytest.mark.parametrize("provider", list(API_PROVIDERS))
+def test_email_apis_get_encoded_word_names_as_text(setup, provider: str, value: str) -> None:
+    """The APIs build To themselves from our name: what they deliver has one recipient and the
+    literal name (the stand-ins build the header as the provider documents)."""
+    config, issue = setup
+    with SubscriberStore.for_config(config) as store:
+        store.add(ADDRESS, name=value, fields={"city": "Paris"})
+    make, url, variable = API_PROVIDERS[provider]
+    with make() as server:
+        report = send_issue(
+            config, issue, transport=f"{url}?endpoint={server.url}", environ={variable: KEY}
+        )
+        assert report.ok and server.violations == []
+        [delivered] = server.delivered
+    to = email.policy.default.header_factory("To", delivered.to_header)
+    assert [a.addr_spec for a in to.addresses] == [ADDRESS]
+    raw_name = delivered.to_header.rsplit(" <", 1)[0]
+    assert _rfc2047(raw_name.strip('"')) == value
