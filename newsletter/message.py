@@ -14,6 +14,10 @@ Layout (CRLF everywhere; DKIM-Signature prepended when a signer is set):
     text/plain part (quoted-printable), then text/html part (quoted-printable): the last part is
     the one clients prefer (RFC 2046).
 
+The same builder makes transactional mail (`transactional=True`, see `newsletter.transactional`):
+no List-Id / List-Unsubscribe pair (the reader is not on a list yet), `Auto-Submitted:
+auto-generated` (RFC 3834) instead, and otherwise the same headers, encoders, checks and DKIM.
+
 A recipient whose values cannot make a valid message (CR/LF in the name, a non-ASCII local part,
 an over-long unsubscribe URL) raises `MessageError`; transports turn that into a "failed" result.
 """
@@ -25,7 +29,7 @@ import html
 import time
 from collections.abc import Mapping
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from newsletter.errors import MessageError
 from newsletter.mime import (
@@ -35,10 +39,10 @@ from newsletter.mime import (
     check_header_text,
     header_line,
     phrase,
+    provider_display_name,
     qp_segment,
     unstructured,
 )
-from newsletter.render.compiled import CompiledIssue
 from newsletter.render.fill import Fill, Slot
 from newsletter.render.placeholders import Recipient
 from newsletter.transports.base import MessageParts, OutgoingMessage
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
 TEST_PREFIX = "[TEST] "
 ONE_CLICK = "List-Unsubscribe=One-Click"
+AUTO_SUBMITTED = "auto-generated"  # RFC 3834: no vacation replies to a machine-made message
 _PART_HEADERS = (
     'Content-Type: text/{subtype}; charset="utf-8"\r\n'
     "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
@@ -58,6 +63,18 @@ _PART_HEADERS = (
 
 # A compiled body: literal QP bytes, or (slot name, escape) to fill per recipient.
 _Piece = bytes | tuple[str, str]
+
+
+class MailContent(Protocol):
+    """What a message is built from: a `CompiledIssue`, or a transactional mail's content."""
+
+    @property
+    def subject(self) -> Fill: ...
+    @property
+    def text(self) -> Fill: ...
+    @property
+    def html(self) -> Fill: ...
+    def values_for(self, recipient: Recipient, unsubscribe_url: str) -> dict[str, str]: ...
 
 
 class QpBody:
@@ -115,18 +132,20 @@ class MessageTemplate:
 
     def __init__(
         self,
-        compiled: CompiledIssue,
+        compiled: MailContent,
         config: Config,
         *,
         campaign_key: str,
         dkim: DkimSigner | None = None,
         test: bool = False,
+        transactional: bool = False,
     ) -> None:
         self.compiled = compiled
         self.config = config
         self.campaign_key = campaign_key
         self.dkim = dkim
         self.test = test
+        self.transactional = transactional
         self.envelope_from = addr_spec(config.sender.addr_spec)
         self._domain = config.sender_domain
         self._prefix = TEST_PREFIX if test else ""
@@ -142,12 +161,22 @@ class MessageTemplate:
         self._text = QpBody(compiled.text)
         self._html = QpBody(compiled.html)
         self._from_line = f"From: {self._from_value}\r\n".encode("ascii")
-        middle = [("List-Id", f"List-Id: {self._list_id_value}\r\n".encode("ascii"))]
+        middle = [
+            ("Auto-Submitted", f"Auto-Submitted: {AUTO_SUBMITTED}\r\n".encode("ascii"))
+            if transactional
+            else ("List-Id", f"List-Id: {self._list_id_value}\r\n".encode("ascii"))
+        ]
         if self._reply_to_value:
             middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode("ascii")))
         self._middle = b"".join(line for _, line in middle)
-        tail = [
-            ("List-Unsubscribe-Post", f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii")),
+        tail = (
+            []
+            if transactional
+            else [
+                ("List-Unsubscribe-Post", f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"))
+            ]
+        )
+        tail += [
             ("MIME-Version", b"MIME-Version: 1.0\r\n"),
             (
                 "Content-Type",
@@ -166,14 +195,17 @@ class MessageTemplate:
         self._end = f"\r\n--{self.boundary}--\r\n".encode("ascii")
         # DKIM: the fixed fields are canonicalised once here; None marks the per-recipient ones
         # (passed to the prepared signer in this order: To, Subject, Date, Message-ID,
-        # List-Unsubscribe, as `_head` returns them).
+        # List-Unsubscribe, as `_head` returns them; a transactional mail has no
+        # List-Unsubscribe).
+        self._variable_fields = 4 if transactional else 5
+        unsubscribe = [] if transactional else [("List-Unsubscribe", None)]
         self._signing = (
             dkim.prepare(
                 [
                     ("From", self._from_line),
                     *((name, None) for name in ("To", "Subject", "Date", "Message-ID")),
                     *middle,
-                    ("List-Unsubscribe", None),
+                    *unsubscribe,
                     *tail,
                 ]
             )
@@ -257,13 +289,18 @@ class MessageTemplate:
         date: str | None,
     ) -> tuple[bytes, bytes, bytes, bytes, bytes]:
         """The per-recipient header lines, validated and encoded: To, Subject, Date, Message-ID,
-        List-Unsubscribe (each with its CRLF)."""
+        List-Unsubscribe (each with its CRLF; b"" for a transactional mail)."""
+        unsubscribe = (
+            b""
+            if self.transactional
+            else header_line("List-Unsubscribe", f"<{_check_url(unsubscribe_url)}>").encode()
+        )
         return (
             address_header("To", recipient.name, recipient.email).encode("ascii"),
             unstructured("Subject", self.subject_for(values)).encode("ascii"),
             header_line("Date", date or self._dates.now()).encode("ascii"),
             header_line("Message-ID", f"<{_check_message_id(message_id)}>").encode("ascii"),
-            header_line("List-Unsubscribe", f"<{_check_url(unsubscribe_url)}>").encode("ascii"),
+            unsubscribe,
         )
 
     def _assemble(self, head: tuple[bytes, ...], values: Mapping[str, str]) -> bytes:
@@ -277,7 +314,11 @@ class MessageTemplate:
             self._end,
         )
         # The DKIM-Signature header (its continuation lines start with TAB) goes first.
-        signature = b"" if self._signing is None else self._signing.sign(head, body)
+        signature = (
+            b""
+            if self._signing is None
+            else self._signing.sign(head[: self._variable_fields], body)
+        )
         return DotSafeBytes(
             b"".join(
                 (
@@ -302,18 +343,19 @@ class MessageTemplate:
         unsubscribe_url: str,
         message_id: str,
     ) -> MessageParts:
-        headers = {
-            "Message-ID": f"<{message_id}>",
-            "List-Id": self._list_id_value,
-            "List-Unsubscribe": f"<{unsubscribe_url}>",
-            "List-Unsubscribe-Post": ONE_CLICK,
-        }
+        headers = {"Message-ID": f"<{message_id}>"}
+        if self.transactional:
+            headers["Auto-Submitted"] = AUTO_SUBMITTED
+        else:
+            headers["List-Id"] = self._list_id_value
+            headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+            headers["List-Unsubscribe-Post"] = ONE_CLICK
         if self._reply_to_value:
             headers["Reply-To"] = self._reply_to_value
         return MessageParts(
             from_header=self._from_value,
             to_email=addr_spec(recipient.email),
-            to_name=recipient.name or None,
+            to_name=provider_display_name(recipient.name) if recipient.name else None,
             subject=self.subject_for(values).strip(" \t"),
             text=self.compiled.text.render(values),
             html=self.compiled.html.render(values),

@@ -37,6 +37,7 @@ _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(\.[A-Za-z0-9!#$%&'*+
 _DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 )
+ENCODED_WORD_START = "=?"  # RFC 2047: every encoded-word starts so; decoders look for it
 _ENCODED_WORD_BYTES = 39  # 52 base64 chars: "=?utf-8?b?" + 52 + "?=" = 64 chars per word
 _PHRASE_WORD_BYTES = 45  # 72-character words: "To: " + one word stays within 76
 FOLD_AT = 78
@@ -150,11 +151,16 @@ def _b_word(text: str) -> str:
 
 
 def unstructured(name: str, value: str) -> str:
-    """A complete unstructured header line (e.g. Subject) with CRLF, folded, encoded if needed."""
+    """A complete unstructured header line (e.g. Subject) with CRLF, folded, encoded if needed.
+
+    The value is text: one holding "=?" is encoded like non-ASCII text, so a client shows those
+    characters literally and never decodes a stranger's encoded-word into header structure.
+    MessageError for control characters (CR, LF, NUL...).
+    """
     check_header_text(value, name)
     value = value.strip(" \t")
     prefix = f"{name}: "
-    if value.isascii() and "=?" not in value:
+    if value.isascii() and ENCODED_WORD_START not in value:
         folded = _fold_words(prefix, value)
         if folded is not None:
             return folded + CRLF
@@ -188,7 +194,15 @@ def addr_spec(email: str) -> str:
     if not local.isascii():
         raise MessageError(
             f"email address {email!r} has a non-ASCII local part, which needs SMTPUTF8 "
-            "(not supported)"
+            "(RFC 6531), which this newsletter does not use; ask the subscriber for an ASCII "
+            "address"
+        )
+    if ENCODED_WORD_START in local:
+        # Mail programs decode "=?charset?b?...?=" even where RFC 2047 forbids it (inside an
+        # address), which turns harmless text into CR LF and new headers.
+        raise MessageError(
+            f"email address {email!r} contains '=?', the start of an RFC 2047 encoded-word, "
+            "which mail programs would decode into other characters"
         )
     if not _LOCAL_PART.fullmatch(local):
         raise MessageError(f"invalid email address {email!r}")
@@ -205,6 +219,9 @@ def addr_spec(email: str) -> str:
 def phrase(display_name: str) -> str:
     """An RFC 5322 display-name on one line: atoms, a quoted-string, or encoded-words.
 
+    A name holding "=?" is encoded like non-ASCII text (some parsers decode encoded-words even
+    inside a quoted-string), so it reaches the reader as the literal characters.
+
     Non-ASCII names become as few encoded-words as possible (one for names up to 45 UTF-8
     bytes): RFC 2047 decoders drop the space between adjacent encoded-words, but some parsers
     (Python's own phrase parser among them) keep it.
@@ -213,11 +230,26 @@ def phrase(display_name: str) -> str:
     name = display_name.strip()
     if not name:
         return ""
-    if name.isascii() and "=?" not in name and max(map(len, name.split(" "))) < 800:
+    if name.isascii() and ENCODED_WORD_START not in name and max(map(len, name.split(" "))) < 800:
         if _ATEXT_PHRASE.fullmatch(name):
             return name
         return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return " ".join(encoded_words(name, _PHRASE_WORD_BYTES))
+
+
+def provider_display_name(display_name: str) -> str:
+    """A display name for an email API that builds the To header itself (as JSON text).
+
+    Plain names stay plain: the providers encode non-ASCII names themselves. A name holding
+    encoded-word syntax ("=?") is handed over already encoded as text by `phrase`, so neither
+    the provider nor the recipient's client can decode it into CR LF and new headers; a
+    compliant provider passes encoded-words through, and the client shows the literal text.
+    MessageError for control characters, as `phrase`.
+    """
+    check_header_text(display_name, "display name")
+    if ENCODED_WORD_START in display_name:
+        return phrase(display_name)
+    return display_name
 
 
 def address_header(name: str, display_name: str | None, email: str) -> str:

@@ -172,7 +172,7 @@ def test_export_then_import_round_trips_exactly(store, tmp_path):
     store.add("ada@example.com", name="Ada, Countess", fields={"city": "London"}, lists=["a"])
     bob = store.add("bob@xn--bcher-kva.de", name='Bob "the" Builder', lists=["a", "b"])
     store.unsubscribe(bob.id, "cli")
-    store.add("zoë@example.com", fields={"plan": "pro", "city": "Zürich"}, status="pending")
+    store.add("zoe@zürich.example", fields={"plan": "pro", "city": "Zürich"}, status="pending")
     exported = export_text(store)
     path = write(tmp_path, exported, "export.csv")
     with SubscriberStore.open(tmp_path / "copy.db") as copy:

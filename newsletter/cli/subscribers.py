@@ -15,7 +15,7 @@ import click
 from newsletter.cli.common import app, reports_errors
 from newsletter.config import Config
 from newsletter.errors import SubscriberError
-from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_email
+from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_lookup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +54,7 @@ def _open(db: Path | None) -> SubscriberStore:
 
 
 def _require(store: SubscriberStore, email: str) -> Subscriber:
-    normalize_email(email)  # a clear "not a valid address" before "not found"
+    normalize_lookup(email)  # a clear "not a valid address" before "not found"
     subscriber = store.get(email)
     if subscriber is None:
         raise SubscriberError(f"no subscriber {email.strip()}")
@@ -251,7 +251,7 @@ def remove(email: str, db: Path | None) -> None:
     """
     with _open(db) as store:
         erased = store.erase(email)
-    address = normalize_email(email)
+    address = normalize_lookup(email)
     if erased:
         click.echo(f"erased {address}; imports will not add it back")
     else:

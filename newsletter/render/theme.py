@@ -131,7 +131,7 @@ def render(env: Environment, name: str, context: Mapping[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except TemplateSyntaxError as exc:
-        where = _display(exc.filename or exc.name or name)
+        where = display_path(exc.filename or exc.name or name)
         raise RenderError(f"{where}:{exc.lineno}: template syntax error: {exc.message}") from None
     except TemplateNotFound as exc:
         raise RenderError(f"template '{exc.name}' not found (needed by '{name}')") from None
@@ -156,7 +156,7 @@ def _template_frame(exc: BaseException, env: Environment) -> str | None:
     found = None
     for frame in traceback.extract_tb(exc.__traceback__):
         if any(frame.filename.startswith(root + os.sep) for root in roots):
-            found = f"{_display(frame.filename)}:{frame.lineno}"
+            found = f"{display_path(frame.filename)}:{frame.lineno}"
     return found
 
 
@@ -167,7 +167,7 @@ def _undecodable(env: Environment, data: bytes) -> str | None:
             with contextlib.suppress(OSError):
                 same_size = path.is_file() and path.stat().st_size == len(data)
                 if same_size and path.read_bytes() == data:
-                    return _display(str(path))
+                    return display_path(str(path))
     return None
 
 
@@ -177,7 +177,7 @@ def _search_paths(env: Environment) -> list[str]:
     return [p for sub in loaders if isinstance(sub, FileSystemLoader) for p in sub.searchpath]
 
 
-def _display(filename: str) -> str:
+def display_path(filename: str) -> str:
     path = Path(filename)
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -195,5 +195,5 @@ def template_location(env: Environment, needle: str) -> str | None:
         source, filename, _ = env.loader.get_source(env, name)
         index = source.find(needle)
         if index >= 0:
-            return f"{_display(filename or name)}:{source.count(chr(10), 0, index) + 1}"
+            return f"{display_path(filename or name)}:{source.count(chr(10), 0, index) + 1}"
     return None

@@ -11,11 +11,16 @@
 
 Modules: `model` (Subscriber and validation rules), `address` (email normalisation), `schema`
 (tables), `store` (all SQL but bulk import), `bulk` (bulk import SQL), `csvfile`, `importer`,
-`exporter`, `confirmation` (the double opt-in email), `spool` (unsubscribes that arrive while
-a long import holds the database).
+`exporter`, `spool` (unsubscribes that arrive while a long import holds the database). The
+store builds and sends no mail: the confirmation email is `newsletter.transactional`.
 """
 
-from newsletter.subscribers.address import InvalidEmail, email_key, normalize_email
+from newsletter.subscribers.address import (
+    InvalidEmail,
+    email_key,
+    normalize_email,
+    normalize_lookup,
+)
 from newsletter.subscribers.exporter import export_csv
 from newsletter.subscribers.importer import ImportReport, import_csv
 from newsletter.subscribers.model import (
@@ -48,4 +53,5 @@ __all__ = [
     "export_csv",
     "import_csv",
     "normalize_email",
+    "normalize_lookup",
 ]

@@ -4,6 +4,14 @@
 Unicode form, so `a@xn--bcher-kva.de` and `a@BÜCHER.de` are the same subscriber) and `email_key`
 gives the case-insensitive key the store compares on.
 
+The address rule, held from intake to delivery: the local part (before the @) is ASCII, because
+a non-ASCII one needs SMTPUTF8 (RFC 6531) at every hop, which the transports do not use; the
+domain may be internationalised (stored in Unicode, sent as IDNA `xn--`). Encoded-word syntax
+(`=?`, RFC 2047) is refused: mail programs decode it even inside an address. `normalize_email`
+enforces the rule for new addresses (import, `subscribers add`, the sign-up form, `send --test`);
+`normalize_lookup` only normalises, so an address stored by an older version can still be
+found, unsubscribed and erased (sending to it fails with a clear reason in `newsletter.mime`).
+
 email-validator costs ~50 us per address, mostly in the IDNA domain check; an import of 100,000
 rows would spend 5 s there alone. Real lists repeat few domains, so the fast path validates each
 domain once (cached) and checks the local part with email-validator's own dot-atom expression.
@@ -26,6 +34,7 @@ from email_validator.rfc_constants import (
 from email_validator.syntax import validate_email_domain_name
 
 from newsletter.errors import SubscriberError
+from newsletter.mime import ENCODED_WORD_START
 
 LOCAL_PART_MAX = 64  # RFC 5321 4.5.3.1.1; email-validator enforces it only in strict mode
 MAX_INPUT = 320  # longer input is rejected before any parsing
@@ -40,7 +49,30 @@ class InvalidEmail(SubscriberError):
 
 
 def normalize_email(text: str) -> str:
-    """The stored form of an address, or raise InvalidEmail with a readable reason."""
+    """The stored form of a new address, or raise InvalidEmail with a readable reason.
+
+    Refuses, besides what email-validator refuses (quoted local parts among them), a non-ASCII
+    local part and encoded-word syntax (see the module docstring)."""
+    email = text.strip()
+    if ENCODED_WORD_START in email:
+        raise InvalidEmail(
+            f"{email!r} is not accepted: '=?' starts an RFC 2047 encoded-word, which mail "
+            "programs would decode into other characters (even line breaks)"
+        )
+    normalized = normalize_lookup(email)
+    local = normalized.rpartition("@")[0]
+    if not local.isascii():
+        raise InvalidEmail(
+            f"{email!r} is not accepted: the part before the @-sign has non-ASCII characters, "
+            "which only mail servers with SMTPUTF8 (RFC 6531) can deliver and this newsletter "
+            "does not use; international domains (after the @) are fine"
+        )
+    return normalized
+
+
+def normalize_lookup(text: str) -> str:
+    """The stored form of an address to look up (any address a store may hold, including one
+    added before the address rule), or raise InvalidEmail with a readable reason."""
     email = text.strip()
     if not email:
         raise InvalidEmail("the email address is empty")

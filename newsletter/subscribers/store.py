@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from newsletter import db
 from newsletter.errors import SubscriberError
-from newsletter.subscribers.address import email_key, key_crc, normalize_email
+from newsletter.subscribers.address import email_key, key_crc, normalize_email, normalize_lookup
 from newsletter.subscribers.bulk import BulkImport
 from newsletter.subscribers.model import (
     ACTIVE,
@@ -140,7 +140,7 @@ class SubscriberStore:
     def get(self, email: str) -> Subscriber | None:
         """The subscriber with this address (any case), or None (also for invalid text)."""
         try:
-            key = email_key(normalize_email(email))
+            key = email_key(normalize_lookup(email))
         except SubscriberError:
             return None
         with self._lock:
@@ -256,7 +256,7 @@ class SubscriberStore:
 
     def tombstone(self, email: str) -> Tombstone | None:
         """The erasure record of an address, if it was removed."""
-        digest = self.email_hash(email_key(normalize_email(email)))
+        digest = self.email_hash(email_key(normalize_lookup(email)))
         with self._lock:
             row = self.conn.execute(
                 "SELECT erased_at FROM subscriber_tombstones WHERE email_hash = ?", (digest,)
@@ -404,7 +404,7 @@ class SubscriberStore:
     def erase(self, email: str) -> bool:
         """Delete an address and everything about it, keeping a salted hash (a tombstone) so an
         import cannot silently add it back. True if there was someone to erase."""
-        key = email_key(normalize_email(email))
+        key = email_key(normalize_lookup(email))
         digest = self.email_hash(key)
         with self.transaction() as conn:
             stamp = now()

@@ -45,9 +45,9 @@ from newsletter import tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
-from newsletter.subscribers.confirmation import send_confirmation
 from newsletter.subscribers.model import format_timestamp
 from newsletter.subscribers.spool import drain, spool_unsubscribe
+from newsletter.transactional import send_confirmation
 
 if TYPE_CHECKING:
     from newsletter.config import Config
