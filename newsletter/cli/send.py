@@ -53,22 +53,32 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     metavar="URL",
     help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host, "
     "sendgrid:, mailgun:DOMAIN?region=eu, postmark:?stream=broadcast, ses:REGION, resend: "
-    "(default: `transport:` in newsletter.yaml / NEWSLETTER_TRANSPORT). Secrets come from the "
+    "(default: when resuming, the transport the campaign was started with; else `transport:` "
+    "in newsletter.yaml / NEWSLETTER_TRANSPORT). Secrets come from the "
     "environment: NEWSLETTER_SMTP_PASSWORD, SENDGRID_API_KEY, MAILGUN_API_KEY, "
     "POSTMARK_SERVER_TOKEN, RESEND_API_KEY, AWS credentials.",
+)
+@click.option(
+    "--switch-transport",
+    is_flag=True,
+    help="When resuming, send the rest through --transport (or the configured transport) "
+    "instead of the one the campaign was started with. Without it such a change is refused; "
+    "--yes alone never switches.",
 )
 @click.option(
     "--rate",
     metavar="N/UNIT",
     callback=_rate,
-    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h.",
+    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h "
+    "(default: when resuming, the campaign's last rate; else no limit).",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    default=4,
-    show_default=True,
-    help="Messages sent in parallel (SMTP: connections).",
+    default=None,
+    help="Messages sent in parallel (SMTP: connections; default: when resuming, the "
+    "campaign's last value; else 4). A relay refusing connections with 4xx is retried; the "
+    "summary says when a lower value would do.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -76,37 +86,63 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     is_flag=True,
     help="When resuming, also send to subscribers who joined the list since the first run.",
 )
-@click.option("--test", "test_address", metavar="ADDR", help="Send one [TEST] copy to ADDR only.")
-@click.option("--dry-run", is_flag=True, help="Build every message, send nothing, report.")
+@click.option(
+    "--test",
+    "test_addresses",
+    metavar="ADDR",
+    multiple=True,
+    help="Send one [TEST] copy to ADDR only (repeat for several addresses); nothing recorded.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build every message, send nothing, report; exit status 1 if any could not be built.",
+)
 @reports_errors
 @_database_errors
 def send(
     issue: Path,
     list_name: str | None,
     transport: str | None,
+    switch_transport: bool,
     rate: Rate | None,
-    concurrency: int,
+    concurrency: int | None,
     yes: bool,
     include_new: bool,
-    test_address: str | None,
+    test_addresses: tuple[str, ...],
     dry_run: bool,
 ) -> None:
     """Send ISSUE to a subscriber list (running it again resumes).
 
     Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
-    Ctrl-C stops after the messages in flight; the same command resumes.
+    The first run stores the transport, rate and concurrency: a bare `newsletter send ISSUE`
+    resumes with them. Ctrl-C stops after the messages in flight and prints the command that
+    resumes.
     """
     config = app().config
-    if test_address:
-        click.echo(send_test(config, issue, test_address, transport=transport).summary())
+    if test_addresses:
+        report = send_test(config, issue, list(test_addresses), transport=transport)
+        click.echo(report.summary())
+        if not report.ok:
+            raise SystemExit(1)
         return
     campaign = Campaign.prepare(
-        config, issue, list_name=list_name, transport=transport, include_new=include_new
+        config,
+        issue,
+        list_name=list_name,
+        transport=transport,
+        include_new=include_new,
+        switch_transport=switch_transport,
     )
     try:
+        if campaign.transport_choice.note:
+            click.echo(campaign.transport_choice.note, err=True)
         if dry_run:
-            click.echo(campaign.dry_run().summary())
+            dry = campaign.dry_run()
+            click.echo(dry.summary())
+            if not dry.ok:
+                raise SystemExit(1)
             return
         if campaign.new_members and not include_new:
             click.echo(
