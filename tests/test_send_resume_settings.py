@@ -133,8 +133,10 @@ def test_the_question_says_from_what_to_what_and_yes_alone_never_switches(starte
     runner = CliRunner()
     asked = runner.invoke(
         main,
-        ["--config", str(project / "newsletter.yaml"), "send", str(issue)]
-        + ["--transport", "console:", "--switch-transport"],
+        [
+            *("--config", str(project / "newsletter.yaml"), "send", str(issue)),
+            *("--transport", "console:", "--switch-transport"),
+        ],
         input="n\n",
     )
     stored = url_without_secrets(server.url())
@@ -144,7 +146,7 @@ def test_the_question_says_from_what_to_what_and_yes_alone_never_switches(starte
 
 
 def test_rate_and_concurrency_are_stored_and_reused_by_a_bare_resume(started) -> None:
-    project, issue, server = started
+    project, issue, _ = started
     config = load_config(project / "newsletter.yaml")
     [before] = campaign_status(config, issue)
     assert (before.campaign.rate, before.campaign.concurrency) == ("100/s", 2)
@@ -210,9 +212,11 @@ def test_the_printed_resume_command_resumes_when_run_verbatim(project: Path) -> 
     other.mkdir()
     with SmtpServer(faults=[fault("slow", "reader03@*", delay=1.0)]) as server:
         first = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "--config", str(project / "newsletter.yaml")]
-            + ["send", str(issue), "--yes", "--transport", server.url(), "--concurrency", "1"]
-            + ["--rate", "20/s"],
+            [
+                *(sys.executable, "-m", "newsletter", "--config", str(project / "newsletter.yaml")),
+                *("send", str(issue), "--yes", "--transport", server.url()),
+                *("--concurrency", "1", "--rate", "20/s"),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
