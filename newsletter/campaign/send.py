@@ -19,17 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsletter.campaign.connections import ConnectionStats, close_transports, open_connections
 from newsletter.campaign.ledger import CampaignRow, Counts, Ledger, WorkItem
 from newsletter.campaign.progress import Progress, Tally
 from newsletter.campaign.ratelimit import Rate, RateLimiter
 from newsletter.campaign.retry import RetryPolicy
-from newsletter.campaign.runner import (
-    Runner,
-    RunOptions,
-    RunResult,
-    close_transports,
-    open_transports,
-)
+from newsletter.campaign.runner import Runner, RunOptions, RunResult
 from newsletter.campaign.settings import (
     TransportChoice,
     TransportSpec,
@@ -61,6 +56,7 @@ class SendReport:
     elapsed: float
     interrupted: bool
     resume_hint: str
+    connections: ConnectionStats | None = None
 
     @property
     def ok(self) -> bool:
@@ -83,6 +79,9 @@ class SendReport:
             f"{c.sent} sent, {c.deferred} deferred, {c.failed} failed, {c.bounced} bounced, "
             f"{c.due + c.inflight} not yet sent."
         )
+        refused = self.connections.summary() if self.connections else None
+        if refused:
+            lines.append(refused)
         if self.interrupted:
             lines.append(f"Stopped. To resume, run: {self.resume_hint}")
         elif c.deferred:
@@ -298,11 +297,23 @@ class Campaign:
         source = self.messages()  # compiles the issue: a theme error stops us before sending
         progress = progress or Progress()
         stop = stop or threading.Event()
-        transports = open_transports(self.transport_factory, concurrency)
+        # Opened before the campaign is created or anyone claimed: a permanent refusal, or every
+        # connection refused for too long, stops here with nothing recorded.
+        connections = open_connections(self.transport_factory, concurrency, options.retry, stop)
+        transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
             runner = Runner(
-                self.ledger, campaign.id, source, transports, limiter, options, progress, stop
+                self.ledger,
+                campaign.id,
+                source,
+                connections.opened,
+                limiter,
+                options,
+                progress,
+                stop,
+                waiting=connections.waiting,
+                connections=connections.stats,
             )
             result = self._run(campaign.id, runner, handle_sigint, run_limit, concurrency)
         finally:
@@ -314,6 +325,7 @@ class Campaign:
             elapsed=result.elapsed,
             interrupted=result.interrupted,
             resume_hint=self.resume_hint,
+            connections=result.connections,
         )
 
     def _run(

@@ -31,6 +31,7 @@ from newsletter.errors import (
     TransportAuthError,
     TransportConfigError,
     TransportConnectError,
+    TransportTemporaryError,
 )
 from newsletter.mime import DotSafeBytes
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Status, Transport
@@ -234,7 +235,7 @@ class SmtpTransport(Transport):
                 "check the host and port in the transport URL"
             ) from None
         except SmtpReplyError as exc:
-            raise TransportConnectError(f"SMTP server {where} refused the session: {exc}") from None
+            raise _refused(where, "greeting", exc) from None
         try:
             self._start_session(conn, context)
         except BaseException:
@@ -266,6 +267,8 @@ class SmtpTransport(Transport):
                 f"SMTP server {where} dropped the connection: {exc}"
             ) from None
         except SmtpReplyError as exc:
+            if 400 <= exc.code < 500:  # 421 too many connections, 454 try AUTH later...
+                raise _refused(where, conn.stage, exc) from None
             if conn.authenticating and exc.text.startswith("the server offers no AUTH"):
                 raise TransportAuthError(
                     f"SMTP server {where} does not offer login ({exc.text}); remove the user "
@@ -276,7 +279,7 @@ class SmtpTransport(Transport):
                     f"SMTP login as {s.user!r} at {where} was refused ({exc}); "
                     f"check the user name and {PASSWORD_ENV}"
                 ) from None
-            raise TransportConnectError(f"SMTP server {where} refused the session: {exc}") from None
+            raise _refused(where, conn.stage, exc) from None
 
     # --- sending --------------------------------------------------------------------------
 
@@ -339,6 +342,7 @@ class _Connection:
         self.extensions: dict[str, str] = {}
         self.size_limit = 0
         self.authenticating = False
+        self.stage = "greeting"  # the session step in progress, for error messages
         self.last_lines: list[str] = []
 
     @classmethod
@@ -412,7 +416,10 @@ class _Connection:
     # --- session --------------------------------------------------------------------------
 
     def ehlo(self, name: str) -> None:
+        self.stage = "EHLO"
         code, text = self.command(f"EHLO {name}")
+        if 400 <= code < 500:  # refused for now: HELO would get the same answer
+            raise SmtpReplyError(code, text)
         if code != 250:
             code, text = self.command(f"HELO {name}")
             if code != 250:
@@ -424,6 +431,7 @@ class _Connection:
         self.size_limit = int(size) if size.isdigit() else 0
 
     def starttls(self, context: ssl.SSLContext, host: str) -> None:
+        self.stage = "STARTTLS"
         code, text = self.command("STARTTLS")
         if code != 220:
             raise SmtpReplyError(code, text)
@@ -432,6 +440,7 @@ class _Connection:
 
     def login(self, user: str, password: str) -> None:
         mechanisms = self.extensions.get("auth", "").upper().split()
+        self.stage = "AUTH"
         self.authenticating = True
         if "PLAIN" in mechanisms:
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
@@ -531,6 +540,15 @@ def _parse_ehlo(lines: list[str]) -> dict[str, str]:
         if keyword:
             out[keyword.lower()] = params
     return out
+
+
+def _refused(where: str, stage: str, exc: SmtpReplyError) -> TransportConnectError:
+    """A refused session step: 4xx is for now (TransportTemporaryError: retried), 5xx for good."""
+    if 400 <= exc.code < 500:
+        return TransportTemporaryError(
+            f"SMTP server {where} refused the connection for now at {stage}: {exc}"
+        )
+    return TransportConnectError(f"SMTP server {where} refused the session at {stage}: {exc}")
 
 
 def _untrusted_certificate(where: str, exc: ssl.SSLCertVerificationError) -> TransportConnectError:
