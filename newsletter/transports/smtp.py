@@ -421,9 +421,9 @@ class _Connection:
         if 400 <= code < 500:  # refused for now: HELO would get the same answer
             raise SmtpReplyError(code, text)
         if code != 250:
-            code, text = self.command(f"HELO {name}")
-            if code != 250:
-                raise SmtpReplyError(code, text)
+            helo_code, helo_text = self.command(f"HELO {name}")
+            if helo_code != 250:  # the EHLO refusal is the one that explains
+                raise SmtpReplyError(code, f"{text} (then HELO: {helo_code} {helo_text})")
             self.extensions = {}
             return
         self.extensions = _parse_ehlo(self.last_lines)
