@@ -244,9 +244,7 @@ def test_one_click_post_to_a_delivered_list_unsubscribe_url_unsubscribes(env) ->
     store.add("cy@example.net")
     with SmtpServer() as server:
         # A new server (another port): resuming through it is a switch, asked for explicitly.
-        send_issue(
-            config, issue, transport=server.url(), include_new=True, switch_transport=True
-        )
+        send_issue(config, issue, transport=server.url(), include_new=True, switch_transport=True)
         assert server.count_by_recipient() == {"cy@example.net": 1}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from provider_servers import SendGridServer
 from smtp_servers import SmtpServer, session_fault
 
 from newsletter.campaign import RetryPolicy, campaign_status, send_issue
@@ -146,3 +147,40 @@ def test_refused_connections_that_get_through_later_carry_on(project_with_reader
     assert report.ok
     assert "refused 2 of 4 connections for now" in report.summary()
     assert "they connected on a retry" in report.summary()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_an_email_api_answering_the_key_check_with_429_or_5xx_is_retried(
+    project_with_readers: Path, status: int
+) -> None:
+    """The same kind over HTTP: the preflight key check answered 'later' is not a bad key."""
+    config = load_config(project_with_readers / "newsletter.yaml")
+    issue = next((project_with_readers / "issues").glob("*.yaml"))
+    key = {"SENDGRID_API_KEY": "SG.key-for-the-test"}
+    with SendGridServer(key["SENDGRID_API_KEY"]) as server:
+        server.fail_next_checks(status, body={"errors": [{"message": "later"}]}, times=2)
+        report = send_issue(
+            config,
+            issue,
+            transport=f"sendgrid:?endpoint={server.url}",
+            environ=key,
+            retry=FAST,
+        )
+        assert sorted(d.to_email for d in server.delivered) == READERS
+        server.fail_next_checks(status, body={"errors": [{"message": "later"}]}, times=1000)
+        store = SubscriberStore.for_config(config)
+        store.add("late@example.net")
+        store.close()
+        with pytest.raises(CampaignError, match=rf"refused for now \(SendGrid answered {status}"):
+            send_issue(
+                config,
+                issue,
+                transport=f"sendgrid:?endpoint={server.url}",
+                environ=key,
+                retry=FAST,
+                include_new=True,
+            )
+        assert len(server.delivered) == len(READERS)
+    assert len(server.delivered) == len(READERS)  # the late subscriber was not sent to
+    assert report.ok and "a retry got through" in report.summary()
+    assert f"refused 2 attempts to connect for now (SendGrid answered {status} " in report.summary()

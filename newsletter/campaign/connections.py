@@ -45,6 +45,11 @@ class ConnectionStats:
         if not self.refusals:
             return None
         waiting = self.wanted - self.opened_at_start
+        if waiting <= 0:  # refused at first, then every connection opened together
+            return (
+                f"The server refused {self.refusals} attempt{'s' if self.refusals != 1 else ''}"
+                f" to connect for now ({self.last_refusal}); a retry got through."
+            )
         never = waiting - self.opened_later
         text = (
             f"The server refused {waiting} of {self.wanted} connections for now "
@@ -104,7 +109,8 @@ def open_connections(
             raise CampaignError(
                 f"every connection to {first.describe()} was refused for now "
                 f"({stats.last_refusal}); retried for {waited:.0f}s. Nothing was sent and "
-                "nobody was claimed: send again later, or with a lower --concurrency"
+                "nobody was claimed: send again later"
+                + ("" if first.thread_safe else ", or with a lower --concurrency")
             )
         stop.wait(min(retry.delay(attempt), max(0.0, retry.connect_patience - waited)))
     if first.thread_safe:
