@@ -383,18 +383,24 @@ class Campaign:
         else:
             ids = self.ledger.iter_pending_subscribers(self.existing.id)
         count = size = skipped = 0
-        failed: list[str] = []
+        failed: list[str] = []  # "email: why", for the summary
         for chunk in _chunked(ids, 500):
             items = [WorkItem(i, sid, "due", 0, 0) for i, sid in enumerate(chunk)]
             messages, outcomes = source.build(items)
             for message in messages:
                 count += 1
                 size += len(message.data)
+            broken = []
             for outcome in outcomes:
                 if outcome.status == "skipped":
                     skipped += 1
                 else:
-                    failed.append(f"subscriber {chunk[outcome.row_id]}: {outcome.reply}")
+                    broken.append((chunk[outcome.row_id], outcome.reply))
+            if broken:
+                people = self.store.get_many([sid for sid, _ in broken])
+                for sid, reply in broken:
+                    who = people.get(sid)
+                    failed.append(f"{who.email if who else f'subscriber {sid}'}: {reply}")
         return DryRunReport(count, size, skipped, failed, time.monotonic() - started)
 
     def close(self) -> None:

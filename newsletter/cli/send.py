@@ -13,6 +13,13 @@ import click
 
 from newsletter.campaign import Campaign, StreamProgress, campaign_status, parse_rate, send_test
 from newsletter.campaign.ratelimit import Rate
+from newsletter.campaign.recipients import (
+    STATES,
+    recipient_statuses,
+    write_csv,
+    write_json,
+    write_table,
+)
 from newsletter.cli.common import app, reports_errors
 from newsletter.errors import NewsletterError
 
@@ -173,11 +180,54 @@ def send(
 
 @click.command()
 @click.argument("issue")
+@click.option(
+    "--recipients",
+    "state",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    type=click.Choice(STATES),
+    metavar="[STATE]",
+    help="List each recipient (email, state, attempts, last reply, time), or only those in "
+    f"STATE: {', '.join(STATES)}.",
+)
+@click.option(
+    "--list",
+    "list_name",
+    metavar="L",
+    help="With --recipients: the campaign of list L (needed when the issue went to several).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "csv", "json"]),
+    default="text",
+    show_default=True,
+    help="With --recipients: csv (spreadsheet-safe) or json for tools.",
+)
 @reports_errors
 @_database_errors
-def status(issue: str) -> None:
+def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
-    unknown (in flight when a run died) and skipped."""
+    unknown (in flight when a run died) and skipped; with --recipients, who and why."""
+    if state is not None:
+        campaign, rows = recipient_statuses(app().config, issue, list_name=list_name, state=state)
+        out = sys.stdout
+        if fmt == "json":
+            count = write_json(out, campaign, rows)
+        elif fmt == "csv":
+            count = write_csv(out, rows)
+        else:
+            count = write_table(out, rows)
+        if fmt == "text":
+            click.echo(
+                f"{count} recipient{'s' if count != 1 else ''} of '{campaign.issue_slug}' on "
+                f"list {campaign.list_name}" + ("" if state == "all" else f" in state {state}"),
+                err=True,
+            )
+        return
+    if list_name is not None or fmt != "text":
+        raise click.UsageError("--list and --format go with --recipients")
     found = campaign_status(app().config, issue)
     if not found:
         click.echo(f"No campaign for {issue} yet.")
