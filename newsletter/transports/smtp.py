@@ -9,6 +9,9 @@ One instance is one persistent connection (the runner gives each worker its own)
 for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
 2xx sent, 4xx or a connection problem deferred, 5xx failed, 550/551/553 with a 5.1.x status
 bounced. A message larger than the server's advertised SIZE fails without being sent.
+Opening a session: a 4xx at the greeting, EHLO, STARTTLS or AUTH raises TransportTemporaryError
+(refused for now: the campaign retries that connection), a 5xx, a failed certificate check or
+refused credentials raise TransportConnectError / TransportAuthError (fix the setting).
 
 The client speaks SMTP over a plain socket instead of smtplib: it avoids smtplib's regex passes
 over every 50 KB message (dot-stuffing is a `bytes.replace` here), and keeps full control of
