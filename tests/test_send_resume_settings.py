@@ -172,6 +172,12 @@ def test_values_given_again_replace_the_stored_ones(started) -> None:
     [row] = campaign_status(config, issue)
     assert (row.campaign.rate, row.campaign.concurrency) == ("100/s", 3)
     assert row.campaign.transport_url == url_without_secrets(server.url())
+    # `--rate none` lifts the stored limit (a bare resume would keep it).
+    result = _invoke(project, "send", str(issue), "--yes", "--rate", "none")
+    assert result.exit_code == 0, result.output
+    [row] = campaign_status(config, issue)
+    assert (row.campaign.rate, row.campaign.concurrency) == (None, 3)
+    assert row.counts.sent == len(READERS)
 
 
 @pytest.mark.parametrize(

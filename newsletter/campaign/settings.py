@@ -22,6 +22,7 @@ from newsletter.transports.base import Transport
 
 TransportSpec = str | Callable[[], Transport] | None
 DEFAULT_CONCURRENCY = 4
+UNLIMITED = "none"  # a rate given as "none": no limit, even when the campaign had one
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,10 @@ def _choice(config: Config, url: str, environ: Mapping[str, str] | None) -> Tran
 
 
 def run_rate(given: Rate | str | None, existing: CampaignRow | None) -> Rate | None:
-    """The rate for this run: the one given, else the campaign's stored one, else none."""
+    """The rate for this run: the one given ("none": no limit), else the campaign's stored one,
+    else no limit."""
     if isinstance(given, str):
-        return parse_rate(given)
+        return None if given.strip().lower() == UNLIMITED else parse_rate(given)
     if given is not None:
         return given
     if existing is not None and existing.rate:

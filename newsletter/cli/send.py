@@ -20,6 +20,7 @@ from newsletter.campaign.recipients import (
     write_json,
     write_table,
 )
+from newsletter.campaign.settings import UNLIMITED
 from newsletter.cli.common import app, reports_errors
 from newsletter.errors import NewsletterError
 
@@ -43,9 +44,11 @@ def _database_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | None:
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | str | None:
     if value is None:
-        return None
+        return None  # not given: the campaign's stored rate when resuming
+    if value.strip().lower() == UNLIMITED:
+        return UNLIMITED
     try:
         return parse_rate(value)
     except NewsletterError as exc:
@@ -77,7 +80,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     metavar="N/UNIT",
     callback=_rate,
     help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h "
-    "(default: when resuming, the campaign's last rate; else no limit).",
+    "(default: when resuming, the campaign's last rate; else no limit; `none`: no limit).",
 )
 @click.option(
     "--concurrency",
@@ -112,7 +115,7 @@ def send(
     list_name: str | None,
     transport: str | None,
     switch_transport: bool,
-    rate: Rate | None,
+    rate: Rate | str | None,
     concurrency: int | None,
     yes: bool,
     include_new: bool,
