@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -252,3 +253,22 @@ def test_the_printed_resume_command_resumes_when_run_verbatim(project: Path) -> 
         counts = server.count_by_recipient()
     assert sorted(counts) == readers and set(counts.values()) == {1}
     assert _outbox_files(project) == [] and _outbox_files(other) == []
+
+
+def test_a_campaign_started_before_transports_were_stored_is_not_switched_silently(
+    started,
+) -> None:
+    """A ledger from before this version has only the transport's description: a resume that
+    would go elsewhere is refused too; the same transport given again resumes."""
+    project, issue, server = started
+    config = load_config(project / "newsletter.yaml")
+    conn = sqlite3.connect(config.database)
+    with conn:
+        conn.execute("UPDATE campaigns SET transport_url = NULL, rate = NULL, concurrency = NULL")
+    conn.close()
+    bare = _invoke(project, "send", str(issue), "--yes")
+    assert bare.exit_code == 1 and "this campaign was sent via smtp://127.0.0.1" in bare.output
+    assert "outbox:" in bare.output and server.messages == [] and _outbox_files(project) == []
+    again = _invoke(project, "send", str(issue), "--yes", "--transport", server.url())
+    assert again.exit_code == 0, again.output
+    assert sorted(r for m in server.messages for r in m.rcpt_tos) == READERS

@@ -51,7 +51,18 @@ def choose_transport(
         probe = transport()
         return TransportChoice(transport, probe.describe(), None)
     configured = transport or config.transport
-    if stored is None or url_without_secrets(configured, environ) == stored:
+    if stored is None:
+        choice = _choice(config, configured, environ)
+        legacy = existing.transport if existing is not None else None
+        if legacy and legacy != choice.description and not switch:
+            # Started before the URL was stored: only its description is known.
+            raise CampaignError(
+                f"this campaign was sent via {legacy}, and the transport chosen now is "
+                f"{choice.description}: give the campaign's transport URL with --transport to "
+                "resume, or add --switch-transport to switch"
+            )
+        return choice
+    if url_without_secrets(configured, environ) == stored:
         return _choice(config, configured, environ)
     if switch:
         choice = _choice(config, configured, environ)
