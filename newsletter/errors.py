@@ -14,6 +14,7 @@
     └── TransportError              delivery machinery failed as a whole (not one recipient)
         ├── TransportConfigError    bad transport URL, missing secret: fix the configuration
         ├── TransportConnectError   unreachable server, TLS handshake failure
+        │   └── TransportTemporaryError  refused for now (an SMTP 4xx before sending): retry
         └── TransportAuthError      refused login / bad API key
 
 Per-recipient outcomes (a 550 for one address, a 429 for one batch) are not exceptions: transports
@@ -88,6 +89,11 @@ class TransportConfigError(TransportError):
 
 class TransportConnectError(TransportError):
     pass
+
+
+class TransportTemporaryError(TransportConnectError):
+    """The server refused the connection for now (SMTP 4xx at greeting, EHLO, STARTTLS or
+    AUTH: "421 4.7.0 Too many concurrent connections"): try again later, not a wrong setting."""
 
 
 class TransportAuthError(TransportError):

@@ -14,17 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsletter.campaign.connections import close_transports, open_connections
 from newsletter.campaign.ledger import Ledger, Outcome, WorkItem
 from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
 from newsletter.campaign.retry import RetryPolicy
-from newsletter.campaign.runner import (
-    Runner,
-    RunOptions,
-    RunResult,
-    close_transports,
-    open_transports,
-)
+from newsletter.campaign.runner import Runner, RunOptions, RunResult
 from newsletter.db import connect
 from newsletter.subscribers.store import SubscriberStore
 from newsletter.transports.base import DeliveryResult, MessageParts, OutgoingMessage, Transport
@@ -175,7 +170,8 @@ def run(
 ) -> RunResult:
     """One run of the campaign, as `Campaign.run` does it, with a chosen message source."""
     ledger = Ledger(connect(path))
-    transports = open_transports(factory, concurrency)
+    connections = open_connections(factory, concurrency)
+    transports = connections.opened + connections.waiting
     try:
         ledger.begin_run(campaign_id, "recording")
         try:
@@ -183,7 +179,7 @@ def run(
                 ledger,
                 campaign_id,
                 source or PlainMessages(store),  # type: ignore[arg-type]
-                transports,
+                connections.opened,
                 RateLimiter(rate),
                 RunOptions(
                     concurrency=concurrency,
@@ -192,6 +188,8 @@ def run(
                 ),
                 Progress(),
                 stop or threading.Event(),
+                waiting=connections.waiting,
+                connections=connections.stats,
             )
             return runner.run()
         finally:

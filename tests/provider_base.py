@@ -83,6 +83,7 @@ class ProviderServer:
         self.violations: list[str] = []
         self.refused: dict[str, str] = {}  # address -> "invalid" | "inactive"
         self._faults: deque[Fault] = deque()
+        self._check_faults: deque[Fault] = deque()  # for the key checks (GET)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -100,6 +101,11 @@ class ProviderServer:
     ) -> None:
         for _ in range(times):
             self._faults.append(Fault(status, body, dict(headers or {}), stall, process))
+
+    def fail_next_checks(self, status: int, *, times: int = 1, body: Any = None) -> None:
+        """Answer the next `times` key checks (the transports' preflight GET) with `status`."""
+        for _ in range(times):
+            self._check_faults.append(Fault(status, body, {}, 0.0, False))
 
     def refuse(self, address: str, kind: str = "invalid") -> None:
         self.refused[address.lower()] = kind
@@ -142,6 +148,9 @@ class ProviderServer:
         if request.method == "GET":
             with self.lock:
                 self.checks.append(request)
+                check_fault = self._check_faults.popleft() if self._check_faults else None
+            if check_fault is not None:
+                return Reply(check_fault.status, check_fault.body, check_fault.headers)
             try:
                 return self.check(request)
             except Violation as exc:

@@ -31,6 +31,15 @@ sending). `times=N` applies a fault to the first N matching attempts only (per a
 retries can succeed. `server.attempts` counts RCPT attempts per address; `server.connections`
 the TCP connections that sent a RCPT. The server runs in a thread of the test process, so a
 sender in a subprocess (e.g. one killed with SIGKILL) can use `server.url()` as well.
+Session faults refuse a whole connection before any mail, at one stage: the greeting, EHLO (and
+HELO), STARTTLS or AUTH, with a given reply (a 421 also hangs up), for every connection or only
+for those opened while `beyond` others are open (a relay's connection cap), optionally only the
+first `times` of them:
+
+    SmtpServer(session_faults=[session_fault("greeting", "421 4.7.0 Too many concurrent
+               connections", beyond=2)])    # the 3rd and 4th simultaneous connection refused
+    server.refused_sessions                 # how many connections the faults refused
+
 `SmtpServer(tls="implicit")` is an smtps:// server; `data_size_limit=N` advertises SIZE N;
 `pipelining=True` advertises PIPELINING (the client then pipelines MAIL, RCPT and DATA).
 """
@@ -104,6 +113,24 @@ def fault(kind: FaultKind, pattern: str, *, times: int | None = None, delay: flo
     return Fault(pattern, stage, reply, disconnect, delay, times)  # type: ignore[arg-type]
 
 
+SessionStage = Literal["greeting", "ehlo", "starttls", "auth"]
+
+
+@dataclass
+class SessionFault:
+    stage: SessionStage
+    reply: str
+    beyond: int | None = None  # refuse only connections opened while this many are open
+    times: int | None = None  # refuse only this many connections
+    used: int = 0
+
+
+def session_fault(
+    stage: SessionStage, reply: str, *, beyond: int | None = None, times: int | None = None
+) -> SessionFault:
+    return SessionFault(stage, reply, beyond, times)
+
+
 @dataclass
 class Delivered:
     mail_from: str
@@ -118,8 +145,13 @@ class Delivered:
 class RecordingHandler:
     """Accepts everything (except scripted faults) and stores each accepted message."""
 
-    def __init__(self, faults: list[Fault] | None = None) -> None:
+    def __init__(
+        self, faults: list[Fault] | None = None, session_faults: list[SessionFault] | None = None
+    ) -> None:
         self.faults = list(faults or [])
+        self.session_faults = list(session_faults or [])
+        self.open_sessions = 0
+        self.refused_sessions = 0
         self.messages: list[Delivered] = []
         self.attempts: Counter[str] = Counter()
         self.peers: set[object] = set()
@@ -188,7 +220,68 @@ class RecordingHandler:
 
 
 class _FaultySMTP(SMTP):
-    """aiosmtpd's session with one extra fault point: a connection dropped mid-DATA."""
+    """aiosmtpd's session with extra fault points: a connection dropped mid-DATA, and session
+    faults (a refused greeting, EHLO, STARTTLS or AUTH)."""
+
+    _refusal: SessionFault | None = None
+    _counted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        handler = self.event_handler
+        if self._original_transport is None and isinstance(handler, RecordingHandler):
+            with handler.lock:  # a new connection (not the STARTTLS upgrade of one)
+                handler.open_sessions += 1
+                self._counted = True
+                for f in handler.session_faults:
+                    over = f.beyond is None or handler.open_sessions > f.beyond
+                    if over and (f.times is None or f.used < f.times):
+                        f.used += 1
+                        handler.refused_sessions += 1
+                        self._refusal = f
+                        break
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        handler = self.event_handler
+        if self._counted and isinstance(handler, RecordingHandler):
+            with handler.lock:
+                handler.open_sessions -= 1
+            self._counted = False
+        super().connection_lost(error)
+
+    async def _refuse(self, stage: str) -> bool:
+        f = self._refusal
+        if f is None or f.stage != stage:
+            return False
+        await self.push(f.reply)
+        if f.reply.startswith("421"):
+            assert self.transport is not None
+            self.transport.close()
+        return True
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None and self._refusal.stage == "greeting":
+            await self._refuse("greeting")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._refuse("ehlo"):
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._refuse("ehlo"):
+            await super().smtp_HELO(hostname)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if not await self._refuse("starttls"):
+            await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not await self._refuse("auth"):
+            await super().smtp_AUTH(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         handler = self.event_handler
@@ -292,8 +385,11 @@ class SmtpServer:
         data_size_limit: int | None = 33554432,
         handler: RecordingHandler | None = None,
         pipelining: bool = False,
+        session_faults: list[SessionFault] | None = None,
     ) -> None:
-        self.handler = handler or (PipeliningHandler if pipelining else RecordingHandler)(faults)
+        self.handler = handler or (PipeliningHandler if pipelining else RecordingHandler)(
+            faults, session_faults
+        )
         self.tls = tls
         self.auth = auth
         self.host = "127.0.0.1"
@@ -331,6 +427,10 @@ class SmtpServer:
 
     def start(self) -> SmtpServer:
         self.controller.start()
+        with self.handler.lock:  # the controller's own readiness probe is not a client
+            self.handler.refused_sessions = 0
+            for f in self.handler.session_faults:
+                f.used = 0
         return self
 
     def stop(self) -> None:
@@ -370,6 +470,11 @@ class SmtpServer:
     def attempts(self) -> Counter[str]:
         with self.handler.lock:
             return Counter(self.handler.attempts)
+
+    @property
+    def refused_sessions(self) -> int:
+        with self.handler.lock:
+            return self.handler.refused_sessions
 
     @property
     def connections(self) -> int:

@@ -181,6 +181,6 @@ def test_the_question_on_resume_says_how_many_were_sent(cli, project: Path) -> N
     with SubscriberStore.for_config(load_config(project / "newsletter.yaml")) as store:
         store.add("late@example.net")
     result = invoke("send", str(issue), "--include-new", input="y\n")
-    assert "to 1 subscribers of list default via outbox:" in result.output
+    assert "to 1 subscriber of list default via outbox:" in result.output
     assert "(resuming: 3 already sent)?" in result.output
     assert result.exit_code == 0 and "1 sent, 0 failed" in result.output

@@ -13,7 +13,7 @@ from newsletter.campaign.ratelimit import Rate, RateLimiter, parse_rate
 from newsletter.campaign.retry import RetryPolicy
 from newsletter.campaign.send import Campaign, DryRunReport, SendReport, send_issue
 from newsletter.campaign.status import CampaignStatus, campaign_status
-from newsletter.campaign.testcopy import TestSendReport, send_test
+from newsletter.campaign.testcopy import TestCopy, TestSendReport, send_test
 
 __all__ = [
     "Campaign",
@@ -28,6 +28,7 @@ __all__ = [
     "SendReport",
     "StreamProgress",
     "Tally",
+    "TestCopy",
     "TestSendReport",
     "campaign_status",
     "parse_rate",

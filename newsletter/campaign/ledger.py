@@ -65,6 +65,13 @@ MIGRATIONS = [
     CREATE INDEX campaign_recipients_retry ON campaign_recipients (campaign_id, next_try)
         WHERE status = 'deferred';
     """,
+    # How the campaign is sent, so that a bare `send` resumes the same way: the transport URL
+    # without secrets, the rate ("20/s") and the number of connections of the latest run.
+    """
+    ALTER TABLE campaigns ADD COLUMN transport_url TEXT;
+    ALTER TABLE campaigns ADD COLUMN rate TEXT;
+    ALTER TABLE campaigns ADD COLUMN concurrency INTEGER;
+    """,
 ]
 
 STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
@@ -89,10 +96,13 @@ class CampaignRow:
     subject: str
     state: str
     state_reason: str | None
-    transport: str | None
+    transport: str | None  # the description shown to people
     runs: int
     created_at: str
     updated_at: str
+    transport_url: str | None = None  # without secrets; None: not recorded (or a test double)
+    rate: str | None = None  # e.g. "20/s"; None: unlimited
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,17 @@ class Counts:
     @property
     def remaining(self) -> int:
         return self.due + self.inflight + self.deferred
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    """One recipient of a campaign as `status --recipients` shows it."""
+
+    subscriber_id: int
+    status: str  # one of STATUSES
+    attempts: int  # tries over all runs
+    reply: str  # the last server/provider reply, or why the row was skipped
+    time: str  # ISO 8601 UTC: when it was sent, else the last change ('' if never tried)
 
 
 @dataclass(frozen=True)
@@ -216,8 +237,18 @@ class Ledger:
                 (state, reason, campaign_id),
             )
 
-    def begin_run(self, campaign_id: int, transport: str) -> None:
-        """Take ownership of the campaign for this process and make leftovers retryable.
+    def begin_run(
+        self,
+        campaign_id: int,
+        transport: str,
+        *,
+        transport_url: str | None = None,
+        rate: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        """Take ownership of the campaign for this process, remember how it is sent (transport
+        URL without secrets, rate, concurrency: what a bare resume uses), and make leftovers
+        retryable.
 
         Refuses when another live process is sending it: two senders would double-send.
         """
@@ -235,8 +266,9 @@ class Ledger:
             self.conn.execute(
                 "UPDATE campaigns SET owner = ?, heartbeat = ?, state = 'sending',"
                 " state_reason = NULL, transport = ?, runs = runs + 1,"
+                " transport_url = COALESCE(?, transport_url), rate = ?, concurrency = ?,"
                 " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
-                (me, time.time(), transport, campaign_id),
+                (me, time.time(), transport, transport_url, rate, concurrency, campaign_id),
             )
             # Deferred rows get a fresh set of in-run retries; rows left in flight by a crash
             # become due again (their Message-ID is deterministic, so a resend is recognisable).
@@ -395,6 +427,32 @@ class Ledger:
             "SELECT * FROM campaign_recipients WHERE campaign_id = ? ORDER BY id", (campaign_id,)
         ).fetchall()
 
+    def iter_recipients(
+        self, campaign_id: int, status: str | None = None
+    ) -> Iterator[RecipientRow]:
+        """Each recipient row of the campaign in snapshot order, optionally of one status,
+        streamed in chunks (for `status --recipients`)."""
+        last = 0
+        where = "" if status is None else " AND status = ?"
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, subscriber_id, status, attempts, reply, sent_at, updated_at"
+                f" FROM campaign_recipients WHERE campaign_id = ? AND id > ?{where}"
+                " ORDER BY id LIMIT ?",
+                (campaign_id, last, *(() if status is None else (status,)), CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1]["id"]
+            for r in rows:
+                yield RecipientRow(
+                    subscriber_id=int(r["subscriber_id"]),
+                    status=r["status"],
+                    attempts=int(r["attempts"]),
+                    reply=r["reply"] or "",
+                    time=r["sent_at"] or r["updated_at"] or "",
+                )
+
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
@@ -457,4 +515,7 @@ def _campaign(row: sqlite3.Row) -> CampaignRow:
         runs=row["runs"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        transport_url=row["transport_url"],
+        rate=row["rate"],
+        concurrency=row["concurrency"],
     )

@@ -19,6 +19,11 @@ class RetryPolicy:
     # A 'retry_after' longer than this leaves the row deferred for the next run instead of
     # keeping the run alive just to wait.
     max_wait: float = 300.0
+    # Every connection refused for now (4xx) at the start of a run: keep trying this long, in
+    # seconds, before giving up with nothing claimed. A connection refused while others work
+    # keeps trying as long as the run lasts, at most `max_connect_delay` apart.
+    connect_patience: float = 60.0
+    max_connect_delay: float = 30.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def delay(self, run_attempt: int, retry_after: float | None = None) -> float:
@@ -29,6 +34,10 @@ class RetryPolicy:
         if retry_after is not None and retry_after > backoff:
             return retry_after + self.rng.uniform(0, min(1.0, retry_after / 10))
         return backoff
+
+    def connect_delay(self, attempt: int) -> float:
+        """Seconds before the `attempt`-th retry (1-based) of a connection refused for now."""
+        return min(self.max_connect_delay, self.delay(attempt))
 
     def retry_in_run(self, run_attempt: int, retry_after: float | None = None) -> bool:
         """Whether a recipient that failed its `run_attempt`-th try gets another in this run."""

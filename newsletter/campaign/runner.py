@@ -10,16 +10,15 @@ a crash leaves at most that many recipients "unknown".
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from newsletter.campaign.connections import ConnectionStats, connect_later
 from newsletter.campaign.ledger import Counts, Ledger, Outcome, WorkItem
 from newsletter.campaign.progress import Progress, Tally
 from newsletter.campaign.ratelimit import RateLimiter
@@ -67,6 +66,7 @@ class RunResult:
     counts: Counts  # the whole campaign after this run
     elapsed: float
     interrupted: bool = False
+    connections: ConnectionStats | None = None  # refusals while connecting, for the summary
 
 
 _STOP = object()
@@ -83,11 +83,20 @@ class Runner:
         options: RunOptions,
         progress: Progress,
         stop: threading.Event,
+        waiting: Sequence[Transport] = (),
+        connections: ConnectionStats | None = None,
     ) -> None:
+        """`transports` are open, one per worker; `waiting` ones were refused for now and get
+        workers that connect with backoff (see `connections.connect_later`) before sending."""
         self.ledger = ledger
         self.campaign_id = campaign_id
         self.source = source
         self.transports = transports
+        self.waiting = list(waiting)
+        self.connections = connections or ConnectionStats(
+            wanted=len(transports), opened_at_start=len(transports)
+        )
+        self.finished = threading.Event()  # the run is over: waiting workers stop trying
         self.limiter = limiter
         self.options = options
         self.progress = progress
@@ -136,6 +145,10 @@ class Runner:
             threading.Thread(target=self._worker, args=(t,), name=f"send-{i}", daemon=True)
             for i, t in enumerate(self.transports)
         ]
+        threads += [
+            threading.Thread(target=self._waiting_worker, args=(t,), name=f"wait-{i}", daemon=True)
+            for i, t in enumerate(self.waiting)
+        ]
         for t in threads:
             t.start()
         try:
@@ -144,6 +157,7 @@ class Runner:
             self.stop.set()  # a second Ctrl-C or a database error: wake workers, stop at once
             raise
         finally:
+            self.finished.set()
             self._release_queued()
             for _ in threads:
                 self.work.put(_STOP)
@@ -159,7 +173,11 @@ class Runner:
         if counts.remaining == 0:
             self.ledger.set_state(self.campaign_id, "done")
         return RunResult(
-            self.tally, counts, time.monotonic() - started, interrupted=self.stop.is_set()
+            self.tally,
+            counts,
+            time.monotonic() - started,
+            interrupted=self.stop.is_set(),
+            connections=self.connections,
         )
 
     def _loop(self) -> None:
@@ -311,6 +329,10 @@ class Runner:
             self._last_beat = time.monotonic()
 
     # -- worker threads --------------------------------------------------------------------
+    def _waiting_worker(self, transport: Transport) -> None:
+        if connect_later(transport, self.connections, self.options.retry, self.finished):
+            self._worker(transport)
+
     def _worker(self, transport: Transport) -> None:
         while True:
             batch = self.work.get()
@@ -392,39 +414,3 @@ def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[Deliver
     except Exception as exc:  # a bug or an unexpected library error: keep the row retryable
         reply = f"internal error: {type(exc).__name__}: {exc}"
     return [DeliveryResult("deferred", reply) for _ in messages]
-
-
-def open_transports(factory: Callable[[], Transport], concurrency: int) -> list[Transport]:
-    """One opened transport per worker (the same one repeated when it is thread-safe).
-
-    They open in parallel (a remote SMTP login costs round trips); if any fails, those opened
-    are closed and the first error is raised, before anything is claimed or sent.
-    """
-    first = factory()
-    if first.thread_safe:
-        first.open()
-        return [first] * concurrency
-    instances = [first] + [factory() for _ in range(concurrency - 1)]
-    errors: list[BaseException] = []
-
-    def _open(t: Transport) -> bool:
-        try:
-            t.open()
-            return True
-        except BaseException as exc:
-            errors.append(exc)
-            return False
-
-    with ThreadPoolExecutor(max_workers=min(concurrency, 16)) as pool:
-        opened = list(pool.map(_open, instances))
-    if errors:
-        close_transports([t for t, ok in zip(instances, opened, strict=True) if ok])
-        raise errors[0]
-    return instances
-
-
-def close_transports(transports: Sequence[Transport]) -> None:
-    for t in {id(t): t for t in transports}.values():
-        # Closing is best effort: the results are already recorded.
-        with contextlib.suppress(Exception):
-            t.close()

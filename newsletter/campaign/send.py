@@ -8,6 +8,7 @@ marked sent), snapshots the list on first run, and hands over to the runner.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sqlite3
 import threading
@@ -18,27 +19,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsletter.campaign.connections import ConnectionStats, close_transports, open_connections
 from newsletter.campaign.ledger import CampaignRow, Counts, Ledger, WorkItem
 from newsletter.campaign.progress import Progress, Tally
-from newsletter.campaign.ratelimit import Rate, RateLimiter, parse_rate
+from newsletter.campaign.ratelimit import Rate, RateLimiter
 from newsletter.campaign.retry import RetryPolicy
-from newsletter.campaign.runner import (
-    Runner,
-    RunOptions,
-    RunResult,
-    close_transports,
-    open_transports,
+from newsletter.campaign.runner import Runner, RunOptions, RunResult
+from newsletter.campaign.settings import (
+    TransportChoice,
+    TransportSpec,
+    choose_transport,
+    run_concurrency,
+    run_rate,
 )
 from newsletter.campaign.source import SubscriberMessages
-from newsletter.config import Config
+from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused, IssueInvalid
 from newsletter.issue import Issue, load_issue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
 
-TransportSpec = str | Callable[[], Transport] | None
 DEFAULT_LIST = "default"
+
+
+def plural(n: int, word: str) -> str:
+    """'1 message', '2 messages' (English regular plurals only)."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class SendReport:
     elapsed: float
     interrupted: bool
     resume_hint: str
+    connections: ConnectionStats | None = None
 
     @property
     def ok(self) -> bool:
@@ -71,6 +79,9 @@ class SendReport:
             f"{c.sent} sent, {c.deferred} deferred, {c.failed} failed, {c.bounced} bounced, "
             f"{c.due + c.inflight} not yet sent."
         )
+        refused = self.connections.summary() if self.connections else None
+        if refused:
+            lines.append(refused)
         if self.interrupted:
             lines.append(f"Stopped. To resume, run: {self.resume_hint}")
         elif c.deferred:
@@ -92,16 +103,25 @@ class DryRunReport:
     def summary(self) -> str:
         average = self.bytes / self.messages / 1024 if self.messages else 0.0
         text = (
-            f"Dry run: built {self.messages} messages, {self.bytes / 1e6:.1f} MB "
+            f"Dry run: built {plural(self.messages, 'message')}, {self.bytes / 1e6:.1f} MB "
             f"(average {average:.1f} KB) in {self.elapsed:.1f}s; nothing was sent."
         )
         if self.skipped:
-            text += f"\n{self.skipped} subscribers would be skipped (no longer active)."
+            text += f"\n{plural(self.skipped, 'subscriber')} would be skipped (no longer active)."
         if self.failed:
-            text += f"\n{len(self.failed)} messages could not be built:\n" + "\n".join(
-                f"  {f}" for f in self.failed[:20]
+            text += (
+                f"\n{plural(len(self.failed), 'message')} could not be built"
+                " (fix these subscribers' data, or the issue's placeholders):\n"
             )
+            text += "\n".join(f"  {f}" for f in self.failed[:20])
+            if len(self.failed) > 20:
+                text += f"\n  ... and {len(self.failed) - 20:,} more"
         return text
+
+    @property
+    def ok(self) -> bool:
+        """Every message a run would send could be built."""
+        return not self.failed
 
 
 @dataclass
@@ -112,8 +132,7 @@ class Campaign:
     issue: Issue
     issue_path: Path
     list_name: str
-    transport_factory: Callable[[], Transport]
-    transport_description: str
+    transport_choice: TransportChoice
     include_new: bool
     store: Any
     ledger: Ledger
@@ -134,9 +153,11 @@ class Campaign:
         include_new: bool = False,
         environ: Mapping[str, str] | None = None,
         store: Any = None,
+        switch_transport: bool = False,
     ) -> Campaign:
+        """Check the issue, choose the transport (a resume keeps the campaign's own unless
+        `switch_transport`), count who a run would mail; CampaignError when it cannot start."""
         issue = checked_issue(config, issue_path)
-        factory, description = transport_spec(config, transport, environ)
         if store is None:
             from newsletter.subscribers import SubscriberStore
 
@@ -150,6 +171,13 @@ class Campaign:
         else:
             new_members = _count_new(ledger, existing.id, store.iter_member_ids(name))
             pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
+        try:
+            choice = choose_transport(
+                config, transport, existing, switch=switch_transport, environ=environ
+            )
+        except BaseException:
+            ledger.conn.close()
+            raise
         if existing is None and pending == 0:
             raise CampaignError(
                 f"nobody to send to: list '{name}' has no active subscribers "
@@ -160,8 +188,7 @@ class Campaign:
             issue=issue,
             issue_path=Path(issue_path),
             list_name=name,
-            transport_factory=factory,
-            transport_description=description,
+            transport_choice=choice,
             include_new=include_new,
             store=store,
             ledger=ledger,
@@ -174,15 +201,30 @@ class Campaign:
     def subject(self) -> str:
         return self.issue.subject
 
+    @property
+    def transport_factory(self) -> Callable[[], Transport]:
+        return self.transport_choice.factory
+
+    @property
+    def transport_description(self) -> str:
+        return self.transport_choice.description
+
     def question(self) -> str:
         """What to ask before sending."""
         resuming = ""
         if self.existing is not None:
             sent = self.ledger.counts(self.existing.id).sent
             resuming = f" (resuming: {sent} already sent)"
+        via = f" via {self.transport_description}"
+        if self.transport_choice.switching_from:
+            via = (
+                f", switching this campaign's transport from "
+                f"{self.transport_choice.switching_from} to "
+                f"{self.transport_choice.url or self.transport_description}"
+            )
         return (
-            f"Send '{self.subject}' to {self.pending} subscribers of list {self.list_name} "
-            f"via {self.transport_description}{resuming}?"
+            f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of list "
+            f"{self.list_name}{via}{resuming}?"
         )
 
     def nothing_left(self) -> str:
@@ -198,7 +240,14 @@ class Campaign:
 
     @property
     def resume_hint(self) -> str:
-        return f"newsletter send {self.issue_path} --list {self.list_name}"
+        """The command that resumes this campaign as it was sent: the transport, rate and
+        concurrency are stored in the ledger, so only the configuration, issue and list are
+        named (quoted for a POSIX shell)."""
+        words = ["newsletter"]
+        if self.config.path is not None and find_config() != self.config.path.resolve():
+            words += ["--config", str(self.config.path)]
+        words += ["send", str(self.issue_path), "--list", self.list_name]
+        return shlex.join(words)
 
     def template(self, *, test: bool = False) -> Any:
         from newsletter.message import MessageTemplate
@@ -226,32 +275,47 @@ class Campaign:
         self,
         *,
         rate: Rate | str | None = None,
-        concurrency: int = 4,
+        concurrency: int | None = None,
         progress: Progress | None = None,
         retry: RetryPolicy | None = None,
         max_failures_in_a_row: int = 50,
         stop: threading.Event | None = None,
         handle_sigint: bool = False,
     ) -> SendReport:
-        """Send to everyone due; `stop` (or Ctrl-C with `handle_sigint`) ends it cleanly."""
-        if concurrency < 1:
-            raise CampaignError("concurrency must be at least 1")
+        """Send to everyone due; `stop` (or Ctrl-C with `handle_sigint`) ends it cleanly.
+
+        `rate` and `concurrency` default to the campaign's stored ones (else unlimited, 4).
+        """
+        concurrency = run_concurrency(concurrency, self.existing)
+        run_limit = run_rate(rate, self.existing)
         options = RunOptions(
             concurrency=concurrency,
             retry=retry or RetryPolicy(),
             max_failures_in_a_row=max_failures_in_a_row,
         )
-        limiter = RateLimiter(parse_rate(rate) if isinstance(rate, str) else rate)
+        limiter = RateLimiter(run_limit)
         source = self.messages()  # compiles the issue: a theme error stops us before sending
         progress = progress or Progress()
         stop = stop or threading.Event()
-        transports = open_transports(self.transport_factory, concurrency)
+        # Opened before the campaign is created or anyone claimed: a permanent refusal, or every
+        # connection refused for too long, stops here with nothing recorded.
+        connections = open_connections(self.transport_factory, concurrency, options.retry, stop)
+        transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
             runner = Runner(
-                self.ledger, campaign.id, source, transports, limiter, options, progress, stop
+                self.ledger,
+                campaign.id,
+                source,
+                connections.opened,
+                limiter,
+                options,
+                progress,
+                stop,
+                waiting=connections.waiting,
+                connections=connections.stats,
             )
-            result = self._run(campaign.id, runner, handle_sigint)
+            result = self._run(campaign.id, runner, handle_sigint, run_limit, concurrency)
         finally:
             close_transports(transports)
         return SendReport(
@@ -261,10 +325,24 @@ class Campaign:
             elapsed=result.elapsed,
             interrupted=result.interrupted,
             resume_hint=self.resume_hint,
+            connections=result.connections,
         )
 
-    def _run(self, campaign_id: int, runner: Runner, handle_sigint: bool) -> RunResult:
-        self.ledger.begin_run(campaign_id, self.transport_description)
+    def _run(
+        self,
+        campaign_id: int,
+        runner: Runner,
+        handle_sigint: bool,
+        rate: Rate | None,
+        concurrency: int,
+    ) -> RunResult:
+        self.ledger.begin_run(
+            campaign_id,
+            self.transport_description,
+            transport_url=self.transport_choice.url,
+            rate=str(rate) if rate is not None else None,
+            concurrency=concurrency,
+        )
         try:
             counts = self.ledger.counts(campaign_id)
             runner.progress.start(counts.remaining, f"'{self.subject}' to list {self.list_name}")
@@ -305,18 +383,24 @@ class Campaign:
         else:
             ids = self.ledger.iter_pending_subscribers(self.existing.id)
         count = size = skipped = 0
-        failed: list[str] = []
+        failed: list[str] = []  # "email: why", for the summary
         for chunk in _chunked(ids, 500):
             items = [WorkItem(i, sid, "due", 0, 0) for i, sid in enumerate(chunk)]
             messages, outcomes = source.build(items)
             for message in messages:
                 count += 1
                 size += len(message.data)
+            broken = []
             for outcome in outcomes:
                 if outcome.status == "skipped":
                     skipped += 1
                 else:
-                    failed.append(f"subscriber {chunk[outcome.row_id]}: {outcome.reply}")
+                    broken.append((chunk[outcome.row_id], outcome.reply))
+            if broken:
+                people = self.store.get_many([sid for sid, _ in broken])
+                for sid, reply in broken:
+                    who = people.get(sid)
+                    failed.append(f"{who.email if who else f'subscriber {sid}'}: {reply}")
         return DryRunReport(count, size, skipped, failed, time.monotonic() - started)
 
     def close(self) -> None:
@@ -373,12 +457,13 @@ def send_issue(
     transport: TransportSpec = None,
     include_new: bool = False,
     rate: Rate | str | None = None,
-    concurrency: int = 4,
+    concurrency: int | None = None,
     progress: Progress | None = None,
     retry: RetryPolicy | None = None,
     max_failures_in_a_row: int = 50,
     stop: threading.Event | None = None,
     environ: Mapping[str, str] | None = None,
+    switch_transport: bool = False,
 ) -> SendReport:
     """Send (or resume sending) an issue to a list, without asking; see `Campaign`."""
     campaign = Campaign.prepare(
@@ -388,6 +473,7 @@ def send_issue(
         transport=transport,
         include_new=include_new,
         environ=environ,
+        switch_transport=switch_transport,
     )
     try:
         return campaign.run(

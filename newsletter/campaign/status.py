@@ -35,7 +35,8 @@ class CampaignStatus:
             f"bounced {c.bounced}, {inflight_label} {c.inflight}, skipped {c.skipped} "
             f"(of {c.total})",
             f"  started {row.created_at}, last change {row.updated_at}, runs {row.runs}, "
-            f"via {row.transport or '-'}",
+            f"via {row.transport_url or row.transport or '-'}, rate {row.rate or 'unlimited'}"
+            + (f", concurrency {row.concurrency}" if row.concurrency else ""),
         ]
         return "\n".join(lines)
 

@@ -1,9 +1,9 @@
-"""`newsletter send ISSUE --test ADDR`: one copy, subject prefixed [TEST], nothing recorded."""
+"""`newsletter send ISSUE --test ADDR [--test ADDR2...]`: one [TEST] copy each, nothing recorded."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,36 +14,76 @@ from newsletter.errors import CampaignError
 
 
 @dataclass(frozen=True)
-class TestSendReport:
-    address: str
-    subject: str
-    transport: str
+class TestCopy:
+    """What happened to one test copy."""
+
+    address: str  # normalised
+    subject: str  # as this recipient sees it, "[TEST] ..."
+    status: str  # the transport's result: sent, deferred, failed, bounced
     reply: str
     message_id: str
 
+    @property
+    def ok(self) -> bool:
+        return self.status == "sent"
+
+
+@dataclass(frozen=True)
+class TestSendReport:
+    copies: list[TestCopy]  # one per address, in the order given
+    transport: str
+
+    @property
+    def ok(self) -> bool:
+        """Every copy was accepted by the transport."""
+        return all(c.ok for c in self.copies)
+
+    @property
+    def subject(self) -> str:
+        return self.copies[0].subject
+
+    @property
+    def address(self) -> str:
+        return self.copies[0].address
+
     def summary(self) -> str:
-        return (
-            f"Test message '{self.subject}' sent to {self.address} via {self.transport} "
-            f"({self.reply or 'accepted'})."
-        )
+        """One line per copy, naming its address and what the transport said."""
+        lines = []
+        for c in self.copies:
+            if c.ok:
+                lines.append(
+                    f"Test message '{c.subject}' sent to {c.address} via {self.transport} "
+                    f"({c.reply or 'accepted'})."
+                )
+            else:
+                lines.append(
+                    f"Test message to {c.address} was NOT accepted via {self.transport} "
+                    f"({c.status}: {c.reply})."
+                )
+        return "\n".join(lines)
 
 
 def send_test(
     config: Config,
     issue_path: str | Path,
-    address: str,
+    addresses: str | Sequence[str],
     *,
     transport: TransportSpec = None,
     environ: Mapping[str, str] | None = None,
 ) -> TestSendReport:
-    """One copy to `address`, subject prefixed [TEST]; no campaign, nothing recorded."""
+    """One copy to each address (subject prefixed [TEST]) over one opened transport; no
+    campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
+    sent; a copy the transport does not accept is reported in the result (`ok` False)."""
     from newsletter.message import MessageTemplate
     from newsletter.render import compile_issue
     from newsletter.subscribers.address import normalize_email
 
+    wanted = [addresses] if isinstance(addresses, str) else list(addresses)
+    if not wanted:
+        raise CampaignError("no test address given")
+    emails = list(dict.fromkeys(normalize_email(a) for a in wanted))
     issue = checked_issue(config, issue_path)
     factory, description = transport_spec(config, transport, environ)
-    email = normalize_email(address)
     compiled = compile_issue(issue, config)
     template = MessageTemplate(
         compiled,
@@ -52,17 +92,23 @@ def send_test(
         dkim=dkim_signer(config),
         test=True,
     )
-    recipient = _test_recipient(config, email)
     # A test copy has no subscriber behind it: its unsubscribe link points at the page but
     # carries no valid token, so clicking it changes nothing.
     url = f"{config.base_url}/unsubscribe/test"
-    message = template.outgoing(0, recipient, url, email)
+    outgoing = []
+    for key, email in enumerate(emails):
+        recipient = _test_recipient(config, email)
+        subject = template.subject_for(compiled.values_for(recipient, url))
+        outgoing.append((template.outgoing(key, recipient, url, email), subject))
     with factory() as opened:
-        result = opened.send([message])[0]
-    if result.status != "sent":
-        raise CampaignError(f"the test message to {email} was not accepted: {result.reply}")
-    subject = template.subject_for(compiled.values_for(recipient, url))
-    return TestSendReport(email, subject, description, result.reply, message.message_id)
+        results = []
+        for message, _ in outgoing:  # one at a time: SMTP takes one message per call
+            results += opened.send([message])
+    copies = [
+        TestCopy(email, subject, result.status, result.reply, message.message_id)
+        for email, (message, subject), result in zip(emails, outgoing, results, strict=True)
+    ]
+    return TestSendReport(copies, description)
 
 
 def _test_recipient(config: Config, email: str) -> Any:

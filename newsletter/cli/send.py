@@ -13,6 +13,14 @@ import click
 
 from newsletter.campaign import Campaign, StreamProgress, campaign_status, parse_rate, send_test
 from newsletter.campaign.ratelimit import Rate
+from newsletter.campaign.recipients import (
+    STATES,
+    recipient_statuses,
+    write_csv,
+    write_json,
+    write_table,
+)
+from newsletter.campaign.settings import UNLIMITED
 from newsletter.cli.common import app, reports_errors
 from newsletter.errors import NewsletterError
 
@@ -36,9 +44,11 @@ def _database_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | None:
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | str | None:
     if value is None:
-        return None
+        return None  # not given: the campaign's stored rate when resuming
+    if value.strip().lower() == UNLIMITED:
+        return UNLIMITED
     try:
         return parse_rate(value)
     except NewsletterError as exc:
@@ -53,22 +63,32 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     metavar="URL",
     help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host, "
     "sendgrid:, mailgun:DOMAIN?region=eu, postmark:?stream=broadcast, ses:REGION, resend: "
-    "(default: `transport:` in newsletter.yaml / NEWSLETTER_TRANSPORT). Secrets come from the "
+    "(default: when resuming, the transport the campaign was started with; else `transport:` "
+    "in newsletter.yaml / NEWSLETTER_TRANSPORT). Secrets come from the "
     "environment: NEWSLETTER_SMTP_PASSWORD, SENDGRID_API_KEY, MAILGUN_API_KEY, "
     "POSTMARK_SERVER_TOKEN, RESEND_API_KEY, AWS credentials.",
+)
+@click.option(
+    "--switch-transport",
+    is_flag=True,
+    help="When resuming, send the rest through --transport (or the configured transport) "
+    "instead of the one the campaign was started with. Without it such a change is refused; "
+    "--yes alone never switches.",
 )
 @click.option(
     "--rate",
     metavar="N/UNIT",
     callback=_rate,
-    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h.",
+    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h "
+    "(default: when resuming, the campaign's last rate; else no limit; `none`: no limit).",
 )
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    default=4,
-    show_default=True,
-    help="Messages sent in parallel (SMTP: connections).",
+    default=None,
+    help="Messages sent in parallel (SMTP: connections; default: when resuming, the "
+    "campaign's last value; else 4). A relay refusing connections with 4xx is retried; the "
+    "summary says when a lower value would do.",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -76,37 +96,63 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     is_flag=True,
     help="When resuming, also send to subscribers who joined the list since the first run.",
 )
-@click.option("--test", "test_address", metavar="ADDR", help="Send one [TEST] copy to ADDR only.")
-@click.option("--dry-run", is_flag=True, help="Build every message, send nothing, report.")
+@click.option(
+    "--test",
+    "test_addresses",
+    metavar="ADDR",
+    multiple=True,
+    help="Send one [TEST] copy to ADDR only (repeat for several addresses); nothing recorded.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Build every message, send nothing, report; exit status 1 if any could not be built.",
+)
 @reports_errors
 @_database_errors
 def send(
     issue: Path,
     list_name: str | None,
     transport: str | None,
-    rate: Rate | None,
-    concurrency: int,
+    switch_transport: bool,
+    rate: Rate | str | None,
+    concurrency: int | None,
     yes: bool,
     include_new: bool,
-    test_address: str | None,
+    test_addresses: tuple[str, ...],
     dry_run: bool,
 ) -> None:
     """Send ISSUE to a subscriber list (running it again resumes).
 
     Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
-    Ctrl-C stops after the messages in flight; the same command resumes.
+    The first run stores the transport, rate and concurrency: a bare `newsletter send ISSUE`
+    resumes with them. Ctrl-C stops after the messages in flight and prints the command that
+    resumes.
     """
     config = app().config
-    if test_address:
-        click.echo(send_test(config, issue, test_address, transport=transport).summary())
+    if test_addresses:
+        report = send_test(config, issue, list(test_addresses), transport=transport)
+        click.echo(report.summary())
+        if not report.ok:
+            raise SystemExit(1)
         return
     campaign = Campaign.prepare(
-        config, issue, list_name=list_name, transport=transport, include_new=include_new
+        config,
+        issue,
+        list_name=list_name,
+        transport=transport,
+        include_new=include_new,
+        switch_transport=switch_transport,
     )
     try:
+        if campaign.transport_choice.note:
+            click.echo(campaign.transport_choice.note, err=True)
         if dry_run:
-            click.echo(campaign.dry_run().summary())
+            dry = campaign.dry_run()
+            click.echo(dry.summary())
+            if not dry.ok:
+                raise SystemExit(1)
             return
         if campaign.new_members and not include_new:
             click.echo(
@@ -137,11 +183,54 @@ def send(
 
 @click.command()
 @click.argument("issue")
+@click.option(
+    "--recipients",
+    "state",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    type=click.Choice(STATES),
+    metavar="[STATE]",
+    help="List each recipient (email, state, attempts, last reply, time), or only those in "
+    f"STATE: {', '.join(STATES)}.",
+)
+@click.option(
+    "--list",
+    "list_name",
+    metavar="L",
+    help="With --recipients: the campaign of list L (needed when the issue went to several).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "csv", "json"]),
+    default="text",
+    show_default=True,
+    help="With --recipients: csv (spreadsheet-safe) or json for tools.",
+)
 @reports_errors
 @_database_errors
-def status(issue: str) -> None:
+def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
-    unknown (in flight when a run died) and skipped."""
+    unknown (in flight when a run died) and skipped; with --recipients, who and why."""
+    if state is not None:
+        campaign, rows = recipient_statuses(app().config, issue, list_name=list_name, state=state)
+        out = sys.stdout
+        if fmt == "json":
+            count = write_json(out, campaign, rows)
+        elif fmt == "csv":
+            count = write_csv(out, rows)
+        else:
+            count = write_table(out, rows)
+        if fmt == "text":
+            click.echo(
+                f"{count} recipient{'s' if count != 1 else ''} of '{campaign.issue_slug}' on "
+                f"list {campaign.list_name}" + ("" if state == "all" else f" in state {state}"),
+                err=True,
+            )
+        return
+    if list_name is not None or fmt != "text":
+        raise click.UsageError("--list and --format go with --recipients")
     found = campaign_status(app().config, issue)
     if not found:
         click.echo(f"No campaign for {issue} yet.")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from newsletter.errors import TransportConfigError
 
@@ -58,6 +60,31 @@ def redact_secrets(text: str, environ: Mapping[str, str] | None = None) -> str:
         if len(value) >= 4 and value in text:
             text = text.replace(value, f"[{name}]")
     return text
+
+
+_SECRET_PARAM = re.compile(r"pass|secret|key|token|auth|sig|credential", re.I)
+
+
+def url_without_secrets(url: str, environ: Mapping[str, str] | None = None) -> str:
+    """The transport URL as it may be stored and shown: a userinfo password and any
+    secret-looking query parameter (password, key, token, secret, auth, signature...) removed,
+    the values of secret environment variables masked. Unchanged when there is nothing to strip.
+
+    Our transports refuse secrets in URLs already; this keeps a stored campaign safe anyway.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", "@", 1)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return redact_secrets(url, environ)
+    kept = [(k, v) for k, v in query if not _SECRET_PARAM.search(k)]
+    if netloc != parts.netloc or len(kept) != len(query):
+        qs = "&".join(f"{k}={v}" for k, v in kept)  # readable: no percent-encoding of paths
+        url = urlunsplit((parts.scheme, netloc, parts.path, qs, parts.fragment))
+    return redact_secrets(url, environ)
 
 
 def scheme_of(url: str) -> str:

@@ -34,6 +34,7 @@ from newsletter.errors import (
     TransportAuthError,
     TransportConfigError,
     TransportConnectError,
+    TransportTemporaryError,
 )
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
 
@@ -307,8 +308,12 @@ class HttpApiTransport(Transport):
     def check(self, path: str, **kwargs: Any) -> ApiReply:
         """A preflight GET; no answer at all stops the run (the endpoint is wrong or down)."""
         reply = self.request("GET", path, **kwargs)
-        if isinstance(reply, str):
-            raise TransportConnectError(f"{reply}; check the endpoint or try again later")
+        if isinstance(reply, str):  # reached, then no answer in time: for now, not for good
+            raise TransportTemporaryError(f"{reply}; check the endpoint or try again later")
+        if reply.status == 429 or reply.status >= 500:
+            raise TransportTemporaryError(
+                f"{self.provider} answered {self.reply_text(reply)}; try again later"
+            )
         return reply
 
     def close(self) -> None:

@@ -9,6 +9,9 @@ One instance is one persistent connection (the runner gives each worker its own)
 for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
 2xx sent, 4xx or a connection problem deferred, 5xx failed, 550/551/553 with a 5.1.x status
 bounced. A message larger than the server's advertised SIZE fails without being sent.
+Opening a session: a 4xx at the greeting, EHLO, STARTTLS or AUTH raises TransportTemporaryError
+(refused for now: the campaign retries that connection), a 5xx, a failed certificate check or
+refused credentials raise TransportConnectError / TransportAuthError (fix the setting).
 
 The client speaks SMTP over a plain socket instead of smtplib: it avoids smtplib's regex passes
 over every 50 KB message (dot-stuffing is a `bytes.replace` here), and keeps full control of
@@ -31,6 +34,7 @@ from newsletter.errors import (
     TransportAuthError,
     TransportConfigError,
     TransportConnectError,
+    TransportTemporaryError,
 )
 from newsletter.mime import DotSafeBytes
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Status, Transport
@@ -234,7 +238,7 @@ class SmtpTransport(Transport):
                 "check the host and port in the transport URL"
             ) from None
         except SmtpReplyError as exc:
-            raise TransportConnectError(f"SMTP server {where} refused the session: {exc}") from None
+            raise _refused(where, "greeting", exc) from None
         try:
             self._start_session(conn, context)
         except BaseException:
@@ -266,6 +270,8 @@ class SmtpTransport(Transport):
                 f"SMTP server {where} dropped the connection: {exc}"
             ) from None
         except SmtpReplyError as exc:
+            if 400 <= exc.code < 500:  # 421 too many connections, 454 try AUTH later...
+                raise _refused(where, conn.stage, exc) from None
             if conn.authenticating and exc.text.startswith("the server offers no AUTH"):
                 raise TransportAuthError(
                     f"SMTP server {where} does not offer login ({exc.text}); remove the user "
@@ -276,7 +282,7 @@ class SmtpTransport(Transport):
                     f"SMTP login as {s.user!r} at {where} was refused ({exc}); "
                     f"check the user name and {PASSWORD_ENV}"
                 ) from None
-            raise TransportConnectError(f"SMTP server {where} refused the session: {exc}") from None
+            raise _refused(where, conn.stage, exc) from None
 
     # --- sending --------------------------------------------------------------------------
 
@@ -339,6 +345,7 @@ class _Connection:
         self.extensions: dict[str, str] = {}
         self.size_limit = 0
         self.authenticating = False
+        self.stage = "greeting"  # the session step in progress, for error messages
         self.last_lines: list[str] = []
 
     @classmethod
@@ -412,11 +419,14 @@ class _Connection:
     # --- session --------------------------------------------------------------------------
 
     def ehlo(self, name: str) -> None:
+        self.stage = "EHLO"
         code, text = self.command(f"EHLO {name}")
+        if 400 <= code < 500:  # refused for now: HELO would get the same answer
+            raise SmtpReplyError(code, text)
         if code != 250:
-            code, text = self.command(f"HELO {name}")
-            if code != 250:
-                raise SmtpReplyError(code, text)
+            helo_code, helo_text = self.command(f"HELO {name}")
+            if helo_code != 250:  # the EHLO refusal is the one that explains
+                raise SmtpReplyError(code, f"{text} (then HELO: {helo_code} {helo_text})")
             self.extensions = {}
             return
         self.extensions = _parse_ehlo(self.last_lines)
@@ -424,6 +434,7 @@ class _Connection:
         self.size_limit = int(size) if size.isdigit() else 0
 
     def starttls(self, context: ssl.SSLContext, host: str) -> None:
+        self.stage = "STARTTLS"
         code, text = self.command("STARTTLS")
         if code != 220:
             raise SmtpReplyError(code, text)
@@ -432,6 +443,7 @@ class _Connection:
 
     def login(self, user: str, password: str) -> None:
         mechanisms = self.extensions.get("auth", "").upper().split()
+        self.stage = "AUTH"
         self.authenticating = True
         if "PLAIN" in mechanisms:
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
@@ -531,6 +543,15 @@ def _parse_ehlo(lines: list[str]) -> dict[str, str]:
         if keyword:
             out[keyword.lower()] = params
     return out
+
+
+def _refused(where: str, stage: str, exc: SmtpReplyError) -> TransportConnectError:
+    """A refused session step: 4xx is for now (TransportTemporaryError: retried), 5xx for good."""
+    if 400 <= exc.code < 500:
+        return TransportTemporaryError(
+            f"SMTP server {where} refused the connection for now at {stage}: {exc}"
+        )
+    return TransportConnectError(f"SMTP server {where} refused the session at {stage}: {exc}")
 
 
 def _untrusted_certificate(where: str, exc: ssl.SSLCertVerificationError) -> TransportConnectError:
