@@ -1,0 +1,37 @@
+"""Commands of the publishing area: `newsletter publish`, `newsletter unpublish`."""
+
+from __future__ import annotations
+
+import click
+
+from newsletter.cli.common import app, reports_errors
+
+
+@click.command("publish")
+@click.argument("issue")
+@reports_errors
+def publish(issue: str) -> None:
+    """Serve ISSUE's web version at /issues/<slug>/ (ISSUE: the issue file or its slug).
+
+    Issues sent to a list are published already; this publishes one before (or without)
+    sending it. An issue with `check` errors is refused. Nothing unpublished is ever served.
+    """
+    from newsletter.publishing import publish_issue
+
+    click.echo(publish_issue(app().config, issue, published=True).summary())
+
+
+@click.command("unpublish")
+@click.argument("issue")
+@reports_errors
+def unpublish(issue: str) -> None:
+    """Stop serving ISSUE's web version (ISSUE: the issue file or its slug), even if sent.
+
+    /issues/<slug>/ then answers 404, exactly like a page that never existed.
+    """
+    from newsletter.publishing import publish_issue
+
+    click.echo(publish_issue(app().config, issue, published=False).summary())
+
+
+commands: list[click.Command] = [publish, unpublish]
