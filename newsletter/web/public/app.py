@@ -47,6 +47,7 @@ from newsletter.subscribers.confirmation import send_confirmation
 from newsletter.subscribers.model import format_timestamp
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.web.public.guard import (
+    BODY_TIMEOUT,
     FormTokens,
     cross_site,
     endpoint,
@@ -93,6 +94,7 @@ class PublicSite:
         *,
         rate_limit: tuple[int, float] = (5, 600.0),
         signup_min_seconds: float = SIGNUP_MIN_SECONDS,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         from newsletter.render.theme import environment
 
@@ -107,6 +109,7 @@ class PublicSite:
         self.limiter = RateLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
+        self.body_timeout = body_timeout
         self.pages = environment(config)
         self.prefix = urlsplit(config.base_url).path.rstrip("/")
         self._issues: dict[Path, IssuePage] = {}
@@ -191,7 +194,7 @@ class PublicSite:
 
     async def unsubscribe(self, request: Request) -> Response:
         token = request.path_params["token"]
-        form = await read_form(request)
+        form = await read_form(request, timeout=self.body_timeout)
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if token == TEST_COPY_TOKEN:
             if one_click:
@@ -248,7 +251,7 @@ class PublicSite:
             response = self.page("rate-limited", 429)
             response.headers["Retry-After"] = str(int(wait) + 1)
             return response
-        form = await read_form(request)
+        form = await read_form(request, timeout=self.body_timeout)
         email = str(form.get("email", ""))[:400]
         name = str(form.get("name", ""))[:400]
         list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
@@ -389,12 +392,19 @@ def create_app(
     *,
     rate_limit: tuple[int, float] = (5, 600.0),
     signup_min_seconds: float = SIGNUP_MIN_SECONDS,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """The public web app for `config` (its database, base_url, issues/ folder, transport).
 
     `rate_limit` is (sign-ups, seconds) allowed per client address on POST /subscribe;
-    `signup_min_seconds` the least time every sign-up answer takes (hides what happened)."""
-    site = PublicSite(config, rate_limit=rate_limit, signup_min_seconds=signup_min_seconds)
+    `signup_min_seconds` the least time every sign-up answer takes (hides what happened);
+    `body_timeout` the seconds a client has to send a whole form body."""
+    site = PublicSite(
+        config,
+        rate_limit=rate_limit,
+        signup_min_seconds=signup_min_seconds,
+        body_timeout=body_timeout,
+    )
 
     def route(path: str, show: Any, act: Any = None) -> Route:
         return Route(path, endpoint(show, act, site.refuse_method))

@@ -62,7 +62,8 @@ def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
 
 
 async def read_form(request: Request, *, timeout: float = BODY_TIMEOUT) -> dict[str, str]:
-    """The posted form fields; {} for a body that is absent, too big, malformed or too slow."""
+    """The posted form fields; {} for a body that is absent, too big, malformed or not complete
+    within `timeout` seconds."""
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_FORM_BYTES:
         return {}  # these forms are tiny: never buffer a large or unbounded body
