@@ -54,9 +54,9 @@ def fuzz_site(tmp_path_factory):
         encoding="utf-8",
     )
     site = populate(load_config(root / "newsletter.yaml"))
-    with running(create_app(site.config, rate_limit=(100_000, 60), signup_min_seconds=0)) as url:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            yield site, client
+    app = create_app(site.config, rate_limit=(100_000, 60), signup_min_seconds=0)
+    with running(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield site, client
 
 
 def tokens(valid: list[str]) -> st.SearchStrategy[str]:

@@ -420,3 +420,81 @@ def test_every_sign_up_answer_takes_the_same_minimum_time(site):
             took[address] = time.monotonic() - started
     assert all(t >= 0.6 for t in took.values()), took
     assert abs(took["known@example.com"] - took["new@example.com"]) < 0.3, took
+
+
+def test_the_confirmation_link_comes_from_base_url_whatever_the_host_header(site, server):
+    hostile = {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    with httpx.Client(headers=hostile) as client:
+        token = form_token(client, server)
+        answer = client.post(
+            server + "/subscribe", data={"email": "h@example.com", "form_token": token}
+        )
+    assert answer.status_code == 200
+    [mail] = _outbox(site)
+    text = mail.get_body(("plain",)).get_content()
+    assert f"{site.config.base_url}/confirm/" in text and "evil" not in mail.as_string()
+
+
+# -- in the browser: the theme's pages, translated, and their buttons ---------------------------
+
+
+@pytest.mark.browser
+def test_translated_pages_from_the_theme_folder_in_the_browser(project, browser):
+    """A `templates:` folder replaces single pages (here two, in German); `lang` follows
+    `language`; the sign-up and the confirmation button work from the pages themselves."""
+    theme = project / "theme" / "pages"
+    theme.mkdir(parents=True)
+    (theme / "subscribe-sent.html").write_text(
+        '{% extends "pages/base.html" %}{% block title %}Bitte Posteingang prüfen{% endblock %}'
+        "{% block content %}<p>Wir haben Ihnen einen Link geschickt.</p>{% endblock %}",
+        encoding="utf-8",
+    )
+    (theme / "confirmed.html").write_text(
+        '{% extends "pages/base.html" %}{% block title %}Sie sind angemeldet{% endblock %}',
+        encoding="utf-8",
+    )
+    path = project / "newsletter.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8") + "language: de\ntemplates: theme\n", encoding="utf-8"
+    )
+    config = load_config(path)
+    with running(create_app(config, signup_min_seconds=0)) as server:
+        page = browser.new_page()
+        try:
+            page.goto(server + "/subscribe")
+            assert page.locator("html").get_attribute("lang") == "de"
+            page.fill("#email", "leser@example.com")
+            page.get_by_role("button", name="Subscribe").click()
+            page.wait_for_selector("text=Bitte Posteingang prüfen")
+            folder = project / "outbox"
+            mails = [
+                email.message_from_bytes(f.read_bytes(), policy=email.policy.default)
+                for f in sorted(folder.glob("*.eml"))
+            ]
+            link = mails[0].get_body(("plain",)).get_content().split("/confirm/")[1].split()[0]  # type: ignore[union-attr]
+            page.goto(f"{server}/confirm/{link}")
+            with SubscriberStore.for_config(config) as store:
+                assert store.get("leser@example.com").status == "pending"  # opening is not enough
+            page.get_by_role("button", name="Confirm my subscription").click()
+            page.wait_for_selector("text=Sie sind angemeldet")
+        finally:
+            page.close()
+    with SubscriberStore.for_config(config) as store:
+        assert store.get("leser@example.com").status == "active"
+
+
+def test_publish_with_db_records_in_that_database(site, runner, tmp_path):
+    from newsletter.db import connect
+    from newsletter.publishing import is_published, published_slugs
+
+    other = tmp_path / "other.db"
+    done = runner.invoke(
+        main, ["--config", str(site.config.path), "publish", PUBLISHED, "--db", str(other)]
+    )
+    assert done.exit_code == 0, done.output
+    conn = connect(other)
+    try:
+        assert is_published(conn, PUBLISHED) and published_slugs(conn) == {PUBLISHED}
+        assert not is_published(conn, DRAFT)
+    finally:
+        conn.close()
