@@ -335,6 +335,7 @@ def _build(
 
 
 _LIST_KEYS = ("public",)
+_LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # as the subscriber store's
 
 
 def _lists(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, ListSettings]:
@@ -352,15 +353,15 @@ def _lists(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, L
             path,
             line(),
         )
-    from newsletter.errors import SubscriberError
-    from newsletter.subscribers.model import check_list_name
-
     out: dict[str, ListSettings] = {}
     for name, settings in raw.items():
-        try:
-            check_list_name(str(name))
-        except SubscriberError as exc:
-            raise ConfigError(f"'lists': {exc}", path, line(str(name), key=True)) from None
+        if not _LIST_NAME.match(str(name)):
+            raise ConfigError(
+                f"'lists': invalid list name {name!r}: use 1-64 letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit",
+                path,
+                line(str(name), key=True),
+            )
         if settings is None:
             settings = {}
         if not isinstance(settings, dict):

@@ -25,6 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -73,6 +74,8 @@ PAGE_HEADERS = {
 }
 ISSUE_MAX_AGE = 300
 SIGNUP_MIN_SECONDS = 1.5  # every sign-up answer takes at least this long (see PublicSite.subscribe)
+SEND_TIMES_KEPT = 20  # recent confirmation sends whose slowest sets the sign-up answer's floor
+SEND_TIME_CAP = 10.0  # seconds: one hung send must not slow every later answer further
 TEST_COPY_TOKEN = "test"  # newsletter send --test puts {base_url}/unsubscribe/test in the copy
 
 
@@ -110,6 +113,7 @@ class PublicSite:
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
         self.body_timeout = body_timeout
+        self._send_times: deque[float] = deque(maxlen=SEND_TIMES_KEPT)  # seconds, recent sends
         self.pages = environment(config)
         self.prefix = urlsplit(config.base_url).path.rstrip("/")
         self._issues: dict[Path, IssuePage] = {}
@@ -234,12 +238,14 @@ class PublicSite:
         return self.subscribe_page(request, list_name)
 
     async def subscribe(self, request: Request) -> Response:
-        """A sign-up. Every answer takes at least `signup_min_seconds`, and the confirmation is
-        sent before answering (so the page can say when it could not be): a known address, for
-        which no email goes out, is then not answered faster than a new one."""
+        """A sign-up. The confirmation is sent before answering (so the page can say when it
+        could not be), and every answer takes at least `signup_min_seconds` or, if longer, as
+        long as the slowest of the last sends: a known address, for which no email goes out,
+        is not answered faster than a new one."""
         started = time.monotonic()
         response = await self._subscribe(request)
-        delay = self.signup_min_seconds - (time.monotonic() - started)
+        floor = max(self.signup_min_seconds, max(self._send_times, default=0.0))
+        delay = floor - (time.monotonic() - started)
         if delay > 0:
             await asyncio.sleep(delay)
         return response
@@ -273,8 +279,13 @@ class PublicSite:
         except SubscriberError as exc:
             error = "name" if "name" in str(exc) and "email" not in str(exc) else "address"
             return self.subscribe_page(request, list_name, 400, email=email, name=name, error=error)
-        if signup is not None and not await run_in_threadpool(self.send_confirmation, signup):
-            return self.page("subscribe-failed", 503)
+        if signup is not None:
+            started = time.monotonic()
+            sent = await run_in_threadpool(self.send_confirmation, signup)
+            # Kept on the event loop's side: only this thread reads and writes _send_times.
+            self._send_times.append(min(time.monotonic() - started, SEND_TIME_CAP))
+            if not sent:
+                return self.page("subscribe-failed", 503)
         return self.page("subscribe-sent")
 
     def send_confirmation(self, signup: SignupRequest) -> bool:
