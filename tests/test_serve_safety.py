@@ -527,3 +527,18 @@ def test_a_slow_mail_server_raises_every_sign_up_answers_floor(project):
                 assert answer.status_code == 200 and "Check your inbox" in answer.text
         assert [m.rcpt_tos for m in smtp.messages] == [["slow@example.com"]]
     assert took["slow@example.com"] >= 1.0 and took["known@example.com"] >= 1.0, took
+
+
+def test_a_confirmation_link_from_before_sign_up_requests_confirms_nobody(site, server):
+    """Old links named a subscriber id under the purpose "confirm"; the same number now names
+    a sign-up request, so such a link must not confirm whoever's request has that number."""
+    from newsletter import tokens
+
+    with SubscriberStore.for_config(site.config) as store:
+        secret = tokens.secret_key(site.config, store.conn)
+    before = dump(site.config.database)
+    for number in range(1, 4):
+        old = tokens.make_token(secret, "confirm", number, issued_at=int(time.time()))
+        answer = httpx.post(f"{server}/confirm/{old}")
+        assert answer.status_code == 400 and "does not work" in answer.text
+    assert dump(site.config.database) == before
