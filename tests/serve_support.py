@@ -18,8 +18,7 @@ from starlette.types import ASGIApp
 
 from newsletter import tokens
 from newsletter.config import Config
-from newsletter.db import connect
-from newsletter.publishing import set_published
+from newsletter.campaign import send_issue
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public import listen, server_config
 
@@ -71,8 +70,8 @@ def dump(database: Path) -> list[str]:
 @dataclass
 class Site:
     """A project whose database has something to lose: an active reader (with her unsubscribe
-    token), a pending sign-up (with its confirmation token), a sent campaign, a published issue
-    and a draft on disk."""
+    token), a pending sign-up (with its confirmation token), a campaign that sent her the
+    published issue, and a draft on disk."""
 
     config: Config
     unsubscribe: str
@@ -93,7 +92,6 @@ def populate(config: Config) -> Site:
         secret = tokens.secret_key(config, store.conn)
         unsubscribe = tokens.make_token(secret, tokens.UNSUBSCRIBE, ada.id)
         confirm = tokens.confirm_url(config, signup.id, secret).rsplit("/", 1)[1]
-        conn = connect(config.database)
-        set_published(conn, PUBLISHED, True)
-        conn.close()
-        return Site(config, unsubscribe, confirm, ada.id, signup.subscriber.id)
+    # Sent to Ada (so published, and the campaign tables have rows to protect too).
+    send_issue(config, config.root / "issues" / f"{PUBLISHED}.yaml", transport="outbox:./sent")
+    return Site(config, unsubscribe, confirm, ada.id, signup.subscriber.id)

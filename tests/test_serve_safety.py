@@ -255,9 +255,9 @@ def test_slow_header_clients_are_dropped_and_others_are_served(site):
 
 
 def test_a_stalled_form_body_is_cut_off_and_changes_nothing(site):
-    before = dump(site.config.database)
     app = create_app(site.config, signup_min_seconds=0, body_timeout=1.0)
     with running(app) as server:
+        before = dump(site.config.database)
         port = int(server.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(
