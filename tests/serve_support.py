@@ -17,8 +17,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from newsletter import tokens
-from newsletter.config import Config
 from newsletter.campaign import send_issue
+from newsletter.config import Config
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public import listen, server_config
 
