@@ -12,6 +12,7 @@ nothing else is public: drafts, skeletons and embargoed files are never served.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,12 @@ class Publication:
     published: bool
     changed: bool
     sent: bool  # the issue was sent to a list (published by that unless unpublished)
+    base_url: str = ""
 
     def summary(self) -> str:
         state = "published" if self.published else "unpublished"
         already = "" if self.changed else "already "
-        where = f" (its web version is served at /issues/{self.slug}/)"
+        where = f" (web version: {self.base_url}/issues/{self.slug}/)"
         if self.published:
             return f"Issue {self.slug} is {already}{state}{where}."
         how = " (it was sent, but its web version is no longer served)" if self.sent else ""
@@ -119,9 +121,10 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
     slug = _resolve(config, issue, need_file=published)
     conn = db.connect(config.database)
     try:
-        return set_published(conn, slug, published)
+        done = set_published(conn, slug, published)
     finally:
         conn.close()
+    return dataclasses.replace(done, base_url=config.base_url)
 
 
 def issue_path(config: Config, slug: str) -> Path | None:

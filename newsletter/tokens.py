@@ -1,12 +1,13 @@
 """Signed tokens for the public links (unsubscribe, confirm) and `unsubscribe_url`.
 
 A token is `<id>.<mac>` or, when it carries its issue time, `<id>.<issued>.<mac>`: the
-subscriber id and issue time (Unix seconds) in base 36, then the first 16 bytes of
-HMAC-SHA256(secret, purpose | id | issued) in URL-safe base64 (22 characters). The purpose is in
-the MAC, not in the token, so a confirm token is worthless as an unsubscribe token and vice
-versa. Unsubscribe tokens carry no time and never expire (old emails must keep working);
-confirmation tokens expire after 7 days. Verification is constant-time and rejects any
-non-canonical spelling, so each (purpose, subscriber) has exactly one valid unsubscribe token.
+subscriber id (for a confirmation: the sign-up request's id) and issue time (Unix seconds) in
+base 36, then the first 16 bytes of HMAC-SHA256(secret, purpose | id | issued) in URL-safe
+base64 (22 characters). The purpose is in the MAC, not in the token, so a confirm token is
+worthless as an unsubscribe token and vice versa. Unsubscribe tokens carry no time and never
+expire (old emails must keep working); confirmation tokens expire after 7 days. Verification is
+constant-time and rejects any non-canonical spelling, so each (purpose, subscriber) has exactly
+one valid unsubscribe token.
 
 `unsubscribe_url` is on the send hot path (once per recipient): a few microseconds.
 """
