@@ -7,6 +7,7 @@ checkout can build and send to the local outbox at once.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -34,6 +35,7 @@ KEYS = (
     "transport",
     "dkim",
     "secret_key",
+    "lists",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -55,6 +57,11 @@ class DkimConfig:
 
 
 @dataclass(frozen=True)
+class ListSettings:
+    public: bool = False  # accepts sign-ups from the public form
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path  # folder holding newsletter.yaml (or the working directory without one)
     path: Path | None  # the newsletter.yaml read, if any
@@ -69,6 +76,17 @@ class Config:
     transport: str
     dkim: DkimConfig | None
     secret_key: str | None
+    # List name -> settings; only `public` lists accept sign-ups from the form (see _lists).
+    lists: Mapping[str, ListSettings] = dataclasses.field(default_factory=dict)
+
+    @property
+    def public_lists(self) -> frozenset[str]:
+        """Lists that accept sign-ups from `newsletter serve`: those declared `public: true`,
+        and the default list unless it is declared `public: false`."""
+        public = {name for name, settings in self.lists.items() if settings.public}
+        if "default" not in self.lists:
+            public.add("default")
+        return frozenset(public)
 
     @property
     def sender_domain(self) -> str:
@@ -156,7 +174,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key == "dkim":
+        if key in ("dkim", "lists"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -312,4 +330,58 @@ def _build(
         transport=text("transport") or DEFAULTS["transport"],
         dkim=dkim_config,
         secret_key=text("secret_key"),
+        lists=_lists(values.get("lists"), path, doc),
     )
+
+
+_LIST_KEYS = ("public",)
+_LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # as the subscriber store's
+
+
+def _lists(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, ListSettings]:
+    """`lists: {weekly: {public: true}, staff: {}}`: validated, with file and line on errors."""
+
+    def line(*keys: str, key: bool = False) -> int | None:
+        return doc.where(("lists", *keys), key=key)[0] if doc is not None else None
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "'lists' must be a mapping of list names to settings, e.g. "
+            "'lists: {weekly: {public: true}}'",
+            path,
+            line(),
+        )
+    out: dict[str, ListSettings] = {}
+    for name, settings in raw.items():
+        if not _LIST_NAME.match(str(name)):
+            raise ConfigError(
+                f"'lists': invalid list name {name!r}: use 1-64 letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit",
+                path,
+                line(str(name), key=True),
+            )
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, dict):
+            raise ConfigError(
+                f"'lists.{name}' must be a mapping such as {{public: true}}", path, line(str(name))
+            )
+        for key, value in settings.items():
+            if key not in _LIST_KEYS:
+                hint = difflib.get_close_matches(str(key), _LIST_KEYS, n=1)
+                suggestion = f" (did you mean 'lists.{name}.{hint[0]}'?)" if hint else ""
+                raise ConfigError(
+                    f"unknown key 'lists.{name}.{key}'{suggestion}",
+                    path,
+                    line(str(name), str(key), key=True),
+                )
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"'lists.{name}.{key}' must be true or false, got {value!r}",
+                    path,
+                    line(str(name), str(key)),
+                )
+        out[str(name)] = ListSettings(public=bool(settings.get("public", False)))
+    return out

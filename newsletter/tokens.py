@@ -1,12 +1,13 @@
 """Signed tokens for the public links (unsubscribe, confirm) and `unsubscribe_url`.
 
 A token is `<id>.<mac>` or, when it carries its issue time, `<id>.<issued>.<mac>`: the
-subscriber id and issue time (Unix seconds) in base 36, then the first 16 bytes of
-HMAC-SHA256(secret, purpose | id | issued) in URL-safe base64 (22 characters). The purpose is in
-the MAC, not in the token, so a confirm token is worthless as an unsubscribe token and vice
-versa. Unsubscribe tokens carry no time and never expire (old emails must keep working);
-confirmation tokens expire after 7 days. Verification is constant-time and rejects any
-non-canonical spelling, so each (purpose, subscriber) has exactly one valid unsubscribe token.
+subscriber id (for a confirmation: the sign-up request's id) and issue time (Unix seconds) in
+base 36, then the first 16 bytes of HMAC-SHA256(secret, purpose | id | issued) in URL-safe
+base64 (22 characters). The purpose is in the MAC, not in the token, so a confirm token is
+worthless as an unsubscribe token and vice versa. Unsubscribe tokens carry no time and never
+expire (old emails must keep working); confirmation tokens expire after 7 days. Verification is
+constant-time and rejects any non-canonical spelling, so each (purpose, subscriber) has exactly
+one valid unsubscribe token.
 
 `unsubscribe_url` is on the send hot path (once per recipient): a few microseconds.
 """
@@ -30,7 +31,10 @@ if TYPE_CHECKING:
     from newsletter.config import Config
 
 UNSUBSCRIBE = "unsubscribe"
-CONFIRM = "confirm"
+# A confirmation token names a sign-up request (subscribers.signup), not a subscriber. Links
+# issued before that change carried subscriber ids under the purpose "confirm": a new purpose
+# makes them fail the MAC instead of naming someone else's sign-up with the same number.
+CONFIRM = "confirm-signup"
 CONFIRM_MAX_AGE = 7 * 24 * 3600
 MIN_SECRET_LENGTH = 16
 MAC_BYTES = 16
@@ -114,11 +118,12 @@ def unsubscribe_url(config: Config, subscriber_id: int, secret: bytes) -> str:
 
 
 def confirm_url(
-    config: Config, subscriber_id: int, secret: bytes, *, issued_at: int | None = None
+    config: Config, signup_id: int, secret: bytes, *, issued_at: int | None = None
 ) -> str:
-    """`{base_url}/confirm/{token}`: the double opt-in link, valid for 7 days."""
+    """`{base_url}/confirm/{token}`: the double opt-in link of one sign-up request (the id from
+    `SubscriberStore.request_subscription`), valid for 7 days."""
     when = int(time.time()) if issued_at is None else int(issued_at)
-    return f"{config.base_url}/confirm/{make_token(secret, CONFIRM, subscriber_id, issued_at=when)}"
+    return f"{config.base_url}/confirm/{make_token(secret, CONFIRM, signup_id, issued_at=when)}"
 
 
 def _mac(secret: bytes, purpose: str, body: str) -> str:

@@ -28,6 +28,8 @@ from starlette.applications import Starlette
 
 from newsletter import tokens
 from newsletter.config import Config, load_config
+from newsletter.db import connect
+from newsletter.publishing import publish_issue, set_published
 from newsletter.subscribers import SubscriberStore, export_csv
 from newsletter.web.public import create_app, listen
 
@@ -84,8 +86,24 @@ def store(config: Config) -> Iterator[SubscriberStore]:
 
 @pytest.fixture
 def server(config: Config, store: SubscriberStore) -> Iterator[str]:
-    with running(create_app(config, rate_limit=(1000, 60))) as url:
+    with running(create_app(config, rate_limit=(1000, 60), signup_min_seconds=0)) as url:
         yield url
+
+
+def sign_up(server: str, **data: str) -> httpx.Response:
+    """What a browser does: load the form (for its anti-CSRF token), then post it."""
+    form = httpx.get(server + "/subscribe")
+    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
+    assert token, form.text
+    return httpx.post(server + "/subscribe", data={"form_token": token.group(1), **data})
+
+
+def confirm_path(config: Config, store: SubscriberStore, email: str, **kwargs: object) -> str:
+    """The confirmation link of a sign-up made through the store's public API."""
+    signup = store.request_subscription(email, name=None, lists=["default"], detail="test")
+    assert signup is not None
+    secret = tokens.secret_key(config, store.conn)
+    return tokens.confirm_url(config, signup.id, secret, **kwargs).removeprefix(config.base_url)
 
 
 def unsubscribe_path(config: Config, store: SubscriberStore, subscriber_id: int) -> str:
@@ -177,9 +195,9 @@ def test_forged_tokens_get_400_and_change_nothing(config, store, server, mangle)
 
 
 def test_cross_purpose_token_is_refused(config, store, server):
-    ada = store.add("ada@example.com", status="pending")
+    confirm = confirm_path(config, store, "ada@example.com").rsplit("/", 1)[1]
+    ada = store.get("ada@example.com")
     secret = tokens.secret_key(config, store.conn)
-    confirm = tokens.confirm_url(config, ada.id, secret).rsplit("/", 1)[1]
     unsubscribe = tokens.unsubscribe_url(config, ada.id, secret).rsplit("/", 1)[1]
     response = httpx.post(
         server + f"/unsubscribe/{confirm}", data={"List-Unsubscribe": "One-Click"}
@@ -214,10 +232,7 @@ def test_unsubscribe_link_of_an_erased_subscriber_is_harmless(config, store, ser
 
 def test_double_opt_in_from_form_to_confirmation_email_to_activation(config, store, server):
     outbox = config.root / "outbox"
-    response = httpx.post(
-        server + "/subscribe",
-        data={"email": "Carol@Example.org", "name": "Carol", "list": "default", "website": ""},
-    )
+    response = sign_up(server, email="Carol@Example.org", name="Carol", list="default", website="")
     assert response.status_code == 200
     assert "Check your inbox" in response.text
     carol = store.get("carol@example.org")
@@ -250,8 +265,8 @@ def test_double_opt_in_from_form_to_confirmation_email_to_activation(config, sto
 def test_already_active_gets_no_second_email_and_same_answer(config, store, server):
     outbox = config.root / "outbox"
     store.add("ada@example.com")
-    active = httpx.post(server + "/subscribe", data={"email": "ada@example.com"})
-    fresh = httpx.post(server + "/subscribe", data={"email": "zed@example.com"})
+    active = sign_up(server, email="ada@example.com")
+    fresh = sign_up(server, email="zed@example.com")
     assert active.status_code == fresh.status_code == 200
     assert active.text == fresh.text
     mails = wait_for_mail(outbox, 1)
@@ -262,50 +277,41 @@ def test_already_active_gets_no_second_email_and_same_answer(config, store, serv
 
 
 def test_honeypot_and_bad_input(config, store, server):
-    bot = httpx.post(
-        server + "/subscribe", data={"email": "bot@example.com", "website": "http://spam"}
-    )
+    bot = sign_up(server, email="bot@example.com", website="http://spam")
     assert bot.status_code == 200 and "Check your inbox" in bot.text
     assert store.get("bot@example.com") is None
-    bad = httpx.post(server + "/subscribe", data={"email": "not an address"})
+    bad = sign_up(server, email="not an address")
     assert bad.status_code == 400 and "valid email address" in bad.text
-    crlf = httpx.post(server + "/subscribe", data={"email": "x@example.com", "name": "A\r\nBcc: v"})
+    crlf = sign_up(server, email="x@example.com", name="A\r\nBcc: v")
     assert crlf.status_code == 400
-    unknown = httpx.post(server + "/subscribe", data={"email": "y@example.com", "list": "nope"})
-    assert unknown.status_code == 400
+    unknown = sign_up(server, email="y@example.com", list="nope")
+    assert unknown.status_code == 400 and "not open for that list" in unknown.text
     assert store.count() == 0
     time.sleep(0.2)
     assert not list((config.root / "outbox").glob("*.eml"))
 
 
 def test_subscribe_rate_limit_per_client(config, store):
-    with running(create_app(config, rate_limit=(2, 60))) as url:
-        codes = [
-            httpx.post(url + "/subscribe", data={"email": f"u{i}@example.com"}).status_code
-            for i in range(4)
-        ]
+    with running(create_app(config, rate_limit=(2, 60), signup_min_seconds=0)) as url:
+        codes = [sign_up(url, email=f"u{i}@example.com").status_code for i in range(4)]
         assert codes == [200, 200, 429, 429]
-        limited = httpx.post(url + "/subscribe", data={"email": "u9@example.com"})
+        limited = sign_up(url, email="u9@example.com")
         assert int(limited.headers["retry-after"]) > 0
     assert store.count() == 2
 
 
 def test_expired_confirmation_link(config, store, server):
-    zed = store.add("zed@example.com", status="pending")
-    secret = tokens.secret_key(config, store.conn)
     old = int(time.time()) - tokens.CONFIRM_MAX_AGE - 60
-    path = tokens.confirm_url(config, zed.id, secret, issued_at=old).removeprefix(config.base_url)
+    path = confirm_path(config, store, "zed@example.com", issued_at=old)
+    zed = store.get("zed@example.com")
     response = httpx.post(server + path)
     assert response.status_code == 400 and "expired" in response.text
     assert store.get_by_id(zed.id).status == "pending"
 
 
 def test_old_confirmation_link_cannot_undo_a_later_unsubscribe(config, store, server):
-    zed = store.add("zed@example.com", status="pending")
-    secret = tokens.secret_key(config, store.conn)
-    path = tokens.confirm_url(
-        config, zed.id, secret, issued_at=int(time.time()) - 3600
-    ).removeprefix(config.base_url)
+    path = confirm_path(config, store, "zed@example.com", issued_at=int(time.time()) - 3600)
+    zed = store.get("zed@example.com")
     store.unsubscribe(zed.id, "cli")
     assert httpx.post(server + path).status_code == 400
     assert store.get_by_id(zed.id).status == "unsubscribed"
@@ -316,6 +322,7 @@ def test_old_confirmation_link_cannot_undo_a_later_unsubscribe(config, store, se
 
 def test_issue_web_version_with_caching_headers(config, server):
     slug = "2026-11-25-microsoft-openai-partnership"
+    publish_issue(config, slug)
     response = httpx.get(f"{server}/issues/{slug}/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -327,7 +334,8 @@ def test_issue_web_version_with_caching_headers(config, server):
     since = httpx.get(f"{server}/issues/{slug}/", headers={"If-Modified-Since": modified})
     assert since.status_code == 304
     redirect = httpx.get(f"{server}/issues/{slug}")
-    assert redirect.status_code == 308 and redirect.headers["location"] == f"/issues/{slug}/"
+    assert redirect.status_code == 308
+    assert redirect.headers["location"] == f"{config.base_url}/issues/{slug}/"
     # Editing the file invalidates the cached page.
     path = next((config.root / "issues").glob("*.yaml"))
     text = path.read_text(encoding="utf-8")
@@ -442,6 +450,9 @@ def test_oversized_or_odd_bodies_still_unsubscribe_safely(config, store, server)
 
 def test_a_broken_issue_file_gets_an_error_page_not_a_traceback(config, server):
     (config.root / "issues" / "broken.yaml").write_text("title: [unclosed\n", encoding="utf-8")
+    conn = connect(config.database)
+    set_published(conn, "broken", True)  # published, then the file broke
+    conn.close()
     response = httpx.get(f"{server}/issues/broken/")
     assert response.status_code == 500
     assert "cannot be shown" in response.text and "Traceback" not in response.text

@@ -39,7 +39,7 @@ def test_open_creates_a_wal_database_and_reopens_it(tmp_path):
         versions = again.conn.execute(
             "SELECT version FROM schema_migrations WHERE component = 'subscribers'"
         ).fetchall()
-        assert [v[0] for v in versions] == [1, 2, 3, 4]
+        assert [v[0] for v in versions] == [1, 2, 3, 4, 5]
 
 
 def test_for_config_uses_the_configured_database(project, monkeypatch):
@@ -212,21 +212,18 @@ def test_erased_id_is_not_reused_even_when_it_was_the_highest(store):
 
 
 def test_request_subscription_and_confirm(store):
-    sub, send = store.request_subscription(
-        "new@example.com", name="New", list_name="default", detail="form"
+    signup = store.request_subscription(
+        "new@example.com", name="New", lists=["default"], detail="form"
     )
-    assert sub.status == "pending" and send is True
-    store.record_event(sub.id, "confirmation_sent")
-    _, send = store.request_subscription(
-        "new@example.com", name=None, list_name="default", detail="form"
-    )
-    assert send is False  # a confirmation went out minutes ago
-    assert store.confirm(sub.id) is True
-    assert store.confirm(sub.id) is False
-    active, send = store.request_subscription(
-        "new@example.com", name=None, list_name="default", detail="form"
-    )
-    assert active.status == "active" and send is False
+    assert signup is not None and signup.subscriber.status == "pending"
+    store.record_event(signup.subscriber.id, "confirmation_sent")
+    again = store.request_subscription("new@example.com", name=None, lists=["default"], detail="f")
+    assert again is None  # a confirmation went out minutes ago
+    assert store.confirm_signup(signup.id).status == "active"
+    assert store.confirm_signup(signup.id).status == "active"  # idempotent
+    assert [e.kind for e in store.events(signup.subscriber.id)].count("confirmed") == 1
+    active = store.request_subscription("new@example.com", name=None, lists=["default"], detail="f")
+    assert active is None  # already active on that list: no email
 
 
 def test_concurrent_writers_on_separate_connections(tmp_path):

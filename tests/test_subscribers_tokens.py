@@ -38,7 +38,7 @@ def test_mac_is_hmac_sha256_over_purpose_and_subscriber():
     long_key = b"k" * 100
     token = tokens.make_token(long_key, tokens.CONFIRM, 5, issued_at=1_800_000_000)
     body, mac = token.rsplit(".", 1)
-    expected = hmac.new(long_key, f"confirm|{body}".encode(), hashlib.sha256).digest()[:16]
+    expected = hmac.new(long_key, f"confirm-signup|{body}".encode(), hashlib.sha256).digest()[:16]
     assert base64.urlsafe_b64decode(mac + "==") == expected
 
 

@@ -25,6 +25,8 @@ COMMAND_MODULES = {
     "preview": "preview",
     "subscribers": "subscribers",
     "serve": "subscribers",
+    "publish": "publish",
+    "unpublish": "publish",
     "send": "send",
     "status": "send",
 }

@@ -284,7 +284,8 @@ def count(list_name: str | None, db: Path | None) -> None:
 @database_errors
 def serve(host: str, port: int, db: Path | None) -> None:
     """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
-    opt-in, and the web versions of issues."""
+    opt-in to the lists declared public, and the web versions of published issues (see
+    `newsletter publish`). Only a POST changes anything; links and redirects use base_url."""
     from newsletter.web.public import serve as run
 
     run(_config(db), host=host, port=port)

@@ -93,7 +93,22 @@ ALTER TABLE subscribers ADD COLUMN origin_kind TEXT;
 ALTER TABLE subscribers ADD COLUMN origin_detail TEXT;
 """
 
-MIGRATIONS: list[Migration] = [_V1, _salt, _key_crc, _ORIGIN]
+# A sign-up from the public form changes nothing on an existing record: what it asks for (lists,
+# name) waits here until its own confirmation link is used (the link names this row).
+_SIGNUPS = """
+CREATE TABLE subscriber_signups (
+    id INTEGER PRIMARY KEY,
+    subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+    name TEXT,
+    lists TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    confirmed_at TEXT
+);
+CREATE INDEX subscriber_signups_by_subscriber ON subscriber_signups (subscriber_id);
+"""
+
+MIGRATIONS: list[Migration] = [_V1, _salt, _key_crc, _ORIGIN, _SIGNUPS]
 
 
 def next_subscriber_id(conn: sqlite3.Connection) -> int:

@@ -49,6 +49,7 @@ from newsletter.subscribers.schema import (
 
 if TYPE_CHECKING:
     from newsletter.config import Config
+    from newsletter.subscribers.signup import SignupRequest
 
 _COLUMNS = "id, email, name, status, fields, created_at, updated_at"
 _BY_KEY = "key_crc = ? AND email_key = ?"
@@ -320,46 +321,21 @@ class SubscriberStore:
         return self._stop(subscriber_id, COMPLAINED, detail, allowed)
 
     def request_subscription(
-        self, email: str, *, name: str | None, list_name: str, detail: str
-    ) -> tuple[Subscriber, bool]:
-        """A sign-up from the public form: returns (subscriber, send a confirmation email?).
+        self, email: str, *, name: str | None, lists: Sequence[str], detail: str
+    ) -> SignupRequest | None:
+        """A sign-up from the public form; the request to confirm by email, or None when no
+        email must go out. See `newsletter.subscribers.signup` for the rules."""
+        from newsletter.subscribers.signup import request_subscription
 
-        New addresses become `pending`. Active ones are left alone and get no second email.
-        Others (pending, unsubscribed, bounced, complained, erased) stay as they are until they
-        confirm; a confirmation is sent at most once per `CONFIRM_RESEND_SECONDS`.
-        """
-        normalized = normalize_email(email)
-        key = email_key(normalized)
-        clean = clean_name(name)
-        list_name = check_list_name(list_name)
-        with self.transaction() as conn:
-            stamp = now()
-            row = conn.execute(
-                f"SELECT id, status FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
-            ).fetchone()
-            if row is None:
-                origin = ("subscribed", detail)
-                subscriber_id = self._insert(
-                    conn, normalized, key, clean, PENDING, {}, stamp, origin
-                )
-                self._join(subscriber_id, [list_name])
-                return self._require(subscriber_id), True
-            subscriber_id = int(row[0])
-            if row[1] == ACTIVE:
-                return self._require(subscriber_id), False
-            self._event(subscriber_id, "subscribe_requested", detail, stamp)
-            self._join(subscriber_id, [list_name])
-            if clean and row[1] == PENDING:
-                conn.execute(
-                    "UPDATE subscribers SET name = ?, updated_at = ? WHERE id = ?",
-                    (clean, stamp, subscriber_id),
-                )
-            recent = conn.execute(
-                "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
-                " AND kind = 'confirmation_sent' AND at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
-                (subscriber_id, f"-{CONFIRM_RESEND_SECONDS} seconds"),
-            ).fetchone()
-            return self._require(subscriber_id), recent is None
+        return request_subscription(self, email, name=name, lists=lists, detail=detail)
+
+    def confirm_signup(
+        self, signup_id: int, *, issued_at: str | None = None, detail: str = ""
+    ) -> Subscriber:
+        """Apply the sign-up request `signup_id` (its confirmation link was used)."""
+        from newsletter.subscribers.signup import confirm_signup
+
+        return confirm_signup(self, signup_id, issued_at=issued_at, detail=detail)
 
     def confirm(
         self, subscriber_id: int, *, issued_at: str | None = None, detail: str = ""
@@ -579,6 +555,3 @@ class SubscriberStore:
             if changed or status != UNSUBSCRIBED:
                 self._event(subscriber_id, status, detail, stamp)
             return changed
-
-
-CONFIRM_RESEND_SECONDS = 600

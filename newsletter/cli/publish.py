@@ -1,0 +1,55 @@
+"""Commands of the publishing area: `newsletter publish`, `newsletter unpublish`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from newsletter.cli.common import app, reports_errors
+from newsletter.config import Config
+
+db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite database (default: `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
+)
+
+
+def _config(db: Path | None) -> Config:
+    config = app().config
+    return dataclasses.replace(config, database=db.resolve()) if db else config
+
+
+@click.command("publish")
+@click.argument("issue")
+@db_option
+@reports_errors
+def publish(issue: str, db: Path | None) -> None:
+    """Serve ISSUE's web version at /issues/<slug>/ (ISSUE: the issue file or its slug).
+
+    Issues sent to a list are published already; this publishes one before (or without)
+    sending it. An issue with `check` errors is refused. Nothing unpublished is ever served.
+    """
+    from newsletter.publishing import publish_issue
+
+    click.echo(publish_issue(_config(db), issue, published=True).summary())
+
+
+@click.command("unpublish")
+@click.argument("issue")
+@db_option
+@reports_errors
+def unpublish(issue: str, db: Path | None) -> None:
+    """Stop serving ISSUE's web version (ISSUE: the issue file or its slug), even if sent.
+
+    /issues/<slug>/ then answers 404, exactly like a page that never existed.
+    """
+    from newsletter.publishing import publish_issue
+
+    click.echo(publish_issue(_config(db), issue, published=False).summary())
+
+
+commands: list[click.Command] = [publish, unpublish]

@@ -1,0 +1,146 @@
+"""Sign-ups from the public form (double opt-in), kept apart from the records they ask to change.
+
+Rules (a stranger may type anyone's address into the form):
+- A new address becomes a `pending` subscriber of the requested lists, with the name given.
+- An existing record is never changed by a sign-up: the lists and name asked for wait in a
+  `subscriber_signups` row, and only that row's own confirmation link applies them. So a stranger
+  cannot rename a pending reader or add lists to their record.
+- Bounced and complained addresses never get a confirmation email from the form; an active
+  reader already on every requested list gets none either; unsubscribed readers may sign up
+  again. At most one confirmation per address per `CONFIRM_RESEND_SECONDS`.
+The caller answers the same in every case, so the form never tells whether an address is known.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from newsletter.errors import SubscriberError
+from newsletter.subscribers.address import email_key, key_crc, normalize_email
+from newsletter.subscribers.model import (
+    ACTIVE,
+    BOUNCED,
+    COMPLAINED,
+    PENDING,
+    STOPPED,
+    Subscriber,
+    check_list_name,
+    clean_name,
+    now,
+)
+
+if TYPE_CHECKING:
+    from newsletter.subscribers.store import SubscriberStore
+
+CONFIRM_RESEND_SECONDS = 600
+_NO_MAIL = frozenset({BOUNCED, COMPLAINED})
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """One sign-up waiting for its confirmation link: `id` is what the link's token names."""
+
+    id: int
+    subscriber: Subscriber
+    name: str | None
+    lists: tuple[str, ...]
+
+
+def request_subscription(
+    store: SubscriberStore, email: str, *, name: str | None, lists: Sequence[str], detail: str
+) -> SignupRequest | None:
+    """Record a sign-up; the request to send a confirmation for, or None (no email at all).
+
+    Raises SubscriberError for an invalid address, name or list name (the form shows it)."""
+    normalized = normalize_email(email)
+    key = email_key(normalized)
+    clean = clean_name(name)
+    names = tuple(sorted({check_list_name(n) for n in lists}))
+    if not names:
+        raise SubscriberError("a sign-up needs at least one list")
+    with store.transaction() as conn:
+        stamp = now()
+        row = conn.execute(
+            "SELECT id, status FROM subscribers WHERE key_crc = ? AND email_key = ?",
+            (key_crc(key), key),
+        ).fetchone()
+        if row is None:
+            subscriber_id = store._insert(
+                conn, normalized, key, clean, PENDING, {}, stamp, ("subscribed", detail)
+            )
+            store._join(subscriber_id, names)
+        else:
+            subscriber_id, status = int(row[0]), str(row[1])
+            if status in _NO_MAIL or _recently_sent(conn, subscriber_id):
+                return None
+            if status == ACTIVE and set(names) <= set(store._require(subscriber_id).lists):
+                return None
+        cur = conn.execute(
+            "INSERT INTO subscriber_signups (subscriber_id, name, lists, detail, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (subscriber_id, clean, json.dumps(names), detail, stamp),
+        )
+        return SignupRequest(int(cur.lastrowid or 0), store._require(subscriber_id), clean, names)
+
+
+def confirm_signup(
+    store: SubscriberStore, signup_id: int, *, issued_at: str | None, detail: str
+) -> Subscriber:
+    """Apply a confirmed sign-up: activate, join its lists, take its name. Idempotent.
+
+    A link issued before the subscriber's last unsubscribe, bounce or complaint is refused
+    (SubscriberError): an old link must not undo a later opt-out. So is a link whose sign-up or
+    subscriber no longer exists (erased)."""
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT g.subscriber_id, g.name, g.lists, g.confirmed_at, s.status, s.email_key"
+            " FROM subscriber_signups g JOIN subscribers s ON s.id = g.subscriber_id"
+            " WHERE g.id = ?",
+            (signup_id,),
+        ).fetchone()
+        if row is None:
+            raise SubscriberError("this subscription no longer exists")
+        subscriber_id, name, lists, confirmed_at, status, key = row
+        if confirmed_at is not None:
+            return store._require(subscriber_id)
+        if status in STOPPED and issued_at is not None:
+            stopped = conn.execute(
+                "SELECT MAX(at) FROM subscriber_events WHERE subscriber_id = ?"
+                " AND kind IN ('unsubscribed', 'bounced', 'complained')",
+                (subscriber_id,),
+            ).fetchone()[0]
+            if stopped is not None and stopped > issued_at:
+                raise SubscriberError("this confirmation link is older than your unsubscribe")
+        if status in _NO_MAIL:
+            raise SubscriberError("this address cannot be subscribed any more")
+        stamp = now()
+        names = tuple(json.loads(lists))
+        conn.execute(
+            "UPDATE subscribers SET status = ?, name = COALESCE(?, name), updated_at = ?"
+            " WHERE id = ?",
+            (ACTIVE, name, stamp, subscriber_id),
+        )
+        store._join(subscriber_id, names)
+        conn.execute(
+            "DELETE FROM subscriber_tombstones WHERE email_hash = ?", (store.email_hash(key),)
+        )
+        conn.execute(
+            "UPDATE subscriber_signups SET confirmed_at = ? WHERE id = ?", (stamp, signup_id)
+        )
+        store._event(subscriber_id, "confirmed", f"{detail} (lists: {', '.join(names)})", stamp)
+        return store._require(subscriber_id)
+
+
+def _recently_sent(conn: object, subscriber_id: int) -> bool:
+    row = conn.execute(  # type: ignore[attr-defined]
+        "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
+        " AND kind = 'confirmation_sent' AND at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
+        (subscriber_id, f"-{CONFIRM_RESEND_SECONDS} seconds"),
+    ).fetchone()
+    return row is not None
+
+
+__all__ = ["CONFIRM_RESEND_SECONDS", "SignupRequest", "confirm_signup", "request_subscription"]

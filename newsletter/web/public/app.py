@@ -1,0 +1,452 @@
+"""`newsletter serve`: the public endpoints, a Starlette app under uvicorn.
+
+    /unsubscribe/<token>   GET/HEAD: a page with a button. POST: unsubscribes; the RFC 8058
+                           one-click body `List-Unsubscribe=One-Click` gets 200, no redirect,
+                           no cookies. `/unsubscribe/test` (test copies) unsubscribes nobody.
+    /subscribe, /          GET: the sign-up form (honeypot field `website`, anti-CSRF token).
+                           POST: a double opt-in sign-up to a public list (see subscribers.signup)
+    /confirm/<token>       GET: a page with a button. POST: applies that sign-up (7 days).
+    /issues/<slug>/        GET: the web version of a *published* issue (see publishing), with
+                           ETag / Last-Modified / Cache-Control and conditional GETs
+
+Only a POST changes anything (guard.endpoint is the one dispatch; GET and HEAD get a read-only
+database). A bad token gets 400 and changes nothing. Every absolute URL and redirect is built
+from `base_url`, never from the request's Host header. Database work runs in worker threads,
+each with its own connections (SQLite WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from newsletter import publishing, tokens
+from newsletter.errors import NewsletterError, SubscriberError, TokenError
+from newsletter.issue import load_issue, slugify
+from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
+from newsletter.transactional import send_confirmation
+from newsletter.subscribers.model import format_timestamp
+from newsletter.subscribers.spool import drain, spool_unsubscribe
+from newsletter.web.public.guard import (
+    BODY_TIMEOUT,
+    FormTokens,
+    cross_site,
+    endpoint,
+    not_modified,
+    read_form,
+)
+from newsletter.web.public.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from newsletter.config import Config
+    from newsletter.subscribers.signup import SignupRequest
+
+log = logging.getLogger("newsletter.serve")
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the URL holds a token: never leak it to other sites
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+ISSUE_MAX_AGE = 300
+SIGNUP_MIN_SECONDS = 1.5  # every sign-up answer takes at least this long (see PublicSite.subscribe)
+SEND_TIMES_KEPT = 20  # recent confirmation sends whose slowest sets the sign-up answer's floor
+SEND_TIME_CAP = 10.0  # seconds: one hung send must not slow every later answer further
+TEST_COPY_TOKEN = "test"  # newsletter send --test puts {base_url}/unsubscribe/test in the copy
+
+
+@dataclass(frozen=True)
+class IssuePage:
+    stamp: tuple[int, int]  # (mtime_ns, size) of the issue file
+    body: bytes
+    etag: str
+    last_modified: str
+    modified: float
+
+
+class PublicSite:
+    """State behind the app: configuration, secret, per-thread stores, pages and issue cache."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        rate_limit: tuple[int, float] = (5, 600.0),
+        signup_min_seconds: float = SIGNUP_MIN_SECONDS,
+        body_timeout: float = BODY_TIMEOUT,
+    ) -> None:
+        from newsletter.render.theme import environment
+
+        self.config = config
+        self._local = threading.local()
+        self._stores: list[SubscriberStore] = []
+        self._stores_lock = threading.Lock()
+        self._compile_lock = threading.Lock()
+        writer = self.writer()
+        self.secret = tokens.secret_key(config, writer.conn)
+        publishing.prepare(writer.conn)
+        self.limiter = RateLimiter(*rate_limit)
+        self.forms = FormTokens(self.secret)
+        self.signup_min_seconds = signup_min_seconds
+        self.body_timeout = body_timeout
+        self._send_times: deque[float] = deque(maxlen=SEND_TIMES_KEPT)  # seconds, recent sends
+        self.pages = environment(config)
+        self.prefix = urlsplit(config.base_url).path.rstrip("/")
+        self._issues: dict[Path, IssuePage] = {}
+
+    # -- databases ----------------------------------------------------------------------------
+
+    def writer(self) -> SubscriberStore:
+        """This thread's read-write store (only POST handlers use it)."""
+        return self._thread_store("writer", query_only=False)
+
+    def reader(self) -> SubscriberStore:
+        """This thread's read-only store (SQLite `query_only`): what GET and HEAD handlers get,
+        so a page view cannot write even by mistake."""
+        return self._thread_store("reader", query_only=True)
+
+    def _thread_store(self, kind: str, *, query_only: bool) -> SubscriberStore:
+        store = getattr(self._local, kind, None)
+        if store is None:
+            store = SubscriberStore.for_config(self.config)
+            if query_only:
+                store.conn.execute("PRAGMA query_only = ON")
+            setattr(self._local, kind, store)
+            with self._stores_lock:
+                self._stores.append(store)
+        return store
+
+    def close(self) -> None:
+        """Close every thread's database connections (at server shutdown)."""
+        with self._stores_lock:
+            stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+
+    # -- pages --------------------------------------------------------------------------------
+
+    def page(self, template: str, status: int = 200, /, **context: Any) -> Response:
+        """The theme's `pages/<template>.html`, with the values every page sees."""
+        from newsletter.render.theme import render
+
+        values = {
+            "newsletter": {
+                "name": self.config.name,
+                "language": self.config.language,
+                "base_url": self.config.base_url,
+            },
+            "links": {"subscribe": f"{self.prefix}/subscribe"},
+            **context,
+        }
+        try:
+            html = render(self.pages, f"pages/{template}.html", values)
+        except NewsletterError as exc:
+            log.error("page %s cannot be rendered: %s", template, exc)
+            return PlainTextResponse("Internal error\n", status_code=500, headers=PAGE_HEADERS)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def refuse_method(self, request: Request, allow: str) -> Response:
+        response = self.page("method-not-allowed", 405)
+        response.headers["Allow"] = allow
+        return response
+
+    def subscribe_page(
+        self, request: Request, list_name: str, status: int = 200, **values: str
+    ) -> Response:
+        form_token = self.forms.issue(_client(request))
+        values = {"email": "", "name": "", "error": "", **values}
+        return self.page("subscribe", status, list_name=list_name, form_token=form_token, **values)
+
+    # -- unsubscribe --------------------------------------------------------------------------
+
+    async def unsubscribe_page(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        if token == TEST_COPY_TOKEN:
+            return self.page("test-copy")
+        try:
+            subscriber_id = tokens.verify_token(self.secret, tokens.UNSUBSCRIBE, token)
+        except TokenError:
+            return self.page("bad-link", 400)
+        subscriber = await run_in_threadpool(lambda: self.reader().get_by_id(subscriber_id))
+        if subscriber is None or subscriber.status not in (ACTIVE, PENDING):
+            return self.page("unsubscribed", just_now=False)
+        return self.page("unsubscribe", email=subscriber.email)
+
+    async def unsubscribe(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        form = await read_form(request, timeout=self.body_timeout)
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        if token == TEST_COPY_TOKEN:
+            if one_click:
+                return _one_click_answer("Test copy: nobody was unsubscribed.\n")
+            return self.page("test-copy")
+        try:
+            subscriber_id = tokens.verify_token(self.secret, tokens.UNSUBSCRIBE, token)
+        except TokenError:
+            return self.page("bad-link", 400)
+        how = "one-click (List-Unsubscribe-Post)" if one_click else "unsubscribe page"
+        await run_in_threadpool(self.unsubscribe_now_or_later, subscriber_id, how)
+        if one_click:
+            return _one_click_answer("Unsubscribed.\n")
+        return self.page("unsubscribed", just_now=True)
+
+    def unsubscribe_now_or_later(self, subscriber_id: int, how: str) -> None:
+        """Unsubscribe; if a long import holds the database past the busy timeout, spool the
+        request durably instead (applied on the next open or unsubscribe): never lost."""
+        store = self.writer()
+        if store.get_by_id(subscriber_id) is None:
+            return  # erased: nothing to do (the id is never reused)
+        drain(store, self.config.database)
+        try:
+            store.unsubscribe(subscriber_id, how)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            spool_unsubscribe(self.config.database, subscriber_id, how)
+            log.warning("database busy: unsubscribe of %s spooled", subscriber_id)
+
+    # -- sign-up ------------------------------------------------------------------------------
+
+    async def subscribe_form(self, request: Request) -> Response:
+        list_name = request.query_params.get("list", DEFAULT_LIST)
+        if list_name not in self.config.public_lists:
+            return await self.not_found(request, HTTPException(404))  # private = unknown
+        return self.subscribe_page(request, list_name)
+
+    async def subscribe(self, request: Request) -> Response:
+        """A sign-up. The confirmation is sent before answering (so the page can say when it
+        could not be), and every answer takes at least `signup_min_seconds` or, if longer, as
+        long as the slowest of the last sends: a known address, for which no email goes out,
+        is not answered faster than a new one."""
+        started = time.monotonic()
+        response = await self._subscribe(request)
+        floor = max(self.signup_min_seconds, max(self._send_times, default=0.0))
+        delay = floor - (time.monotonic() - started)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response
+
+    async def _subscribe(self, request: Request) -> Response:
+        client = _client(request)
+        wait = self.limiter.check(client)
+        if wait:
+            response = self.page("rate-limited", 429)
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
+        form = await read_form(request, timeout=self.body_timeout)
+        email = str(form.get("email", ""))[:400]
+        name = str(form.get("name", ""))[:400]
+        list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
+        if cross_site(request) or not self.forms.valid(client, form.get("form_token", "")):
+            # Another site's page posting our form (or a form kept open for hours): no sign-up.
+            log.info("sign-up refused: missing, expired or foreign form token (client %s)", client)
+            return self.subscribe_page(request, list_name, 400, email=email, error="expired")
+        if form.get("website"):  # the honeypot: only bots fill hidden fields
+            log.info("sign-up ignored: honeypot field filled (client %s)", client)
+            return self.page("subscribe-sent")
+        if list_name not in self.config.public_lists:
+            return self.subscribe_page(request, DEFAULT_LIST, 400, email=email, error="list")
+        try:
+            signup = await run_in_threadpool(
+                lambda: self.writer().request_subscription(
+                    email, name=name or None, lists=[list_name], detail=f"form from {client}"
+                )
+            )
+        except SubscriberError as exc:
+            error = "name" if "name" in str(exc) and "email" not in str(exc) else "address"
+            return self.subscribe_page(request, list_name, 400, email=email, name=name, error=error)
+        if signup is not None:
+            started = time.monotonic()
+            sent = await run_in_threadpool(self.send_confirmation, signup)
+            # Kept on the event loop's side: only this thread reads and writes _send_times.
+            self._send_times.append(min(time.monotonic() - started, SEND_TIME_CAP))
+            if not sent:
+                return self.page("subscribe-failed", 503)
+        return self.page("subscribe-sent")
+
+    def send_confirmation(self, signup: SignupRequest) -> bool:
+        """Email the confirmation link of `signup`; False (and logged) if it did not go out."""
+        url = tokens.confirm_url(self.config, signup.id, self.secret)
+        subscriber = signup.subscriber
+        try:
+            result = send_confirmation(self.config, subscriber, url)
+        except NewsletterError as exc:
+            log.error("confirmation email to subscriber %s not sent: %s", subscriber.id, exc)
+            return False
+        if result.status != "sent":
+            log.warning("confirmation email to subscriber %s: %s", subscriber.id, result.reply)
+            return False
+        self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
+        return True
+
+    async def confirm_page(self, request: Request) -> Response:
+        error = self._confirm_token(request.path_params["token"])
+        return error if isinstance(error, Response) else self.page("confirm")
+
+    async def confirm(self, request: Request) -> Response:
+        checked = self._confirm_token(request.path_params["token"])
+        if isinstance(checked, Response):
+            return checked
+        signup_id, issued = checked
+        issued_at = format_timestamp(dt.datetime.fromtimestamp(issued or 0, dt.UTC))
+        try:
+            await run_in_threadpool(
+                lambda: self.writer().confirm_signup(
+                    signup_id, issued_at=issued_at, detail="confirmation link"
+                )
+            )
+        except SubscriberError:
+            return self.page("confirm-refused", 400)
+        return self.page("confirmed")
+
+    def _confirm_token(self, token: str) -> tuple[int, int | None] | Response:
+        try:
+            return tokens.read_token(
+                self.secret, tokens.CONFIRM, token, max_age=tokens.CONFIRM_MAX_AGE
+            )
+        except TokenError as exc:
+            if "expired" in str(exc):
+                return self.page("confirm-expired", 400)
+            return self.page("bad-link", 400)
+
+    # -- issues -------------------------------------------------------------------------------
+
+    def issue_page(self, slug: str) -> IssuePage | None:
+        """The compiled web version of `slug`, or None unless it exists and is published."""
+        if not publishing.is_published(self.reader().conn, slug):
+            return None
+        path = publishing.issue_path(self.config, slug)
+        if path is None:
+            return None
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._issues.get(path)
+        if cached is not None and cached.stamp == stamp:
+            return cached
+        with self._compile_lock:
+            cached = self._issues.get(path)
+            if cached is not None and cached.stamp == stamp:
+                return cached
+            from newsletter.render import compile_issue
+
+            body = compile_issue(load_issue(path), self.config).web_html.encode()
+            page = IssuePage(
+                stamp=stamp,
+                body=body,
+                etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+                last_modified=formatdate(stat.st_mtime, usegmt=True),
+                modified=int(stat.st_mtime),
+            )
+            self._issues[path] = page
+            return page
+
+    async def issue(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if not slug or len(slug) > 80 or slugify(slug) != slug:
+            raise HTTPException(404)
+        try:
+            page = await run_in_threadpool(self.issue_page, slug)
+        except NewsletterError as exc:
+            log.error("issue %s cannot be shown: %s", slug, exc)
+            return self.page("error", 500)
+        if page is None:
+            raise HTTPException(404)
+        headers = {
+            "ETag": page.etag,
+            "Last-Modified": page.last_modified,
+            "Cache-Control": f"public, max-age={ISSUE_MAX_AGE}",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if not_modified(request, page.etag, page.modified):
+            return Response(status_code=304, headers=headers)
+        return HTMLResponse(page.body, headers=headers)
+
+    async def issue_redirect(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if not slug or len(slug) > 80 or slugify(slug) != slug:
+            raise HTTPException(404)
+        return RedirectResponse(f"{self.config.base_url}/issues/{slug}/", status_code=308)
+
+    async def not_found(self, request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        if status == 404:
+            return self.page("not-found", 404)
+        return PlainTextResponse(str(getattr(exc, "detail", "")), status_code=status)
+
+
+def create_app(
+    config: Config,
+    *,
+    rate_limit: tuple[int, float] = (5, 600.0),
+    signup_min_seconds: float = SIGNUP_MIN_SECONDS,
+    body_timeout: float = BODY_TIMEOUT,
+) -> Starlette:
+    """The public web app for `config` (its database, base_url, issues/ folder, transport).
+
+    `rate_limit` is (sign-ups, seconds) allowed per client address on POST /subscribe;
+    `signup_min_seconds` the least time every sign-up answer takes (hides what happened);
+    `body_timeout` the seconds a client has to send a whole form body."""
+    site = PublicSite(
+        config,
+        rate_limit=rate_limit,
+        signup_min_seconds=signup_min_seconds,
+        body_timeout=body_timeout,
+    )
+
+    def route(path: str, show: Any, act: Any = None) -> Route:
+        return Route(path, endpoint(show, act, site.refuse_method))
+
+    routes = [
+        route("/", site.subscribe_form),
+        route("/subscribe", site.subscribe_form, site.subscribe),
+        route("/unsubscribe/{token}", site.unsubscribe_page, site.unsubscribe),
+        route("/confirm/{token}", site.confirm_page, site.confirm),
+        route("/issues/{slug}/", site.issue),
+        route("/issues/{slug}", site.issue_redirect),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        site.close()
+
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: site.not_found}, lifespan=lifespan
+    )
+    # Starlette would answer `/subscribe/` with a redirect built from the Host header.
+    app.router.redirect_slashes = False
+    app.state.site = site
+    return app
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _one_click_answer(text: str) -> Response:
+    # RFC 8058: the mail client's POST gets a plain 200 (no redirect, no cookie, no page).
+    return PlainTextResponse(text, headers={"Cache-Control": "no-store"})

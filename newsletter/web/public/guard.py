@@ -1,0 +1,129 @@
+"""The rules every public request goes through, each in one place.
+
+- `endpoint(show, act)`: the one dispatch by method. GET and HEAD only ever reach `show`, which
+  is handed a read-only database (SQLite `query_only`); only POST reaches `act`. OPTIONS gets
+  the Allow header; every other method a 405. Mail scanners and link previewers (HEAD, GET,
+  OPTIONS on every link) can therefore never change anything.
+- `read_form`: bounded in size and in time (a slow body cannot hold a worker).
+- `FormTokens`: the sign-up form's anti-CSRF token, bound to the client address and time, so
+  another site cannot make its visitors' browsers post our form.
+- `not_modified`: conditional GET per RFC 9110 13.1.3/13.1.4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import request_response
+from starlette.types import Receive, Scope, Send
+
+MAX_FORM_BYTES = 64 * 1024
+BODY_TIMEOUT = 10.0  # seconds to receive a whole form body
+
+Show = Callable[[Request], Awaitable[Response]]
+Act = Callable[[Request], Awaitable[Response]]
+Refuse = Callable[[Request, str], Response]
+
+
+class Endpoint:
+    """An ASGI app (so Starlette's Route passes it every method) around a request handler."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(handler)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
+    """One endpoint for every method of a route, dispatching by method."""
+    allow = "GET, HEAD, POST, OPTIONS" if act is not None else "GET, HEAD, OPTIONS"
+
+    async def dispatch(request: Request) -> Response:
+        method = request.method
+        if method in ("GET", "HEAD"):
+            return await show(request)
+        if method == "POST" and act is not None:
+            return await act(request)
+        if method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow, "Cache-Control": "no-store"})
+        return refuse(request, allow)
+
+    return Endpoint(dispatch)
+
+
+async def read_form(request: Request, *, timeout: float = BODY_TIMEOUT) -> dict[str, str]:
+    """The posted form fields; {} for a body that is absent, too big, malformed or not complete
+    within `timeout` seconds."""
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        return {}  # these forms are tiny: never buffer a large or unbounded body
+    try:
+        form = await asyncio.wait_for(request.form(max_files=0, max_fields=20), timeout)
+    except Exception:  # a malformed or stalled body must not turn a valid POST into a 500
+        return {}
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def cross_site(request: Request) -> bool:
+    """True if a browser says the request comes from another site's page (Fetch Metadata)."""
+    return request.headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
+
+
+class FormTokens:
+    """`<issued>.<mac>` tokens: HMAC-SHA256(secret, "signup-form|client|issued"), valid for
+    `max_age` seconds and only for the client address they were given to."""
+
+    def __init__(self, secret: bytes, max_age: int = 4 * 3600) -> None:
+        self._key = hashlib.sha256(b"signup-form|" + secret).digest()
+        self.max_age = max_age
+
+    def issue(self, client: str, now: float | None = None) -> str:
+        issued = format(int(time.time() if now is None else now), "x")
+        return f"{issued}.{self._mac(client, issued)}"
+
+    def valid(self, client: str, token: str, now: float | None = None) -> bool:
+        issued, _, mac = token.partition(".")
+        if not (0 < len(issued) <= 12 and len(mac) == 22) or not issued.isalnum():
+            return False
+        if not hmac.compare_digest(mac, self._mac(client, issued)):
+            return False
+        try:
+            age = (time.time() if now is None else now) - int(issued, 16)
+        except ValueError:
+            return False
+        return -60 <= age <= self.max_age
+
+    def _mac(self, client: str, issued: str) -> str:
+        digest = hmac.new(self._key, f"{client}|{issued}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+
+
+def not_modified(request: Request, etag: str, modified: float) -> bool:
+    """RFC 9110: If-None-Match wins; If-Modified-Since counts only when it is a valid date not
+    in the future (an invalid or future date is ignored, never an error)."""
+    tags = request.headers.get("if-none-match")
+    if tags is not None:
+        return tags.strip() == "*" or etag in {
+            t.strip().removeprefix("W/") for t in tags.split(",")
+        }
+    since = request.headers.get("if-modified-since")
+    if not since:
+        return False
+    try:
+        when = parsedate_to_datetime(since)
+        stamp = when.timestamp() if when.tzinfo else when.replace(tzinfo=dt.UTC).timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError, OSError):
+        return False
+    if stamp > time.time():
+        return False
+    return stamp >= modified
