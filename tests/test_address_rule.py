@@ -10,6 +10,7 @@ are delivered.
 from __future__ import annotations
 
 import base64
+import html
 import csv
 import sqlite3
 import time
@@ -21,7 +22,7 @@ import httpx
 import pytest
 from provider_servers import MailgunServer, PostmarkServer, ResendServer, SendGridServer
 from smtp_servers import SmtpServer
-from test_serve import running
+from serve_support import running, sign_up
 
 from newsletter.campaign import send_issue
 from newsletter.cli import main
@@ -71,12 +72,12 @@ def _add(config: Config, runner, typed: str) -> str:
 
 def _signup(config: Config, runner, typed: str) -> str:
     with running(create_app(config, rate_limit=(1000, 60))) as url:
-        response = httpx.post(url + "/subscribe", data={"email": typed, "name": "Jo"})
+        response = sign_up(url, email=typed, name="Jo")
         if response.status_code == 200:
             _wait_for_outbox(config)
             return ""
     assert response.status_code == 400 and "valid email address" in response.text
-    return response.text
+    return html.unescape(response.text)
 
 
 def _wait_for_outbox(config: Config) -> None:

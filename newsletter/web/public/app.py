@@ -45,6 +45,7 @@ from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.transactional import send_confirmation
+from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.web.public.guard import (
@@ -178,7 +179,7 @@ class PublicSite:
         self, request: Request, list_name: str, status: int = 200, **values: str
     ) -> Response:
         form_token = self.forms.issue(_client(request))
-        values = {"email": "", "name": "", "error": "", **values}
+        values = {"email": "", "name": "", "error": "", "reason": "", **values}
         return self.page("subscribe", status, list_name=list_name, form_token=form_token, **values)
 
     # -- unsubscribe --------------------------------------------------------------------------
@@ -278,7 +279,11 @@ class PublicSite:
             )
         except SubscriberError as exc:
             error = "name" if "name" in str(exc) and "email" not in str(exc) else "address"
-            return self.subscribe_page(request, list_name, 400, email=email, name=name, error=error)
+            # The reason depends only on what was typed (never on the database): safe to show.
+            reason = str(exc) if isinstance(exc, InvalidEmail) else ""
+            return self.subscribe_page(
+                request, list_name, 400, email=email, name=name, error=error, reason=reason
+            )
         if signup is not None:
             started = time.monotonic()
             sent = await run_in_threadpool(self.send_confirmation, signup)
