@@ -55,7 +55,9 @@ def _rows(subscribers: Iterator[Subscriber], spellings: list[list[str]]) -> Iter
         ]
 
 
-def _merged_rows(subscribers: Iterator[Subscriber], spellings: list[list[str]]) -> Iterator[list[str]]:
+def _merged_rows(
+    subscribers: Iterator[Subscriber], spellings: list[list[str]]
+) -> Iterator[list[str]]:
     for sub in subscribers:
         yield [
             sub.email,

@@ -196,7 +196,9 @@ class MailgunTransport(HttpApiTransport):
         members, misfits = [], []
         for index, own_headers, values in zip(indices, headers, group.values, strict=True):
             variables = dict(zip(slots, [v for field in values for v in field], strict=True))
-            variables.update({slot: own_headers.get(name, "") for name, slot in header_slots.items()})
+            variables.update(
+                {slot: own_headers.get(name, "") for name, slot in header_slots.items()}
+            )
             variables["newsletter_key"] = str(messages[index].key)
             if any(VAR in v for v in variables.values()):
                 misfits.append(index)
