@@ -21,7 +21,6 @@ an over-long unsubscribe URL) raises `MessageError`; transports turn that into a
 from __future__ import annotations
 
 import hashlib
-import html
 import time
 from collections.abc import Mapping
 from email.utils import formatdate
@@ -56,8 +55,8 @@ _PART_HEADERS = (
     "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
 )
 
-# A compiled body: literal QP bytes, or (slot name, escape) to fill per recipient.
-_Piece = bytes | tuple[str, str]
+# A compiled body: literal QP bytes, or a slot to fill per recipient.
+_Piece = bytes | Slot
 
 
 class QpBody:
@@ -69,7 +68,7 @@ class QpBody:
         pieces: list[_Piece] = []
         for piece in fill.pieces:
             if isinstance(piece, Slot):
-                pieces.append((piece.name, piece.escape))
+                pieces.append(piece)
             elif pieces and isinstance(pieces[-1], bytes) and pieces[-1].endswith(b"\r\n"):
                 # Merge with the previous literal: both are complete segments already.
                 pieces[-1] = pieces[-1] + qp_segment(piece)
@@ -77,7 +76,7 @@ class QpBody:
                 pieces.append(qp_segment(piece))
         self.pieces: tuple[_Piece, ...] = tuple(p for p in pieces if p != b"")
 
-    def render(self, values: Mapping[str, str], cache: dict[tuple[str, str], bytes]) -> bytes:
+    def render(self, values: Mapping[str, str], cache: dict[Slot, bytes]) -> bytes:
         out: list[bytes] = []
         append = out.append
         for piece in self.pieces:
@@ -86,10 +85,7 @@ class QpBody:
                 continue
             encoded = cache.get(piece)  # type: ignore[arg-type]
             if encoded is None:
-                name, escape = piece  # type: ignore[misc]
-                value = values[name]
-                if escape == "html":
-                    value = html.escape(value, quote=True)
+                value = piece.apply(values[piece.name])  # type: ignore[union-attr]
                 encoded = cache[piece] = qp_segment(value)  # type: ignore[index]
             append(encoded)
         return b"".join(out)
@@ -267,7 +263,7 @@ class MessageTemplate:
         )
 
     def _assemble(self, head: tuple[bytes, ...], values: Mapping[str, str]) -> bytes:
-        cache: dict[tuple[str, str], bytes] = {}
+        cache: dict[Slot, bytes] = {}
         to, subject, date, message_id, unsubscribe = head
         body = (
             self._body_start,

@@ -27,7 +27,7 @@ from message_support import (
 from newsletter.errors import MessageError
 from newsletter.message import MessageTemplate, QpBody
 from newsletter.mime import DotSafeBytes, qp_segment
-from newsletter.render.fill import Fill, marker
+from newsletter.render.fill import Fill, Slot, marker
 from newsletter.render.placeholders import Recipient
 
 
@@ -271,9 +271,9 @@ def test_qp_segments_decode_exactly_and_concatenate(text: str) -> None:
 
 def test_qp_body_encodes_each_slot_value_once(template: MessageTemplate) -> None:
     body = QpBody(Fill.from_marked(f"{marker(0)} and {marker(0)}", ["x"], "html"))
-    cache: dict[tuple[str, str], bytes] = {}
+    cache: dict[Slot, bytes] = {}
     out = body.render({"x": "<é>"}, cache)
-    assert list(cache) == [("x", "html")]
+    assert list(cache) == [Slot("x", "html")]
     import quopri
 
     assert quopri.decodestring(out.replace(b"\r\n", b"\n")).decode() == "&lt;é&gt; and &lt;é&gt;"

@@ -49,6 +49,7 @@ class SendReport:
     elapsed: float
     interrupted: bool
     resume_hint: str
+    dropped_links: Mapping[int, list[str]] = field(default_factory=dict)  # subscriber -> values
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,8 @@ class SendReport:
             f"{c.sent} sent, {c.deferred} deferred, {c.failed} failed, {c.bounced} bounced, "
             f"{c.due + c.inflight} not yet sent."
         )
+        if self.dropped_links:
+            lines.append(dropped_links_warning(self.dropped_links))
         if self.interrupted:
             lines.append(f"Stopped. To resume, run: {self.resume_hint}")
         elif c.deferred:
@@ -79,6 +82,16 @@ class SendReport:
                 f"to retry them, run later: {self.resume_hint}"
             )
         return "\n".join(lines)
+
+
+def dropped_links_warning(dropped: Mapping[int, list[str]]) -> str:
+    """One line: how many recipients had a link dropped, with a few of the refused values."""
+    values = list(dict.fromkeys(v for found in dropped.values() for v in found))
+    shown = ", ".join(repr(v[:60]) for v in values[:3]) + (", ..." if len(values) > 3 else "")
+    return (
+        f"{len(dropped)} recipient{'s' if len(dropped) != 1 else ''} had a link dropped: {shown} "
+        "(not an http, https or mailto URL; the link went out as plain text)"
+    )
 
 
 @dataclass(frozen=True)
@@ -261,6 +274,7 @@ class Campaign:
             elapsed=result.elapsed,
             interrupted=result.interrupted,
             resume_hint=self.resume_hint,
+            dropped_links=dict(source.dropped_links),
         )
 
     def _run(self, campaign_id: int, runner: Runner, handle_sigint: bool) -> RunResult:
