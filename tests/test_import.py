@@ -366,3 +366,17 @@ def test_first_and_last_name_columns_fill_name(store, tmp_path, header, row, nam
     report = import_csv(store, write(tmp_path, f"{header}\n{row}\n"))
     assert report.added == 1
     assert store.get("a@example.com").name == name
+
+
+def test_a_placeholder_finds_a_field_whatever_the_case_of_its_column(store, tmp_path):
+    from newsletter.render.placeholders import render_placeholders
+
+    import_csv(store, write(tmp_path, "email,City\na@example.com,London\n", "one.csv"))
+    import_csv(store, write(tmp_path, "email,city\nb@example.com,Paris\n", "two.csv"))
+    for address, city in (("a@example.com", "London"), ("b@example.com", "Paris")):
+        recipient = store.get(address).recipient()
+        for written in ("city", "City", "CITY"):
+            text = f"{{{{ subscriber.fields.{written} | default('nowhere') }}}}"
+            assert render_placeholders(text, recipient) == city
+    missing = store.get("a@example.com").recipient()
+    assert render_placeholders("{{ subscriber.fields.town | default('x') }}", missing) == "x"
