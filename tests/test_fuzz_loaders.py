@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -100,6 +101,8 @@ YAML_BITS = st.sampled_from(
         "{",
         "}",
         "2026-13-45",
+        "[" * 45,
+        "{a: " * 45,
         "1e999",
         "\ufeff",
         "\x00",
@@ -291,3 +294,39 @@ def test_import_cli_on_binary_junk_leaves_the_database_as_it_was(
 
 
 # ------------------------------------------------------------------ regressions found by fuzzing
+
+DEEP = {
+    "flow list": "title: " + "[" * 3000 + "]" * 3000 + "\n",
+    "flow mapping": "title: " + "{a: " * 3000 + "}" * 3000 + "\n",
+    "block mapping": "".join("  " * i + "a:\n" for i in range(1500)) + "  " * 1500 + "b\n",
+}
+
+
+@pytest.mark.parametrize("text", DEEP.values(), ids=DEEP.keys())
+def test_deeply_nested_yaml_is_a_located_error_not_a_recursion_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """Found by fuzzing: PyYAML's composer recursed once per level and ran out of stack
+    (RecursionError, a traceback from `check`). The same reader loads newsletter.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "newsletter.yaml").write_text(CONFIG_TEXT, encoding="utf-8")
+    (tmp_path / "deep.yaml").write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", "deep.yaml"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and not isinstance(result.exception, RecursionError)
+    assert re.search(r"deep\.yaml:\d+:\d+: error: .*nested more than 40 levels", result.output)
+    deep_config = CONFIG_TEXT + "extra: " + "[" * 3000 + "]" * 3000 + "\n"
+    (tmp_path / "newsletter.yaml").write_text(deep_config, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", "deep.yaml"])
+    assert result.exit_code != 0 and "nested more than 40 levels" in result.output
+    assert not isinstance(result.exception, RecursionError)
+
+
+def test_nesting_an_issue_needs_still_loads(config) -> None:  # type: ignore[no-untyped-def]
+    load_issue(EXAMPLE)
+    text = "title: x\ndate: 2026-01-01\nnotes: " + "[" * 39 + "]" * 39 + "\n"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "issue.yaml"
+        path.write_text(text, encoding="utf-8")
+        messages = [d.message for d in check_issue(path, config)]
+        assert not any("nested" in m for m in messages), messages
