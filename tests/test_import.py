@@ -309,12 +309,24 @@ def test_import_removes_only_the_guard_export_adds(store, tmp_path):
     assert store.get("c@example.com").fields["note"] == "''"
 
 
-def test_rejects_file_is_guarded_too(store, tmp_path):
-    path = write(tmp_path, "email,name\nnot-an-address,=cmd|' /C calc'!A0\n")
-    report = import_csv(store, path)
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        *((c, "'" + c) for c in ("=cmd|' /C calc'!A0", "+1", "-1", "@SUM(1)", "\t=1", "\r=1")),
+        ("'=1", "'=1"),  # read as =1 (the guard removed), written guarded again
+        ("''+1", "''+1"),
+        ("'tis", "'tis"),
+    ],
+)
+def test_rejects_file_is_guarded_too(store, tmp_path, cell, written):
+    """Rejected rows keep their cells as read, tabs and carriage returns included (an export
+    never has them: values are stripped), so the guard matters most here."""
+    out = io.StringIO()
+    csv.writer(out).writerows([["email", "name"], ["not-an-address", cell]])
+    report = import_csv(store, write(tmp_path, out.getvalue()))
     assert report.rejected == 1
     rows = rejects_of(report.rejects_path)
-    assert rows[1][-1] == "'=cmd|' /C calc'!A0"
+    assert rows[1][-1] == written
 
 
 @pytest.mark.parametrize(
