@@ -258,3 +258,16 @@ def test_check_allows_a_placeholder_after_the_host(
     result = CliRunner().invoke(main, ["check", "issues/2026-11-25-links.yaml"])
     assert "scheme or host" not in result.output
     assert result.exit_code == 0, result.output
+
+
+def test_a_link_whose_title_is_also_personal_still_never_carries_a_hostile_url(
+    tmp_path: Path,
+) -> None:
+    """A second slot in the same tag: the element cannot be cut out whole, so its URL is left
+    empty instead (`href=""`), never the subscriber's value."""
+    issue = write_project(tmp_path, f'[titled]({V} "{{{{ subscriber.name }}}}")')
+    page, text = delivered(tmp_path, issue, "javascript:alert(1)")
+    assert ("", "titled") in page.links
+    assert "javascript" not in text
+    page, _ = delivered(tmp_path, issue, "https://ok.example/")
+    assert ("https://ok.example/", "titled") in page.links

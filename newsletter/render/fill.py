@@ -145,7 +145,7 @@ def _url_slot(
     position, tag = found
     if position == "part":
         return Slot(name, "html-part"), start, end
-    if tag is None or MARKER.search(text, end, tag.end):
+    if tag is None or MARKER.search(text, tag.start, start) or MARKER.search(text, end, tag.end):
         return Slot(name, "html-url"), start, end  # an unusual element: left without a URL
     slot = Slot(name, "html-tag", text[tag.start : start], text[end : tag.end])
     if tag.close is not None and tag.close_end is not None:
