@@ -69,7 +69,7 @@ def markdown_fields(data: Any) -> Iterator[tuple[FieldPath, str]]:
                 yield ("stories", i, "key_points", j), point
 
 
-def _markdown_urls(text: str) -> Iterator[tuple[str, str, str | None]]:
+def markdown_urls(text: str) -> Iterator[tuple[str, str, str | None]]:
     """(kind, url, alt) for each link and image in a Markdown text."""
     for block in _markdown().parse(text):
         for token in block.children or ():
@@ -97,7 +97,7 @@ def issue_urls(doc: YamlDocument) -> list[UrlRef]:
                 parts = ("stories", i, "sources", j, "url")
                 refs.append(UrlRef(source["url"].strip(), parts, *doc.where(parts), "source"))
     for parts, text in markdown_fields(data):
-        for kind, url, alt in _markdown_urls(text):
+        for kind, url, alt in markdown_urls(text):
             line, col = locate_in_value(doc, parts, url)
             refs.append(UrlRef(url, parts, line, col, kind, alt))
     return sorted(refs, key=lambda r: (r.line, r.col))

@@ -18,7 +18,7 @@ from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
-from newsletter.links import check_links, issue_urls
+from newsletter.links import check_links, issue_urls, markdown_urls
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 # Gmail clips a message whose HTML passes ~102 KB: the rest, footer and unsubscribe link included,
@@ -132,6 +132,7 @@ def lint_document(doc: YamlDocument) -> list[Diagnostic]:
     _lint_header(linter, data)
     _lint_sources(linter, data)
     _lint_urls(linter)
+    _lint_placeholder_urls(linter, data)
     _lint_skeleton(linter, (), data)
     return linter.found
 
@@ -235,6 +236,67 @@ def _lint_urls(linter: _Linter) -> None:
                 f"image '{ref.url}' has no alt text; write it between the brackets: ![alt](url)",
                 at=at,
             )
+
+
+PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
+_PLACEHOLDER = re.compile(r"\{\{.*?\}\}", re.S)
+_SPECIAL_SCHEMES = ("http", "https", "ftp", "ws", "wss", "file")  # WHATWG: slashes optional
+
+
+def _lint_placeholder_urls(linter: _Linter, data: dict) -> None:
+    """A placeholder may fill a path segment or query value of a link, never its scheme or host:
+    `[site]({{ subscriber.fields.site }})` would let a subscriber's field become a `javascript:`
+    or `data:` link, or send every reader to a host of the subscriber's choosing."""
+    from newsletter.render.fill import MARKER, marker
+
+    for key in PLACEHOLDER_FIELDS:
+        value = data.get(key)
+        if not isinstance(value, str) or "{{" not in value:
+            continue
+        written = [m.group() for m in _PLACEHOLDER.finditer(value)]
+        pieces = _PLACEHOLDER.split(value)
+        marked = "".join(p + (marker(i) if i < len(written) else "") for i, p in enumerate(pieces))
+        for kind, url, _alt in markdown_urls(marked):
+            for found in MARKER.finditer(url):
+                if not _in_scheme_or_host(url[: found.start()]):
+                    continue
+                placeholder = written[int(found.group(1))]
+                what = "an image's" if kind == "markdown image" else "a link's"
+                linter.add(
+                    "error",
+                    (key,),
+                    f"{placeholder} is {what} scheme or host; a subscriber's value there could "
+                    "make a javascript: link or point at any site: write the address yourself "
+                    "and put placeholders only in its path or query",
+                    at=_nth_location(linter.doc, key, placeholder, written[: int(found.group(1))]),
+                )
+
+
+def _nth_location(
+    doc: YamlDocument, key: str, placeholder: str, earlier: list[str]
+) -> tuple[int, int]:
+    """Line and column of this occurrence of `placeholder` (it may be written more than once)."""
+    line, col = locate_in_value(doc, (key,), placeholder)
+    lines = doc.text.split("\n")
+    offset = sum(len(text) + 1 for text in lines[: line - 1]) + col - 1
+    for _ in range(earlier.count(placeholder)):
+        following = doc.text.find(placeholder, offset + 1)
+        if following < 0:
+            break
+        offset = following
+    line = doc.text.count("\n", 0, offset) + 1
+    return line, offset - (doc.text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _in_scheme_or_host(before: str) -> bool:
+    """True when a value right after `before` (the start of a URL) is in its scheme or host."""
+    scheme = _SCHEME.match(before)
+    if scheme is None:
+        return True  # the scheme itself, or a relative URL the value would make absolute
+    rest = before[scheme.end() :]
+    if scheme.group(1).lower() in _SPECIAL_SCHEMES:
+        return not re.search(r"[/?#\\]", rest.lstrip("/\\"))
+    return rest.startswith("//") and not re.search(r"[/?#]", rest[2:])
 
 
 def _lint_skeleton(linter: _Linter, parts: FieldPath, value: Any) -> None:

@@ -25,7 +25,6 @@ an over-long unsubscribe URL) raises `MessageError`; transports turn that into a
 from __future__ import annotations
 
 import hashlib
-import html
 import time
 from collections.abc import Mapping
 from email.utils import formatdate
@@ -61,8 +60,8 @@ _PART_HEADERS = (
     "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
 )
 
-# A compiled body: literal QP bytes, or (slot name, escape) to fill per recipient.
-_Piece = bytes | tuple[str, str]
+# A compiled body: literal QP bytes, or a slot to fill per recipient.
+_Piece = bytes | Slot
 
 
 class MailContent(Protocol):
@@ -86,7 +85,7 @@ class QpBody:
         pieces: list[_Piece] = []
         for piece in fill.pieces:
             if isinstance(piece, Slot):
-                pieces.append((piece.name, piece.escape))
+                pieces.append(piece)
             elif pieces and isinstance(pieces[-1], bytes) and pieces[-1].endswith(b"\r\n"):
                 # Merge with the previous literal: both are complete segments already.
                 pieces[-1] = pieces[-1] + qp_segment(piece)
@@ -94,7 +93,7 @@ class QpBody:
                 pieces.append(qp_segment(piece))
         self.pieces: tuple[_Piece, ...] = tuple(p for p in pieces if p != b"")
 
-    def render(self, values: Mapping[str, str], cache: dict[tuple[str, str], bytes]) -> bytes:
+    def render(self, values: Mapping[str, str], cache: dict[Slot, bytes]) -> bytes:
         out: list[bytes] = []
         append = out.append
         for piece in self.pieces:
@@ -103,10 +102,7 @@ class QpBody:
                 continue
             encoded = cache.get(piece)  # type: ignore[arg-type]
             if encoded is None:
-                name, escape = piece  # type: ignore[misc]
-                value = values[name]
-                if escape == "html":
-                    value = html.escape(value, quote=True)
+                value = piece.apply(values[piece.name])  # type: ignore[union-attr]
                 encoded = cache[piece] = qp_segment(value)  # type: ignore[index]
             append(encoded)
         return b"".join(out)
@@ -304,7 +300,7 @@ class MessageTemplate:
         )
 
     def _assemble(self, head: tuple[bytes, ...], values: Mapping[str, str]) -> bytes:
-        cache: dict[tuple[str, str], bytes] = {}
+        cache: dict[Slot, bytes] = {}
         to, subject, date, message_id, unsubscribe = head
         body = (
             self._body_start,
@@ -369,11 +365,22 @@ def _address_value(header: str, address: Address) -> str:
     return line[len(header) + 2 : -2]
 
 
+LABEL_MAX = 63  # octets in one label of a domain name (RFC 1035 2.3.4)
+
+
 def _list_id(config: Config) -> str:
-    """RFC 2919 List-Id: the list name as a phrase, then <slug.domain>."""
+    """RFC 2919 List-Id: the list name as a phrase, then <slug.domain>.
+
+    The list-id is a domain name, so the slug label is cut to 63 octets; a long name (or one
+    with no ASCII letters, whose slug is only `list`) gets a digest of the whole name, so two
+    newsletters whose names share the first 54 characters still differ."""
     _name, _, rest = config.list_id.rpartition(" <")
+    slug, _, domain = rest.partition(".")
+    if slug == "list" or len(slug) > LABEL_MAX:
+        digest = hashlib.sha256(config.name.encode()).hexdigest()[:8]
+        slug = f"{slug[: LABEL_MAX - 9].rstrip('-')}-{digest}"
     shown = phrase(config.name)
-    return f"{shown} <{rest}" if shown else f"<{rest}"
+    return f"{shown} <{slug}.{domain}" if shown else f"<{slug}.{domain}"
 
 
 def _check_message_id(message_id: str) -> str:

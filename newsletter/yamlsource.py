@@ -18,6 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from newsletter.diagnostics import Diagnostic
 
 Location = tuple[int, int]
+MAX_DEPTH = 40  # an issue nests 4 levels; PyYAML's composer recurses once per level
 FieldPath = tuple[str | int, ...]
 
 
@@ -110,8 +111,24 @@ def parse_yaml(raw: bytes | str, name: str, *, keep_going: bool = False) -> Yaml
 
 
 def _compose(text: str, name: str) -> Node | None:
-    """The node tree, refusing anchors and aliases before anything could expand them."""
+    """The node tree, refusing anchors and aliases before anything could expand them, and
+    nesting deeper than MAX_DEPTH before PyYAML's recursive composer runs out of stack."""
+    depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise YamlInvalid(
+                    _error(
+                        name,
+                        mark.line + 1,
+                        mark.column + 1,
+                        f"lists and mappings nested more than {MAX_DEPTH} levels deep",
+                    )
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             mark = event.start_mark
             raise YamlInvalid(

@@ -75,6 +75,8 @@ class MailgunServer(ProviderServer):
                     {"message": "to parameter is not a valid address. please check documentation"},
                 )
             need(not variables or address in variables, f"no recipient-variables for {address}")
+            odd = [k for k in variables.get(address, {}) if not re.fullmatch(r"\w+", k, re.ASCII)]
+            need(not odd, f"recipient variable names {odd} are not letters, digits and '_'")
         message_id = f"<{uuid.uuid4().hex}@{self.domain}>"
         if self.render:
             self.deliver(
@@ -101,8 +103,10 @@ class MailgunServer(ProviderServer):
         self, one: dict, to: str, address: str, variables: dict, message_id: str, number: int
     ) -> Delivered:
         def fill(text: str) -> str:
+            # Mailgun documents only identifier names (`%recipient.yourkey%`); any other form
+            # (`%recipient.h:List-Unsubscribe%`) may reach the reader as written.
             return re.sub(
-                r"%recipient\.([^%]+)%",
+                r"%recipient\.([A-Za-z0-9_]+)%",
                 lambda m: str(variables.get(m.group(1), m.group(0))),
                 text,
             )

@@ -8,6 +8,7 @@ results the campaign ledger would record.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from email.utils import parseaddr
 
@@ -399,3 +400,29 @@ def test_a_message_that_cannot_be_built_fails_alone(server: ProviderServer, camp
     assert [r.status for r in results] == ["sent", "failed", "sent", "sent"]
     assert "line break" in results[1].reply
     assert sorted(d.to_email for d in server.delivered) == sorted(r.email for r in TRICKY[:3])
+
+
+def test_mailgun_variables_are_identifiers_and_every_list_unsubscribe_arrives(
+    camp: Campaign,
+) -> None:
+    """Mailgun substitutes only `%recipient.name%` with a plain identifier: a header variable
+    named `h:List-Unsubscribe` would reach every reader unsubstituted. The stand-in leaves any
+    other form as written (and records a violation), so each delivered header must be right."""
+    recipients = [*many(40), *TRICKY]
+    with new_server("mailgun") as srv:
+        send(srv, camp, camp.outgoing(recipients))
+        assert srv.violations == []
+        batch = max(srv.requests, key=lambda r: r.body.count(b'name="to"'))
+        for header in (b"List-Unsubscribe", b"Message-ID"):
+            value = re.search(rb'name="h:' + header + rb'"\r\n\r\n([^\r]*)\r\n', batch.body).group(
+                1
+            )  # type: ignore[union-attr]
+            assert re.fullmatch(rb"%recipient\.[A-Za-z0-9_]+%", value), value
+        for recipient in recipients:
+            (copy,) = srv.for_address(recipient.email)
+            headers = {k.lower(): v for k, v in copy.headers.items()}
+            want = camp.expected_parts(recipient).headers
+            assert headers["list-unsubscribe"] == want["List-Unsubscribe"]
+            assert "%recipient" not in " ".join([copy.subject, copy.text, *headers.values()]) or (
+                recipient.name and "%recipient" in recipient.name
+            )

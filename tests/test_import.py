@@ -249,3 +249,146 @@ def test_rejects_path_option_and_unnamed_empty_columns(store, tmp_path):
     report = import_csv(store, path, rejects_path=target)
     assert report.added == 1 and report.rejects_path == target
     assert "no name in the header" in rejects_of(target)[1][1]
+
+
+FORMULA_VALUES = [
+    "=1+1",
+    '=HYPERLINK("http://evil.example","x")',
+    "+41 79 123 45 67",
+    "-5",
+    "@SUM(A1)",
+    "\tindented",
+    "\rcarriage",
+    "'=already quoted",
+    "''-two quotes",
+    "'tis a plain apostrophe",
+    "'",
+    "''",
+    "plain",
+    "a=b",
+]
+
+
+@pytest.mark.parametrize("value", FORMULA_VALUES)
+@pytest.mark.parametrize("column", ["name", "city"])
+def test_export_is_safe_in_a_spreadsheet_and_reimports_exactly(store, tmp_path, value, column):
+    """OWASP CSV injection: no exported cell starts with a formula character; import undoes
+    exactly the guard the export added, so the round trip is byte-identical."""
+    if column == "name":
+        store.add("ada@example.com", name=value.strip() or "x")
+    else:
+        store.add("ada@example.com", fields={"city": value})
+    exported = export_text(store)
+    for row in csv.reader(io.StringIO(exported)):
+        for cell in row:
+            assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), (value, cell)
+    path = write(tmp_path, exported, "export.csv")
+    with SubscriberStore.open(tmp_path / "copy.db") as copy:
+        assert import_csv(copy, path).added == 1
+        got = copy.get("ada@example.com")
+        if column == "name":
+            assert got.name == (value.strip() or "x")
+        else:
+            assert got.fields["city"] == value.strip()
+        assert export_text(copy) == exported
+
+
+def test_import_removes_only_the_guard_export_adds(store, tmp_path):
+    path = write(
+        tmp_path,
+        "email,name,note\n"
+        "a@example.com,'=SUM(1),'tis\n"
+        "b@example.com,''+x,'\n"
+        "c@example.com,Bob,''\n",
+    )
+    assert import_csv(store, path).added == 3
+    assert store.get("a@example.com").name == "=SUM(1)"
+    assert store.get("a@example.com").fields["note"] == "'tis"
+    assert store.get("b@example.com").name == "'+x"
+    assert store.get("b@example.com").fields["note"] == "'"
+    assert store.get("c@example.com").fields["note"] == "''"
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        *((c, "'" + c) for c in ("=cmd|' /C calc'!A0", "+1", "-1", "@SUM(1)", "\t=1", "\r=1")),
+        ("'=1", "'=1"),  # read as =1 (the guard removed), written guarded again
+        ("''+1", "''+1"),
+        ("'tis", "'tis"),
+    ],
+)
+def test_rejects_file_is_guarded_too(store, tmp_path, cell, written):
+    """Rejected rows keep their cells as read, tabs and carriage returns included (an export
+    never has them: values are stripped), so the guard matters most here."""
+    out = io.StringIO()
+    csv.writer(out).writerows([["email", "name"], ["not-an-address", cell]])
+    report = import_csv(store, write(tmp_path, out.getvalue()))
+    assert report.rejected == 1
+    rows = rejects_of(report.rejects_path)
+    assert rows[1][-1] == written
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("City", "city"), ("city", "CITY"), ("Plan_Name", "plan_name"), ("Plan Name", "plan-name")],
+)
+def test_field_names_differing_in_case_across_imports_share_one_column(
+    store, tmp_path, first, second
+):
+    import_csv(store, write(tmp_path, f"email,{first}\na@example.com,London\n", "one.csv"))
+    import_csv(store, write(tmp_path, f"email,{second}\nb@example.com,Paris\n", "two.csv"))
+    store.add("c@example.com", fields={second.replace(" ", "_").replace("-", "_"): "Rome"})
+    exported = export_text(store)
+    header = exported.splitlines()[0].split(",")
+    assert len(header) == 6, header
+    rows = {r["email"]: r for r in csv.DictReader(io.StringIO(exported))}
+    assert [rows[e][header[5]] for e in ("a@example.com", "b@example.com", "c@example.com")] == [
+        "London",
+        "Paris",
+        "Rome",
+    ]
+    with SubscriberStore.open(tmp_path / "copy.db") as copy:
+        report = import_csv(copy, write(tmp_path, exported, "export.csv"))
+        assert (report.added, report.rejected) == (3, 0)
+        assert export_text(copy) == exported
+
+
+def test_two_columns_of_one_file_differing_in_case_are_refused_naming_both(store, tmp_path):
+    path = write(tmp_path, "email,City,name,city\na@example.com,London,A,Paris\n")
+    with pytest.raises(ImportFileError) as info:
+        import_csv(store, path)
+    assert "'City'" in str(info.value) and "'city'" in str(info.value)
+    assert "columns 2" in str(info.value) and "4" in str(info.value)
+    assert export_text(store).count("\n") == 1  # nothing imported: the header only
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "name"),
+    [
+        ("Email Address,First Name,Last Name", "a@example.com,Ada,Lovelace", "Ada Lovelace"),
+        ("email,first_name,last_name", "a@example.com,Ada,", "Ada"),
+        ("E-mail,Given Name,Family Name", "a@example.com,,Lovelace", "Lovelace"),
+        ("email,Last Name,First Name", "a@example.com,Lovelace,Ada", "Ada Lovelace"),
+        ("email,First Name,Last Name", "a@example.com,,", None),
+        ("email,name,First Name", "a@example.com,Countess,Ada", "Countess"),
+    ],
+)
+def test_first_and_last_name_columns_fill_name(store, tmp_path, header, row, name):
+    report = import_csv(store, write(tmp_path, f"{header}\n{row}\n"))
+    assert report.added == 1
+    assert store.get("a@example.com").name == name
+
+
+def test_a_placeholder_finds_a_field_whatever_the_case_of_its_column(store, tmp_path):
+    from newsletter.render.placeholders import render_placeholders
+
+    import_csv(store, write(tmp_path, "email,City\na@example.com,London\n", "one.csv"))
+    import_csv(store, write(tmp_path, "email,city\nb@example.com,Paris\n", "two.csv"))
+    for address, city in (("a@example.com", "London"), ("b@example.com", "Paris")):
+        recipient = store.get(address).recipient()
+        for written in ("city", "City", "CITY"):
+            text = f"{{{{ subscriber.fields.{written} | default('nowhere') }}}}"
+            assert render_placeholders(text, recipient) == city
+    missing = store.get("a@example.com").recipient()
+    assert render_placeholders("{{ subscriber.fields.town | default('x') }}", missing) == "x"

@@ -27,7 +27,7 @@ from message_support import (
 from newsletter.errors import MessageError
 from newsletter.message import MessageTemplate, QpBody
 from newsletter.mime import DotSafeBytes, qp_segment
-from newsletter.render.fill import Fill, marker
+from newsletter.render.fill import Fill, Slot, marker
 from newsletter.render.placeholders import Recipient
 
 
@@ -271,9 +271,9 @@ def test_qp_segments_decode_exactly_and_concatenate(text: str) -> None:
 
 def test_qp_body_encodes_each_slot_value_once(template: MessageTemplate) -> None:
     body = QpBody(Fill.from_marked(f"{marker(0)} and {marker(0)}", ["x"], "html"))
-    cache: dict[tuple[str, str], bytes] = {}
+    cache: dict[Slot, bytes] = {}
     out = body.render({"x": "<é>"}, cache)
-    assert list(cache) == [("x", "html")]
+    assert list(cache) == [Slot("x", "html")]
     import quopri
 
     assert quopri.decodestring(out.replace(b"\r\n", b"\n")).decode() == "&lt;é&gt; and &lt;é&gt;"
@@ -294,3 +294,60 @@ def test_qp_segments_survive_random_text() -> None:
             assert not line.endswith((b" ", b"\t")), line
         want = text.replace("\r\n", "\n").replace("\r", "\n")
         assert quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode() == want
+
+
+LIST_ID_NAMES = [
+    "A",
+    "List",
+    "x" * 62,
+    "x" * 63,
+    "x" * 64,
+    "The " + "Very " * 30 + "Long Letter",
+    "Brève " * 20,
+    "Новости недели " * 6,
+    "新闻通讯" * 20,
+    "ニュースレター",
+    "🦆" * 40,
+    "a-" * 50,
+]
+
+
+@pytest.mark.parametrize("name", LIST_ID_NAMES, ids=lambda n: f"{len(n)}-chars")
+def test_list_id_keeps_every_label_within_63_octets(project: Path, name: str) -> None:
+    """RFC 2919: the list-id is a domain name; RFC 1035 caps each label at 63 octets."""
+    (project / "newsletter.yaml").write_text(
+        f"name: '{name}'\nfrom: news@example.org\nbase_url: https://news.example.org\n",
+        encoding="utf-8",
+    )
+    compiled, config = compiled_issue(project)
+    t = MessageTemplate(compiled, config, campaign_key="k")  # type: ignore[arg-type]
+    data = t.bytes_for(
+        Recipient("a@example.com"), unsubscribe_url="https://e.x/u", message_id="a@b.c"
+    )
+    assert_wire_format(data)
+    value = str(parse(data)["List-Id"])
+    match = re.fullmatch(r"(.*?) ?<([^<>]+)>", value, re.S)
+    assert match, value
+    assert match.group(1) == name.strip()  # the phrase still shows the whole name
+    list_id = match.group(2)
+    assert list_id.isascii() and list_id.endswith(".example.org")
+    labels = list_id.split(".")
+    assert all(1 <= len(label.encode()) <= 63 for label in labels), labels
+    assert all(re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", label) for label in labels), labels
+
+
+def test_long_names_sharing_a_prefix_get_different_list_ids(project: Path) -> None:
+    ids = set()
+    for suffix in ("Monday edition", "Friday edition"):
+        (project / "newsletter.yaml").write_text(
+            f"name: '{'Weekly ' * 12}{suffix}'\nfrom: news@example.org\n"
+            "base_url: https://news.example.org\n",
+            encoding="utf-8",
+        )
+        compiled, config = compiled_issue(project)
+        t = MessageTemplate(compiled, config, campaign_key="k")  # type: ignore[arg-type]
+        data = t.bytes_for(
+            Recipient("a@example.com"), unsubscribe_url="https://e.x/u", message_id="a@b.c"
+        )
+        ids.add(re.search(r"<([^<>]+)>", str(parse(data)["List-Id"])).group(1))  # type: ignore[union-attr]
+    assert len(ids) == 2

@@ -57,6 +57,7 @@ class SendReport:
     interrupted: bool
     resume_hint: str
     connections: ConnectionStats | None = None
+    dropped_links: Mapping[int, list[str]] = field(default_factory=dict)  # subscriber -> values
 
     @property
     def ok(self) -> bool:
@@ -82,6 +83,8 @@ class SendReport:
         refused = self.connections.summary() if self.connections else None
         if refused:
             lines.append(refused)
+        if self.dropped_links:
+            lines.append(dropped_links_warning(self.dropped_links))
         if self.interrupted:
             lines.append(f"Stopped. To resume, run: {self.resume_hint}")
         elif c.deferred:
@@ -90,6 +93,16 @@ class SendReport:
                 f"to retry them, run later: {self.resume_hint}"
             )
         return "\n".join(lines)
+
+
+def dropped_links_warning(dropped: Mapping[int, list[str]]) -> str:
+    """One line: how many recipients had a link dropped, with a few of the refused values."""
+    values = list(dict.fromkeys(v for found in dropped.values() for v in found))
+    shown = ", ".join(repr(v[:60]) for v in values[:3]) + (", ..." if len(values) > 3 else "")
+    return (
+        f"{len(dropped)} recipient{'s' if len(dropped) != 1 else ''} had a link dropped: {shown} "
+        "(not an http, https or mailto URL; the link went out as plain text)"
+    )
 
 
 @dataclass(frozen=True)
@@ -326,6 +339,7 @@ class Campaign:
             interrupted=result.interrupted,
             resume_hint=self.resume_hint,
             connections=result.connections,
+            dropped_links=dict(source.dropped_links),
         )
 
     def _run(

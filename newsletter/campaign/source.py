@@ -34,6 +34,8 @@ class SubscriberMessages:
         self.config = config
         self.secret = secret
         self._unsubscribe_url = unsubscribe_url
+        # Subscriber id -> their values a link or image URL refused (the link went out as text).
+        self.dropped_links: dict[int, list[str]] = {}
 
     def prepare(self, items: Sequence[WorkItem]) -> tuple[list[Job], list[Outcome]]:
         """One `get_many` for the chunk; jobs for the active subscribers, skips for the rest."""
@@ -63,7 +65,11 @@ class SubscriberMessages:
 
     def _message(self, row_id: int, subscriber: Any) -> OutgoingMessage:
         url = self._unsubscribe_url(self.config, subscriber.id, self.secret)
-        return self.template.outgoing(row_id, subscriber.recipient(), url, subscriber.id)
+        recipient = subscriber.recipient()
+        dropped = self.template.compiled.dropped_urls(recipient)
+        if dropped:
+            self.dropped_links[subscriber.id] = dropped
+        return self.template.outgoing(row_id, recipient, url, subscriber.id)
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
         self.store.mark_bounced(subscriber_id, reply)

@@ -56,8 +56,9 @@ class SlotTable:
             out.append(self.marker(name))
         return "".join(out)
 
-    def fill(self, text: str, escape: fill.Escape) -> Fill:
-        return Fill.from_marked(text, self.names, escape)
+    def fill(self, text: str, escape: fill.Escape, *, body: bool = False) -> Fill:
+        """`text` cut at its markers; in a body, expression slots inside URLs are found."""
+        return Fill.from_marked(text, self.names, escape, self.expressions if body else ())
 
 
 @dataclass(frozen=True)
@@ -105,15 +106,17 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
     }
     anonymous.update({UNSUBSCRIBE_URL: "", EMAIL: ""})
     view: IssueView = base["issue"]
+    html_fill, text_fill = slots.fill(html, "html", body=True), slots.fill(text, "text", body=True)
     return CompiledIssue(
         issue=issue,
         config=config,
         subject=slots.fill(view.subject, "text"),
         preheader=slots.fill(view.preheader or "", "text"),
-        html=slots.fill(html, "html"),
-        text=slots.fill(text, "text"),
-        web_html=slots.fill(web_html, "html").render(anonymous),
+        html=html_fill,
+        text=text_fill,
+        web_html=slots.fill(web_html, "html", body=True).render(anonymous),
         expressions=dict(slots.expressions),
+        url_slots=frozenset(html_fill.url_slots | text_fill.url_slots),
     )
 
 

@@ -9,6 +9,7 @@ from newsletter.config import Config
 from newsletter.issue import Issue
 from newsletter.render.fill import Fill
 from newsletter.render.placeholders import Expression, Recipient
+from newsletter.render.urlslots import clean_url
 
 # Slot names besides "expr:N" (a placeholder expression of the issue).
 UNSUBSCRIBE_URL = "unsubscribe_url"
@@ -33,6 +34,7 @@ class CompiledIssue:
     text: Fill  # the plain-text part; same slot names, unescaped
     web_html: str  # browser version: filled for an anonymous reader, no unsubscribe, no preheader
     expressions: Mapping[str, Expression]  # "expr:N" -> Expression
+    url_slots: frozenset[str] = frozenset()  # expressions that are a whole link or image URL
 
     def values_for(self, recipient: Recipient, unsubscribe_url: str) -> dict[str, str]:
         """Every slot value for one recipient; each expression is evaluated once."""
@@ -41,6 +43,15 @@ class CompiledIssue:
         values[UNSUBSCRIBE_URL] = unsubscribe_url
         values[EMAIL] = recipient.email
         return values
+
+    def dropped_urls(self, recipient: Recipient) -> list[str]:
+        """This recipient's values that a link or image URL refuses (scheme not http, https or
+        mailto): those links go out as plain text. Free when no expression is a whole URL."""
+        if not self.url_slots:
+            return []
+        context = recipient.context()
+        values = (self.expressions[name].evaluate(context) for name in sorted(self.url_slots))
+        return [value for value in values if clean_url(value) is None]
 
     def render_for(self, recipient: Recipient, unsubscribe_url: str) -> RenderedEmail:
         values = self.values_for(recipient, unsubscribe_url)

@@ -60,6 +60,20 @@ class PlaceholderSyntaxError(ValueError):
     pass
 
 
+class Fields(dict):
+    """A subscriber's fields as placeholders see them: names compared ignoring case, as the
+    subscriber store and import do (`{{ subscriber.fields.city }}` finds a field stored as
+    `City`). The exact spelling is found at dict speed; only a miss pays for the scan."""
+
+    def __missing__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            wanted = key.lower()
+            for name, value in self.items():
+                if name.lower() == wanted:
+                    return value
+        raise KeyError(key)
+
+
 @dataclass(frozen=True)
 class Recipient:
     """What a placeholder can see of a subscriber."""
@@ -70,7 +84,7 @@ class Recipient:
 
     def context(self) -> dict[str, Any]:
         # Missing values are left out so `default("reader")` applies to them.
-        subscriber: dict[str, Any] = {"email": self.email, "fields": dict(self.fields)}
+        subscriber: dict[str, Any] = {"email": self.email, "fields": Fields(self.fields)}
         if self.name:
             subscriber["name"] = self.name
         return {"subscriber": subscriber}

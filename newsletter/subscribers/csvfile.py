@@ -4,6 +4,11 @@ UTF-8 with or without a BOM, comma, semicolon or tab (guessed from the header ro
 fields. Every problem that makes the whole file unreadable (not UTF-8, a line of megabytes, no
 header) raises ImportFileError naming the file and line; problems of one row are left to the
 importer, which rejects that row only.
+
+Files we write are safe to open in a spreadsheet (OWASP, "CSV Injection"): a cell that a
+spreadsheet would run as a formula (it begins with `=`, `+`, `-`, `@`, tab or carriage return,
+possibly after apostrophes) gets one leading `'`. Reading removes exactly that apostrophe and no
+other, so export -> import gives back every value, including one that really begins with `'`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import codecs
 import csv
 import errno
 import os
+import re
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -24,6 +30,19 @@ from newsletter.errors import ImportFileError, SubscriberError
 MAX_LINE = 256 * 1024  # bytes in one physical line
 MAX_FIELD = 128 * 1024  # characters in one cell (csv's default limit, made explicit)
 DELIMITERS = (",", ";", "\t")
+FORMULA_START = "=+-@\t\r"  # what spreadsheets read as a formula (OWASP CSV injection)
+_NEEDS_GUARD = re.compile(rf"'*[{re.escape(FORMULA_START)}]")
+_GUARDED = re.compile(rf"'+[{re.escape(FORMULA_START)}]")
+
+
+def guard_cell(value: str) -> str:
+    """The cell as written: one `'` before a value a spreadsheet would run as a formula."""
+    return "'" + value if _NEEDS_GUARD.match(value) else value
+
+
+def unguard_cell(value: str) -> str:
+    """Undo `guard_cell` (and only it): `'=1` -> `=1`, `''-x` -> `'-x`, `'tis` unchanged."""
+    return value[1:] if _GUARDED.match(value) else value
 
 
 def open_rows(path: Path) -> tuple[BinaryIO, list[str], Iterator[tuple[int, list[str]]]]:
@@ -49,8 +68,8 @@ def open_rows(path: Path) -> tuple[BinaryIO, list[str], Iterator[tuple[int, list
             )
         delimiter = guess_delimiter(first)
         reader = csv.reader(chain((first,), lines), delimiter=delimiter, strict=False)
-        header = _next_row(reader, path)
-        return fh, header or [], _rows(reader, path)
+        header = [unguard_cell(c) for c in _next_row(reader, path) or []]
+        return fh, header, _rows(reader, path)
     except BaseException:
         fh.close()
         raise
@@ -73,7 +92,10 @@ def _rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[s
     try:
         for cells in reader:
             start, line = line + 1, reader.line_num  # type: ignore[attr-defined]
-            if cells and "".join(cells).strip():
+            joined = "".join(cells)
+            if joined.strip():
+                if "'" in joined:
+                    cells = [unguard_cell(c) if c[:1] == "'" else c for c in cells]
                 yield start, cells
     except csv.Error as exc:
         raise _parse_error(path, line + 1, exc) from None
@@ -164,13 +186,17 @@ def write_csv_atomic(path: Path, header: list[str], rows: Iterable[list[str]]) -
 
 
 def write_csv(out: TextIO, header: list[str], rows: Iterable[list[str]]) -> int:
+    """Write header and rows, each cell through `guard_cell`; returns the number of rows."""
     writer = csv.writer(out)
-    writer.writerow(header)
+    writer.writerow([guard_cell(c) for c in header])
     count = 0
     for row in rows:
-        writer.writerow(row)
+        writer.writerow([guard_cell(c) if c[:1] in _GUARD_FIRST else c for c in row])
         count += 1
     return count
+
+
+_GUARD_FIRST = frozenset(FORMULA_START + "'")
 
 
 csv.field_size_limit(MAX_FIELD)

@@ -26,15 +26,24 @@ def export_csv(
     """
     if isinstance(out, str | Path):
         refuse_to_replace(Path(out), store.conn, BASE_COLUMNS[0])
-    field_names = store.field_names(list_name, status)
-    header = BASE_COLUMNS + field_names
-    rows = _rows(store.iter_subscribers(list_name, status), field_names)
+    columns: dict[str, list[str]] = {}  # one column per field, spellings compared ignoring case
+    for name in store.field_names(list_name, status):
+        columns.setdefault(name.lower(), []).append(name)
+    spellings = list(columns.values())
+    header = BASE_COLUMNS + [names[0] for names in spellings]
+    rows = _rows(store.iter_subscribers(list_name, status), spellings)
     if isinstance(out, str | Path):
         return write_csv_atomic(Path(out), header, rows)
     return write_csv(out, header, rows)
 
 
-def _rows(subscribers: Iterator[Subscriber], field_names: list[str]) -> Iterator[list[str]]:
+def _rows(subscribers: Iterator[Subscriber], spellings: list[list[str]]) -> Iterator[list[str]]:
+    """Rows in header order. A database from before field names were merged by case may hold
+    `City` and `city`: they share one column (import would refuse two), first value found."""
+    field_names = [names[0] for names in spellings]
+    if any(len(names) > 1 for names in spellings):
+        yield from _merged_rows(subscribers, spellings)
+        return
     for sub in subscribers:
         yield [
             sub.email,
@@ -43,4 +52,18 @@ def _rows(subscribers: Iterator[Subscriber], field_names: list[str]) -> Iterator
             format_lists(sub.lists),
             sub.created_at,
             *(sub.fields.get(name, "") for name in field_names),
+        ]
+
+
+def _merged_rows(
+    subscribers: Iterator[Subscriber], spellings: list[list[str]]
+) -> Iterator[list[str]]:
+    for sub in subscribers:
+        yield [
+            sub.email,
+            sub.name or "",
+            sub.status,
+            format_lists(sub.lists),
+            sub.created_at,
+            *(next((v for n in names if (v := sub.fields.get(n))), "") for names in spellings),
         ]

@@ -2,7 +2,11 @@
 
 Columns: `email` (required), `name`, `status`, `lists` (names separated by '|'), `created_at`,
 and any other column becomes a personalisation field (`{{ subscriber.fields.city }}`). This is
-exactly what `export` writes, so export -> import round-trips.
+exactly what `export` writes, so export -> import round-trips. Without a `name` column, the
+first/last name columns of common exports (`First Name`/`Last Name` as Mailchimp, Substack and
+Google Contacts write them, `Given Name`/`Family Name`) fill `name`, joined with a space, and
+stay fields too. Field names are case-insensitive: a column spelled `city` fills the stored
+field `City`; two columns of one file that differ only in case are refused, naming both.
 
 Rules: the whole import is one transaction (an unreadable line halfway leaves the database as it
 was); re-importing a file changes nothing; an import never re-activates an unsubscribed,
@@ -15,7 +19,7 @@ import gc
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from newsletter.errors import ImportFileError, SubscriberError
@@ -54,6 +58,8 @@ _ALIASES = {
     "lists": "lists",
     "created_at": "created_at",
 }
+_GIVEN = {"first name", "first_name", "firstname", "given name", "given_name"}
+_FAMILY = {"last name", "last_name", "lastname", "family name", "family_name", "surname"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Columns:
     created_at: int | None
     fields: tuple[tuple[int, str], ...]
     unnamed: tuple[int, ...]
+    name_parts: tuple[int, ...] = ()  # given and family name columns, used without `name`
 
 
 def default_rejects_path(path: Path) -> Path:
@@ -134,6 +141,8 @@ def import_csv(
     gc.disable()
     try:
         columns = parse_header(header, path)
+        spelling = store.field_spellings(name for _, name in columns.fields)
+        columns = replace(columns, fields=tuple((i, spelling[n]) for i, n in columns.fields))
         with store.transaction():
             bulk = store.bulk_import(default_status=status, extra_lists=extra, source=path.name)
             for chunk, raw in _chunks(rows, columns, extra, counts, rejected_cells):
@@ -163,6 +172,7 @@ def parse_header(header: list[str], path: Path) -> Columns:
     fields: list[tuple[int, str]] = []
     unnamed: list[int] = []
     seen: dict[str, int] = {}
+    given = family = None
     for index, cell in enumerate(header):
         label = cell.strip()
         if not label:
@@ -171,10 +181,17 @@ def parse_header(header: list[str], path: Path) -> Columns:
         role = _ALIASES.get(label.lower())
         name = role or _field_name(label, path)
         if name.lower() in seen:
+            first = seen[name.lower()]
             raise ImportFileError(
-                f"{path}:1: columns {seen[name.lower()] + 1} and {index + 1} are both {name!r}"
+                f"{path}:1: columns {first + 1} ({header[first].strip()!r}) and {index + 1} "
+                f"({label!r}) are both {name!r} (column names are compared ignoring case); "
+                "merge them into one column or rename one"
             )
         seen[name.lower()] = index
+        if label.lower() in _GIVEN and given is None:
+            given = index
+        elif label.lower() in _FAMILY and family is None:
+            family = index
         if role:
             known[role] = index
         else:
@@ -194,6 +211,7 @@ def parse_header(header: list[str], path: Path) -> Columns:
         created_at=known.get("created_at"),
         fields=tuple(fields),
         unnamed=tuple(unnamed),
+        name_parts=tuple(i for i in (given, family) if i is not None),
     )
 
 
@@ -214,8 +232,10 @@ def parse_row(line: int, cells: list[str], columns: Columns, extra: tuple[str, .
     name = None
     if columns.name is not None:
         name = cells[columns.name].strip() or None  # control characters were checked above
-        if name is not None and len(name) > NAME_MAX:
-            clean_name(name)  # raises with the reason
+    elif columns.name_parts:
+        name = " ".join(p for p in (cells[i].strip() for i in columns.name_parts) if p) or None
+    if name is not None and len(name) > NAME_MAX:
+        clean_name(name)  # raises with the reason
     status = created = None
     if columns.status is not None:
         status = _optional(cells, columns.status, check_status)

@@ -233,6 +233,18 @@ class SubscriberStore:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def field_spellings(self, names: Iterable[str]) -> dict[str, str]:
+        """Each name -> the spelling already stored for it, compared case-insensitively.
+
+        Field names are case-insensitive (`City` and `city` are one field), so a new spelling
+        fills the stored field instead of starting a second column that an export could not
+        import again. Names not stored yet map to themselves.
+        """
+        stored: dict[str, str] = {}
+        for name in self.field_names():
+            stored.setdefault(name.lower(), name)
+        return {name: stored.get(name.lower(), name) for name in names}
+
     def list_names(self) -> list[str]:
         with self._lock:
             rows = self.conn.execute("SELECT name FROM subscriber_lists ORDER BY name").fetchall()
@@ -288,6 +300,9 @@ class SubscriberStore:
         key = email_key(normalized)
         clean = clean_name(name)
         values = clean_fields(fields or {})
+        if values:
+            spelling = self.field_spellings(values)
+            values = {spelling[k]: v for k, v in values.items()}
         names = sorted({check_list_name(n) for n in lists}) or [DEFAULT_LIST]
         status = check_status(status)
         with self.transaction() as conn:

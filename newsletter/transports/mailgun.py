@@ -4,8 +4,11 @@ A batch is one request listing every recipient in repeated `to` fields, with
 `recipient-variables` (a JSON object keyed by address) so that Mailgun sends each recipient a
 message of their own: without it every recipient would see all the others in To. The content
 goes once, with `%recipient.vN%` wherever the recipients' texts differ (found by `_merge`), and
-per-recipient headers (Message-ID, List-Unsubscribe) as `h:Name=%recipient.h:Name%`. Our ledger
-key travels as custom data (`v:newsletter_key`), echoed in Mailgun's webhooks.
+per-recipient headers (Message-ID, List-Unsubscribe) as `h:Name=%recipient.hN%`. Variable names
+are plain identifiers (letters, digits, underscore), the only form Mailgun documents
+(`%recipient.yourkey%`): a name such as `h:List-Unsubscribe` may be left unsubstituted. A
+recipient whose values would be read as Mailgun markers again goes alone. Our ledger key travels
+as custom data (`v:newsletter_key`), echoed in Mailgun's webhooks.
 
 Mailgun validates a batch as a whole: a 400 that blames an address rejects the request, so the
 batch is halved and re-sent until the refused addresses stand alone. Its 200 reply carries one
@@ -186,13 +189,16 @@ class MailgunTransport(HttpApiTransport):
         for name, value in headers[0].items():
             if name not in varying:
                 fields.append((f"h:{name}", value))
-        for name in sorted(varying):
-            fields.append((f"h:{name}", f"{VAR}h:{name}%"))
+        header_slots = {name: f"h{n}" for n, name in enumerate(sorted(varying))}
+        for name, slot in header_slots.items():
+            fields.append((f"h:{name}", f"{VAR}{slot}%"))
         fields.append(("v:newsletter_key", f"{VAR}newsletter_key%"))
         members, misfits = [], []
         for index, own_headers, values in zip(indices, headers, group.values, strict=True):
             variables = dict(zip(slots, [v for field in values for v in field], strict=True))
-            variables.update({f"h:{name}": own_headers.get(name, "") for name in varying})
+            variables.update(
+                {slot: own_headers.get(name, "") for name, slot in header_slots.items()}
+            )
             variables["newsletter_key"] = str(messages[index].key)
             if any(VAR in v for v in variables.values()):
                 misfits.append(index)
