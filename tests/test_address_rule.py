@@ -10,19 +10,18 @@ are delivered.
 from __future__ import annotations
 
 import base64
-import html
 import csv
+import html
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from provider_servers import MailgunServer, PostmarkServer, ResendServer, SendGridServer
-from smtp_servers import SmtpServer
 from serve_support import running, sign_up
+from smtp_servers import SmtpServer
 
 from newsletter.campaign import send_issue
 from newsletter.cli import main

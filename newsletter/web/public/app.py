@@ -44,10 +44,10 @@ from newsletter import publishing, tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
-from newsletter.transactional import send_confirmation
 from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
 from newsletter.subscribers.spool import drain, spool_unsubscribe
+from newsletter.transactional import send_confirmation
 from newsletter.web.public.guard import (
     BODY_TIMEOUT,
     FormTokens,
