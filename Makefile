@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE := issues/2026-11-25-microsoft-openai-partnership.yaml
+# Debian packages the tests need: installed with apt-get when run as root, otherwise the exact
+# command to run is printed and the target stops.
+SYSTEM_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: install demo test lint format bench screenshots clean
+.PHONY: install system-packages demo test lint format bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +22,22 @@ demo: $(STAMP)
 	$(BIN)/newsletter check $(EXAMPLE)
 	$(BIN)/newsletter build $(EXAMPLE)
 
-test: $(STAMP)
+system-packages:
+	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null || exit 1; \
+	  else \
+	    echo "The tests need Debian packages:$$missing. Run: sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
