@@ -2,8 +2,9 @@
 
 One `.eml` file per message, named from its Message-ID, so sending the same message again (a
 resume after a crash) overwrites the file instead of adding a duplicate. Each file is written to a
-temporary name (mode 0600, in a folder made 0700), flushed to disk and renamed into place, and the folder entry is synced before the
-batch is reported sent: a crash leaves either the old file or the new one, never half a message.
+temporary name (mode 0600, in a folder made 0700), flushed to disk and renamed into place, and
+the folder entry is synced before the batch is reported sent: a crash leaves either the old
+file or the new one, never half a message.
 """
 
 from __future__ import annotations
