@@ -27,6 +27,8 @@ COMMAND_MODULES = {
     "serve": "subscribers",
     "send": "send",
     "status": "send",
+    "doctor": "doctor",
+    "dkim": "doctor",
 }
 
 

@@ -14,6 +14,7 @@ import click
 from newsletter.campaign import Campaign, StreamProgress, campaign_status, parse_rate, send_test
 from newsletter.campaign.ratelimit import Rate
 from newsletter.cli.common import app, reports_errors
+from newsletter.doctor import check_before_send
 from newsletter.errors import NewsletterError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,11 +94,18 @@ def send(
 ) -> None:
     """Send ISSUE to a subscriber list (running it again resumes).
 
+    Runs `newsletter doctor`'s checks first: when the transport delivers off this machine (an
+    SMTP host that is not loopback, an email API), a setup that would reach readers broken (an
+    example From, links to 127.0.0.1, the placeholder postal address...) is refused with every
+    error listed; otherwise, and for --test and --dry-run, they are printed as warnings.
     Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
     Ctrl-C stops after the messages in flight; the same command resumes.
     """
     config = app().config
+    # doctor's checks; raises SetupRefused for a broken setup sent off this machine.
+    for finding in check_before_send(config, transport, real=not (test_address or dry_run)):
+        click.echo(finding.format(), err=True)
     if test_address:
         click.echo(send_test(config, issue, test_address, transport=transport).summary())
         return
