@@ -40,14 +40,20 @@ def resolver(nameserver: str | None = None) -> dns.resolver.Resolver:
 class _Lookup:
     def __init__(self, res: dns.resolver.Resolver) -> None:
         self.res = res
+        self.unreachable: str | None = None  # once no server answers, the next lookups fail too
 
     def txt(self, name: str) -> list[str] | str:
         """The TXT strings at `name` (each record's strings joined), [] when there is none, or
         the reason the lookup failed."""
+        if self.unreachable is not None:
+            return self.unreachable
         try:
             answer = self.res.resolve(name, "TXT", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
+        except (dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as exc:
+            self.unreachable = f"no DNS server answered ({exc.__class__.__name__})"
+            return self.unreachable
         except dns.exception.DNSException as exc:
             return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
         return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
