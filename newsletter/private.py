@@ -14,6 +14,7 @@ so creating the database file 0600 first covers them too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -33,6 +34,8 @@ def make_private_dirs(folder: Path) -> None:
         if here.parent == here:
             break
         here = here.parent
+    if here.exists() and not here.is_dir():  # a file in the way: name it, as mkdir does
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(here))
     for path in reversed(missing):
         try:
             path.mkdir(mode=DIR_MODE)
@@ -42,7 +45,7 @@ def make_private_dirs(folder: Path) -> None:
             continue  # another process made it at the same moment: its mode is its own
         os.chmod(path, DIR_MODE)
     if not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder")
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(folder))
 
 
 def open_private(path: Path | str, flags: int) -> int:

@@ -249,10 +249,24 @@ OFF_MACHINE = [
 ]
 
 
+# Stand-in credentials: the refusal comes after the URL and its secrets are checked.
+FAKE_SECRETS = {
+    "NEWSLETTER_SMTP_PASSWORD": "not-a-real-password",
+    "SENDGRID_API_KEY": "SG.not-a-real-key",
+    "MAILGUN_API_KEY": "not-a-real-key",
+    "POSTMARK_SERVER_TOKEN": "not-a-real-token",
+    "RESEND_API_KEY": "re_not_a_real_key",
+    "AWS_ACCESS_KEY_ID": "AKIANOTAREALKEY",
+    "AWS_SECRET_ACCESS_KEY": "not-a-real-secret",
+}
+
+
 @pytest.mark.parametrize("transport", OFF_MACHINE)
 def test_send_refuses_a_broken_setup_off_this_machine_before_any_connection(
-    project, runner, no_network, transport
+    project, runner, no_network, transport, monkeypatch
 ) -> None:
+    for name, value in FAKE_SECRETS.items():
+        monkeypatch.setenv(name, value)
     config = load_config(project / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         store.add("ada@example.net", name="Ada")

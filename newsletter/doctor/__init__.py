@@ -104,14 +104,15 @@ def check_before_send(
 
     Returns the findings to show as warnings; raises SetupRefused (listing every error) when
     `real` and the transport delivers off this machine and anything would reach a reader
-    broken. Reads files only: no connection is made."""
-    from newsletter.transports import SCHEMES, scheme_of
+    broken, and TransportConfigError for a transport URL that cannot work. Reads files only:
+    no connection is made."""
+    from newsletter.transports import transport_from_url
 
     url = transport or config.transport
+    # A bad URL or a missing key is reported alone, before any finding (nothing is opened).
+    transport_from_url(url, config, environ)
     report = diagnose(config, transport=url, environ=environ)
-    # An unknown scheme sends nothing anywhere: the transport reports the URL itself.
-    known = scheme_of(url) in SCHEMES
-    if real and report.errors and known and delivers_off_machine(url):
+    if real and report.errors and delivers_off_machine(url):
         raise SetupRefused(url, report.errors)
     return [f.as_warning() for f in report.findings]
 
