@@ -218,6 +218,35 @@ def test_init_s_project_fails_doctor_on_every_placeholder(tmp_path, runner) -> N
     assert {"from", "base_url", "postal_address", "dkim", "secret_key"} <= keys
 
 
+@pytest.mark.parametrize(
+    ("transport", "says"),
+    [
+        ("smtp://mail.letter.co.uk?tls=none", "tls=none to another machine"),
+        ("smtp://mail.letter.co.uk:587?verify=false", "verify=false"),
+        ("smtps://mail.letter.co.uk?verify=0", "verify=false"),
+        ("smtp://127.0.0.1:2525?tls=none", None),  # a trusted local relay
+        ("smtp://mail.letter.co.uk?tls=starttls", None),
+        ("sendgrid:", None),
+    ],
+)
+def test_smtp_to_another_machine_without_tls_or_certificate_checks(
+    clean, runner, transport, says
+) -> None:
+    _code, found, output = doctor(clean, runner, "--transport", transport)
+    mine = [f for f in found if f[2] == "transport"]
+    if says is None:
+        assert mine == [], output
+    else:
+        assert [(f[0], f[1]) for f in mine] == [("--transport", "warning")], output
+        assert says in mine[0][3]
+    # The same URL in newsletter.yaml is reported at its line.
+    config = clean / "newsletter.yaml"
+    config.write_text(CLEAN + f"transport: {transport}\n", encoding="utf-8")
+    _code, found, output = doctor(clean, runner)
+    mine = [f for f in found if f[2] == "transport"]
+    assert [f[0] for f in mine] == ([] if says is None else [f"{config}:9:12"]), output
+
+
 # --- send runs the same checks -------------------------------------------------------------
 
 

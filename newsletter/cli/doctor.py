@@ -35,7 +35,8 @@ def doctor(transport: str | None, use_dns: bool, nameserver: str | None) -> None
     NEWSLETTER_* variable the value came from): a From on an example or free-mail domain, a
     base_url that is local or plain http, a missing or placeholder postal address, no DKIM or
     a DKIM domain not aligned with From, an over-long List-Id, where the signing secret is
-    kept, private files readable by others (with the chmod to run). Prints the DKIM record to
+    kept, SMTP to another machine without TLS or certificate checks, private files readable by
+    others (with the chmod to run). Prints the DKIM record to
     publish. Exits 1 when anything would reach a reader broken; `send` refuses the same errors
     when its transport delivers off this machine.
     """

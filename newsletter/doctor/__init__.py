@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
 
 from newsletter.config import Config
-from newsletter.doctor import domains
 from newsletter.doctor.checks import CHECKS
+from newsletter.doctor.domains import delivers_off_machine
 from newsletter.doctor.findings import Finding, Locator
 from newsletter.errors import SetupRefused
 
@@ -32,8 +31,6 @@ __all__ = [
     "delivers_off_machine",
     "diagnose",
 ]
-
-LOCAL_SCHEMES = frozenset({"outbox", "console"})
 
 
 @dataclass
@@ -75,22 +72,6 @@ def diagnose(
 
         report.findings.extend(check_dns(config, at, report.dkim_record, resolver))
     return report
-
-
-def delivers_off_machine(transport: str) -> bool:
-    """True when `transport` hands mail to another machine: an SMTP host that is not loopback,
-    an email API without a loopback `?endpoint=`. Nothing is resolved or contacted (a name
-    other than localhost counts as another machine)."""
-    scheme = transport.partition(":")[0].lower()
-    if scheme in LOCAL_SCHEMES:
-        return False
-    try:
-        if scheme in ("smtp", "smtps"):
-            return not domains.is_loopback(urlsplit(transport).hostname)
-        endpoint = dict(parse_qsl(transport.partition("?")[2])).get("endpoint")
-        return endpoint is None or not domains.is_loopback(urlsplit(endpoint).hostname)
-    except ValueError:  # a malformed URL: the transport itself reports it
-        return True
 
 
 def check_before_send(

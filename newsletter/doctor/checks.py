@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from newsletter.config import Config
 from newsletter.doctor import domains
@@ -21,6 +21,7 @@ from newsletter.errors import ConfigError
 from newsletter.lint import SKELETON_MARK
 from newsletter.private import wider_than_private
 from newsletter.tokens import MIN_SECRET_LENGTH
+from newsletter.transports import redact_secrets
 
 # What `newsletter init` writes as the postal address (newsletter/scaffold.py).
 POSTAL_PLACEHOLDER = "1 Example Street"
@@ -261,6 +262,39 @@ def check_file_modes(config: Config, at: Locator, transport: str) -> list[Findin
     return found
 
 
+def check_transport(config: Config, at: Locator, transport: str) -> list[Finding]:
+    """SMTP to another machine without encryption or without checking its certificate: the
+    password and every reader's message could be read or changed on the way."""
+    scheme = transport.partition(":")[0].lower()
+    if scheme not in ("smtp", "smtps") or not domains.delivers_off_machine(transport):
+        return []
+    params = {k: v.lower() for k, v in parse_qsl(transport.partition("?")[2])}
+    shown = redact_secrets(transport)
+    where = at.where("transport") if transport == config.transport else "--transport"
+    found: list[Finding] = []
+    if scheme == "smtp" and params.get("tls") == "none":
+        found.append(
+            Finding(
+                where,
+                "warning",
+                "transport",
+                f"{shown} uses tls=none to another machine: the login and every message "
+                "travel unencrypted; use tls=starttls (the default) or smtps://",
+            )
+        )
+    if params.get("verify") in ("false", "0", "no"):
+        found.append(
+            Finding(
+                where,
+                "warning",
+                "transport",
+                f"{shown} uses verify=false: any server can pose as the relay and read the "
+                "mail; trust a private certificate with cafile=PATH instead",
+            )
+        )
+    return found
+
+
 CHECKS: tuple[Check, ...] = (
     check_from,
     check_reply_to,
@@ -269,6 +303,7 @@ CHECKS: tuple[Check, ...] = (
     check_list_id,
     check_dkim,
     check_secret_key,
+    check_transport,
     check_file_modes,
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from urllib.parse import parse_qsl, urlsplit
 
 # RFC 2606 / RFC 6761 names that never reach a real mailbox or web site, and private-use ones.
 RESERVED_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
@@ -101,3 +102,22 @@ def is_not_public(host: str) -> bool:
     if ip is not None:
         return not ip.is_global
     return is_loopback(host) or "." not in host.strip(".")
+
+
+LOCAL_SCHEMES = frozenset({"outbox", "console"})
+
+
+def delivers_off_machine(transport: str) -> bool:
+    """True when `transport` hands mail to another machine: an SMTP host that is not loopback,
+    an email API without a loopback `?endpoint=`. Nothing is resolved or contacted (a name
+    other than localhost counts as another machine)."""
+    scheme = transport.partition(":")[0].lower()
+    if scheme in LOCAL_SCHEMES:
+        return False
+    try:
+        if scheme in ("smtp", "smtps"):
+            return not is_loopback(urlsplit(transport).hostname)
+        endpoint = dict(parse_qsl(transport.partition("?")[2])).get("endpoint")
+        return endpoint is None or not is_loopback(urlsplit(endpoint).hostname)
+    except ValueError:  # a malformed URL: the transport itself reports it
+        return True
