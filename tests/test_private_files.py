@@ -120,3 +120,14 @@ def test_doctor_reports_wider_modes_with_the_chmod_that_fixes_them(project, cli)
     for command in re.findall(r"`(chmod [^`]+)`", output):
         subprocess.run(command, shell=True, check=True, cwd=project)
     assert "chmod" not in cli("doctor").output
+
+
+def test_a_config_file_holding_the_secret_must_be_private_too(project, cli) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text() + "secret_key: a-long-enough-secret-0123456789\n")
+    os.chmod(config, 0o644)
+    output = cli("doctor").output
+    assert f"{config}: warning: secret_key: mode 0644:" in output
+    assert f"`chmod 600 {config}`" in output
+    os.chmod(config, 0o600)
+    assert "mode 0644" not in cli("doctor").output

@@ -224,6 +224,8 @@ def check_file_modes(config: Config, at: Locator, transport: str) -> list[Findin
         targets.append(("database", db.with_name(db.name + suffix)))
     if config.dkim is not None:
         targets.append(("dkim.private_key", config.dkim.private_key))
+    if config.path is not None and at.in_file("secret_key"):
+        targets.append(("secret_key", config.path))  # the file holds a secret too
     outbox = _outbox_folder(config, transport)
     if outbox is not None and outbox.is_dir():
         targets.append(("transport", outbox))
