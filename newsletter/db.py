@@ -11,13 +11,19 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from newsletter.private import create_private_file, make_private_dirs
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
 
 def connect(path: str | Path, *, timeout: float = 30.0) -> sqlite3.Connection:
-    """Open (creating if needed) the database with the settings every component relies on."""
+    """Open (creating if needed) the database with the settings every component relies on.
+
+    A new database file (and any folder made for it) is private: 0600 (0700), whatever the
+    umask; SQLite gives its -wal and -shm files the same mode (see newsletter.private)."""
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(Path(path).parent)
+        create_private_file(Path(path))
     conn = sqlite3.connect(
         str(path), timeout=timeout, isolation_level=None, check_same_thread=False
     )

@@ -2,6 +2,7 @@
 
     NewsletterError                 anything the CLI reports as a clear one-line error
     ├── ConfigError                 newsletter.yaml / environment (carries file and line)
+    │   └── SetupRefused            `send` off this machine with a setup that `doctor` fails
     ├── IssueInvalid                an issue file failed validation (carries diagnostics)
     ├── RenderError                 a theme template failed (carries template file and line)
     ├── SubscriberError             the subscriber store refused an operation
@@ -42,6 +43,20 @@ class ConfigError(NewsletterError):
         if path is not None:
             where = f"{path}:{line}: " if line else f"{path}: "
         super().__init__(f"{where}{message}")
+
+
+class SetupRefused(ConfigError):
+    """`send` refused: the transport delivers off this machine and the setup would reach
+    readers broken (newsletter.doctor). Carries every error finding."""
+
+    def __init__(self, transport: str, findings: Sequence[object]) -> None:
+        self.findings = list(findings)
+        lines = "\n".join(f.format() for f in self.findings)  # type: ignore[attr-defined]
+        super().__init__(
+            f"not sending: {transport} delivers to real inboxes, and this setup would reach "
+            f"readers broken:\n{lines}\nFix these (`newsletter doctor` checks again), or try "
+            "the issue with the outbox (--transport outbox:./outbox), --test or --dry-run."
+        )
 
 
 class IssueInvalid(NewsletterError):

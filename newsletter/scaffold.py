@@ -72,6 +72,12 @@ language: en
 database: newsletter.db
 # Where mail goes: outbox:./outbox writes .eml files to look at instead of sending.
 transport: outbox:./outbox
+# DKIM signing: `newsletter dkim keygen` writes a key, fills in this block and prints the DNS
+# record to publish. `newsletter doctor` checks the whole setup before real mail goes out.
+# dkim:
+#   domain: example.com
+#   selector: nl202601
+#   private_key: dkim/nl202601.example.com.pem
 # secret_key signs unsubscribe links: set NEWSLETTER_SECRET_KEY in the environment rather than
 # writing it here.
 """

@@ -29,6 +29,8 @@ COMMAND_MODULES = {
     "unpublish": "publish",
     "send": "send",
     "status": "send",
+    "doctor": "doctor",
+    "dkim": "doctor",
 }
 
 

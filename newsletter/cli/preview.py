@@ -18,7 +18,13 @@ from newsletter.cli.common import app, reports_errors
     default=0,
     help="Port to listen on (default: a free one).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The preview answers only requests addressed (Host header) to "
+    "127.0.0.1, localhost, [::1] or this host, with its port; others get 421 (DNS rebinding).",
+)
 @click.option("--open", "open_browser", is_flag=True, help="Open the preview in a web browser.")
 @reports_errors
 def preview(issue: Path, port: int, host: str, open_browser: bool) -> None:

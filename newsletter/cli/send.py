@@ -22,9 +22,15 @@ from newsletter.campaign.recipients import (
 )
 from newsletter.campaign.settings import UNLIMITED
 from newsletter.cli.common import app, reports_errors
+from newsletter.doctor import check_before_send
 from newsletter.errors import NewsletterError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show_findings(findings: list[Any]) -> None:
+    for finding in findings:
+        click.echo(finding.format(), err=True)
 
 
 def _database_errors(fn: F) -> F:
@@ -124,6 +130,10 @@ def send(
 ) -> None:
     """Send ISSUE to a subscriber list (running it again resumes).
 
+    Runs `newsletter doctor`'s checks first: when the transport delivers off this machine (an
+    SMTP host that is not loopback, an email API), a setup that would reach readers broken (an
+    example From, links to 127.0.0.1, the placeholder postal address...) is refused with every
+    error listed; otherwise, and for --test and --dry-run, they are printed as warnings.
     Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
     The first run stores the transport, rate and concurrency: a bare `newsletter send ISSUE`
@@ -132,6 +142,7 @@ def send(
     """
     config = app().config
     if test_addresses:
+        _show_findings(check_before_send(config, transport, real=False))
         report = send_test(config, issue, list(test_addresses), transport=transport)
         click.echo(report.summary())
         if not report.ok:
@@ -148,6 +159,10 @@ def send(
     try:
         if campaign.transport_choice.note:
             click.echo(campaign.transport_choice.note, err=True)
+        # doctor's checks against the transport this run really uses (a resume: the stored
+        # one); raises SetupRefused for a broken setup sent off this machine.
+        used = campaign.transport_choice.url or transport
+        _show_findings(check_before_send(config, used, real=not dry_run))
         if dry_run:
             dry = campaign.dry_run()
             click.echo(dry.summary())

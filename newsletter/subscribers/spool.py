@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter.errors import SubscriberError
+from newsletter.private import open_private
 
 if TYPE_CHECKING:
     from newsletter.subscribers.store import SubscriberStore
@@ -37,7 +38,9 @@ def spool_unsubscribe(database: Path, subscriber_id: int, how: str) -> None:
     path = spool_path(database)
     with _lock:
         while True:
-            out = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            # Private like the database beside it (newsletter.private).
+            fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+            out = os.fdopen(fd, "a", encoding="utf-8")
             try:
                 fcntl.flock(out, fcntl.LOCK_EX)
                 # A drain may have renamed the file between open and lock: write to the new one.

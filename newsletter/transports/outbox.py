@@ -2,8 +2,9 @@
 
 One `.eml` file per message, named from its Message-ID, so sending the same message again (a
 resume after a crash) overwrites the file instead of adding a duplicate. Each file is written to a
-temporary name, flushed to disk and renamed into place, and the folder entry is synced before the
-batch is reported sent: a crash leaves either the old file or the new one, never half a message.
+temporary name (mode 0600, in a folder made 0700), flushed to disk and renamed into place, and
+the folder entry is synced before the batch is reported sent: a crash leaves either the old
+file or the new one, never half a message.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from newsletter.errors import MessageError, TransportConfigError
+from newsletter.private import make_private_dirs, open_private
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ class OutboxTransport(Transport):
 
     def open(self) -> None:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.folder)
         except OSError as exc:
             # mkdir reports a file in the way as "File exists": say what that means here.
             reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
@@ -93,7 +95,8 @@ class OutboxTransport(Transport):
     def _write(self, target: Path, data: bytes) -> None:
         temp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            with open(temp, "wb") as f:
+            # 0600: each file holds an address and that reader's own unsubscribe link.
+            with os.fdopen(open_private(temp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

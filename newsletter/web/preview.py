@@ -7,6 +7,8 @@ swaps in the new version without losing its scroll position. A failed build is s
 
 Usable from Python: `with PreviewServer(path) as server: ... server.url ...` runs it in a
 background thread (tests, screenshots); `serve_forever()` runs it in the foreground until Ctrl-C.
+It answers only requests whose Host is 127.0.0.1, localhost, [::1] or the host it listens on,
+with its port (421 otherwise: DNS rebinding, see livepreview/hosts.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import uvicorn
 from newsletter.errors import NewsletterError
 from newsletter.web.livepreview.app import PreviewState, create_app
 from newsletter.web.livepreview.builder import Builder, Snapshot
+from newsletter.web.livepreview.hosts import AllowedHosts, host_names
 from newsletter.web.livepreview.watcher import Hub, Rebuilder
 
 DEFAULT_HOST = "127.0.0.1"
@@ -71,8 +74,10 @@ class PreviewServer:
         self.socket = _listen(host, port)
         self.host = host
         self.port = self.socket.getsockname()[1]
+        # Only requests addressed to this server by name: see livepreview/hosts.py.
+        asgi = AllowedHosts(create_app(self.state, self.rebuilder), host_names(host), self.port)
         config = uvicorn.Config(
-            create_app(self.state, self.rebuilder),
+            asgi,
             log_level="warning",
             access_log=False,
             lifespan="on",
