@@ -185,7 +185,7 @@ def _unknown_subscriber_field(source: str) -> str | None:
 
 def _placeholder_problems(value: str) -> list[tuple[str, str]]:
     """(snippet to point at, message) for each broken placeholder in a field."""
-    from newsletter.render.placeholders import PlaceholderSyntaxError, parse_placeholders
+    from newsletter.placeholders import PlaceholderSyntaxError, parse_placeholders
 
     problems: list[tuple[str, str]] = []
     for match in _EXPRESSION.finditer(value):

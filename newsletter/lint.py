@@ -139,7 +139,7 @@ def lint_document(doc: YamlDocument) -> list[Diagnostic]:
 
 def _sample_text(value: str) -> str:
     """The text a sample reader sees: placeholders filled (left as typed if they are broken)."""
-    from newsletter.render.placeholders import (
+    from newsletter.placeholders import (
         SAMPLE_RECIPIENT,
         PlaceholderSyntaxError,
         render_placeholders,
@@ -324,8 +324,8 @@ def _lint_skeleton(linter: _Linter, parts: FieldPath, value: Any) -> None:
 
 def size_diagnostics(issue: Issue, config: Config) -> list[Diagnostic]:
     """Gmail clipping: the final inlined HTML a sample recipient gets, measured in bytes."""
-    from newsletter.render import compile_issue
-    from newsletter.render.placeholders import SAMPLE_RECIPIENT
+    from newsletter.render.compile import compile_issue
+    from newsletter.placeholders import SAMPLE_RECIPIENT
 
     path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
     try:

@@ -43,7 +43,7 @@ from newsletter.mime import (
     unstructured,
 )
 from newsletter.render.fill import Fill, Slot
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 from newsletter.transports.base import MessageParts, OutgoingMessage
 
 if TYPE_CHECKING:

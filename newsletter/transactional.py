@@ -35,7 +35,7 @@ from newsletter.transports.base import DeliveryResult, OutgoingMessage
 if TYPE_CHECKING:
     from newsletter.campaign.retry import RetryPolicy
     from newsletter.config import Config
-    from newsletter.render.placeholders import Recipient
+    from newsletter.placeholders import Recipient
     from newsletter.subscribers.model import Subscriber
     from newsletter.transports.base import Transport
 

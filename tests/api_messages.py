@@ -16,7 +16,7 @@ from pathlib import Path
 from newsletter.config import Config, load_config
 from newsletter.issue import load_issue
 from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 from newsletter.transports.base import MessageParts, OutgoingMessage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def unsubscribe_url(recipient: Recipient) -> str:
 
 @lru_cache(maxsize=4)
 def _compiled(root: str):  # type: ignore[no-untyped-def]
-    from newsletter.render import compile_issue
+    from newsletter.render.compile import compile_issue
 
     config = load_config(Path(root) / "newsletter.yaml")
     issue = load_issue(Path(root) / "issues" / EXAMPLE.name)

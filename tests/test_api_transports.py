@@ -25,7 +25,7 @@ from provider_servers import (
 
 from newsletter.errors import TransportAuthError, TransportConfigError, TransportConnectError
 from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports._http import split_address
 from newsletter.transports.base import DeliveryResult, OutgoingMessage

@@ -16,7 +16,7 @@ from newsletter.config import DkimConfig, load_config
 from newsletter.dkim import DkimSigner
 from newsletter.errors import ConfigError
 from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 
 KEYS: dict[str, object] = {}
 

@@ -381,7 +381,7 @@ def test_first_and_last_name_columns_fill_name(store, tmp_path, header, row, nam
 
 
 def test_a_placeholder_finds_a_field_whatever_the_case_of_its_column(store, tmp_path):
-    from newsletter.render.placeholders import render_placeholders
+    from newsletter.placeholders import render_placeholders
 
     import_csv(store, write(tmp_path, "email,City\na@example.com,London\n", "one.csv"))
     import_csv(store, write(tmp_path, "email,city\nb@example.com,Paris\n", "two.csv"))

@@ -28,7 +28,7 @@ from newsletter.errors import MessageError
 from newsletter.message import MessageTemplate, QpBody
 from newsletter.mime import DotSafeBytes, qp_segment
 from newsletter.render.fill import Fill, Slot, marker
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import load_config
 from newsletter.errors import SubscriberError
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 from newsletter.subscribers import (
     InvalidEmail,
     SubscriberStore,

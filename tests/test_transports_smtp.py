@@ -17,7 +17,7 @@ from newsletter.errors import (
     TransportConnectError,
 )
 from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import OutgoingMessage
 from newsletter.transports.smtp import SmtpTransport, classify

@@ -264,7 +264,7 @@ class Campaign:
 
     def template(self, *, test: bool = False) -> Any:
         from newsletter.message import MessageTemplate
-        from newsletter.render import compile_issue
+        from newsletter.render.compile import compile_issue
 
         if self._template is None or test:
             compiled = compile_issue(self.issue, self.config)

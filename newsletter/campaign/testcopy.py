@@ -75,7 +75,7 @@ def send_test(
     campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
     sent; a copy the transport does not accept is reported in the result (`ok` False)."""
     from newsletter.message import MessageTemplate
-    from newsletter.render import compile_issue
+    from newsletter.render.compile import compile_issue
     from newsletter.subscribers.address import normalize_email
 
     wanted = [addresses] if isinstance(addresses, str) else list(addresses)
@@ -114,7 +114,7 @@ def send_test(
 def _test_recipient(config: Config, email: str) -> Any:
     """The subscriber with that address, if any (to see their personalisation), else the bare
     address (placeholders show their defaults)."""
-    from newsletter.render.placeholders import Recipient
+    from newsletter.placeholders import Recipient
     from newsletter.subscribers import SubscriberStore
 
     with SubscriberStore.for_config(config) as store:

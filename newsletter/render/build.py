@@ -24,7 +24,7 @@ from newsletter.errors import NewsletterError
 from newsletter.issue import load_issue
 from newsletter.render.compile import compile_issue
 from newsletter.render.compiled import CompiledIssue
-from newsletter.render.placeholders import SAMPLE_RECIPIENT
+from newsletter.placeholders import SAMPLE_RECIPIENT
 
 FILES = ("email.html", "email.txt", "web.html", "message.eml")
 

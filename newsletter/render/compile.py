@@ -22,7 +22,7 @@ from newsletter.render import fill, theme
 from newsletter.render.compiled import EMAIL, UNSUBSCRIBE_URL, CompiledIssue
 from newsletter.render.fill import Fill
 from newsletter.render.html import inline_css, mjml_to_html
-from newsletter.render.placeholders import Expression, Recipient, parse_placeholders
+from newsletter.placeholders import Expression, Recipient, parse_placeholders
 
 ANONYMOUS = Recipient(email="")  # the reader of the web version
 

@@ -10,7 +10,7 @@ from json.encoder import encode_basestring as _quote  # type: ignore[attr-define
 from typing import Any, NamedTuple
 
 from newsletter.errors import SubscriberError
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 
 PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
     "pending",

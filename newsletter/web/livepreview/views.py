@@ -17,7 +17,7 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.lint import CLIP_BYTES, SIZE_WARN_BYTES
 from newsletter.render.compiled import CompiledIssue
-from newsletter.render.placeholders import SAMPLE_RECIPIENT, Recipient
+from newsletter.placeholders import SAMPLE_RECIPIENT, Recipient
 
 # Sent messages carry a signed per-subscriber token; the preview shows a token of the same shape
 # that no server accepts (no subscriber has id 0, and the MAC is wrong), so clicking

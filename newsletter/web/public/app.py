@@ -356,7 +356,7 @@ class PublicSite:
             cached = self._issues.get(path)
             if cached is not None and cached.stamp == stamp:
                 return cached
-            from newsletter.render import compile_issue
+            from newsletter.render.compile import compile_issue
 
             body = compile_issue(load_issue(path), self.config).web_html.encode()
             page = IssuePage(
