@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH))
 from send import make_project, make_template, recipients, send_fast  # noqa: E402
 from smtp_sink import SinkProcess  # noqa: E402
 
-from newsletter.message import MessageTemplate  # noqa: E402
+from newsletter.mail.message import MessageTemplate  # noqa: E402
 from newsletter.transports import transport_class, transport_from_url  # noqa: E402
 
 KEY = "bench-key-0123456789"

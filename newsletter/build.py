@@ -24,7 +24,7 @@ from pathlib import Path
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.issue import load_issue
-from newsletter.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import SAMPLE_RECIPIENT
 from newsletter.render.compile import compile_issue
 from newsletter.render.compiled import CompiledIssue

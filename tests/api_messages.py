@@ -15,7 +15,7 @@ from pathlib import Path
 
 from newsletter.config import Config, load_config
 from newsletter.issue import load_issue
-from newsletter.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import Recipient
 from newsletter.transports.base import MessageParts, OutgoingMessage
 

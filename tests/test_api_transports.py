@@ -24,7 +24,7 @@ from provider_servers import (
 )
 
 from newsletter.errors import TransportAuthError, TransportConfigError, TransportConnectError
-from newsletter.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports._http import split_address

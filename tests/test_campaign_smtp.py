@@ -28,7 +28,7 @@ from newsletter.campaign.ledger import Ledger
 from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.db import connect
-from newsletter.dkim import DkimSigner
+from newsletter.mail.dkim import DkimSigner
 from newsletter.errors import CampaignPaused, TransportAuthError, TransportConnectError
 from newsletter.issue import load_issue
 from newsletter.subscribers import SubscriberStore

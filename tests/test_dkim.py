@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from message_support import compiled_issue, parse
 
 from newsletter.config import DkimConfig, load_config
-from newsletter.dkim import DkimSigner
+from newsletter.mail.dkim import DkimSigner
 from newsletter.errors import ConfigError
-from newsletter.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import Recipient
 
 KEYS: dict[str, object] = {}

@@ -16,7 +16,7 @@ from newsletter.errors import (
     TransportConfigError,
     TransportConnectError,
 )
-from newsletter.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import OutgoingMessage

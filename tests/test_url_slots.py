@@ -21,7 +21,7 @@ from newsletter.campaign.send import Campaign
 from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.issue import load_issue
-from newsletter.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate
 from newsletter.render.compile import compile_issue
 from newsletter.placeholders import Recipient
 from newsletter.subscribers import SubscriberStore

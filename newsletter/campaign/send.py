@@ -263,7 +263,7 @@ class Campaign:
         return shlex.join(words)
 
     def template(self, *, test: bool = False) -> Any:
-        from newsletter.message import MessageTemplate
+        from newsletter.mail.message import MessageTemplate
         from newsletter.render.compile import compile_issue
 
         if self._template is None or test:
@@ -458,7 +458,7 @@ def transport_spec(
 def dkim_signer(config: Config) -> Any:
     if config.dkim is None:
         return None
-    from newsletter.dkim import DkimSigner
+    from newsletter.mail.dkim import DkimSigner
 
     return DkimSigner.from_config(config.dkim)
 

@@ -20,7 +20,7 @@ from newsletter.transports.base import OutgoingMessage
 
 if TYPE_CHECKING:
     from newsletter.config import Config
-    from newsletter.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate
 
 
 class SubscriberMessages:

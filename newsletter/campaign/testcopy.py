@@ -74,7 +74,7 @@ def send_test(
     """One copy to each address (subject prefixed [TEST]) over one opened transport; no
     campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
     sent; a copy the transport does not accept is reported in the result (`ok` False)."""
-    from newsletter.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate
     from newsletter.render.compile import compile_issue
     from newsletter.subscribers.address import normalize_email
 

@@ -99,7 +99,7 @@ def check_before_send(
 
 
 def _dkim_record(config: Config) -> tuple[str, str] | None:
-    from newsletter.dkim import DkimSigner
+    from newsletter.mail.dkim import DkimSigner
     from newsletter.errors import ConfigError
 
     if config.dkim is None:

@@ -22,6 +22,15 @@ from typing import Literal
 Status = Literal["sent", "deferred", "failed", "bounced"]
 
 
+class DotSafeBytes(bytes):
+    """A complete 7-bit message known to have no line starting with "." (our encoders guarantee
+    both: QP escapes a leading dot, folded header lines start with whitespace, every header is
+    encoded to ASCII). SMTP then skips the dot-stuffing and 8-bit scans, which cost ~100 us on a
+    50 KB message (a bytes search for b"\\n.")."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class MessageParts:
     """One recipient's message as API providers want it."""

@@ -36,8 +36,13 @@ from newsletter.errors import (
     TransportConnectError,
     TransportTemporaryError,
 )
-from newsletter.mime import DotSafeBytes
-from newsletter.transports.base import DeliveryResult, OutgoingMessage, Status, Transport
+from newsletter.transports.base import (
+    DeliveryResult,
+    DotSafeBytes,
+    OutgoingMessage,
+    Status,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config

@@ -97,7 +97,7 @@ def render_email(compiled: CompiledIssue, recipient: Recipient) -> EmailView:
 def message_headers(
     compiled: CompiledIssue, recipient: Recipient, url: str
 ) -> list[tuple[str, str]]:
-    from newsletter.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate
 
     template = MessageTemplate(
         compiled, compiled.config, campaign_key=f"preview:{compiled.issue.slug}"

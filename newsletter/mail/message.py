@@ -4,7 +4,7 @@ Per issue: every fixed header line, the boundaries and the quoted-printable enco
 literal piece of the text and HTML parts are prepared as bytes. Per recipient: the placeholder
 values are evaluated once, the few per-recipient header lines are encoded, each distinct slot value
 is quoted-printable encoded once, and the message is a `b"".join` of those pieces (see
-`newsletter.mime` for why independently encoded QP segments can be concatenated). No MJML,
+`newsletter.mail.mime` for why independently encoded QP segments can be concatenated). No MJML,
 premailer or `email.message.EmailMessage` runs per recipient.
 
 Layout (CRLF everywhere; DKIM-Signature prepended when a signer is set):
@@ -31,8 +31,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
 from newsletter.errors import MessageError
-from newsletter.mime import (
-    DotSafeBytes,
+from newsletter.mail.mime import (
     addr_spec,
     address_header,
     check_header_text,
@@ -44,13 +43,13 @@ from newsletter.mime import (
 )
 from newsletter.render.fill import Fill, Slot
 from newsletter.placeholders import Recipient
-from newsletter.transports.base import MessageParts, OutgoingMessage
+from newsletter.transports.base import DotSafeBytes, MessageParts, OutgoingMessage
 
 if TYPE_CHECKING:
     from email.headerregistry import Address
 
     from newsletter.config import Config
-    from newsletter.dkim import DkimSigner
+    from newsletter.mail.dkim import DkimSigner
 
 TEST_PREFIX = "[TEST] "
 ONE_CLICK = "List-Unsubscribe=One-Click"
