@@ -76,6 +76,7 @@ MIGRATIONS = [
 
 STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
 CHUNK = 2000
+IN_LIST_CHUNK = 500  # ids per `IN (...)`: under SQLite's older 999-variable limit
 _ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
 # Repeated verbatim in queries so SQLite uses the partial index campaign_recipients_open.
 _OPEN = "status IN ('due', 'inflight', 'deferred')"
@@ -170,7 +171,11 @@ class Ledger:
 
         self.conn = conn
         self._last_beat = 0.0
-        migrate(conn, "campaigns", MIGRATIONS)
+        try:
+            migrate(conn, "campaigns", MIGRATIONS)
+        except BaseException:
+            conn.close()
+            raise
 
     # -- campaigns -------------------------------------------------------------------------
     def find(self, issue_slug: str, list_name: str) -> CampaignRow | None:
@@ -453,9 +458,33 @@ class Ledger:
                     time=r["sent_at"] or r["updated_at"] or "",
                 )
 
+    def count_new(self, campaign_id: int, member_ids: Iterable[int]) -> int:
+        """How many of `member_ids` (streamed, checked chunk by chunk) are not in the
+        campaign's snapshot: the subscribers who joined the list since."""
+        new = 0
+        for chunk in _chunks(member_ids, IN_LIST_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            known = self.conn.execute(
+                "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
+                f" AND subscriber_id IN ({marks})",
+                (campaign_id, *chunk),
+            ).fetchone()[0]
+            new += len(chunk) - int(known)
+        return new
+
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
+
+    def close(self) -> None:
+        """Close the ledger's database connection (the ledger owns it from construction)."""
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager

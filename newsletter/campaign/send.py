@@ -182,14 +182,14 @@ class Campaign:
         if existing is None:
             pending = store.count(name, "active")
         else:
-            new_members = _count_new(ledger, existing.id, store.iter_member_ids(name))
+            new_members = ledger.count_new(existing.id, store.iter_member_ids(name))
             pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
         try:
             choice = choose_transport(
                 config, transport, existing, switch=switch_transport, environ=environ
             )
         except BaseException:
-            ledger.conn.close()
+            ledger.close()
             raise
         if existing is None and pending == 0:
             raise CampaignError(
@@ -418,7 +418,7 @@ class Campaign:
         return DryRunReport(count, size, skipped, failed, time.monotonic() - started)
 
     def close(self) -> None:
-        self.ledger.conn.close()
+        self.ledger.close()
         closer = getattr(self.store, "close", None)
         if closer is not None:
             closer()
@@ -525,20 +525,6 @@ def _sigint_stops(stop: threading.Event, progress: Progress, *, enabled: bool) -
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _count_new(ledger: Ledger, campaign_id: int, member_ids: Any) -> int:
-    """Active members of the list not in the campaign's snapshot, checked chunk by chunk."""
-    new = 0
-    for chunk in _chunked(iter(member_ids), 500):
-        marks = ",".join("?" * len(chunk))
-        known = ledger.conn.execute(
-            f"SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
-            f" AND subscriber_id IN ({marks})",
-            (campaign_id, *chunk),
-        ).fetchone()[0]
-        new += len(chunk) - int(known)
-    return new
 
 
 def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:
