@@ -35,8 +35,11 @@ from newsletter.campaign.settings import (
 from newsletter.campaign.source import SubscriberMessages
 from newsletter.config import Config, find_config
 from newsletter.db import connect
-from newsletter.errors import CampaignError, CampaignPaused, IssueInvalid
-from newsletter.issue import Issue, load_issue
+from newsletter.errors import CampaignError, CampaignPaused
+from newsletter.issue import Issue
+from newsletter.mail.dkim import DkimSigner
+from newsletter.mail.message import MessageTemplate
+from newsletter.render.compiled import CompiledIssue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
 
@@ -143,6 +146,7 @@ class Campaign:
 
     config: Config
     issue: Issue
+    compiled: CompiledIssue  # compiled once, by the check
     issue_path: Path
     list_name: str
     transport_choice: TransportChoice
@@ -152,7 +156,7 @@ class Campaign:
     existing: CampaignRow | None
     pending: int  # how many a run would try to mail now
     new_members: int  # joined since the snapshot (included only with include_new)
-    _template: Any = field(default=None, repr=False)
+    _template: MessageTemplate | None = field(default=None, repr=False)
 
     # -- preparing -------------------------------------------------------------------------
     @classmethod
@@ -170,14 +174,14 @@ class Campaign:
     ) -> Campaign:
         """Check the issue, choose the transport (a resume keeps the campaign's own unless
         `switch_transport`), count who a run would mail; CampaignError when it cannot start."""
-        issue = checked_issue(config, issue_path)
+        checked = checked_issue(config, issue_path)
         if store is None:
             from newsletter.subscribers import SubscriberStore
 
             store = SubscriberStore.for_config(config)
         ledger = Ledger(connect(config.database))
         name = list_name or DEFAULT_LIST
-        existing = ledger.find(issue.slug, name)
+        existing = ledger.find(checked.issue.slug, name)
         new_members = 0
         if existing is None:
             pending = store.count(name, "active")
@@ -198,7 +202,8 @@ class Campaign:
             )
         return cls(
             config=config,
-            issue=issue,
+            issue=checked.issue,
+            compiled=checked.compiled,
             issue_path=Path(issue_path),
             list_name=name,
             transport_choice=choice,
@@ -262,26 +267,22 @@ class Campaign:
         words += ["send", str(self.issue_path), "--list", self.list_name]
         return shlex.join(words)
 
-    def template(self, *, test: bool = False) -> Any:
-        from newsletter.mail.message import MessageTemplate
-        from newsletter.render.compile import compile_issue
-
-        if self._template is None or test:
-            compiled = compile_issue(self.issue, self.config)
-            key = f"{self.issue.slug}/{self.list_name}" + ("/test" if test else "")
-            template = MessageTemplate(
-                compiled, self.config, campaign_key=key, dkim=dkim_signer(self.config), test=test
+    def template(self) -> MessageTemplate:
+        """The issue's MIME template, built once per campaign from the check's compiled issue."""
+        if self._template is None:
+            self._template = MessageTemplate(
+                self.compiled,
+                self.config,
+                campaign_key=f"{self.issue.slug}/{self.list_name}",
+                dkim=dkim_signer(self.config),
             )
-            if test:
-                return template
-            self._template = template
         return self._template
 
-    def messages(self, template: Any = None) -> SubscriberMessages:
+    def messages(self) -> SubscriberMessages:
         from newsletter.tokens import secret_key
 
         secret = secret_key(self.config, self.store.conn)
-        return SubscriberMessages(template or self.template(), self.store, self.config, secret)
+        return SubscriberMessages(self.template(), self.store, self.config, secret)
 
     # -- sending ---------------------------------------------------------------------------
     def run(
@@ -307,7 +308,7 @@ class Campaign:
             max_failures_in_a_row=max_failures_in_a_row,
         )
         limiter = RateLimiter(run_limit)
-        source = self.messages()  # compiles the issue: a theme error stops us before sending
+        source = self.messages()  # reads the DKIM key: a bad one stops us before sending
         progress = progress or Progress()
         stop = stop or threading.Event()
         # Opened before the campaign is created or anyone claimed: a permanent refusal, or every
@@ -424,23 +425,31 @@ class Campaign:
             closer()
 
 
-def checked_issue(config: Config, issue_path: str | Path) -> Issue:
-    """The issue, if it passes `newsletter check`; CampaignError listing the errors if not."""
-    from newsletter.lint import check_issue
+def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
+    """The issue and its compiled form, if it passes `newsletter check` (parsed and compiled
+    once, by the check); CampaignError listing the errors if not."""
+    from newsletter.lint import inspect_issue
 
     path = Path(issue_path)
     if not path.is_file():
         raise CampaignError(f"{path}: issue file not found")
-    errors = [d for d in check_issue(path, config) if d.severity == "error"]
-    if errors:
+    check = inspect_issue(path, config)
+    if check.errors:
         raise CampaignError(
             f"{path} fails `newsletter check`, so it will not be sent:\n"
-            + "\n".join(d.format() for d in errors)
+            + "\n".join(d.format() for d in check.errors)
         )
-    try:
-        return load_issue(path)
-    except IssueInvalid as exc:  # check and the loader disagree: trust the loader
-        raise CampaignError(f"{path} is not a valid issue:\n{exc}") from None
+    if check.issue is None or check.compiled is None:  # no error, yet nothing to send
+        raise CampaignError(f"{path} is not a valid issue")
+    return CheckedIssue(check.issue, check.compiled)
+
+
+@dataclass(frozen=True)
+class CheckedIssue:
+    """An issue that passed `check`, with the compiled form the check made of it."""
+
+    issue: Issue
+    compiled: CompiledIssue
 
 
 def transport_spec(
@@ -455,10 +464,10 @@ def transport_spec(
     return (lambda: transport_from_url(url, config, environ)), probe.describe()
 
 
-def dkim_signer(config: Config) -> Any:
+def dkim_signer(config: Config) -> DkimSigner | None:
+    """The configured DKIM signer (its key read and checked now), or None without `dkim:`."""
     if config.dkim is None:
         return None
-    from newsletter.mail.dkim import DkimSigner
 
     return DkimSigner.from_config(config.dkim)
 

@@ -75,16 +75,15 @@ def send_test(
     campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
     sent; a copy the transport does not accept is reported in the result (`ok` False)."""
     from newsletter.mail.message import MessageTemplate
-    from newsletter.render.compile import compile_issue
     from newsletter.subscribers.address import normalize_email
 
     wanted = [addresses] if isinstance(addresses, str) else list(addresses)
     if not wanted:
         raise CampaignError("no test address given")
     emails = list(dict.fromkeys(normalize_email(a) for a in wanted))
-    issue = checked_issue(config, issue_path)
+    checked = checked_issue(config, issue_path)
+    issue, compiled = checked.issue, checked.compiled
     factory, description = transport_spec(config, transport, environ)
-    compiled = compile_issue(issue, config)
     template = MessageTemplate(
         compiled,
         config,
