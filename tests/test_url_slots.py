@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 from click.testing import CliRunner
 
-from newsletter.campaign.send import Campaign
+from newsletter.campaign.campaign import Campaign
 from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.issue import load_issue

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from newsletter.campaign.send import TransportSpec, checked_issue, dkim_signer, transport_spec
+from newsletter.campaign.campaign import TransportSpec, checked_issue, dkim_signer, transport_spec
 from newsletter.config import Config
 from newsletter.errors import CampaignError
 

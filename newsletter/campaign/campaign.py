@@ -32,7 +32,7 @@ from newsletter.campaign.settings import (
     run_concurrency,
     run_rate,
 )
-from newsletter.campaign.source import SubscriberMessages
+from newsletter.campaign.messages import SubscriberMessages
 from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused
