@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from newsletter.campaign.connections import close_transports, open_connections
 from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem
-from newsletter.campaign.messages import SubscriberMessages
+from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
 from newsletter.campaign.reports import DryRunReport, SendReport, plural
@@ -58,7 +57,7 @@ class Campaign:
     list_name: str
     transport_choice: TransportChoice
     include_new: bool
-    store: Any
+    store: SubscriberList
     ledger: Ledger
     existing: CampaignRow | None
     pending: int  # how many a run would try to mail now
@@ -76,7 +75,7 @@ class Campaign:
         transport: TransportSpec = None,
         include_new: bool = False,
         environ: Mapping[str, str] | None = None,
-        store: Any = None,
+        store: SubscriberList | None = None,
         switch_transport: bool = False,
     ) -> Campaign:
         """Check the issue, choose the transport (a resume keeps the campaign's own unless
@@ -189,7 +188,7 @@ class Campaign:
         from newsletter.tokens import secret_key
 
         secret = secret_key(self.config, self.store.conn)
-        return SubscriberMessages(self.template(), self.store, self.config, secret)
+        return SubscriberMessages(self.compiled, self.template(), self.store, self.config, secret)
 
     # -- sending ---------------------------------------------------------------------------
     def run(
@@ -327,9 +326,7 @@ class Campaign:
 
     def close(self) -> None:
         self.ledger.close()
-        closer = getattr(self.store, "close", None)
-        if closer is not None:
-            closer()
+        self.store.close()
 
 
 def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
