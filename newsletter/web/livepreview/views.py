@@ -16,8 +16,8 @@ from email.utils import format_datetime
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.lint import CLIP_BYTES, SIZE_WARN_BYTES
-from newsletter.render.compiled import CompiledIssue
 from newsletter.placeholders import SAMPLE_RECIPIENT, Recipient
+from newsletter.render.compiled import CompiledIssue
 
 # Sent messages carry a signed per-subscriber token; the preview shows a token of the same shape
 # that no server accepts (no subscriber has id 0, and the MAC is wrong), so clicking

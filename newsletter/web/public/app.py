@@ -56,7 +56,7 @@ from newsletter.web.public.guard import (
     not_modified,
     read_form,
 )
-from newsletter.web.public.ratelimit import RateLimiter
+from newsletter.web.public.ratelimit import SlidingWindowLimiter
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -110,7 +110,7 @@ class PublicSite:
         writer = self.writer()
         self.secret = tokens.secret_key(config, writer.conn)
         publishing.prepare(writer.conn)
-        self.limiter = RateLimiter(*rate_limit)
+        self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
         self.body_timeout = body_timeout
