@@ -17,8 +17,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
+from typing import Literal, get_args
 
 from newsletter.errors import CampaignError
+from newsletter.transports.base import Status
 
 MIGRATIONS = [
     """
@@ -74,7 +76,10 @@ MIGRATIONS = [
     """,
 ]
 
-STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
+# A recipient row's status: what a transport says of a message (`Status`: sent, deferred,
+# failed, bounced) plus the ledger's own: not yet tried, handed to a transport, not tried at all.
+RowStatus = Literal["due", Status, "skipped", "inflight"]
+STATUSES: tuple[RowStatus, ...] = get_args(RowStatus)
 CHUNK = 2000
 IN_LIST_CHUNK = 500  # ids per `IN (...)`: under SQLite's older 999-variable limit
 _ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
@@ -130,7 +135,7 @@ class RecipientRow:
     """One recipient of a campaign as `status --recipients` shows it."""
 
     subscriber_id: int
-    status: str  # one of STATUSES
+    status: RowStatus
     attempts: int  # tries over all runs
     reply: str  # the last server/provider reply, or why the row was skipped
     time: str  # ISO 8601 UTC: when it was sent, else the last change ('' if never tried)
@@ -140,7 +145,7 @@ class RecipientRow:
 class WorkItem:
     row_id: int
     subscriber_id: int
-    status: str  # the status before it was claimed: due, deferred or inflight
+    status: RowStatus  # the status before it was claimed: due, deferred or inflight
     attempts: int  # tries so far, all runs
     run_attempts: int  # tries so far in this run
 
@@ -150,7 +155,7 @@ class Outcome:
     """One recipient's result, ready for the ledger."""
 
     row_id: int
-    status: str  # sent, deferred, failed, bounced, skipped
+    status: RowStatus  # sent, deferred, failed, bounced, skipped
     reply: str
     provider_id: str | None = None
     next_try: float | None = None  # deferred: when to retry in this run; None: next run

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
+# What a transport says of one message; the ledger's row statuses (campaign/ledger.RowStatus)
+# are these plus its own (due, inflight, skipped): one vocabulary.
 Status = Literal["sent", "deferred", "failed", "bounced"]
 
 
