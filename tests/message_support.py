@@ -16,9 +16,9 @@ from pathlib import Path
 
 from newsletter.config import load_config
 from newsletter.issue import load_issue
+from newsletter.placeholders import Expression, Recipient
 from newsletter.render.compiled import CompiledIssue
 from newsletter.render.fill import Fill, marker
-from newsletter.placeholders import Expression, Recipient
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "issues"
 NAME_EXPR = 'subscriber.name | default("there")'

@@ -167,8 +167,8 @@ def _sized_issue(folder: Path, paragraph_words: int) -> Path:
 
 def _html_size(path: Path) -> int:
     from newsletter.lint import _sample_unsubscribe_url
-    from newsletter.render.compile import compile_issue
     from newsletter.placeholders import SAMPLE_RECIPIENT
+    from newsletter.render.compile import compile_issue
 
     config = load_config(None, environ={}, start=path.parent)
     compiled = compile_issue(load_issue(path), config)

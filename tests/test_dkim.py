@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from message_support import compiled_issue, parse
 
 from newsletter.config import DkimConfig, load_config
-from newsletter.mail.dkim import DkimSigner
 from newsletter.errors import ConfigError
+from newsletter.mail.dkim import DkimSigner
 from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import Recipient
 

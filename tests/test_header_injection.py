@@ -28,8 +28,8 @@ from newsletter.config import Config, load_config
 from newsletter.errors import SubscriberError
 from newsletter.issue import load_issue
 from newsletter.mail.message import MessageTemplate
-from newsletter.render.compile import compile_issue
 from newsletter.placeholders import Recipient
+from newsletter.render.compile import compile_issue
 from newsletter.subscribers import SubscriberStore
 from newsletter.transactional import send_confirmation
 

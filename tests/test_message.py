@@ -27,9 +27,9 @@ from message_support import (
 from newsletter.errors import MessageError
 from newsletter.mail.message import MessageTemplate, QpBody
 from newsletter.mail.mime import qp_segment
-from newsletter.transports.base import DotSafeBytes
-from newsletter.render.fill import Fill, Slot, marker
 from newsletter.placeholders import Recipient
+from newsletter.render.fill import Fill, Slot, marker
+from newsletter.transports.base import DotSafeBytes
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from test_dkim import verify, write_key
 
 from newsletter.campaign.retry import RetryPolicy
 from newsletter.config import Config, load_config
-from newsletter.mail.dkim import DkimSigner
 from newsletter.errors import RenderError
+from newsletter.mail.dkim import DkimSigner
 from newsletter.subscribers import Subscriber, SubscriberStore
 from newsletter.transactional import CONFIRM, send_confirmation, send_transactional
 

@@ -22,8 +22,8 @@ from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.issue import load_issue
 from newsletter.mail.message import MessageTemplate
-from newsletter.render.compile import compile_issue
 from newsletter.placeholders import Recipient
+from newsletter.render.compile import compile_issue
 from newsletter.subscribers import SubscriberStore
 
 ISSUE = """\
