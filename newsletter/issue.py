@@ -68,9 +68,6 @@ class Issue:
             return slugify(self.path.stem)
         return slugify(f"{self.date.isoformat()}-{self.title}")
 
-    def locate(self, parts: FieldPath) -> tuple[int, int]:
-        return self.source.where(parts) if self.source else (1, 1)
-
 
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

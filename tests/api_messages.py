@@ -68,11 +68,9 @@ class Campaign:
         ]
 
     def expected_parts(self, recipient: Recipient) -> MessageParts:
-        return self.template.parts_for(
-            recipient,
-            unsubscribe_url=unsubscribe_url(recipient),
-            message_id=self.template.message_id(recipient.email),
-        )
+        return self.template.outgoing(
+            0, recipient, unsubscribe_url(recipient), recipient.email
+        ).parts
 
 
 def unsubscribe_url(recipient: Recipient) -> str:

@@ -206,7 +206,9 @@ def test_rows_left_in_flight_by_a_crash_are_retried_once(db: Path) -> None:
     store = make_store(db, 10)
     cid = new_campaign(db, store)
     conn = connect(db)
-    claimed = Ledger(conn).claim(cid, 3, time.time())  # a run that died after claiming
+    ledger = Ledger(conn)
+    claimed = ledger.next_due(cid, 0, 3)  # a run that died after marking its rows in flight
+    ledger.mark_inflight(cid, [it.row_id for it in claimed])
     conn.close()
     assert Ledger(connect(db)).counts(cid).inflight == 3
     log = DeliveryLog()

@@ -361,13 +361,6 @@ class Ledger:
                 tuple(chunk),
             )
 
-    def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
-        """Mark up to `limit` ready rows inflight and return them (deferred ones first)."""
-        items = self.ready_deferred(campaign_id, now, limit)
-        items += self.next_due(campaign_id, 0, limit - len(items))
-        self.mark_inflight(campaign_id, [it.row_id for it in items])
-        return items
-
     def next_retry_at(self, campaign_id: int) -> float | None:
         """When the earliest deferred row due for a retry in this run becomes ready, if any."""
         row = self.conn.execute(

@@ -41,8 +41,8 @@ from newsletter.mail.mime import (
     qp_segment,
     unstructured,
 )
-from newsletter.render.fill import Fill, Slot
 from newsletter.placeholders import Recipient
+from newsletter.render.fill import Fill, Slot
 from newsletter.transports.base import DotSafeBytes, MessageParts, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -229,18 +229,6 @@ class MessageTemplate:
         values = self.compiled.values_for(recipient, unsubscribe_url)
         head = self._head(recipient, values, unsubscribe_url, message_id, date)
         return self._assemble(head, values)
-
-    def parts_for(
-        self,
-        recipient: Recipient,
-        *,
-        unsubscribe_url: str,
-        message_id: str,
-    ) -> MessageParts:
-        """The same message as API providers want it (decoded subject, both bodies, headers)."""
-        values = self.compiled.values_for(recipient, unsubscribe_url)
-        self._head(recipient, values, unsubscribe_url, message_id, "")  # validates every value
-        return self._parts(recipient, values, unsubscribe_url, message_id)
 
     def outgoing(
         self,

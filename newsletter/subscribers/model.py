@@ -70,16 +70,6 @@ class Tombstone:
     erased_at: str
 
 
-@dataclass
-class Changes:
-    """A requested change to a subscriber (add/import): None leaves a value alone."""
-
-    name: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
-    lists: tuple[str, ...] = ()
-    status: str | None = None
-
-
 def now() -> str:
     return format_timestamp(dt.datetime.now(dt.UTC))
 
