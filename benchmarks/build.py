@@ -66,10 +66,9 @@ def median_process_ms(argv: list[str], runs: int, cwd: Path) -> float:
 def main() -> None:
     from newsletter.config import load_config
     from newsletter.issue import load_issue
-    from newsletter.render.compile import compile_issue
-    from newsletter.render.compile import IssueView, NewsletterView
-    from newsletter.render.markdown import clear_caches
     from newsletter.placeholders import SAMPLE_RECIPIENT
+    from newsletter.render.compile import IssueView, NewsletterView, compile_issue
+    from newsletter.render.markdown import clear_caches
     from newsletter.render.theme import EMAIL_TEMPLATE, environment
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,7 +19,7 @@ from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import Recipient
 from newsletter.transports.base import MessageParts, OutgoingMessage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "issues" / "2026-11-25-microsoft-openai-partnership.yaml"
 SUBJECT = "subject: \"Your brief, {{ subscriber.name | default('friend') }}: Microsoft and OpenAI\""
 

@@ -20,7 +20,7 @@ from newsletter.placeholders import Expression, Recipient
 from newsletter.render.compiled import CompiledIssue
 from newsletter.render.fill import Fill, marker
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "issues"
+EXAMPLE = Path(__file__).resolve().parents[2] / "issues"
 NAME_EXPR = 'subscriber.name | default("there")'
 SLOTS = ["expr:0", "unsubscribe_url", "email", "expr:1"]
 TRICKY_LITERAL = (
