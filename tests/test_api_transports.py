@@ -72,7 +72,7 @@ def url_for(server: ProviderServer, extra: str = "") -> str:
 
 def transport_for(server: ProviderServer, camp: Campaign, key: str = KEY, timeout: float = 10):
     t = transport_from_url(url_for(server), camp.config, {ENV[server.name]: key})
-    t._timeout = timeout  # type: ignore[attr-defined]
+    t.timeout = timeout  # seconds per request (the constructor's timeout=)
     return t
 
 

@@ -273,7 +273,7 @@ class HttpApiTransport(Transport):
         self.base_url = base_url
         self._auth_headers = dict(auth_headers)
         self._redact = Redactor(secret, *auth_headers.values())
-        self._timeout = timeout
+        self.timeout = timeout
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._reached = False  # a reply came back once: later connection errors are transient
@@ -293,7 +293,7 @@ class HttpApiTransport(Transport):
                 return
             self._client = httpx.Client(
                 headers={**self._auth_headers, "User-Agent": "newsletter"},
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
             )
         try:
@@ -359,7 +359,7 @@ class HttpApiTransport(Transport):
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.TimeoutException:
-            return f"{self.provider} did not answer within {self._timeout:g}s (timeout)"
+            return f"{self.provider} did not answer within {self.timeout:g}s (timeout)"
         except httpx.TransportError as exc:
             if not self._reached:
                 raise TransportConnectError(

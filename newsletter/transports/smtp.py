@@ -193,6 +193,12 @@ class SmtpTransport(Transport):
     def describe(self) -> str:
         return self.settings.describe()
 
+    @property
+    def pipelining(self) -> bool:
+        """Whether the open connection sends MAIL, RCPT and DATA in one write (RFC 2920: the
+        server offered PIPELINING)."""
+        return self._conn is not None and "pipelining" in self._conn.extensions
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def open(self) -> None:
