@@ -70,6 +70,7 @@ TRANSIENT_ERRORS = {
 
 class SesTransport(Transport):
     name = "ses"
+    secret_variable = "AWS_SECRET_ACCESS_KEY"  # with AWS_ACCESS_KEY_ID (and AWS_SESSION_TOKEN)
     thread_safe = True
     max_batch = MAX_BATCH
 

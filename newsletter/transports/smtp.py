@@ -178,6 +178,7 @@ def _options(params: dict[str, str], implicit: bool) -> tuple[str, float, bool]:
 
 class SmtpTransport(Transport):
     name = "smtp"
+    secret_variable = PASSWORD_ENV
     max_batch = 1  # one message in flight per connection: a crash leaves at most one unknown
     thread_safe = False
 
