@@ -232,6 +232,26 @@ class _Validator:
             Diagnostic(self.doc.path, line, col, "error", field_path(parts), message)
         )
 
+    def not_text(self, value: Any, parts: FieldPath, what: str) -> str:
+        """Why a value that should be text is not, in the writer's terms: a one-line mapping
+        (`- Note: reserved lane`) or list (`[Update]`) is text YAML read as structure."""
+        line, col = self.doc.where(parts)
+        typed = self.doc.text.splitlines()[line - 1][col - 1 :].strip()
+        if isinstance(value, list | dict) and typed[:1] in "[{":
+            quoted = typed.replace('"', '\\"')
+            return (
+                f"expected text, got {_kind(value)}: a value that starts with {typed[0]} is "
+                f'{_kind(value)} in YAML; put it in quotes: "{quoted}"'
+            )
+        one_line = isinstance(value, dict) and len(value) == 1
+        if one_line and self.doc.where((*parts, *value), key=True)[0] == line:
+            quoted = typed.replace('"', '\\"')
+            return (
+                f"expected text, got a mapping: a colon followed by a space makes YAML read "
+                f'this {what} as a key and a value; put it in quotes: "{quoted}"'
+            )
+        return f"expected text, got {_kind(value)}"
+
     def mapping(self, value: Any, parts: FieldPath, allowed: tuple[str, ...], what: str) -> dict:
         if not isinstance(value, dict):
             self.error(parts, f"expected a mapping ({what}), got {_kind(value)}")
@@ -265,7 +285,7 @@ class _Validator:
             return None
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.error(here, f"expected text, got {_kind(value)}")
+            self.error(here, self.not_text(value, here, key))
             return None
         value = str(value)
         if not value.strip():
@@ -408,7 +428,7 @@ class _Validator:
 
     def key_point(self, value: Any, parts: FieldPath) -> str | None:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.error(parts, f"expected text, got {_kind(value)}")
+            self.error(parts, self.not_text(value, parts, "key point"))
             return None
         if not str(value).strip():
             self.error(parts, "key point is empty")
