@@ -19,6 +19,7 @@ from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
+from newsletter.textlint import literal_text_warnings
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 # Gmail clips a message whose HTML passes ~102 KB: the rest, footer and unsubscribe link included,
@@ -134,7 +135,7 @@ def lint_document(doc: YamlDocument) -> list[Diagnostic]:
     _lint_urls(linter)
     _lint_placeholder_urls(linter, data)
     _lint_skeleton(linter, (), data)
-    return linter.found
+    return linter.found + literal_text_warnings(doc)
 
 
 def _sample_text(value: str) -> str:
