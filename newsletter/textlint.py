@@ -20,7 +20,10 @@ _PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{\{|\{%", re.S)
 # A start or end tag (`<b>`, `</a>`, `<br/>`, `<img src=...>`): a letter right after `<`, then
 # whitespace, `/` or `>`. Markdown autolinks (`<https://...>`, `<a@b.org>`) do not match.
 _TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)(?:\s[^<>]*)?/?>")
-_CODE = re.compile(r"^ {0,3}(`{3,}|~{3,}).*?(?:^ {0,3}\1[`~]*[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\2", re.S | re.M)
+# Fenced code blocks and code spans: masked before looking for placeholders and tags.
+_CODE = re.compile(
+    r"^ {0,3}(`{3,}|~{3,}).*?(?:^ {0,3}\1[`~]*[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\2", re.S | re.M
+)
 _MARKDOWN_FOR = {
     "b": "**bold**",
     "strong": "**bold**",

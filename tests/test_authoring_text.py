@@ -57,7 +57,8 @@ def test_bare_url_is_linked_exactly_as_typed(
     html, text = delivered_parts(project, "2026-12-02-test")
     links = [a for a in attributes(html, "a") if a.get("href") == url]
     assert links, f"no link to {url} in the HTML"
-    assert f">{html_escape(url, quote=False)}</a>" in html  # the link text is the URL as typed, no <strong>/<em> inside
+    # The link text is the URL as typed, no <strong>/<em> inside.
+    assert f">{html_escape(url, quote=False)}</a>" in html
     assert url in text  # the text part keeps the underscores and stars
 
 
@@ -112,7 +113,7 @@ def check_json(runner: CliRunner, project: Path, data: dict) -> list[dict]:
 
     path = project / "issues" / "2026-12-02-test.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    code, output = run(runner, project, "check", "--format", "json", str(path))
+    _code, output = run(runner, project, "check", "--format", "json", str(path))
     return json.loads(output)["diagnostics"]
 
 

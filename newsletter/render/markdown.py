@@ -3,8 +3,9 @@
 Raw HTML is off, so `<script>` in any field is shown as text. A bare `http(s)://` URL is a link
 exactly as typed (markdown-it's linkify with linkify-it-py, run while parsing inline text, so
 the `_` and `*` of `#object.__init__` stay in the URL instead of becoming emphasis); URLs without
-a scheme (`example.com`) stay text, so a file name such as `setup.py` is never linked. The plain-text rendering is not a
-conversion of the HTML: it walks the same Markdown tokens and turns links into numbered
+a scheme (`example.com`) stay text, so a file name such as `setup.py` is never linked.
+
+The plain-text rendering is not a conversion of the HTML: it walks the same Markdown tokens and turns links into numbered
 references (`text [1]`) collected per story by a `References` object.
 """
 
