@@ -5,8 +5,8 @@ exactly as typed (markdown-it's linkify with linkify-it-py, run while parsing in
 the `_` and `*` of `#object.__init__` stay in the URL instead of becoming emphasis); URLs without
 a scheme (`example.com`) stay text, so a file name such as `setup.py` is never linked.
 
-The plain-text rendering is not a conversion of the HTML: it walks the same Markdown tokens and turns links into numbered
-references (`text [1]`) collected per story by a `References` object.
+The plain-text rendering is not a conversion of the HTML: it walks the same Markdown tokens
+and turns links into numbered references (`text [1]`) collected per story by a `References` object.
 """
 
 from __future__ import annotations
