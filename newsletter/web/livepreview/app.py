@@ -113,7 +113,8 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
 
     async def api_recipients(request: Request) -> Response:
         config = state.snapshot.config or state.builder.last_config
-        choices = await asyncio.to_thread(list_choices, config)
+        query = request.query_params.get("q", "")[:200]
+        choices = await asyncio.to_thread(list_choices, config, query)
         return JSONResponse([c.as_dict() for c in choices], headers=NO_STORE)
 
     async def email(request: Request) -> Response:
