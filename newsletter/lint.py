@@ -8,12 +8,14 @@ links and images inside Markdown, and the size of the final inlined HTML against
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsletter.branding import contrast_problems
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
@@ -102,7 +104,21 @@ def check_paths(
     report = CheckReport(files=len(paths))
     for path in paths:
         report.diagnostics += check_issue(path, config, links=links, link_timeout=link_timeout)
+    report.diagnostics += theme_diagnostics(config)
     return report
+
+
+def theme_diagnostics(config: Config) -> list[Diagnostic]:
+    """Warnings for the `theme:` colours of newsletter.yaml that fail WCAG AA contrast."""
+    brand = config.brand
+    where = os.path.relpath(config.path) if config.path else "newsletter.yaml"
+    found = []
+    for problem in contrast_problems(brand):
+        line, col = brand.lines.get(problem.key) or brand.lines.get("", (1, 1))
+        found.append(
+            Diagnostic(where, line, col, "warning", f"theme.{problem.key}", problem.message)
+        )
+    return found
 
 
 class _Linter:

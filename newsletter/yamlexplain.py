@@ -178,11 +178,14 @@ def _continued_key(lines: list[str], i: int) -> Explanation | None:
                 i + 1,
                 own.start("key") + 1,
                 f"this line is indented more than '{above['key']}' above it, so YAML reads it "
-                f"as more of {above['key']}'s text: indent it by {column} spaces like the line "
-                "above it",
+                f"as more of {above['key']}'s text: {_indent_by(column)} like the line above it",
             )
         return None
     return None
+
+
+def _indent_by(spaces: int) -> str:
+    return f"indent it by {spaces} spaces" if spaces else "start it at the beginning of the line"
 
 
 def _missing_space(lines: list[str], i: int) -> Explanation | None:
@@ -274,7 +277,7 @@ def _dash_misplaced(lines: list[str], i: int) -> Explanation | None:
             i + 1,
             own + 1,
             f"this item's dash is indented {own} spaces but the items above it are indented "
-            f"{should}: indent it by {should} spaces like the lines above it",
+            f"{should}: {_indent_by(should)} like the lines above it",
         )
     return None
 
@@ -294,8 +297,8 @@ def _key_misplaced(lines: list[str], i: int, column: int) -> Explanation | None:
             i + 1,
             column + 1,
             f"'{key}' is indented {column} spaces but the key above it ('{above['key']}') is "
-            f"indented {should}, so it {where} the same mapping: indent it by {should} spaces "
-            "like the lines above it",
+            f"indented {should}, so it {where} the same mapping: {_indent_by(should)} like the "
+            "lines above it",
         )
     return None
 

@@ -121,7 +121,8 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
 
 
 def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
-    """What every template sees: `issue`, `newsletter` and `web_url`."""
+    """What every template sees: `issue`, `newsletter`, `web_url` and `brand` (the config's
+    `theme:` branding)."""
     view = IssueView(
         title=issue.title,
         date=issue.date,
@@ -142,6 +143,7 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
         "issue": view,
         "newsletter": newsletter,
         "web_url": f"{config.base_url}/issues/{issue.slug}/",
+        "brand": config.brand,
     }
 
 
