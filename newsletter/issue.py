@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from newsletter.diagnostics import Diagnostic, field_path
 from newsletter.errors import IssueInvalid
+from newsletter.images import ImageProblem, LocalImage, read_local_image
 from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yaml
 
 # Text fields that end up in mail headers or one-line places: no line breaks or control chars.
@@ -33,8 +34,9 @@ class Source:
 
 @dataclass(frozen=True)
 class Image:
-    url: str
+    url: str  # a remote image; for a local one, compile_issue sets its published URL
     alt: str
+    local: LocalImage | None = None  # `path:` a file beside the issue, read when loading
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ STORY_KEYS = (
     "sources",
 )
 SOURCE_KEYS = ("title", "publisher", "url")
-IMAGE_KEYS = ("url", "alt")
+IMAGE_KEYS = ("url", "path", "alt")
 # Fields rendered per recipient through the Jinja2 sandbox; everything else is literal text.
 PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
 
@@ -436,10 +438,18 @@ class _Validator:
         return str(value).strip()
 
     def image(self, value: Any, parts: FieldPath) -> Image | None:
-        data = self.mapping(value, parts, IMAGE_KEYS, "an image with url and alt")
+        data = self.mapping(value, parts, IMAGE_KEYS, "an image with url (or path) and alt")
         if not isinstance(value, dict):
             return None
-        url = self.url(data, "url", parts, required=True)
+        local = None
+        if "path" in data and "url" in data:
+            self.error((*parts, "path"), "give the image a url or a path, not both", key=True)
+            return None
+        if "path" in data:
+            local = self.local_image(data, parts)
+            url = "" if local is not None else None
+        else:
+            url = self.url(data, "url", parts, required=True)
         alt = self.text(data, "alt", parts, single_line=True)
         if alt is None:
             self.error(
@@ -447,7 +457,17 @@ class _Validator:
             )
         if url is None or alt is None:
             return None
-        return Image(url=url, alt=alt)
+        return Image(url=url, alt=alt, local=local)
+
+    def local_image(self, data: dict, parts: FieldPath) -> LocalImage | None:
+        written = self.text(data, "path", parts, required=True, single_line=True)
+        if written is None:
+            return None
+        try:
+            return read_local_image(self.doc.path, written.strip())
+        except ImageProblem as exc:
+            self.error((*parts, "path"), f"image '{written.strip()}' {exc}")
+            return None
 
     def source(self, value: Any, parts: FieldPath) -> Source | None:
         data = self.mapping(value, parts, SOURCE_KEYS, "a source")

@@ -19,6 +19,7 @@ from newsletter.branding import contrast_problems
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
+from newsletter.images import size_warnings
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
 from newsletter.textlint import literal_text_warnings
@@ -48,14 +49,29 @@ def check_issue(
         if links:
             found += check_links(parsed.doc, timeout=link_timeout)
     if parsed.issue is not None:
-        found += size_diagnostics(parsed.issue, config)
+        found += size_diagnostics(parsed.issue, config) + _image_diagnostics(parsed.issue)
     return sort_diagnostics(found)
 
 
 def lint_issue(issue: Issue, config: Config) -> list[Diagnostic]:
     """Warnings and size errors for an issue that already loaded (the loader's errors aside)."""
     found = lint_document(issue.source) if issue.source is not None else []
-    return sort_diagnostics(found + size_diagnostics(issue, config))
+    return sort_diagnostics(found + size_diagnostics(issue, config) + _image_diagnostics(issue))
+
+
+def _image_diagnostics(issue: Issue) -> list[Diagnostic]:
+    """Local images that work but cost readers more than they should (size, pixel width)."""
+    found = []
+    path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
+    for i, story in enumerate(issue.stories):
+        local = story.image.local if story.image else None
+        if local is None:
+            continue
+        parts: FieldPath = ("stories", i, "image", "path")
+        line, col = issue.locate(parts)
+        for message in size_warnings(local):
+            found.append(Diagnostic(path, line, col, "warning", field_path(parts), message))
+    return found
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
