@@ -1,9 +1,13 @@
-"""Warnings for text that readers would get literally: placeholders and HTML tags typed in fields.
+"""Warnings for text readers would not get as typed: placeholders and HTML tags typed in fields,
+and text YAML silently dropped or joined.
 
 Placeholders (`{{ subscriber.name }}`, `{% if %}`) are evaluated only in the subject, preheader,
 intro and outro; anywhere else every reader gets the braces as typed. Raw HTML is off in issue
 Markdown (and headlines are plain text), so a typed `<b>` is shown as `<b>`. Code spans and
-fenced code blocks are left alone: text there is meant literally.
+fenced code blocks are left alone: text there is meant literally. In an unquoted value, ` #`
+starts a YAML comment (`headline: Paris #1 city` gives "Paris"), and a `- ` line indented more
+than the list items above it is joined to the item before it ("One - Two"): both parse, so only
+a look at the source lines finds them.
 """
 
 from __future__ import annotations
@@ -73,7 +77,67 @@ def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
                     + advice,
                 )
             )
+    return found + _yaml_surprises(doc)
+
+
+def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
+    lines = doc.text.splitlines()
+    starts = sorted({*doc.value_locations.values(), *doc.key_locations.values()})
+    found = []
+    for parts, value in _strings(doc.data, ()):
+        line, col = doc.value_locations.get(parts, (0, 0))
+        if not line or lines[line - 1][col - 1 : col] in ("'", '"', "|", ">"):
+            continue  # quoted or a block: YAML keeps what is typed
+        later = [loc[0] for loc in starts if loc > (line, col)]
+        end = min(later) - 1 if later else len(lines)
+        what = _name(parts)
+        # `Paris #1 city`, `news #AI`: text; `value  # note` (a space after #) is a comment.
+        comment = re.search(r"(?<=\S) #(?=\S)", lines[line - 1][col - 1 :])
+        if comment and "#" not in value.split("\n")[0]:
+            at = (line, col + comment.start() + 1)  # the column of the #
+            found.append(
+                _warning_at(
+                    doc,
+                    parts,
+                    at,
+                    f"the text from ' #' on is a YAML comment, so readers get '{value.strip()}' "
+                    f"only: put the {what} in quotes",
+                )
+            )
+        for number in range(line + 1, end + 1):
+            text = lines[number - 1]
+            if text.lstrip().startswith("- ") and not _blank(text):
+                at = (number, len(text) - len(text.lstrip()) + 1)
+                found.append(
+                    _warning_at(
+                        doc,
+                        parts,
+                        at,
+                        f"this '- ' line is indented more than the item above it, so YAML joined "
+                        f"it to that {what} ('{value.strip()[:60]}'): indent it like the other "
+                        "items to make it an item of its own",
+                    )
+                )
     return found
+
+
+def _blank(text: str) -> bool:
+    return not text.strip() or text.lstrip().startswith("#")
+
+
+def _name(parts: FieldPath) -> str:
+    """`key point`, `headline`, ...: how a message calls the value at `parts`."""
+    if len(parts) >= 2 and isinstance(parts[-1], int):
+        return {"key_points": "key point", "stories": "story", "sources": "source"}.get(
+            str(parts[-2]), "item"
+        )
+    return str(parts[-1]) if parts else "value"
+
+
+def _warning_at(
+    doc: YamlDocument, parts: FieldPath, at: tuple[int, int], message: str
+) -> Diagnostic:
+    return Diagnostic(doc.path, at[0], at[1], "warning", field_path(parts), message)
 
 
 def _strings(value: Any, parts: FieldPath) -> Iterator[tuple[FieldPath, str]]:
