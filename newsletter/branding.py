@@ -17,11 +17,15 @@ every pair of text and background colour the theme shows, in light and dark mode
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from newsletter.diagnostics import Diagnostic
 
 THEME_KEYS = ("accent", "background", "headings", "logo", "dark_accent", "dark_background")
 LOGO_KEYS = ("url", "alt", "width")
@@ -243,3 +247,38 @@ def contrast_problems(brand: Brand) -> list[ContrastProblem]:
             )
         )
     return problems
+
+
+# The default theme's files that apply `theme:` (as `brand`).
+BRANDED_TEMPLATES = ("email.mjml", "header.mjml", "inline.css", "style.css")
+
+
+def theme_warnings(
+    brand: Brand, config_path: Path | None, templates: Path | None
+) -> list[Diagnostic]:
+    """`check`'s warnings about `theme:`, at its keys in newsletter.yaml: colours below WCAG AA
+    contrast, and a theme folder whose copies of the branded files do not read `brand` (copied
+    before `theme:` existed, say), where the setting would silently do nothing."""
+    where = os.path.relpath(config_path) if config_path else "newsletter.yaml"
+    found = []
+    for problem in contrast_problems(brand):
+        line, col = brand.lines.get(problem.key) or brand.lines.get("", (1, 1))
+        found.append(
+            Diagnostic(where, line, col, "warning", f"theme.{problem.key}", problem.message)
+        )
+    if brand.lines and templates is not None and templates.is_dir():
+        ignored = [
+            name
+            for name in BRANDED_TEMPLATES
+            if (templates / name).is_file()
+            and "brand." not in (templates / name).read_text("utf-8", errors="replace")
+        ]
+        if ignored:
+            line, col = brand.lines.get("", (1, 1))
+            message = (
+                f"{', '.join(ignored)} in {os.path.relpath(templates)} do not use `brand`, so "
+                "theme: has no effect there: apply it in those copies, or delete them to use "
+                "the default theme's"
+            )
+            found.append(Diagnostic(where, line, col, "warning", "theme", message))
+    return found

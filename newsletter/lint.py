@@ -8,14 +8,13 @@ links and images inside Markdown, and the size of the final inlined HTML against
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from newsletter.branding import contrast_problems
+from newsletter.branding import theme_warnings
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
@@ -125,16 +124,9 @@ def check_paths(
 
 
 def theme_diagnostics(config: Config) -> list[Diagnostic]:
-    """Warnings for the `theme:` colours of newsletter.yaml that fail WCAG AA contrast."""
-    brand = config.brand
-    where = os.path.relpath(config.path) if config.path else "newsletter.yaml"
-    found = []
-    for problem in contrast_problems(brand):
-        line, col = brand.lines.get(problem.key) or brand.lines.get("", (1, 1))
-        found.append(
-            Diagnostic(where, line, col, "warning", f"theme.{problem.key}", problem.message)
-        )
-    return found
+    """Warnings for the `theme:` of newsletter.yaml: colours below WCAG AA contrast, and
+    overriding templates that ignore it."""
+    return theme_warnings(config.brand, config.path, config.templates)
 
 
 class _Linter:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from test_email_browser import CONTRAST_JS
 
 from newsletter.cli import main
+from newsletter.render.theme import BUILTIN_THEME
 
 EXAMPLE = "issues/2026-11-25-microsoft-openai-partnership.yaml"
 SLUG = "2026-11-25-microsoft-openai-partnership"
@@ -215,3 +216,21 @@ def test_spamassassin_content_rules_score_nothing(
     assert scored, details
     assert [(points, rule) for points, rule in scored if float(points) > 0] == [], details
     assert "HTML_FONT_LOW_CONTRAST" not in details
+
+
+def test_theme_ignored_by_copied_templates_is_a_warning(runner: CliRunner, project: Path) -> None:
+    """A theme folder copied before `theme:` existed would silently ignore it."""
+    theme = project / "theme"
+    theme.mkdir()
+    (theme / "inline.css").write_text("td.nl-prose a { color: #4338ca; }\n", encoding="utf-8")
+    (theme / "footer.mjml").write_text(  # not a branded file: no warning for it
+        (BUILTIN_THEME / "footer.mjml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    with_theme(project, 'templates: theme\ntheme:\n  accent: "#0f766e"\n')
+    code, output = run(runner, project, "check", EXAMPLE)
+    (warning,) = [line for line in output.splitlines() if ": theme: " in line]
+    line = len((project / "newsletter.yaml").read_text().splitlines()) - 1
+    assert warning.startswith(f"newsletter.yaml:{line}:1: warning: theme: inline.css in theme ")
+    assert "do not use `brand`" in warning and "footer.mjml" not in warning
+    (theme / "inline.css").write_text("td.nl-prose a { color: {{ brand.accent }}; }\n", "utf-8")
+    assert ": theme: " not in run(runner, project, "check", EXAMPLE)[1]
