@@ -227,7 +227,7 @@ def test_theme_ignored_by_copied_templates_is_a_warning(runner: CliRunner, proje
         (BUILTIN_THEME / "footer.mjml").read_text(encoding="utf-8"), encoding="utf-8"
     )
     with_theme(project, 'templates: theme\ntheme:\n  accent: "#0f766e"\n')
-    code, output = run(runner, project, "check", EXAMPLE)
+    _code, output = run(runner, project, "check", EXAMPLE)
     (warning,) = [line for line in output.splitlines() if ": theme: " in line]
     line = len((project / "newsletter.yaml").read_text().splitlines()) - 1
     assert warning.startswith(f"newsletter.yaml:{line}:1: warning: theme: inline.css in theme ")
