@@ -40,7 +40,10 @@ def explain(exc: yaml.MarkedYAMLError, text: str) -> Explanation | None:
     mistakes fits (the caller then reports PyYAML's message at PyYAML's mark)."""
     lines = text.splitlines()
     for rule in _RULES:
-        found = rule(exc, lines)
+        try:
+            found = rule(exc, lines)
+        except IndexError:  # a mark past the last line (end of file): not a shape we know
+            continue
         if found is not None:
             return found
     return None
