@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from test_email_browser import CONTRAST_JS
@@ -234,3 +235,17 @@ def test_theme_ignored_by_copied_templates_is_a_warning(runner: CliRunner, proje
     assert "do not use `brand`" in warning and "footer.mjml" not in warning
     (theme / "inline.css").write_text("td.nl-prose a { color: {{ brand.accent }}; }\n", "utf-8")
     assert ": theme: " not in run(runner, project, "check", EXAMPLE)[1]
+
+
+def test_serve_pages_follow_the_theme(project: Path) -> None:
+    from serve_support import running
+
+    from newsletter.config import load_config
+    from newsletter.web.public import create_app
+
+    with_theme(project, BRANDED)
+    config = load_config(project / "newsletter.yaml")
+    with running(create_app(config, signup_min_seconds=0)) as server:
+        page = httpx.get(f"{server}/subscribe").text
+    assert re.search(r"button \{[^}]*background: #0f766e;", page)
+    assert re.search(r"body \{[^}]*background: #f4f1ea;", page)

@@ -167,6 +167,7 @@ class PublicSite:
                 "base_url": self.config.base_url,
             },
             "links": {"subscribe": f"{self.prefix}/subscribe"},
+            "brand": self.config.brand,
             **context,
         }
         try:
