@@ -249,3 +249,26 @@ def test_serve_pages_follow_the_theme(project: Path) -> None:
         page = httpx.get(f"{server}/subscribe").text
     assert re.search(r"button \{[^}]*background: #0f766e;", page)
     assert re.search(r"body \{[^}]*background: #f4f1ea;", page)
+
+
+def test_the_confirmation_email_takes_the_accent(project: Path) -> None:
+    """The double opt-in mail, as delivered to the outbox, has the theme's accent button."""
+    import email
+    import email.policy
+
+    from newsletter.config import load_config
+    from newsletter.subscribers import SubscriberStore
+    from newsletter.transactional import send_confirmation
+
+    with_theme(project, BRANDED + "transport: outbox:./mail-out\n")
+    config = load_config(project / "newsletter.yaml")
+    with SubscriberStore.for_config(config) as store:
+        ada = store.add("ada@example.com", status="pending")
+    assert send_confirmation(config, ada, "https://news.example.org/confirm/x").status == "sent"
+    [path] = (project / "mail-out").glob("*.eml")
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    links = [
+        a for a in elements(html, "a") if a.get("href") == "https://news.example.org/confirm/x"
+    ]
+    assert links and all("background:#0f766e" in str(a["style"]) for a in links)
