@@ -239,7 +239,7 @@ class _Validator:
         (`- Note: reserved lane`) or list (`[Update]`) is text YAML read as structure."""
         line, col = self.doc.where(parts)
         typed = self.doc.text.splitlines()[line - 1][col - 1 :].strip()
-        if isinstance(value, list | dict) and typed[:1] in "[{":
+        if isinstance(value, list | dict) and typed[:1] in ("[", "{"):
             quoted = typed.replace('"', '\\"')
             return (
                 f"expected text, got {_kind(value)}: a value that starts with {typed[0]} is "
