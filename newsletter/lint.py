@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from newsletter.branding import theme_warnings
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
+from newsletter.images import size_warnings
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
+from newsletter.textlint import literal_text_warnings
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 # Gmail clips a message whose HTML passes ~102 KB: the rest, footer and unsubscribe link included,
@@ -45,14 +48,29 @@ def check_issue(
         if links:
             found += check_links(parsed.doc, timeout=link_timeout)
     if parsed.issue is not None:
-        found += size_diagnostics(parsed.issue, config)
+        found += size_diagnostics(parsed.issue, config) + _image_diagnostics(parsed.issue)
     return sort_diagnostics(found)
 
 
 def lint_issue(issue: Issue, config: Config) -> list[Diagnostic]:
     """Warnings and size errors for an issue that already loaded (the loader's errors aside)."""
     found = lint_document(issue.source) if issue.source is not None else []
-    return sort_diagnostics(found + size_diagnostics(issue, config))
+    return sort_diagnostics(found + size_diagnostics(issue, config) + _image_diagnostics(issue))
+
+
+def _image_diagnostics(issue: Issue) -> list[Diagnostic]:
+    """Local images that work but cost readers more than they should (size, pixel width)."""
+    found = []
+    path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
+    for i, story in enumerate(issue.stories):
+        local = story.image.local if story.image else None
+        if local is None:
+            continue
+        parts: FieldPath = ("stories", i, "image", "path")
+        line, col = issue.locate(parts)
+        for message in size_warnings(local):
+            found.append(Diagnostic(path, line, col, "warning", field_path(parts), message))
+    return found
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -101,7 +119,14 @@ def check_paths(
     report = CheckReport(files=len(paths))
     for path in paths:
         report.diagnostics += check_issue(path, config, links=links, link_timeout=link_timeout)
+    report.diagnostics += theme_diagnostics(config)
     return report
+
+
+def theme_diagnostics(config: Config) -> list[Diagnostic]:
+    """Warnings for the `theme:` of newsletter.yaml: colours below WCAG AA contrast, and
+    overriding templates that ignore it."""
+    return theme_warnings(config.brand, config.path, config.templates)
 
 
 class _Linter:
@@ -134,7 +159,7 @@ def lint_document(doc: YamlDocument) -> list[Diagnostic]:
     _lint_urls(linter)
     _lint_placeholder_urls(linter, data)
     _lint_skeleton(linter, (), data)
-    return linter.found
+    return linter.found + literal_text_warnings(doc)
 
 
 def _sample_text(value: str) -> str:
