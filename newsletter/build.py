@@ -6,6 +6,8 @@ A use case over two layers (the renderer and the mail stage), so it lives above 
     email.txt     the plain-text part, same recipient
     web.html      the browser version (no unsubscribe token, no preheader)
     message.eml   the complete MIME message, headers included
+    <image>       each local story image (`image: {path: ...}`), under its published name,
+                  for uploading to `<base_url>/issues/<slug>/` (`serve` answers there itself)
 
 Everything is rendered in memory before the first byte is written, and each file is written to a
 temporary file and renamed over the old one, so a failure never leaves a half-written file. The
@@ -49,10 +51,19 @@ def build_issue(issue_path: str | Path, config: Config, out_dir: str | Path) -> 
         "web.html": compiled.web_html.encode("utf-8"),
         "message.eml": sample_message(compiled, unsubscribe),
     }
+    images = {}
+    for story in issue.stories:
+        if story.image is not None and story.image.local is not None:
+            local = story.image.local
+            try:
+                images[local.name] = local.path.read_bytes()
+            except OSError as exc:
+                raise NewsletterError(f"cannot read {local.path}: {exc.strerror}") from None
     folder = Path(out_dir) / issue.slug
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return [write_atomic(folder / name, contents[name]) for name in FILES]
+        written = [write_atomic(folder / name, contents[name]) for name in FILES]
+        return written + [write_atomic(folder / name, data) for name, data in images.items()]
     except OSError as exc:
         raise NewsletterError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 

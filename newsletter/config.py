@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter.branding import Brand, BrandError, parse_brand
 from newsletter.errors import ConfigError
 from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
 
@@ -36,6 +37,7 @@ KEYS = (
     "dkim",
     "secret_key",
     "lists",
+    "theme",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -78,6 +80,8 @@ class Config:
     secret_key: str | None
     # List name -> settings; only `public` lists accept sign-ups from the form (see _lists).
     lists: Mapping[str, ListSettings] = dataclasses.field(default_factory=dict)
+    # `theme:` branding (accent, background, logo, headings) applied by the default theme.
+    brand: Brand = dataclasses.field(default_factory=Brand)
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -174,7 +178,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key in ("dkim", "lists"):
+        if key in ("dkim", "lists", "theme"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -355,6 +359,10 @@ def _list_settings(src: _Source, key: str) -> dict[str, ListSettings]:
     return _lists(src.values.get(key), src.path, src.doc)
 
 
+def _theme_brand(src: _Source, key: str) -> Brand:
+    return _brand(src.values.get(key), src.path, src.doc)
+
+
 # Config field -> (its key in newsletter.yaml, the reader that validates it), in the order the
 # keys are checked (the first problem found is the one reported).
 _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
@@ -370,6 +378,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "transport": ("transport", lambda src, key: _text(src, key) or DEFAULTS[key]),
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),
+    "brand": ("theme", _theme_brand),
 }
 
 
@@ -383,6 +392,19 @@ def _build(
     src = _Source(values, overrides, root, path, doc)
     fields = {name: read(src, key) for name, (key, read) in _READERS.items()}
     return Config(root=root, path=path, **fields)
+
+
+def _brand(raw: Any, path: Path | None, doc: YamlDocument | None) -> Brand:
+    def where(key: str) -> tuple[int, int]:
+        parts = ("theme", key) if key else ("theme",)
+        return doc.where(parts, key=True) if doc is not None else (1, 1)
+
+    try:
+        return parse_brand(raw, where)
+    except BrandError as exc:
+        parts = tuple(exc.key.split("."))
+        line = doc.where(parts, key=len(parts) > 1)[0] if doc is not None else None
+        raise ConfigError(str(exc), path, line) from None
 
 
 _LIST_KEYS = ("public",)

@@ -16,13 +16,20 @@ class Diagnostic:
     severity: Severity
     field: str  # dotted field path such as "stories[0].why_it_matters"; "" for the whole file
     message: str
+    # A second, more technical line (PyYAML's own words for a syntax error), for experts.
+    detail: str = ""
 
     def format(self) -> str:
         field = f"{self.field}: " if self.field else ""
-        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {field}{self.message}"
+        first = f"{self.path}:{self.line}:{self.col}: {self.severity}: {field}{self.message}"
+        return f"{first}\n    ({self.detail})" if self.detail else first
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The fields as JSON-ready values; `detail` only when there is one."""
+        out = asdict(self)
+        if not self.detail:
+            del out["detail"]
+        return out
 
 
 def field_path(parts: tuple[str | int, ...]) -> str:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from newsletter.diagnostics import Diagnostic, field_path
 from newsletter.errors import IssueInvalid
+from newsletter.images import ImageProblem, LocalImage, read_local_image
 from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yaml
 
 # Text fields that end up in mail headers or one-line places: no line breaks or control chars.
@@ -33,8 +34,9 @@ class Source:
 
 @dataclass(frozen=True)
 class Image:
-    url: str
+    url: str  # a remote image; for a local one, compile_issue sets its published URL
     alt: str
+    local: LocalImage | None = None  # `path:` a file beside the issue, read when loading
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class Issue:
             return slugify(self.path.stem)
         return slugify(f"{self.date.isoformat()}-{self.title}")
 
+    def locate(self, parts: FieldPath) -> tuple[int, int]:
+        """Line and column of a field in the issue's file ((1, 1) for an issue built in code)."""
+        return self.source.where(parts) if self.source else (1, 1)
+
 
 def slugify(text: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -86,7 +92,7 @@ STORY_KEYS = (
     "sources",
 )
 SOURCE_KEYS = ("title", "publisher", "url")
-IMAGE_KEYS = ("url", "alt")
+IMAGE_KEYS = ("url", "path", "alt")
 # Fields rendered per recipient through the Jinja2 sandbox; everything else is literal text.
 PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
 
@@ -229,6 +235,26 @@ class _Validator:
             Diagnostic(self.doc.path, line, col, "error", field_path(parts), message)
         )
 
+    def not_text(self, value: Any, parts: FieldPath, what: str) -> str:
+        """Why a value that should be text is not, in the writer's terms: a one-line mapping
+        (`- Note: reserved lane`) or list (`[Update]`) is text YAML read as structure."""
+        line, col = self.doc.where(parts)
+        typed = self.doc.text.splitlines()[line - 1][col - 1 :].strip()
+        if isinstance(value, list | dict) and typed[:1] in ("[", "{"):
+            quoted = typed.replace('"', '\\"')
+            return (
+                f"expected text, got {_kind(value)}: a value that starts with {typed[0]} is "
+                f'{_kind(value)} in YAML; put it in quotes: "{quoted}"'
+            )
+        one_line = isinstance(value, dict) and len(value) == 1
+        if one_line and self.doc.where((*parts, *value), key=True)[0] == line:
+            quoted = typed.replace('"', '\\"')
+            return (
+                f"expected text, got a mapping: a colon followed by a space makes YAML read "
+                f'this {what} as a key and a value; put it in quotes: "{quoted}"'
+            )
+        return f"expected text, got {_kind(value)}"
+
     def mapping(self, value: Any, parts: FieldPath, allowed: tuple[str, ...], what: str) -> dict:
         if not isinstance(value, dict):
             self.error(parts, f"expected a mapping ({what}), got {_kind(value)}")
@@ -262,7 +288,7 @@ class _Validator:
             return None
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.error(here, f"expected text, got {_kind(value)}")
+            self.error(here, self.not_text(value, here, key))
             return None
         value = str(value)
         if not value.strip():
@@ -405,7 +431,7 @@ class _Validator:
 
     def key_point(self, value: Any, parts: FieldPath) -> str | None:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            self.error(parts, f"expected text, got {_kind(value)}")
+            self.error(parts, self.not_text(value, parts, "key point"))
             return None
         if not str(value).strip():
             self.error(parts, "key point is empty")
@@ -413,10 +439,18 @@ class _Validator:
         return str(value).strip()
 
     def image(self, value: Any, parts: FieldPath) -> Image | None:
-        data = self.mapping(value, parts, IMAGE_KEYS, "an image with url and alt")
+        data = self.mapping(value, parts, IMAGE_KEYS, "an image with url (or path) and alt")
         if not isinstance(value, dict):
             return None
-        url = self.url(data, "url", parts, required=True)
+        local = None
+        if "path" in data and "url" in data:
+            self.error((*parts, "path"), "give the image a url or a path, not both", key=True)
+            return None
+        if "path" in data:
+            local = self.local_image(data, parts)
+            url = "" if local is not None else None
+        else:
+            url = self.url(data, "url", parts, required=True)
         alt = self.text(data, "alt", parts, single_line=True)
         if alt is None:
             self.error(
@@ -424,7 +458,17 @@ class _Validator:
             )
         if url is None or alt is None:
             return None
-        return Image(url=url, alt=alt)
+        return Image(url=url, alt=alt, local=local)
+
+    def local_image(self, data: dict, parts: FieldPath) -> LocalImage | None:
+        written = self.text(data, "path", parts, required=True, single_line=True)
+        if written is None:
+            return None
+        try:
+            return read_local_image(self.doc.path, written.strip())
+        except ImageProblem as exc:
+            self.error((*parts, "path"), f"image '{written.strip()}' {exc}")
+            return None
 
     def source(self, value: Any, parts: FieldPath) -> Source | None:
         data = self.mapping(value, parts, SOURCE_KEYS, "a source")

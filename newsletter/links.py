@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from newsletter import __version__
 from newsletter.diagnostics import Diagnostic, field_path
 from newsletter.issue import is_http_url, locate_in_value
+from newsletter.render.markdown import new_parser
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 MARKDOWN_ISSUE_FIELDS = ("intro", "outro")
@@ -45,8 +46,8 @@ class UrlRef:
 
 @cache
 def _markdown() -> MarkdownIt:
-    # The same flavour the renderer uses: CommonMark with raw HTML off.
-    return MarkdownIt("commonmark", {"html": False})
+    # The same flavour the renderer uses: CommonMark with raw HTML off, bare URLs linked.
+    return new_parser()
 
 
 def markdown_fields(data: Any) -> Iterator[tuple[FieldPath, str]]:

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from newsletter.branding import theme_warnings
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
 from newsletter.errors import NewsletterError
+from newsletter.images import size_warnings
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
+from newsletter.textlint import literal_text_warnings
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 if TYPE_CHECKING:
@@ -66,7 +69,7 @@ def inspect_issue(
     compiled = None
     if parsed.issue is not None:
         compiled, size = compile_and_measure(parsed.issue, config)
-        found += size
+        found += size + _image_diagnostics(parsed.issue)
     return IssueCheck(sort_diagnostics(found), parsed.issue, compiled)
 
 
@@ -75,6 +78,21 @@ def check_issue(
 ) -> list[Diagnostic]:
     """Every error and warning for one issue file, in file order."""
     return inspect_issue(path, config, links=links, link_timeout=link_timeout).diagnostics
+
+
+def _image_diagnostics(issue: Issue) -> list[Diagnostic]:
+    """Local images that work but cost readers more than they should (size, pixel width)."""
+    found = []
+    path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
+    for i, story in enumerate(issue.stories):
+        local = story.image.local if story.image else None
+        if local is None:
+            continue
+        parts: FieldPath = ("stories", i, "image", "path")
+        line, col = issue.locate(parts)
+        for message in size_warnings(local):
+            found.append(Diagnostic(path, line, col, "warning", field_path(parts), message))
+    return found
 
 
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -123,7 +141,14 @@ def check_paths(
     report = CheckReport(files=len(paths))
     for path in paths:
         report.diagnostics += check_issue(path, config, links=links, link_timeout=link_timeout)
+    report.diagnostics += theme_diagnostics(config)
     return report
+
+
+def theme_diagnostics(config: Config) -> list[Diagnostic]:
+    """Warnings for the `theme:` of newsletter.yaml: colours below WCAG AA contrast, and
+    overriding templates that ignore it."""
+    return theme_warnings(config.brand, config.path, config.templates)
 
 
 class _Linter:
@@ -156,7 +181,7 @@ def lint_document(doc: YamlDocument) -> list[Diagnostic]:
     _lint_urls(linter)
     _lint_placeholder_urls(linter, data)
     _lint_skeleton(linter, (), data)
-    return linter.found
+    return linter.found + literal_text_warnings(doc)
 
 
 def _sample_text(value: str) -> str:

@@ -13,8 +13,8 @@ A transactional mail named NAME is three theme templates: `mail/NAME_subject.txt
 translation for the configured `language` goes in `mail/<language>/` (e.g. `mail/de/confirm.txt`,
 or `mail/pt-BR/` then `mail/pt/`); the config's `templates:` folder overrides any of them file by
 file, like the rest of the theme. Templates see `newsletter` (`name`, `language`, `base_url`,
-`postal_address` lines), `subscriber` (`email`, `name` or None, `fields`) and the caller's context
-(`confirm_url` and `valid_days` for "confirm").
+`postal_address` lines), `subscriber` (`email`, `name` or None, `fields`), `brand` (the `theme:`
+branding) and the caller's context (`confirm_url` and `valid_days` for "confirm").
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def render_transactional(
             "name": subscriber.name or None,
             "fields": dict(subscriber.fields),
         },
+        "brand": config.brand,
         **context,
     }
 

@@ -16,6 +16,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from newsletter.diagnostics import Diagnostic
+from newsletter.yamlexplain import explain
 
 Location = tuple[int, int]
 MAX_DEPTH = 40  # an issue nests 4 levels; PyYAML's composer recurses once per level
@@ -136,7 +137,8 @@ def _compose(text: str, name: str) -> Node | None:
                     name,
                     mark.line + 1,
                     mark.column + 1,
-                    "YAML anchors and aliases (&name, *name) are not allowed",
+                    "YAML anchors and aliases (&name, *name) are not allowed; if this text "
+                    "starts with & or * (emphasis, a footnote), put it in quotes",
                 )
             )
     return yaml.compose(text, Loader=yaml.SafeLoader)
@@ -149,10 +151,22 @@ def _syntax_error(exc: yaml.YAMLError, text: str, name: str) -> Diagnostic:
         problem = exc.problem or "invalid YAML"
         if exc.context and "expected a single document" in exc.context:
             problem = "more than one YAML document (a '---' separator); expected one"
-        elif exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
+            return _error(name, line, col, f"YAML syntax error: {problem}")
+        if exc.context and exc.context_mark and mark and exc.context_mark.line != mark.line:
             # The cause is often where the construct began (an unclosed bracket or quote).
             problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
-        return _error(name, line, col, f"YAML syntax error: {problem}")
+        explained = explain(exc, text)
+        if explained is None:
+            return _error(name, line, col, f"YAML syntax error: {problem}")
+        return Diagnostic(
+            name,
+            explained.line,
+            explained.col,
+            "error",
+            "",
+            explained.message,
+            detail=f"YAML says: {problem}, at line {line} column {col}",
+        )
     if isinstance(exc, yaml.reader.ReaderError):  # a raw control character in the file
         line = text.count("\n", 0, exc.position) + 1
         col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
@@ -168,7 +182,13 @@ def _reject_tab_indentation(text: str, name: str) -> None:
         if "\t" in indent and line.strip():
             col = indent.index("\t") + 1
             raise YamlInvalid(
-                _error(name, number, col, "tab character in indentation; YAML needs spaces")
+                _error(
+                    name,
+                    number,
+                    col,
+                    "tab character in indentation; YAML accepts only spaces: replace the tab "
+                    "with spaces, as on the lines above",
+                )
             )
 
 

@@ -189,7 +189,15 @@ def test_stop_finishes_in_flight_and_releases_the_rest(db: Path) -> None:
     cid = new_campaign(db, store)
     log = DeliveryLog()
     stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
+
+    def stop_once_sending() -> None:  # after deliveries began (a fixed timer flakes under load)
+        deadline = time.monotonic() + 30
+        while not log.items and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        stop.set()
+
+    threading.Thread(target=stop_once_sending, daemon=True).start()
     result = run(db, store, cid, lambda: RecordingTransport(log, delay=0.02), stop=stop)
     assert result.interrupted
     counts = Ledger(connect(db)).counts(cid)

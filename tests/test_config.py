@@ -71,7 +71,11 @@ def run_with_config(runner: CliRunner, project: Path, text: str, **env: str) -> 
             "3: 'dkim' is missing 'private_key'",
         ),
         (GOOD + "name: Again\n", "3: duplicate key 'name' (first defined on line 1)"),
-        ("name: Test\n  from: x\n", "2: YAML syntax error: mapping values are not allowed here"),
+        (
+            "name: Test\n  from: x\n",
+            "2: this line is indented more than 'name' above it, so YAML reads it as more of "
+            "name's text: start it at the beginning of the line like the line above it",
+        ),
         ("- a list\n", "1: expected a mapping of settings"),
         ("# nothing but a comment\n", "1: file is empty"),
     ],

@@ -7,6 +7,7 @@ summary line.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ CASES = sorted(p.name for p in CORPUS.glob("*.yaml"))
 
 
 def test_corpus_is_large_enough_and_complete() -> None:
-    assert len(CASES) >= 25
+    assert len(CASES) >= 40
+    # One file per kind of YAML mistake a writer makes (issue #13), explained in plain words.
+    assert sum(name.startswith("yaml_") for name in CASES) >= 15
     for name in CASES:
         assert (CORPUS / name).with_suffix(".expected").is_file(), f"{name} has no .expected"
 
@@ -62,3 +65,17 @@ def test_whole_corpus_at_once_reports_every_file(
     assert result.output.splitlines()[:-1] == expected
     assert result.output.splitlines()[-1].startswith(f"{len(CASES)} files checked: ")
     assert result.exit_code == 1
+
+
+def test_yaml_mistake_keeps_the_parser_words_for_experts(
+    runner: CliRunner, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain explanation comes first, at the mistake's line; PyYAML's words (and where it
+    gave up, lines later) follow on a second line, and in the JSON output as `detail`."""
+    monkeypatch.chdir(CORPUS)
+    result = _check(runner, project, "--format", "json", "yaml_unclosed_quote.yaml")
+    (entry,) = json.loads(result.output)["diagnostics"]
+    assert (entry["line"], entry["col"]) == (11, 15)
+    assert "never closed" in entry["message"]
+    assert entry["detail"].startswith("YAML says: found unexpected end of stream")
+    assert "at line 35" in entry["detail"]

@@ -351,7 +351,8 @@ def test_builtin_theme_mjml_uses_only_known_tags(
         tags = set(re.findall(r"</?(mj[\w-]*)", mjml))
         assert {"mjml", "mj-body", "mj-section", "mj-text", "mj-image", "mj-wrapper"} <= tags
         assert tags <= MJML_TAGS, tags - MJML_TAGS
-    assert "mj-preview" in seen[0] and "mj-preview" not in seen[1]
+    # The hidden preheader is in the email only (not mj-preview: see email.mjml).
+    assert "nl-preheader" in seen[0] and "nl-preheader" not in seen[1]
 
 
 def test_theme_overrides_one_file_and_template_errors_name_file_and_line(project: Path) -> None:

@@ -8,6 +8,7 @@ so filling for one recipient is a join.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
 
 
 def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
-    """What every template sees: `issue`, `newsletter` and `web_url`."""
+    """What every template sees: `issue`, `newsletter`, `web_url` and `brand` (the config's
+    `theme:` branding)."""
     view = IssueView(
         title=issue.title,
         date=issue.date,
@@ -130,7 +132,7 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
         preheader=slots.mark(issue.preheader),
         intro=slots.mark(issue.intro),
         outro=slots.mark(issue.outro),
-        stories=issue.stories,
+        stories=tuple(_published_images(story, config, issue.slug) for story in issue.stories),
     )
     newsletter = NewsletterView(
         name=config.name,
@@ -142,7 +144,17 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
         "issue": view,
         "newsletter": newsletter,
         "web_url": f"{config.base_url}/issues/{issue.slug}/",
+        "brand": config.brand,
     }
+
+
+def _published_images(story: Story, config: Config, slug: str) -> Story:
+    """The story with its local image's `url` set to where it is published."""
+    image = story.image
+    if image is None or image.local is None:
+        return story
+    url = image.local.url(config.base_url, slug)
+    return dataclasses.replace(story, image=dataclasses.replace(image, url=url))
 
 
 def _web_html(env: Environment, context: dict[str, Any], css: str) -> str:

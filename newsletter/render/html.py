@@ -18,7 +18,7 @@ from typing import Any
 from jinja2 import Environment
 
 from newsletter.errors import RenderError
-from newsletter.render.theme import template_location
+from newsletter.render.theme import display_path, template_location
 
 # Every tag mjml-python renders; anything else would pass through to the HTML literally.
 MJML_TAGS = frozenset(
@@ -64,15 +64,32 @@ _DOCTYPE = "<!doctype html>"
 _IGNORED = '<style data-premailer="ignore"'
 
 
+# `<mj-style inline="inline">`: MJML inlines such a block; mjml-python silently ignores it.
+_INLINE_STYLE = re.compile(r"<mj-style\b[^>]*\binline\s*=")
+
+
 def check_mjml(mjml: str, env: Environment) -> None:
-    """Refuse tags mjml-python does not know (it has no validator of its own)."""
+    """Refuse what mjml-python would silently get wrong (it has no validator of its own): tags
+    it does not know, and `<mj-style inline="inline">`, which it ignores."""
     for match in _TAG.finditer(mjml):
         tag = match.group(1)
         if tag not in MJML_TAGS:
-            where = template_location(env, f"<{tag}") or "theme"
+            where = template_location(env, _tag_pattern(tag)) or "theme"
             hint = difflib.get_close_matches(tag, MJML_TAGS, n=1)
             suggestion = f" (did you mean <{hint[0]}>?)" if hint else ""
             raise RenderError(f"{where}: unknown MJML tag <{tag}>{suggestion}")
+    if _INLINE_STYLE.search(mjml):
+        where = template_location(env, _INLINE_STYLE) or "theme"
+        raise RenderError(
+            f'{where}: <mj-style inline="inline"> is ignored by mjml-python, so its CSS would '
+            "never reach the elements: put that CSS in the theme's inline.css (inlined into "
+            'every element) and drop inline="inline"'
+        )
+
+
+def _tag_pattern(tag: str) -> re.Pattern[str]:
+    """An opening or closing `tag`, not a longer tag it begins (`<mj-colum` in `<mj-column`)."""
+    return re.compile(rf"</?\s*{re.escape(tag)}(?![\w-])")
 
 
 def mjml_to_html(mjml: str, env: Environment) -> str:
@@ -82,7 +99,40 @@ def mjml_to_html(mjml: str, env: Environment) -> str:
     try:
         return mjml2html(mjml)
     except ValueError as exc:  # mjml-python reports MJML errors as ValueError
-        raise RenderError(f"the theme produced invalid MJML: {exc}{_excerpt(mjml, exc)}") from None
+        where = _unbalanced_tag(env) or _excerpt(mjml, exc)
+        raise RenderError(f"the theme produced invalid MJML: {exc}{where}") from None
+
+
+def _unbalanced_tag(env: Environment) -> str:
+    """` (<tag> opened at file:line is never closed)` for the first template whose mj- tags do
+    not balance: mjml-python's own message ("unexpected end of stream") names no file."""
+    assert env.loader is not None
+    for name in sorted(env.loader.list_templates()):
+        if not name.endswith(".mjml"):
+            continue
+        source, filename, _ = env.loader.get_source(env, name)
+        open_tags: list[tuple[str, int]] = []
+        for match in re.finditer(r"<(/?)\s*(mj[\w-]*)[^>]*?(/?)>", source):
+            closing, tag, self_closing = match.groups()
+            line = source.count("\n", 0, match.start()) + 1
+            if self_closing:
+                continue
+            if not closing:
+                open_tags.append((tag, line))
+            elif open_tags and open_tags[-1][0] == tag:
+                open_tags.pop()
+            elif open_tags:
+                inner, opened = open_tags[-1]
+                return (
+                    f" ({display_path(filename or name)}:{opened}: <{inner}> is never closed; "
+                    f"</{tag}> on line {line} comes first)"
+                )
+            else:
+                return f" ({display_path(filename or name)}:{line}: </{tag}> closes nothing)"
+        if open_tags:
+            tag, line = open_tags[-1]
+            return f" ({display_path(filename or name)}:{line}: <{tag}> is never closed)"
+    return ""
 
 
 def _excerpt(mjml: str, exc: ValueError) -> str:

@@ -1,8 +1,12 @@
 """Issue Markdown (CommonMark, raw HTML disabled) rendered two ways: HTML and wrapped plain text.
 
-Raw HTML is off, so `<script>` in any field is shown as text. The plain-text rendering is not a
-conversion of the HTML: it walks the same Markdown tokens and turns links into numbered
-references (`text [1]`) collected per story by a `References` object.
+Raw HTML is off, so `<script>` in any field is shown as text. A bare `http(s)://` URL is a link
+exactly as typed (markdown-it's linkify with linkify-it-py, run while parsing inline text, so
+the `_` and `*` of `#object.__init__` stay in the URL instead of becoming emphasis); URLs without
+a scheme (`example.com`) stay text, so a file name such as `setup.py` is never linked.
+
+The plain-text rendering is not a conversion of the HTML: it walks the same Markdown tokens
+and turns links into numbered references (`text [1]`) collected per story by a `References` object.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from markdown_it.token import Token
 from markupsafe import Markup
 
 WIDTH = 72
-_MD = MarkdownIt("commonmark", {"html": False})
+
+
+def new_parser() -> MarkdownIt:
+    """The issue flavour of Markdown: CommonMark, raw HTML off, bare http(s) URLs linked."""
+    md = MarkdownIt("commonmark", {"html": False, "linkify": True}).enable("linkify")
+    md.linkify.set({"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False})
+    return md
+
+
+_MD = new_parser()
 # Block elements that get dir="auto", so a right-to-left paragraph reads right to left even
 # inside a left-to-right newsletter. List items inherit their list's direction: the auto
 # detection skips any descendant with its own dir attribute.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,15 +186,20 @@ def display_path(filename: str) -> str:
         return str(path)
 
 
-def template_location(env: Environment, needle: str) -> str | None:
-    """`file:line` of the first .mjml template whose source contains `needle` (for errors found
-    in the rendered MJML, where Jinja's line information is gone)."""
+def template_location(env: Environment, needle: str | re.Pattern[str]) -> str | None:
+    """`file:line` of the first .mjml template (the one in use: the config's folder before the
+    built-in theme) whose source contains `needle`, a string or a pattern (for errors found in
+    the rendered MJML, where Jinja's line information is gone)."""
     assert env.loader is not None
     for name in sorted(env.loader.list_templates()):
         if not name.endswith(".mjml"):
             continue
         source, filename, _ = env.loader.get_source(env, name)
-        index = source.find(needle)
+        if isinstance(needle, str):
+            index = source.find(needle)
+        else:
+            found = needle.search(source)
+            index = found.start() if found else -1
         if index >= 0:
             return f"{display_path(filename or name)}:{source.count(chr(10), 0, index) + 1}"
     return None

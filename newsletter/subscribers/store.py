@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -204,6 +205,19 @@ class SubscriberStore:
                 return
             yield from subs
             last = subs[-1].id
+
+    def search(self, text: str, limit: int = 50) -> list[Subscriber]:
+        """Up to `limit` subscribers whose address or name contains `text` (case-insensitive
+        for ASCII, SQLite's LIKE), an exact address first, then in id order."""
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.strip()) + "%"
+        with self._lock:
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM subscribers"
+                " WHERE email LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'"
+                " ORDER BY lower(email) != lower(?2), id LIMIT ?3",
+                (pattern, text.strip(), limit),
+            ).fetchall()
+            return self._build(rows)
 
     def count(self, list_name: str | None = None, status: str | None = None) -> int:
         where, params = self._filters(list_name, status)

@@ -19,6 +19,7 @@ from watchfiles import Change
 from watchfiles.main import FileChange
 
 from newsletter.errors import NewsletterError
+from newsletter.images import LocalImage, written_image_paths
 from newsletter.render.theme import BUILTIN_THEME, theme_dirs
 from newsletter.web.livepreview.builder import Builder, Snapshot
 from newsletter.web.livepreview.document import frame_document
@@ -78,7 +79,8 @@ class PreviewState:
                 themes = [BUILTIN_THEME, *([config.templates] if config.templates else [])]
         root = config.root if config is not None else self.builder.start
         config_file = self.builder.config_path or (config.path if config is not None else None)
-        return watch_set(self.builder.issue_path, config_file, root, themes)
+        images = written_image_paths(self.builder.issue_path)
+        return watch_set(self.builder.issue_path, config_file, root, themes, images)
 
     def display_path(self, path: str | Path | None) -> str | None:
         if path is None:
@@ -113,7 +115,8 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
 
     async def api_recipients(request: Request) -> Response:
         config = state.snapshot.config or state.builder.last_config
-        choices = await asyncio.to_thread(list_choices, config)
+        query = request.query_params.get("q", "")[:200]
+        choices = await asyncio.to_thread(list_choices, config, query)
         return JSONResponse([c.as_dict() for c in choices], headers=NO_STORE)
 
     async def email(request: Request) -> Response:
@@ -121,6 +124,13 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
         body = await asyncio.to_thread(_email_document, state, request.query_params.get("as"))
         headers = {**NO_STORE, "Content-Security-Policy": EMAIL_CSP}
         return HTMLResponse(frame_document(body, scheme), headers=headers)
+
+    async def image(request: Request) -> Response:
+        found = await asyncio.to_thread(_local_image, state, request.path_params["name"])
+        if found is None:
+            return Response("no such image in this issue", status_code=404, headers=NO_STORE)
+        media_type, data = found
+        return Response(data, media_type=media_type, headers=NO_STORE)
 
     async def events(request: Request) -> Response:
         return StreamingResponse(
@@ -149,6 +159,7 @@ def create_app(state: PreviewState, rebuilder: Rebuilder | None = None) -> Starl
             Route("/api/recipients", api_recipients),
             Route("/email", email),
             Route("/events", events),
+            Route("/images/{name}", image),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         lifespan=lifespan,
@@ -245,7 +256,32 @@ def _email_document(state: PreviewState, key: str | None) -> str:
     if snap is None or snap.compiled is None:
         return _placeholder("The preview appears here once the issue builds.")
     choice = find_choice(snap.config, key or "sample")
-    return snap.compiled.render_for(choice.recipient, unsubscribe_url(snap.compiled.config)).html
+    compiled = snap.compiled
+    html = compiled.render_for(choice.recipient, unsubscribe_url(compiled.config)).html
+    # Local images are not published yet: the preview serves them itself.
+    for image in _local_images(snap):
+        published = image.url(compiled.config.base_url, compiled.issue.slug)
+        html = html.replace(published, f"/images/{image.name}")
+    return html
+
+
+def _local_images(snap: Snapshot | None) -> list[LocalImage]:
+    if snap is None or snap.compiled is None:
+        return []
+    stories = snap.compiled.issue.stories
+    return [s.image.local for s in stories if s.image is not None and s.image.local is not None]
+
+
+def _local_image(state: PreviewState, name: str) -> tuple[str, bytes] | None:
+    """(media type, bytes) of a local image of the shown issue, by its published name."""
+    snap = state.snapshot if state.snapshot.ok else state.last_good
+    for image in _local_images(snap):
+        if image.name == name:
+            try:
+                return image.media_type, image.path.read_bytes()
+            except OSError:
+                return None
+    return None
 
 
 def _placeholder(message: str) -> str:

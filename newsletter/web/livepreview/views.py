@@ -135,12 +135,13 @@ def find_choice(config: Config | None, key: str) -> Choice:
     return _choice(subscriber)
 
 
-def list_choices(config: Config | None, limit: int = 200) -> list[Choice]:
-    """The sample reader, then up to `limit` subscribers (if the database exists)."""
+def list_choices(config: Config | None, query: str = "", limit: int = 200) -> list[Choice]:
+    """The sample reader, then up to `limit` subscribers (if the database exists): the first
+    ones, or with `query` those of the whole list whose address or name contains it."""
     if config is None or not config.database.is_file():
         return [SAMPLE]
     try:
-        subscribers = _store_list(config, limit)
+        subscribers = _store_list(config, query.strip(), limit)
     except NewsletterError:
         return [SAMPLE]
     return [SAMPLE, *(_choice(s) for s in subscribers)]
@@ -167,8 +168,10 @@ def _store_get(config: Config, email: str) -> object | None:
         return None
 
 
-def _store_list(config: Config, limit: int) -> list[object]:
+def _store_list(config: Config, query: str, limit: int) -> list[object]:
     from newsletter.subscribers.store import SubscriberStore
 
     with SubscriberStore.open(config.database) as store:
+        if query:
+            return list(store.search(query, limit))
         return list(itertools.islice(store.iter_subscribers(), limit))

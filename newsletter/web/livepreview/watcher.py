@@ -44,14 +44,19 @@ class WatchSet:
 
 
 def watch_set(
-    issue: Path, config_file: Path | None, root: Path, themes: Iterable[Path]
+    issue: Path,
+    config_file: Path | None,
+    root: Path,
+    themes: Iterable[Path],
+    images: Iterable[Path] = (),
 ) -> WatchSet:
+    """The issue, the configuration, the theme folders and the issue's local image files."""
     config = config_file or root / CONFIG_NAME  # watched even before it exists
     folders = frozenset(Path(t).resolve() for t in themes)
     # A theme folder that does not exist yet is watched for its creation, like a file.
     missing = {f for f in folders if not f.is_dir()}
     return WatchSet(
-        files=frozenset({issue.resolve(), config.resolve(), *missing}),
+        files=frozenset({issue.resolve(), config.resolve(), *missing, *images}),
         folders=folders - missing,
     )
 

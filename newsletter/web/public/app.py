@@ -8,6 +8,8 @@
     /confirm/<token>       GET: a page with a button. POST: applies that sign-up (7 days).
     /issues/<slug>/        GET: the web version of a *published* issue (see publishing), with
                            ETag / Last-Modified / Cache-Control and conditional GETs
+    /issues/<slug>/<name>  GET: a local story image of that published issue (only the files
+                           its stories name; the name carries a hash of the bytes: immutable)
 
 Only a POST changes anything (guard.endpoint is the one dispatch; GET and HEAD get a read-only
 database). A bad token gets 400 and changes nothing. Every absolute URL and redirect is built
@@ -22,12 +24,13 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import re
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +45,7 @@ from starlette.routing import Route
 
 from newsletter import publishing, tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
+from newsletter.images import LocalImage
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
@@ -74,6 +78,7 @@ PAGE_HEADERS = {
     ),
 }
 ISSUE_MAX_AGE = 300
+_IMAGE_NAME = re.compile(r"[a-z0-9-]{1,80}-[0-9a-f]{10}\.(?:jpg|png|gif|webp)\Z")
 SIGNUP_MIN_SECONDS = 1.5  # every sign-up answer takes at least this long (see PublicSite.subscribe)
 SEND_TIMES_KEPT = 20  # recent confirmation sends whose slowest sets the sign-up answer's floor
 SEND_TIME_CAP = 10.0  # seconds: one hung send must not slow every later answer further
@@ -87,6 +92,7 @@ class IssuePage:
     etag: str
     last_modified: str
     modified: float
+    images: dict[str, LocalImage] = field(default_factory=dict)  # published name -> file
 
 
 class PublicSite:
@@ -161,6 +167,7 @@ class PublicSite:
                 "base_url": self.config.base_url,
             },
             "links": {"subscribe": f"{self.prefix}/subscribe"},
+            "brand": self.config.brand,
             **context,
         }
         try:
@@ -358,8 +365,15 @@ class PublicSite:
                 return cached
             from newsletter.render.compile import compile_issue
 
-            body = compile_issue(load_issue(path), self.config).web_html.encode()
+            issue = load_issue(path)
+            body = compile_issue(issue, self.config).web_html.encode()
+            images = {
+                s.image.local.name: s.image.local
+                for s in issue.stories
+                if s.image is not None and s.image.local is not None
+            }
             page = IssuePage(
+                images=images,
                 stamp=stamp,
                 body=body,
                 etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
@@ -389,6 +403,47 @@ class PublicSite:
         if not_modified(request, page.etag, page.modified):
             return Response(status_code=304, headers=headers)
         return HTMLResponse(page.body, headers=headers)
+
+    def issue_image(self, slug: str, name: str) -> tuple[LocalImage, bytes, float] | None:
+        """A local image of the published issue `slug` with its bytes, or None. A file edited
+        since the issue was compiled no longer matches its name: the cached page is dropped so
+        the next request of the web version names the new file."""
+        page = self.issue_page(slug)
+        image = page.images.get(name) if page is not None else None
+        if image is None:
+            return None
+        try:
+            data, modified = image.path.read_bytes(), image.path.stat().st_mtime
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest()[:10] not in name:
+            path = publishing.issue_path(self.config, slug)
+            if path is not None:
+                self._issues.pop(path, None)
+            return None
+        return image, data, modified
+
+    async def issue_file(self, request: Request) -> Response:
+        slug, name = request.path_params["slug"], request.path_params["name"]
+        if not slug or len(slug) > 80 or slugify(slug) != slug or not _IMAGE_NAME.match(name):
+            raise HTTPException(404)
+        try:
+            found = await run_in_threadpool(self.issue_image, slug, name)
+        except NewsletterError as exc:
+            log.error("issue %s cannot be shown: %s", slug, exc)
+            return self.page("error", 500)
+        if found is None:
+            raise HTTPException(404)
+        image, data, modified = found
+        etag = f'"{name}"'
+        headers = {
+            "ETag": etag,
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if not_modified(request, etag, modified):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type=image.media_type, headers=headers)
 
     async def issue_redirect(self, request: Request) -> Response:
         slug = request.path_params["slug"]
@@ -431,6 +486,7 @@ def create_app(
         route("/unsubscribe/{token}", site.unsubscribe_page, site.unsubscribe),
         route("/confirm/{token}", site.confirm_page, site.confirm),
         route("/issues/{slug}/", site.issue),
+        route("/issues/{slug}/{name}", site.issue_file),
         route("/issues/{slug}", site.issue_redirect),
     ]
 

@@ -11,6 +11,7 @@ const page = {
   as: params.get("as") || "sample",
   request: 0,
   data: null,
+  search: "", // what the "Find a subscriber" box holds: the picker shows its matches
 };
 
 // A frame that loads the next version behind the current one and swaps when it is ready,
@@ -231,7 +232,7 @@ async function refresh() {
   $("newsletter-name").textContent = data.issue.newsletter;
   renderChecks(data.checks);
   renderProblems(data.problems);
-  renderRecipients(data.recipients, data.recipient);
+  if (!page.search) renderRecipients(data.recipients, data.recipient);
   if (data.email) renderEmail(data.email, data.version);
   else for (const f of frames) if (!f.url && !f.wanted) f.show(`/email?scheme=${f.scheme}`, 0);
   const when = new Date(data.built_at * 1000).toLocaleTimeString();
@@ -278,14 +279,26 @@ document.addEventListener("keydown", (e) => {
 });
 // Once the user opens or closes the panel, builds stop opening it for them.
 document.querySelector("#checks summary").addEventListener("click", () => ($("checks").dataset.touched = "1"));
-// Subscribers added since the last build show up as soon as the picker is used.
-$("as").addEventListener("focus", async () => {
+// Subscribers added since the last build show up as soon as the picker is used; with a search,
+// the picker holds the matches from the whole list (the server searches the database).
+async function loadRecipients() {
+  const query = page.search;
   try {
-    const response = await fetch("/api/recipients", { cache: "no-store" });
-    if (page.data) renderRecipients(await response.json(), page.data.recipient);
+    const response = await fetch(`/api/recipients?q=${encodeURIComponent(query)}`, { cache: "no-store" });
+    const recipients = await response.json();
+    if (query !== page.search || !page.data) return; // a newer search is on its way
+    renderRecipients(recipients, page.data.recipient);
+    $("as").dataset.matches = String(recipients.length - 1);
   } catch (e) {
     /* the server is gone: the picker keeps what it has */
   }
+}
+$("as").addEventListener("focus", loadRecipients);
+let searchTimer = 0;
+$("as-search").addEventListener("input", (e) => {
+  page.search = e.target.value.trim();
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(loadRecipients, 150);
 });
 $("as").addEventListener("change", (e) => {
   page.as = e.target.value;

@@ -1,0 +1,156 @@
+"""Warnings for text readers would not get as typed: placeholders and HTML tags typed in fields,
+and text YAML silently dropped or joined.
+
+Placeholders (`{{ subscriber.name }}`, `{% if %}`) are evaluated only in the subject, preheader,
+intro and outro; anywhere else every reader gets the braces as typed. Raw HTML is off in issue
+Markdown (and headlines are plain text), so a typed `<b>` is shown as `<b>`. Code spans and
+fenced code blocks are left alone: text there is meant literally. In an unquoted value, ` #`
+starts a YAML comment (`headline: Paris #1 city` gives "Paris"), and a `- ` line indented more
+than the list items above it is joined to the item before it ("One - Two"): both parse, so only
+a look at the source lines finds them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from newsletter.diagnostics import Diagnostic, field_path
+from newsletter.issue import PLACEHOLDER_FIELDS, locate_in_value
+from newsletter.yamlsource import FieldPath, YamlDocument
+
+_PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{\{|\{%", re.S)
+# A start or end tag (`<b>`, `</a>`, `<br/>`, `<img src=...>`): a letter right after `<`, then
+# whitespace, `/` or `>`. Markdown autolinks (`<https://...>`, `<a@b.org>`) do not match.
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)(?:\s[^<>]*)?/?>")
+# Fenced code blocks and code spans: masked before looking for placeholders and tags.
+_CODE = re.compile(
+    r"^ {0,3}(`{3,}|~{3,}).*?(?:^ {0,3}\1[`~]*[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\2", re.S | re.M
+)
+_MARKDOWN_FOR = {
+    "b": "**bold**",
+    "strong": "**bold**",
+    "i": "*italics*",
+    "em": "*italics*",
+    "a": "[text](https://...)",
+    "br": "a blank line between paragraphs",
+    "p": "a blank line between paragraphs",
+    "img": "the story's image field or ![alt](https://...)",
+    "ul": "lines starting with '- '",
+    "li": "lines starting with '- '",
+    "h1": "'# ' headings",
+    "h2": "'## ' headings",
+    "h3": "'### ' headings",
+}
+_WHERE = ", ".join(PLACEHOLDER_FIELDS[:-1]) + " and " + PLACEHOLDER_FIELDS[-1]
+
+
+def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
+    """One warning per placeholder outside the placeholder fields and per HTML tag typed in any
+    text field, at the line and column where it is written."""
+    found: list[Diagnostic] = []
+    for parts, value in _strings(doc.data, ()):
+        prose = _CODE.sub(lambda m: " " * len(m.group()), value)
+        if parts not in ((key,) for key in PLACEHOLDER_FIELDS):
+            for match in _PLACEHOLDER.finditer(prose):
+                text = value[match.start() : match.end()]
+                found.append(
+                    _warning(
+                        doc,
+                        parts,
+                        text,
+                        f"{text} is sent literally to every reader: placeholders work only in "
+                        f"{_WHERE}",
+                    )
+                )
+        for match in _TAG.finditer(prose):
+            tag = match.group()
+            instead = _MARKDOWN_FOR.get(match.group(1).lower())
+            advice = f": write {instead} instead" if instead else ": describe it in words"
+            found.append(
+                _warning(
+                    doc,
+                    parts,
+                    tag,
+                    f"{tag} is shown to readers as text, not as HTML (HTML is off in issues)"
+                    + advice,
+                )
+            )
+    return found + _yaml_surprises(doc)
+
+
+def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
+    lines = doc.text.splitlines()
+    starts = sorted({*doc.value_locations.values(), *doc.key_locations.values()})
+    found = []
+    for parts, value in _strings(doc.data, ()):
+        line, col = doc.value_locations.get(parts, (0, 0))
+        if not line or lines[line - 1][col - 1 : col] in ("'", '"', "|", ">"):
+            continue  # quoted or a block: YAML keeps what is typed
+        later = [loc[0] for loc in starts if loc > (line, col)]
+        end = min(later) - 1 if later else len(lines)
+        what = _name(parts)
+        # `Paris #1 city`, `news #AI`: text; `value  # note` (a space after #) is a comment.
+        comment = re.search(r"(?<=\S) #(?=\S)", lines[line - 1][col - 1 :])
+        if comment and "#" not in value.split("\n")[0]:
+            at = (line, col + comment.start() + 1)  # the column of the #
+            found.append(
+                _warning_at(
+                    doc,
+                    parts,
+                    at,
+                    f"the text from ' #' on is a YAML comment, so readers get '{value.strip()}' "
+                    f"only: put the {what} in quotes",
+                )
+            )
+        for number in range(line + 1, end + 1):
+            text = lines[number - 1]
+            if text.lstrip().startswith("- ") and not _blank(text):
+                at = (number, len(text) - len(text.lstrip()) + 1)
+                found.append(
+                    _warning_at(
+                        doc,
+                        parts,
+                        at,
+                        f"this '- ' line is indented more than the item above it, so YAML joined "
+                        f"it to that {what} ('{value.strip()[:60]}'): indent it like the other "
+                        "items to make it an item of its own",
+                    )
+                )
+    return found
+
+
+def _blank(text: str) -> bool:
+    return not text.strip() or text.lstrip().startswith("#")
+
+
+def _name(parts: FieldPath) -> str:
+    """`key point`, `headline`, ...: how a message calls the value at `parts`."""
+    if len(parts) >= 2 and isinstance(parts[-1], int):
+        return {"key_points": "key point", "stories": "story", "sources": "source"}.get(
+            str(parts[-2]), "item"
+        )
+    return str(parts[-1]) if parts else "value"
+
+
+def _warning_at(
+    doc: YamlDocument, parts: FieldPath, at: tuple[int, int], message: str
+) -> Diagnostic:
+    return Diagnostic(doc.path, at[0], at[1], "warning", field_path(parts), message)
+
+
+def _strings(value: Any, parts: FieldPath) -> Iterator[tuple[FieldPath, str]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*parts, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*parts, i))
+    elif isinstance(value, str):
+        yield parts, value
+
+
+def _warning(doc: YamlDocument, parts: FieldPath, snippet: str, message: str) -> Diagnostic:
+    line, col = locate_in_value(doc, parts, snippet)
+    return Diagnostic(doc.path, line, col, "warning", field_path(parts), message)
