@@ -102,6 +102,7 @@ def main() -> None:
             "web": False,
             "unsubscribe_url": "u",
             "recipient_email": "e",
+            "brand": config.brand,  # the theme's branding, as compile_issue passes it
         }
         jinja_ms = median_ms(jinja_cold, runs=40)
 
