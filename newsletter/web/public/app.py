@@ -12,7 +12,10 @@
 Only a POST changes anything (guard.endpoint is the one dispatch; GET and HEAD get a read-only
 database). A bad token gets 400 and changes nothing. Every absolute URL and redirect is built
 from `base_url`, never from the request's Host header. Database work runs in worker threads,
-each with its own connections (SQLite WAL).
+each with its own connections (SQLite WAL: reads never wait for a writer). A write waits at
+most `BUSY_TIMEOUT` seconds for another process's lock (a long import): then a one-click
+unsubscribe is spooled at once, and any other POST gets a 503 "busy" page with Retry-After,
+nothing written.
 """
 
 from __future__ import annotations
@@ -20,16 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from email.utils import formatdate
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -42,10 +42,11 @@ from starlette.routing import Route
 
 from newsletter import publishing, tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
-from newsletter.issue import load_issue, slugify
+from newsletter.issue import slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
+from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
 from newsletter.web.public.guard import (
@@ -77,16 +78,11 @@ ISSUE_MAX_AGE = 300
 SIGNUP_MIN_SECONDS = 1.5  # every sign-up answer takes at least this long (see PublicSite.subscribe)
 SEND_TIMES_KEPT = 20  # recent confirmation sends whose slowest sets the sign-up answer's floor
 SEND_TIME_CAP = 10.0  # seconds: one hung send must not slow every later answer further
-TEST_COPY_TOKEN = "test"  # newsletter send --test puts {base_url}/unsubscribe/test in the copy
-
-
-@dataclass(frozen=True)
-class IssuePage:
-    stamp: tuple[int, int]  # (mtime_ns, size) of the issue file
-    body: bytes
-    etag: str
-    last_modified: str
-    modified: float
+# `send --test` puts {base_url}/unsubscribe/test in the copy, `build` /unsubscribe/sample.
+SAMPLE_TOKENS = frozenset({"test", "sample"})
+BUSY_TIMEOUT = 2.0  # seconds a write waits for another process's lock before "busy"
+ONE_CLICK_BUSY_MS = 50  # a one-click unsubscribe is spooled rather than wait longer
+BUSY_RETRY_AFTER = 10  # seconds, the Retry-After of the "busy" page
 
 
 class PublicSite:
@@ -106,10 +102,10 @@ class PublicSite:
         self._local = threading.local()
         self._stores: list[SubscriberStore] = []
         self._stores_lock = threading.Lock()
-        self._compile_lock = threading.Lock()
-        writer = self.writer()
-        self.secret = tokens.secret_key(config, writer.conn)
-        publishing.prepare(writer.conn)
+        # Setting up may wait for a running import like any command; requests will not.
+        with SubscriberStore.for_config(config) as setup:
+            self.secret = tokens.secret_key(config, setup.conn)
+            publishing.prepare(setup.conn)
         self.limiter = RateLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
@@ -117,7 +113,8 @@ class PublicSite:
         self._send_times: deque[float] = deque(maxlen=SEND_TIMES_KEPT)  # seconds, recent sends
         self.pages = environment(config)
         self.prefix = urlsplit(config.base_url).path.rstrip("/")
-        self._issues: dict[Path, IssuePage] = {}
+        contact = config.reply_to or config.sender
+        self.contact = contact.addr_spec if contact is not None else ""
 
     # -- databases ----------------------------------------------------------------------------
 
@@ -133,7 +130,7 @@ class PublicSite:
     def _thread_store(self, kind: str, *, query_only: bool) -> SubscriberStore:
         store = getattr(self._local, kind, None)
         if store is None:
-            store = SubscriberStore.for_config(self.config)
+            store = SubscriberStore.for_config(self.config, busy_timeout=BUSY_TIMEOUT)
             if query_only:
                 store.conn.execute("PRAGMA query_only = ON")
             setattr(self._local, kind, store)
@@ -159,6 +156,7 @@ class PublicSite:
                 "name": self.config.name,
                 "language": self.config.language,
                 "base_url": self.config.base_url,
+                "contact": self.contact,
             },
             "links": {"subscribe": f"{self.prefix}/subscribe"},
             **context,
@@ -186,7 +184,7 @@ class PublicSite:
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        if token == TEST_COPY_TOKEN:
+        if token in SAMPLE_TOKENS:
             return self.page("test-copy")
         try:
             subscriber_id = tokens.verify_token(self.secret, tokens.UNSUBSCRIBE, token)
@@ -201,7 +199,7 @@ class PublicSite:
         token = request.path_params["token"]
         form = await read_form(request, timeout=self.body_timeout)
         one_click = form.get("List-Unsubscribe") == "One-Click"
-        if token == TEST_COPY_TOKEN:
+        if token in SAMPLE_TOKENS:
             if one_click:
                 return _one_click_answer("Test copy: nobody was unsubscribed.\n")
             return self.page("test-copy")
@@ -216,19 +214,24 @@ class PublicSite:
         return self.page("unsubscribed", just_now=True)
 
     def unsubscribe_now_or_later(self, subscriber_id: int, how: str) -> None:
-        """Unsubscribe; if a long import holds the database past the busy timeout, spool the
-        request durably instead (applied on the next open or unsubscribe): never lost."""
+        """Unsubscribe; if another process (a long import) holds the database, spool the
+        request durably at once instead (applied on the next open or unsubscribe): never lost,
+        and a mail provider's one-click POST never waits for the lock."""
         store = self.writer()
         if store.get_by_id(subscriber_id) is None:
             return  # erased: nothing to do (the id is never reused)
-        drain(store, self.config.database)
+        store.conn.execute(f"PRAGMA busy_timeout = {ONE_CLICK_BUSY_MS}")
         try:
             store.unsubscribe(subscriber_id, how)
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _is_busy(exc):
                 raise
             spool_unsubscribe(self.config.database, subscriber_id, how)
             log.warning("database busy: unsubscribe of %s spooled", subscriber_id)
+            return
+        finally:
+            store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        drain(store, self.config.database)  # the database was free a moment ago
 
     # -- sign-up ------------------------------------------------------------------------------
 
@@ -262,13 +265,15 @@ class PublicSite:
         email = str(form.get("email", ""))[:400]
         name = str(form.get("name", ""))[:400]
         list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
-        if cross_site(request) or not self.forms.valid(client, form.get("form_token", "")):
+        token = str(form.get("form_token", ""))
+        if cross_site(request) or not token or not self.forms.valid(client, token):
             # Another site's page posting our form (or a form kept open for hours): no sign-up.
             log.info("sign-up refused: missing, expired or foreign form token (client %s)", client)
-            return self.subscribe_page(request, list_name, 400, email=email, error="expired")
+            error = "expired" if token and not cross_site(request) else "foreign"
+            return self.subscribe_page(request, list_name, 400, email=email, error=error)
         if form.get("website"):  # the honeypot: only bots fill hidden fields
             log.info("sign-up ignored: honeypot field filled (client %s)", client)
-            return self.page("subscribe-sent")
+            return self.sent_page()
         if list_name not in self.config.public_lists:
             return self.subscribe_page(request, DEFAULT_LIST, 400, email=email, error="list")
         try:
@@ -291,21 +296,32 @@ class PublicSite:
             self._send_times.append(min(time.monotonic() - started, SEND_TIME_CAP))
             if not sent:
                 return self.page("subscribe-failed", 503)
-        return self.page("subscribe-sent")
+        return self.sent_page()
+
+    def sent_page(self) -> Response:
+        """The one answer to every accepted sign-up (new, known, pending within the resend
+        cooldown, bounced...): its wording is true for each, so it tells nothing."""
+        return self.page("subscribe-sent", resend_minutes=CONFIRM_RESEND_SECONDS // 60)
 
     def send_confirmation(self, signup: SignupRequest) -> bool:
         """Email the confirmation link of `signup`; False (and logged) if it did not go out."""
         url = tokens.confirm_url(self.config, signup.id, self.secret)
         subscriber = signup.subscriber
         try:
-            result = send_confirmation(self.config, subscriber, url)
+            result = send_confirmation(self.config, subscriber, url, signup.lists)
         except NewsletterError as exc:
             log.error("confirmation email to subscriber %s not sent: %s", subscriber.id, exc)
             return False
         if result.status != "sent":
             log.warning("confirmation email to subscriber %s: %s", subscriber.id, result.reply)
             return False
-        self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
+        try:
+            self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            # The mail went out: say so. Only the resend cooldown misses this one.
+            log.warning("database busy: confirmation to %s sent, not recorded", subscriber.id)
         return True
 
     async def confirm_page(self, request: Request) -> Response:
@@ -340,55 +356,24 @@ class PublicSite:
 
     # -- issues -------------------------------------------------------------------------------
 
-    def issue_page(self, slug: str) -> IssuePage | None:
-        """The compiled web version of `slug`, or None unless it exists and is published."""
-        if not publishing.is_published(self.reader().conn, slug):
-            return None
-        path = publishing.issue_path(self.config, slug)
-        if path is None:
-            return None
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = self._issues.get(path)
-        if cached is not None and cached.stamp == stamp:
-            return cached
-        with self._compile_lock:
-            cached = self._issues.get(path)
-            if cached is not None and cached.stamp == stamp:
-                return cached
-            from newsletter.render import compile_issue
-
-            body = compile_issue(load_issue(path), self.config).web_html.encode()
-            page = IssuePage(
-                stamp=stamp,
-                body=body,
-                etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-                last_modified=formatdate(stat.st_mtime, usegmt=True),
-                modified=int(stat.st_mtime),
-            )
-            self._issues[path] = page
-            return page
-
     async def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
-        try:
-            page = await run_in_threadpool(self.issue_page, slug)
-        except NewsletterError as exc:
-            log.error("issue %s cannot be shown: %s", slug, exc)
-            return self.page("error", 500)
+        page = await run_in_threadpool(
+            lambda: publishing.published_snapshot(self.reader().conn, slug)
+        )
         if page is None:
             raise HTTPException(404)
         headers = {
             "ETag": page.etag,
-            "Last-Modified": page.last_modified,
+            "Last-Modified": formatdate(page.taken_at, usegmt=True),
             "Cache-Control": f"public, max-age={ISSUE_MAX_AGE}",
             "X-Content-Type-Options": "nosniff",
         }
-        if not_modified(request, page.etag, page.modified):
+        if not_modified(request, page.etag, int(page.taken_at)):
             return Response(status_code=304, headers=headers)
-        return HTMLResponse(page.body, headers=headers)
+        return HTMLResponse(page.html, headers=headers)
 
     async def issue_redirect(self, request: Request) -> Response:
         slug = request.path_params["slug"]
@@ -401,6 +386,16 @@ class PublicSite:
         if status == 404:
             return self.page("not-found", 404)
         return PlainTextResponse(str(getattr(exc, "detail", "")), status_code=status)
+
+    async def busy(self, request: Request, exc: Exception) -> Response:
+        """Another process holds the database's write lock past BUSY_TIMEOUT: the transaction
+        was rolled back, so nothing is half-written; the visitor is asked to try again."""
+        if not isinstance(exc, sqlite3.OperationalError) or not _is_busy(exc):
+            raise exc
+        log.warning("database busy: %s %s answered 503", request.method, request.url.path)
+        response = self.page("busy", 503)
+        response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return response
 
 
 def create_app(
@@ -440,7 +435,9 @@ def create_app(
         site.close()
 
     app = Starlette(
-        routes=routes, exception_handlers={HTTPException: site.not_found}, lifespan=lifespan
+        routes=routes,
+        exception_handlers={HTTPException: site.not_found, sqlite3.OperationalError: site.busy},
+        lifespan=lifespan,
     )
     # Starlette would answer `/subscribe/` with a redirect built from the Host header.
     app.router.redirect_slashes = False
@@ -450,6 +447,10 @@ def create_app(
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _one_click_answer(text: str) -> Response:

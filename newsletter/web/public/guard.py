@@ -4,7 +4,8 @@
   is handed a read-only database (SQLite `query_only`); only POST reaches `act`. OPTIONS gets
   the Allow header; every other method a 405. Mail scanners and link previewers (HEAD, GET,
   OPTIONS on every link) can therefore never change anything.
-- `read_form`: bounded in size and in time (a slow body cannot hold a worker).
+- `read_form`: bounded in size and in time (a slow body cannot hold a worker); a body not read
+  whole closes the connection after the answer (a trickling client cannot keep it open).
 - `FormTokens`: the sign-up form's anti-CSRF token, bound to the client address and time, so
   another site cannot make its visitors' browsers post our form.
 - `not_modified`: conditional GET per RFC 9110 13.1.3/13.1.4.
@@ -53,7 +54,10 @@ def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
         if method in ("GET", "HEAD"):
             return await show(request)
         if method == "POST" and act is not None:
-            return await act(request)
+            response = await act(request)
+            if getattr(request.state, "body_unread", False):
+                response.headers["Connection"] = "close"  # uvicorn then closes the socket
+            return response
         if method == "OPTIONS":
             return Response(status_code=204, headers={"Allow": allow, "Cache-Control": "no-store"})
         return refuse(request, allow)
@@ -63,15 +67,23 @@ def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
 
 async def read_form(request: Request, *, timeout: float = BODY_TIMEOUT) -> dict[str, str]:
     """The posted form fields; {} for a body that is absent, too big, malformed or not complete
-    within `timeout` seconds."""
+    within `timeout` seconds. A body left unread marks the request (`request.state.body_unread`)
+    so that `endpoint` closes the connection after answering."""
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_FORM_BYTES:
-        return {}  # these forms are tiny: never buffer a large or unbounded body
+        # These forms are tiny: never buffer a large or unbounded body.
+        request.state.body_unread = length != "0" and bool(length or _chunked(request))
+        return {}
     try:
         form = await asyncio.wait_for(request.form(max_files=0, max_fields=20), timeout)
     except Exception:  # a malformed or stalled body must not turn a valid POST into a 500
+        request.state.body_unread = True
         return {}
     return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _chunked(request: Request) -> bool:
+    return "chunked" in request.headers.get("transfer-encoding", "").lower()
 
 
 def cross_site(request: Request) -> bool:
