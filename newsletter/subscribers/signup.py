@@ -143,6 +143,15 @@ def confirm_signup(
         return store._require(subscriber_id)
 
 
+def describe_signup(conn: object, signup_id: int) -> tuple[str | None, tuple[str, ...]] | None:
+    """(name, lists) that confirming the sign-up `signup_id` applies, or None if it is gone
+    (read-only: the confirmation page shows it, so the owner sees what they confirm)."""
+    row = conn.execute(  # type: ignore[attr-defined]
+        "SELECT name, lists FROM subscriber_signups WHERE id = ?", (signup_id,)
+    ).fetchone()
+    return None if row is None else (row[0], tuple(json.loads(row[1])))
+
+
 def _recently_sent(conn: object, subscriber_id: int) -> bool:
     row = conn.execute(  # type: ignore[attr-defined]
         "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
@@ -152,4 +161,10 @@ def _recently_sent(conn: object, subscriber_id: int) -> bool:
     return row is not None
 
 
-__all__ = ["CONFIRM_RESEND_SECONDS", "SignupRequest", "confirm_signup", "request_subscription"]
+__all__ = [
+    "CONFIRM_RESEND_SECONDS",
+    "SignupRequest",
+    "confirm_signup",
+    "describe_signup",
+    "request_subscription",
+]

@@ -46,7 +46,7 @@ from newsletter.issue import slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
-from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS
+from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS, describe_signup
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
 from newsletter.web.public.guard import (
@@ -285,7 +285,7 @@ class PublicSite:
         except SubscriberError as exc:
             error = "name" if "name" in str(exc) and "email" not in str(exc) else "address"
             # The reason depends only on what was typed (never on the database): safe to show.
-            reason = str(exc) if isinstance(exc, InvalidEmail) else ""
+            reason = str(exc) if isinstance(exc, InvalidEmail) or error == "name" else ""
             return self.subscribe_page(
                 request, list_name, 400, email=email, name=name, error=error, reason=reason
             )
@@ -325,8 +325,12 @@ class PublicSite:
         return True
 
     async def confirm_page(self, request: Request) -> Response:
-        error = self._confirm_token(request.path_params["token"])
-        return error if isinstance(error, Response) else self.page("confirm")
+        checked = self._confirm_token(request.path_params["token"])
+        if isinstance(checked, Response):
+            return checked
+        asked = await run_in_threadpool(lambda: describe_signup(self.reader().conn, checked[0]))
+        name, lists = asked if asked is not None else (None, ())
+        return self.page("confirm", name=name or "", lists=list(lists))
 
     async def confirm(self, request: Request) -> Response:
         checked = self._confirm_token(request.path_params["token"])
