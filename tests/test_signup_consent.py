@@ -108,7 +108,7 @@ def test_confirming_a_link_activates_exactly_what_it_names(config, server, befor
     assert sign_up(server, email="ann@example.com", list="weekly").status_code == 200
     [mail] = mails(config)
     assert httpx.post(server + confirm_path(mail)).status_code == 200
-    status, name, lists = state(config, "ann@example.com")
+    status, _name, lists = state(config, "ann@example.com")
     assert (status, lists) == ("active", expected)
     # What the writer sees and sends agrees: only lists she confirmed reach her.
     default_count = cli(config, "subscribers", "count", "--list", "default")

@@ -63,7 +63,10 @@ def drain(store: SubscriberStore, database: Path) -> int:
     path = spool_path(database)
     if not path.exists():
         return 0
-    with _lock:
+    # Another thread draining already: do not queue behind it (each would wait for the lock).
+    if not _lock.acquire(blocking=False):
+        return 0
+    try:
         try:
             # Undecodable bytes (a damaged file) become U+FFFD: that line is skipped, the
             # others are still applied.
@@ -86,6 +89,8 @@ def drain(store: SubscriberStore, database: Path) -> int:
             return len(entries)
         finally:
             spool.close()
+    finally:
+        _lock.release()
 
 
 def _apply(store: SubscriberStore, entries: list[tuple[int, str]]) -> bool:

@@ -168,6 +168,10 @@ class PublicSite:
             return PlainTextResponse("Internal error\n", status_code=500, headers=PAGE_HEADERS)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
+    def bad_body(self, request: Request) -> Response:
+        """A POST body too big or too slow: nothing was done."""
+        return self.page("incomplete-request", 400)
+
     def refuse_method(self, request: Request, allow: str) -> Response:
         response = self.page("method-not-allowed", 405)
         response.headers["Allow"] = allow
@@ -422,7 +426,10 @@ def create_app(
     )
 
     def route(path: str, show: Any, act: Any = None) -> Route:
-        return Route(path, endpoint(show, act, site.refuse_method))
+        return Route(
+            path,
+            endpoint(show, act, site.refuse_method, site.bad_body, body_timeout=site.body_timeout),
+        )
 
     routes = [
         route("/", site.subscribe_form),

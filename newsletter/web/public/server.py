@@ -55,7 +55,8 @@ class SlowClientProtocol(H11Protocol):
     """uvicorn's h11 protocol with a header deadline: a client that has not sent complete
     request headers `header_timeout` seconds after connecting (or after the previous response)
     is disconnected, so slow-header clients cannot hold connections open (uvicorn's own
-    keep-alive timer restarts on every byte)."""
+    keep-alive timer restarts on every byte). A connection whose request body was not read
+    whole when the response ended is closed."""
 
     header_timeout = HEADER_TIMEOUT
 
@@ -69,7 +70,13 @@ class SlowClientProtocol(H11Protocol):
             self._disarm_header_deadline()
 
     def on_response_complete(self) -> None:
+        # Answered before the whole request body arrived (a stalled form, a route that reads
+        # no body): close, or a client trickling bytes would keep the connection forever.
+        unread = self.conn.their_state is h11.SEND_BODY
         super().on_response_complete()
+        if unread and not self.transport.is_closing():
+            self.transport.close()
+            return
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
