@@ -153,6 +153,7 @@ class Campaign:
     pending: int  # how many a run would try to mail now
     new_members: int  # joined since the snapshot (included only with include_new)
     _template: Any = field(default=None, repr=False)
+    _web_html: str = field(default="", repr=False)
 
     # -- preparing -------------------------------------------------------------------------
     @classmethod
@@ -275,6 +276,7 @@ class Campaign:
             if test:
                 return template
             self._template = template
+            self._web_html = compiled.web_html
         return self._template
 
     def messages(self, template: Any = None) -> SubscriberMessages:
@@ -316,6 +318,7 @@ class Campaign:
         transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
+            self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
                 campaign.id,
@@ -387,6 +390,17 @@ class Campaign:
         if self.include_new:
             self.ledger.add_new_members(self.existing.id, members)
         return self.existing
+
+    def _snapshot_if_public(self) -> None:
+        """A send to a public list publishes the issue: keep the web version it is sent with
+        (see newsletter.publishing); a private list's send publishes nothing."""
+        from newsletter import publishing
+
+        if self.list_name in self.config.public_lists:
+            self.template()
+            publishing.snapshot_for_send(
+                self.store.conn, self.issue.slug, self.list_name, self._web_html
+            )
 
     def dry_run(self) -> DryRunReport:
         """Build every personalised message a run would send; send and record nothing."""
