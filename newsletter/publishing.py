@@ -1,19 +1,28 @@
-"""Which issues are public: the one notion `newsletter serve` (and later the archive and feeds) use.
+"""Which issues are public, and what is served for them: the one notion `newsletter serve` (and
+later the archive and feeds) use.
 
 An issue is published when either
 - it was explicitly published with `newsletter publish ISSUE` (and not unpublished since), or
-- it was sent to a list (a campaign of its slug has at least one `sent` recipient), unless it
-  was explicitly unpublished afterwards.
+- it was sent to a *public* list (`lists: {NAME: {public: true}}`, see Config.public_lists): a
+  campaign on that list has at least one `sent` recipient, unless it was explicitly unpublished
+  afterwards. A send to a private list publishes nothing.
 
 The latest explicit decision wins over the sending record, so `unpublish` takes back a sent issue
-too. Decisions are kept in the table `issue_publications` (one row per slug, with who and when);
-nothing else is public: drafts, skeletons and embargoed files are never served.
+too. Decisions are kept in `issue_publications` (one row per slug, with who and when).
+
+What is served is a *snapshot* of the web version (`issue_snapshots`), taken when the issue is
+published: before the first send to a public list, or by `newsletter publish` (again: refreshed).
+Edits to the file after that stay private until the next `publish`, and a broken file cannot
+break the page. An issue published before snapshots existed has none and is not served until it
+is published again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,14 +42,43 @@ MIGRATIONS: list[db.Migration] = [
         changed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
         changed_by TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
+    """,
+    # list_name: the public list whose send took it ('' when taken by `newsletter publish`).
     """
+    CREATE TABLE issue_snapshots (
+        issue_slug TEXT PRIMARY KEY,
+        html BLOB NOT NULL,
+        etag TEXT NOT NULL,
+        taken_at REAL NOT NULL,
+        list_name TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
+    """,
 ]
 
-# A slug's latest explicit decision, else: sent to anyone in any campaign.
+# A slug's latest explicit decision, else: sent to someone on the public list whose send took
+# the snapshot.
 _SENT = (
-    "SELECT 1 FROM campaigns c JOIN campaign_recipients r ON r.campaign_id = c.id"
-    " WHERE c.issue_slug = ? AND r.status = 'sent' LIMIT 1"
+    "SELECT 1 FROM issue_snapshots s JOIN campaigns c"
+    " ON c.issue_slug = s.issue_slug AND c.list_name = s.list_name"
+    " JOIN campaign_recipients r ON r.campaign_id = c.id"
+    " WHERE s.issue_slug = ? AND r.status = 'sent' LIMIT 1"
 )
+_SENT_SLUGS = (
+    "SELECT DISTINCT s.issue_slug FROM issue_snapshots s JOIN campaigns c"
+    " ON c.issue_slug = s.issue_slug AND c.list_name = s.list_name WHERE EXISTS"
+    " (SELECT 1 FROM campaign_recipients r WHERE r.campaign_id = c.id AND r.status = 'sent')"
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The web version served for a published issue: HTML bytes, a strong ETag (quoted), and
+    when it was taken (Unix seconds, for Last-Modified)."""
+
+    slug: str
+    html: bytes
+    etag: str
+    taken_at: float
 
 
 @dataclass(frozen=True)
@@ -50,15 +88,21 @@ class Publication:
     slug: str
     published: bool
     changed: bool
-    sent: bool  # the issue was sent to a list (published by that unless unpublished)
+    sent: bool  # the issue was sent to a public list (published by that unless unpublished)
     base_url: str = ""
+    snapshot: str = ""  # "taken", "refreshed" or "kept" (publish); "" (unpublish)
 
     def summary(self) -> str:
         state = "published" if self.published else "unpublished"
         already = "" if self.changed else "already "
         where = f" (web version: {self.base_url}/issues/{self.slug}/)"
         if self.published:
-            return f"Issue {self.slug} is {already}{state}{where}."
+            how = {
+                "taken": "its web version is a snapshot of the file as it is now",
+                "refreshed": "its web version was refreshed from the file as it is now",
+                "kept": "its web version is the snapshot taken earlier",
+            }.get(self.snapshot)
+            return f"Issue {self.slug} is {already}{state}{where}" + (f"; {how}." if how else ".")
         how = " (it was sent, but its web version is no longer served)" if self.sent else ""
         return f"Issue {self.slug} is {already}{state}{how}."
 
@@ -82,18 +126,38 @@ def is_published(conn: sqlite3.Connection, slug: str) -> bool:
 def published_slugs(conn: sqlite3.Connection) -> set[str]:
     """Every published slug (for an archive or a feed)."""
     slugs: set[str] = set()
-    if _has_table(conn, "campaign_recipients"):
-        rows = conn.execute(
-            "SELECT DISTINCT c.issue_slug FROM campaigns c WHERE EXISTS (SELECT 1 FROM"
-            " campaign_recipients r WHERE r.campaign_id = c.id AND r.status = 'sent')"
-        ).fetchall()
-        slugs.update(str(r[0]) for r in rows)
+    if _has_table(conn, "campaign_recipients") and _has_table(conn, "issue_snapshots"):
+        slugs.update(str(r[0]) for r in conn.execute(_SENT_SLUGS).fetchall())
     if _has_table(conn, "issue_publications"):
         for slug, published in conn.execute(
             "SELECT issue_slug, published FROM issue_publications"
         ).fetchall():
             (slugs.add if published else slugs.discard)(str(slug))
     return slugs
+
+
+def published_snapshot(conn: sqlite3.Connection, slug: str) -> Snapshot | None:
+    """What to serve for `slug`: its snapshot if the issue is published, else None (read-only)."""
+    if not _has_table(conn, "issue_snapshots") or not is_published(conn, slug):
+        return None
+    row = conn.execute(
+        "SELECT html, etag, taken_at FROM issue_snapshots WHERE issue_slug = ?", (slug,)
+    ).fetchone()
+    return Snapshot(slug, bytes(row[0]), str(row[1]), float(row[2])) if row else None
+
+
+def snapshot_for_send(conn: sqlite3.Connection, slug: str, list_name: str, web_html: str) -> bool:
+    """Before a send of `slug` to the *public* list `list_name`: keep its web version as it is
+    now, unless an earlier public send or `publish` already did. True if taken now. The issue
+    is published (served) once someone on that list was sent it."""
+    prepare(conn)
+    body = web_html.encode()
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO issue_snapshots (issue_slug, html, etag, taken_at, list_name)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (slug, body, _etag(body), time.time(), list_name),
+    )
+    return cur.rowcount == 1
 
 
 def set_published(
@@ -113,18 +177,36 @@ def set_published(
 
 
 def publish_issue(config: Config, issue: str | Path, *, published: bool = True) -> Publication:
-    """`newsletter publish ISSUE` / `unpublish`: ISSUE is an issue file or its slug.
+    """`newsletter publish ISSUE` / `unpublish`: ISSUE is an issue file (anywhere) or its slug.
 
-    Publishing checks the issue first (an issue with `check` errors, such as a skeleton's TODO
-    text, is refused with its diagnostics); unpublishing only needs the slug. Raises
-    NewsletterError for an unknown issue."""
-    slug = _resolve(config, issue, need_file=published)
+    Publishing checks the file first (an issue with `check` errors, such as a skeleton's TODO
+    text, is refused with its diagnostics) and takes (or refreshes) the snapshot that `serve`
+    shows. A slug without a file in `issues/` can be published again only if it has a snapshot
+    (which is kept). Unpublishing only needs the slug. Raises NewsletterError for an unknown
+    issue."""
+    slug, path = _resolve(config, issue, need_file=False)
+    web_html = _web_html(config, path) if published and path is not None else None
     conn = db.connect(config.database)
     try:
-        done = set_published(conn, slug, published)
+        prepare(conn)
+        had = _has_snapshot(conn, slug)
+        if published and path is None and not had:
+            raise NewsletterError(
+                f"no issue with slug {slug!r} in {config.root / 'issues'}; name its file"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if web_html is not None:
+                _store_snapshot(conn, slug, web_html)
+            done = set_published(conn, slug, published)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     finally:
         conn.close()
-    return dataclasses.replace(done, base_url=config.base_url)
+    taken = "" if not published else "kept" if web_html is None else "refreshed" if had else "taken"
+    return dataclasses.replace(done, base_url=config.base_url, snapshot=taken)
 
 
 def issue_path(config: Config, slug: str) -> Path | None:
@@ -137,7 +219,7 @@ def issue_path(config: Config, slug: str) -> Path | None:
     return next((p for p in sorted(folder.glob("*.y*ml")) if slugify(p.stem) == slug), None)
 
 
-def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> str:
+def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> tuple[str, Path | None]:
     from newsletter.issue import slugify
 
     text = str(issue).strip()
@@ -159,10 +241,38 @@ def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> str:
     if path is None:
         if need_file:
             raise NewsletterError(f"no issue with slug {slug!r} in {config.root / 'issues'}")
-        return slug
-    if need_file:
-        _refuse_invalid(config, path)
-    return slug
+        return slug, None
+    return slug, path
+
+
+def _web_html(config: Config, path: Path) -> str:
+    """The checked issue's web version (NewsletterError with the diagnostics if it has errors)."""
+    from newsletter.issue import load_issue
+    from newsletter.render.compile import compile_issue
+
+    _refuse_invalid(config, path)
+    return compile_issue(load_issue(path), config).web_html
+
+
+def _store_snapshot(conn: sqlite3.Connection, slug: str, web_html: str) -> None:
+    body = web_html.encode()
+    conn.execute(
+        "INSERT INTO issue_snapshots (issue_slug, html, etag, taken_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (issue_slug) DO UPDATE SET html = excluded.html, etag = excluded.etag,"
+        " taken_at = excluded.taken_at",
+        (slug, body, _etag(body), time.time()),
+    )
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _has_snapshot(conn: sqlite3.Connection, slug: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM issue_snapshots WHERE issue_slug = ?", (slug,)).fetchone()
+        is not None
+    )
 
 
 def _refuse_invalid(config: Config, path: Path) -> None:
@@ -182,17 +292,20 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 
 def _was_sent(conn: sqlite3.Connection, slug: str) -> bool:
-    if not _has_table(conn, "campaign_recipients"):
+    if not _has_table(conn, "campaign_recipients") or not _has_table(conn, "issue_snapshots"):
         return False
     return conn.execute(_SENT, (slug,)).fetchone() is not None
 
 
 __all__ = [
     "Publication",
+    "Snapshot",
     "is_published",
     "issue_path",
     "prepare",
     "publish_issue",
     "published_slugs",
+    "published_snapshot",
     "set_published",
+    "snapshot_for_send",
 ]

@@ -14,14 +14,16 @@ translation for the configured `language` goes in `mail/<language>/` (e.g. `mail
 or `mail/pt-BR/` then `mail/pt/`); the config's `templates:` folder overrides any of them file by
 file, like the rest of the theme. Templates see `newsletter` (`name`, `language`, `base_url`,
 `postal_address` lines), `subscriber` (`email`, `name` or None, `fields`), `brand` (the `theme:`
-branding) and the caller's context (`confirm_url` and `valid_days` for "confirm").
+branding) and the caller's context (`confirm_url`, `valid_days` and `lists`, the list names the
+link confirms, for "confirm").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -163,11 +165,25 @@ def send_transactional(
             attempt += 1
 
 
-def send_confirmation(config: Config, subscriber: Subscriber, url: str) -> DeliveryResult:
-    """The double opt-in mail with the confirm link `url` (see `send_transactional`)."""
+def send_confirmation(
+    config: Config, subscriber: Subscriber, url: str, lists: Sequence[str] = ()
+) -> DeliveryResult:
+    """The double opt-in mail with the confirm link `url` for the list names `lists` (see
+    `send_transactional`).
+
+    Nothing a stranger typed into the form goes in it: the greeting and the To display name use
+    the subscriber's name only once the owner confirmed one (an active or former subscriber),
+    never that of a pending record or of the sign-up being confirmed."""
+    from newsletter.subscribers.model import PENDING
     from newsletter.tokens import CONFIRM_MAX_AGE
 
-    context = {"confirm_url": url, "valid_days": CONFIRM_MAX_AGE // 86400}
+    if subscriber.status == PENDING and subscriber.name:
+        subscriber = dataclasses.replace(subscriber, name=None)
+    context = {
+        "confirm_url": url,
+        "valid_days": CONFIRM_MAX_AGE // 86400,
+        "lists": list(lists),
+    }
     return send_transactional(config, CONFIRM, subscriber, context)
 
 

@@ -117,6 +117,15 @@ def test_serve_logs_no_tokens(project: Path):
         assert httpx.get(f"{base}/unsubscribe/{site.unsubscribe}").status_code == 200
         assert httpx.get(f"{base}/confirm/{site.confirm}?x=1").status_code == 200
         assert httpx.head(f"{base}/unsubscribe/{site.unsubscribe}").status_code == 200
+        # Mistyped case, other routes, query strings: a token-shaped value never reaches the log.
+        for path in (
+            f"/Unsubscribe/{site.unsubscribe}",
+            f"/CONFIRM/{site.confirm}",
+            f"/issues/{site.unsubscribe}/",
+            f"/subscribe?token={site.confirm}",
+            f"/x/{site.confirm}/y",
+        ):
+            assert httpx.get(base + path).status_code in (200, 404)
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
@@ -124,3 +133,5 @@ def test_serve_logs_no_tokens(project: Path):
     assert site.unsubscribe not in log and site.confirm not in log
     assert "GET /unsubscribe/[redacted] HTTP/1.1" in log
     assert "GET /confirm/[redacted]?x=1 HTTP/1.1" in log
+    assert "GET /Unsubscribe/[redacted] HTTP/1.1" in log
+    assert "GET /x/[redacted]/y HTTP/1.1" in log

@@ -223,6 +223,7 @@ class Campaign:
         transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
+            self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
                 campaign.id,
@@ -294,6 +295,16 @@ class Campaign:
         if self.include_new:
             self.ledger.add_new_members(self.existing.id, members)
         return self.existing
+
+    def _snapshot_if_public(self) -> None:
+        """A send to a public list publishes the issue: keep the web version it is sent with
+        (see newsletter.publishing); a private list's send publishes nothing."""
+        from newsletter import publishing
+
+        if self.list_name in self.config.public_lists:
+            publishing.snapshot_for_send(
+                self.store.conn, self.issue.slug, self.list_name, self.compiled.web_html
+            )
 
     def dry_run(self) -> DryRunReport:
         """Build every personalised message a run would send; send and record nothing."""

@@ -14,10 +14,13 @@ from newsletter.cli.common import config_with_db, db_option, reports_errors
 @db_option
 @reports_errors
 def publish(issue: str, db: Path | None) -> None:
-    """Serve ISSUE's web version at /issues/<slug>/ (ISSUE: the issue file or its slug).
+    """Serve ISSUE's web version at /issues/<slug>/ (ISSUE: the issue file, anywhere, or its
+    slug).
 
-    Issues sent to a list are published already; this publishes one before (or without)
-    sending it. An issue with `check` errors is refused. Nothing unpublished is ever served.
+    Issues sent to a public list are published already; this publishes one before (or
+    without) sending it, or one sent only to a private list. What is served is a snapshot of
+    the file as it is now: later edits stay private until you run `publish` again, which
+    refreshes it. An issue with `check` errors is refused. Nothing unpublished is ever served.
     """
     from newsletter.publishing import publish_issue
 

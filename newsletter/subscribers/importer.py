@@ -38,6 +38,7 @@ from newsletter.subscribers.model import (
     check_status,
     clean_field_value,
     clean_name,
+    format_character,
     has_control,
     parse_lists,
     parse_timestamp,
@@ -234,7 +235,7 @@ def parse_row(line: int, cells: list[str], columns: Columns, extra: tuple[str, .
         name = cells[columns.name].strip() or None  # control characters were checked above
     elif columns.name_parts:
         name = " ".join(p for p in (cells[i].strip() for i in columns.name_parts) if p) or None
-    if name is not None and len(name) > NAME_MAX:
+    if name is not None and (len(name) > NAME_MAX or format_character(name) is not None):
         clean_name(name)  # raises with the reason
     status = created = None
     if columns.status is not None:

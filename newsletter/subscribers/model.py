@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _quote  # type: ignore[attr-defined]
@@ -96,13 +97,34 @@ def has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+# Joiners shape Persian and Indic words and emoji sequences; they neither reorder nor hide text.
+_ALLOWED_FORMAT = frozenset("\u200c\u200d")
+
+
+def format_character(text: str) -> str | None:
+    """The first invisible format character (Unicode category Cf: bidi overrides such as U+202E,
+    zero-width spaces such as U+200B, soft hyphens...) in `text`, else None. They let a name
+    display as something else than it is; the zero-width (non-)joiner is allowed."""
+    if text.isascii():
+        return None
+    return next(
+        (c for c in text if unicodedata.category(c) == "Cf" and c not in _ALLOWED_FORMAT), None
+    )
+
+
 def clean_name(value: str | None) -> str | None:
-    """A display name: one line, no control characters; empty means none."""
+    """A display name: one line, no control or invisible format characters; empty means none."""
     if value is None:
         return None
     text = value.strip()
     if _CONTROL.search(text):
         raise SubscriberError("the name contains a line break or a control character")
+    hidden = format_character(text)
+    if hidden is not None:
+        raise SubscriberError(
+            f"the name contains the invisible character U+{ord(hidden):04X} "
+            f"({unicodedata.name(hidden, 'format character')}), which can disguise a name"
+        )
     if len(text) > NAME_MAX:
         raise SubscriberError(f"the name is longer than {NAME_MAX} characters")
     return text or None

@@ -1,10 +1,13 @@
 """Sign-ups from the public form (double opt-in), kept apart from the records they ask to change.
 
 Rules (a stranger may type anyone's address into the form):
-- A new address becomes a `pending` subscriber of the requested lists, with the name given.
-- An existing record is never changed by a sign-up: the lists and name asked for wait in a
-  `subscriber_signups` row, and only that row's own confirmation link applies them. So a stranger
-  cannot rename a pending reader or add lists to their record.
+- A new address becomes a `pending` subscriber of no list and without a name: the lists and
+  name asked for wait in a `subscriber_signups` row, for a new address as for a known one, and
+  only that row's own confirmation link applies them. So a stranger cannot rename a reader or
+  add lists to their record, and a pending record receives nothing.
+- Confirming a link makes active exactly what that link names. A subscriber who is not active
+  (pending, or unsubscribed: an unsubscribe is from the whole newsletter) ends up on exactly the
+  link's lists; an active one gains them.
 - Bounced and complained addresses never get a confirmation email from the form; an active
   reader already on every requested list gets none either; unsubscribed readers may sign up
   again. At most one confirmation per address per `CONFIRM_RESEND_SECONDS`.
@@ -69,9 +72,8 @@ def request_subscription(
         ).fetchone()
         if row is None:
             subscriber_id = store.insert_subscriber(
-                conn, normalized, key, clean, PENDING, {}, stamp, ("subscribed", detail)
+                conn, normalized, key, None, PENDING, {}, stamp, ("subscribed", detail)
             )
-            store.join_lists(subscriber_id, names)
         else:
             subscriber_id, status = int(row[0]), str(row[1])
             if status in _NO_MAIL or _recently_sent(conn, subscriber_id):
@@ -89,7 +91,9 @@ def request_subscription(
 def confirm_signup(
     store: SubscriberStore, signup_id: int, *, issued_at: str | None, detail: str
 ) -> Subscriber:
-    """Apply a confirmed sign-up: activate, join its lists, take its name. Idempotent.
+    """Apply a confirmed sign-up: activate, take its name, and join its lists: only those
+    lists if the subscriber was not active (pending or unsubscribed), in addition to their
+    lists if active. Idempotent.
 
     A link issued before the subscriber's last unsubscribe, bounce or complaint is refused
     (SubscriberError): an old link must not undo a later opt-out. So is a link whose sign-up or
@@ -123,6 +127,11 @@ def confirm_signup(
             " WHERE id = ?",
             (ACTIVE, name, stamp, subscriber_id),
         )
+        if status != ACTIVE:
+            # Lists joined before an unsubscribe, or by a sign-up never confirmed, stay left.
+            conn.execute(
+                "DELETE FROM subscriber_memberships WHERE subscriber_id = ?", (subscriber_id,)
+            )
         store.join_lists(subscriber_id, names)
         conn.execute(
             "DELETE FROM subscriber_tombstones WHERE email_hash = ?", (store.email_hash(key),)
@@ -136,6 +145,15 @@ def confirm_signup(
         return store.by_id(subscriber_id)
 
 
+def describe_signup(conn: object, signup_id: int) -> tuple[str | None, tuple[str, ...]] | None:
+    """(name, lists) that confirming the sign-up `signup_id` applies, or None if it is gone
+    (read-only: the confirmation page shows it, so the owner sees what they confirm)."""
+    row = conn.execute(  # type: ignore[attr-defined]
+        "SELECT name, lists FROM subscriber_signups WHERE id = ?", (signup_id,)
+    ).fetchone()
+    return None if row is None else (row[0], tuple(json.loads(row[1])))
+
+
 def _recently_sent(conn: object, subscriber_id: int) -> bool:
     row = conn.execute(  # type: ignore[attr-defined]
         "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
@@ -145,4 +163,10 @@ def _recently_sent(conn: object, subscriber_id: int) -> bool:
     return row is not None
 
 
-__all__ = ["CONFIRM_RESEND_SECONDS", "SignupRequest", "confirm_signup", "request_subscription"]
+__all__ = [
+    "CONFIRM_RESEND_SECONDS",
+    "SignupRequest",
+    "confirm_signup",
+    "describe_signup",
+    "request_subscription",
+]

@@ -63,7 +63,11 @@ def drain(store: SubscriberStore, database: Path) -> int:
     path = spool_path(database)
     if not path.exists():
         return 0
-    with _lock:
+    # Never wait for a locked database while holding the spool's locks: every unsubscribe being
+    # spooled meanwhile would wait behind us. Nor queue behind another thread's drain.
+    if _write_locked(store) or not _lock.acquire(blocking=False):
+        return 0
+    try:
         try:
             # Undecodable bytes (a damaged file) become U+FFFD: that line is skipped, the
             # others are still applied.
@@ -86,6 +90,25 @@ def drain(store: SubscriberStore, database: Path) -> int:
             return len(entries)
         finally:
             spool.close()
+    finally:
+        _lock.release()
+
+
+def _write_locked(store: SubscriberStore) -> bool:
+    """True if another connection holds the database's write lock right now (no waiting)."""
+    conn = store.conn
+    if conn.in_transaction:
+        return False  # our own transaction: _apply joins it
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    return False
 
 
 def _apply(store: SubscriberStore, entries: list[tuple[int, str]]) -> bool:

@@ -72,11 +72,12 @@ class SubscriberStore:
         self._salt = str(row[0]).encode()
 
     @classmethod
-    def open(cls, path: str | Path) -> SubscriberStore:
+    def open(cls, path: str | Path, *, busy_timeout: float = 30.0) -> SubscriberStore:
         """Open (creating and migrating if needed) the SQLite database at `path`, and apply
-        unsubscribes spooled while it was locked (see `spool`)."""
+        unsubscribes spooled while it was locked (see `spool`). A write waits at most
+        `busy_timeout` seconds for another writer, then raises sqlite3.OperationalError."""
         try:
-            conn = db.connect(path)
+            conn = db.connect(path, timeout=busy_timeout)
         except FileExistsError as exc:  # creating the database's folder: a file is in the way
             raise SubscriberError(
                 f"{path}: cannot open the database: {exc.filename} is a file, not a folder"
@@ -100,9 +101,9 @@ class SubscriberStore:
         return store
 
     @classmethod
-    def for_config(cls, config: Config) -> SubscriberStore:
+    def for_config(cls, config: Config, *, busy_timeout: float = 30.0) -> SubscriberStore:
         """The store named by `database:` in newsletter.yaml / NEWSLETTER_DB."""
-        return cls.open(config.database)
+        return cls.open(config.database, busy_timeout=busy_timeout)
 
     def close(self) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ DRAFT = "2026-12-02-draft"
 
 
 @contextmanager
-def running(app: ASGIApp, **settings: float) -> Iterator[str]:
+def running(app: ASGIApp, **settings: float | str) -> Iterator[str]:
     """Serve `app` with `serve`'s own uvicorn settings in a thread; yield its base URL."""
     sock = listen("127.0.0.1", 0)
     port = sock.getsockname()[1]

@@ -14,7 +14,10 @@
 Only a POST changes anything (guard.endpoint is the one dispatch; GET and HEAD get a read-only
 database). A bad token gets 400 and changes nothing. Every absolute URL and redirect is built
 from `base_url`, never from the request's Host header. Database work runs in worker threads,
-each with its own connections (SQLite WAL).
+each with its own connections (SQLite WAL: reads never wait for a writer). A write waits at
+most `BUSY_TIMEOUT` seconds for another process's lock (a long import): then a one-click
+unsubscribe is spooled at once, and any other POST gets a 503 "busy" page with Retry-After,
+nothing written.
 """
 
 from __future__ import annotations
@@ -30,9 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -50,6 +51,7 @@ from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
+from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS, describe_signup
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
 from newsletter.web.public.guard import (
@@ -82,17 +84,11 @@ _IMAGE_NAME = re.compile(r"[a-z0-9-]{1,80}-[0-9a-f]{10}\.(?:jpg|png|gif|webp)\Z"
 SIGNUP_MIN_SECONDS = 1.5  # every sign-up answer takes at least this long (see PublicSite.subscribe)
 SEND_TIMES_KEPT = 20  # recent confirmation sends whose slowest sets the sign-up answer's floor
 SEND_TIME_CAP = 10.0  # seconds: one hung send must not slow every later answer further
-TEST_COPY_TOKEN = "test"  # newsletter send --test puts {base_url}/unsubscribe/test in the copy
-
-
-@dataclass(frozen=True)
-class IssuePage:
-    stamp: tuple[int, int]  # (mtime_ns, size) of the issue file
-    body: bytes
-    etag: str
-    last_modified: str
-    modified: float
-    images: dict[str, LocalImage] = field(default_factory=dict)  # published name -> file
+# `send --test` puts {base_url}/unsubscribe/test in the copy, `build` /unsubscribe/sample.
+SAMPLE_TOKENS = frozenset({"test", "sample"})
+BUSY_TIMEOUT = 2.0  # seconds a write waits for another process's lock before "busy"
+ONE_CLICK_BUSY_MS = 50  # a one-click unsubscribe is spooled rather than wait longer
+BUSY_RETRY_AFTER = 10  # seconds, the Retry-After of the "busy" page
 
 
 class PublicSite:
@@ -112,10 +108,10 @@ class PublicSite:
         self._local = threading.local()
         self._stores: list[SubscriberStore] = []
         self._stores_lock = threading.Lock()
-        self._compile_lock = threading.Lock()
-        writer = self.writer()
-        self.secret = tokens.secret_key(config, writer.conn)
-        publishing.prepare(writer.conn)
+        # Setting up may wait for a running import like any command; requests will not.
+        with SubscriberStore.for_config(config) as setup:
+            self.secret = tokens.secret_key(config, setup.conn)
+            publishing.prepare(setup.conn)
         self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
@@ -123,7 +119,8 @@ class PublicSite:
         self._send_times: deque[float] = deque(maxlen=SEND_TIMES_KEPT)  # seconds, recent sends
         self.pages = environment(config)
         self.prefix = urlsplit(config.base_url).path.rstrip("/")
-        self._issues: dict[Path, IssuePage] = {}
+        contact = config.reply_to or config.sender
+        self.contact = contact.addr_spec if contact is not None else ""
 
     # -- databases ----------------------------------------------------------------------------
 
@@ -139,7 +136,7 @@ class PublicSite:
     def _thread_store(self, kind: str, *, query_only: bool) -> SubscriberStore:
         store = getattr(self._local, kind, None)
         if store is None:
-            store = SubscriberStore.for_config(self.config)
+            store = SubscriberStore.for_config(self.config, busy_timeout=BUSY_TIMEOUT)
             if query_only:
                 store.conn.execute("PRAGMA query_only = ON")
             setattr(self._local, kind, store)
@@ -165,6 +162,7 @@ class PublicSite:
                 "name": self.config.name,
                 "language": self.config.language,
                 "base_url": self.config.base_url,
+                "contact": self.contact,
             },
             "links": {"subscribe": f"{self.prefix}/subscribe"},
             "brand": self.config.brand,
@@ -176,6 +174,10 @@ class PublicSite:
             log.error("page %s cannot be rendered: %s", template, exc)
             return PlainTextResponse("Internal error\n", status_code=500, headers=PAGE_HEADERS)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def bad_body(self, request: Request) -> Response:
+        """A POST body too big or too slow: nothing was done."""
+        return self.page("incomplete-request", 400)
 
     def refuse_method(self, request: Request, allow: str) -> Response:
         response = self.page("method-not-allowed", 405)
@@ -193,7 +195,7 @@ class PublicSite:
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        if token == TEST_COPY_TOKEN:
+        if token in SAMPLE_TOKENS:
             return self.page("test-copy")
         try:
             subscriber_id = tokens.verify_token(self.secret, tokens.UNSUBSCRIBE, token)
@@ -208,7 +210,7 @@ class PublicSite:
         token = request.path_params["token"]
         form = await read_form(request, timeout=self.body_timeout)
         one_click = form.get("List-Unsubscribe") == "One-Click"
-        if token == TEST_COPY_TOKEN:
+        if token in SAMPLE_TOKENS:
             if one_click:
                 return _one_click_answer("Test copy: nobody was unsubscribed.\n")
             return self.page("test-copy")
@@ -223,19 +225,24 @@ class PublicSite:
         return self.page("unsubscribed", just_now=True)
 
     def unsubscribe_now_or_later(self, subscriber_id: int, how: str) -> None:
-        """Unsubscribe; if a long import holds the database past the busy timeout, spool the
-        request durably instead (applied on the next open or unsubscribe): never lost."""
+        """Unsubscribe; if another process (a long import) holds the database, spool the
+        request durably at once instead (applied on the next open or unsubscribe): never lost,
+        and a mail provider's one-click POST never waits for the lock."""
         store = self.writer()
         if store.get_by_id(subscriber_id) is None:
             return  # erased: nothing to do (the id is never reused)
-        drain(store, self.config.database)
+        store.conn.execute(f"PRAGMA busy_timeout = {ONE_CLICK_BUSY_MS}")
         try:
             store.unsubscribe(subscriber_id, how)
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _is_busy(exc):
                 raise
             spool_unsubscribe(self.config.database, subscriber_id, how)
             log.warning("database busy: unsubscribe of %s spooled", subscriber_id)
+            return
+        finally:
+            store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        drain(store, self.config.database)  # the database was free a moment ago
 
     # -- sign-up ------------------------------------------------------------------------------
 
@@ -269,13 +276,15 @@ class PublicSite:
         email = str(form.get("email", ""))[:400]
         name = str(form.get("name", ""))[:400]
         list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
-        if cross_site(request) or not self.forms.valid(client, form.get("form_token", "")):
+        token = str(form.get("form_token", ""))
+        if cross_site(request) or not token or not self.forms.valid(client, token):
             # Another site's page posting our form (or a form kept open for hours): no sign-up.
             log.info("sign-up refused: missing, expired or foreign form token (client %s)", client)
-            return self.subscribe_page(request, list_name, 400, email=email, error="expired")
+            error = "expired" if token and not cross_site(request) else "foreign"
+            return self.subscribe_page(request, list_name, 400, email=email, error=error)
         if form.get("website"):  # the honeypot: only bots fill hidden fields
             log.info("sign-up ignored: honeypot field filled (client %s)", client)
-            return self.page("subscribe-sent")
+            return self.sent_page()
         if list_name not in self.config.public_lists:
             return self.subscribe_page(request, DEFAULT_LIST, 400, email=email, error="list")
         try:
@@ -287,7 +296,7 @@ class PublicSite:
         except SubscriberError as exc:
             error = "name" if "name" in str(exc) and "email" not in str(exc) else "address"
             # The reason depends only on what was typed (never on the database): safe to show.
-            reason = str(exc) if isinstance(exc, InvalidEmail) else ""
+            reason = str(exc) if isinstance(exc, InvalidEmail) or error == "name" else ""
             return self.subscribe_page(
                 request, list_name, 400, email=email, name=name, error=error, reason=reason
             )
@@ -298,26 +307,41 @@ class PublicSite:
             self._send_times.append(min(time.monotonic() - started, SEND_TIME_CAP))
             if not sent:
                 return self.page("subscribe-failed", 503)
-        return self.page("subscribe-sent")
+        return self.sent_page()
+
+    def sent_page(self) -> Response:
+        """The one answer to every accepted sign-up (new, known, pending within the resend
+        cooldown, bounced...): its wording is true for each, so it tells nothing."""
+        return self.page("subscribe-sent", resend_minutes=CONFIRM_RESEND_SECONDS // 60)
 
     def send_confirmation(self, signup: SignupRequest) -> bool:
         """Email the confirmation link of `signup`; False (and logged) if it did not go out."""
         url = tokens.confirm_url(self.config, signup.id, self.secret)
         subscriber = signup.subscriber
         try:
-            result = send_confirmation(self.config, subscriber, url)
+            result = send_confirmation(self.config, subscriber, url, signup.lists)
         except NewsletterError as exc:
             log.error("confirmation email to subscriber %s not sent: %s", subscriber.id, exc)
             return False
         if result.status != "sent":
             log.warning("confirmation email to subscriber %s: %s", subscriber.id, result.reply)
             return False
-        self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
+        try:
+            self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            # The mail went out: say so. Only the resend cooldown misses this one.
+            log.warning("database busy: confirmation to %s sent, not recorded", subscriber.id)
         return True
 
     async def confirm_page(self, request: Request) -> Response:
-        error = self._confirm_token(request.path_params["token"])
-        return error if isinstance(error, Response) else self.page("confirm")
+        checked = self._confirm_token(request.path_params["token"])
+        if isinstance(checked, Response):
+            return checked
+        asked = await run_in_threadpool(lambda: describe_signup(self.reader().conn, checked[0]))
+        name, lists = asked if asked is not None else (None, ())
+        return self.page("confirm", name=name or "", lists=list(lists))
 
     async def confirm(self, request: Request) -> Response:
         checked = self._confirm_token(request.path_params["token"])
@@ -347,69 +371,40 @@ class PublicSite:
 
     # -- issues -------------------------------------------------------------------------------
 
-    def issue_page(self, slug: str) -> IssuePage | None:
-        """The compiled web version of `slug`, or None unless it exists and is published."""
+    async def issue(self, request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if not slug or len(slug) > 80 or slugify(slug) != slug:
+            raise HTTPException(404)
+        page = await run_in_threadpool(
+            lambda: publishing.published_snapshot(self.reader().conn, slug)
+        )
+        if page is None:
+            raise HTTPException(404)
+        headers = {
+            "ETag": page.etag,
+            "Last-Modified": formatdate(page.taken_at, usegmt=True),
+            "Cache-Control": f"public, max-age={ISSUE_MAX_AGE}",
+            "X-Content-Type-Options": "nosniff",
+        }
+        if not_modified(request, page.etag, int(page.taken_at)):
+            return Response(status_code=304, headers=headers)
+        return HTMLResponse(page.html, headers=headers)
+
+    def issue_image(self, slug: str, name: str) -> tuple[LocalImage, bytes, float] | None:
+        """A local image a story of the published issue `slug` names, with its bytes, or None
+        (unpublished, not named by a story, or edited since: the name holds its hash)."""
         if not publishing.is_published(self.reader().conn, slug):
             return None
         path = publishing.issue_path(self.config, slug)
         if path is None:
             return None
-        stat = path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        cached = self._issues.get(path)
-        if cached is not None and cached.stamp == stamp:
-            return cached
-        with self._compile_lock:
-            cached = self._issues.get(path)
-            if cached is not None and cached.stamp == stamp:
-                return cached
-            from newsletter.render.compile import compile_issue
-
-            issue = load_issue(path)
-            body = compile_issue(issue, self.config).web_html.encode()
-            images = {
-                s.image.local.name: s.image.local
-                for s in issue.stories
-                if s.image is not None and s.image.local is not None
-            }
-            page = IssuePage(
-                images=images,
-                stamp=stamp,
-                body=body,
-                etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-                last_modified=formatdate(stat.st_mtime, usegmt=True),
-                modified=int(stat.st_mtime),
-            )
-            self._issues[path] = page
-            return page
-
-    async def issue(self, request: Request) -> Response:
-        slug = request.path_params["slug"]
-        if not slug or len(slug) > 80 or slugify(slug) != slug:
-            raise HTTPException(404)
-        try:
-            page = await run_in_threadpool(self.issue_page, slug)
-        except NewsletterError as exc:
-            log.error("issue %s cannot be shown: %s", slug, exc)
-            return self.page("error", 500)
-        if page is None:
-            raise HTTPException(404)
-        headers = {
-            "ETag": page.etag,
-            "Last-Modified": page.last_modified,
-            "Cache-Control": f"public, max-age={ISSUE_MAX_AGE}",
-            "X-Content-Type-Options": "nosniff",
+        issue = load_issue(path)
+        images = {
+            s.image.local.name: s.image.local
+            for s in issue.stories
+            if s.image is not None and s.image.local is not None
         }
-        if not_modified(request, page.etag, page.modified):
-            return Response(status_code=304, headers=headers)
-        return HTMLResponse(page.body, headers=headers)
-
-    def issue_image(self, slug: str, name: str) -> tuple[LocalImage, bytes, float] | None:
-        """A local image of the published issue `slug` with its bytes, or None. A file edited
-        since the issue was compiled no longer matches its name: the cached page is dropped so
-        the next request of the web version names the new file."""
-        page = self.issue_page(slug)
-        image = page.images.get(name) if page is not None else None
+        image = images.get(name)
         if image is None:
             return None
         try:
@@ -417,9 +412,6 @@ class PublicSite:
         except OSError:
             return None
         if hashlib.sha256(data).hexdigest()[:10] not in name:
-            path = publishing.issue_path(self.config, slug)
-            if path is not None:
-                self._issues.pop(path, None)
             return None
         return image, data, modified
 
@@ -457,6 +449,16 @@ class PublicSite:
             return self.page("not-found", 404)
         return PlainTextResponse(str(getattr(exc, "detail", "")), status_code=status)
 
+    async def busy(self, request: Request, exc: Exception) -> Response:
+        """Another process holds the database's write lock past BUSY_TIMEOUT: the transaction
+        was rolled back, so nothing is half-written; the visitor is asked to try again."""
+        if not isinstance(exc, sqlite3.OperationalError) or not _is_busy(exc):
+            raise exc
+        log.warning("database busy: %s %s answered 503", request.method, request.url.path)
+        response = self.page("busy", 503)
+        response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return response
+
 
 def create_app(
     config: Config,
@@ -478,7 +480,10 @@ def create_app(
     )
 
     def route(path: str, show: Any, act: Any = None) -> Route:
-        return Route(path, endpoint(show, act, site.refuse_method))
+        return Route(
+            path,
+            endpoint(show, act, site.refuse_method, site.bad_body, body_timeout=site.body_timeout),
+        )
 
     routes = [
         route("/", site.subscribe_form),
@@ -496,7 +501,9 @@ def create_app(
         site.close()
 
     app = Starlette(
-        routes=routes, exception_handlers={HTTPException: site.not_found}, lifespan=lifespan
+        routes=routes,
+        exception_handlers={HTTPException: site.not_found, sqlite3.OperationalError: site.busy},
+        lifespan=lifespan,
     )
     # Starlette would answer `/subscribe/` with a redirect built from the Host header.
     app.router.redirect_slashes = False
@@ -506,6 +513,10 @@ def create_app(
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _one_click_answer(text: str) -> Response:

@@ -1,9 +1,11 @@
 """The rules every public request goes through, each in one place.
 
 - `endpoint(show, act)`: the one dispatch by method. GET and HEAD only ever reach `show`, which
-  is handed a read-only database (SQLite `query_only`); only POST reaches `act`. OPTIONS gets
-  the Allow header; every other method a 405. Mail scanners and link previewers (HEAD, GET,
-  OPTIONS on every link) can therefore never change anything.
+  is handed a read-only database (SQLite `query_only`); only POST reaches `act`, and only if
+  its body did not stall (else 400, nothing done). A body not read whole (stalled, or too big
+  to read) closes the connection after the answer: a trickling client cannot keep it open.
+  OPTIONS gets the Allow header; every other method a 405. Mail scanners and link previewers
+  (HEAD, GET, OPTIONS on every link) can therefore never change anything.
 - `read_form`: bounded in size and in time (a slow body cannot hold a worker).
 - `FormTokens`: the sign-up form's anti-CSRF token, bound to the client address and time, so
   another site cannot make its visitors' browsers post our form.
@@ -32,6 +34,7 @@ BODY_TIMEOUT = 10.0  # seconds to receive a whole form body
 Show = Callable[[Request], Awaitable[Response]]
 Act = Callable[[Request], Awaitable[Response]]
 Refuse = Callable[[Request, str], Response]
+BadBody = Callable[[Request], Response]
 
 
 class Endpoint:
@@ -44,8 +47,17 @@ class Endpoint:
         await self.app(scope, receive, send)
 
 
-def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
-    """One endpoint for every method of a route, dispatching by method."""
+def endpoint(
+    show: Show,
+    act: Act | None,
+    refuse: Refuse,
+    bad_body: BadBody,
+    *,
+    body_timeout: float = BODY_TIMEOUT,
+) -> Endpoint:
+    """One endpoint for every method of a route, dispatching by method. A POST whose body is
+    not complete within `body_timeout` seconds gets `bad_body` (400; `act` never sees it); one
+    too big to read reaches `act` with no fields. Both answers carry `Connection: close`."""
     allow = "GET, HEAD, POST, OPTIONS" if act is not None else "GET, HEAD, OPTIONS"
 
     async def dispatch(request: Request) -> Response:
@@ -53,7 +65,14 @@ def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
         if method in ("GET", "HEAD"):
             return await show(request)
         if method == "POST" and act is not None:
-            return await act(request)
+            await read_form(request, timeout=body_timeout)  # kept for act's read_form
+            if request.state.body_stalled:
+                response = bad_body(request)
+            else:
+                response = await act(request)
+            if request.state.body_unread:
+                response.headers["Connection"] = "close"  # uvicorn then closes the socket
+            return response
         if method == "OPTIONS":
             return Response(status_code=204, headers={"Allow": allow, "Cache-Control": "no-store"})
         return refuse(request, allow)
@@ -63,15 +82,32 @@ def endpoint(show: Show, act: Act | None, refuse: Refuse) -> Endpoint:
 
 async def read_form(request: Request, *, timeout: float = BODY_TIMEOUT) -> dict[str, str]:
     """The posted form fields; {} for a body that is absent, too big, malformed or not complete
-    within `timeout` seconds."""
+    within `timeout` seconds. Read once per request (later calls get the same fields);
+    `request.state.body_unread` tells whether the body was too big or too slow,
+    `request.state.body_stalled` whether it was too slow."""
+    cached = getattr(request.state, "form", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    fields: dict[str, str] = {}
+    request.state.body_unread = request.state.body_stalled = False
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > MAX_FORM_BYTES:
-        return {}  # these forms are tiny: never buffer a large or unbounded body
-    try:
-        form = await asyncio.wait_for(request.form(max_files=0, max_fields=20), timeout)
-    except Exception:  # a malformed or stalled body must not turn a valid POST into a 500
-        return {}
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+        # These forms are tiny: never buffer a large or unbounded body.
+        request.state.body_unread = bool(length or _chunked(request))
+    else:
+        try:
+            form = await asyncio.wait_for(request.form(max_files=0, max_fields=20), timeout)
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        except TimeoutError:
+            request.state.body_unread = request.state.body_stalled = True
+        except Exception:  # a malformed body must not turn a valid POST into a 500
+            pass
+    request.state.form = fields
+    return fields
+
+
+def _chunked(request: Request) -> bool:
+    return "chunked" in request.headers.get("transfer-encoding", "").lower()
 
 
 def cross_site(request: Request) -> bool:

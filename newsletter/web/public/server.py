@@ -25,13 +25,19 @@ if TYPE_CHECKING:
 HEADER_TIMEOUT = 10.0  # seconds from connecting (or the previous response) to complete headers
 KEEP_ALIVE_TIMEOUT = 5.0  # idle seconds between requests on a kept-alive connection
 MAX_HEADER_BYTES = 16 * 1024  # h11's limit on the request line plus headers
-_TOKEN_PATH = re.compile(r"(/(?:unsubscribe|confirm)/)[^/?\s\"]+")
+# Whatever the case of the route (a mistyped /Unsubscribe/ is still a real token)...
+_TOKEN_PATH = re.compile(r"(/(?:unsubscribe|confirm)/)[^/?\s\"]+", re.IGNORECASE)
+# ...and anything shaped like one of our tokens (newsletter.tokens), on any path or query.
+_TOKEN_SHAPED = re.compile(
+    r"(?<=[/=])[0-9A-Za-z]{1,13}(?:\.[0-9A-Za-z]{1,13})?\.[A-Za-z0-9_-]{22}(?=[/?&#\s\"]|\Z)"
+)
 
 
 def redact(text: str) -> str:
-    """`/unsubscribe/<token>` and `/confirm/<token>` with the token replaced by `[redacted]`
-    (tokens are capabilities: whoever reads the log could unsubscribe the reader)."""
-    return _TOKEN_PATH.sub(r"\1[redacted]", text)
+    """`/unsubscribe/<token>` and `/confirm/<token>` (any case), and any token-shaped path
+    segment or query value, with the token replaced by `[redacted]` (tokens are capabilities:
+    whoever reads the log could unsubscribe the reader)."""
+    return _TOKEN_SHAPED.sub("[redacted]", _TOKEN_PATH.sub(r"\1[redacted]", text))
 
 
 class RedactTokens(logging.Filter):
@@ -49,7 +55,8 @@ class SlowClientProtocol(H11Protocol):
     """uvicorn's h11 protocol with a header deadline: a client that has not sent complete
     request headers `header_timeout` seconds after connecting (or after the previous response)
     is disconnected, so slow-header clients cannot hold connections open (uvicorn's own
-    keep-alive timer restarts on every byte)."""
+    keep-alive timer restarts on every byte). A connection whose request body was not read
+    whole when the response ended is closed."""
 
     header_timeout = HEADER_TIMEOUT
 
@@ -63,7 +70,13 @@ class SlowClientProtocol(H11Protocol):
             self._disarm_header_deadline()
 
     def on_response_complete(self) -> None:
+        # Answered before the whole request body arrived (a stalled form, a route that reads
+        # no body): close, or a client trickling bytes would keep the connection forever.
+        unread = self.conn.their_state is h11.SEND_BODY
         super().on_response_complete()
+        if unread and not self.transport.is_closing():
+            self.transport.close()
+            return
         self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -93,9 +106,15 @@ def server_config(
     header_timeout: float = HEADER_TIMEOUT,
     keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
     lifespan: str = "auto",
+    forwarded_allow_ips: str | None = None,
 ) -> uvicorn.Config:
     """uvicorn's settings for `serve`: h11 with a header deadline and header size limit,
-    a short keep-alive, no Server header, and logs with tokens redacted."""
+    a short keep-alive, no Server header, and logs with tokens redacted.
+
+    `forwarded_allow_ips`: comma-separated addresses or networks (or `*`) of reverse proxies
+    whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed: the client address they give is
+    the one rate limits and the consent history use. None: uvicorn's default, the
+    FORWARDED_ALLOW_IPS variable or else 127.0.0.1. From any other peer the headers are ignored."""
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
@@ -111,21 +130,29 @@ def server_config(
         log_config=log_config,
         server_header=False,
         proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
         timeout_keep_alive=int(max(1, keep_alive_timeout)),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         lifespan=lifespan,  # type: ignore[arg-type]
     )
 
 
-def serve(config: Config, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the public app under uvicorn until interrupted."""
+def serve(
+    config: Config,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    forwarded_allow_ips: str | None = None,
+) -> None:
+    """Run the public app under uvicorn until interrupted (`forwarded_allow_ips`: see
+    `server_config`)."""
     import uvicorn
 
     from newsletter.web.public.app import create_app
 
     app = create_app(config)
     sock = listen(host, port)
-    server = uvicorn.Server(server_config(app))
+    server = uvicorn.Server(server_config(app, forwarded_allow_ips=forwarded_allow_ips))
     shown = f"[{host}]" if ":" in host else host
     print(
         f"Serving {config.name} on http://{shown}:{sock.getsockname()[1]} "
