@@ -8,9 +8,9 @@ For SendGrid, Mailgun, Postmark, Resend and SES (moto), in one run: personalised
 requests per 10,000 recipients, next to the SMTP transport's rate into the loopback sink
 (`smtp_sink.py`) with as many connections. The runs are interleaved in `--rounds` rounds (SMTP,
 then each provider, again and again) so that the shared machine's load hits all alike. Each
-server runs in its own process (`tests/provider_servers.py`, contract checks on, per-recipient
-rendering off) and is asked at the end how many recipients it accepted, so a figure cannot come
-from messages that never left.
+server runs in its own process (`tests/support/provider_servers.py`, contract checks on,
+per-recipient rendering off) and is asked at the end how many recipients it accepted, so a
+figure cannot come from messages that never left.
 
 What the figures mean: the servers answer at once, so this measures our side (building each
 recipient's content, merging SendGrid/Mailgun batches into one template, JSON/form encoding,
@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH))
 from send import make_project, make_template, recipients, send_fast  # noqa: E402
 from smtp_sink import SinkProcess  # noqa: E402
 
-from newsletter.message import MessageTemplate  # noqa: E402
+from newsletter.mail.message import MessageTemplate  # noqa: E402
 from newsletter.transports import transport_class, transport_from_url  # noqa: E402
 
 KEY = "bench-key-0123456789"
@@ -51,8 +51,8 @@ class ServerProcess:
 
     def __init__(self, provider: str, identity: str) -> None:
         domain = identity if provider == "ses" else MAILGUN_DOMAIN
-        self.args = [sys.executable, str(REPO / "tests" / "provider_servers.py"), provider, KEY,
-                     domain]  # fmt: skip
+        server = REPO / "tests" / "support" / "provider_servers.py"
+        self.args = [sys.executable, str(server), provider, KEY, domain]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 

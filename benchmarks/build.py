@@ -66,10 +66,9 @@ def median_process_ms(argv: list[str], runs: int, cwd: Path) -> float:
 def main() -> None:
     from newsletter.config import load_config
     from newsletter.issue import load_issue
-    from newsletter.render import compile_issue
-    from newsletter.render.compile import IssueView, NewsletterView
+    from newsletter.placeholders import SAMPLE_RECIPIENT
+    from newsletter.render.compile import IssueView, NewsletterView, compile_issue
     from newsletter.render.markdown import clear_caches
-    from newsletter.render.placeholders import SAMPLE_RECIPIENT
     from newsletter.render.theme import EMAIL_TEMPLATE, environment
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +102,7 @@ def main() -> None:
             "web": False,
             "unsubscribe_url": "u",
             "recipient_email": "e",
+            "brand": config.brand,  # the theme's branding, as compile_issue passes it
         }
         jinja_ms = median_ms(jinja_cold, runs=40)
 

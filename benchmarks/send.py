@@ -42,12 +42,12 @@ sys.path.insert(0, str(BENCH))
 from smtp_sink import SinkProcess  # noqa: E402
 
 from newsletter.config import Config, load_config  # noqa: E402
-from newsletter.dkim import DkimSigner  # noqa: E402
 from newsletter.issue import load_issue  # noqa: E402
-from newsletter.message import MessageTemplate  # noqa: E402
+from newsletter.mail.dkim import DkimSigner  # noqa: E402
+from newsletter.mail.message import MessageTemplate  # noqa: E402
+from newsletter.placeholders import Recipient  # noqa: E402
 from newsletter.render.compile import compile_issue  # noqa: E402
 from newsletter.render.compiled import CompiledIssue  # noqa: E402
-from newsletter.render.placeholders import Recipient  # noqa: E402
 from newsletter.transports.smtp import SmtpTransport  # noqa: E402
 
 EXAMPLE = REPO / "issues" / "2026-11-25-microsoft-openai-partnership.yaml"

@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -223,64 +223,79 @@ def _check_dkim(
             )
 
 
-def _build(
-    values: dict[str, Any],
-    overrides: dict[str, Any],
-    root: Path,
-    path: Path | None,
-    doc: YamlDocument | None,
-) -> Config:
-    def where(key: str) -> tuple[object, int | None]:
-        if key in overrides:
+@dataclass(frozen=True)
+class _Source:
+    """Where each key's value comes from: the environment, newsletter.yaml, or the defaults."""
+
+    values: dict[str, Any]
+    overrides: dict[str, Any]
+    root: Path
+    path: Path | None
+    doc: YamlDocument | None
+
+    def where(self, key: str) -> tuple[object, int | None]:
+        """The (file or variable, line) to name in an error about `key`."""
+        if key in self.overrides:
             return f"environment variable NEWSLETTER_{key.upper()}", None
-        if doc is not None and key in values:
-            return path, doc.where((key,))[0]
-        return path, None
+        if self.doc is not None and key in self.values:
+            return self.path, self.doc.where((key,))[0]
+        return self.path, None
 
-    def text(key: str, *, required: bool = False) -> str | None:
-        value = overrides.get(key, values.get(key, DEFAULTS.get(key)))
-        if value is None:
-            if required:
-                raise ConfigError(f"missing required key '{key}'", *where(key))
-            return None
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"'{key}' must be text", *where(key))
-        value = str(value).strip()
-        if any(ch in value for ch in "\r\n\x00") and key not in ("postal_address",):
-            raise ConfigError(f"'{key}' must be a single line", *where(key))
-        if required and not value:  # e.g. NEWSLETTER_FROM= set but empty
-            raise ConfigError(f"'{key}' must not be empty", *where(key))
-        return value or None
+    def raw(self, key: str) -> Any:
+        return self.overrides.get(key, self.values.get(key, DEFAULTS.get(key)))
 
-    def address(key: str) -> Address | None:
-        raw = text(key, required=key == "from")
-        if raw is None:
-            return None
-        display, email = parseaddr(raw)
-        # parseaddr repairs what it cannot parse ('x@exa mple.com' becomes 'x@example.com'):
-        # an address that is not in the text as written would send from a domain nobody typed.
-        if (
-            "@" not in email
-            or email.count("@") != 1
-            or " " in email
-            or email not in raw
-            or not _DOMAIN.fullmatch(email.rpartition("@")[2])
-        ):
-            raise ConfigError(
-                f"'{key}' must be an address like 'Name <name@example.com>', got {raw!r}",
-                *where(key),
-            )
-        local, domain = email.split("@")
-        if not local.isascii():  # would need SMTPUTF8, which sending does not use
-            raise ConfigError(
-                f"'{key}' must have an ASCII part before the @, got {raw!r}", *where(key)
-            )
-        try:
-            return Address(display_name=display, username=local, domain=domain.lower())
-        except (ValueError, IndexError) as exc:
-            raise ConfigError(f"'{key}' is not a valid address: {exc}", *where(key)) from None
 
-    base_url = (text("base_url") or DEFAULTS["base_url"]).rstrip("/")
+def _text(src: _Source, key: str, *, required: bool = False) -> str | None:
+    value = src.raw(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"missing required key '{key}'", *src.where(key))
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"'{key}' must be text", *src.where(key))
+    value = str(value).strip()
+    if any(ch in value for ch in "\r\n\x00") and key not in ("postal_address",):
+        raise ConfigError(f"'{key}' must be a single line", *src.where(key))
+    if required and not value:  # e.g. NEWSLETTER_FROM= set but empty
+        raise ConfigError(f"'{key}' must not be empty", *src.where(key))
+    return value or None
+
+
+def _required_text(src: _Source, key: str) -> str:
+    return _text(src, key, required=True) or ""
+
+
+def _address(src: _Source, key: str) -> Address | None:
+    raw = _text(src, key, required=key in REQUIRED)
+    if raw is None:
+        return None
+    display, email = parseaddr(raw)
+    # parseaddr repairs what it cannot parse ('x@exa mple.com' becomes 'x@example.com'):
+    # an address that is not in the text as written would send from a domain nobody typed.
+    if (
+        "@" not in email
+        or email.count("@") != 1
+        or " " in email
+        or email not in raw
+        or not _DOMAIN.fullmatch(email.rpartition("@")[2])
+    ):
+        raise ConfigError(
+            f"'{key}' must be an address like 'Name <name@example.com>', got {raw!r}",
+            *src.where(key),
+        )
+    local, domain = email.split("@")
+    if not local.isascii():  # would need SMTPUTF8, which sending does not use
+        raise ConfigError(
+            f"'{key}' must have an ASCII part before the @, got {raw!r}", *src.where(key)
+        )
+    try:
+        return Address(display_name=display, username=local, domain=domain.lower())
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"'{key}' is not a valid address: {exc}", *src.where(key)) from None
+
+
+def _base_url(src: _Source, key: str) -> str:
+    base_url = (_text(src, key) or DEFAULTS[key]).rstrip("/")
     try:
         parts = urlsplit(base_url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -289,54 +304,94 @@ def _build(
     if parts.username is not None or parts.password is not None:
         # Not repeated: it holds a password, and would be in every link of every email.
         raise ConfigError(
-            "'base_url' must not contain a user name or password: every subscriber sees it",
-            *where("base_url"),
+            f"'{key}' must not contain a user name or password: every subscriber sees it",
+            *src.where(key),
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"'base_url' must be an http(s) URL such as https://news.example.com, got {base_url!r}",
-            *where("base_url"),
+            f"'{key}' must be an http(s) URL such as https://news.example.com, got {base_url!r}",
+            *src.where(key),
         )
     if parts.query or parts.fragment or any(ch.isspace() for ch in base_url):
         # Links are built as base_url + "/u/...": a query, fragment or space would break them.
         raise ConfigError(
-            f"'base_url' must not contain spaces, '?' or '#' (every link is built on it), "
+            f"'{key}' must not contain spaces, '?' or '#' (every link is built on it), "
             f"got {base_url!r}",
-            *where("base_url"),
+            *src.where(key),
         )
-    language = text("language") or "en"
+    return base_url
+
+
+def _language(src: _Source, key: str) -> str:
+    language = _text(src, key) or "en"
     if not _LANGUAGE.fullmatch(language):
         raise ConfigError(
-            f"'language' must be a language tag such as en, de or pt-BR, got {language!r}",
-            *where("language"),
+            f"'{key}' must be a language tag such as en, de or pt-BR, got {language!r}",
+            *src.where(key),
         )
-    templates = text("templates")
-    dkim = overrides.get("dkim", values.get("dkim"))
-    dkim_config = None
-    if dkim:
-        _check_dkim(dkim, path, doc, from_env="dkim" in overrides)
-        dkim_config = DkimConfig(
-            domain=str(dkim["domain"]).lower(),
-            selector=str(dkim["selector"]),
-            private_key=(root / str(dkim["private_key"])).resolve(),
-        )
-    return Config(
-        root=root,
-        path=path,
-        name=text("name", required=True) or "",
-        sender=address("from"),  # type: ignore[arg-type]
-        reply_to=address("reply_to"),
-        base_url=base_url,
-        postal_address=text("postal_address"),
-        language=language,
-        templates=(root / templates).resolve() if templates else None,
-        database=(root / (text("database") or DEFAULTS["database"])).resolve(),
-        transport=text("transport") or DEFAULTS["transport"],
-        dkim=dkim_config,
-        secret_key=text("secret_key"),
-        lists=_lists(values.get("lists"), path, doc),
-        brand=_brand(values.get("theme"), path, doc),
+    return language
+
+
+def _folder(src: _Source, key: str) -> Path | None:
+    """A path relative to the configuration's folder (None when not set)."""
+    value = _text(src, key)
+    return (src.root / value).resolve() if value else None
+
+
+def _file(src: _Source, key: str) -> Path:
+    """A path relative to the configuration's folder, the default when not set."""
+    return (src.root / (_text(src, key) or DEFAULTS[key])).resolve()
+
+
+def _dkim(src: _Source, key: str) -> DkimConfig | None:
+    dkim = src.overrides.get(key, src.values.get(key))
+    if not dkim:
+        return None
+    _check_dkim(dkim, src.path, src.doc, from_env=key in src.overrides)
+    return DkimConfig(
+        domain=str(dkim["domain"]).lower(),
+        selector=str(dkim["selector"]),
+        private_key=(src.root / str(dkim["private_key"])).resolve(),
     )
+
+
+def _list_settings(src: _Source, key: str) -> dict[str, ListSettings]:
+    return _lists(src.values.get(key), src.path, src.doc)
+
+
+def _theme_brand(src: _Source, key: str) -> Brand:
+    return _brand(src.values.get(key), src.path, src.doc)
+
+
+# Config field -> (its key in newsletter.yaml, the reader that validates it), in the order the
+# keys are checked (the first problem found is the one reported).
+_READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
+    "base_url": ("base_url", _base_url),
+    "language": ("language", _language),
+    "templates": ("templates", _folder),
+    "dkim": ("dkim", _dkim),
+    "name": ("name", _required_text),
+    "sender": ("from", _address),
+    "reply_to": ("reply_to", _address),
+    "postal_address": ("postal_address", _text),
+    "database": ("database", _file),
+    "transport": ("transport", lambda src, key: _text(src, key) or DEFAULTS[key]),
+    "secret_key": ("secret_key", _text),
+    "lists": ("lists", _list_settings),
+    "brand": ("theme", _theme_brand),
+}
+
+
+def _build(
+    values: dict[str, Any],
+    overrides: dict[str, Any],
+    root: Path,
+    path: Path | None,
+    doc: YamlDocument | None,
+) -> Config:
+    src = _Source(values, overrides, root, path, doc)
+    fields = {name: read(src, key) for name, (key, read) in _READERS.items()}
+    return Config(root=root, path=path, **fields)
 
 
 def _brand(raw: Any, path: Path | None, doc: YamlDocument | None) -> Brand:

@@ -71,6 +71,7 @@ class Issue:
         return slugify(f"{self.date.isoformat()}-{self.title}")
 
     def locate(self, parts: FieldPath) -> tuple[int, int]:
+        """Line and column of a field in the issue's file ((1, 1) for an issue built in code)."""
         return self.source.where(parts) if self.source else (1, 1)
 
 
@@ -187,7 +188,7 @@ def _unknown_subscriber_field(source: str) -> str | None:
 
 def _placeholder_problems(value: str) -> list[tuple[str, str]]:
     """(snippet to point at, message) for each broken placeholder in a field."""
-    from newsletter.render.placeholders import PlaceholderSyntaxError, parse_placeholders
+    from newsletter.placeholders import PlaceholderSyntaxError, parse_placeholders
 
     problems: list[tuple[str, str]] = []
     for match in _EXPRESSION.finditer(value):

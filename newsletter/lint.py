@@ -1,9 +1,11 @@
 """`newsletter check`: every problem of an issue at once, errors and warnings, each located.
 
-`check_issue(path, config)` is the one entry point used by the CLI, the preview server and `send`
-(which refuses an issue with errors). It combines the loader's errors (`issue.parse_issue`) with
-the checks here: deliverability and style warnings, leftover `newsletter new` skeleton text,
-links and images inside Markdown, and the size of the final inlined HTML against Gmail's clipping.
+`check_issue(path, config)` is the one entry point used by the CLI, the preview server and
+`publish`; `inspect_issue` also hands on the parsed and compiled issue, so `send` (which refuses
+an issue with errors) parses and compiles the file once. A check combines the loader's errors
+(`issue.parse_issue`) with the checks here: deliverability and style warnings, leftover
+`newsletter new` skeleton text, links and images inside Markdown, and the size of the final
+inlined HTML against Gmail's clipping.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from newsletter.branding import theme_warnings
 from newsletter.config import Config
@@ -23,6 +25,9 @@ from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
 from newsletter.textlint import literal_text_warnings
 from newsletter.yamlsource import FieldPath, YamlDocument
+
+if TYPE_CHECKING:
+    from newsletter.render.compiled import CompiledIssue
 
 # Gmail clips a message whose HTML passes ~102 KB: the rest, footer and unsubscribe link included,
 # hides behind "[Message clipped]". KB here is 1024 bytes, as Gmail counts.
@@ -37,25 +42,42 @@ LINK_SCHEMES = ("http", "https", "mailto")
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
 
 
-def check_issue(
+@dataclass(frozen=True)
+class IssueCheck:
+    """What `check` found in one issue file, and what it parsed and compiled on the way:
+    `send` hands these on instead of parsing and compiling the file again."""
+
+    diagnostics: list[Diagnostic]  # errors and warnings, in file order
+    issue: Issue | None  # None when the file is not a valid issue
+    compiled: CompiledIssue | None  # None when invalid, or when the theme cannot render it
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+
+def inspect_issue(
     path: str | Path, config: Config, *, links: bool = False, link_timeout: float = 10.0
-) -> list[Diagnostic]:
-    """Every error and warning for one issue file, in file order."""
+) -> IssueCheck:
+    """Parse, lint and compile an issue file once; every problem is a diagnostic, none raises."""
     parsed = parse_issue(path)
     found = list(parsed.errors)
     if parsed.doc is not None:
         found += lint_document(parsed.doc)
         if links:
             found += check_links(parsed.doc, timeout=link_timeout)
+    compiled = None
     if parsed.issue is not None:
-        found += size_diagnostics(parsed.issue, config) + _image_diagnostics(parsed.issue)
-    return sort_diagnostics(found)
+        compiled, size = compile_and_measure(parsed.issue, config)
+        found += size + _image_diagnostics(parsed.issue)
+    return IssueCheck(sort_diagnostics(found), parsed.issue, compiled)
 
 
-def lint_issue(issue: Issue, config: Config) -> list[Diagnostic]:
-    """Warnings and size errors for an issue that already loaded (the loader's errors aside)."""
-    found = lint_document(issue.source) if issue.source is not None else []
-    return sort_diagnostics(found + size_diagnostics(issue, config) + _image_diagnostics(issue))
+def check_issue(
+    path: str | Path, config: Config, *, links: bool = False, link_timeout: float = 10.0
+) -> list[Diagnostic]:
+    """Every error and warning for one issue file, in file order."""
+    return inspect_issue(path, config, links=links, link_timeout=link_timeout).diagnostics
 
 
 def _image_diagnostics(issue: Issue) -> list[Diagnostic]:
@@ -164,7 +186,7 @@ def lint_document(doc: YamlDocument) -> list[Diagnostic]:
 
 def _sample_text(value: str) -> str:
     """The text a sample reader sees: placeholders filled (left as typed if they are broken)."""
-    from newsletter.render.placeholders import (
+    from newsletter.placeholders import (
         SAMPLE_RECIPIENT,
         PlaceholderSyntaxError,
         render_placeholders,
@@ -347,18 +369,24 @@ def _lint_skeleton(linter: _Linter, parts: FieldPath, value: Any) -> None:
         )
 
 
-def size_diagnostics(issue: Issue, config: Config) -> list[Diagnostic]:
-    """Gmail clipping: the final inlined HTML a sample recipient gets, measured in bytes."""
-    from newsletter.render import compile_issue
-    from newsletter.render.placeholders import SAMPLE_RECIPIENT
+def compile_and_measure(
+    issue: Issue, config: Config
+) -> tuple[CompiledIssue | None, list[Diagnostic]]:
+    """The compiled issue (None when the theme cannot render it) and Gmail clipping: the final
+    inlined HTML a sample recipient gets, measured in bytes."""
+    from newsletter.placeholders import SAMPLE_RECIPIENT
+    from newsletter.render.compile import compile_issue
 
     path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
     try:
         compiled = compile_issue(issue, config)
         html = compiled.render_for(SAMPLE_RECIPIENT, _sample_unsubscribe_url(config)).html
     except NewsletterError as exc:
-        return [Diagnostic(path, 1, 1, "error", "", f"the issue cannot be rendered: {exc}")]
-    size = len(html.encode())
+        return None, [Diagnostic(path, 1, 1, "error", "", f"the issue cannot be rendered: {exc}")]
+    return compiled, _size_diagnostics(path, len(html.encode()))
+
+
+def _size_diagnostics(path: str, size: int) -> list[Diagnostic]:
     if size <= SIZE_WARN_BYTES:
         return []
     kb = f"{size / 1024:.1f} KB"

@@ -248,7 +248,7 @@ def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> tuple[str
 def _web_html(config: Config, path: Path) -> str:
     """The checked issue's web version (NewsletterError with the diagnostics if it has errors)."""
     from newsletter.issue import load_issue
-    from newsletter.render import compile_issue
+    from newsletter.render.compile import compile_issue
 
     _refuse_invalid(config, path)
     return compile_issue(load_issue(path), config).web_html

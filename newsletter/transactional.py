@@ -2,7 +2,7 @@
 
 The double opt-in confirmation (and any later one, such as a welcome mail) goes through the path
 every issue takes: its text comes from the theme, it is built by `message.MessageTemplate` (the
-same header encoders and checks of `newsletter.mime`, the same DKIM signer), and it is sent by
+same header encoders and checks of `newsletter.mail.mime`, the same DKIM signer), and it is sent by
 the configured transport (`transport_from_url`), tried again on a deferred result.
 
     send_transactional(config, "confirm", subscriber, {"confirm_url": url}) -> DeliveryResult
@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, TemplateNotFound
 
 from newsletter.errors import MessageError, RenderError
-from newsletter.mime import check_header_text
+from newsletter.mail.mime import check_header_text
 from newsletter.render.fill import Fill
 from newsletter.transports.base import DeliveryResult, OutgoingMessage
 
 if TYPE_CHECKING:
     from newsletter.campaign.retry import RetryPolicy
     from newsletter.config import Config
-    from newsletter.render.placeholders import Recipient
+    from newsletter.placeholders import Recipient
     from newsletter.subscribers.model import Subscriber
     from newsletter.transports.base import Transport
 
@@ -114,9 +114,9 @@ def transactional_message(
     """The complete message (DKIM-signed with `config.dkim`) for one subscriber.
 
     MessageError when the subscriber's name or address cannot go in a header (see
-    `newsletter.mime`); RenderError for template problems.
+    `newsletter.mail.mime`); RenderError for template problems.
     """
-    from newsletter.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate
 
     content = render_transactional(config, template, subscriber, context)
     mail = MessageTemplate(
@@ -214,6 +214,6 @@ def _template_file(env: Environment, name: str) -> str:
 def _dkim_signer(config: Config) -> Any:
     if config.dkim is None:
         return None
-    from newsletter.dkim import DkimSigner
+    from newsletter.mail.dkim import DkimSigner
 
     return DkimSigner.from_config(config.dkim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
+# The fakes and stand-in servers (SMTP, email APIs, the recording transport) live in
+# tests/support/ and are imported by name, as `from smtp_servers import SmtpServer`.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 EXAMPLE = REPO / "issues" / "2026-11-25-microsoft-openai-partnership.yaml"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -24,8 +24,8 @@ from provider_servers import (
 )
 
 from newsletter.errors import TransportAuthError, TransportConfigError, TransportConnectError
-from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.mail.message import MessageTemplate
+from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports._http import split_address
 from newsletter.transports.base import DeliveryResult, OutgoingMessage
@@ -72,7 +72,7 @@ def url_for(server: ProviderServer, extra: str = "") -> str:
 
 def transport_for(server: ProviderServer, camp: Campaign, key: str = KEY, timeout: float = 10):
     t = transport_from_url(url_for(server), camp.config, {ENV[server.name]: key})
-    t._timeout = timeout  # type: ignore[attr-defined]
+    t.timeout = timeout  # seconds per request (the constructor's timeout=)
     return t
 
 
@@ -151,6 +151,27 @@ def test_full_batches_use_the_documented_limits(
         for recipient in recipients[:: count // 7]:
             (copy,) = srv.for_address(recipient.email)
             assert_received(copy, camp, recipient)
+
+
+@pytest.mark.parametrize(
+    ("provider", "limit"),
+    [("sendgrid", 1000), ("mailgun", 1000), ("postmark", 500), ("resend", 100)],
+)
+def test_a_batch_over_the_limit_is_split_by_the_transport_itself(
+    provider: str, limit: int, camp: Campaign
+) -> None:
+    """A caller handing more than the provider's limit (1,001 to SendGrid) gets every message
+    sent: the transport splits the request, the server never sees an oversized one."""
+    recipients = many(limit + 1)
+    with new_server(provider) as srv:
+        with transport_for(srv, camp) as transport:
+            results = transport.send(camp.outgoing(recipients))
+        assert [r.status for r in results] == ["sent"] * (limit + 1)
+        assert len(srv.requests) == 2
+        assert len(srv.delivered) == limit + 1
+        assert srv.violations == []
+        (last,) = srv.for_address(recipients[-1].email)
+        assert_received(last, camp, recipients[-1])
 
 
 # ------------------------------------------------------------------------ faults

@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 
 from newsletter.cli import main
 from newsletter.scaffold import init_project
-from newsletter.transports import SECRET_VARIABLES
+from newsletter.transports import SCHEMES, SECRET_VARIABLES, transport_class
+from newsletter.transports.base import Transport
 
 SECRETS = {
     "NEWSLETTER_SMTP_PASSWORD": "hunter2",
@@ -168,6 +169,25 @@ def test_secret_values_are_masked_in_every_error(project: Path) -> None:
     # The value of a secret variable typed somewhere it gets repeated back.
     out = fails("send", "--test", "a@example.com", "--transport", "console:hunter2", ISSUE)
     assert "[NEWSLETTER_SMTP_PASSWORD]" in out
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_every_transport_declares_its_secret_and_its_value_is_masked(
+    project: Path, scheme: str
+) -> None:
+    """The Transport contract: each class builds itself from its URL and names the variable
+    holding its secret; that variable's value never comes back in a message."""
+    cls = transport_class(scheme)
+    assert issubclass(cls, Transport) and cls.from_url.__func__ is not Transport.from_url.__func__
+    if cls.secret_variable is None:
+        assert scheme in ("outbox", "console")  # only the local transports need no secret
+        return
+    value = f"pasted-{scheme}-secret"
+    out = fails(
+        "send", "--test", "a@example.com", "--transport", f"console:{value}", ISSUE,
+        **{cls.secret_variable: value},
+    )  # fmt: skip
+    assert value not in out and f"[{cls.secret_variable}]" in out
 
 
 # ---------------------------------------------------------------- subscribers

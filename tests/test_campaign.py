@@ -214,7 +214,9 @@ def test_rows_left_in_flight_by_a_crash_are_retried_once(db: Path) -> None:
     store = make_store(db, 10)
     cid = new_campaign(db, store)
     conn = connect(db)
-    claimed = Ledger(conn).claim(cid, 3, time.time())  # a run that died after claiming
+    ledger = Ledger(conn)
+    claimed = ledger.next_due(cid, 0, 3)  # a run that died after marking its rows in flight
+    ledger.mark_inflight(cid, [it.row_id for it in claimed])
     conn.close()
     assert Ledger(connect(db)).counts(cid).inflight == 3
     log = DeliveryLog()
@@ -365,6 +367,33 @@ def test_a_batch_refused_as_a_whole_counts_once_toward_the_pause(db: Path) -> No
             max_failures_in_a_row=3,
         )
     assert log.batch_sizes == [10, 10, 10]  # three refused batches, not three recipients
+
+
+def test_a_batch_refused_recipient_by_recipient_counts_each_refusal_toward_the_pause(
+    db: Path,
+) -> None:
+    """Each recipient refused with their own reply is a failure of its own: at API batches of
+    1,000 and a limit of 50, counting such a batch once would let 50,000 refusals through."""
+    store = make_store(db, 60)
+    cid = new_campaign(db, store)
+    log = DeliveryLog()
+    script = {
+        f"reader{i:03d}@example.net": [
+            DeliveryResult("failed", f"550 5.7.1 reader{i:03d}@example.net refused by policy")
+        ]
+        for i in range(60)
+    }
+    with pytest.raises(CampaignPaused, match="25 failed deliveries in a row"):
+        run(
+            db,
+            store,
+            cid,
+            lambda: RecordingTransport(log, script, max_batch=10),
+            concurrency=1,
+            max_failures_in_a_row=25,
+        )
+    assert log.batch_sizes == [10, 10, 10]  # paused inside the third batch, not after six
+    assert Ledger(connect(db)).counts(cid).failed == 30
 
 
 def test_a_key_revoked_mid_run_stops_at_once_with_nobody_wrongly_marked(db: Path) -> None:

@@ -28,9 +28,9 @@ from newsletter.campaign.ledger import Ledger
 from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.db import connect
-from newsletter.dkim import DkimSigner
 from newsletter.errors import CampaignPaused, TransportAuthError, TransportConnectError
 from newsletter.issue import load_issue
+from newsletter.mail.dkim import DkimSigner
 from newsletter.subscribers import SubscriberStore
 
 FAST_RETRY = RetryPolicy(base_delay=0.05, max_delay=0.3)

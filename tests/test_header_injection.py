@@ -27,9 +27,9 @@ from newsletter.campaign import send_issue, send_test
 from newsletter.config import Config, load_config
 from newsletter.errors import SubscriberError
 from newsletter.issue import load_issue
-from newsletter.message import MessageTemplate
-from newsletter.render import compile_issue
-from newsletter.render.placeholders import Recipient
+from newsletter.mail.message import MessageTemplate
+from newsletter.placeholders import Recipient
+from newsletter.render.compile import compile_issue
 from newsletter.subscribers import SubscriberStore
 from newsletter.transactional import send_confirmation
 

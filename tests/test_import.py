@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,42 @@ def test_import_never_reactivates(store, tmp_path):
     assert store.get("erased@example.com") is None
     [_, row] = rejects_of(report.rejects_path)
     assert row[0] == "5" and "erased" in row[1]
+
+
+@pytest.mark.parametrize(
+    ("stored", "imported"),
+    [
+        ("Ann.Smith@Example.COM", "ann.smith@example.com"),
+        ("ann.smith@example.com", "ANN.SMITH@EXAMPLE.COM"),
+        ("Ann.Smith@example.com", "ann.SMITH@Example.Com"),
+    ],
+)
+def test_an_unsubscribed_address_reimported_in_another_spelling_stays_one_unsubscribed_row(
+    store, tmp_path, stored, imported
+):
+    """The import matches addresses ignoring case: a second, active copy would be mailed."""
+    gone = store.add(stored)
+    store.unsubscribe(gone.id, "one-click")
+    report = import_csv(store, write(tmp_path, f"email,name\n{imported},Ann\n"), status="active")
+    assert report.added == 0 and report.rejected == 0
+    assert store.count() == 1 and store.count(status="active") == 0
+    assert store.get(imported).id == gone.id and store.get(imported).status == "unsubscribed"
+    assert list(store.iter_member_ids("default")) == []
+
+
+def test_the_database_itself_refuses_a_second_spelling_of_an_address(store, tmp_path):
+    """The rule is backed by a unique index, not only by the store's lookups: a row written
+    around the store (another tool, a future code path) cannot create the duplicate."""
+    store.add("Ann@Example.com")
+    conn = sqlite3.connect(tmp_path / "newsletter.db")
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute(
+                "INSERT INTO subscribers (id, email, email_key, status, created_at, updated_at)"
+                " VALUES (99, 'ann@example.com', 'ann@example.com', 'active', 'x', 'x')"
+            )
+    finally:
+        conn.close()
 
 
 def test_a_file_can_stop_subscriptions_and_confirm_pending_ones(store, tmp_path):
@@ -381,7 +418,7 @@ def test_first_and_last_name_columns_fill_name(store, tmp_path, header, row, nam
 
 
 def test_a_placeholder_finds_a_field_whatever_the_case_of_its_column(store, tmp_path):
-    from newsletter.render.placeholders import render_placeholders
+    from newsletter.placeholders import render_placeholders
 
     import_csv(store, write(tmp_path, "email,City\na@example.com,London\n", "one.csv"))
     import_csv(store, write(tmp_path, "email,city\nb@example.com,Paris\n", "two.csv"))

@@ -13,8 +13,8 @@ from message_support import compiled_issue
 
 from newsletter.config import load_config
 from newsletter.errors import TransportConfigError
-from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.mail.message import MessageTemplate
+from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports.console import ConsoleTransport
 from newsletter.transports.outbox import OutboxTransport, eml_name

@@ -14,9 +14,9 @@ import yaml
 from newsletter.config import Config, load_config
 from newsletter.errors import RenderError
 from newsletter.issue import load_issue
-from newsletter.render import compile_issue
+from newsletter.placeholders import SAMPLE_RECIPIENT, Recipient
+from newsletter.render.compile import compile_issue
 from newsletter.render.html import MJML_TAGS
-from newsletter.render.placeholders import SAMPLE_RECIPIENT, Recipient
 from newsletter.render.theme import BUILTIN_THEME
 
 LONG_URL = "https://example.com/" + "a1b2c3d4e5" * 18  # 200 characters

@@ -154,7 +154,24 @@ def test_serve_runs_uvicorn_as_a_process(project, tmp_path):
     assert "Traceback" not in output
 
 
-def test_a_locked_database_is_a_clear_error(cli, project, monkeypatch):
+ISSUE = "issues/2026-11-25-microsoft-openai-partnership.yaml"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("subscribers", "add", "b@example.com"),
+        ("subscribers", "unsubscribe", "a@example.com"),
+        ("publish", ISSUE),
+        ("unpublish", ISSUE),
+        ("status", ISSUE),
+        ("send", ISSUE, "--yes", "--transport", "outbox:outbox"),
+    ],
+    ids=" ".join,
+)
+def test_a_locked_database_is_a_clear_error(cli, project, monkeypatch, command):
+    """Every command that writes to the database reports a lock in one line, through the
+    CLI's one error mapping (cli/common.py), never a traceback (WAL lets reads go on)."""
     import sqlite3
 
     from newsletter.db import connect
@@ -162,9 +179,9 @@ def test_a_locked_database_is_a_clear_error(cli, project, monkeypatch):
     cli("subscribers", "add", "a@example.com")
     monkeypatch.setitem(connect.__kwdefaults__, "timeout", 0.2)  # a short busy timeout
     holder = sqlite3.connect(project / "newsletter.db", timeout=0)
-    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock longer than that
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the lock longer than that
     try:
-        result = cli("subscribers", "add", "b@example.com", ok=False)
+        result = cli(*command, ok=False)
     finally:
         holder.rollback()
         holder.close()

@@ -11,7 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import load_config
 from newsletter.errors import SubscriberError
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 from newsletter.subscribers import (
     InvalidEmail,
     SubscriberStore,
@@ -39,7 +39,7 @@ def test_open_creates_a_wal_database_and_reopens_it(tmp_path):
         versions = again.conn.execute(
             "SELECT version FROM schema_migrations WHERE component = 'subscribers'"
         ).fetchall()
-        assert [v[0] for v in versions] == [1, 2, 3, 4, 5]
+        assert [v[0] for v in versions] == [1, 2, 3, 4, 5, 6]
 
 
 def test_for_config_uses_the_configured_database(project, monkeypatch):

@@ -12,14 +12,14 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from dkim_support import verify, write_key
 from message_support import assert_wire_format
 from smtp_servers import SmtpServer, fault
-from test_dkim import verify, write_key
 
 from newsletter.campaign.retry import RetryPolicy
 from newsletter.config import Config, load_config
-from newsletter.dkim import DkimSigner
 from newsletter.errors import RenderError
+from newsletter.mail.dkim import DkimSigner
 from newsletter.subscribers import Subscriber, SubscriberStore
 from newsletter.transactional import CONFIRM, send_confirmation, send_transactional
 

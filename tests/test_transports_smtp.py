@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from message_support import compiled_issue, content, expected_name
-from smtp_servers import SmtpServer, fault
+from smtp_servers import Fault, SmtpServer, fault
 
 from newsletter.config import Config
 from newsletter.errors import (
@@ -16,8 +16,8 @@ from newsletter.errors import (
     TransportConfigError,
     TransportConnectError,
 )
-from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.mail.message import MessageTemplate
+from newsletter.placeholders import Recipient
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import OutgoingMessage
 from newsletter.transports.smtp import SmtpTransport, classify
@@ -231,7 +231,7 @@ def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
     ]
     with SmtpServer(faults=faults, pipelining=pipelining) as server:
         with transport_from_url(server.url(), config, {}) as transport:
-            assert ("pipelining" in transport._conn.extensions) is pipelining  # type: ignore[attr-defined]
+            assert transport.pipelining is pipelining  # type: ignore[attr-defined]
             results = [
                 transport.send([msg(template, f"{name}@example.com", key=i)])[0]
                 for i, (name, _) in enumerate(order)
@@ -248,6 +248,26 @@ def test_every_fault_maps_to_the_right_status_and_the_connection_recovers(
         assert "connection" in results[13].reply
         # reconnected after the 421, the drop, the hang-up and the cut
         assert server.connections == 5
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+@pytest.mark.parametrize("stage", ["rcpt", "data"])
+def test_a_421_on_a_connection_the_server_keeps_open_still_leads_to_a_reconnect(
+    template: MessageTemplate, config: Config, pipelining: bool, stage: str
+) -> None:
+    """421 means the service is closing the channel (RFC 5321 3.8): the client must not go on
+    using it, even when the server forgets to hang up."""
+    closing = Fault("closing@*", stage, "421 4.7.0 Service shutting down", disconnect=False)  # type: ignore[arg-type]
+    with SmtpServer(faults=[closing], pipelining=pipelining) as server:
+        with transport_from_url(server.url(), config, {}) as transport:
+            results = [
+                transport.send([msg(template, f"{name}@example.com", key=i)])[0]
+                for i, name in enumerate(["ok1", "closing", "ok2"])
+            ]
+        assert [r.status for r in results] == ["sent", "deferred", "sent"]
+        assert results[1].reply.startswith("421 4.7.0")
+        assert server.count_by_recipient() == {"ok1@example.com": 1, "ok2@example.com": 1}
+        assert server.connections == 2  # the 421's connection was left, a new one sent ok2
 
 
 def test_slow_reply_past_the_timeout_is_deferred_then_the_next_message_goes(

@@ -7,11 +7,12 @@
 in between); `send_test` mails one [TEST] copy; `campaign_status` reads the ledger.
 """
 
+from newsletter.campaign.campaign import Campaign, send_issue
 from newsletter.campaign.ledger import Counts, Ledger
 from newsletter.campaign.progress import Progress, StreamProgress, Tally
 from newsletter.campaign.ratelimit import Rate, RateLimiter, parse_rate
+from newsletter.campaign.reports import DryRunReport, SendReport
 from newsletter.campaign.retry import RetryPolicy
-from newsletter.campaign.send import Campaign, DryRunReport, SendReport, send_issue
 from newsletter.campaign.status import CampaignStatus, campaign_status
 from newsletter.campaign.testcopy import TestCopy, TestSendReport, send_test
 

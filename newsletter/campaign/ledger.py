@@ -17,8 +17,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
+from typing import Literal, get_args
 
 from newsletter.errors import CampaignError
+from newsletter.transports.base import Status
 
 MIGRATIONS = [
     """
@@ -74,8 +76,12 @@ MIGRATIONS = [
     """,
 ]
 
-STATUSES = ("due", "sent", "deferred", "failed", "bounced", "skipped", "inflight")
+# A recipient row's status: what a transport says of a message (`Status`: sent, deferred,
+# failed, bounced) plus the ledger's own: not yet tried, handed to a transport, not tried at all.
+RowStatus = Literal["due", Status, "skipped", "inflight"]
+STATUSES: tuple[RowStatus, ...] = get_args(RowStatus)
 CHUNK = 2000
+IN_LIST_CHUNK = 500  # ids per `IN (...)`: under SQLite's older 999-variable limit
 _ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
 # Repeated verbatim in queries so SQLite uses the partial index campaign_recipients_open.
 _OPEN = "status IN ('due', 'inflight', 'deferred')"
@@ -129,7 +135,7 @@ class RecipientRow:
     """One recipient of a campaign as `status --recipients` shows it."""
 
     subscriber_id: int
-    status: str  # one of STATUSES
+    status: RowStatus
     attempts: int  # tries over all runs
     reply: str  # the last server/provider reply, or why the row was skipped
     time: str  # ISO 8601 UTC: when it was sent, else the last change ('' if never tried)
@@ -139,7 +145,7 @@ class RecipientRow:
 class WorkItem:
     row_id: int
     subscriber_id: int
-    status: str  # the status before it was claimed: due, deferred or inflight
+    status: RowStatus  # the status before it was claimed: due, deferred or inflight
     attempts: int  # tries so far, all runs
     run_attempts: int  # tries so far in this run
 
@@ -149,7 +155,7 @@ class Outcome:
     """One recipient's result, ready for the ledger."""
 
     row_id: int
-    status: str  # sent, deferred, failed, bounced, skipped
+    status: RowStatus  # sent, deferred, failed, bounced, skipped
     reply: str
     provider_id: str | None = None
     next_try: float | None = None  # deferred: when to retry in this run; None: next run
@@ -170,7 +176,11 @@ class Ledger:
 
         self.conn = conn
         self._last_beat = 0.0
-        migrate(conn, "campaigns", MIGRATIONS)
+        try:
+            migrate(conn, "campaigns", MIGRATIONS)
+        except BaseException:
+            conn.close()
+            raise
 
     # -- campaigns -------------------------------------------------------------------------
     def find(self, issue_slug: str, list_name: str) -> CampaignRow | None:
@@ -351,13 +361,6 @@ class Ledger:
                 tuple(chunk),
             )
 
-    def claim(self, campaign_id: int, limit: int, now: float) -> list[WorkItem]:
-        """Mark up to `limit` ready rows inflight and return them (deferred ones first)."""
-        items = self.ready_deferred(campaign_id, now, limit)
-        items += self.next_due(campaign_id, 0, limit - len(items))
-        self.mark_inflight(campaign_id, [it.row_id for it in items])
-        return items
-
     def next_retry_at(self, campaign_id: int) -> float | None:
         """When the earliest deferred row due for a retry in this run becomes ready, if any."""
         row = self.conn.execute(
@@ -453,9 +456,33 @@ class Ledger:
                     time=r["sent_at"] or r["updated_at"] or "",
                 )
 
+    def count_new(self, campaign_id: int, member_ids: Iterable[int]) -> int:
+        """How many of `member_ids` (streamed, checked chunk by chunk) are not in the
+        campaign's snapshot: the subscribers who joined the list since."""
+        new = 0
+        for chunk in _chunks(member_ids, IN_LIST_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            known = self.conn.execute(
+                "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
+                f" AND subscriber_id IN ({marks})",
+                (campaign_id, *chunk),
+            ).fetchone()[0]
+            new += len(chunk) - int(known)
+        return new
+
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
+
+    def close(self) -> None:
+        """Close the ledger's database connection (the ledger owns it from construction)."""
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager

@@ -51,13 +51,12 @@ def recipient_statuses(
     slug = issue_slug(issue)
     if not config.database.exists():
         raise CampaignError(f"no campaign for {issue} yet")
-    conn = connect(config.database)
-    ledger = Ledger(conn)
+    ledger = Ledger(connect(config.database))
     campaigns = ledger.for_issue(slug)
     try:
         campaign = _one(campaigns, issue, list_name)
     except BaseException:
-        conn.close()
+        ledger.close()
         raise
     wanted = None if state == "all" else next(k for k, v in STATE_NAMES.items() if v == state)
     return campaign, _rows(config, ledger, campaign.id, wanted)
@@ -101,7 +100,7 @@ def _rows(
                 )
     finally:
         store.close()
-        ledger.conn.close()
+        ledger.close()
 
 
 def spreadsheet_safe(cell: str) -> str:

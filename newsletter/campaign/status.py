@@ -60,12 +60,8 @@ def campaign_status(config: Config, issue: str | Path) -> list[CampaignStatus]:
     slug = issue_slug(issue)
     if not config.database.exists():  # nothing was ever sent: do not create a database to say so
         return []
-    conn = connect(config.database)
-    try:
-        ledger = Ledger(conn)
+    with Ledger(connect(config.database)) as ledger:
         return [
             CampaignStatus(row, ledger.counts(row.id), ledger.is_being_sent(row.id))
             for row in ledger.for_issue(slug)
         ]
-    finally:
-        conn.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from newsletter.campaign.send import TransportSpec, checked_issue, dkim_signer, transport_spec
+from newsletter.campaign.campaign import TransportSpec, checked_issue, dkim_signer, transport_spec
 from newsletter.config import Config
 from newsletter.errors import CampaignError
 
@@ -74,17 +74,16 @@ def send_test(
     """One copy to each address (subject prefixed [TEST]) over one opened transport; no
     campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
     sent; a copy the transport does not accept is reported in the result (`ok` False)."""
-    from newsletter.message import MessageTemplate
-    from newsletter.render import compile_issue
+    from newsletter.mail.message import MessageTemplate
     from newsletter.subscribers.address import normalize_email
 
     wanted = [addresses] if isinstance(addresses, str) else list(addresses)
     if not wanted:
         raise CampaignError("no test address given")
     emails = list(dict.fromkeys(normalize_email(a) for a in wanted))
-    issue = checked_issue(config, issue_path)
+    checked = checked_issue(config, issue_path)
+    issue, compiled = checked.issue, checked.compiled
     factory, description = transport_spec(config, transport, environ)
-    compiled = compile_issue(issue, config)
     template = MessageTemplate(
         compiled,
         config,
@@ -114,7 +113,7 @@ def send_test(
 def _test_recipient(config: Config, email: str) -> Any:
     """The subscriber with that address, if any (to see their personalisation), else the bare
     address (placeholders show their defaults)."""
-    from newsletter.render.placeholders import Recipient
+    from newsletter.placeholders import Recipient
     from newsletter.subscribers import SubscriberStore
 
     with SubscriberStore.for_config(config) as store:

@@ -24,7 +24,7 @@ COMMAND_MODULES = {
     "build": "build",
     "preview": "preview",
     "subscribers": "subscribers",
-    "serve": "subscribers",
+    "serve": "serve",
     "publish": "publish",
     "unpublish": "publish",
     "send": "send",

@@ -28,7 +28,7 @@ def build_command(issue: Path, out_dir: Path) -> None:
     browser version. The same YAML always gives byte-identical files. An invalid issue is refused
     with every problem listed, and nothing is written.
     """
-    from newsletter.render import build_issue  # the renderer is heavy: load it only when used
+    from newsletter.build import build_issue  # the renderer is heavy: load it only when used
 
     for path in build_issue(issue, app().config, out_dir):
         click.echo(f"{path}  {_size(path.stat().st_size)}")

@@ -1,8 +1,10 @@
-"""What every command shares: lazy configuration loading and error mapping."""
+"""What every command shares: lazy configuration loading, `--db`, and the one error mapping."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,8 +38,27 @@ def app(ctx: click.Context | None = None) -> AppContext:
     return obj
 
 
+db_option = click.option(
+    "--db",
+    "db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite database (default: `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
+)
+
+
+def config_with_db(db: Path | None) -> Config:
+    """The configuration, with `--db` (when given) as its database."""
+    config = app().config
+    return dataclasses.replace(config, database=db.resolve()) if db else config
+
+
 def reports_errors(fn: F) -> F:
-    """Turn our exceptions into click's clean `Error: ...` output with exit status 1."""
+    """The one mapping from our exceptions to click's clean `Error: ...` and exit status 1.
+
+    NewsletterError: its message, secrets masked. sqlite3.Error (a locked, read-only or damaged
+    database): one line saying so; every write is a transaction, so what was recorded before
+    stays recorded and the same command can simply be run again.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -47,5 +68,10 @@ def reports_errors(fn: F) -> F:
             # Messages may repeat what the user typed, which may be a secret pasted in the wrong
             # place: mask the values of the secret environment variables.
             raise click.ClickException(redact_secrets(str(exc))) from None
+        except sqlite3.Error as exc:
+            raise click.ClickException(
+                f"database error: {exc}; nothing recorded is lost, run the same command again "
+                "once the database is usable"
+            ) from None
 
     return wrapper  # type: ignore[return-value]

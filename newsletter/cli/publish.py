@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
 
-from newsletter.cli.common import app, reports_errors
-from newsletter.config import Config
-
-db_option = click.option(
-    "--db",
-    "db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database (default: `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
-)
-
-
-def _config(db: Path | None) -> Config:
-    config = app().config
-    return dataclasses.replace(config, database=db.resolve()) if db else config
+from newsletter.cli.common import config_with_db, db_option, reports_errors
 
 
 @click.command("publish")
@@ -38,7 +24,7 @@ def publish(issue: str, db: Path | None) -> None:
     """
     from newsletter.publishing import publish_issue
 
-    click.echo(publish_issue(_config(db), issue, published=True).summary())
+    click.echo(publish_issue(config_with_db(db), issue, published=True).summary())
 
 
 @click.command("unpublish")
@@ -52,7 +38,7 @@ def unpublish(issue: str, db: Path | None) -> None:
     """
     from newsletter.publishing import publish_issue
 
-    click.echo(publish_issue(_config(db), issue, published=False).summary())
+    click.echo(publish_issue(config_with_db(db), issue, published=False).summary())
 
 
 commands: list[click.Command] = [publish, unpublish]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,23 +29,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _show_findings(findings: list[Any]) -> None:
     for finding in findings:
         click.echo(finding.format(), err=True)
-
-
-def _database_errors(fn: F) -> F:
-    """A locked, read-only or damaged database is one clear line, not a traceback. What was
-    recorded before stays recorded: the same command resumes."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise click.ClickException(
-                f"database error: {exc} ({app().config.database}); nothing recorded is lost, "
-                "run the same command again once the database is usable"
-            ) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | str | None:
@@ -115,7 +96,6 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     help="Build every message, send nothing, report; exit status 1 if any could not be built.",
 )
 @reports_errors
-@_database_errors
 def send(
     issue: Path,
     list_name: str | None,
@@ -224,7 +204,6 @@ def send(
     help="With --recipients: csv (spreadsheet-safe) or json for tools.",
 )
 @reports_errors
-@_database_errors
 def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
     unknown (in flight when a run died) and skipped; with --recipients, who and why."""

@@ -1,10 +1,7 @@
-"""`newsletter subscribers ...` (the subscriber store) and `newsletter serve` (the public app)."""
+"""`newsletter subscribers ...`: the subscriber store from the command line."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,45 +9,20 @@ from typing import Any, TypeVar
 
 import click
 
-from newsletter.cli.common import app, reports_errors
-from newsletter.config import Config
+from newsletter.cli.common import config_with_db, db_option, reports_errors
 from newsletter.errors import SubscriberError
 from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_lookup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-db_option = click.option(
-    "--db",
-    "db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database (default: `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
-)
 list_option = click.option("--list", "list_name", metavar="LIST", help="Only this list.")
 status_option = click.option(
     "--status", type=click.Choice(STATUSES), help="Only subscribers with this status."
 )
 
 
-def database_errors(fn: F) -> F:
-    """A locked, read-only or damaged database file is reported, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise click.ClickException(f"database error: {exc}") from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _config(db: Path | None) -> Config:
-    config = app().config
-    return dataclasses.replace(config, database=db.resolve()) if db else config
-
-
 def _open(db: Path | None) -> SubscriberStore:
-    return SubscriberStore.for_config(_config(db))
+    return SubscriberStore.for_config(config_with_db(db))
 
 
 def _require(store: SubscriberStore, email: str) -> Subscriber:
@@ -96,7 +68,6 @@ def subscribers() -> None:
 )
 @db_option
 @reports_errors
-@database_errors
 def add(
     email: str,
     name: str | None,
@@ -132,7 +103,6 @@ def add(
 )
 @db_option
 @reports_errors
-@database_errors
 def import_(
     file: Path, list_name: str | None, status: str, rejects: Path | None, db: Path | None
 ) -> None:
@@ -161,7 +131,6 @@ def import_(
 )
 @db_option
 @reports_errors
-@database_errors
 def export(list_name: str | None, status: str | None, output: Path | None, db: Path | None) -> None:
     """Export subscribers as CSV (the format `import` reads back)."""
     from newsletter.subscribers import export_csv
@@ -185,7 +154,6 @@ def export(list_name: str | None, status: str | None, output: Path | None, db: P
 )
 @db_option
 @reports_errors
-@database_errors
 def list_(list_name: str | None, status: str | None, limit: int, db: Path | None) -> None:
     """Show subscribers as a table."""
     widths = (32, 22, 12, 20, 20)
@@ -207,7 +175,6 @@ def list_(list_name: str | None, status: str | None, limit: int, db: Path | None
 @click.argument("email")
 @db_option
 @reports_errors
-@database_errors
 def show(email: str, db: Path | None) -> None:
     """Show one subscriber: data, lists, fields and the history of consent."""
     with _open(db) as store:
@@ -230,7 +197,6 @@ def show(email: str, db: Path | None) -> None:
 @click.argument("email")
 @db_option
 @reports_errors
-@database_errors
 def unsubscribe(email: str, db: Path | None) -> None:
     """Unsubscribe EMAIL (it stays in the database as proof, but gets no more issues)."""
     with _open(db) as store:
@@ -243,7 +209,6 @@ def unsubscribe(email: str, db: Path | None) -> None:
 @click.argument("email")
 @db_option
 @reports_errors
-@database_errors
 def remove(email: str, db: Path | None) -> None:
     """Erase EMAIL and all personal data about it (GDPR erasure).
 
@@ -262,7 +227,6 @@ def remove(email: str, db: Path | None) -> None:
 @list_option
 @db_option
 @reports_errors
-@database_errors
 def count(list_name: str | None, db: Path | None) -> None:
     """Count subscribers, by status."""
     with _open(db) as store:
@@ -272,33 +236,6 @@ def count(list_name: str | None, db: Path | None) -> None:
     for status in STATUSES:
         if by_status.get(status):
             click.echo(f"  {status}: {by_status[status]}")
-
-
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
-)
-@click.option(
-    "--forwarded-allow-ips",
-    metavar="ADDRESSES",
-    default=None,
-    help="Comma-separated addresses or networks of your reverse proxies (or '*'): only from "
-    "these is X-Forwarded-For believed, for rate limits and the consent history. Default: the "
-    "FORWARDED_ALLOW_IPS variable, else 127.0.0.1. Name only proxies that overwrite the header: "
-    "anyone else could then pick their own address.",
-)
-@db_option
-@reports_errors
-@database_errors
-def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None) -> None:
-    """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
-    opt-in to the lists declared public, and the web versions of published issues (see
-    `newsletter publish`). Only a POST changes anything; links and redirects use base_url.
-    newsletter.yaml is read once at start: restart after changing it (a new `lists:` entry)."""
-    from newsletter.web.public import serve as run
-
-    run(_config(db), host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)
 
 
 def _in(list_name: str | None) -> str:
@@ -313,4 +250,4 @@ def _table_row(cells: tuple[str, ...], widths: tuple[int, ...]) -> str:
     return "  ".join(out).rstrip()
 
 
-commands: list[click.Command] = [subscribers, serve]
+commands: list[click.Command] = [subscribers]

@@ -99,8 +99,8 @@ def check_before_send(
 
 
 def _dkim_record(config: Config) -> tuple[str, str] | None:
-    from newsletter.dkim import DkimSigner
     from newsletter.errors import ConfigError
+    from newsletter.mail.dkim import DkimSigner
 
     if config.dkim is None:
         return None

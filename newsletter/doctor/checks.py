@@ -144,7 +144,7 @@ def check_list_id(config: Config, at: Locator, transport: str) -> list[Finding]:
 
 
 def check_dkim(config: Config, at: Locator, transport: str) -> list[Finding]:
-    from newsletter.dkim import DkimSigner
+    from newsletter.mail.dkim import DkimSigner
 
     dkim = config.dkim
     if dkim is None:

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from newsletter.config import Config
-from newsletter.dkim import DkimSigner
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.mail.dkim import DkimSigner
 from newsletter.private import FILE_MODE, make_private_dirs, open_private
 from newsletter.yamlsource import YamlInvalid, parse_yaml
 

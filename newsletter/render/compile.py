@@ -19,11 +19,11 @@ from jinja2 import Environment
 from newsletter.config import Config
 from newsletter.errors import RenderError
 from newsletter.issue import Issue, Story
+from newsletter.placeholders import Expression, Recipient, parse_placeholders
 from newsletter.render import fill, theme
 from newsletter.render.compiled import EMAIL, UNSUBSCRIBE_URL, CompiledIssue
 from newsletter.render.fill import Fill
 from newsletter.render.html import inline_css, mjml_to_html
-from newsletter.render.placeholders import Expression, Recipient, parse_placeholders
 
 ANONYMOUS = Recipient(email="")  # the reader of the web version
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from newsletter.config import Config
 from newsletter.issue import Issue
+from newsletter.placeholders import Expression, Recipient
 from newsletter.render.fill import Fill
-from newsletter.render.placeholders import Expression, Recipient
 from newsletter.render.urlslots import clean_url
 
 # Slot names besides "expr:N" (a placeholder expression of the issue).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -109,10 +109,6 @@ class Fill:
         return cls(tuple(p for p in pieces if p != ""))
 
     @property
-    def slot_names(self) -> set[str]:
-        return {p.name for p in self.pieces if isinstance(p, Slot)}
-
-    @property
     def url_slots(self) -> set[str]:
         """Names of the slots that are a whole URL (checked per recipient)."""
         return {p.name for p in self.pieces if isinstance(p, Slot) and p.is_url}
@@ -126,9 +122,6 @@ class Fill:
             else:
                 append(piece.apply(values[piece.name]))  # type: ignore[union-attr]
         return "".join(out)
-
-    def literal_parts(self) -> Iterable[str]:
-        return (p for p in self.pieces if isinstance(p, str))
 
 
 def _url_slot(

@@ -11,7 +11,7 @@ from json.encoder import encode_basestring as _quote  # type: ignore[attr-define
 from typing import Any, NamedTuple
 
 from newsletter.errors import SubscriberError
-from newsletter.render.placeholders import Recipient
+from newsletter.placeholders import Recipient
 
 PENDING, ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED = (
     "pending",
@@ -69,16 +69,6 @@ class Tombstone:
 
     email_hash: str
     erased_at: str
-
-
-@dataclass
-class Changes:
-    """A requested change to a subscriber (add/import): None leaves a value alone."""
-
-    name: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
-    lists: tuple[str, ...] = ()
-    status: str | None = None
 
 
 def now() -> str:

@@ -108,7 +108,12 @@ CREATE TABLE subscriber_signups (
 CREATE INDEX subscriber_signups_by_subscriber ON subscriber_signups (subscriber_id);
 """
 
-MIGRATIONS: list[Migration] = [_V1, _salt, _key_crc, _ORIGIN, _SIGNUPS]
+# The store looks every address up before writing it (under BEGIN IMMEDIATE); the database
+# backs that rule too, so no code path can ever hold two copies of one address in two
+# spellings (the second, active copy would be mailed after the first unsubscribed).
+_UNIQUE_KEY = "CREATE UNIQUE INDEX subscribers_by_email_key ON subscribers (email_key);"
+
+MIGRATIONS: list[Migration] = [_V1, _salt, _key_crc, _ORIGIN, _SIGNUPS, _UNIQUE_KEY]
 
 
 def next_subscriber_id(conn: sqlite3.Connection) -> int:

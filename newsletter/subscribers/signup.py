@@ -71,21 +71,21 @@ def request_subscription(
             (key_crc(key), key),
         ).fetchone()
         if row is None:
-            subscriber_id = store._insert(
+            subscriber_id = store.insert_subscriber(
                 conn, normalized, key, None, PENDING, {}, stamp, ("subscribed", detail)
             )
         else:
             subscriber_id, status = int(row[0]), str(row[1])
             if status in _NO_MAIL or _recently_sent(conn, subscriber_id):
                 return None
-            if status == ACTIVE and set(names) <= set(store._require(subscriber_id).lists):
+            if status == ACTIVE and set(names) <= set(store.by_id(subscriber_id).lists):
                 return None
         cur = conn.execute(
             "INSERT INTO subscriber_signups (subscriber_id, name, lists, detail, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (subscriber_id, clean, json.dumps(names), detail, stamp),
         )
-        return SignupRequest(int(cur.lastrowid or 0), store._require(subscriber_id), clean, names)
+        return SignupRequest(int(cur.lastrowid or 0), store.by_id(subscriber_id), clean, names)
 
 
 def confirm_signup(
@@ -109,7 +109,7 @@ def confirm_signup(
             raise SubscriberError("this subscription no longer exists")
         subscriber_id, name, lists, confirmed_at, status, key = row
         if confirmed_at is not None:
-            return store._require(subscriber_id)
+            return store.by_id(subscriber_id)
         if status in STOPPED and issued_at is not None:
             stopped = conn.execute(
                 "SELECT MAX(at) FROM subscriber_events WHERE subscriber_id = ?"
@@ -132,15 +132,17 @@ def confirm_signup(
             conn.execute(
                 "DELETE FROM subscriber_memberships WHERE subscriber_id = ?", (subscriber_id,)
             )
-        store._join(subscriber_id, names)
+        store.join_lists(subscriber_id, names)
         conn.execute(
             "DELETE FROM subscriber_tombstones WHERE email_hash = ?", (store.email_hash(key),)
         )
         conn.execute(
             "UPDATE subscriber_signups SET confirmed_at = ? WHERE id = ?", (stamp, signup_id)
         )
-        store._event(subscriber_id, "confirmed", f"{detail} (lists: {', '.join(names)})", stamp)
-        return store._require(subscriber_id)
+        store.write_event(
+            subscriber_id, "confirmed", f"{detail} (lists: {', '.join(names)})", stamp
+        )
+        return store.by_id(subscriber_id)
 
 
 def describe_signup(conn: object, signup_id: int) -> tuple[str | None, tuple[str, ...]] | None:

@@ -328,14 +328,14 @@ class SubscriberStore:
             if row is None:
                 self._refuse_erased(key, normalized)
                 origin = ("subscribed", f"added by {source}")
-                subscriber_id = self._insert(
+                subscriber_id = self.insert_subscriber(
                     conn, normalized, key, clean, status, values, stamp, origin
                 )
             else:
                 subscriber_id = int(row[0])
                 self._merge(subscriber_id, clean, values, stamp, source)
-            self._join(subscriber_id, names)
-            return self._require(subscriber_id)
+            self.join_lists(subscriber_id, names)
+            return self.by_id(subscriber_id)
 
     def unsubscribe(self, subscriber_id: int, how: str) -> bool:
         """Stop sending to this subscriber; True if that changed anything (idempotent)."""
@@ -400,12 +400,12 @@ class SubscriberStore:
                 "DELETE FROM subscriber_tombstones WHERE email_hash = ?",
                 (self.email_hash(row[1]),),
             )
-            self._event(subscriber_id, "confirmed", detail, stamp)
+            self.write_event(subscriber_id, "confirmed", detail, stamp)
             return True
 
     def record_event(self, subscriber_id: int, kind: str, detail: str = "") -> None:
         with self.transaction():
-            self._event(subscriber_id, kind, detail, now())
+            self.write_event(subscriber_id, kind, detail, now())
 
     def erase(self, email: str) -> bool:
         """Delete an address and everything about it, keeping a salted hash (a tombstone) so an
@@ -426,7 +426,7 @@ class SubscriberStore:
                 return False
             remember_erased_id(conn, int(row[0]))
             conn.execute("DELETE FROM subscribers WHERE id = ?", (row[0],))
-            self._event(None, "erased", digest, stamp)
+            self.write_event(None, "erased", digest, stamp)
             return True
 
     def bulk_import(
@@ -497,7 +497,8 @@ class SubscriberStore:
             for r in rows
         ]
 
-    def _require(self, subscriber_id: int) -> Subscriber:
+    def by_id(self, subscriber_id: int) -> Subscriber:
+        """The subscriber with this id, which must exist (one just written in a transaction)."""
         row = self.conn.execute(
             f"SELECT {_COLUMNS} FROM subscribers WHERE id = ?", (subscriber_id,)
         ).fetchone()
@@ -514,7 +515,7 @@ class SubscriberStore:
                 "(through the sign-up form)"
             )
 
-    def _insert(
+    def insert_subscriber(
         self,
         conn: sqlite3.Connection,
         email: str,
@@ -525,6 +526,8 @@ class SubscriberStore:
         stamp: str,
         origin: tuple[str, str],
     ) -> int:
+        """A new subscriber row inside `transaction()`; returns its id. `key` is the address's
+        `email_key`; `origin` is (kind, detail) of the consent, e.g. ("form", ip)."""
         subscriber_id = next_subscriber_id(conn)
         conn.execute(
             "INSERT INTO subscribers (id, email, email_key, key_crc, name, status, fields,"
@@ -550,9 +553,10 @@ class SubscriberStore:
                 "UPDATE subscribers SET name = ?, fields = ?, updated_at = ? WHERE id = ?",
                 (new_name, dump_fields(merged), stamp, subscriber_id),
             )
-            self._event(subscriber_id, "updated", f"by {source}", stamp)
+            self.write_event(subscriber_id, "updated", f"by {source}", stamp)
 
-    def _join(self, subscriber_id: int, names: Iterable[str]) -> None:
+    def join_lists(self, subscriber_id: int, names: Iterable[str]) -> None:
+        """Add memberships inside `transaction()` (lists created as needed; idempotent)."""
         for list_id in self.list_ids(names).values():
             self.conn.execute(
                 "INSERT OR IGNORE INTO subscriber_memberships (list_id, subscriber_id)"
@@ -560,7 +564,9 @@ class SubscriberStore:
                 (list_id, subscriber_id),
             )
 
-    def _event(self, subscriber_id: int | None, kind: str, detail: str, stamp: str) -> None:
+    def write_event(self, subscriber_id: int | None, kind: str, detail: str, stamp: str) -> None:
+        """One line of a subscriber's history (table `subscriber_events`), inside
+        `transaction()`; `stamp` is an ISO 8601 UTC time (`model.now()`)."""
         self.conn.execute(
             "INSERT INTO subscriber_events (subscriber_id, at, kind, detail) VALUES (?, ?, ?, ?)",
             (subscriber_id, stamp, kind, detail),
@@ -583,5 +589,5 @@ class SubscriberStore:
             # Repeated bounces and complaints are history worth keeping; repeated unsubscribes
             # (a mail client retrying the one-click POST) are not.
             if changed or status != UNSUBSCRIBED:
-                self._event(subscriber_id, status, detail, stamp)
+                self.write_event(subscriber_id, status, detail, stamp)
             return changed

@@ -1,8 +1,11 @@
 """What the HTTP email-API transports share: URL and secret parsing, one pooled httpx client,
-status mapping, Retry-After / rate-limit headers, and splitting a rejected batch.
+status mapping, Retry-After / rate-limit headers, and the batch loop.
 
-Every provider module turns a batch of `OutgoingMessage` into one or more API requests and maps
-the replies back to one `DeliveryResult` per message. The rules they all follow:
+`HttpApiTransport` owns the loop, as django-anymail's backend does: plan the batch into
+requests (`plan`), cut each to the provider's limit (`max_batch`), build the payload
+(`payload`), post it (`deliver`), read the reply (`refuse` for whole-account refusals,
+`results` per recipient) and split a rejected batch until the refused recipients stand alone.
+A provider module supplies only those provider-specific steps. The rules they all follow:
 
 * 2xx: accepted -> sent (per-recipient errors inside a 2xx body are the provider module's job).
 * 401 / 403: a bad or unauthorised key -> `TransportAuthError` at once; nothing is marked sent.
@@ -36,6 +39,7 @@ from newsletter.errors import (
     TransportConnectError,
     TransportTemporaryError,
 )
+from newsletter.transports._merge import Group, group_documents
 from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
 
 T = TypeVar("T")
@@ -260,12 +264,25 @@ def results_for(n: int, status: str, reply: str, retry_after: float | None = Non
 # ---------------------------------------------------------------- the shared transport base
 
 
+@dataclass
+class ApiRequest:
+    """One planned API request: what its recipients share (provider-specific: a content
+    template, form fields, or None) and its members, each (position in the batch, that
+    recipient's own part: a message, its JSON object, its substitutions...)."""
+
+    shared: Any
+    members: list[tuple[int, Any]]
+
+
 class HttpApiTransport(Transport):
-    """A pooled, thread-safe httpx client plus the status rules described in the module doc."""
+    """A pooled, thread-safe httpx client, the status rules described in the module doc, and
+    the batch loop; providers supply `plan` (optional), `payload`, `results`, and may refine
+    `deliver` and `refuse`."""
 
     thread_safe = True
     provider = "API"
     secret_variable = ""
+    path = ""  # where `deliver` POSTs, under base_url
 
     def __init__(
         self, base_url: str, auth_headers: Mapping[str, str], secret: str, *, timeout: float
@@ -273,7 +290,7 @@ class HttpApiTransport(Transport):
         self.base_url = base_url
         self._auth_headers = dict(auth_headers)
         self._redact = Redactor(secret, *auth_headers.values())
-        self._timeout = timeout
+        self.timeout = timeout
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._reached = False  # a reply came back once: later connection errors are transient
@@ -293,7 +310,7 @@ class HttpApiTransport(Transport):
                 return
             self._client = httpx.Client(
                 headers={**self._auth_headers, "User-Agent": "newsletter"},
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 10.0)),
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
             )
         try:
@@ -340,7 +357,66 @@ class HttpApiTransport(Transport):
         return results  # type: ignore[return-value]
 
     def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+        """The loop: each planned request cut to `max_batch`, sent, a rejected one split."""
+        results: list[DeliveryResult | None] = [None] * len(messages)
+        for request in self.plan(messages):
+            for members in chunks(request.members, self.max_batch):
+                outcome = split_rejected(members, functools.partial(self.attempt, request.shared))
+                for (index, _), result in zip(members, outcome, strict=True):
+                    results[index] = result
+        return results  # type: ignore[return-value]
+
+    def plan(self, messages: Sequence[OutgoingMessage]) -> list[ApiRequest]:
+        """How the batch goes out; by default one request of complete messages."""
+        return [ApiRequest(None, list(enumerate(messages)))]
+
+    def attempt(
+        self, shared: Any, members: Sequence[tuple[int, Any]]
+    ) -> list[DeliveryResult] | str:
+        """One request: its results, or the provider's reply text when it refused the request
+        for a recipient's sake (then the batch is split and tried again)."""
+        reply = self.deliver(self.payload(shared, members))
+        if isinstance(reply, str) or reply.transient:
+            return self.transient_results(len(members), reply)
+        self.refuse(reply)
+        return self.results(reply, members)
+
+    def payload(self, shared: Any, members: Sequence[tuple[int, Any]]) -> dict[str, Any]:
+        """The keyword arguments of the POST (json=, or content= and headers=)."""
         raise NotImplementedError
+
+    def deliver(self, payload: dict[str, Any]) -> ApiReply | str:
+        return self.post(self.path, **payload)
+
+    def refuse(self, reply: ApiReply) -> None:
+        """Raise for a reply that stops the run (a refused key, an unknown account)."""
+        self.raise_for_auth(reply)
+
+    def results(
+        self, reply: ApiReply, members: Sequence[tuple[int, Any]]
+    ) -> list[DeliveryResult] | str:
+        """One result per member from a non-transient reply; a str to split the request."""
+        raise NotImplementedError
+
+    @staticmethod
+    def content_groups(
+        messages: Sequence[OutgoingMessage],
+        document: Callable[[OutgoingMessage], tuple[str, ...]],
+        key: Callable[[OutgoingMessage], str],
+    ) -> tuple[list[tuple[Group, list[int]]], list[int]]:
+        """Messages that can share one content template (each group with its positions in the
+        batch) and those that must go alone: a second message to one address (providers key
+        per-recipient values by address) and the ones no template fits (see `_merge`)."""
+        seen: set[str] = set()
+        unique: list[int] = []
+        alone: list[int] = []
+        for i, message in enumerate(messages):
+            address = key(message)
+            (alone if address in seen else unique).append(i)
+            seen.add(address)
+        groups, leftovers = group_documents([document(messages[i]) for i in unique])
+        alone.extend(unique[i] for i in leftovers)
+        return [(group, [unique[m] for m in group.members]) for group in groups], alone
 
     def post(self, path: str, **kwargs: Any) -> ApiReply | str:
         """POST to base_url + path: an ApiReply, or a reply text when no answer came (transient).
@@ -359,7 +435,7 @@ class HttpApiTransport(Transport):
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.TimeoutException:
-            return f"{self.provider} did not answer within {self._timeout:g}s (timeout)"
+            return f"{self.provider} did not answer within {self.timeout:g}s (timeout)"
         except httpx.TransportError as exc:
             if not self._reached:
                 raise TransportConnectError(

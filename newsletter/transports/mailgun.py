@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from newsletter.errors import TransportAuthError, TransportConfigError
 from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
+    ApiRequest,
     HttpApiTransport,
-    chunks,
     custom_headers,
     parse_url,
     recipient_display,
@@ -35,9 +35,8 @@ from newsletter.transports._http import (
     require_secret,
     results_for,
     split_address,
-    split_rejected,
 )
-from newsletter.transports._merge import Group, group_documents
+from newsletter.transports._merge import Group
 from newsletter.transports.base import DeliveryResult, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -46,14 +45,6 @@ if TYPE_CHECKING:
 REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 MAX_RECIPIENTS = 1000
 VAR = "%recipient."
-
-
-class _Request:
-    """One Mailgun request: shared fields, and per recipient its index and variables."""
-
-    def __init__(self, fields: list[tuple[str, str]], members: list[tuple[int, dict[str, str]]]):
-        self.fields = fields
-        self.members = members
 
 
 class MailgunTransport(HttpApiTransport):
@@ -74,7 +65,7 @@ class MailgunTransport(HttpApiTransport):
         super().__init__(endpoint or REGIONS[region], {}, api_key, timeout=timeout)
         self.domain = domain
         self._auth = ("api", api_key)
-        self._path = f"/v3/{domain}/messages"
+        self.path = f"/v3/{domain}/messages"
 
     @classmethod
     def from_url(
@@ -126,36 +117,16 @@ class MailgunTransport(HttpApiTransport):
 
     # ------------------------------------------------------------ sending
 
-    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        results: list[DeliveryResult | None] = [None] * len(messages)
-        for request in self._plan(messages):
-            for members in chunks(request.members, MAX_RECIPIENTS):
-                outcome = split_rejected(
-                    members, lambda part, r=request: self._attempt(r.fields, part)
-                )
-                for (index, _), result in zip(members, outcome, strict=True):
-                    results[index] = result
-        return results  # type: ignore[return-value]
-
-    def _plan(self, messages: Sequence[OutgoingMessage]) -> list[_Request]:
-        seen: set[str] = set()
-        unique: list[int] = []
-        alone: list[int] = []
-        for i, message in enumerate(messages):  # recipient-variables are keyed by address
-            address = message.parts.to_email.lower()
-            (alone if address in seen else unique).append(i)
-            seen.add(address)
-        docs = [
-            (messages[i].parts.subject, messages[i].parts.text, messages[i].parts.html)
-            for i in unique
-        ]
-        groups, leftovers = group_documents(docs)
-        alone.extend(unique[i] for i in leftovers)
+    def plan(self, messages: Sequence[OutgoingMessage]) -> list[ApiRequest]:
+        """Shared form fields with recipient-variables per group; then the ones alone."""
+        groups, alone = self.content_groups(
+            messages,
+            lambda m: (m.parts.subject, m.parts.text, m.parts.html),
+            lambda m: m.parts.to_email.lower(),  # recipient-variables are keyed by address
+        )
         requests = []
-        for group in groups:
-            request, misfits = self._batch_request(
-                messages, [unique[m] for m in group.members], group
-            )
+        for group, indices in groups:
+            request, misfits = self._batch_request(messages, indices, group)
             alone.extend(misfits)
             if request is not None:
                 requests.append(request)
@@ -165,7 +136,7 @@ class MailgunTransport(HttpApiTransport):
 
     def _batch_request(
         self, messages: Sequence[OutgoingMessage], indices: list[int], group: Group
-    ) -> tuple[_Request | None, list[int]]:
+    ) -> tuple[ApiRequest | None, list[int]]:
         """The batch request, and the messages that must go alone (values that look like
         Mailgun's own `%recipient.` markers would be substituted again)."""
         if any(VAR in piece for field in group.pieces for piece in field):
@@ -208,16 +179,16 @@ class MailgunTransport(HttpApiTransport):
             )
             variables["_email"] = messages[index].parts.to_email
             members.append((index, variables))
-        return (_Request(fields, members) if members else None), misfits
+        return (ApiRequest(fields, members) if members else None), misfits
 
-    def _single_request(self, message: OutgoingMessage, index: int) -> _Request:
+    def _single_request(self, message: OutgoingMessage, index: int) -> ApiRequest:
         parts = message.parts
         fields = self._common_fields(message)
         fields += [("subject", parts.subject), ("text", parts.text), ("html", parts.html)]
         fields += [(f"h:{name}", value) for name, value in custom_headers(message).items()]
         fields.append(("v:newsletter_key", str(message.key)))
         to = recipient_display(parts.to_name, parts.to_email)
-        return _Request(fields, [(index, {"_to": to, "_email": parts.to_email, "_single": "1"})])
+        return ApiRequest(fields, [(index, {"_to": to, "_email": parts.to_email, "_single": "1"})])
 
     def _common_fields(self, message: OutgoingMessage) -> list[tuple[str, str]]:
         fields = [("from", recipient_display(*split_address(message.parts.from_header)))]
@@ -226,9 +197,9 @@ class MailgunTransport(HttpApiTransport):
             fields.append(("h:Reply-To", reply_to))
         return fields
 
-    def _attempt(
+    def payload(
         self, shared: list[tuple[str, str]], members: Sequence[tuple[int, dict[str, str]]]
-    ) -> list[DeliveryResult] | str:
+    ) -> dict[str, Any]:
         fields = list(shared)
         fields += [("to", variables["_to"]) for _, variables in members]
         if not members[0][1].get("_single"):
@@ -238,13 +209,21 @@ class MailgunTransport(HttpApiTransport):
             }
             fields.append(("recipient-variables", json.dumps(recipient_variables)))
         body, content_type = form_data(fields)
-        reply = self.post(
-            self._path, content=body, headers={"Content-Type": content_type}, auth=self._auth
-        )
-        if isinstance(reply, str) or reply.transient:
-            return self.transient_results(len(members), reply)
+        return {"content": body, "headers": {"Content-Type": content_type}, "auth": self._auth}
+
+    def refuse(self, reply: ApiReply) -> None:
         detail = _message_of(reply)
         self.raise_for_auth(reply, detail)
+        if reply.status == 404:
+            raise TransportConfigError(
+                f"Mailgun does not know the domain {self.domain!r} at {self.base_url} "
+                f"({self.reply_text(reply, detail)}); check the domain and ?region="
+            )
+
+    def results(
+        self, reply: ApiReply, members: Sequence[tuple[int, dict[str, str]]]
+    ) -> list[DeliveryResult] | str:
+        detail = _message_of(reply)
         if reply.ok:
             body_json = reply.json()
             provider_id = body_json.get("id") if isinstance(body_json, dict) else None
@@ -255,11 +234,6 @@ class MailgunTransport(HttpApiTransport):
             return [
                 DeliveryResult("sent", self.reply_text(reply, detail), provider_id) for _ in members
             ]
-        if reply.status == 404:
-            raise TransportConfigError(
-                f"Mailgun does not know the domain {self.domain!r} at {self.base_url} "
-                f"({self.reply_text(reply, detail)}); check the domain and ?region="
-            )
         lowered = detail.lower()
         blames_recipient = reply.status == 413 or (
             "address" in lowered or "recipient" in lowered or "'to'" in lowered

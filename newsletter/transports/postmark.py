@@ -18,9 +18,9 @@ from newsletter.errors import TransportAuthError, TransportConfigError
 from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
+    ApiRequest,
     HttpApiTransport,
     chunk_by_size,
-    chunks,
     custom_headers,
     no_target,
     parse_url,
@@ -49,6 +49,7 @@ class PostmarkTransport(HttpApiTransport):
     provider = "Postmark"
     secret_variable = "POSTMARK_SERVER_TOKEN"
     max_batch = MAX_MESSAGES
+    path = "/email/batch"
 
     def __init__(
         self,
@@ -93,13 +94,15 @@ class PostmarkTransport(HttpApiTransport):
                 f"({self.reply_text(reply)}); check the token"
             )
 
-    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        results: list[DeliveryResult] = []
-        for batch in chunks(messages, MAX_MESSAGES):
-            bodies = self._bodies(batch)
-            for part in chunk_by_size(bodies, [len(b) for b in bodies], MAX_PAYLOAD):
-                results += self._send_batch(part)
-        return results
+    def plan(self, messages: Sequence[OutgoingMessage]) -> list[ApiRequest]:
+        """Each message as its JSON object, in requests of at most 500 and under 50 MB."""
+        requests = []
+        for start in range(0, len(messages), MAX_MESSAGES):
+            bodies = self._bodies(messages[start : start + MAX_MESSAGES])
+            indexed = [(start + i, body) for i, body in enumerate(bodies)]
+            for part in chunk_by_size(indexed, [len(b) for b in bodies], MAX_PAYLOAD):
+                requests.append(ApiRequest(None, list(part)))
+        return requests
 
     def _bodies(self, batch: Sequence[OutgoingMessage]) -> list[str]:
         """Each message as a JSON object; the large bodies are escaped via the shared template."""
@@ -126,30 +129,31 @@ class PostmarkTransport(HttpApiTransport):
             body["ReplyTo"] = recipient_display(*split_address(reply_to))
         return body
 
-    def _send_batch(self, bodies: Sequence[str]) -> list[DeliveryResult]:
-        payload = ("[" + ",".join(bodies) + "]").encode("utf-8")
-        reply = self.post(
-            "/email/batch", content=payload, headers={"Content-Type": "application/json"}
-        )
-        if isinstance(reply, str) or reply.transient:
-            return self.transient_results(len(bodies), reply)
-        body = reply.json()
-        code = body.get("ErrorCode") if isinstance(body, dict) else None
-        detail = f"ErrorCode {code}: {body.get('Message', '')}" if code is not None else None
+    def payload(self, shared: None, members: Sequence[tuple[int, str]]) -> dict[str, Any]:
+        payload = ("[" + ",".join(body for _, body in members) + "]").encode("utf-8")
+        return {"content": payload, "headers": {"Content-Type": "application/json"}}
+
+    def refuse(self, reply: ApiReply) -> None:
+        code, detail = _error_code(reply)
         if reply.status == 401 or code == 10:
             raise TransportAuthError(
                 f"Postmark refused the server token from {self.secret_variable} "
                 f"({self.reply_text(reply, detail)}); check the token"
             )
+        if not reply.ok and code in ACCOUNT_ERRORS:
+            raise TransportConfigError(
+                f"Postmark will not send for this server ({self.reply_text(reply, detail)})"
+            )
+
+    def results(self, reply: ApiReply, members: Sequence[tuple[int, str]]) -> list[DeliveryResult]:
         if not reply.ok:
-            if code in ACCOUNT_ERRORS:
-                raise TransportConfigError(
-                    f"Postmark will not send for this server ({self.reply_text(reply, detail)})"
-                )
-            return results_for(len(bodies), "failed", self.reply_text(reply, detail))
-        if not isinstance(body, list) or len(body) != len(bodies):
+            return results_for(
+                len(members), "failed", self.reply_text(reply, _error_code(reply)[1])
+            )
+        body = reply.json()
+        if not isinstance(body, list) or len(body) != len(members):
             # Some may have gone out: deferring risks a duplicate, failing risks a loss.
-            return results_for(len(bodies), "deferred", self.reply_text(reply, "malformed reply"))
+            return results_for(len(members), "deferred", self.reply_text(reply, "malformed reply"))
         return [self._result(reply, item) for item in body]
 
     def _result(self, reply: ApiReply, item: Any) -> DeliveryResult:
@@ -166,3 +170,11 @@ class PostmarkTransport(HttpApiTransport):
         if code == 429:
             return DeliveryResult("deferred", text)
         return DeliveryResult("failed", text)
+
+
+def _error_code(reply: ApiReply) -> tuple[Any, str | None]:
+    """Postmark's ErrorCode of a whole-request reply, and the detail to show with it."""
+    body = reply.json()
+    code = body.get("ErrorCode") if isinstance(body, dict) else None
+    detail = f"ErrorCode {code}: {body.get('Message', '')}" if code is not None else None
+    return code, detail

@@ -22,7 +22,6 @@ from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
     HttpApiTransport,
-    chunks,
     custom_headers,
     no_target,
     parse_url,
@@ -58,6 +57,7 @@ class ResendTransport(HttpApiTransport):
     provider = "Resend"
     secret_variable = "RESEND_API_KEY"
     max_batch = MAX_EMAILS
+    path = "/emails/batch"
 
     def __init__(self, api_key: str, *, endpoint: str = API, timeout: float = DEFAULT_TIMEOUT):
         super().__init__(endpoint, {"Authorization": f"Bearer {api_key}"}, api_key, timeout=timeout)
@@ -85,12 +85,6 @@ class ResendTransport(HttpApiTransport):
                 f"({self.reply_text(reply)}); check the key"
             )
 
-    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        results: list[DeliveryResult] = []
-        for batch in chunks(messages, MAX_EMAILS):
-            results += self._send_batch(batch)
-        return results
-
     def _email(self, message: OutgoingMessage) -> dict[str, Any]:
         """Everything but the bodies, which are added already escaped (`json_strings`)."""
         parts = message.parts
@@ -106,7 +100,10 @@ class ResendTransport(HttpApiTransport):
             body["reply_to"] = recipient_display(*split_address(reply_to))
         return body
 
-    def _send_batch(self, batch: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
+    def payload(
+        self, shared: None, members: Sequence[tuple[int, OutgoingMessage]]
+    ) -> dict[str, Any]:
+        batch = [message for _, message in members]
         escaped = json_strings([(m.parts.text, m.parts.html) for m in batch])
         emails = [
             json.dumps(self._email(m), ensure_ascii=False)[:-1] + f',"text":{text},"html":{html}}}'
@@ -118,19 +115,21 @@ class ResendTransport(HttpApiTransport):
             "Idempotency-Key": idempotency_key(batch, payload),
             "x-batch-validation": "permissive",
         }
+        return {"content": payload, "headers": headers}
+
+    def deliver(self, payload: dict[str, Any]) -> ApiReply | str:
         for pause in (*RETRY_PAUSES, None):
-            reply = self.post("/emails/batch", content=payload, headers=headers)
+            reply = self.post(self.path, **payload)
             # No answer or a 5xx: the batch may have gone through. Asking again at once with
             # the same key is safe (Resend replays the first answer) and resolves it while the
             # batch is still whole; the runner's later retries may regroup the recipients.
             if pause is None or not (isinstance(reply, str) or reply.status >= 500):
                 break
             time.sleep(pause)
-        if isinstance(reply, str) or reply.transient:
-            return self.transient_results(len(batch), reply)
-        body = reply.json()
-        error_name = body.get("name") if isinstance(body, dict) else None
-        detail = body.get("message") if isinstance(body, dict) and "message" in body else None
+        return reply
+
+    def refuse(self, reply: ApiReply) -> None:
+        error_name, detail = _error(reply)
         if reply.status == 401 or error_name in KEY_ERRORS:
             raise TransportAuthError(
                 f"Resend refused the API key from {self.secret_variable} "
@@ -138,11 +137,17 @@ class ResendTransport(HttpApiTransport):
             )
         if reply.status == 403:  # e.g. an unverified sending domain: no message can go out
             raise TransportConfigError(f"Resend refused to send: {self.reply_text(reply, detail)}")
+
+    def results(
+        self, reply: ApiReply, members: Sequence[tuple[int, OutgoingMessage]]
+    ) -> list[DeliveryResult]:
+        body = reply.json()
+        error_name, detail = _error(reply)
         if reply.status == 409 and error_name == "concurrent_idempotent_requests":
-            return results_for(len(batch), "deferred", self.reply_text(reply, detail), 1.0)
+            return results_for(len(members), "deferred", self.reply_text(reply, detail), 1.0)
         if not reply.ok:
-            return results_for(len(batch), "failed", self.reply_text(reply, detail))
-        return self._map(reply, body, len(batch))
+            return results_for(len(members), "failed", self.reply_text(reply, detail))
+        return self._map(reply, body, len(members))
 
     def _map(self, reply: ApiReply, body: Any, n: int) -> list[DeliveryResult]:
         data = body.get("data") if isinstance(body, dict) else None
@@ -170,3 +175,11 @@ class ResendTransport(HttpApiTransport):
                 item = ids[i] if isinstance(ids[i], dict) else {}
                 out.append(DeliveryResult("sent", self.reply_text(reply, "OK"), item.get("id")))
         return out
+
+
+def _error(reply: ApiReply) -> tuple[Any, Any]:
+    """Resend's error `name` and `message` of a reply (None when it has none)."""
+    body = reply.json()
+    if not isinstance(body, dict):
+        return None, None
+    return body.get("name"), body.get("message") if "message" in body else None

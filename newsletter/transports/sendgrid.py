@@ -23,8 +23,8 @@ from newsletter.errors import TransportAuthError, TransportConfigError
 from newsletter.transports._http import (
     DEFAULT_TIMEOUT,
     ApiReply,
+    ApiRequest,
     HttpApiTransport,
-    chunks,
     custom_headers,
     no_target,
     parse_url,
@@ -32,9 +32,7 @@ from newsletter.transports._http import (
     require_secret,
     results_for,
     split_address,
-    split_rejected,
 )
-from newsletter.transports._merge import group_documents
 from newsletter.transports.base import DeliveryResult, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -60,6 +58,7 @@ class SendGridTransport(HttpApiTransport):
     provider = "SendGrid"
     secret_variable = "SENDGRID_API_KEY"
     max_batch = MAX_PERSONALIZATIONS
+    path = PATH
 
     def __init__(self, api_key: str, *, endpoint: str = API, timeout: float = DEFAULT_TIMEOUT):
         super().__init__(endpoint, {"Authorization": f"Bearer {api_key}"}, api_key, timeout=timeout)
@@ -90,77 +89,63 @@ class SendGridTransport(HttpApiTransport):
 
     # ------------------------------------------------------------ sending
 
-    def send_parts(self, messages: Sequence[OutgoingMessage]) -> list[DeliveryResult]:
-        results: list[DeliveryResult | None] = [None] * len(messages)
-        shared, alone = self._plan(messages)
-        for content, group_entries in shared:
-            for entries in chunks(group_entries, MAX_PERSONALIZATIONS):
-                outcome = split_rejected(entries, lambda part, c=content: self._attempt(part, c))
-                for entry, result in zip(entries, outcome, strict=True):
-                    results[entry.index] = result
-        for index in alone:
-            entry = _Entry(index, messages[index], {})
-            content = (messages[index].parts.text, messages[index].parts.html)
-            results[index] = split_rejected(
-                [entry], lambda part, c=content: self._attempt(part, c)
-            )[0]
-        return results  # type: ignore[return-value]
-
-    def _plan(
-        self, messages: Sequence[OutgoingMessage]
-    ) -> tuple[list[tuple[tuple[str, str], list[_Entry]]], list[int]]:
-        """Requests sharing content (with substitutions) and the messages that go alone."""
-        seen: set[str] = set()
-        unique: list[int] = []
-        alone: list[int] = []
-        for i, message in enumerate(messages):  # SendGrid refuses an address twice per request
-            (alone if message.recipient.lower() in seen else unique).append(i)
-            seen.add(message.recipient.lower())
-        docs = [(messages[i].parts.text, messages[i].parts.html) for i in unique]
-        groups, leftovers = group_documents(docs)
-        alone.extend(unique[i] for i in leftovers)
-        shared = []
-        for group in groups:
+    def plan(self, messages: Sequence[OutgoingMessage]) -> list[ApiRequest]:
+        """Requests sharing content (with substitutions), then the messages that go alone."""
+        groups, alone = self.content_groups(
+            messages,
+            lambda m: (m.parts.text, m.parts.html),
+            lambda m: m.recipient.lower(),  # SendGrid refuses an address twice per request
+        )
+        requests = []
+        for group, indices in groups:
             tag = _tag_prefix(group.pieces, group.values)
             if tag is None:
-                alone.extend(unique[i] for i in group.members)
+                alone.extend(indices)
                 continue
             text_pieces, html_pieces = group.pieces
             content = (
                 _template(text_pieces, tag, 0),
                 _template(html_pieces, tag, len(text_pieces) - 1),
             )
-            entries = []
-            for member, (text_values, html_values) in zip(group.members, group.values, strict=True):
+            members = []
+            for index, (text_values, html_values) in zip(indices, group.values, strict=True):
                 values = [*text_values, *html_values]
                 subs = {f"{tag}{n}]": value for n, value in enumerate(values)}
                 size = sum(len(k.encode()) + len(v.encode()) for k, v in subs.items())
                 if size > MAX_SUBSTITUTION_BYTES:
-                    alone.append(unique[member])
+                    alone.append(index)
                 else:
-                    entries.append(_Entry(unique[member], messages[unique[member]], subs))
-            if entries:
-                shared.append((content, entries))
-        return shared, sorted(alone)
+                    members.append((index, _Entry(index, messages[index], subs)))
+            if members:
+                requests.append(ApiRequest(content, members))
+        for index in sorted(alone):
+            parts = messages[index].parts
+            entry = _Entry(index, messages[index], {})
+            requests.append(ApiRequest((parts.text, parts.html), [(index, entry)]))
+        return requests
 
-    def _attempt(
-        self, entries: Sequence[_Entry], content: tuple[str, str]
-    ) -> list[DeliveryResult] | str:
-        reply = self.post(PATH, json=self._payload(entries, content))
-        if isinstance(reply, str) or reply.transient:
-            return self.transient_results(len(entries), reply)
+    def payload(
+        self, shared: tuple[str, str], members: Sequence[tuple[int, _Entry]]
+    ) -> dict[str, Any]:
+        return {"json": self._payload([entry for _, entry in members], shared)}
+
+    def refuse(self, reply: ApiReply) -> None:
         self.raise_for_auth(reply, _errors_text(reply))
+
+    def results(
+        self, reply: ApiReply, members: Sequence[tuple[int, _Entry]]
+    ) -> list[DeliveryResult] | str:
         if reply.ok:
             provider_id = reply.headers.get("x-message-id")
             return [
                 DeliveryResult("sent", self.reply_text(reply, "Accepted"), provider_id)
-                for _ in entries
+                for _ in members
             ]
         detail = _errors_text(reply)
         blames_recipient = reply.status == 413 or _PERSONALIZATION_FIELD.search(reply.text)
-        if blames_recipient and len(entries) > 1:
+        if blames_recipient and len(members) > 1:
             return self.reply_text(reply, detail)  # one recipient is refused: find it
-        return results_for(len(entries), "failed", self.reply_text(reply, detail))
+        return results_for(len(members), "failed", self.reply_text(reply, detail))
 
     def _payload(self, entries: Sequence[_Entry], content: tuple[str, str]) -> dict[str, Any]:
         first = entries[0].message.parts

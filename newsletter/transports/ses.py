@@ -70,6 +70,7 @@ TRANSIENT_ERRORS = {
 
 class SesTransport(Transport):
     name = "ses"
+    secret_variable = "AWS_SECRET_ACCESS_KEY"  # with AWS_ACCESS_KEY_ID (and AWS_SESSION_TOKEN)
     thread_safe = True
     max_batch = MAX_BATCH
 
@@ -87,7 +88,7 @@ class SesTransport(Transport):
         self.configuration_set = configuration_set
         self.endpoint = endpoint
         self.workers = workers
-        self._timeout = timeout
+        self.timeout = timeout
         self._credentials = dict(credentials)
         self._redact = Redactor(*self._credentials.values())
         self._client: Any = None
@@ -140,8 +141,8 @@ class SesTransport(Transport):
                 endpoint_url=self.endpoint,
                 config=BotoConfig(
                     retries={"total_max_attempts": 1, "mode": "standard"},  # the runner retries
-                    connect_timeout=min(self._timeout, 10.0),
-                    read_timeout=self._timeout,
+                    connect_timeout=min(self.timeout, 10.0),
+                    read_timeout=self.timeout,
                     max_pool_connections=self.workers * 2,
                 ),
             )

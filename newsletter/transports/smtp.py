@@ -36,8 +36,13 @@ from newsletter.errors import (
     TransportConnectError,
     TransportTemporaryError,
 )
-from newsletter.mime import DotSafeBytes
-from newsletter.transports.base import DeliveryResult, OutgoingMessage, Status, Transport
+from newsletter.transports.base import (
+    DeliveryResult,
+    DotSafeBytes,
+    OutgoingMessage,
+    Status,
+    Transport,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -173,6 +178,7 @@ def _options(params: dict[str, str], implicit: bool) -> tuple[str, float, bool]:
 
 class SmtpTransport(Transport):
     name = "smtp"
+    secret_variable = PASSWORD_ENV
     max_batch = 1  # one message in flight per connection: a crash leaves at most one unknown
     thread_safe = False
 
@@ -187,6 +193,12 @@ class SmtpTransport(Transport):
 
     def describe(self) -> str:
         return self.settings.describe()
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether the open connection sends MAIL, RCPT and DATA in one write (RFC 2920: the
+        server offered PIPELINING)."""
+        return self._conn is not None and "pipelining" in self._conn.extensions
 
     # --- lifecycle ------------------------------------------------------------------------
 

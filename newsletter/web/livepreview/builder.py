@@ -143,7 +143,7 @@ class Builder:
 
 
 def compile_issue(issue: object, config: Config) -> CompiledIssue:
-    from newsletter.render import compile_issue as compile_
+    from newsletter.render.compile import compile_issue as compile_
 
     return compile_(issue, config)
 

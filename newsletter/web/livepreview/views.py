@@ -16,8 +16,8 @@ from email.utils import format_datetime
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.lint import CLIP_BYTES, SIZE_WARN_BYTES
+from newsletter.placeholders import SAMPLE_RECIPIENT, Recipient
 from newsletter.render.compiled import CompiledIssue
-from newsletter.render.placeholders import SAMPLE_RECIPIENT, Recipient
 
 # Sent messages carry a signed per-subscriber token; the preview shows a token of the same shape
 # that no server accepts (no subscriber has id 0, and the MAC is wrong), so clicking
@@ -97,7 +97,7 @@ def render_email(compiled: CompiledIssue, recipient: Recipient) -> EmailView:
 def message_headers(
     compiled: CompiledIssue, recipient: Recipient, url: str
 ) -> list[tuple[str, str]]:
-    from newsletter.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate
 
     template = MessageTemplate(
         compiled, compiled.config, campaign_key=f"preview:{compiled.issue.slug}"

@@ -6,7 +6,7 @@ uvicorn's settings (slow-client timeouts, token-free logs) and the listening soc
 """
 
 from newsletter.web.public.app import PublicSite, create_app
-from newsletter.web.public.ratelimit import RateLimiter
+from newsletter.web.public.ratelimit import SlidingWindowLimiter
 from newsletter.web.public.server import listen, serve, server_config
 
-__all__ = ["PublicSite", "RateLimiter", "create_app", "listen", "serve", "server_config"]
+__all__ = ["PublicSite", "SlidingWindowLimiter", "create_app", "listen", "serve", "server_config"]

@@ -62,7 +62,7 @@ from newsletter.web.public.guard import (
     not_modified,
     read_form,
 )
-from newsletter.web.public.ratelimit import RateLimiter
+from newsletter.web.public.ratelimit import SlidingWindowLimiter
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -112,7 +112,7 @@ class PublicSite:
         with SubscriberStore.for_config(config) as setup:
             self.secret = tokens.secret_key(config, setup.conn)
             publishing.prepare(setup.conn)
-        self.limiter = RateLimiter(*rate_limit)
+        self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
         self.body_timeout = body_timeout

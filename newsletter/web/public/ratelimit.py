@@ -8,7 +8,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 
 
-class RateLimiter:
+class SlidingWindowLimiter:
     """At most `limit` hits per `window` seconds per key (a sliding window, in memory).
 
     Keys are kept in least-recently-hit order: each check drops the keys whose last hit left

@@ -9,9 +9,9 @@ never mails them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from newsletter.campaign.ledger import Outcome, WorkItem
 from newsletter.campaign.runner import Job
@@ -19,16 +19,54 @@ from newsletter.errors import NewsletterError
 from newsletter.transports.base import OutgoingMessage
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from newsletter.config import Config
-    from newsletter.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate
+    from newsletter.render.compiled import CompiledIssue
+    from newsletter.subscribers.model import Subscriber
+
+
+class Subscribers(Protocol):
+    """What the send path reads and writes of the subscriber store (`SubscriberStore` is one)."""
+
+    def get_many(self, ids: Sequence[int]) -> Mapping[int, Subscriber]:
+        """The subscribers with these ids (the erased ones are missing), in a few queries."""
+        ...
+
+    def mark_bounced(self, subscriber_id: int, reply: str) -> bool:
+        """A permanent delivery failure: record the server's reply, stop mailing them."""
+        ...
+
+
+class SubscriberList(Subscribers, Protocol):
+    """What a campaign needs of the store besides the send path: the list and its database."""
+
+    conn: sqlite3.Connection  # the token secret is kept in the same database
+
+    def count(self, list_name: str | None = None, status: str | None = None) -> int: ...
+
+    def iter_member_ids(self, list_name: str, status: str = ...) -> Iterator[int]:
+        """Ids of a list's members with `status`, ascending, streamed."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class SubscriberMessages:
     """The runner's MessageSource backed by the subscriber store and the issue's template."""
 
-    def __init__(self, template: MessageTemplate, store: Any, config: Config, secret: Any) -> None:
+    def __init__(
+        self,
+        compiled: CompiledIssue,
+        template: MessageTemplate,
+        store: Subscribers,
+        config: Config,
+        secret: bytes,
+    ) -> None:
         from newsletter.tokens import unsubscribe_url
 
+        self.compiled = compiled
         self.template = template
         self.store = store
         self.config = config
@@ -63,10 +101,10 @@ class SubscriberMessages:
                 outcomes.append(Outcome(item.row_id, "failed", f"message not built: {exc}"))
         return messages, outcomes
 
-    def _message(self, row_id: int, subscriber: Any) -> OutgoingMessage:
+    def _message(self, row_id: int, subscriber: Subscriber) -> OutgoingMessage:
         url = self._unsubscribe_url(self.config, subscriber.id, self.secret)
         recipient = subscriber.recipient()
-        dropped = self.template.compiled.dropped_urls(recipient)
+        dropped = self.compiled.dropped_urls(recipient)
         if dropped:
             self.dropped_links[subscriber.id] = dropped
         return self.template.outgoing(row_id, recipient, url, subscriber.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.render.placeholders import (
+from newsletter.placeholders import (
     Expression,
     Recipient,
     _compiled,
@@ -62,7 +62,7 @@ def test_sandbox_still_applies() -> None:
 def test_without_jinjas_internals_the_public_api_still_renders(monkeypatch) -> None:
     """The fast path relies on Jinja internals; another Jinja version must not silently turn
     every placeholder into an empty string."""
-    from newsletter.render import placeholders
+    from newsletter import placeholders
 
     def missing_internals(self, source):  # type: ignore[no-untyped-def]
         raise AttributeError("'TemplateExpression' object has no attribute '_template'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,6 +13,7 @@ from newsletter import tokens
 from newsletter.config import load_config
 from newsletter.errors import ConfigError, TokenError
 from newsletter.subscribers import SubscriberStore
+from newsletter.web.public.guard import FormTokens
 
 SECRET = b"a-test-secret-of-sufficient-length"
 
@@ -108,3 +110,50 @@ def test_urls_under_base_url(project):
     assert confirm.startswith("https://news.example.org/confirm/")
     token = confirm.rsplit("/", 1)[1]
     assert tokens.verify_token(SECRET, tokens.CONFIRM, token, max_age=60) == 12
+
+
+def _unsubscribe_case() -> tuple[str, Callable[[str], bool]]:
+    def check(token: str) -> bool:
+        try:
+            return tokens.verify_token(SECRET, tokens.UNSUBSCRIBE, token) == 42
+        except TokenError:
+            return False
+
+    return tokens.make_token(SECRET, tokens.UNSUBSCRIBE, 42), check
+
+
+def _confirm_case() -> tuple[str, Callable[[str], bool]]:
+    def check(token: str) -> bool:
+        try:
+            return tokens.verify_token(SECRET, tokens.CONFIRM, token, max_age=60) == 7
+        except TokenError:
+            return False
+
+    return tokens.make_token(SECRET, tokens.CONFIRM, 7, issued_at=int(time.time())), check
+
+
+def _signup_form_case() -> tuple[str, Callable[[str], bool]]:
+    form = FormTokens(SECRET)
+    return form.issue("203.0.113.9"), lambda token: form.valid("203.0.113.9", token)
+
+
+@pytest.mark.parametrize(
+    "case", [_unsubscribe_case, _confirm_case, _signup_form_case], ids=lambda c: c.__name__
+)
+def test_token_macs_are_compared_in_constant_time(monkeypatch, case):
+    """Every MAC we check goes through hmac.compare_digest: `==` would stop at the first
+    differing character and let a stranger find a valid MAC byte by byte from the timing."""
+    token, check = case()
+    mac = token.rsplit(".", 1)[1]
+    compared: list[tuple[str, str]] = []
+    real = hmac.compare_digest
+
+    def spy(a, b):  # type: ignore[no-untyped-def]
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    forged = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert check(token) is True
+    assert check(forged) is False
+    assert [a for a, _ in compared] == [mac, forged.rsplit(".", 1)[1]]

@@ -25,10 +25,11 @@ from message_support import (
 )
 
 from newsletter.errors import MessageError
-from newsletter.message import MessageTemplate, QpBody
-from newsletter.mime import DotSafeBytes, qp_segment
+from newsletter.mail.message import MessageTemplate, QpBody
+from newsletter.mail.mime import qp_segment
+from newsletter.placeholders import Recipient
 from newsletter.render.fill import Fill, Slot, marker
-from newsletter.render.placeholders import Recipient
+from newsletter.transports.base import DotSafeBytes
 
 
 @pytest.fixture

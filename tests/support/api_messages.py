@@ -15,11 +15,11 @@ from pathlib import Path
 
 from newsletter.config import Config, load_config
 from newsletter.issue import load_issue
-from newsletter.message import MessageTemplate
-from newsletter.render.placeholders import Recipient
+from newsletter.mail.message import MessageTemplate
+from newsletter.placeholders import Recipient
 from newsletter.transports.base import MessageParts, OutgoingMessage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "issues" / "2026-11-25-microsoft-openai-partnership.yaml"
 SUBJECT = "subject: \"Your brief, {{ subscriber.name | default('friend') }}: Microsoft and OpenAI\""
 
@@ -68,11 +68,9 @@ class Campaign:
         ]
 
     def expected_parts(self, recipient: Recipient) -> MessageParts:
-        return self.template.parts_for(
-            recipient,
-            unsubscribe_url=unsubscribe_url(recipient),
-            message_id=self.template.message_id(recipient.email),
-        )
+        return self.template.outgoing(
+            0, recipient, unsubscribe_url(recipient), recipient.email
+        ).parts
 
 
 def unsubscribe_url(recipient: Recipient) -> str:
@@ -82,7 +80,7 @@ def unsubscribe_url(recipient: Recipient) -> str:
 
 @lru_cache(maxsize=4)
 def _compiled(root: str):  # type: ignore[no-untyped-def]
-    from newsletter.render import compile_issue
+    from newsletter.render.compile import compile_issue
 
     config = load_config(Path(root) / "newsletter.yaml")
     issue = load_issue(Path(root) / "issues" / EXAMPLE.name)

@@ -1,4 +1,6 @@
-"""build_issue: write an issue's rendered files to `<out_dir>/<slug>/`, all or nothing per file.
+"""`newsletter build`: an issue's rendered files in `<out_dir>/<slug>/`, all or nothing per file.
+
+A use case over two layers (the renderer and the mail stage), so it lives above both:
 
     email.html    the HTML part as the sample recipient gets it
     email.txt     the plain-text part, same recipient
@@ -24,9 +26,10 @@ from pathlib import Path
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.issue import load_issue
+from newsletter.mail.message import MessageTemplate
+from newsletter.placeholders import SAMPLE_RECIPIENT
 from newsletter.render.compile import compile_issue
 from newsletter.render.compiled import CompiledIssue
-from newsletter.render.placeholders import SAMPLE_RECIPIENT
 
 FILES = ("email.html", "email.txt", "web.html", "message.eml")
 
@@ -67,8 +70,6 @@ def build_issue(issue_path: str | Path, config: Config, out_dir: str | Path) -> 
 
 def sample_message(compiled: CompiledIssue, unsubscribe_url: str) -> bytes:
     """The whole message the sample recipient would receive (CRLF line ends, not DKIM-signed)."""
-    from newsletter.message import MessageTemplate
-
     issue = compiled.issue
     template = MessageTemplate(compiled, compiled.config, campaign_key=f"sample:{issue.slug}")
     midnight = dt.datetime.combine(issue.date, dt.time(), tzinfo=dt.UTC)

@@ -4,7 +4,7 @@ Per issue: every fixed header line, the boundaries and the quoted-printable enco
 literal piece of the text and HTML parts are prepared as bytes. Per recipient: the placeholder
 values are evaluated once, the few per-recipient header lines are encoded, each distinct slot value
 is quoted-printable encoded once, and the message is a `b"".join` of those pieces (see
-`newsletter.mime` for why independently encoded QP segments can be concatenated). No MJML,
+`newsletter.mail.mime` for why independently encoded QP segments can be concatenated). No MJML,
 premailer or `email.message.EmailMessage` runs per recipient.
 
 Layout (CRLF everywhere; DKIM-Signature prepended when a signer is set):
@@ -31,8 +31,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
 from newsletter.errors import MessageError
-from newsletter.mime import (
-    DotSafeBytes,
+from newsletter.mail.mime import (
     addr_spec,
     address_header,
     check_header_text,
@@ -42,15 +41,15 @@ from newsletter.mime import (
     qp_segment,
     unstructured,
 )
+from newsletter.placeholders import Recipient
 from newsletter.render.fill import Fill, Slot
-from newsletter.render.placeholders import Recipient
-from newsletter.transports.base import MessageParts, OutgoingMessage
+from newsletter.transports.base import DotSafeBytes, MessageParts, OutgoingMessage
 
 if TYPE_CHECKING:
     from email.headerregistry import Address
 
     from newsletter.config import Config
-    from newsletter.dkim import DkimSigner
+    from newsletter.mail.dkim import DkimSigner
 
 TEST_PREFIX = "[TEST] "
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -230,18 +229,6 @@ class MessageTemplate:
         values = self.compiled.values_for(recipient, unsubscribe_url)
         head = self._head(recipient, values, unsubscribe_url, message_id, date)
         return self._assemble(head, values)
-
-    def parts_for(
-        self,
-        recipient: Recipient,
-        *,
-        unsubscribe_url: str,
-        message_id: str,
-    ) -> MessageParts:
-        """The same message as API providers want it (decoded subject, both bodies, headers)."""
-        values = self.compiled.values_for(recipient, unsubscribe_url)
-        self._head(recipient, values, unsubscribe_url, message_id, "")  # validates every value
-        return self._parts(recipient, values, unsubscribe_url, message_id)
 
     def outgoing(
         self,

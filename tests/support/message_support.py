@@ -16,11 +16,11 @@ from pathlib import Path
 
 from newsletter.config import load_config
 from newsletter.issue import load_issue
+from newsletter.placeholders import Expression, Recipient
 from newsletter.render.compiled import CompiledIssue
 from newsletter.render.fill import Fill, marker
-from newsletter.render.placeholders import Expression, Recipient
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "issues"
+EXAMPLE = Path(__file__).resolve().parents[2] / "issues"
 NAME_EXPR = 'subscriber.name | default("there")'
 SLOTS = ["expr:0", "unsubscribe_url", "email", "expr:1"]
 TRICKY_LITERAL = (

@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from newsletter.campaign.connections import ConnectionStats, close_transports, open_connections
-from newsletter.campaign.ledger import CampaignRow, Counts, Ledger, WorkItem
-from newsletter.campaign.progress import Progress, Tally
+from newsletter.campaign.connections import close_transports, open_connections
+from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem
+from newsletter.campaign.messages import SubscriberList, SubscriberMessages
+from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
+from newsletter.campaign.reports import DryRunReport, SendReport, plural
 from newsletter.campaign.retry import RetryPolicy
 from newsletter.campaign.runner import Runner, RunOptions, RunResult
 from newsletter.campaign.settings import (
@@ -32,109 +33,17 @@ from newsletter.campaign.settings import (
     run_concurrency,
     run_rate,
 )
-from newsletter.campaign.source import SubscriberMessages
 from newsletter.config import Config, find_config
 from newsletter.db import connect
-from newsletter.errors import CampaignError, CampaignPaused, IssueInvalid
-from newsletter.issue import Issue, load_issue
+from newsletter.errors import CampaignError, CampaignPaused
+from newsletter.issue import Issue
+from newsletter.mail.dkim import DkimSigner
+from newsletter.mail.message import MessageTemplate
+from newsletter.render.compiled import CompiledIssue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
 
 DEFAULT_LIST = "default"
-
-
-def plural(n: int, word: str) -> str:
-    """'1 message', '2 messages' (English regular plurals only)."""
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
-
-
-@dataclass(frozen=True)
-class SendReport:
-    campaign: CampaignRow
-    tally: Tally  # this run
-    counts: Counts  # the whole campaign afterwards
-    elapsed: float
-    interrupted: bool
-    resume_hint: str
-    connections: ConnectionStats | None = None
-    dropped_links: Mapping[int, list[str]] = field(default_factory=dict)  # subscriber -> values
-
-    @property
-    def ok(self) -> bool:
-        """Nothing failed permanently in this run and nobody is left waiting."""
-        return (
-            not self.interrupted
-            and self.tally.failed + self.tally.bounced == 0
-            and self.counts.remaining == 0
-        )
-
-    def summary(self) -> str:
-        t, c = self.tally, self.counts
-        rate = t.done / self.elapsed if self.elapsed > 0 else 0.0
-        lines = [
-            f"{t.sent} sent, {t.failed} failed, {t.bounced} bounced, {t.skipped} skipped "
-            f"in {self.elapsed:.1f}s ({rate:.0f}/s)."
-        ]
-        lines.append(
-            f"Campaign '{self.campaign.issue_slug}' on list {self.campaign.list_name}: "
-            f"{c.sent} sent, {c.deferred} deferred, {c.failed} failed, {c.bounced} bounced, "
-            f"{c.due + c.inflight} not yet sent."
-        )
-        refused = self.connections.summary() if self.connections else None
-        if refused:
-            lines.append(refused)
-        if self.dropped_links:
-            lines.append(dropped_links_warning(self.dropped_links))
-        if self.interrupted:
-            lines.append(f"Stopped. To resume, run: {self.resume_hint}")
-        elif c.deferred:
-            lines.append(
-                f"{c.deferred} still deferred (the server asked to try later); "
-                f"to retry them, run later: {self.resume_hint}"
-            )
-        return "\n".join(lines)
-
-
-def dropped_links_warning(dropped: Mapping[int, list[str]]) -> str:
-    """One line: how many recipients had a link dropped, with a few of the refused values."""
-    values = list(dict.fromkeys(v for found in dropped.values() for v in found))
-    shown = ", ".join(repr(v[:60]) for v in values[:3]) + (", ..." if len(values) > 3 else "")
-    return (
-        f"{len(dropped)} recipient{'s' if len(dropped) != 1 else ''} had a link dropped: {shown} "
-        "(not an http, https or mailto URL; the link went out as plain text)"
-    )
-
-
-@dataclass(frozen=True)
-class DryRunReport:
-    messages: int
-    bytes: int
-    skipped: int
-    failed: list[str]  # recipients whose message could not be built, with why
-    elapsed: float
-
-    def summary(self) -> str:
-        average = self.bytes / self.messages / 1024 if self.messages else 0.0
-        text = (
-            f"Dry run: built {plural(self.messages, 'message')}, {self.bytes / 1e6:.1f} MB "
-            f"(average {average:.1f} KB) in {self.elapsed:.1f}s; nothing was sent."
-        )
-        if self.skipped:
-            text += f"\n{plural(self.skipped, 'subscriber')} would be skipped (no longer active)."
-        if self.failed:
-            text += (
-                f"\n{plural(len(self.failed), 'message')} could not be built"
-                " (fix these subscribers' data, or the issue's placeholders):\n"
-            )
-            text += "\n".join(f"  {f}" for f in self.failed[:20])
-            if len(self.failed) > 20:
-                text += f"\n  ... and {len(self.failed) - 20:,} more"
-        return text
-
-    @property
-    def ok(self) -> bool:
-        """Every message a run would send could be built."""
-        return not self.failed
 
 
 @dataclass
@@ -143,17 +52,17 @@ class Campaign:
 
     config: Config
     issue: Issue
+    compiled: CompiledIssue  # compiled once, by the check
     issue_path: Path
     list_name: str
     transport_choice: TransportChoice
     include_new: bool
-    store: Any
+    store: SubscriberList
     ledger: Ledger
     existing: CampaignRow | None
     pending: int  # how many a run would try to mail now
     new_members: int  # joined since the snapshot (included only with include_new)
-    _template: Any = field(default=None, repr=False)
-    _web_html: str = field(default="", repr=False)
+    _template: MessageTemplate | None = field(default=None, repr=False)
 
     # -- preparing -------------------------------------------------------------------------
     @classmethod
@@ -166,31 +75,31 @@ class Campaign:
         transport: TransportSpec = None,
         include_new: bool = False,
         environ: Mapping[str, str] | None = None,
-        store: Any = None,
+        store: SubscriberList | None = None,
         switch_transport: bool = False,
     ) -> Campaign:
         """Check the issue, choose the transport (a resume keeps the campaign's own unless
         `switch_transport`), count who a run would mail; CampaignError when it cannot start."""
-        issue = checked_issue(config, issue_path)
+        checked = checked_issue(config, issue_path)
         if store is None:
             from newsletter.subscribers import SubscriberStore
 
             store = SubscriberStore.for_config(config)
         ledger = Ledger(connect(config.database))
         name = list_name or DEFAULT_LIST
-        existing = ledger.find(issue.slug, name)
+        existing = ledger.find(checked.issue.slug, name)
         new_members = 0
         if existing is None:
             pending = store.count(name, "active")
         else:
-            new_members = _count_new(ledger, existing.id, store.iter_member_ids(name))
+            new_members = ledger.count_new(existing.id, store.iter_member_ids(name))
             pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
         try:
             choice = choose_transport(
                 config, transport, existing, switch=switch_transport, environ=environ
             )
         except BaseException:
-            ledger.conn.close()
+            ledger.close()
             raise
         if existing is None and pending == 0:
             raise CampaignError(
@@ -199,7 +108,8 @@ class Campaign:
             )
         return cls(
             config=config,
-            issue=issue,
+            issue=checked.issue,
+            compiled=checked.compiled,
             issue_path=Path(issue_path),
             list_name=name,
             transport_choice=choice,
@@ -263,27 +173,22 @@ class Campaign:
         words += ["send", str(self.issue_path), "--list", self.list_name]
         return shlex.join(words)
 
-    def template(self, *, test: bool = False) -> Any:
-        from newsletter.message import MessageTemplate
-        from newsletter.render import compile_issue
-
-        if self._template is None or test:
-            compiled = compile_issue(self.issue, self.config)
-            key = f"{self.issue.slug}/{self.list_name}" + ("/test" if test else "")
-            template = MessageTemplate(
-                compiled, self.config, campaign_key=key, dkim=dkim_signer(self.config), test=test
+    def template(self) -> MessageTemplate:
+        """The issue's MIME template, built once per campaign from the check's compiled issue."""
+        if self._template is None:
+            self._template = MessageTemplate(
+                self.compiled,
+                self.config,
+                campaign_key=f"{self.issue.slug}/{self.list_name}",
+                dkim=dkim_signer(self.config),
             )
-            if test:
-                return template
-            self._template = template
-            self._web_html = compiled.web_html
         return self._template
 
-    def messages(self, template: Any = None) -> SubscriberMessages:
+    def messages(self) -> SubscriberMessages:
         from newsletter.tokens import secret_key
 
         secret = secret_key(self.config, self.store.conn)
-        return SubscriberMessages(template or self.template(), self.store, self.config, secret)
+        return SubscriberMessages(self.compiled, self.template(), self.store, self.config, secret)
 
     # -- sending ---------------------------------------------------------------------------
     def run(
@@ -309,7 +214,7 @@ class Campaign:
             max_failures_in_a_row=max_failures_in_a_row,
         )
         limiter = RateLimiter(run_limit)
-        source = self.messages()  # compiles the issue: a theme error stops us before sending
+        source = self.messages()  # reads the DKIM key: a bad one stops us before sending
         progress = progress or Progress()
         stop = stop or threading.Event()
         # Opened before the campaign is created or anyone claimed: a permanent refusal, or every
@@ -397,9 +302,8 @@ class Campaign:
         from newsletter import publishing
 
         if self.list_name in self.config.public_lists:
-            self.template()
             publishing.snapshot_for_send(
-                self.store.conn, self.issue.slug, self.list_name, self._web_html
+                self.store.conn, self.issue.slug, self.list_name, self.compiled.web_html
             )
 
     def dry_run(self) -> DryRunReport:
@@ -432,29 +336,35 @@ class Campaign:
         return DryRunReport(count, size, skipped, failed, time.monotonic() - started)
 
     def close(self) -> None:
-        self.ledger.conn.close()
-        closer = getattr(self.store, "close", None)
-        if closer is not None:
-            closer()
+        self.ledger.close()
+        self.store.close()
 
 
-def checked_issue(config: Config, issue_path: str | Path) -> Issue:
-    """The issue, if it passes `newsletter check`; CampaignError listing the errors if not."""
-    from newsletter.lint import check_issue
+def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
+    """The issue and its compiled form, if it passes `newsletter check` (parsed and compiled
+    once, by the check); CampaignError listing the errors if not."""
+    from newsletter.lint import inspect_issue
 
     path = Path(issue_path)
     if not path.is_file():
         raise CampaignError(f"{path}: issue file not found")
-    errors = [d for d in check_issue(path, config) if d.severity == "error"]
-    if errors:
+    check = inspect_issue(path, config)
+    if check.errors:
         raise CampaignError(
             f"{path} fails `newsletter check`, so it will not be sent:\n"
-            + "\n".join(d.format() for d in errors)
+            + "\n".join(d.format() for d in check.errors)
         )
-    try:
-        return load_issue(path)
-    except IssueInvalid as exc:  # check and the loader disagree: trust the loader
-        raise CampaignError(f"{path} is not a valid issue:\n{exc}") from None
+    if check.issue is None or check.compiled is None:  # no error, yet nothing to send
+        raise CampaignError(f"{path} is not a valid issue")
+    return CheckedIssue(check.issue, check.compiled)
+
+
+@dataclass(frozen=True)
+class CheckedIssue:
+    """An issue that passed `check`, with the compiled form the check made of it."""
+
+    issue: Issue
+    compiled: CompiledIssue
 
 
 def transport_spec(
@@ -469,10 +379,10 @@ def transport_spec(
     return (lambda: transport_from_url(url, config, environ)), probe.describe()
 
 
-def dkim_signer(config: Config) -> Any:
+def dkim_signer(config: Config) -> DkimSigner | None:
+    """The configured DKIM signer (its key read and checked now), or None without `dkim:`."""
     if config.dkim is None:
         return None
-    from newsletter.dkim import DkimSigner
 
     return DkimSigner.from_config(config.dkim)
 
@@ -539,20 +449,6 @@ def _sigint_stops(stop: threading.Event, progress: Progress, *, enabled: bool) -
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def _count_new(ledger: Ledger, campaign_id: int, member_ids: Any) -> int:
-    """Active members of the list not in the campaign's snapshot, checked chunk by chunk."""
-    new = 0
-    for chunk in _chunked(iter(member_ids), 500):
-        marks = ",".join("?" * len(chunk))
-        known = ledger.conn.execute(
-            f"SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
-            f" AND subscriber_id IN ({marks})",
-            (campaign_id, *chunk),
-        ).fetchone()[0]
-        new += len(chunk) - int(known)
-    return new
 
 
 def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:

@@ -43,15 +43,6 @@ _PHRASE_WORD_BYTES = 45  # 72-character words: "To: " + one word stays within 76
 FOLD_AT = 78
 
 
-class DotSafeBytes(bytes):
-    """A complete 7-bit message known to have no line starting with "." (our encoders guarantee
-    both: QP escapes a leading dot, folded header lines start with whitespace, every header is
-    encoded to ASCII). SMTP then skips the dot-stuffing and 8-bit scans, which cost ~100 us on a
-    50 KB message (a bytes search for b"\\n.")."""
-
-    __slots__ = ()
-
-
 # --- quoted-printable -------------------------------------------------------------------------
 
 

@@ -112,6 +112,24 @@ def test_an_issue_failing_check_is_refused(setup, project: Path) -> None:
         Campaign.prepare(config, broken, transport=lambda: RecordingTransport(DeliveryLog()))
 
 
+def test_what_was_checked_is_what_is_sent(setup) -> None:
+    """The check parses and compiles the file once and the send uses that: an edit made to the
+    file after `prepare` (while the user answers the question) cannot slip past the check."""
+    config, issue_path, _ = setup
+    checked_subject = load_issue(issue_path).subject
+    log = DeliveryLog()
+    campaign = Campaign.prepare(config, issue_path, transport=lambda: RecordingTransport(log))
+    text = issue_path.read_text(encoding="utf-8")
+    issue_path.write_text(text.replace("subject:", "subject: EDITED", 1), encoding="utf-8")
+    assert load_issue(issue_path).subject != checked_subject
+    try:
+        report = campaign.run()
+    finally:
+        campaign.close()
+    assert report.ok and len(log.items) == 3
+    assert {_parse(d.data)["Subject"] for d in log.items} == {checked_subject}
+
+
 def test_an_empty_list_has_nobody_to_send_to(setup) -> None:
     config, issue_path, _ = setup
     with pytest.raises(CampaignError, match="nobody to send to"):

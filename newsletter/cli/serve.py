@@ -1,0 +1,38 @@
+"""`newsletter serve`: the public side (unsubscribe, sign-up, web versions) on a port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from newsletter.cli.common import config_with_db, db_option, reports_errors
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
+@click.option(
+    "--forwarded-allow-ips",
+    metavar="ADDRESSES",
+    default=None,
+    help="Comma-separated addresses or networks of your reverse proxies (or '*'): only from "
+    "these is X-Forwarded-For believed, for rate limits and the consent history. Default: the "
+    "FORWARDED_ALLOW_IPS variable, else 127.0.0.1. Name only proxies that overwrite the header: "
+    "anyone else could then pick their own address.",
+)
+@db_option
+@reports_errors
+def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None) -> None:
+    """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
+    opt-in to the lists declared public, and the web versions of published issues (see
+    `newsletter publish`). Only a POST changes anything; links and redirects use base_url.
+    newsletter.yaml is read once at start: restart after changing it (a new `lists:` entry)."""
+    from newsletter.web.public import serve as run
+
+    run(config_with_db(db), host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)
+
+
+commands: list[click.Command] = [serve]
