@@ -201,12 +201,19 @@ _DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)*[^\W_](?:[\w-]{0,61}[^
 
 
 def _check_dkim(
-    dkim: dict[str, Any], path: Path | None, doc: YamlDocument | None, *, from_env: bool
+    dkim: dict[str, Any],
+    path: Path | None,
+    doc: YamlDocument | None,
+    *,
+    env_keys: set[str],
+    in_file: bool,
 ) -> None:
     for key in DKIM_KEYS:
         value = dkim.get(key)
         place: tuple[object, int | None] = (path, None)
-        if from_env:
+        # A key given (or, with no `dkim:` block in the file, missing) in the environment is
+        # blamed on its variable; anything else on the file's line.
+        if key in env_keys or (env_keys and key not in dkim and not in_file):
             place = (f"environment variable NEWSLETTER_DKIM_{key.upper()}", None)
         elif doc is not None:
             place = (path, doc.where(("dkim", key))[0])
@@ -344,10 +351,12 @@ def _file(src: _Source, key: str) -> Path:
 
 
 def _dkim(src: _Source, key: str) -> DkimConfig | None:
-    dkim = src.overrides.get(key, src.values.get(key))
+    # Each NEWSLETTER_DKIM_<KEY> replaces that one key of the file's `dkim:` block.
+    from_file, from_env = src.values.get(key) or {}, src.overrides.get(key) or {}
+    dkim = {**from_file, **from_env}
     if not dkim:
         return None
-    _check_dkim(dkim, src.path, src.doc, from_env=key in src.overrides)
+    _check_dkim(dkim, src.path, src.doc, env_keys=set(from_env), in_file=bool(from_file))
     return DkimConfig(
         domain=str(dkim["domain"]).lower(),
         selector=str(dkim["selector"]),

@@ -151,3 +151,43 @@ def test_no_config_anywhere_uses_defaults(
     config = load_config(start=tmp_path, environ={})
     assert config.path is None
     assert config.name == "Newsletter"
+
+
+DKIM_BLOCK = "dkim:\n  domain: example.org\n  selector: s1\n  private_key: keys/s1.pem\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("NEWSLETTER_DKIM_DOMAIN", "mail.example.org", ("mail.example.org", "s1", "keys/s1.pem")),
+        ("NEWSLETTER_DKIM_SELECTOR", "s2", ("example.org", "s2", "keys/s1.pem")),
+        ("NEWSLETTER_DKIM_PRIVATE_KEY", "keys/s2.pem", ("example.org", "s1", "keys/s2.pem")),
+    ],
+)
+def test_one_dkim_variable_replaces_one_key_of_the_file(
+    tmp_path: Path, variable: str, value: str, expected: tuple[str, str, str]
+) -> None:
+    path = tmp_path / "newsletter.yaml"
+    path.write_text(GOOD + DKIM_BLOCK, encoding="utf-8")
+    dkim = load_config(path, environ={variable: value}).dkim
+    assert dkim is not None
+    domain, selector, key = expected
+    assert (dkim.domain, dkim.selector) == (domain, selector)
+    assert dkim.private_key == (tmp_path / key).resolve()
+
+
+def test_dkim_from_the_environment_alone_names_the_missing_variable(tmp_path: Path) -> None:
+    path = tmp_path / "newsletter.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    environ = {"NEWSLETTER_DKIM_DOMAIN": "example.org", "NEWSLETTER_DKIM_SELECTOR": "s1"}
+    with pytest.raises(ConfigError, match="NEWSLETTER_DKIM_PRIVATE_KEY.*missing 'private_key'"):
+        load_config(path, environ=environ)
+    full = {**environ, "NEWSLETTER_DKIM_PRIVATE_KEY": "k.pem"}
+    assert load_config(path, environ=full).dkim is not None
+
+
+def test_a_bad_dkim_variable_is_blamed_on_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "newsletter.yaml"
+    path.write_text(GOOD + DKIM_BLOCK, encoding="utf-8")
+    with pytest.raises(ConfigError, match="NEWSLETTER_DKIM_SELECTOR.*must be a DNS name"):
+        load_config(path, environ={"NEWSLETTER_DKIM_SELECTOR": "bad selector"})
