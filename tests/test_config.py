@@ -180,7 +180,7 @@ def test_dkim_from_the_environment_alone_names_the_missing_variable(tmp_path: Pa
     path = tmp_path / "newsletter.yaml"
     path.write_text(GOOD, encoding="utf-8")
     environ = {"NEWSLETTER_DKIM_DOMAIN": "example.org", "NEWSLETTER_DKIM_SELECTOR": "s1"}
-    with pytest.raises(ConfigError, match="NEWSLETTER_DKIM_PRIVATE_KEY.*missing 'private_key'"):
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_DKIM_PRIVATE_KEY.*missing 'private_key'"):
         load_config(path, environ=environ)
     full = {**environ, "NEWSLETTER_DKIM_PRIVATE_KEY": "k.pem"}
     assert load_config(path, environ=full).dkim is not None
@@ -189,5 +189,5 @@ def test_dkim_from_the_environment_alone_names_the_missing_variable(tmp_path: Pa
 def test_a_bad_dkim_variable_is_blamed_on_the_variable(tmp_path: Path) -> None:
     path = tmp_path / "newsletter.yaml"
     path.write_text(GOOD + DKIM_BLOCK, encoding="utf-8")
-    with pytest.raises(ConfigError, match="NEWSLETTER_DKIM_SELECTOR.*must be a DNS name"):
+    with pytest.raises(ConfigError, match=r"NEWSLETTER_DKIM_SELECTOR.*must be a DNS name"):
         load_config(path, environ={"NEWSLETTER_DKIM_SELECTOR": "bad selector"})
