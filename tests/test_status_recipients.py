@@ -183,6 +183,23 @@ def test_each_test_address_gets_its_own_copy(project: Path) -> None:
         assert f"sent to {address} via" in result.stdout
 
 
+def test_one_copy_per_address_whatever_its_case_and_an_issue_named_by_its_slug(
+    project: Path,
+) -> None:
+    slug = next((project / "issues").glob("*.yaml")).stem
+    with SmtpServer() as server:
+        result = CliRunner().invoke(
+            main,
+            [
+                *("--config", str(project / "newsletter.yaml"), "send", slug),
+                *("--test", "a@example.net", "--test", "A@Example.NET", "--test", "b@example.net"),
+                *("--transport", server.url()),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert server.count_by_recipient() == {"a@example.net": 1, "b@example.net": 1}
+
+
 def test_a_refused_test_copy_is_named_and_fails_the_command(project: Path) -> None:
     issue = next((project / "issues").glob("*.yaml"))
     with SmtpServer(faults=[fault("550", "gone@*")]) as server:

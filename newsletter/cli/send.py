@@ -26,6 +26,16 @@ from newsletter.errors import NewsletterError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _issue_file(config: Any, issue: Path) -> Path:
+    """ISSUE as given, or the file in `issues/` whose slug it is (as `status` and `publish`
+    take a slug too)."""
+    if issue.exists() or issue.suffix in (".yaml", ".yml") or len(issue.parts) > 1:
+        return issue
+    from newsletter.publishing import issue_path
+
+    return issue_path(config, str(issue)) or issue
+
+
 def _show_findings(findings: list[Any]) -> None:
     for finding in findings:
         click.echo(finding.format(), err=True)
@@ -108,7 +118,8 @@ def send(
     test_addresses: tuple[str, ...],
     dry_run: bool,
 ) -> None:
-    """Send ISSUE to a subscriber list (running it again resumes).
+    """Send ISSUE (a file, or the slug of one in issues/) to a subscriber list (running it
+    again resumes).
 
     Runs `newsletter doctor`'s checks first: when the transport delivers off this machine (an
     SMTP host that is not loopback, an email API), a setup that would reach readers broken (an
@@ -121,9 +132,14 @@ def send(
     resumes.
     """
     config = app().config
+    issue = _issue_file(config, issue)
     if test_addresses:
         _show_findings(check_before_send(config, transport, real=False))
-        report = send_test(config, issue, list(test_addresses), transport=transport)
+        # One copy per address: addresses are compared case-insensitively, as the store does.
+        unique: dict[str, str] = {}
+        for address in test_addresses:
+            unique.setdefault(address.strip().lower(), address.strip())
+        report = send_test(config, issue, list(unique.values()), transport=transport)
         click.echo(report.summary())
         if not report.ok:
             raise SystemExit(1)
