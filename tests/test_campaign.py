@@ -319,7 +319,7 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise() -> None:
     text = log.getvalue()
     assert "\r" not in text and "#" not in text
     assert text.splitlines()[0] == "sending 'Hi' to list default: 10 to go"
-    assert "10/10 done: 9 sent, 1 failed, 0 deferred" in text.splitlines()[-1]
+    assert "10/10 done: 9 sent, 0 failed, 1 bounced, 0 deferrals" in text.splitlines()[-1]
 
 
 def test_batching_transports_get_full_batches_and_results_land_per_recipient(db: Path) -> None:

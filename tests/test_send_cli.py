@@ -156,6 +156,26 @@ def test_status_after_a_stopped_run_says_how_to_go_on(cli) -> None:
     assert "due 1, sent 2" in status.output
 
 
+def test_status_of_a_campaign_with_only_deferred_left_and_its_last_change(cli) -> None:
+    from newsletter.campaign.ledger import Ledger
+    from newsletter.db import connect
+
+    invoke, issue, _ = cli
+    assert invoke("send", str(issue), "--yes").exit_code == 0
+    conn = connect(load_config(issue.parent.parent / "newsletter.yaml").database)
+    ledger = Ledger(conn)
+    [campaign] = ledger.for_issue(load_issue(issue).slug)
+    conn.execute(
+        "UPDATE campaign_recipients SET status = 'deferred', updated_at = '2999-01-01T00:00:00Z'"
+        " WHERE id = 1"
+    )
+    ledger.set_state(campaign.id, "sending")
+    conn.close()
+    status = invoke("status", str(issue))
+    assert "waiting to retry the deferred (send again to retry them)" in status.output
+    assert "last change 2999-01-01T00:00:00Z" in status.output  # a recipient's, not the start
+
+
 def test_a_locked_database_is_one_clear_line(cli, project: Path, monkeypatch) -> None:
     import sqlite3
 

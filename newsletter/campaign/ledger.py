@@ -326,6 +326,15 @@ class Ledger:
         ).fetchall()
         return Counts(**{r["status"]: int(r["n"]) for r in rows})
 
+    def last_change(self, campaign_id: int) -> str:
+        """ISO 8601 UTC of the campaign's latest change: its own state or any recipient row's."""
+        row = self.conn.execute(
+            "SELECT MAX(c.updated_at, COALESCE((SELECT MAX(updated_at) FROM campaign_recipients"
+            " WHERE campaign_id = c.id), '')) FROM campaigns c WHERE c.id = ?",
+            (campaign_id,),
+        ).fetchone()
+        return str(row[0] or "")
+
     def ready_deferred(self, campaign_id: int, now: float, limit: int) -> list[WorkItem]:
         """Deferred rows whose next try (in this run) has come."""
         rows = self.conn.execute(

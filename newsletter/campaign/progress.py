@@ -94,9 +94,12 @@ class StreamProgress(Progress):
         rate = tally.done / elapsed
         left = max(self.total - tally.done, 0)
         eta = _duration(left / rate) if rate > 0 and left else "-"
+        # The same words as the summary: bounced apart from failed; deferred counts the
+        # deferral replies of this run (a recipient retried twice counts twice).
         fields = (
-            f"{tally.sent} sent, {tally.failed + tally.bounced} failed, "
-            f"{tally.deferred} deferred, {rate:.0f}/s, ETA {eta}"
+            f"{tally.sent} sent, {tally.failed} failed, {tally.bounced} bounced, "
+            f"{tally.deferred} deferral{'s' if tally.deferred != 1 else ''}, "
+            f"{rate:.0f}/s, ETA {eta}"
         )
         if self.tty:
             share = min(tally.done / self.total, 1.0) if self.total else 1.0

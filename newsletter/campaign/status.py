@@ -17,12 +17,15 @@ class CampaignStatus:
     campaign: CampaignRow
     counts: Counts
     sending_now: bool
+    last_change: str = ""
 
     def format(self) -> str:
         c, row = self.counts, self.campaign
         state = row.state
         if self.sending_now:
             state = "sending now"
+        elif row.state == "sending" and self.counts.due + self.counts.inflight == 0:
+            state = "waiting to retry the deferred (send again to retry them)"
         elif row.state == "sending":
             state = "stopped before the end (send again to resume)"
         # Rows in flight while no sender runs were in flight when it died: their fate is unknown
@@ -34,7 +37,7 @@ class CampaignStatus:
             f"  due {c.due}, sent {c.sent}, deferred {c.deferred}, failed {c.failed}, "
             f"bounced {c.bounced}, {inflight_label} {c.inflight}, skipped {c.skipped} "
             f"(of {c.total})",
-            f"  started {row.created_at}, last change {row.updated_at}, runs {row.runs}, "
+            f"  started {row.created_at}, last change {self.last_change or row.updated_at}, runs {row.runs}, "
             f"via {row.transport_url or row.transport or '-'}, rate {row.rate or 'unlimited'}"
             + (f", concurrency {row.concurrency}" if row.concurrency else ""),
         ]
@@ -62,6 +65,8 @@ def campaign_status(config: Config, issue: str | Path) -> list[CampaignStatus]:
         return []
     with Ledger(connect(config.database)) as ledger:
         return [
-            CampaignStatus(row, ledger.counts(row.id), ledger.is_being_sent(row.id))
+            CampaignStatus(
+                row, ledger.counts(row.id), ledger.is_being_sent(row.id), ledger.last_change(row.id)
+            )
             for row in ledger.for_issue(slug)
         ]
