@@ -37,7 +37,8 @@ class CampaignStatus:
             f"  due {c.due}, sent {c.sent}, deferred {c.deferred}, failed {c.failed}, "
             f"bounced {c.bounced}, {inflight_label} {c.inflight}, skipped {c.skipped} "
             f"(of {c.total})",
-            f"  started {row.created_at}, last change {self.last_change or row.updated_at}, runs {row.runs}, "
+            f"  started {row.created_at}, last change {self.last_change or row.updated_at}, "
+            f"runs {row.runs}, "
             f"via {row.transport_url or row.transport or '-'}, rate {row.rate or 'unlimited'}"
             + (f", concurrency {row.concurrency}" if row.concurrency else ""),
         ]
