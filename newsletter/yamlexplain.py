@@ -127,6 +127,64 @@ def _unclosed_quote(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation 
     )
 
 
+def _quote_left_open(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | None:
+    """A quote opened on a line and not closed there, with the next key or item below it.
+
+    YAML lets a quoted value run over several lines, so it reads on until the next quote of the
+    same kind, wherever that is, and fails far below (or reads a later `"` as the closing one).
+    A value that swallows the next `key:` or `- ` line is never what the writer meant, so the
+    mistake is reported where the quote opens, whichever later line YAML stumbled on.
+    """
+    marks = [m.line for m in (exc.problem_mark, exc.context_mark) if m is not None]
+    if not marks:
+        return None
+    block_key = -1  # inside a | or > block: the column of its key; its lines are text
+    for i in range(min(max(marks), len(lines) - 1) + 1):
+        line = lines[i]
+        if block_key >= 0 and (not line.strip() or _indent(line) > block_key):
+            continue
+        block_key = -1
+        entry = _ENTRY.match(line)
+        if entry is not None and _BLOCK_HEADER.search(line.split(" #")[0]):
+            block_key = entry.start("key")
+            continue
+        if entry is None and not _DASH.match(line):
+            continue
+        start = _value_start(line)
+        if start >= len(line) or line[start] not in "\"'" or _closes(line[start + 1 :], line[start]):
+            continue
+        below = next((k for k in range(i + 1, len(lines)) if not _blank(lines[k])), None)
+        column = entry.start("key") if entry is not None else _indent(line)
+        structural = below is not None and (_ENTRY.match(lines[below]) or _DASH.match(lines[below]))
+        if structural and _indent(lines[below]) <= column:
+            quote, what = line[start], _what(lines, i)
+            inside = r"write \" for a quote inside it" if quote == '"' else "write '' for a ' inside it"
+            return Explanation(
+                i + 1,
+                start + 1,
+                f"the {quote} that starts this {what} is not closed on this line, so YAML reads "
+                f"the lines below as part of it: end the {what} with {quote} on this line "
+                f"({inside})",
+            )
+    return None
+
+
+def _closes(rest: str, quote: str) -> bool:
+    """Whether `rest` (the text after an opening quote) holds the closing quote."""
+    i = 0
+    while i < len(rest):
+        if quote == '"' and rest[i] == "\\":
+            i += 2
+            continue
+        if rest[i] == quote:
+            if quote == "'" and rest[i + 1 : i + 2] == "'":
+                i += 2  # '' is an escaped ' inside single quotes
+                continue
+            return True
+        i += 1
+    return False
+
+
 def _unclosed_bracket(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | None:
     mark, problem = exc.context_mark, exc.problem_mark
     if not (exc.context or "").startswith("while parsing a flow") or mark is None:
@@ -370,6 +428,7 @@ def _reserved_first_character(exc: yaml.MarkedYAMLError, lines: list[str]) -> Ex
 
 _RULES: tuple[Callable[[yaml.MarkedYAMLError, list[str]], Explanation | None], ...] = (
     _unclosed_quote,
+    _quote_left_open,
     _unclosed_bracket,
     _colon_in_value,
     _wrong_indentation,
