@@ -31,6 +31,7 @@ _ENTRY = re.compile(r"^(?P<indent> *)(?P<dashes>(?:- +)*)(?P<key>[A-Za-z_][\w-]*
 _DASH = re.compile(r"^(?P<indent> *)- ")
 _NO_SPACE = re.compile(r"^(?P<indent> *)(?:- +)*(?P<key>[A-Za-z_][\w-]*):(?P<value>[^\s:/][^:]*)$")
 _BLOCK_HEADER = re.compile(r"(?:^|:|-)\s*[|>][0-9+-]*\s*(?:#.*)?$")
+_QUOTE_INSIDE = {'"': r"write \" for a quote inside it", "'": "write '' for a ' inside it"}
 # What an item of these lists is called in a message.
 _ITEM_NAMES = {"key_points": "key point", "stories": "story", "sources": "source"}
 
@@ -118,7 +119,7 @@ def _unclosed_quote(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation 
         return None
     quote = lines[mark.line][mark.column] if mark.column < len(lines[mark.line]) else '"'
     what = _what(lines, mark.line)
-    inside = r"write \" for a quote inside it" if quote == '"' else "write '' for a ' inside it"
+    inside = _QUOTE_INSIDE.get(quote, _QUOTE_INSIDE["'"])
     return Explanation(
         mark.line + 1,
         mark.column + 1,
@@ -151,14 +152,16 @@ def _quote_left_open(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation
         if entry is None and not _DASH.match(line):
             continue
         start = _value_start(line)
-        if start >= len(line) or line[start] not in "\"'" or _closes(line[start + 1 :], line[start]):
+        if start >= len(line) or line[start] not in "\"'":
+            continue
+        if _closes(line[start + 1 :], line[start]):
             continue
         below = next((k for k in range(i + 1, len(lines)) if not _blank(lines[k])), None)
         column = entry.start("key") if entry is not None else _indent(line)
         structural = below is not None and (_ENTRY.match(lines[below]) or _DASH.match(lines[below]))
         if structural and _indent(lines[below]) <= column:
             quote, what = line[start], _what(lines, i)
-            inside = r"write \" for a quote inside it" if quote == '"' else "write '' for a ' inside it"
+            inside = _QUOTE_INSIDE[quote]
             return Explanation(
                 i + 1,
                 start + 1,

@@ -246,3 +246,53 @@ def test_preview_shows_the_local_image_at_once_and_follows_edits(
         page.wait_for_function(NEW_WIDTH_SHOWN, arg=400, timeout=15000)
         page.context.close()
         assert errors == []
+
+
+# [clientWidth, clientHeight] of the story image in a document.
+SHOWN_SIZE = """() => { const img = document.querySelector('img[alt="The night train"]');
+  return [img.clientWidth, img.clientHeight]; }"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("document", ["email.html", "web.html"])
+def test_built_image_keeps_its_aspect_ratio_at_every_width(
+    document: str, browser: Browser, runner: CliRunner, project: Path
+) -> None:
+    # A circle must stay a circle on a phone: width and height attributes stay for Outlook,
+    # but no fixed CSS height may squash the picture where the column is narrower.
+    picture(project / "issues/images/night-train.jpg", (800, 400))
+    write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
+    code, output = run(runner, project, "build", ISSUE)
+    assert code == 0, output
+    built = project / "build" / SLUG / document
+    html = built.read_text(encoding="utf-8")
+    (img,) = [i for i in elements(html, "img") if i.get("alt") == "The night train"]
+    assert (img["width"], img["height"]) == ("544", "272")
+    for width in (320, 375, 600):
+        page = offline_page(browser)
+        page.set_viewport_size({"width": width, "height": 900})
+        # The email points at the public site; answer with the file build wrote.
+        copied = project / "build" / SLUG / str(img["src"]).rsplit("/", 1)[1]
+        page.route(str(img["src"]), lambda route: route.fulfill(path=copied))  # noqa: B023
+        page.goto(built.as_uri())
+        page.wait_for_function("document.querySelector('img').complete")
+        shown_width, shown_height = page.evaluate(SHOWN_SIZE)
+        assert shown_width <= min(width, 544)
+        assert abs(shown_height - shown_width / 2) <= 1, (width, shown_width, shown_height)
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_preview_phone_frame_keeps_the_image_aspect_ratio(browser: Browser, project: Path) -> None:
+    picture(project / "issues/images/night-train.jpg", (800, 400))
+    issue = write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
+    with PreviewServer(issue, config_path=project / "newsletter.yaml", start_dir=project) as srv:
+        page = offline_page(browser)
+        page.goto(srv.url)
+        expect(page.locator("body")).to_have_attribute("data-state", "ok")
+        shown = frame(page, "phone-light").get_by_alt_text("The night train")
+        expect(shown).to_be_visible()
+        width, height = shown.evaluate("img => [img.clientWidth, img.clientHeight]")
+        assert width < 544  # the phone column is narrower than the desktop one
+        assert abs(height - width / 2) <= 1, (width, height)
+        page.context.close()

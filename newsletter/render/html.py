@@ -97,10 +97,28 @@ def mjml_to_html(mjml: str, env: Environment) -> str:
 
     check_mjml(mjml, env)
     try:
-        return mjml2html(mjml)
+        html = mjml2html(mjml)
     except ValueError as exc:  # mjml-python reports MJML errors as ValueError
         where = _unbalanced_tag(env) or _excerpt(mjml, exc)
         raise RenderError(f"the theme produced invalid MJML: {exc}{where}") from None
+    return _IMG_TAG.sub(_fluid_height, html)
+
+
+_IMG_TAG = re.compile(r"<img\b[^>]*>")
+_FIXED_HEIGHT = re.compile(r"(?<![\w-])height\s*:\s*\d+(?:\.\d+)?px")
+
+
+def _fluid_height(match: re.Match[str]) -> str:
+    """An `<mj-image height=...>` renders `width:100%` with a fixed `height:Npx` inline, which
+    squashes the picture wherever the column is narrower than its width (a phone). The height
+    attribute stays for Outlook, which sizes images by attributes; CSS readers get height:auto,
+    so the picture keeps its aspect ratio at every width."""
+    tag = match.group(0)
+    style = re.search(r'style="([^"]*)"', tag)
+    if style is None or not re.search(r"(?<![\w-])width\s*:\s*100%", style.group(1)):
+        return tag
+    fluid = _FIXED_HEIGHT.sub("height:auto", style.group(1))
+    return tag[: style.start(1)] + fluid + tag[style.end(1) :]
 
 
 def _unbalanced_tag(env: Environment) -> str:
