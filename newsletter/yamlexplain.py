@@ -99,17 +99,21 @@ def _value_start(line: str) -> int:
 
 
 def _block_above(lines: list[str], i: int) -> tuple[int, int] | None:
-    """(header line, indentation of its text) of the `|`/`>` block that line i is just below."""
+    """(header line, indentation of its text) of the `|`/`>` block that line i is just below:
+    every line between the header and line i is text of that block (indented at least as much
+    as its first line), so a key or list item in between means line i is not below a block."""
+    width = None  # the smallest indentation of the text lines seen so far, going up
     for j in range(i - 1, -1, -1):
         if not lines[j].strip():
             continue
         if _BLOCK_HEADER.search(lines[j].split(" #")[0]) and _ENTRY.match(lines[j]):
             first = next((k for k in range(j + 1, i) if lines[k].strip()), None)
-            if first is None:
+            if first is None or width is None or width < _indent(lines[first]):
                 return None
             return j, _indent(lines[first])
         if _indent(lines[j]) <= _indent(lines[i]):
             return None
+        width = _indent(lines[j]) if width is None else min(width, _indent(lines[j]))
     return None
 
 
@@ -276,7 +280,12 @@ def _wrong_indentation(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanati
     if found is not None:
         return found
     block = _block_above(lines, i)
-    if block is not None:
+    entry, dash = _ENTRY.match(lines[i]), _DASH.match(lines[i])
+    # A key or item at or left of the block's own key is structure, not text of the block.
+    structural = (entry or dash) and (
+        block is None or _indent(lines[i]) <= _indent(lines[block[0]])
+    )
+    if block is not None and not structural:
         header, width = block
         what = _what(lines, header)
         return Explanation(
@@ -286,9 +295,8 @@ def _wrong_indentation(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanati
             f"(a | block) has {width}, so the block ends above it: indent every line of the "
             f"{what} by the same number of spaces",
         )
-    if _DASH.match(lines[i]):
+    if dash:
         return _dash_misplaced(lines, i)
-    entry = _ENTRY.match(lines[i])
     if entry is None:
         return None
     return _key_misplaced(lines, i, entry.start("key"))
