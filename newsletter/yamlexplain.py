@@ -117,6 +117,21 @@ def _block_above(lines: list[str], i: int) -> tuple[int, int] | None:
     return None
 
 
+def _tab_character(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | None:
+    """A tab where YAML allows only spaces: after a key's colon, after a list dash, or alone on
+    a line (a tab inside a value is accepted before this is ever called)."""
+    mark = exc.problem_mark
+    if mark is None or "'\\t'" not in (exc.problem or ""):
+        return None
+    return Explanation(
+        mark.line + 1,
+        mark.column + 1,
+        "a tab character here: YAML accepts only spaces after a key's colon, after a list "
+        "dash and in indentation: replace it with a space"
+        + (" (or delete it: the line holds nothing else)" if not lines[mark.line].strip() else ""),
+    )
+
+
 def _unclosed_quote(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | None:
     mark = exc.context_mark
     if exc.context != "while scanning a quoted scalar" or mark is None:
@@ -438,6 +453,7 @@ def _reserved_first_character(exc: yaml.MarkedYAMLError, lines: list[str]) -> Ex
 
 
 _RULES: tuple[Callable[[yaml.MarkedYAMLError, list[str]], Explanation | None], ...] = (
+    _tab_character,
     _unclosed_quote,
     _quote_left_open,
     _unclosed_bracket,

@@ -93,10 +93,7 @@ def parse_yaml(raw: bytes | str, name: str, *, keep_going: bool = False) -> Yaml
     ):
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     _reject_tab_indentation(text, name)
-    try:
-        node = _compose(text, name)
-    except yaml.YAMLError as exc:
-        raise YamlInvalid(_syntax_error(exc, text, name)) from None
+    node, text = _compose_with_value_tabs(text, name)
     if node is None:
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     doc = YamlDocument(path=name, text=text, data=None)
@@ -109,6 +106,36 @@ def parse_yaml(raw: bytes | str, name: str, *, keep_going: bool = False) -> Yaml
     if doc.problems and not keep_going:
         raise YamlInvalid(doc.problems[0])
     return doc
+
+
+def _compose_with_value_tabs(text: str, name: str) -> tuple[Node | None, str]:
+    """The node tree and the text it was read from. YAML allows a tab inside a value, between
+    words or at the end of a line (`dek: A sub<TAB>headline`); PyYAML refuses it there, so each
+    such tab is read as a space (the same column, so every location stays right). A tab where
+    YAML itself does not allow one is left for `explain`."""
+    for _ in range(text.count("\t") + 1):
+        try:
+            return _compose(text, name), text
+        except yaml.YAMLError as exc:
+            accepted = _tab_in_value(exc, text)
+            if accepted is None:
+                raise YamlInvalid(_syntax_error(exc, text, name)) from None
+            text = accepted
+    raise AssertionError("unreachable: each pass replaces one tab")
+
+
+def _tab_in_value(exc: yaml.YAMLError, text: str) -> str | None:
+    """`text` with the tab PyYAML stopped at turned into a space, if that tab follows the text
+    of a value on its line; None for any other error."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None or "'\\t'" not in (getattr(exc, "problem", None) or ""):
+        return None
+    start = sum(len(line) for line in text.splitlines(keepends=True)[: mark.line])
+    offset = start + mark.column
+    before = text[start:offset].rstrip(" \t")
+    if text[offset : offset + 1] != "\t" or not before.strip() or before.endswith((":", "-")):
+        return None
+    return text[:offset] + " " + text[offset + 1 :]
 
 
 def _compose(text: str, name: str) -> Node | None:
