@@ -77,7 +77,7 @@ def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
                     + advice,
                 )
             )
-    return found + _yaml_surprises(doc)
+    return found + _yaml_surprises(doc) + _block_indentation(doc)
 
 
 def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
@@ -119,6 +119,56 @@ def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
                     )
                 )
     return found
+
+
+_LIST_ITEM = re.compile(r"\s*(?:[-*+]|\d{1,9}[.)])(?:\s|$)")
+_FENCE = re.compile(r"\s*(?:`{3,}|~{3,})")
+
+
+def _block_indentation(doc: YamlDocument) -> list[Diagnostic]:
+    """A `|` or `>` block whose later line is indented more than its first line: YAML keeps the
+    extra spaces in the text, and 4 or more turn that paragraph into a code block. Lines under a
+    Markdown list item (its continuation or a nested list) and inside a code fence are indented
+    on purpose and left alone."""
+    lines = doc.text.splitlines()
+    found = []
+    for parts, _value in _strings(doc.data, ()):
+        line, col = doc.value_locations.get(parts, (0, 0))
+        header = lines[line - 1][col - 1 :] if line else ""
+        if not re.match(r"[|>][+-]?(?:\s|#|$)", header):
+            continue  # not a block, or one with an explicit indentation indicator (`|2`)
+        found += _first_deeper_line(doc, parts, lines, line)
+    return found
+
+
+def _first_deeper_line(
+    doc: YamlDocument, parts: FieldPath, lines: list[str], header: int
+) -> list[Diagnostic]:
+    width, in_list, fenced = -1, False, False
+    for number in range(header + 1, len(lines) + 1):
+        text = lines[number - 1]
+        if not text.strip():
+            continue
+        indent = len(text) - len(text.lstrip(" "))
+        if width < 0:
+            width = indent
+        if indent < width:
+            break  # the block ended
+        if indent == width:
+            fenced = fenced != bool(_FENCE.match(text))
+            in_list = in_list if fenced else bool(_LIST_ITEM.match(text))
+            continue
+        if in_list or fenced:
+            continue
+        what, extra = _name(parts), indent - width
+        effect = "turn this paragraph into a code block" if extra >= 4 else "stay in the text"
+        message = (
+            f"this line of the {what} (a | block) is indented {indent} spaces, more than the "
+            f"block's first line ({width}): the {extra} extra spaces {effect}; indent it by "
+            f"{width} spaces like the first line"
+        )
+        return [_warning_at(doc, parts, (number, indent + 1), message)]
+    return []
 
 
 def _blank(text: str) -> bool:
