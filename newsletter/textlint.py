@@ -44,6 +44,24 @@ _MARKDOWN_FOR = {
     "h3": "'### ' headings",
 }
 _WHERE = ", ".join(PLACEHOLDER_FIELDS[:-1]) + " and " + PLACEHOLDER_FIELDS[-1]
+# The fields rendered as Markdown; every other text field (title, subject, preheader, headline,
+# dek, a source's title and publisher, an image's alt) is plain text, shown as typed.
+_MARKDOWN_TOP = ("intro", "outro")
+_MARKDOWN_STORY = ("summary", "why_it_matters", "takeaway", "key_points")
+# Markdown typed in a plain-text field: emphasis, a link, a code span.
+_MARKDOWN_SYNTAX = re.compile(
+    r"(?<![\w*])\*\*?(?=[^\s*])[^*\n]*?(?<=[^\s*])\*\*?(?![\w*])"
+    r"|(?<![\w_])__?(?=[^\s_])[^_\n]*?(?<=[^\s_])__?(?![\w_])"
+    r"|\[[^\]\n]+\]\([^)\s]+\)"
+    r"|`[^`\n]+`"
+)
+
+
+def is_markdown_field(parts: FieldPath) -> bool:
+    """Whether the text at `parts` (("stories", 0, "dek"), ...) is rendered as Markdown."""
+    if len(parts) == 1:
+        return parts[0] in _MARKDOWN_TOP
+    return len(parts) >= 3 and parts[0] == "stories" and parts[2] in _MARKDOWN_STORY
 
 
 def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
@@ -51,6 +69,9 @@ def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
     text field, at the line and column where it is written."""
     found: list[Diagnostic] = []
     for parts, value in _strings(doc.data, ()):
+        if not is_markdown_field(parts):
+            found += _plain_text_warnings(doc, parts, value)
+            continue
         prose = _CODE.sub(lambda m: " " * len(m.group()), value)
         if parts not in ((key,) for key in PLACEHOLDER_FIELDS):
             for match in _PLACEHOLDER.finditer(prose):
@@ -78,6 +99,31 @@ def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
                 )
             )
     return found + _yaml_surprises(doc) + _block_indentation(doc)
+
+
+def _plain_text_warnings(doc: YamlDocument, parts: FieldPath, value: str) -> list[Diagnostic]:
+    """Placeholders outside the placeholder fields, and HTML or Markdown typed in a plain-text
+    field (`headline: <i>Paris</i>` or `*Paris*`): all reach readers as typed."""
+    found: list[Diagnostic] = []
+    what = _name(parts)
+    if parts[-1] in ("url", "path"):
+        return found  # addresses, not text: `_` and `*` are ordinary characters there
+    if parts not in ((key,) for key in PLACEHOLDER_FIELDS):
+        for match in _PLACEHOLDER.finditer(value):
+            text = match.group()
+            message = (
+                f"{text} is sent literally to every reader: placeholders work only in {_WHERE}"
+            )
+            found.append(_warning(doc, parts, text, message))
+    for pattern, kind in ((_TAG, "HTML"), (_MARKDOWN_SYNTAX, "Markdown")):
+        for match in pattern.finditer(value):
+            text = match.group()
+            message = (
+                f"{text} is shown to readers as typed: the {what} is plain text (no HTML, no "
+                f"Markdown), so {kind} here is not formatted: write the words alone"
+            )
+            found.append(_warning(doc, parts, text, message))
+    return found
 
 
 def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
