@@ -29,7 +29,10 @@ class Explanation:
 # `  - key: value`: indentation, optional list dashes, a key, the rest after ': '.
 _ENTRY = re.compile(r"^(?P<indent> *)(?P<dashes>(?:- +)*)(?P<key>[A-Za-z_][\w-]*):(?:[ ]+|$)")
 _DASH = re.compile(r"^(?P<indent> *)- ")
-_NO_SPACE = re.compile(r"^(?P<indent> *)(?:- +)*(?P<key>[A-Za-z_][\w-]*):(?P<value>[^\s:/][^:]*)$")
+_NO_SPACE = re.compile(
+    r"^(?P<indent> *)(?:- +)*(?P<key>[A-Za-z_][\w-]*):(?P<value>[^\s:/](?:[^:]|:(?=\S))*)$"
+)
+_DASH_GLUED = re.compile(r"^(?P<indent> *)-(?P<item>[^\s-].*)$")
 _BLOCK_HEADER = re.compile(r"(?:^|:|-)\s*[|>][0-9+-]*\s*(?:#.*)?$")
 _QUOTE_INSIDE = {'"': r"write \" for a quote inside it", "'": "write '' for a ' inside it"}
 # What an item of these lists is called in a message.
@@ -248,7 +251,7 @@ def _continued_key(lines: list[str], i: int) -> Explanation | None:
     for j in range(i - 1, -1, -1):
         if _blank(lines[j]):
             continue
-        glued = _missing_space(lines, j)
+        glued = _missing_space(lines, j) or _dash_glued(lines, j)
         if glued is not None:
             return glued
         above = _ENTRY.match(lines[j])
@@ -283,6 +286,21 @@ def _missing_space(lines: list[str], i: int) -> Explanation | None:
         glued.start("value") + 1,
         f"missing space after the colon: write '{glued['key']}: {short}' (without the space "
         f"YAML reads '{glued['key']}:{short}' as text, not as a key)",
+    )
+
+
+def _dash_glued(lines: list[str], i: int) -> Explanation | None:
+    """`-title: Le Monde`: without a space after the dash the line is text, not a list item."""
+    glued = _DASH_GLUED.match(lines[i])
+    if glued is None or not _ENTRY.match(f"{glued['indent']}- {glued['item']}"):
+        return None
+    item = glued["item"].strip()
+    short = item if len(item) <= 30 else item[:27] + "..."
+    return Explanation(
+        i + 1,
+        len(glued["indent"]) + 1,
+        f"missing space after the dash: write '- {short}' (without the space YAML reads "
+        f"'-{short}' as text, not as a list item)",
     )
 
 

@@ -7,6 +7,7 @@ column of every key and value, so validators can point at the exact spot.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,20 +204,37 @@ def _syntax_error(exc: yaml.YAMLError, text: str, name: str) -> Diagnostic:
     return _error(name, 1, 1, f"YAML syntax error: {first}")
 
 
+# Characters that look like a space but are not one to YAML: no-break and typographic spaces
+# (Unicode Zs), the zero-width space and a stray byte order mark.
+_LOOKALIKE_SPACES = (
+    "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u200b\u202f\u205f\u3000\ufeff"
+)
+
+
 def _reject_tab_indentation(text: str, name: str) -> None:
+    """A tab or a space look-alike (a no-break space pasted from a word processor) in the
+    indentation of a line: refused at its column, before PyYAML reports it in its own terms."""
     for number, line in enumerate(text.splitlines(), start=1):
-        indent = line[: len(line) - len(line.lstrip(" \t"))]
-        if "\t" in indent and line.strip():
-            col = indent.index("\t") + 1
-            raise YamlInvalid(
-                _error(
-                    name,
-                    number,
-                    col,
-                    "tab character in indentation; YAML accepts only spaces: replace the tab "
-                    "with spaces, as on the lines above",
-                )
+        indent = line[: len(line) - len(line.lstrip(" \t" + _LOOKALIKE_SPACES))]
+        if not line.strip(" \t" + _LOOKALIKE_SPACES):
+            continue
+        odd = next(((col, ch) for col, ch in enumerate(indent, start=1) if ch != " "), None)
+        if odd is None:
+            continue
+        col, char = odd
+        if char == "\t":
+            message = (
+                "tab character in indentation; YAML accepts only spaces: replace the tab "
+                "with spaces, as on the lines above"
             )
+        else:
+            what = unicodedata.name(char, "space look-alike").lower()
+            message = (
+                f"a {what} (U+{ord(char):04X}) in indentation; YAML accepts only plain spaces: "
+                "replace it with a space"
+            )
+        raise YamlInvalid(_error(name, number, col, message))
 
 
 def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstructor) -> Any:
