@@ -35,6 +35,8 @@ _NO_SPACE = re.compile(
 _DASH_GLUED = re.compile(r"^(?P<indent> *)-(?P<item>[^\s-].*)$")
 _BLOCK_HEADER = re.compile(r"(?:^|:|-)\s*[|>][0-9+-]*\s*(?:#.*)?$")
 _QUOTE_INSIDE = {'"': r"write \" for a quote inside it", "'": "write '' for a ' inside it"}
+# Fields where a list or mapping written in brackets (`[a, b]`, `{path: x, alt: y}`) is right.
+_COLLECTIONS = {"key_points": "[", "sources": "[", "stories": "[", "image": "{", "logo": "{"}
 # What an item of these lists is called in a message.
 _ITEM_NAMES = {"key_points": "key point", "stories": "story", "sources": "source"}
 
@@ -218,6 +220,18 @@ def _unclosed_bracket(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanatio
         return None
     bracket = lines[mark.line][mark.column]
     what = _what(lines, mark.line)
+    if _COLLECTIONS.get(what) == bracket:  # a list or mapping is right here: close it
+        closing = "]" if bracket == "[" else "}"
+        written = lines[mark.line][mark.column :].strip()
+        short = written if len(written) <= 40 else written[:37] + "..."
+        one_per_line = "one '- ' item per line" if bracket == "[" else "one 'key: value' per line"
+        return Explanation(
+            mark.line + 1,
+            mark.column + 1,
+            f"the {bracket} that starts this {what} is never closed: end it with {closing} on "
+            f"this line ({what}: {short}{closing}), or write {one_per_line} below '{what}:' "
+            f"instead",
+        )
     return Explanation(
         mark.line + 1,
         mark.column + 1,
