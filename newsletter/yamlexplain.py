@@ -459,19 +459,46 @@ def _not_a_key(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | Non
     )
 
 
+def _text_after_block_indicator(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | None:
+    """`dek: > quote`, `summary: | First`: a value starting with | or > starts a block whose text
+    goes on the lines below, so text on the same line is refused."""
+    mark = exc.problem_mark
+    if exc.context != "while scanning a block scalar" or mark is None:
+        return None
+    i = mark.line
+    start = _value_start(lines[i])
+    char = lines[i][start] if start < len(lines[i]) else ""
+    if char not in "|>":
+        return None
+    what = _what(lines, i)
+    return Explanation(
+        i + 1,
+        start + 1,
+        f"a value that starts with {char} is a block in YAML, whose text goes on the lines "
+        f"below, indented: to start the {what} with {char} put it in quotes "
+        f"({_quote_example(lines[i], start)}); for a block, move the text after {char} to the "
+        "next line, indented",
+    )
+
+
 def _reserved_first_character(exc: yaml.MarkedYAMLError, lines: list[str]) -> Explanation | None:
     mark = exc.problem_mark
     problem = exc.problem or ""
     if mark is None:
         return None
     alias = exc.context in ("while scanning an alias", "while scanning an anchor")
-    if not (alias or "cannot start any token" in problem):
+    reserved = ("cannot start any token", "mapping keys are not allowed")
+    tagged = isinstance(exc, yaml.constructor.ConstructorError)  # `!x`, `!!binary x`
+    if not (alias or tagged or any(words in problem for words in reserved)):
         return None
     i = mark.line
     start = _value_start(lines[i])
     char = lines[i][start] if start < len(lines[i]) else ""
+    if tagged and char != "!":
+        return None
     what = _what(lines, i)
-    meaning = {"*": "an alias", "&": "an anchor", "!": "a tag"}.get(char, "reserved")
+    meanings = {"*": "an alias", "&": "an anchor", "!": "a tag", "?": "a mapping key"}
+    meaning = meanings.get(char, "reserved")
     reason = (
         f"a value that starts with {char} is {meaning} in YAML"
         if meaning != "reserved"
@@ -492,5 +519,6 @@ _RULES: tuple[Callable[[yaml.MarkedYAMLError, list[str]], Explanation | None], .
     _colon_in_value,
     _wrong_indentation,
     _not_a_key,
+    _text_after_block_indicator,
     _reserved_first_character,
 )

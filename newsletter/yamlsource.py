@@ -100,10 +100,10 @@ def parse_yaml(raw: bytes | str, name: str, *, keep_going: bool = False) -> Yaml
     doc = YamlDocument(path=name, text=text, data=None)
     try:
         doc.data = _construct(node, (), doc, SafeConstructor())
-    except yaml.MarkedYAMLError as exc:  # e.g. a key with a tag such as !!binary
+    except yaml.MarkedYAMLError as exc:  # a tag: `dek: !important`, a key with !!binary
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise YamlInvalid(_error(name, line, col, f"invalid value: {exc.problem}")) from None
+        raise YamlInvalid(_invalid_value(exc, text, name, (line, col))) from None
     if doc.problems and not keep_going:
         raise YamlInvalid(doc.problems[0])
     return doc
@@ -268,8 +268,8 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
     try:
         return ctor.construct_object(node)
     except yaml.constructor.ConstructorError as exc:
-        line, col = doc.value_locations[parts]
-        raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc.problem}")) from None
+        at = doc.value_locations[parts]
+        raise YamlInvalid(_invalid_value(exc, doc.text, doc.path, at)) from None
     except ValueError as exc:  # e.g. a date like 2026-13-40
         if node.tag == "tag:yaml.org,2002:timestamp":
             # Keep the text: the validator of the field explains what date format it expects,
@@ -277,6 +277,24 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
             return node.value
         line, col = doc.value_locations[parts]
         raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc}")) from None
+
+
+def _invalid_value(
+    exc: yaml.MarkedYAMLError, text: str, name: str, at: tuple[int, int]
+) -> Diagnostic:
+    """A value YAML cannot construct (`dek: !important`, a tag), in plain words when known."""
+    explained = explain(exc, text)
+    if explained is None:
+        return _error(name, at[0], at[1], f"invalid value: {exc.problem}")
+    return Diagnostic(
+        name,
+        explained.line,
+        explained.col,
+        "error",
+        "",
+        explained.message,
+        detail=f"YAML says: {exc.problem}, at line {at[0]} column {at[1]}",
+    )
 
 
 def _error(path: str, line: int, col: int, message: str, field_parts: FieldPath = ()) -> Diagnostic:
