@@ -121,10 +121,24 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
     slug = _resolve(config, issue, need_file=published)
     conn = db.connect(config.database)
     try:
+        if published:
+            _keep_images(config, conn, issue, slug)
         done = set_published(conn, slug, published)
     finally:
         conn.close()
     return dataclasses.replace(done, base_url=config.base_url)
+
+
+def _keep_images(config: Config, conn: sqlite3.Connection, issue: str | Path, slug: str) -> None:
+    """Keep the issue's local images as they are now (newsletter.imagestore), so the URLs its
+    web version and emails name keep answering after the files change."""
+    from newsletter.imagestore import keep_issue_images
+    from newsletter.issue import load_issue
+
+    written = Path(str(issue).strip())
+    path = written if written.is_file() else issue_path(config, slug)
+    if path is not None:
+        keep_issue_images(conn, load_issue(path))
 
 
 def issue_path(config: Config, slug: str) -> Path | None:

@@ -296,3 +296,46 @@ def test_preview_phone_frame_keeps_the_image_aspect_ratio(browser: Browser, proj
         assert width < 544  # the phone column is narrower than the desktop one
         assert abs(height - width / 2) <= 1, (width, height)
         page.context.close()
+
+
+def _replace_or_delete(path: Path, how: str) -> None:
+    if how == "replaced":
+        picture(path, (300, 300))  # other bytes under the same file name
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+@pytest.mark.parametrize("went_out", ["published", "sent"])
+def test_an_image_that_went_out_keeps_answering_with_its_bytes(
+    went_out: str, how: str, runner: CliRunner, project: Path
+) -> None:
+    # A sent email cannot change: the hashed URL it names must keep answering with the bytes it
+    # was sent with, whatever the writer does with the file afterwards.
+    source = picture(project / "issues/images/night-train.jpg")
+    original = source.read_bytes()
+    write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
+    name = f"night-train-{hashlib.sha256(original).hexdigest()[:10]}.jpg"
+    if went_out == "published":
+        code, output = run(runner, project, "publish", ISSUE)
+    else:
+        assert run(runner, project, "subscribers", "add", "reader@example.org")[0] == 0
+        code, output = run(runner, project, "send", "--yes", ISSUE)
+        (mailed,) = (project / "outbox").glob("*.eml")
+        message = email.message_from_bytes(mailed.read_bytes(), policy=email.policy.default)
+        html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        srcs = [img.get("src") for img in elements(html, "img")]
+        assert f"https://news.example.org/issues/{SLUG}/{name}" in srcs
+    assert code == 0, output
+    _replace_or_delete(source, how)
+    config = load_config(project / "newsletter.yaml")
+    with running(create_app(config, signup_min_seconds=0)) as server:
+        answer = httpx.get(f"{server}/issues/{SLUG}/{name}")
+        assert answer.status_code == 200 and answer.content == original
+        assert answer.headers["content-type"] == "image/jpeg"
+        if how == "replaced":  # the web version now names the new file, which answers too
+            page = httpx.get(f"{server}/issues/{SLUG}/").text
+            new = f"night-train-{hashlib.sha256(source.read_bytes()).hexdigest()[:10]}.jpg"
+            assert new in page and httpx.get(f"{server}/issues/{SLUG}/{new}").status_code == 200
+        run(runner, project, "unpublish", SLUG)  # nothing unpublished is served
+        assert httpx.get(f"{server}/issues/{SLUG}/{name}").status_code == 404

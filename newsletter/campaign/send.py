@@ -36,6 +36,7 @@ from newsletter.campaign.source import SubscriberMessages
 from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused, IssueInvalid
+from newsletter.imagestore import keep_issue_images
 from newsletter.issue import Issue, load_issue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
@@ -308,6 +309,8 @@ class Campaign:
         )
         limiter = RateLimiter(run_limit)
         source = self.messages()  # compiles the issue: a theme error stops us before sending
+        # The images the messages name must answer for as long as the mail is kept.
+        keep_issue_images(self.ledger.conn, self.issue)
         progress = progress or Progress()
         stop = stop or threading.Event()
         # Opened before the campaign is created or anyone claimed: a permanent refusal, or every

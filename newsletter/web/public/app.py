@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from newsletter import publishing, tokens
+from newsletter import imagestore, publishing, tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.images import LocalImage
 from newsletter.issue import load_issue, slugify
@@ -404,10 +404,18 @@ class PublicSite:
             return Response(status_code=304, headers=headers)
         return HTMLResponse(page.body, headers=headers)
 
-    def issue_image(self, slug: str, name: str) -> tuple[LocalImage, bytes, float] | None:
-        """A local image of the published issue `slug` with its bytes, or None. A file edited
-        since the issue was compiled no longer matches its name: the cached page is dropped so
-        the next request of the web version names the new file."""
+    def issue_image(self, slug: str, name: str) -> tuple[str, bytes, float] | None:
+        """(media type, bytes, modified) of a local image of the published issue `slug`, or
+        None. An image kept when the issue was published or sent (newsletter.imagestore) answers
+        whatever became of its file, so a sent email never loses it. A file edited since the
+        issue was compiled no longer matches its name: the cached page is dropped so the next
+        request of the web version names the new file."""
+        conn = self.reader().conn
+        if not publishing.is_published(conn, slug):
+            return None
+        stored = imagestore.stored_image(conn, slug, name)
+        if stored is not None:
+            return stored
         page = self.issue_page(slug)
         image = page.images.get(name) if page is not None else None
         if image is None:
@@ -421,7 +429,7 @@ class PublicSite:
             if path is not None:
                 self._issues.pop(path, None)
             return None
-        return image, data, modified
+        return image.media_type, data, modified
 
     async def issue_file(self, request: Request) -> Response:
         slug, name = request.path_params["slug"], request.path_params["name"]
@@ -434,7 +442,7 @@ class PublicSite:
             return self.page("error", 500)
         if found is None:
             raise HTTPException(404)
-        image, data, modified = found
+        media_type, data, modified = found
         etag = f'"{name}"'
         headers = {
             "ETag": etag,
@@ -443,7 +451,7 @@ class PublicSite:
         }
         if not_modified(request, etag, modified):
             return Response(status_code=304, headers=headers)
-        return Response(data, media_type=image.media_type, headers=headers)
+        return Response(data, media_type=media_type, headers=headers)
 
     async def issue_redirect(self, request: Request) -> Response:
         slug = request.path_params["slug"]
