@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from playwright.sync_api import Browser, expect
+from test_preview import offline_page
 
 from newsletter.cli import main
+from newsletter.render.theme import BUILTIN_THEME
+from newsletter.web.preview import PreviewServer
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -59,3 +66,73 @@ def test_space_look_alike_in_indentation_is_named_at_its_column(
     assert error.startswith(f"issues/odd.yaml:6:{col}: error: ")
     named = "tab character" if char == "\t" else f"(U+{ord(char):04X}) in indentation"
     assert named in error and "YAML accepts only" in error
+
+
+def test_check_json_reports_a_newsletter_yaml_error_as_a_diagnostic(
+    runner: CliRunner, project: Path
+) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text().replace("name: Test Letter", 'name: "Test'), "utf-8")
+    code, output = run(runner, project, "check", "--format", "json", "issues/x.yaml")
+    assert code == 1
+    report = json.loads(output)  # JSON, whatever went wrong: a tool reads it
+    assert report["ok"] is False and report["errors"] == 1
+    (diagnostic,) = report["diagnostics"]
+    assert diagnostic["path"] == "newsletter.yaml" and diagnostic["line"] == 1
+    assert diagnostic["severity"] == "error"
+    assert 'the " that starts this name is never closed' in diagnostic["message"]
+
+
+def test_missing_theme_folder_is_reported_at_its_newsletter_yaml_line(
+    runner: CliRunner, project: Path
+) -> None:
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text() + "templates: nothere\n", "utf-8")
+    line = config.read_text().splitlines().index("templates: nothere") + 1
+    issue = next(p.relative_to(project) for p in (project / "issues").glob("*.yaml"))
+    for command in ("check", "build"):
+        code, output = run(runner, project, command, str(issue))
+        assert code == 1
+        assert f"newsletter.yaml:{line}:1: error: templates: theme folder " in output
+        assert "nothere not found" in output
+    assert not (project / "build").exists()
+
+
+# (what is broken, the problem box's kind label, its location's start, the error it counts)
+BROKEN_SETUPS = [
+    ("config", "newsletter.yaml", "newsletter.yaml:1"),
+    ("templates", "newsletter.yaml", "newsletter.yaml:5"),
+    ("theme", "Template", "theme/story.mjml:"),
+]
+
+
+def _break(project: Path, what: str) -> None:
+    config = project / "newsletter.yaml"
+    if what == "config":
+        config.write_text(config.read_text().replace("name: Test Letter", 'name: "Test'), "utf-8")
+    elif what == "templates":
+        config.write_text(config.read_text() + "templates: nothere\n", "utf-8")
+    else:
+        theme = project / "theme"
+        shutil.copytree(BUILTIN_THEME, theme)
+        story = theme / "story.mjml"
+        story.write_text(story.read_text().replace('border-radius="12px"', 'border-radius="12px'))
+        config.write_text(config.read_text() + "templates: theme\n", "utf-8")
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("what", "kind", "where"), BROKEN_SETUPS)
+def test_preview_of_a_broken_setup_names_the_file_and_never_says_passed(
+    what: str, kind: str, where: str, browser: Browser, project: Path
+) -> None:
+    issue = next((project / "issues").glob("*.yaml"))
+    _break(project, what)
+    with PreviewServer(issue, config_path=project / "newsletter.yaml", start_dir=project) as srv:
+        page = offline_page(browser)
+        page.goto(srv.url)
+        expect(page.locator("body")).to_have_attribute("data-state", "error")
+        problem = page.locator("#problem-list")
+        expect(problem.locator(".kind").first).to_have_text(kind)
+        expect(problem.locator("code").first).to_contain_text(where)
+        expect(page.locator("#checks-summary")).to_have_text(re.compile(r"^1 error"))
+        page.context.close()
