@@ -110,6 +110,17 @@ def make_folder(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+def make_symlink_out(path: Path) -> None:
+    """images/out.jpg -> a real picture outside the project folder."""
+    outside = picture(path.parents[3] / f"outside-{path.parents[2].name}.jpg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(outside)
+
+
+def make_picture(path: Path) -> None:
+    picture(path)
+
+
 BAD_IMAGES = [
     ("images/missing.jpg", None, "does not exist"),
     ("images/notes.jpg", make_text, "is not a usable image (not an image file)"),
@@ -118,6 +129,9 @@ BAD_IMAGES = [
     ("images/folder.jpg", make_folder, "is a folder, not an image file"),
     ("https://a.test/x.jpg", None, "is a URL; write it as 'url:'"),
     ("/etc/hostname", None, "must be relative to the issue file's folder"),
+    ("../../outside.jpg", make_picture, "is outside the project folder"),
+    ("images/../../../outside.jpg", make_picture, "is outside the project folder"),
+    ("images/out.jpg", make_symlink_out, "is outside the project folder"),
 ]
 
 
