@@ -451,7 +451,9 @@ class _Validator:
         else:
             url = self.url(data, "url", parts, required=True)
         alt = self.text(data, "alt", parts, single_line=True)
-        if alt is None:
+        written = data.get("alt")
+        # An alt that is there but invalid (a line break, a list) has its own error already.
+        if alt is None and (written is None or (isinstance(written, str) and not written.strip())):
             self.error(
                 parts, "image has no alt text; describe it for readers who cannot see it", key=True
             )

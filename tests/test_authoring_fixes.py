@@ -136,3 +136,34 @@ def test_preview_of_a_broken_setup_names_the_file_and_never_says_passed(
         expect(problem.locator("code").first).to_contain_text(where)
         expect(page.locator("#checks-summary")).to_have_text(re.compile(r"^1 error"))
         page.context.close()
+
+
+def _issue_with_alt(alt: str) -> str:
+    return (
+        "title: Trains\ndate: 2026-12-02\npreheader: Night trains are back.\nstories:\n"
+        "  - headline: The night train returns\n    summary: Sleepers run again.\n"
+        "    why_it_matters: Fewer flights.\n"
+        f"    image: {{url: 'https://a.test/t.jpg'{alt}}}\n"
+        "    sources:\n      - title: Rail news\n        url: https://a.test/r\n"
+    )
+
+
+# (the alt as written, the one error `check` must give for it)
+ALTS = [
+    (', alt: "x\\ny"', "contains a line break"),
+    (", alt: [a, b]", "expected text, got a list"),
+    (", alt: {a: b}", "expected text, got a mapping"),
+    (', alt: "  "', "image has no alt text"),
+    (", alt: ", "image has no alt text"),
+    ("", "image has no alt text"),
+]
+
+
+@pytest.mark.parametrize(("alt", "message"), ALTS)
+def test_a_bad_alt_gets_one_error(alt: str, message: str, runner: CliRunner, project: Path) -> None:
+    (project / "issues" / "alt.yaml").write_text(_issue_with_alt(alt), encoding="utf-8")
+    code, output = run(runner, project, "check", "--format", "json", "issues/alt.yaml")
+    assert code == 1
+    errors = [d for d in json.loads(output)["diagnostics"] if d["severity"] == "error"]
+    assert len(errors) == 1, errors
+    assert message in errors[0]["message"]
