@@ -167,3 +167,35 @@ def test_a_bad_alt_gets_one_error(alt: str, message: str, runner: CliRunner, pro
     errors = [d for d in json.loads(output)["diagnostics"] if d["severity"] == "error"]
     assert len(errors) == 1, errors
     assert message in errors[0]["message"]
+
+
+# (summary as typed, the link target): a trailing `:`, and a `_` closing emphasis, stay out.
+BARE_URLS = [
+    ("See https://example.org/h: yes.", "https://example.org/h"),
+    ("_https://example.org/j_", "https://example.org/j"),
+    ("*https://example.org/k*", "https://example.org/k"),
+    ("Read https://example.org/a_b_ now", "https://example.org/a_b_"),
+    ("Read https://example.org/object.__init__ now", "https://example.org/object.__init__"),
+    ("Read https://example.org:8080/p:q now", "https://example.org:8080/p:q"),
+    ("Read https://example.org/snake_case now", "https://example.org/snake_case"),
+]
+
+
+@pytest.mark.parametrize(("summary", "target"), BARE_URLS)
+def test_bare_url_leaves_trailing_punctuation_out(
+    summary: str, target: str, runner: CliRunner, project: Path
+) -> None:
+    text = (
+        "title: Links\ndate: 2026-12-02\npreheader: Bare links in the summary.\nstories:\n"
+        f"  - headline: Links\n    summary: {json.dumps(summary)}\n"
+        "    why_it_matters: Readers click them.\n"
+        "    sources:\n      - title: Rail news\n        url: https://a.test/r\n"
+    )
+    (project / "issues" / "links.yaml").write_text(text, encoding="utf-8")
+    code, output = run(runner, project, "build", "issues/links.yaml")
+    assert code == 0, output
+    raw = (project / "build" / "links" / "message.eml").read_bytes()
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    hrefs = re.findall(r'<a href="(https://example\.org[^"]*)"', html)
+    assert hrefs == [target]
