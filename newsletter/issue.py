@@ -94,6 +94,17 @@ SOURCE_KEYS = ("title", "publisher", "url")
 IMAGE_KEYS = ("url", "path", "alt")
 # Fields rendered per recipient through the Jinja2 sandbox; everything else is literal text.
 PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
+# Text fields the loader requires: an empty one is its error, not a `check` warning.
+REQUIRED_TEXT = ("title", "headline", "summary", "why_it_matters")
+
+
+def comment_lost(key: str, comment: str) -> str:
+    """Why a value written after `key: #` is lost, and the fix (shared with `check`'s warning)."""
+    short = comment if len(comment) <= 40 else comment[:37] + "..."
+    return (
+        f"YAML reads '{short}' as a comment (a # at the start of a value or after a space "
+        f'starts one): put the {key} in quotes ({key}: "{short}")'
+    )
 
 
 def load_issue(path: str | Path) -> Issue:
@@ -281,7 +292,10 @@ class _Validator:
     ) -> str | None:
         here = (*parts, key)
         if key not in data or data[key] is None:
-            if required:
+            if required and key in data and self.doc.comment_as_value(here):
+                comment = self.doc.comment_as_value(here)
+                self.error(here, f"'{key}' is empty: {comment_lost(key, str(comment))}")
+            elif required:
                 where = "" if key in data else " is missing"
                 self.error(here if key in data else parts, f"'{key}'{where or ' is empty'}")
             return None
@@ -289,7 +303,7 @@ class _Validator:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.error(here, self.not_text(value, here, key))
             return None
-        value = str(value)
+        value = self.doc.typed_numbers.get(here, str(value))
         if not value.strip():
             if required:
                 self.error(here, f"'{key}' is empty")
@@ -435,7 +449,7 @@ class _Validator:
         if not str(value).strip():
             self.error(parts, "key point is empty")
             return None
-        return str(value).strip()
+        return self.doc.typed_numbers.get(parts, str(value)).strip()
 
     def image(self, value: Any, parts: FieldPath) -> Image | None:
         data = self.mapping(value, parts, IMAGE_KEYS, "an image with url (or path) and alt")

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from newsletter.diagnostics import Diagnostic, field_path
-from newsletter.issue import PLACEHOLDER_FIELDS, locate_in_value
+from newsletter.issue import PLACEHOLDER_FIELDS, REQUIRED_TEXT, comment_lost, locate_in_value
 from newsletter.yamlsource import FieldPath, YamlDocument
 
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{\{|\{%", re.S)
@@ -98,7 +98,7 @@ def literal_text_warnings(doc: YamlDocument) -> list[Diagnostic]:
                     + advice,
                 )
             )
-    return found + _yaml_surprises(doc) + _block_indentation(doc)
+    return found + _yaml_surprises(doc) + _block_indentation(doc) + _comments_as_values(doc)
 
 
 def _plain_text_warnings(doc: YamlDocument, parts: FieldPath, value: str) -> list[Diagnostic]:
@@ -139,6 +139,19 @@ def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
         what = _name(parts)
         # `Paris #1 city`, `news #AI`: text; `value  # note` (a space after #) is a comment.
         comment = re.search(r"(?<=\S) #(?=\S)", lines[line - 1][col - 1 :])
+        note = re.search(r"(?<=\S) +# ", lines[line - 1][col - 1 :])
+        if note and not comment and "#" not in value.split("\n")[0]:
+            at = (line, col + note.end() - 2)  # the column of the #
+            found.append(
+                _warning_at(
+                    doc,
+                    parts,
+                    at,
+                    f"the text from ' #' on is a YAML comment, so readers get '{value.strip()}' "
+                    f"only: put the {what} in quotes if it belongs to it (a note for yourself "
+                    "goes on a line of its own)",
+                )
+            )
         if comment and "#" not in value.split("\n")[0]:
             at = (line, col + comment.start() + 1)  # the column of the #
             found.append(
@@ -165,6 +178,29 @@ def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
                     )
                 )
     return found
+
+
+def _comments_as_values(doc: YamlDocument) -> list[Diagnostic]:
+    """`dek: #1 story`: an optional field YAML reads as empty, its text taken as a comment
+    (a required one is the loader's error, with the same explanation)."""
+    found = []
+    for parts, at in doc.key_locations.items():
+        if not parts or parts[-1] in REQUIRED_TEXT or _value_at(doc.data, parts) is not None:
+            continue
+        comment = doc.comment_as_value(parts)
+        if comment:
+            message = f"'{parts[-1]}' is read as empty: {comment_lost(str(parts[-1]), comment)}"
+            found.append(_warning_at(doc, parts, at, message))
+    return found
+
+
+def _value_at(data: Any, parts: FieldPath) -> Any:
+    for part in parts:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 _LIST_ITEM = re.compile(r"\s*(?:[-*+]|\d{1,9}[.)])(?:\s|$)")

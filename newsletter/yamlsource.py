@@ -7,6 +7,7 @@ column of every key and value, so validators can point at the exact spot.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,18 @@ class YamlDocument:
     # Problems that do not stop reading (duplicate keys: the first value is kept), so a caller
     # passing keep_going=True can report them together with everything else.
     problems: list[Diagnostic] = field(default_factory=list)
+    # Numbers as typed (`3.10`, `007`): a text field keeps what the writer wrote, not 3.1 or 7.
+    typed_numbers: dict[FieldPath, str] = field(default_factory=dict)
+
+    def comment_as_value(self, parts: FieldPath) -> str | None:
+        """`headline: #1 story`: the comment YAML read instead of the value at `parts` (a `#`
+        right after `key: ` starts a comment, so the value is empty), or None."""
+        where = self.key_locations.get(parts)
+        if where is None:
+            return None
+        line = self.text.splitlines()[where[0] - 1]
+        after = re.match(r"\s*[^:]*:\s+(#.*?)\s*$", line[where[1] - 1 :])
+        return after.group(1) if after else None
 
     def where(self, parts: FieldPath, *, key: bool = False) -> Location:
         """Location of a value (or of its key); falls back to the nearest ancestor."""
@@ -266,7 +279,10 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
     if isinstance(node, SequenceNode):
         return [_construct(item, (*parts, i), doc, ctor) for i, item in enumerate(node.value)]
     try:
-        return ctor.construct_object(node)
+        value = ctor.construct_object(node)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            doc.typed_numbers[parts] = node.value
+        return value
     except yaml.constructor.ConstructorError as exc:
         at = doc.value_locations[parts]
         raise YamlInvalid(_invalid_value(exc, doc.text, doc.path, at)) from None

@@ -199,3 +199,21 @@ def test_bare_url_leaves_trailing_punctuation_out(
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     hrefs = re.findall(r'<a href="(https://example\.org[^"]*)"', html)
     assert hrefs == [target]
+
+
+@pytest.mark.parametrize("typed", ["3.10", "007", "1e3", "0x1F", "1_000"])
+def test_a_number_in_a_text_field_keeps_what_was_typed(
+    typed: str, runner: CliRunner, project: Path
+) -> None:
+    text = (
+        "title: Numbers\ndate: 2026-12-02\npreheader: Numbers as typed.\nstories:\n"
+        f"  - headline: {typed}\n    dek: {typed}\n    summary: Sleepers run again.\n"
+        f"    why_it_matters: Fewer flights.\n    key_points:\n      - {typed}\n"
+        "    sources:\n      - title: Rail news\n        url: https://a.test/r\n"
+    )
+    (project / "issues" / "numbers.yaml").write_text(text, encoding="utf-8")
+    code, output = run(runner, project, "build", "issues/numbers.yaml")
+    assert code == 0, output
+    plain = delivered_text(project, "numbers")
+    shown = [line.strip(" -*") for line in plain.splitlines() if line.strip(" -*") == typed]
+    assert len(shown) >= 3, plain  # headline, dek and key point, each as typed
