@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,11 @@ from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yam
 # Text fields that end up in mail headers or one-line places: no line breaks or control chars.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Invisible format characters (Unicode Cf) that reorder or hide text: bidi overrides and
+# isolates (U+202E shows "txt.exe" as "exe.txt"), zero-width spaces, word joiners, the BOM.
+# The zero-width joiner and non-joiner (U+200D, U+200C: emoji sequences, Persian, Indic
+# scripts) and the soft hyphen stay allowed.
+_FORMAT = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 @dataclass(frozen=True)
@@ -310,9 +316,16 @@ class _Validator:
             return None
         pattern = _CONTROL if single_line else _CONTROL_MULTILINE
         bad = pattern.search(value.strip() if single_line else value)
+        if bad is None and single_line:
+            bad = _FORMAT.search(value)
         if bad:
             what = "a line break" if bad.group() in "\r\n\u2028\u2029" else "a control character"
+            if _FORMAT.match(bad.group()):
+                name = unicodedata.name(bad.group(), "format character")
+                what = f"an invisible formatting character (U+{ord(bad.group()):04X} {name})"
             advice = "this field must be one line" if single_line else "remove it"
+            if _FORMAT.match(bad.group()):
+                advice = "remove it (it can reorder or hide what readers see)"
             line, col = locate_in_value(self.doc, here, bad.group())
             self.errors.append(
                 Diagnostic(

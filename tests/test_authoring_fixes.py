@@ -217,3 +217,49 @@ def test_a_number_in_a_text_field_keeps_what_was_typed(
     plain = delivered_text(project, "numbers")
     shown = [line.strip(" -*") for line in plain.splitlines() if line.strip(" -*") == typed]
     assert len(shown) >= 3, plain  # headline, dek and key point, each as typed
+
+
+def _q(text: str) -> str:
+    """A YAML double-quoted value; format characters escaped, other characters as typed."""
+    return json.dumps(text, ensure_ascii=False).translate(
+        {ord(c): f"\\u{ord(c):04x}" for c in "\u202e\u202d\u2066\u200f\u200b\u2060\ufeff"}
+    )
+
+
+def _issue_with(field: str, value: str) -> str:
+    fields = {"title": "Formats", "preheader": "Invisible characters.", "headline": "Trains"}
+    fields["dek"] = "Night trains are back"
+    fields[field] = value
+    return (
+        f"title: {_q(fields['title'])}\ndate: 2026-12-02\n"
+        f"preheader: {_q(fields['preheader'])}\nstories:\n"
+        f"  - headline: {_q(fields['headline'])}\n    dek: {_q(fields['dek'])}\n"
+        "    summary: Sleepers run again.\n    why_it_matters: Fewer flights.\n"
+        "    sources:\n      - title: Rail news\n        url: https://a.test/r\n"
+    )
+
+
+FORMAT_CHARACTERS = ["\u202e", "\u202d", "\u2066", "\u200f", "\u200b", "\u2060", "\ufeff"]
+
+
+@pytest.mark.parametrize("char", FORMAT_CHARACTERS)
+@pytest.mark.parametrize("field", ["title", "preheader", "headline", "dek"])
+def test_invisible_format_characters_are_refused_in_one_line_fields(
+    field: str, char: str, runner: CliRunner, project: Path
+) -> None:
+    path = project / "issues" / "formats.yaml"
+    path.write_text(_issue_with(field, f"Paris{char}lane"), encoding="utf-8")
+    code, output = run(runner, project, "check", "--format", "json", "issues/formats.yaml")
+    assert code == 1
+    (error,) = [d for d in json.loads(output)["diagnostics"] if d["severity"] == "error"]
+    assert error["field"].endswith(field)
+    assert f"invisible formatting character (U+{ord(char):04X}" in error["message"]
+    assert run(runner, project, "build", "issues/formats.yaml")[0] == 1
+
+
+@pytest.mark.parametrize("text", ["Family 👨\u200d👩\u200d👧", "می\u200cخواهم", "long\u00adword"])
+def test_joiners_and_soft_hyphens_stay_allowed(text: str, runner: CliRunner, project: Path) -> None:
+    path = project / "issues" / "formats.yaml"
+    path.write_text(_issue_with("headline", text), encoding="utf-8")
+    code, output = run(runner, project, "check", "issues/formats.yaml")
+    assert code == 0, output
