@@ -168,7 +168,7 @@ def _yaml_surprises(doc: YamlDocument) -> list[Diagnostic]:
             if text.lstrip().startswith("- ") and not _blank(text):
                 at = (number, len(text) - len(text.lstrip()) + 1)
                 found.append(
-                    _warning_at(
+                    _error_at(
                         doc,
                         parts,
                         at,
@@ -270,6 +270,11 @@ def _warning_at(
     doc: YamlDocument, parts: FieldPath, at: tuple[int, int], message: str
 ) -> Diagnostic:
     return Diagnostic(doc.path, at[0], at[1], "warning", field_path(parts), message)
+
+
+def _error_at(doc: YamlDocument, parts: FieldPath, at: tuple[int, int], message: str) -> Diagnostic:
+    """An error: readers would get a mangled text ("One point - Another point")."""
+    return Diagnostic(doc.path, at[0], at[1], "error", field_path(parts), message)
 
 
 def _strings(value: Any, parts: FieldPath) -> Iterator[tuple[FieldPath, str]]:

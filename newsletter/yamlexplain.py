@@ -411,6 +411,18 @@ def _key_misplaced(lines: list[str], i: int, column: int) -> Explanation | None:
         if should == column:
             return None
         key = _ENTRY.match(lines[i])["key"]  # type: ignore[index]
+        dash = _DASH.match(lines[j])
+        if dash is not None and _indent(lines[j]) < column < should:
+            # `   - title: x` over `    url: y`: the dash is the odd one out (a space too far).
+            moved = column - (should - _indent(lines[j]))
+            return Explanation(
+                j + 1,
+                _indent(lines[j]) + 1,
+                f"this item's dash is indented {_indent(lines[j])} spaces, so its keys start at "
+                f"column {should + 1}, but '{key}' below it starts at column {column + 1}: "
+                f"indent the dash by {moved} spaces like the other items (or line '{key}' up "
+                f"with '{above['key']}')",
+            )
         where = "falls out of" if column < should else "does not fit in"
         return Explanation(
             i + 1,
