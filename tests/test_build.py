@@ -123,7 +123,7 @@ def test_broken_theme_leaves_previous_build_untouched(runner: CliRunner, project
         config.write("templates: theme\n")
     code, output = build(runner, project, issue)
     assert code == 1
-    assert re.search(r"theme/story\.mjml:2: template error", output), output
+    assert re.search(r"theme/story\.mjml:2:1: error: template error", output), output
     assert {name: (folder / name).read_bytes() for name in FILES} == before
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)  # no temp files left
 
