@@ -236,8 +236,8 @@ def contrast_problems(brand: Brand) -> list[ContrastProblem]:
         shown = math.floor(ratio * 10) / 10  # 4.49 is shown as 4.4, never as a passing 4.5
         if key.endswith("background"):  # the theme's text is dark in light mode, light in dark
             direction = "darker" if key.startswith("dark") else "lighter"
-        else:  # move the accent away from the background it sits on
-            direction = "lighter" if luminance(fg) > luminance(bg) else "darker"
+        else:
+            direction = _accent_direction(fg, bg)
         problems.append(
             ContrastProblem(
                 key,
@@ -247,6 +247,20 @@ def contrast_problems(brand: Brand) -> list[ContrastProblem]:
             )
         )
     return problems
+
+
+def _accent_direction(accent: str, background: str) -> str:
+    """ "lighter" or "darker": the way to move `accent` so that it can reach AA on `background`.
+    Away from the background when that way gets there (white, the lightest, gets no lighter;
+    #111111 on a dark card reaches 4.5:1 only by getting lighter); else the way that reaches the
+    higher contrast."""
+    reach = {"lighter": contrast("#ffffff", background), "darker": contrast("#000000", background)}
+    away = "lighter" if luminance(accent) > luminance(background) else "darker"
+    other = "darker" if away == "lighter" else "lighter"
+    for direction in (away, other):
+        if reach[direction] >= AA_NORMAL_TEXT and contrast(accent, background) < reach[direction]:
+            return direction
+    return max(reach, key=lambda direction: reach[direction])
 
 
 # The default theme's files that apply `theme:` (as `brand`).

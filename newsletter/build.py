@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from newsletter.config import Config
-from newsletter.errors import NewsletterError
+from newsletter.errors import IssueInvalid, NewsletterError
 from newsletter.issue import load_issue
 from newsletter.mail.message import MessageTemplate
 from newsletter.placeholders import SAMPLE_RECIPIENT
@@ -40,8 +40,14 @@ def sample_unsubscribe_url(config: Config) -> str:
 
 def build_issue(issue_path: str | Path, config: Config, out_dir: str | Path) -> list[Path]:
     """Load, compile and write the issue; return the written paths. Raises IssueInvalid for an
-    invalid issue, RenderError for a broken theme; nothing is written in either case."""
+    issue `newsletter check` finds errors in (the same diagnostics), RenderError for a broken
+    theme; nothing is written in either case."""
+    from newsletter.lint import lint_issue
+
     issue = load_issue(issue_path)
+    errors = [d for d in lint_issue(issue, config) if d.severity == "error"]
+    if errors:
+        raise IssueInvalid(errors)
     compiled = compile_issue(issue, config)
     unsubscribe = sample_unsubscribe_url(config)
     sample = compiled.render_for(SAMPLE_RECIPIENT, unsubscribe)

@@ -63,7 +63,14 @@ def read_local_image(issue_path: str | Path, written: str) -> LocalImage:
     relative = Path(written)
     if relative.is_absolute():
         raise ImageProblem("must be relative to the issue file's folder, like images/photo.jpg")
-    path = (Path(issue_path).resolve().parent / relative).resolve()
+    folder = Path(issue_path).resolve().parent
+    path = (folder / relative).resolve()  # symlinks followed: where the bytes really are
+    root = _project_folder(folder)
+    if not path.is_relative_to(root):
+        raise ImageProblem(
+            f"is outside the project folder {root} (it resolves to {path}): only files inside "
+            "it can be published; copy the image into the issue's images/ folder"
+        )
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_READ + 1)
@@ -76,6 +83,15 @@ def read_local_image(issue_path: str | Path, written: str) -> LocalImage:
     if len(data) > MAX_READ:
         raise ImageProblem(f"is larger than {MAX_READ // 1_000_000} MB; no email image should be")
     return _identify(path, data)
+
+
+def _project_folder(issue_folder: Path) -> Path:
+    """The folder of the newsletter.yaml above the issue, else the issue's own folder: `serve`
+    publishes these files, so none may come from elsewhere (`../../etc`, a symlink out)."""
+    from newsletter.config import find_config
+
+    config = find_config(issue_folder)
+    return config.parent.resolve() if config is not None else issue_folder
 
 
 def _identify(path: Path, data: bytes) -> LocalImage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,11 @@ from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yam
 # Text fields that end up in mail headers or one-line places: no line breaks or control chars.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
 _CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Invisible format characters (Unicode Cf) that reorder or hide text: bidi overrides and
+# isolates (U+202E shows "txt.exe" as "exe.txt"), zero-width spaces, word joiners, the BOM.
+# The zero-width joiner and non-joiner (U+200D, U+200C: emoji sequences, Persian, Indic
+# scripts) and the soft hyphen stay allowed.
+_FORMAT = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,17 @@ SOURCE_KEYS = ("title", "publisher", "url")
 IMAGE_KEYS = ("url", "path", "alt")
 # Fields rendered per recipient through the Jinja2 sandbox; everything else is literal text.
 PLACEHOLDER_FIELDS = ("subject", "preheader", "intro", "outro")
+# Text fields the loader requires: an empty one is its error, not a `check` warning.
+REQUIRED_TEXT = ("title", "headline", "summary", "why_it_matters")
+
+
+def comment_lost(key: str, comment: str) -> str:
+    """Why a value written after `key: #` is lost, and the fix (shared with `check`'s warning)."""
+    short = comment if len(comment) <= 40 else comment[:37] + "..."
+    return (
+        f"YAML reads '{short}' as a comment (a # at the start of a value or after a space "
+        f'starts one): put the {key} in quotes ({key}: "{short}")'
+    )
 
 
 def load_issue(path: str | Path) -> Issue:
@@ -282,7 +299,10 @@ class _Validator:
     ) -> str | None:
         here = (*parts, key)
         if key not in data or data[key] is None:
-            if required:
+            if required and key in data and self.doc.comment_as_value(here):
+                comment = self.doc.comment_as_value(here)
+                self.error(here, f"'{key}' is empty: {comment_lost(key, str(comment))}")
+            elif required:
                 where = "" if key in data else " is missing"
                 self.error(here if key in data else parts, f"'{key}'{where or ' is empty'}")
             return None
@@ -290,16 +310,23 @@ class _Validator:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             self.error(here, self.not_text(value, here, key))
             return None
-        value = str(value)
+        value = self.doc.typed_numbers.get(here, str(value))
         if not value.strip():
             if required:
                 self.error(here, f"'{key}' is empty")
             return None
         pattern = _CONTROL if single_line else _CONTROL_MULTILINE
         bad = pattern.search(value.strip() if single_line else value)
+        if bad is None and single_line:
+            bad = _FORMAT.search(value)
         if bad:
             what = "a line break" if bad.group() in "\r\n\u2028\u2029" else "a control character"
+            if _FORMAT.match(bad.group()):
+                name = unicodedata.name(bad.group(), "format character")
+                what = f"an invisible formatting character (U+{ord(bad.group()):04X} {name})"
             advice = "this field must be one line" if single_line else "remove it"
+            if _FORMAT.match(bad.group()):
+                advice = "remove it (it can reorder or hide what readers see)"
             line, col = locate_in_value(self.doc, here, bad.group())
             self.errors.append(
                 Diagnostic(
@@ -436,7 +463,7 @@ class _Validator:
         if not str(value).strip():
             self.error(parts, "key point is empty")
             return None
-        return str(value).strip()
+        return self.doc.typed_numbers.get(parts, str(value)).strip()
 
     def image(self, value: Any, parts: FieldPath) -> Image | None:
         data = self.mapping(value, parts, IMAGE_KEYS, "an image with url (or path) and alt")
@@ -452,7 +479,9 @@ class _Validator:
         else:
             url = self.url(data, "url", parts, required=True)
         alt = self.text(data, "alt", parts, single_line=True)
-        if alt is None:
+        written = data.get("alt")
+        # An alt that is there but invalid (a line break, a list) has its own error already.
+        if alt is None and (written is None or (isinstance(written, str) and not written.strip())):
             self.error(
                 parts, "image has no alt text; describe it for readers who cannot see it", key=True
             )

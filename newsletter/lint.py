@@ -10,6 +10,7 @@ inlined HTML against Gmail's clipping.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from newsletter.branding import theme_warnings
 from newsletter.config import Config
 from newsletter.diagnostics import Diagnostic, Severity, field_path
-from newsletter.errors import NewsletterError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.images import size_warnings
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
@@ -39,6 +40,10 @@ SUBJECT_MAX = 78  # RFC 5322's recommended line length; inboxes cut far earlier 
 SKELETON_MARK = "TODO:"
 SKELETON_URL = "https://example.com/TODO"
 LINK_SCHEMES = ("http", "https", "mailto")
+# A theme error located in its template: `templates/story.mjml:6: <mj-column has no closing >`.
+_IN_TEMPLATE = re.compile(
+    r"(?P<path>[^\s:][^:\n]*\.(?:mjml|css|txt|html)):(?P<line>\d+): (?P<message>.+)", re.S
+)
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
 
 
@@ -143,6 +148,21 @@ def check_paths(
         report.diagnostics += check_issue(path, config, links=links, link_timeout=link_timeout)
     report.diagnostics += theme_diagnostics(config)
     return report
+
+
+def config_diagnostic(exc: ConfigError) -> Diagnostic:
+    """A newsletter.yaml problem as a `check` error at its file and line (1 when unknown), so
+    `check --format json` and the preview's check bar report it like any other."""
+    where = os.path.relpath(exc.path) if exc.path is not None else "newsletter.yaml"
+    message = str(exc)
+    for prefix in (f"{exc.path}:{exc.line}: ", f"{exc.path}: "):
+        message = message.removeprefix(prefix)
+    return Diagnostic(where, exc.line or 1, 1, "error", "", message)
+
+
+def config_report(exc: ConfigError, files: int) -> CheckReport:
+    """What `check` reports when newsletter.yaml itself does not load: that one error."""
+    return CheckReport(files=files, diagnostics=[config_diagnostic(exc)])
 
 
 def theme_diagnostics(config: Config) -> list[Diagnostic]:
@@ -381,7 +401,13 @@ def compile_and_measure(
     try:
         compiled = compile_issue(issue, config)
         html = compiled.render_for(SAMPLE_RECIPIENT, _sample_unsubscribe_url(config)).html
+    except ConfigError as exc:  # the theme folder named in newsletter.yaml, say
+        return None, [config_diagnostic(exc)]
     except NewsletterError as exc:
+        located = _IN_TEMPLATE.match(str(exc))
+        if located is not None:  # a theme file's fault: point at it, not at the issue
+            line = int(located["line"])
+            return None, [Diagnostic(located["path"], line, 1, "error", "", located["message"])]
         return None, [Diagnostic(path, 1, 1, "error", "", f"the issue cannot be rendered: {exc}")]
     return compiled, _size_diagnostics(path, len(html.encode()))
 

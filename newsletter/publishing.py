@@ -194,6 +194,8 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
             raise NewsletterError(
                 f"no issue with slug {slug!r} in {config.root / 'issues'}; name its file"
             )
+        if published and path is not None:
+            _keep_images(conn, path)
         conn.execute("BEGIN IMMEDIATE")
         try:
             if web_html is not None:
@@ -207,6 +209,15 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
         conn.close()
     taken = "" if not published else "kept" if web_html is None else "refreshed" if had else "taken"
     return dataclasses.replace(done, base_url=config.base_url, snapshot=taken)
+
+
+def _keep_images(conn: sqlite3.Connection, path: Path) -> None:
+    """Keep the issue's local images as they are now (newsletter.imagestore), so the URLs its
+    web version and emails name keep answering after the files change."""
+    from newsletter.imagestore import keep_issue_images
+    from newsletter.issue import load_issue
+
+    keep_issue_images(conn, load_issue(path))
 
 
 def issue_path(config: Config, slug: str) -> Path | None:

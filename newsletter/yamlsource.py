@@ -7,6 +7,8 @@ column of every key and value, so validators can point at the exact spot.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,18 @@ class YamlDocument:
     # Problems that do not stop reading (duplicate keys: the first value is kept), so a caller
     # passing keep_going=True can report them together with everything else.
     problems: list[Diagnostic] = field(default_factory=list)
+    # Numbers as typed (`3.10`, `007`): a text field keeps what the writer wrote, not 3.1 or 7.
+    typed_numbers: dict[FieldPath, str] = field(default_factory=dict)
+
+    def comment_as_value(self, parts: FieldPath) -> str | None:
+        """`headline: #1 story`: the comment YAML read instead of the value at `parts` (a `#`
+        right after `key: ` starts a comment, so the value is empty), or None."""
+        where = self.key_locations.get(parts)
+        if where is None:
+            return None
+        line = self.text.splitlines()[where[0] - 1]
+        after = re.match(r"\s*[^:]*:\s+(#.*?)\s*$", line[where[1] - 1 :])
+        return after.group(1) if after else None
 
     def where(self, parts: FieldPath, *, key: bool = False) -> Location:
         """Location of a value (or of its key); falls back to the nearest ancestor."""
@@ -93,22 +107,49 @@ def parse_yaml(raw: bytes | str, name: str, *, keep_going: bool = False) -> Yaml
     ):
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     _reject_tab_indentation(text, name)
-    try:
-        node = _compose(text, name)
-    except yaml.YAMLError as exc:
-        raise YamlInvalid(_syntax_error(exc, text, name)) from None
+    node, text = _compose_with_value_tabs(text, name)
     if node is None:
         raise YamlInvalid(_error(name, 1, 1, "file is empty"))
     doc = YamlDocument(path=name, text=text, data=None)
     try:
         doc.data = _construct(node, (), doc, SafeConstructor())
-    except yaml.MarkedYAMLError as exc:  # e.g. a key with a tag such as !!binary
+    except yaml.MarkedYAMLError as exc:  # a tag: `dek: !important`, a key with !!binary
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise YamlInvalid(_error(name, line, col, f"invalid value: {exc.problem}")) from None
+        raise YamlInvalid(_invalid_value(exc, text, name, (line, col))) from None
     if doc.problems and not keep_going:
         raise YamlInvalid(doc.problems[0])
     return doc
+
+
+def _compose_with_value_tabs(text: str, name: str) -> tuple[Node | None, str]:
+    """The node tree and the text it was read from. YAML allows a tab inside a value, between
+    words or at the end of a line (`dek: A sub<TAB>headline`); PyYAML refuses it there, so each
+    such tab is read as a space (the same column, so every location stays right). A tab where
+    YAML itself does not allow one is left for `explain`."""
+    for _ in range(text.count("\t") + 1):
+        try:
+            return _compose(text, name), text
+        except yaml.YAMLError as exc:
+            accepted = _tab_in_value(exc, text)
+            if accepted is None:
+                raise YamlInvalid(_syntax_error(exc, text, name)) from None
+            text = accepted
+    raise AssertionError("unreachable: each pass replaces one tab")
+
+
+def _tab_in_value(exc: yaml.YAMLError, text: str) -> str | None:
+    """`text` with the tab PyYAML stopped at turned into a space, if that tab follows the text
+    of a value on its line; None for any other error."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None or "'\\t'" not in (getattr(exc, "problem", None) or ""):
+        return None
+    start = sum(len(line) for line in text.splitlines(keepends=True)[: mark.line])
+    offset = start + mark.column
+    before = text[start:offset].rstrip(" \t")
+    if text[offset : offset + 1] != "\t" or not before.strip() or before.endswith((":", "-")):
+        return None
+    return text[:offset] + " " + text[offset + 1 :]
 
 
 def _compose(text: str, name: str) -> Node | None:
@@ -176,20 +217,37 @@ def _syntax_error(exc: yaml.YAMLError, text: str, name: str) -> Diagnostic:
     return _error(name, 1, 1, f"YAML syntax error: {first}")
 
 
+# Characters that look like a space but are not one to YAML: no-break and typographic spaces
+# (Unicode Zs), the zero-width space and a stray byte order mark.
+_LOOKALIKE_SPACES = (
+    "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u200b\u202f\u205f\u3000\ufeff"
+)
+
+
 def _reject_tab_indentation(text: str, name: str) -> None:
+    """A tab or a space look-alike (a no-break space pasted from a word processor) in the
+    indentation of a line: refused at its column, before PyYAML reports it in its own terms."""
     for number, line in enumerate(text.splitlines(), start=1):
-        indent = line[: len(line) - len(line.lstrip(" \t"))]
-        if "\t" in indent and line.strip():
-            col = indent.index("\t") + 1
-            raise YamlInvalid(
-                _error(
-                    name,
-                    number,
-                    col,
-                    "tab character in indentation; YAML accepts only spaces: replace the tab "
-                    "with spaces, as on the lines above",
-                )
+        indent = line[: len(line) - len(line.lstrip(" \t" + _LOOKALIKE_SPACES))]
+        if not line.strip(" \t" + _LOOKALIKE_SPACES):
+            continue
+        odd = next(((col, ch) for col, ch in enumerate(indent, start=1) if ch != " "), None)
+        if odd is None:
+            continue
+        col, char = odd
+        if char == "\t":
+            message = (
+                "tab character in indentation; YAML accepts only spaces: replace the tab "
+                "with spaces, as on the lines above"
             )
+        else:
+            what = unicodedata.name(char, "space look-alike").lower()
+            message = (
+                f"a {what} (U+{ord(char):04X}) in indentation; YAML accepts only plain spaces: "
+                "replace it with a space"
+            )
+        raise YamlInvalid(_error(name, number, col, message))
 
 
 def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstructor) -> Any:
@@ -221,10 +279,13 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
     if isinstance(node, SequenceNode):
         return [_construct(item, (*parts, i), doc, ctor) for i, item in enumerate(node.value)]
     try:
-        return ctor.construct_object(node)
+        value = ctor.construct_object(node)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            doc.typed_numbers[parts] = node.value
+        return value
     except yaml.constructor.ConstructorError as exc:
-        line, col = doc.value_locations[parts]
-        raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc.problem}")) from None
+        at = doc.value_locations[parts]
+        raise YamlInvalid(_invalid_value(exc, doc.text, doc.path, at)) from None
     except ValueError as exc:  # e.g. a date like 2026-13-40
         if node.tag == "tag:yaml.org,2002:timestamp":
             # Keep the text: the validator of the field explains what date format it expects,
@@ -232,6 +293,24 @@ def _construct(node: Node, parts: FieldPath, doc: YamlDocument, ctor: SafeConstr
             return node.value
         line, col = doc.value_locations[parts]
         raise YamlInvalid(_error(doc.path, line, col, f"invalid value: {exc}")) from None
+
+
+def _invalid_value(
+    exc: yaml.MarkedYAMLError, text: str, name: str, at: tuple[int, int]
+) -> Diagnostic:
+    """A value YAML cannot construct (`dek: !important`, a tag), in plain words when known."""
+    explained = explain(exc, text)
+    if explained is None:
+        return _error(name, at[0], at[1], f"invalid value: {exc.problem}")
+    return Diagnostic(
+        name,
+        explained.line,
+        explained.col,
+        "error",
+        "",
+        explained.message,
+        detail=f"YAML says: {exc.problem}, at line {at[0]} column {at[1]}",
+    )
 
 
 def _error(path: str, line: int, col: int, message: str, field_parts: FieldPath = ()) -> Diagnostic:

@@ -85,6 +85,14 @@ LITERAL_FIELDS = [
     ("stories.0.image.alt", "stories[0].image.alt"),
 ]
 
+MARKDOWN_PATHS = {
+    "stories.0.summary",
+    "stories.0.why_it_matters",
+    "stories.0.takeaway",
+    "stories.0.key_points.0",
+    "intro",
+}
+
 
 def issue_with(path: str, value: str) -> dict:
     data: dict = {
@@ -147,7 +155,40 @@ def test_typed_html_tag_is_a_warning(
     found = check_json(runner, project, issue_with(path, f"Big {tag}news"))
     (warning,) = [d for d in found if d["message"].startswith(tag)]
     assert warning["field"] == field
-    assert "shown to readers as text" in warning["message"] and advice in warning["message"]
+    if path in MARKDOWN_PATHS:
+        assert "shown to readers as text" in warning["message"] and advice in warning["message"]
+    else:  # Markdown would be shown as typed too: no Markdown advice where it does not work
+        assert f"the {field.split('.')[-1].split('[')[0]} is plain text" in warning["message"]
+        assert advice not in warning["message"]
+
+
+PLAIN_FIELDS = [(path, field) for path, field in LITERAL_FIELDS if path not in MARKDOWN_PATHS]
+
+
+@pytest.mark.parametrize(("path", "field"), LITERAL_FIELDS)
+@pytest.mark.parametrize("markup", ["*Paris*", "**Paris**", "_Paris_", "[Paris](https://a.test/p)"])
+def test_markdown_in_a_plain_text_field_is_a_warning(
+    path: str, field: str, markup: str, runner: CliRunner, project: Path
+) -> None:
+    found = check_json(runner, project, issue_with(path, f"Big {markup} news"))
+    warned = [d for d in found if d["message"].startswith(markup)]
+    if path in MARKDOWN_PATHS:  # Markdown works there
+        assert warned == []
+        return
+    (warning,) = warned
+    assert warning["severity"] == "warning" and warning["field"] == field
+    assert "plain text (no HTML, no Markdown)" in warning["message"]
+    source = (project / "issues" / "2026-12-02-test.yaml").read_text().splitlines()
+    assert source[warning["line"] - 1][warning["col"] - 1 :].startswith(markup)
+
+
+@pytest.mark.parametrize(("path", "field"), PLAIN_FIELDS)
+@pytest.mark.parametrize("text", ["snake_case_name", "2*3*4", "a * b", "Q&A [live]"])
+def test_plain_text_that_only_looks_like_markdown_is_fine(
+    path: str, field: str, text: str, runner: CliRunner, project: Path
+) -> None:
+    found = check_json(runner, project, issue_with(path, f"Big {text} news"))
+    assert not [d for d in found if "plain text" in d["message"]], found
 
 
 def test_code_and_autolinks_are_not_flagged(runner: CliRunner, project: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from test_email_browser import CONTRAST_JS
 
+from newsletter.branding import contrast
 from newsletter.cli import main
 from newsletter.render.theme import BUILTIN_THEME
 
@@ -272,3 +273,27 @@ def test_the_confirmation_email_takes_the_accent(project: Path) -> None:
         a for a in elements(html, "a") if a.get("href") == "https://news.example.org/confirm/x"
     ]
     assert links and all("background:#0f766e" in str(a["style"]) for a in links)
+
+
+# Accents on both sides of their backgrounds, white and near-black included.
+ACCENTS = ["#ffffff", "#f5f5f5", "#ffff00", "#ff0000", "#777777", "#3730a3", "#111111", "#000000"]
+
+
+@pytest.mark.parametrize("key", ["accent", "dark_accent"])
+@pytest.mark.parametrize("colour", ACCENTS)
+def test_contrast_advice_points_the_way_that_reaches_aa(
+    key: str, colour: str, runner: CliRunner, project: Path
+) -> None:
+    # Following the advice to its end (white for lighter, black for darker) must reach 4.5:1 on
+    # the background the warning names: the advice never points where AA cannot be had.
+    with_theme(project, f'theme:\n  {key}: "{colour}"\n')
+    _code, output = run(runner, project, "check", EXAMPLE)
+    advice = re.findall(
+        rf"warning: theme\.{key}: .*? on .*?\((#[0-9a-f]{{6}})\): .*choose a (lighter|darker) ",
+        output,
+    )
+    assert len(advice) == output.count(f"warning: theme.{key}: ")
+    for background, direction in advice:
+        extreme = "#ffffff" if direction == "lighter" else "#000000"
+        assert contrast(extreme, background) >= 4.5, (colour, background, direction)
+        assert extreme != colour  # white is never told to get lighter, black never darker

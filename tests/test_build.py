@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from test_render import VisibleText, normalise, story, write_issue
 
@@ -122,7 +123,7 @@ def test_broken_theme_leaves_previous_build_untouched(runner: CliRunner, project
         config.write("templates: theme\n")
     code, output = build(runner, project, issue)
     assert code == 1
-    assert re.search(r"theme/story\.mjml:2: template error", output), output
+    assert re.search(r"theme/story\.mjml:2:1: error: template error", output), output
     assert {name: (folder / name).read_bytes() for name in FILES} == before
     assert sorted(p.name for p in folder.iterdir()) == sorted(FILES)  # no temp files left
 
@@ -148,3 +149,55 @@ def test_help_describes_the_command(runner: CliRunner) -> None:
     result = runner.invoke(main, ["build", "--help"])
     assert result.exit_code == 0
     assert "email.html" in result.output and "--output" in result.output
+
+
+def _issue_with_story(**fields: str) -> str:
+    story_fields = {
+        "headline": "Paris gives buses a lane",
+        "summary": "The ring road gets a lane.",
+        "why_it_matters": "Commutes change on Monday.",
+        **fields,
+    }
+    body = "".join(f"    {key}: {value}\n" for key, value in story_fields.items())
+    return (
+        "title: Build refusals\ndate: 2026-12-02\npreheader: What changed in the city.\n"
+        f"stories:\n  - {body.lstrip()}"
+        "    sources:\n      - title: City hall\n        url: https://a.test/n\n"
+    )
+
+
+LONG = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 40
+MANY_LONG_STORIES = "".join(
+    f'  - headline: Story {n}\n    summary: "{LONG}"\n    why_it_matters: "{LONG}"\n'
+    f"    sources:\n      - title: S\n        url: https://a.test/{n}\n"
+    for n in range(12)
+)
+# Each kind of error `check` finds after the issue loads: build must refuse all of them.
+CHECK_ERRORS = {
+    "ftp link": _issue_with_story(summary='"See [the file](ftp://example.org/f)."'),
+    "relative link": _issue_with_story(summary='"See [the page](/x)."'),
+    "skeleton text": _issue_with_story(why_it_matters='"TODO: write why it matters"'),
+    "skeleton url": _issue_with_story().replace("https://a.test/n", "https://example.com/TODO"),
+    "gmail clipping": _issue_with_story().replace("stories:\n", "stories:\n" + MANY_LONG_STORIES),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CHECK_ERRORS))
+def test_build_refuses_every_error_check_reports_and_writes_nothing(
+    kind: str, runner: CliRunner, project: Path
+) -> None:
+    (project / "issues" / "bad.yaml").write_text(CHECK_ERRORS[kind], encoding="utf-8")
+    cwd = os.getcwd()
+    os.chdir(project)
+    try:
+        checked = runner.invoke(main, ["check", "issues/bad.yaml"])
+    finally:
+        os.chdir(cwd)
+    check_errors = [line for line in checked.output.splitlines() if ": error: " in line]
+    assert checked.exit_code == 1 and check_errors, checked.output
+    code, output = build(runner, project, "issues/bad.yaml")
+    assert code == 1
+    assert "Traceback" not in output
+    for line in check_errors:  # the same diagnostics, word for word
+        assert line in output
+    assert not (project / "build").exists()

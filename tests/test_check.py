@@ -221,8 +221,11 @@ def test_broken_theme_is_an_error_not_a_traceback(runner: CliRunner, project: Pa
         main, ["--config", str(project / "newsletter.yaml"), "check", str(project / EXAMPLE)]
     )
     assert result.exit_code == 1
-    assert "error: the issue cannot be rendered: " in result.output
-    assert target.name in result.output
+    # Reported at the template's line, where the fault is, not at the issue's first line.
+    lines = target.read_text("utf-8").splitlines()
+    located = re.search(rf"(\S*{target.name}):(\d+):1: error: ", result.output)
+    assert located is not None, result.output
+    assert lines[int(located.group(2)) - 1] == "{% if %}"
     assert "Traceback" not in result.output
 
 

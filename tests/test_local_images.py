@@ -110,6 +110,17 @@ def make_folder(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+def make_symlink_out(path: Path) -> None:
+    """images/out.jpg -> a real picture outside the project folder."""
+    outside = picture(path.parents[3] / f"outside-{path.parents[2].name}.jpg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(outside)
+
+
+def make_picture(path: Path) -> None:
+    picture(path)
+
+
 BAD_IMAGES = [
     ("images/missing.jpg", None, "does not exist"),
     ("images/notes.jpg", make_text, "is not a usable image (not an image file)"),
@@ -118,6 +129,9 @@ BAD_IMAGES = [
     ("images/folder.jpg", make_folder, "is a folder, not an image file"),
     ("https://a.test/x.jpg", None, "is a URL; write it as 'url:'"),
     ("/etc/hostname", None, "must be relative to the issue file's folder"),
+    ("../../outside.jpg", make_picture, "is outside the project folder"),
+    ("images/../../../outside.jpg", make_picture, "is outside the project folder"),
+    ("images/out.jpg", make_symlink_out, "is outside the project folder"),
 ]
 
 
@@ -246,3 +260,96 @@ def test_preview_shows_the_local_image_at_once_and_follows_edits(
         page.wait_for_function(NEW_WIDTH_SHOWN, arg=400, timeout=15000)
         page.context.close()
         assert errors == []
+
+
+# [clientWidth, clientHeight] of the story image in a document.
+SHOWN_SIZE = """() => { const img = document.querySelector('img[alt="The night train"]');
+  return [img.clientWidth, img.clientHeight]; }"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("document", ["email.html", "web.html"])
+def test_built_image_keeps_its_aspect_ratio_at_every_width(
+    document: str, browser: Browser, runner: CliRunner, project: Path
+) -> None:
+    # A circle must stay a circle on a phone: width and height attributes stay for Outlook,
+    # but no fixed CSS height may squash the picture where the column is narrower.
+    picture(project / "issues/images/night-train.jpg", (800, 400))
+    write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
+    code, output = run(runner, project, "build", ISSUE)
+    assert code == 0, output
+    built = project / "build" / SLUG / document
+    html = built.read_text(encoding="utf-8")
+    (img,) = [i for i in elements(html, "img") if i.get("alt") == "The night train"]
+    assert (img["width"], img["height"]) == ("544", "272")
+    for width in (320, 375, 600):
+        page = offline_page(browser)
+        page.set_viewport_size({"width": width, "height": 900})
+        # The email points at the public site; answer with the file build wrote.
+        copied = project / "build" / SLUG / str(img["src"]).rsplit("/", 1)[1]
+        page.route(str(img["src"]), lambda route: route.fulfill(path=copied))  # noqa: B023
+        page.goto(built.as_uri())
+        page.wait_for_function("document.querySelector('img').complete")
+        shown_width, shown_height = page.evaluate(SHOWN_SIZE)
+        assert shown_width <= min(width, 544)
+        assert abs(shown_height - shown_width / 2) <= 1, (width, shown_width, shown_height)
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_preview_phone_frame_keeps_the_image_aspect_ratio(browser: Browser, project: Path) -> None:
+    picture(project / "issues/images/night-train.jpg", (800, 400))
+    issue = write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
+    with PreviewServer(issue, config_path=project / "newsletter.yaml", start_dir=project) as srv:
+        page = offline_page(browser)
+        page.goto(srv.url)
+        expect(page.locator("body")).to_have_attribute("data-state", "ok")
+        shown = frame(page, "phone-light").get_by_alt_text("The night train")
+        expect(shown).to_be_visible()
+        width, height = shown.evaluate("img => [img.clientWidth, img.clientHeight]")
+        assert width < 544  # the phone column is narrower than the desktop one
+        assert abs(height - width / 2) <= 1, (width, height)
+        page.context.close()
+
+
+def _replace_or_delete(path: Path, how: str) -> None:
+    if how == "replaced":
+        picture(path, (300, 300))  # other bytes under the same file name
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted"])
+@pytest.mark.parametrize("went_out", ["published", "sent"])
+def test_an_image_that_went_out_keeps_answering_with_its_bytes(
+    went_out: str, how: str, runner: CliRunner, project: Path
+) -> None:
+    # A sent email cannot change: the hashed URL it names must keep answering with the bytes it
+    # was sent with, whatever the writer does with the file afterwards.
+    source = picture(project / "issues/images/night-train.jpg")
+    original = source.read_bytes()
+    write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
+    name = f"night-train-{hashlib.sha256(original).hexdigest()[:10]}.jpg"
+    if went_out == "published":
+        code, output = run(runner, project, "publish", ISSUE)
+    else:
+        assert run(runner, project, "subscribers", "add", "reader@example.org")[0] == 0
+        code, output = run(runner, project, "send", "--yes", ISSUE)
+        (mailed,) = (project / "outbox").glob("*.eml")
+        message = email.message_from_bytes(mailed.read_bytes(), policy=email.policy.default)
+        html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        srcs = [img.get("src") for img in elements(html, "img")]
+        assert f"https://news.example.org/issues/{SLUG}/{name}" in srcs
+    assert code == 0, output
+    _replace_or_delete(source, how)
+    config = load_config(project / "newsletter.yaml")
+    with running(create_app(config, signup_min_seconds=0)) as server:
+        answer = httpx.get(f"{server}/issues/{SLUG}/{name}")
+        assert answer.status_code == 200 and answer.content == original
+        assert answer.headers["content-type"] == "image/jpeg"
+        if how == "replaced":  # the web version now names the new file, which answers too
+            page = httpx.get(f"{server}/issues/{SLUG}/").text
+            new = f"night-train-{hashlib.sha256(source.read_bytes()).hexdigest()[:10]}.jpg"
+            assert new in page and httpx.get(f"{server}/issues/{SLUG}/{new}").status_code == 200
+        run(runner, project, "unpublish", SLUG)  # nothing unpublished is served
+        assert httpx.get(f"{server}/issues/{SLUG}/{name}").status_code == 404

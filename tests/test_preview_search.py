@@ -24,6 +24,8 @@ def crowded(project: Path) -> Path:
         for i in range(COUNT):
             store.add(f"reader{i:04d}@example.org", name=f"Reader Number {i}")
         store.add("last_100%@example.net", name="Grace Hopper")
+        store.add("zoe@example.org", name="Zoë Ångström")
+        store.add("strasse@example.org", name="Straße Öffner")
     return project
 
 
@@ -42,6 +44,12 @@ def recipients(url: str, query: str) -> list[dict[str, str]]:
         ("_100%", ["last_100%@example.net"]),  # LIKE wildcards are matched literally
         ("100%", ["last_100%@example.net"]),
         ("nobody-here", []),
+        # Unicode letters in any case (case folding, not only ASCII).
+        ("ZOË", ["zoe@example.org"]),
+        ("zoë ång", ["zoe@example.org"]),
+        ("ÅNGSTRÖM", ["zoe@example.org"]),
+        ("ÖFFNER", ["strasse@example.org"]),
+        ("STRASSE ö", ["strasse@example.org"]),  # ß folds to ss
     ],
 )
 def test_search_covers_the_whole_list(crowded: Path, query: str, expected: list[str]) -> None:

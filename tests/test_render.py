@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from newsletter.config import Config, load_config
-from newsletter.errors import RenderError
+from newsletter.errors import ConfigError, RenderError
 from newsletter.issue import load_issue
 from newsletter.placeholders import SAMPLE_RECIPIENT, Recipient
 from newsletter.render.compile import compile_issue
@@ -390,7 +390,7 @@ def test_missing_theme_folder_is_a_clear_error(project: Path) -> None:
     (project / "newsletter.yaml").write_text(
         (project / "newsletter.yaml").read_text() + "templates: nowhere\n", encoding="utf-8"
     )
-    with pytest.raises(RenderError, match=r"nowhere.*not found"):
+    with pytest.raises(ConfigError, match=r"newsletter\.yaml:5: templates: .*nowhere.*not found"):
         compiled_for(project, load_config(project / "newsletter.yaml"))
 
 

@@ -63,7 +63,7 @@ def test_truncated_tag_is_reported_in_the_file_that_holds_it(
     code, output = run(runner, project, command, EXAMPLE)
     assert code == 1
     where = f"theme/{name}:{line_of(source, f'<{truncated}>')}"
-    assert f"{where}: unknown MJML tag <{truncated}> (did you mean <{tag}>?)" in output
+    assert f"{where}:1: error: unknown MJML tag <{truncated}> (did you mean <{tag}>?)" in output
 
 
 @pytest.mark.parametrize("command", ["build", "check"])
@@ -76,7 +76,7 @@ def test_inline_mj_style_is_refused_with_the_fix(
     code, output = run(runner, project, command, EXAMPLE)
     assert code == 1
     where = f"theme/email.mjml:{line_of(source, '<mj-style inline')}"
-    assert f'{where}: <mj-style inline="inline"> is ignored by mjml-python' in output
+    assert f'{where}:1: error: <mj-style inline="inline"> is ignored by mjml-python' in output
     assert "inline.css" in output
     assert not (project / "build").exists()
 
@@ -92,4 +92,45 @@ def test_unclosed_tag_names_its_file_and_line(name: str, runner: CliRunner, proj
     assert code == 1
     opened = source.rfind(f"<{closing.group(1)}", 0, closing.start())
     line = source[:opened].count("\n") + 1
-    assert f"theme/{name}:{line}: <{closing.group(1)}> is never closed" in output
+    assert (
+        f"theme/{name}:{line}:1: error: invalid MJML: <{closing.group(1)}> is never closed"
+        in output
+    )
+
+
+def _unclosed_quote(source: str) -> tuple[str, re.Match[str]]:
+    """The last `attr="value"` of an mj- tag (outside any {% if %}) without its closing quote."""
+    match = list(re.finditer(r'<mj-[\w-]+[^>]*?\w="([^"{}]+)"', source))[-1]
+    return source[: match.end() - 1] + source[match.end() :], match
+
+
+def _missing_bracket(source: str) -> tuple[str, re.Match[str]]:
+    """The last attribute-less mj- tag (`<mj-column>`, outside any {% if %}) without its `>`."""
+    match = list(re.finditer(r"<mj-[\w-]+>", source))[-1]
+    return source[: match.end() - 1] + source[match.end() :], match
+
+
+# (how the tag is broken, what `check` and `build` must say about it)
+BROKEN_TAGS = [
+    (_unclosed_quote, "a quote of an attribute of <{tag}> is never closed"),
+    (_missing_bracket, "<{tag} has no closing >"),
+]
+
+
+@pytest.mark.parametrize("name", PARTIALS)
+@pytest.mark.parametrize(("breaks", "message"), BROKEN_TAGS)
+@pytest.mark.parametrize("command", ["build", "check"])
+def test_broken_tag_is_named_at_its_file_and_line(
+    name: str, breaks: object, message: str, command: str, runner: CliRunner, project: Path
+) -> None:
+    builtin = (BUILTIN_THEME / name).read_text(encoding="utf-8")
+    source, broken = breaks(builtin)  # type: ignore[operator]
+    theme_with(project, name, source)
+    three_stories(project)
+    code, output = run(runner, project, command, EXAMPLE)
+    assert code == 1
+    tag = re.match(r"<(mj-[\w-]+)", broken.group(0)).group(1)  # type: ignore[union-attr]
+    line = source.count("\n", 0, broken.start()) + 1
+    assert f"theme/{name}:{line}:1: error: invalid MJML: {message.format(tag=tag)}" in output
+    assert "never closed" not in output or "quote" in message  # not blamed on a closing tag
+    assert not (project / "build").exists()

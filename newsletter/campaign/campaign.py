@@ -36,6 +36,7 @@ from newsletter.campaign.settings import (
 from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused
+from newsletter.imagestore import keep_issue_images
 from newsletter.issue import Issue
 from newsletter.mail.dkim import DkimSigner
 from newsletter.mail.message import MessageTemplate
@@ -215,6 +216,8 @@ class Campaign:
         )
         limiter = RateLimiter(run_limit)
         source = self.messages()  # reads the DKIM key: a bad one stops us before sending
+        # The images the messages name must answer for as long as the mail is kept.
+        keep_issue_images(self.store.conn, self.issue)
         progress = progress or Progress()
         stop = stop or threading.Event()
         # Opened before the campaign is created or anyone claimed: a permanent refusal, or every

@@ -25,8 +25,8 @@ def build_command(issue: Path, out_dir: Path) -> None:
     """Render ISSUE to email.html, email.txt, web.html and message.eml.
 
     email.html and message.eml are what a sample subscriber would receive; web.html is the
-    browser version. The same YAML always gives byte-identical files. An invalid issue is refused
-    with every problem listed, and nothing is written.
+    browser version. The same YAML always gives byte-identical files. An issue with any error
+    `check` reports is refused with every error listed, and nothing is written.
     """
     from newsletter.build import build_issue  # the renderer is heavy: load it only when used
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from newsletter.cli.common import app, reports_errors
-from newsletter.lint import check_paths
+from newsletter.errors import ConfigError
+from newsletter.lint import check_paths, config_report
 from newsletter.scaffold import init_project, issues_folder, new_issue
 
 
@@ -48,7 +49,12 @@ def check(
 
     Exits with status 1 when any file has an error (with --strict: any warning too).
     """
-    report = check_paths(issues, app().config, links=links, link_timeout=timeout)
+    try:
+        report = check_paths(issues, app().config, links=links, link_timeout=timeout)
+    except ConfigError as exc:
+        if output_format != "json":
+            raise  # reported as every command reports it
+        report = config_report(exc, len(issues))  # a tool reading JSON gets JSON, always
     if output_format == "json":
         click.echo(json.dumps(report.as_dict(strict=strict), indent=2, ensure_ascii=False))
     else:

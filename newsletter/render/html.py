@@ -70,7 +70,12 @@ _INLINE_STYLE = re.compile(r"<mj-style\b[^>]*\binline\s*=")
 
 def check_mjml(mjml: str, env: Environment) -> None:
     """Refuse what mjml-python would silently get wrong (it has no validator of its own): tags
-    it does not know, and `<mj-style inline="inline">`, which it ignores."""
+    it does not know, `<mj-style inline="inline">`, which it ignores, and a tag whose `>` or
+    attribute quote is missing, which it may swallow with what follows."""
+    if _tag_fault(mjml, balance=False) is not None:
+        fault = _mjml_fault(env, balance=False)
+        path, line, what = fault if fault is not None else ("theme", 0, "a broken mj- tag")
+        raise RenderError(f"{path}:{line}: invalid MJML: {what}" if line else f"{path}: {what}")
     for match in _TAG.finditer(mjml):
         tag = match.group(1)
         if tag not in MJML_TAGS:
@@ -97,42 +102,104 @@ def mjml_to_html(mjml: str, env: Environment) -> str:
 
     check_mjml(mjml, env)
     try:
-        return mjml2html(mjml)
+        html = mjml2html(mjml)
     except ValueError as exc:  # mjml-python reports MJML errors as ValueError
-        where = _unbalanced_tag(env) or _excerpt(mjml, exc)
-        raise RenderError(f"the theme produced invalid MJML: {exc}{where}") from None
+        fault = _mjml_fault(env)
+        if fault is None:
+            raise RenderError(
+                f"the theme produced invalid MJML: {exc}{_excerpt(mjml, exc)}"
+            ) from None
+        path, line, what = fault
+        raise RenderError(
+            f"{path}:{line}: invalid MJML: {what} (mjml-python says: {exc})"
+        ) from None
+    return _IMG_TAG.sub(_fluid_height, html)
 
 
-def _unbalanced_tag(env: Environment) -> str:
-    """` (<tag> opened at file:line is never closed)` for the first template whose mj- tags do
-    not balance: mjml-python's own message ("unexpected end of stream") names no file."""
+_IMG_TAG = re.compile(r"<img\b[^>]*>")
+_FIXED_HEIGHT = re.compile(r"(?<![\w-])height\s*:\s*\d+(?:\.\d+)?px")
+
+
+def _fluid_height(match: re.Match[str]) -> str:
+    """An `<mj-image height=...>` renders `width:100%` with a fixed `height:Npx` inline, which
+    squashes the picture wherever the column is narrower than its width (a phone). The height
+    attribute stays for Outlook, which sizes images by attributes; CSS readers get height:auto,
+    so the picture keeps its aspect ratio at every width."""
+    tag = match.group(0)
+    style = re.search(r'style="([^"]*)"', tag)
+    if style is None or not re.search(r"(?<![\w-])width\s*:\s*100%", style.group(1)):
+        return tag
+    fluid = _FIXED_HEIGHT.sub("height:auto", style.group(1))
+    return tag[: style.start(1)] + fluid + tag[style.end(1) :]
+
+
+def _mjml_fault(env: Environment, *, balance: bool = True) -> tuple[str, int, str] | None:
+    """(template file, line, what is wrong) for the first MJML template whose tags are broken:
+    mjml-python's own messages ("unable to parse next template") name no file."""
     assert env.loader is not None
     for name in sorted(env.loader.list_templates()):
         if not name.endswith(".mjml"):
             continue
         source, filename, _ = env.loader.get_source(env, name)
-        open_tags: list[tuple[str, int]] = []
-        for match in re.finditer(r"<(/?)\s*(mj[\w-]*)[^>]*?(/?)>", source):
-            closing, tag, self_closing = match.groups()
-            line = source.count("\n", 0, match.start()) + 1
-            if self_closing:
-                continue
-            if not closing:
-                open_tags.append((tag, line))
-            elif open_tags and open_tags[-1][0] == tag:
-                open_tags.pop()
-            elif open_tags:
-                inner, opened = open_tags[-1]
-                return (
-                    f" ({display_path(filename or name)}:{opened}: <{inner}> is never closed; "
-                    f"</{tag}> on line {line} comes first)"
-                )
-            else:
-                return f" ({display_path(filename or name)}:{line}: </{tag}> closes nothing)"
-        if open_tags:
-            tag, line = open_tags[-1]
-            return f" ({display_path(filename or name)}:{line}: <{tag}> is never closed)"
-    return ""
+        fault = _tag_fault(source, balance=balance)
+        if fault is not None:
+            return display_path(filename or name), fault[0], fault[1]
+    return None
+
+
+_MJ_TAG_START = re.compile(r"<(/?)\s*(mj[\w-]*)")
+
+
+def _tag_fault(source: str, *, balance: bool = True) -> tuple[int, str] | None:
+    """(line, what) of the first broken mj- tag of a template: a tag without its `>`, an
+    attribute quote never closed, and with `balance` a tag never closed or closed out of order
+    (a theme may open a tag in one file and close it in another, so that is looked for only
+    once mjml-python failed)."""
+    open_tags: list[tuple[str, int]] = []
+    for match in _MJ_TAG_START.finditer(source):
+        closing, tag = match.groups()
+        line = source.count("\n", 0, match.start()) + 1
+        end, problem = _tag_end(source, match.end())
+        if problem == "quote":
+            return line, f"a quote of an attribute of <{tag}> is never closed"
+        if problem == "bracket":
+            return line, f"<{tag} has no closing >"
+        if not balance or source[end - 2 : end] == "/>":
+            continue
+        if not closing:
+            open_tags.append((tag, line))
+        elif open_tags and open_tags[-1][0] == tag:
+            open_tags.pop()
+        elif open_tags:
+            inner, opened = open_tags[-1]
+            return opened, f"<{inner}> is never closed; </{tag}> on line {line} comes first"
+        else:
+            return line, f"</{tag}> closes nothing"
+    if open_tags:
+        tag, line = open_tags[-1]
+        return line, f"<{tag}> is never closed"
+    return None
+
+
+def _tag_end(source: str, i: int) -> tuple[int, str]:
+    """(index after the `>` ending the tag whose attributes start at i, problem): problem is ""
+    or "quote" (a quoted value runs into a new line or tag) or "bracket" (no `>` first)."""
+    quote = ""
+    while i < len(source):
+        char = source[i]
+        if quote:
+            if char == quote:
+                quote = ""
+            elif char in "<\n":
+                return i, "quote"
+        elif char in "\"'":
+            quote = char
+        elif char == ">":
+            return i + 1, ""
+        elif char == "<":
+            return i, "bracket"
+        i += 1
+    return i, "quote" if quote else "bracket"
 
 
 def _excerpt(mjml: str, exc: ValueError) -> str:

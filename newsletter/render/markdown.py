@@ -15,8 +15,11 @@ import functools
 import textwrap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_inline.linkify import SCHEME_RE, linkify
+from markdown_it.rules_inline.state_inline import StateInline
 from markdown_it.token import Token
 from markupsafe import Markup
 
@@ -27,7 +30,40 @@ def new_parser() -> MarkdownIt:
     """The issue flavour of Markdown: CommonMark, raw HTML off, bare http(s) URLs linked."""
     md = MarkdownIt("commonmark", {"html": False, "linkify": True}).enable("linkify")
     md.linkify.set({"fuzzy_link": False, "fuzzy_email": False, "fuzzy_ip": False})
+    md.linkify = _TrailingPunctuationLeftOut(md.linkify)
+    md.inline.ruler.at("linkify", _linkify_after_emphasis)
     return md
+
+
+def _linkify_after_emphasis(state: StateInline, silent: bool) -> bool:
+    """markdown-it's linkify rule, telling the matcher whether the URL follows a `_` (opens
+    emphasis), which only then also closes it: `_https://x.org/j_`."""
+    scheme = SCHEME_RE.search(state.pending)
+    start = state.pos - len(scheme.group(1)) if scheme else 0
+    state.md.linkify.after_underscore = start > 0 and state.src[start - 1] == "_"
+    return linkify(state, silent)
+
+
+class _TrailingPunctuationLeftOut:
+    """linkify-it keeps a trailing `:` in a bare URL (`https://x.org/h: yes` links `.../h:`),
+    and a trailing `_` that closes emphasis (`_https://x.org/j_` links `.../j_`); both are left
+    out, as GitHub does (markdown-it already drops a trailing `*`). A `_` that ends a URL not
+    opened by one stays: `...datamodel.html#object.__init__`."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.after_underscore = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def match_at_start(self, text: str) -> Any:
+        found = self._inner.match_at_start(text)
+        if found is not None:
+            trimmed = found.url.rstrip(":_" if self.after_underscore else ":")
+            if not trimmed.endswith("://"):
+                found.url = trimmed
+        return found
 
 
 _MD = new_parser()

@@ -32,7 +32,7 @@ from jinja2 import (
 
 import newsletter
 from newsletter.config import Config
-from newsletter.errors import NewsletterError, RenderError
+from newsletter.errors import ConfigError, NewsletterError, RenderError
 from newsletter.render import markdown
 
 # `newsletter/_theme` is a link to the repository's top-level templates/ folder (so a wheel
@@ -65,9 +65,26 @@ def theme_dirs(config: Config) -> list[Path]:
     dirs = [BUILTIN_THEME]
     if config.templates is not None:
         if not config.templates.is_dir():
-            raise RenderError(f"theme folder {config.templates} (config 'templates') not found")
+            raise ConfigError(
+                f"templates: theme folder {config.templates} not found: create it "
+                "(`newsletter init --copy-theme` copies the default theme) or fix the path",
+                config.path,
+                _key_line(config.path, "templates"),
+            )
         dirs.insert(0, config.templates)
     return dirs
+
+
+def _key_line(path: Path | None, key: str) -> int | None:
+    """The line of a top-level `key:` in newsletter.yaml, to point the writer at it."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    pattern = re.compile(rf"{re.escape(key)}\s*:")
+    return next((n for n, line in enumerate(lines, start=1) if pattern.match(line)), None)
 
 
 def environment(config: Config) -> Environment:

@@ -208,8 +208,10 @@ class SubscriberStore:
             last = subs[-1].id
 
     def search(self, text: str, limit: int = 50) -> list[Subscriber]:
-        """Up to `limit` subscribers whose address or name contains `text` (case-insensitive
-        for ASCII, SQLite's LIKE), an exact address first, then in id order."""
+        """Up to `limit` subscribers whose address or name contains `text`, case-insensitive
+        (Unicode case folding: "ZOË" finds "Zoë"), an exact address first, then in id order."""
+        if not text.isascii():  # SQLite's LIKE folds ASCII letters only
+            return self._search_casefolded(text.strip(), limit)
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.strip()) + "%"
         with self._lock:
             rows = self.conn.execute(
@@ -217,6 +219,17 @@ class SubscriberStore:
                 " WHERE email LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'"
                 " ORDER BY lower(email) != lower(?2), id LIMIT ?3",
                 (pattern, text.strip(), limit),
+            ).fetchall()
+            return self._build(rows)
+
+    def _search_casefolded(self, text: str, limit: int) -> list[Subscriber]:
+        with self._lock:
+            self.conn.create_function("nl_casefold", 1, _casefold, deterministic=True)
+            rows = self.conn.execute(
+                f"SELECT {_COLUMNS} FROM subscribers"
+                " WHERE instr(nl_casefold(email), ?1) OR instr(nl_casefold(name), ?1)"
+                " ORDER BY nl_casefold(email) != ?1, id LIMIT ?2",
+                (text.casefold(), limit),
             ).fetchall()
             return self._build(rows)
 
@@ -591,3 +604,7 @@ class SubscriberStore:
             if changed or status != UNSUBSCRIBED:
                 self.write_event(subscriber_id, status, detail, stamp)
             return changed
+
+
+def _casefold(value: str | None) -> str:
+    return value.casefold() if value else ""

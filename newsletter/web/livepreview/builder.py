@@ -17,6 +17,7 @@ from newsletter.config import Config, load_config
 from newsletter.diagnostics import Diagnostic
 from newsletter.errors import ConfigError, IssueInvalid, NewsletterError, RenderError
 from newsletter.issue import load_issue
+from newsletter.lint import config_diagnostic
 from newsletter.render.compiled import CompiledIssue
 
 EXCERPT_CONTEXT = 2  # lines shown before and after the faulty one
@@ -116,6 +117,8 @@ class Builder:
             compiled = compile_issue(issue, config)
         except ConfigError as exc:
             problems.append(_config_problem(exc))
+            if not any(_is_error(d) for d in diagnostics):  # the check bar must not say passed
+                diagnostics.append(config_diagnostic(exc))
         except IssueInvalid as exc:
             problems.extend(_diagnostic_problem(d) for d in exc.diagnostics if _is_error(d))
             diagnostics = _merge(diagnostics, exc.diagnostics)

@@ -44,9 +44,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from newsletter import publishing, tokens
+from newsletter import imagestore, publishing, tokens
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
-from newsletter.images import LocalImage
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
@@ -390,11 +389,17 @@ class PublicSite:
             return Response(status_code=304, headers=headers)
         return HTMLResponse(page.html, headers=headers)
 
-    def issue_image(self, slug: str, name: str) -> tuple[LocalImage, bytes, float] | None:
-        """A local image a story of the published issue `slug` names, with its bytes, or None
-        (unpublished, not named by a story, or edited since: the name holds its hash)."""
-        if not publishing.is_published(self.reader().conn, slug):
+    def issue_image(self, slug: str, name: str) -> tuple[str, bytes, float] | None:
+        """(media type, bytes, modified) of a local image of the published issue `slug`, or
+        None. An image kept when the issue was published or sent (newsletter.imagestore)
+        answers whatever became of its file, so a sent email never loses it; otherwise a file
+        a story names now, while its bytes still match the hash in its name."""
+        conn = self.reader().conn
+        if not publishing.is_published(conn, slug):
             return None
+        stored = imagestore.stored_image(conn, slug, name)
+        if stored is not None:
+            return stored
         path = publishing.issue_path(self.config, slug)
         if path is None:
             return None
@@ -413,7 +418,7 @@ class PublicSite:
             return None
         if hashlib.sha256(data).hexdigest()[:10] not in name:
             return None
-        return image, data, modified
+        return image.media_type, data, modified
 
     async def issue_file(self, request: Request) -> Response:
         slug, name = request.path_params["slug"], request.path_params["name"]
@@ -426,7 +431,7 @@ class PublicSite:
             return self.page("error", 500)
         if found is None:
             raise HTTPException(404)
-        image, data, modified = found
+        media_type, data, modified = found
         etag = f'"{name}"'
         headers = {
             "ETag": etag,
@@ -435,7 +440,7 @@ class PublicSite:
         }
         if not_modified(request, etag, modified):
             return Response(status_code=304, headers=headers)
-        return Response(data, media_type=image.media_type, headers=headers)
+        return Response(data, media_type=media_type, headers=headers)
 
     async def issue_redirect(self, request: Request) -> Response:
         slug = request.path_params["slug"]
