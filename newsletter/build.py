@@ -42,13 +42,14 @@ def build_issue(issue_path: str | Path, config: Config, out_dir: str | Path) -> 
     """Load, compile and write the issue; return the written paths. Raises IssueInvalid for an
     issue `newsletter check` finds errors in (the same diagnostics), RenderError for a broken
     theme; nothing is written in either case."""
-    from newsletter.lint import lint_issue
+    from newsletter.lint import inspect_issue
 
-    issue = load_issue(issue_path)
-    errors = [d for d in lint_issue(issue, config) if d.severity == "error"]
+    checked = inspect_issue(issue_path, config)  # parses and compiles once, as send does
+    errors = [d for d in checked.diagnostics if d.severity == "error"]
     if errors:
         raise IssueInvalid(errors)
-    compiled = compile_issue(issue, config)
+    issue = checked.issue or load_issue(issue_path)
+    compiled = checked.compiled or compile_issue(issue, config)
     unsubscribe = sample_unsubscribe_url(config)
     sample = compiled.render_for(SAMPLE_RECIPIENT, unsubscribe)
     contents = {
