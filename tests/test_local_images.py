@@ -347,9 +347,14 @@ def test_an_image_that_went_out_keeps_answering_with_its_bytes(
         answer = httpx.get(f"{server}/issues/{SLUG}/{name}")
         assert answer.status_code == 200 and answer.content == original
         assert answer.headers["content-type"] == "image/jpeg"
-        if how == "replaced":  # the web version now names the new file, which answers too
+        # The web version is the snapshot taken when the issue went out: it still names the
+        # image it went out with, which answers.
+        assert name in httpx.get(f"{server}/issues/{SLUG}/").text
+        if how == "replaced":  # publishing again takes the new file, which answers too
+            assert run(runner, project, "publish", ISSUE)[0] == 0
             page = httpx.get(f"{server}/issues/{SLUG}/").text
             new = f"night-train-{hashlib.sha256(source.read_bytes()).hexdigest()[:10]}.jpg"
             assert new in page and httpx.get(f"{server}/issues/{SLUG}/{new}").status_code == 200
+            assert httpx.get(f"{server}/issues/{SLUG}/{name}").content == original
         run(runner, project, "unpublish", SLUG)  # nothing unpublished is served
         assert httpx.get(f"{server}/issues/{SLUG}/{name}").status_code == 404
