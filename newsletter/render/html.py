@@ -154,36 +154,48 @@ def _tag_fault(source: str, *, balance: bool = True) -> tuple[int, str] | None:
     """(line, what) of the first broken mj- tag of a template: a tag without its `>`, an
     attribute quote never closed, and with `balance` a tag never closed or closed out of order
     (a theme may open a tag in one file and close it in another, so that is looked for only
-    once mjml-python failed)."""
+    once mjml-python failed). Runs on every compile: lines are counted only for a fault."""
+
+    def line(at: int) -> int:
+        return source.count("\n", 0, at) + 1
+
     open_tags: list[tuple[str, int]] = []
     for match in _MJ_TAG_START.finditer(source):
         closing, tag = match.groups()
-        line = source.count("\n", 0, match.start()) + 1
         end, problem = _tag_end(source, match.end())
         if problem == "quote":
-            return line, f"a quote of an attribute of <{tag}> is never closed"
+            return line(match.start()), f"a quote of an attribute of <{tag}> is never closed"
         if problem == "bracket":
-            return line, f"<{tag} has no closing >"
+            return line(match.start()), f"<{tag} has no closing >"
         if not balance or source[end - 2 : end] == "/>":
             continue
         if not closing:
-            open_tags.append((tag, line))
+            open_tags.append((tag, match.start()))
         elif open_tags and open_tags[-1][0] == tag:
             open_tags.pop()
         elif open_tags:
             inner, opened = open_tags[-1]
-            return opened, f"<{inner}> is never closed; </{tag}> on line {line} comes first"
+            return line(opened), (
+                f"<{inner}> is never closed; </{tag}> on line {line(match.start())} comes first"
+            )
         else:
-            return line, f"</{tag}> closes nothing"
+            return line(match.start()), f"</{tag}> closes nothing"
     if open_tags:
-        tag, line = open_tags[-1]
-        return line, f"<{tag}> is never closed"
+        tag, at = open_tags[-1]
+        return line(at), f"<{tag}> is never closed"
     return None
+
+
+# The rest of a well-formed tag: text, or quoted values that stay on one line without a `<`.
+_TAG_REST = re.compile(r"""(?:[^"'<>]|"[^"<\n]*"|'[^'<\n]*')*>""")
 
 
 def _tag_end(source: str, i: int) -> tuple[int, str]:
     """(index after the `>` ending the tag whose attributes start at i, problem): problem is ""
     or "quote" (a quoted value runs into a new line or tag) or "bracket" (no `>` first)."""
+    well_formed = _TAG_REST.match(source, i)
+    if well_formed is not None:  # the common case, without a Python loop over each character
+        return well_formed.end(), ""
     quote = ""
     while i < len(source):
         char = source[i]
