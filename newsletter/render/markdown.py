@@ -74,6 +74,8 @@ _NO_URLS = MarkdownIt("commonmark", {"html": False})
 
 def _parser(source: str) -> MarkdownIt:
     return _MD if "://" in source else _NO_URLS
+
+
 # Block elements that get dir="auto", so a right-to-left paragraph reads right to left even
 # inside a left-to-right newsletter. List items inherit their list's direction: the auto
 # detection skips any descendant with its own dir attribute.
