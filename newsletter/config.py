@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ KEYS = (
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
+LIST_ID_LABEL_MAX = 63  # octets in one label of a domain name (RFC 1035 2.3.4)
 DEFAULTS: dict[str, Any] = {
     "name": "Newsletter",
     "from": "Newsletter <newsletter@example.com>",
@@ -99,12 +101,22 @@ class Config:
     @property
     def list_id(self) -> str:
         """RFC 2919 List-Id, e.g. `AI Brief <ai-brief.example.com>`."""
-        # ASCII only: the list-id is a domain-like token in a header that must stay ASCII.
+        return f"{self.name} <{self.list_id_token}>"
+
+    @property
+    def list_id_token(self) -> str:
+        """The list-id itself, `<slug>.<sender domain>`: a domain name, so the slug label is
+        ASCII and cut to 63 octets (RFC 1035 2.3.4); a long name (or one with no ASCII letters,
+        whose slug is only `list`) gets a digest of the whole name, so two newsletters whose
+        names share the first 54 characters still differ."""
         slug = "".join(c if c.isascii() and c.isalnum() else "-" for c in self.name.lower())
         slug = slug.strip("-") or "list"
         while "--" in slug:
             slug = slug.replace("--", "-")
-        return f"{self.name} <{slug}.{self.sender_domain}>"
+        if slug == "list" or len(slug) > LIST_ID_LABEL_MAX:
+            digest = hashlib.sha256(self.name.encode()).hexdigest()[:8]
+            slug = f"{slug[: LIST_ID_LABEL_MAX - 9].rstrip('-')}-{digest}"
+        return f"{slug}.{self.sender_domain}"
 
 
 def find_config(start: Path | None = None) -> Path | None:

@@ -25,7 +25,6 @@ from newsletter.transports import redact_secrets
 
 # What `newsletter init` writes as the postal address (newsletter/scaffold.py).
 POSTAL_PLACEHOLDER = "1 Example Street"
-MAX_LABEL_OCTETS = 63  # RFC 1035 2.3.4: one label of a domain name, as the List-Id's is
 
 Check = Callable[[Config, Locator, str], list[Finding]]
 
@@ -122,22 +121,6 @@ def check_postal_address(config: Config, at: Locator, transport: str) -> list[Fi
                 "error",
                 f"still the placeholder written by `newsletter init` ({postal!r}): readers "
                 "would see it in every footer",
-            )
-        ]
-    return []
-
-
-def check_list_id(config: Config, at: Locator, transport: str) -> list[Finding]:
-    label = config.list_id.rpartition("<")[2].removesuffix(">")
-    label = label.removesuffix("." + config.sender.domain)
-    if len(label.encode()) > MAX_LABEL_OCTETS:
-        return [
-            at.finding(
-                "name",
-                "error",
-                f"the List-Id label made from the name ({label!r}) is {len(label.encode())} "
-                f"octets; a DNS label holds at most {MAX_LABEL_OCTETS}, so the List-Id header "
-                "is invalid: use a shorter name",
             )
         ]
     return []
@@ -302,7 +285,6 @@ CHECKS: tuple[Check, ...] = (
     check_reply_to,
     check_base_url,
     check_postal_address,
-    check_list_id,
     check_dkim,
     check_secret_key,
     check_transport,

@@ -352,22 +352,11 @@ def _address_value(header: str, address: Address) -> str:
     return line[len(header) + 2 : -2]
 
 
-LABEL_MAX = 63  # octets in one label of a domain name (RFC 1035 2.3.4)
-
-
 def _list_id(config: Config) -> str:
-    """RFC 2919 List-Id: the list name as a phrase, then <slug.domain>.
-
-    The list-id is a domain name, so the slug label is cut to 63 octets; a long name (or one
-    with no ASCII letters, whose slug is only `list`) gets a digest of the whole name, so two
-    newsletters whose names share the first 54 characters still differ."""
-    _name, _, rest = config.list_id.rpartition(" <")
-    slug, _, domain = rest.partition(".")
-    if slug == "list" or len(slug) > LABEL_MAX:
-        digest = hashlib.sha256(config.name.encode()).hexdigest()[:8]
-        slug = f"{slug[: LABEL_MAX - 9].rstrip('-')}-{digest}"
+    """RFC 2919 List-Id: the list name as an encoded phrase, then <list-id> (see
+    `Config.list_id_token`)."""
     shown = phrase(config.name)
-    return f"{shown} <{slug}.{domain}" if shown else f"<{slug}.{domain}"
+    return f"{shown} <{config.list_id_token}>" if shown else f"<{config.list_id_token}>"
 
 
 def _check_message_id(message_id: str) -> str:
