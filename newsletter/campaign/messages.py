@@ -104,10 +104,11 @@ class SubscriberMessages:
     def _message(self, row_id: int, subscriber: Subscriber) -> OutgoingMessage:
         url = self._unsubscribe_url(self.config, subscriber.id, self.secret)
         recipient = subscriber.recipient()
-        dropped = self.compiled.dropped_urls(recipient)
+        values = self.compiled.values_for(recipient, url)  # evaluated once, for both uses
+        dropped = self.compiled.dropped_urls(values)
         if dropped:
             self.dropped_links[subscriber.id] = dropped
-        return self.template.outgoing(row_id, recipient, url, subscriber.id)
+        return self.template.outgoing(row_id, recipient, url, subscriber.id, values)
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
         self.store.mark_bounced(subscriber_id, reply)

@@ -236,11 +236,14 @@ class MessageTemplate:
         recipient: Recipient,
         unsubscribe_url: str,
         subscriber_key: str | int,
+        values: Mapping[str, str] | None = None,
     ) -> OutgoingMessage:
         """A lazily built message for a transport. Header values are validated here (raising
-        MessageError) so a bad recipient is known before anything reaches a transport."""
+        MessageError) so a bad recipient is known before anything reaches a transport.
+        `values`: the recipient's `values_for`, when the caller has them already."""
         message_id = self.message_id(subscriber_key)
-        values = self.compiled.values_for(recipient, unsubscribe_url)
+        if values is None:
+            values = self.compiled.values_for(recipient, unsubscribe_url)
         head = self._head(recipient, values, unsubscribe_url, message_id, None)
 
         def build_data() -> bytes:

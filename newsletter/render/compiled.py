@@ -44,14 +44,13 @@ class CompiledIssue:
         values[EMAIL] = recipient.email
         return values
 
-    def dropped_urls(self, recipient: Recipient) -> list[str]:
-        """This recipient's values that a link or image URL refuses (scheme not http, https or
-        mailto): those links go out as plain text. Free when no expression is a whole URL."""
-        if not self.url_slots:
-            return []
-        context = recipient.context()
-        values = (self.expressions[name].evaluate(context) for name in sorted(self.url_slots))
-        return [value for value in values if clean_url(value) is None]
+    def dropped_urls(self, values: Mapping[str, str]) -> list[str]:
+        """The values (from `values_for`) that a link or image URL refuses (scheme not http,
+        https or mailto): those links go out as plain text. Free when no expression is a whole
+        URL."""
+        return [
+            v for v in (values[name] for name in sorted(self.url_slots)) if clean_url(v) is None
+        ]
 
     def render_for(self, recipient: Recipient, unsubscribe_url: str) -> RenderedEmail:
         values = self.values_for(recipient, unsubscribe_url)
