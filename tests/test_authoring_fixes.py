@@ -5,32 +5,20 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from cli_support import run
 from click.testing import CliRunner
 from playwright.sync_api import Browser, expect
 from test_preview import offline_page
 
-from newsletter.cli import main
 from newsletter.render.theme import BUILTIN_THEME
 from newsletter.web.preview import PreviewServer
 
 CORPUS = Path(__file__).parent / "corpus"
-
-
-def run(runner: CliRunner, project: Path, *args: str) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        result = runner.invoke(main, list(args))
-    finally:
-        os.chdir(cwd)
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 def delivered_text(project: Path, slug: str) -> str:

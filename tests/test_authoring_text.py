@@ -6,15 +6,13 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
 from html import escape as html_escape
 from pathlib import Path
 
 import pytest
+from cli_support import run
 from click.testing import CliRunner
 from test_render import attributes, story, write_issue
-
-from newsletter.cli import main
 
 URLS = [
     "https://docs.python.org/3/reference/datamodel.html#object.__init__",
@@ -23,16 +21,6 @@ URLS = [
     "https://example.org/__dunder__/and_under_",
     "https://example.org/path?q=a_b_c&r=*x*y",
 ]
-
-
-def run(runner: CliRunner, project: Path, *args: str) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(cwd)
-    return result.exit_code, result.output
 
 
 def delivered_parts(project: Path, slug: str) -> tuple[str, str]:

@@ -8,17 +8,16 @@ import os
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cli_support import elements, run
 from click.testing import CliRunner
 from test_email_browser import CONTRAST_JS
 
 from newsletter.branding import contrast
-from newsletter.cli import main
 from newsletter.render.theme import BUILTIN_THEME
 
 EXAMPLE = "issues/2026-11-25-microsoft-openai-partnership.yaml"
@@ -29,30 +28,6 @@ BRANDED = """theme:
   headings: sans
   logo: {url: "https://news.example.org/logo.png", alt: Test Letter logo, width: 140}
 """
-
-
-def elements(html: str, tag: str) -> list[dict[str, str | None]]:
-    """Every attribute of every `tag` element, decoded."""
-    found: list[dict[str, str | None]] = []
-
-    class Collect(HTMLParser):
-        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
-            if name == tag:
-                found.append(dict(attrs))
-
-    Collect().feed(html)
-    return found
-
-
-def run(runner: CliRunner, project: Path, *args: str) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        result = runner.invoke(main, list(args))
-    finally:
-        os.chdir(cwd)
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 def with_theme(project: Path, theme: str) -> None:

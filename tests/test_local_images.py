@@ -7,22 +7,20 @@ import email
 import email.policy
 import hashlib
 import json
-import os
 import random
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from cli_support import elements, run
 from click.testing import CliRunner
 from PIL import Image
 from playwright.sync_api import Browser, expect
 from serve_support import running
 from test_preview import console_errors, frame, offline_page
 
-from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.publishing import publish_issue
 from newsletter.web.preview import PreviewServer
@@ -30,17 +28,6 @@ from newsletter.web.public import create_app
 
 SLUG = "2026-12-02-trains"
 ISSUE = f"issues/{SLUG}.yaml"
-
-
-def run(runner: CliRunner, project: Path, *args: str) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        result = runner.invoke(main, list(args))
-    finally:
-        os.chdir(cwd)
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 def picture(
@@ -78,18 +65,6 @@ def write_issue(project: Path, image: dict[str, Any]) -> Path:
 def diagnostics(runner: CliRunner, project: Path) -> tuple[int, list[dict]]:
     code, output = run(runner, project, "check", "--format", "json", ISSUE)
     return code, json.loads(output)["diagnostics"]
-
-
-def elements(html: str, tag: str) -> list[dict[str, str | None]]:
-    found: list[dict[str, str | None]] = []
-
-    class Collect(HTMLParser):
-        def handle_starttag(self, name: str, attrs: list[tuple[str, str | None]]) -> None:
-            if name == tag:
-                found.append(dict(attrs))
-
-    Collect().feed(html)
-    return found
 
 
 def make_tiff(path: Path) -> None:

@@ -3,29 +3,17 @@ refused by `build` and `check`, naming the template file (of the theme in use) a
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+from cli_support import run
 from click.testing import CliRunner
 
-from newsletter.cli import main
 from newsletter.render.theme import BUILTIN_THEME
 
 EXAMPLE = "issues/2026-11-25-microsoft-openai-partnership.yaml"
 PARTIALS = ["header.mjml", "story.mjml", "footer.mjml", "contents.mjml"]
-
-
-def run(runner: CliRunner, project: Path, *args: str) -> tuple[int, str]:
-    cwd = os.getcwd()
-    os.chdir(project)
-    try:
-        result = runner.invoke(main, list(args))
-    finally:
-        os.chdir(cwd)
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 def theme_with(project: Path, name: str, source: str) -> None:
