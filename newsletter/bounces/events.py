@@ -1,0 +1,58 @@
+"""`FeedbackEvent`: the one shape every source of after-the-send news is normalised to.
+
+Sources and their `source` names: `dsn` (RFC 3464 delivery status notification, or a
+non-standard bounce recognised by flufl.bounce), `arf` (RFC 5965 feedback report), `mailto`
+(a message to the `unsubscribe_mailto:` mailbox, RFC 2369), `smtp` (a reply during sending), and
+one per provider webhook: `sendgrid`, `mailgun`, `postmark`, `ses`, `resend`.
+
+Which message (and so which campaign and subscriber) an event is about is found, in order, from
+`verp_token` (the signed token in our envelope sender), `ledger_key` (the ledger row id we gave the
+provider as custom data), `message_id` (our deterministic Message-ID, kept in the ledger), and last
+`recipient` (the address the report names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+EventKind = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "delivered"]
+EVENT_KINDS: tuple[EventKind, ...] = (
+    "hard_bounce",
+    "soft_bounce",
+    "complaint",
+    "unsubscribe",
+    "delivered",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """One thing a mail server, a reader or a provider told us about one message we sent.
+
+    kind: hard_bounce (permanent: 5.x.x, Action failed, a provider's permanent class),
+        soft_bounce (4.x.x, Action delayed, mailbox full), complaint (ARF abuse, a provider's
+        spam report), unsubscribe (a provider-side or mailto unsubscribe), delivered.
+    source: where it came from (see the module docstring).
+    event_id: unique within `source`; applying an event whose (source, event_id) was already
+        applied changes nothing (the same DSN imported twice, a webhook replayed).
+    recipient: the address the report names (Final-Recipient / Original-Recipient, the
+        provider's `email`), lower-cased domain; None when the report names none.
+    verp_token, ledger_key, message_id: what ties the event to our ledger row (see above);
+        message_id without angle brackets.
+    status: the raw status as reported (`5.1.1`, `550`, a provider's code or type).
+    reason: the human-readable reason (Diagnostic-Code, the provider's description).
+    occurred_at: when the source says it happened (aware, UTC), None when it does not say.
+    """
+
+    kind: EventKind
+    source: str
+    event_id: str
+    recipient: str | None = None
+    verp_token: str | None = None
+    ledger_key: int | None = None
+    message_id: str | None = None
+    status: str = ""
+    reason: str = ""
+    occurred_at: datetime | None = None
