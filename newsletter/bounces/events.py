@@ -6,6 +6,7 @@ non-standard bounce recognised by flufl.bounce), `arf` (RFC 5965 feedback report
 one per provider webhook: `sendgrid`, `mailgun`, `postmark`, `ses`, `resend`.
 
 Which message (and so which campaign and subscriber) an event is about is found, in order, from
+`subscriber_id` (known outright, from a verified unsubscribe token in a `mailto` unsubscribe),
 `verp_token` (the signed token in our envelope sender), `ledger_key` (the ledger row id we gave the
 provider as custom data), `message_id` (our deterministic Message-ID, kept in the ledger), and last
 `recipient` (the address the report names).
@@ -39,6 +40,7 @@ class FeedbackEvent:
         applied changes nothing (the same DSN imported twice, a webhook replayed).
     recipient: the address the report names (Final-Recipient / Original-Recipient, the
         provider's `email`), lower-cased domain; None when the report names none.
+    subscriber_id: set only when the source proves it (a verified unsubscribe token).
     verp_token, ledger_key, message_id: what ties the event to our ledger row (see above);
         message_id without angle brackets.
     status: the raw status as reported (`5.1.1`, `550`, a provider's code or type).
@@ -50,6 +52,7 @@ class FeedbackEvent:
     source: str
     event_id: str
     recipient: str | None = None
+    subscriber_id: int | None = None
     verp_token: str | None = None
     ledger_key: int | None = None
     message_id: str | None = None
