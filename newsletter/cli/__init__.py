@@ -29,6 +29,8 @@ COMMAND_MODULES = {
     "unpublish": "publish",
     "send": "send",
     "status": "send",
+    "schedule": "schedule",
+    "send-due": "schedule",
     "doctor": "doctor",
     "dkim": "doctor",
 }

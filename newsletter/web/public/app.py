@@ -53,6 +53,7 @@ from newsletter.subscribers.model import format_timestamp
 from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS, describe_signup
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
+from newsletter.web.public.background import BackgroundSender
 from newsletter.web.public.guard import (
     BODY_TIMEOUT,
     FormTokens,
@@ -62,6 +63,7 @@ from newsletter.web.public.guard import (
     read_form,
 )
 from newsletter.web.public.ratelimit import SlidingWindowLimiter
+from newsletter.welcome import request_welcome
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -120,6 +122,8 @@ class PublicSite:
         self.prefix = urlsplit(config.base_url).path.rstrip("/")
         contact = config.reply_to or config.sender
         self.contact = contact.addr_spec if contact is not None else ""
+        # Started by the app's lifespan (serve), not by tests that run the app without one.
+        self.background = BackgroundSender(config)
 
     # -- databases ----------------------------------------------------------------------------
 
@@ -349,14 +353,21 @@ class PublicSite:
         signup_id, issued = checked
         issued_at = format_timestamp(dt.datetime.fromtimestamp(issued or 0, dt.UTC))
         try:
-            await run_in_threadpool(
-                lambda: self.writer().confirm_signup(
-                    signup_id, issued_at=issued_at, detail="confirmation link"
-                )
-            )
+            owed = await run_in_threadpool(self._confirm_and_owe_welcome, signup_id, issued_at)
         except SubscriberError:
             return self.page("confirm-refused", 400)
+        if owed:
+            self.background.wake()  # sent in the background: this page never waits for it
         return self.page("confirmed")
+
+    def _confirm_and_owe_welcome(self, signup_id: int, issued_at: str) -> bool:
+        """Apply the sign-up; True when it made the subscriber owed the welcome mail (once per
+        person, see newsletter.welcome)."""
+        store = self.writer()
+        subscriber = store.confirm_signup(
+            signup_id, issued_at=issued_at, detail="confirmation link"
+        )
+        return request_welcome(store.conn, self.config, subscriber.id, "confirmed sign-up")
 
     def _confirm_token(self, token: str) -> tuple[int, int | None] | Response:
         try:
@@ -502,8 +513,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        site.close()
+        site.background.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(site.background.stop)
+            site.close()
 
     app = Starlette(
         routes=routes,
