@@ -28,7 +28,7 @@ from newsletter.campaign.reports import SendReport
 from newsletter.config import Config
 from newsletter.db import migrate
 from newsletter.doctor import check_before_send
-from newsletter.errors import SubscriberError
+from newsletter.errors import NewsletterError, SubscriberError
 from newsletter.issue import slugify
 from newsletter.subscribers import ACTIVE, SubscriberStore
 from newsletter.subscribers.model import Subscriber, now
@@ -103,9 +103,10 @@ def send_welcomes(config: Config, *, stop: threading.Event | None = None) -> Wel
             campaign.close()
 
 
-def welcome_subscriber(config: Config, subscriber: Subscriber, detail: str) -> str:
+def welcome_subscriber(config: Config, subscriber: Subscriber, detail: str) -> tuple[bool, str]:
     """`subscribers add --welcome`: owe `subscriber` the welcome and send what is owed now;
-    what happened, for people. SubscriberError when no welcome issue is configured."""
+    (False when it could not go out now, what happened for people). SubscriberError when no
+    welcome issue is configured."""
     if config.welcome is None:
         raise SubscriberError(
             "no welcome issue: create issues/_welcome.yaml or name one with `welcome:` in "
@@ -114,11 +115,19 @@ def welcome_subscriber(config: Config, subscriber: Subscriber, detail: str) -> s
     with SubscriberStore.for_config(config) as store:
         new = request_welcome(store.conn, config, subscriber.id, detail)
     if not new:
-        return f"{subscriber.email} was welcomed already (or is owed a welcome): not sent again."
+        return True, f"{subscriber.email} was welcomed already (or is owed it): not sent again."
     if subscriber.status != ACTIVE:
-        return f"{subscriber.email} is {subscriber.status}: the welcome goes when they confirm."
-    run = send_welcomes(config)
-    return run.summary() if run is not None else "Welcome mail: nothing to send."
+        return True, f"{subscriber.email} is {subscriber.status}: welcomed once they confirm."
+    try:
+        run = send_welcomes(config)
+    except NewsletterError as exc:
+        return False, (
+            f"Welcome mail not sent yet: {exc}\nIt stays owed: `newsletter send-due` (or a "
+            "running `newsletter serve`) sends it."
+        )
+    if run is None:
+        return True, "Welcome mail: nothing to send."
+    return run.report.ok, run.summary()
 
 
 class _Owed:

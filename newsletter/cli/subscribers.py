@@ -99,7 +99,10 @@ def add(
     if welcome:
         from newsletter.welcome import welcome_subscriber
 
-        click.echo(welcome_subscriber(config_with_db(db), sub, "subscribers add --welcome"))
+        ok, message = welcome_subscriber(config_with_db(db), sub, "subscribers add --welcome")
+        click.echo(message, err=not ok)
+        if not ok:
+            sys.exit(1)
 
 
 @subscribers.command("import")
