@@ -51,7 +51,9 @@ MIGRATIONS = [
 _running = threading.Lock()  # one welcome run at a time in a process (the ledger: per database)
 
 
-def request_welcome(conn: sqlite3.Connection, config: Config, subscriber_id: int, detail: str) -> bool:
+def request_welcome(
+    conn: sqlite3.Connection, config: Config, subscriber_id: int, detail: str
+) -> bool:
     """Record that `subscriber_id` is owed the welcome; False when no welcome issue is
     configured or they were owed (or sent) one already. One small write: no mail is sent here."""
     if config.welcome is None:
@@ -169,7 +171,9 @@ class _Owed:
         ids = [int(r[0]) for r in rows]
         for start in range(0, len(ids), 500):
             people = self.store.get_many(ids[start : start + 500])
-            yield from (i for i in ids[start : start + 500] if i in people and people[i].status == status)
+            yield from (
+                i for i in ids[start : start + 500] if i in people and people[i].status == status
+            )
 
     def close(self) -> None:
         self.store.close()

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,9 +156,7 @@ def test_an_issue_failing_check_is_not_scheduled(cli: Invoke, project: Path) -> 
 
 
 def test_a_schedule_fires_once_and_a_missed_one_says_how_late(cli: Invoke, project: Path) -> None:
-    code, out = cli(
-        "send", issue_of(project), "--at", "2026-12-02 07:00", "--tz", "Europe/Berlin"
-    )
+    code, out = cli("send", issue_of(project), "--at", "2026-12-02 07:00", "--tz", "Europe/Berlin")
     assert code == 0, out
     code, out = cli("send-due", now="2026-12-02T05:59:00Z")  # a minute early: nothing
     assert code == 0 and "Nothing due" in out and outbox(project) == []
@@ -227,13 +226,19 @@ def _env(now: str) -> dict[str, str]:
     return {**env, "NEWSLETTER_NOW": now}
 
 
-def test_two_send_due_processes_racing_fire_a_schedule_once(
-    cli: Invoke, project: Path
-) -> None:
+def test_two_send_due_processes_racing_fire_a_schedule_once(cli: Invoke, project: Path) -> None:
     with SmtpServer() as relay:
         code, out = cli(
-            "send", issue_of(project), "--at", "2026-12-02 07:00", "--tz", "Europe/Berlin",
-            "--transport", relay.url(), "--rate", "40/s",
+            "send",
+            issue_of(project),
+            "--at",
+            "2026-12-02 07:00",
+            "--tz",
+            "Europe/Berlin",
+            "--transport",
+            relay.url(),
+            "--rate",
+            "40/s",
         )
         assert code == 0, out
         racers = [
@@ -260,8 +265,16 @@ def test_a_claimer_that_died_loses_its_lease_and_the_next_run_finishes_once(
     slow = fault("slow-data", "reader0[6-9]@*", delay=30.0)
     with SmtpServer(faults=[slow]) as relay:
         code, out = cli(
-            "send", issue_of(project), "--at", "2026-12-02 07:00", "--tz", "Europe/Berlin",
-            "--transport", relay.url(timeout=60), "--concurrency", "1",
+            "send",
+            issue_of(project),
+            "--at",
+            "2026-12-02 07:00",
+            "--tz",
+            "Europe/Berlin",
+            "--transport",
+            relay.url(timeout=60),
+            "--concurrency",
+            "1",
         )
         assert code == 0, out
         doomed = subprocess.Popen(
@@ -293,3 +306,37 @@ def test_a_claimer_that_died_loses_its_lease_and_the_next_run_finishes_once(
             ids.setdefault(str(message["To"]), set()).add(str(message["Message-ID"]))
         assert all(len(found) == 1 for found in ids.values()), ids
     assert [(s[1], s[2]) for s in schedules(project)] == [("done", 2)]
+
+
+def test_two_serve_processes_on_one_database_fire_a_schedule_once(
+    cli: Invoke, project: Path
+) -> None:
+    from tests.support.serve_process import serve_process
+
+    with SmtpServer() as relay:
+        code, out = cli(
+            "send",
+            issue_of(project),
+            "--at",
+            "2026-12-02 07:00",
+            "--tz",
+            "Europe/Berlin",
+            "--transport",
+            relay.url(),
+        )
+        assert code == 0, out
+        # Both start three seconds before the schedule is due: it fires at its time, not at
+        # a start-up, and only one of the two sends it.
+        with (
+            serve_process(project, NEWSLETTER_NOW="2026-12-02T05:59:57Z") as one,
+            serve_process(project, NEWSLETTER_NOW="2026-12-02T05:59:57Z") as two,
+        ):
+            relay.wait_for(len(PEOPLE), timeout=60)
+            deadline = time.monotonic() + 20
+            while schedules(project)[0][1] != "done" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            outputs = [one.stop(), two.stop()]
+        assert sorted(relay.count_by_recipient().items()) == [(p, 1) for p in PEOPLE]
+    assert sum("sending now" in o for o in outputs) == 1, outputs
+    assert not any("late" in o for o in outputs)
+    assert [(s[1], s[2]) for s in schedules(project)] == [("done", 1)]

@@ -64,8 +64,9 @@ def welcomes(project: Path) -> list[email.message.EmailMessage]:
 def test_add_with_welcome_sends_it_once_personalised_and_signed(
     welcoming: Path, runner: CliRunner
 ) -> None:
-    code, out = run(runner, welcoming, "subscribers", "add", "ada@example.net", "--name", "Ada",
-                    "--welcome")
+    code, out = run(
+        runner, welcoming, "subscribers", "add", "ada@example.net", "--name", "Ada", "--welcome"
+    )
     assert code == 0, out
     assert "Welcome mail: 1 sent" in out
     [message] = welcomes(welcoming)
@@ -135,12 +136,15 @@ def test_a_welcome_that_cannot_go_now_stays_owed_and_send_due_sends_it(
 def test_confirming_through_serve_welcomes_once_without_waiting_for_the_relay(
     welcoming: Path,
 ) -> None:
-    with SmtpServer() as relay, serve_process(
-        welcoming, NEWSLETTER_TRANSPORT=relay.url(timeout=30)
-    ) as server:
+    with (
+        SmtpServer() as relay,
+        serve_process(welcoming, NEWSLETTER_TRANSPORT=relay.url(timeout=30)) as server,
+    ):
         assert sign_up(server.url, email="eve@example.net", name="Eve").status_code == 200
         [confirmation] = relay.wait_for(1, timeout=20)
-        token = re.search(r"/confirm/([A-Za-z0-9._-]+)", confirmation.parsed().get_body(("plain",)).get_content())
+        token = re.search(
+            r"/confirm/([A-Za-z0-9._-]+)", confirmation.parsed().get_body(("plain",)).get_content()
+        )
         assert token, confirmation.parsed()
         relay.handler.faults.append(fault("slow-data", "*", delay=6.0))  # a slow relay now
         started = time.monotonic()

@@ -108,7 +108,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.option(
     "--at",
     metavar="TIME",
-    help='Do not send now: check everything, then schedule the send for TIME, e.g. '
+    help="Do not send now: check everything, then schedule the send for TIME, e.g. "
     '"2026-12-02 07:00" (see `newsletter schedule`; `serve` or `send-due` sends it).',
 )
 @click.option(

@@ -277,9 +277,7 @@ class _LeaseRenewer(threading.Thread):
     """Renews the lease every quarter of its length; a lease lost (taken over after this
     process stalled) stops the send, so two processes never send one schedule at once."""
 
-    def __init__(
-        self, config: Config, schedule_id: int, owner: str, stop: threading.Event
-    ) -> None:
+    def __init__(self, config: Config, schedule_id: int, owner: str, stop: threading.Event) -> None:
         super().__init__(daemon=True, name=f"lease-{schedule_id}")
         self.config, self.schedule_id, self.owner, self.stop = config, schedule_id, owner, stop
         self._done = threading.Event()

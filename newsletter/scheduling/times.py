@@ -42,7 +42,7 @@ def default_zone(configured: str | None) -> str:
         import tzlocal
 
         return tzlocal.get_localzone_name() or "UTC"
-    except Exception:  # noqa: BLE001 - an unreadable system setting: UTC, said in the listing
+    except Exception:
         return "UTC"
 
 

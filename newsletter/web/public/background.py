@@ -40,7 +40,9 @@ class BackgroundSender:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._welcome_due = time.monotonic()  # owed welcomes are looked for at start too
-        self._thread = threading.Thread(target=self._loop, name="newsletter-background", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="newsletter-background", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -89,7 +91,7 @@ class BackgroundSender:
             return action()  # type: ignore[operator]
         except NewsletterError as exc:
             _echo(f"{what}: {exc}")
-        except Exception:  # noqa: BLE001 - a busy database, a bug: the loop must go on
+        except Exception:
             log.exception("%s: unexpected error; trying again", what)
             self._wake.wait(5.0)
         return None
