@@ -98,33 +98,45 @@ def schedule_send(
         findings = check_before_send(config, used, real=True)
         if campaign.pending == 0:
             raise ScheduleError(campaign.nothing_left())
-        opts["list_name"] = campaign.list_name
-        opts["transport"] = used
+        opts.update(list_name=campaign.list_name, transport=used)
+        row = _record(config, campaign, Path(issue_path), when.at, zone, opts, now)
         notes = [f.format() for f in findings] + ([when.note] if when.note else [])
-        store = ScheduleStore(connect(config.database))
-        try:
-            row = store.add(
-                issue_slug=campaign.issue.slug,
-                issue_path=str(Path(issue_path).resolve()),
-                list_name=campaign.list_name,
-                due_at=when.at,
-                zone=zone,
-                options=opts,
-                now=now,
-            )
-            if row is None:
-                other = store.open_for(campaign.issue.slug, campaign.list_name)[0]
-                raise ScheduleError(
-                    f"'{campaign.issue.slug}' to list {campaign.list_name} is already scheduled "
-                    f"for {show_local(other.due_at, other.zone)}; cancel it first with "
-                    f"`newsletter schedule cancel {campaign.issue.slug} --list "
-                    f"{campaign.list_name}`"
-                )
-        finally:
-            store.close()
         return Scheduled(row, campaign.subject, campaign.pending, tuple(notes))
     finally:
         campaign.close()
+
+
+def _record(
+    config: Config,
+    campaign: Campaign,
+    issue_path: Path,
+    at: dt.datetime,
+    zone: str,
+    options: Mapping[str, Any],
+    now: dt.datetime,
+) -> ScheduleRow:
+    slug, list_name = campaign.issue.slug, campaign.list_name
+    store = ScheduleStore(connect(config.database))
+    try:
+        row = store.add(
+            issue_slug=slug,
+            issue_path=str(issue_path.resolve()),
+            list_name=list_name,
+            due_at=at,
+            zone=zone,
+            options=options,
+            now=now,
+        )
+        if row is None:
+            other = store.open_for(slug, list_name)[0]
+            raise ScheduleError(
+                f"'{slug}' to list {list_name} is already scheduled for "
+                f"{show_local(other.due_at, other.zone)}; cancel it first with "
+                f"`newsletter schedule cancel {slug} --list {list_name}`"
+            )
+        return row
+    finally:
+        store.close()
 
 
 def list_schedules(config: Config) -> list[ScheduleRow]:

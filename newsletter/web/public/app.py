@@ -361,13 +361,15 @@ class PublicSite:
         return self.page("confirmed")
 
     def _confirm_and_owe_welcome(self, signup_id: int, issued_at: str) -> bool:
-        """Apply the sign-up; True when it made the subscriber owed the welcome mail (once per
-        person, see newsletter.welcome)."""
+        """Apply the sign-up and record the welcome mail it owes (once per person, see
+        newsletter.welcome); True when a welcome issue is configured (one added earlier with
+        `add --welcome --status pending` is owed from then and goes now too)."""
         store = self.writer()
         subscriber = store.confirm_signup(
             signup_id, issued_at=issued_at, detail="confirmation link"
         )
-        return request_welcome(store.conn, self.config, subscriber.id, "confirmed sign-up")
+        request_welcome(store.conn, self.config, subscriber.id, "confirmed sign-up")
+        return self.config.welcome is not None
 
     def _confirm_token(self, token: str) -> tuple[int, int | None] | Response:
         try:
