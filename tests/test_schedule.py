@@ -341,3 +341,29 @@ def test_two_serve_processes_on_one_database_fire_a_schedule_once(
     assert sum("sending now" in o for o in outputs) == 1, outputs
     assert not any("late" in o for o in outputs)
     assert [(s[1], s[2]) for s in schedules(project)] == [("done", 1)]
+
+
+def test_a_relay_down_at_fire_time_is_tried_again_later(cli: Invoke, project: Path) -> None:
+    with SmtpServer() as gone:
+        url = gone.url()
+    code, out = cli(
+        "send", issue_of(project), "--at", "2026-12-02 07:00", "--tz", "Europe/Berlin",
+        "--transport", url,
+    )  # fmt: skip
+    assert code == 0, out
+    code, out = cli("send-due", now="2026-12-02T06:00:10Z")
+    assert code == 0 and "could not start" in out, out
+    assert "trying again from 2026-12-02 07:05 CET" in out
+    [(_, state, attempts, error)] = schedules(project)
+    assert (state, attempts) == ("scheduled", 1) and "trying again" in (error or "")
+    code, out = cli("schedule", now="2026-12-02T06:00:10Z")
+    assert "scheduled" in out and "trying again" in out
+    code, out = cli("send-due", now="2026-12-02T06:02:00Z")
+    assert "Nothing due" in out
+    relay = SmtpServer()
+    relay.port = relay.controller.port = int(url.split(":")[2].split("?")[0])
+    with relay:
+        code, out = cli("send-due", now="2026-12-02T06:05:30Z")
+        assert code == 0, out
+        assert sorted(relay.count_by_recipient().items()) == [(p, 1) for p in PEOPLE]
+    assert [(s[1], s[2]) for s in schedules(project)] == [("done", 2)]

@@ -35,7 +35,12 @@ from newsletter.campaign.campaign import Campaign
 from newsletter.config import Config
 from newsletter.db import connect
 from newsletter.doctor import check_before_send
-from newsletter.errors import CampaignError, NewsletterError, ScheduleError
+from newsletter.errors import (
+    CampaignError,
+    NewsletterError,
+    ScheduleError,
+    TransportConnectError,
+)
 from newsletter.scheduling.store import DONE, FAILED, ScheduleRow, ScheduleStore
 from newsletter.scheduling.times import default_zone, how_late, resolve_time, show_local
 
@@ -43,6 +48,8 @@ RUN_OPTIONS = ("rate", "concurrency")  # Campaign.run's; every other option is p
 PAST_GRACE = dt.timedelta(minutes=1)  # "now" typed a few seconds late is still fine
 LATE_AFTER = dt.timedelta(minutes=1)  # fired later than this: say how late
 LEASE = dt.timedelta(minutes=2)  # a claimer that stops renewing loses the schedule after this
+RETRY_DELAY = dt.timedelta(minutes=5)  # the transport unreachable at fire time: try again then
+MAX_ATTEMPTS = 12  # ...for about an hour, then the schedule fails with the last reason
 
 Echo = Callable[[str], None]
 
@@ -242,17 +249,40 @@ def _fire(
         echo(f"Scheduled send of {what} (due {due}): sending now.")
     renewer = _LeaseRenewer(config, schedule.id, owner, stop)
     renewer.start()
+    outcome: tuple[str, str | None] | NewsletterError | None
     try:
         outcome = _send(config, schedule, stop, echo)
     except NewsletterError as exc:
-        store.finish(schedule.id, owner, FAILED, str(exc), clock.now())
-        echo(f"Scheduled send of {what} failed, nothing more sent: {exc}")
-        return Fired(store.get(schedule.id), FAILED, str(exc))
+        outcome = exc
     finally:
         renewer.finish()
-    if outcome is None:  # stopped before the end: the next run resumes the campaign
+    return _settle(store, schedule, owner, outcome, echo)
+
+
+def _settle(
+    store: ScheduleStore,
+    schedule: ScheduleRow,
+    owner: str,
+    outcome: tuple[str, str | None] | NewsletterError | None,
+    echo: Echo,
+) -> Fired:
+    """Record how a fired schedule ended: done (with a note when some recipients failed),
+    failed (the reason; an unreachable transport only after MAX_ATTEMPTS tries, RETRY_DELAY
+    apart), or handed back (stopped midway: the next run resumes the campaign)."""
+    what = f"Scheduled send of '{schedule.issue_slug}' to list {schedule.list_name}"
+    if isinstance(outcome, TransportConnectError) and schedule.attempts + 1 < MAX_ATTEMPTS:
+        retry = clock.now() + RETRY_DELAY
+        message = f"{outcome} (trying again from {show_local(retry, schedule.zone)})"
+        store.release(schedule.id, owner, message, next_try=retry)
+        echo(f"{what} could not start: {message}")
+        return Fired(store.get(schedule.id), "scheduled", message)
+    if isinstance(outcome, NewsletterError):
+        store.finish(schedule.id, owner, FAILED, str(outcome), clock.now())
+        echo(f"{what} failed, nothing more sent: {outcome}")
+        return Fired(store.get(schedule.id), FAILED, str(outcome))
+    if outcome is None:
         store.release(schedule.id, owner)
-        message = f"Scheduled send of {what} stopped; it resumes at the next run."
+        message = f"{what} stopped; it resumes at the next run."
         echo(message)
         return Fired(store.get(schedule.id), "scheduled", message)
     summary, problem = outcome

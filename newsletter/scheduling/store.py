@@ -39,6 +39,7 @@ MIGRATIONS = [
         lease_owner TEXT,
         lease_until TEXT,
         attempts INTEGER NOT NULL DEFAULT 0,
+        next_try_at TEXT,
         last_error TEXT,
         created_at TEXT NOT NULL,
         started_at TEXT,
@@ -142,9 +143,10 @@ class ScheduleStore:
     def claimable(self, now: dt.datetime) -> list[ScheduleRow]:
         """Due schedules, and running ones whose claimer's lease expired, oldest first."""
         rows = self.conn.execute(
-            "SELECT * FROM send_schedules WHERE (state = 'scheduled' AND due_at <= ?)"
+            "SELECT * FROM send_schedules WHERE (state = 'scheduled' AND due_at <= ?"
+            " AND COALESCE(next_try_at, due_at) <= ?)"
             " OR (state = 'running' AND lease_until < ?) ORDER BY due_at, id",
-            (stamp(now), stamp(now)),
+            (stamp(now), stamp(now), stamp(now)),
         )
         return [_row(r) for r in rows]
 
@@ -154,9 +156,18 @@ class ScheduleStore:
         cur = self.conn.execute(
             "UPDATE send_schedules SET state = 'running', lease_owner = ?, lease_until = ?,"
             " attempts = attempts + 1, started_at = COALESCE(started_at, ?)"
-            " WHERE id = ? AND ((state = 'scheduled' AND due_at <= ?)"
+            " WHERE id = ? AND ((state = 'scheduled' AND due_at <= ?"
+            " AND COALESCE(next_try_at, due_at) <= ?)"
             " OR (state = 'running' AND lease_until < ?))",
-            (owner, stamp(now + lease), stamp(now), schedule_id, stamp(now), stamp(now)),
+            (
+                owner,
+                stamp(now + lease),
+                stamp(now),
+                schedule_id,
+                stamp(now),
+                stamp(now),
+                stamp(now),
+            ),
         )
         return cur.rowcount == 1
 
@@ -180,19 +191,27 @@ class ScheduleStore:
             (state, error, stamp(now), schedule_id, owner),
         )
 
-    def release(self, schedule_id: int, owner: str, error: str | None = None) -> None:
-        """Hand the schedule back (stopped before the end): the next run takes it up."""
+    def release(
+        self,
+        schedule_id: int,
+        owner: str,
+        error: str | None = None,
+        next_try: dt.datetime | None = None,
+    ) -> None:
+        """Hand the schedule back (stopped before the end, or the transport unreachable for
+        now): the first run from `next_try` (else the next run) takes it up."""
         self.conn.execute(
             "UPDATE send_schedules SET state = 'scheduled', lease_owner = NULL,"
-            " lease_until = NULL, last_error = COALESCE(?, last_error)"
+            " lease_until = NULL, last_error = COALESCE(?, last_error), next_try_at = ?"
             " WHERE id = ? AND state = 'running' AND lease_owner = ?",
-            (error, schedule_id, owner),
+            (error, stamp(next_try) if next_try else None, schedule_id, owner),
         )
 
     def next_due(self) -> dt.datetime | None:
         """When the next open schedule is due (or its lease runs out)."""
         row = self.conn.execute(
-            "SELECT MIN(CASE state WHEN 'scheduled' THEN due_at ELSE lease_until END)"
+            "SELECT MIN(CASE state WHEN 'scheduled' THEN MAX(due_at, COALESCE(next_try_at, ''))"
+            " ELSE lease_until END)"
             " FROM send_schedules WHERE state IN ('scheduled', 'running')"
         ).fetchone()
         return instant(row[0]) if row and row[0] else None
