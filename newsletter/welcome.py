@@ -51,6 +51,11 @@ MIGRATIONS = [
 _running = threading.Lock()  # one welcome run at a time in a process (the ledger: per database)
 
 
+def prepare(conn: sqlite3.Connection) -> None:
+    """Create the welcome table now (serve at start-up: a confirmation then only inserts)."""
+    migrate(conn, "welcome", MIGRATIONS)
+
+
 def request_welcome(
     conn: sqlite3.Connection, config: Config, subscriber_id: int, detail: str
 ) -> bool:

@@ -63,6 +63,7 @@ from newsletter.web.public.guard import (
     read_form,
 )
 from newsletter.web.public.ratelimit import SlidingWindowLimiter
+from newsletter.welcome import prepare as prepare_welcome
 from newsletter.welcome import request_welcome
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class PublicSite:
         with SubscriberStore.for_config(config) as setup:
             self.secret = tokens.secret_key(config, setup.conn)
             publishing.prepare(setup.conn)
+            prepare_welcome(setup.conn)
         self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
