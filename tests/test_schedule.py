@@ -367,3 +367,28 @@ def test_a_relay_down_at_fire_time_is_tried_again_later(cli: Invoke, project: Pa
         assert code == 0, out
         assert sorted(relay.count_by_recipient().items()) == [(p, 1) for p in PEOPLE]
     assert [(s[1], s[2]) for s in schedules(project)] == [("done", 2)]
+
+
+def test_serve_stopped_mid_send_hands_the_schedule_back_and_it_resumes_once(
+    cli: Invoke, project: Path
+) -> None:
+    from tests.support.serve_process import serve_process
+
+    with SmtpServer(faults=[fault("slow-data", "reader0[6-9]@*", delay=2.0)]) as relay:
+        code, out = cli(
+            "send", issue_of(project), "--at", "2026-12-02 07:00", "--tz", "Europe/Berlin",
+            "--transport", relay.url(), "--concurrency", "1",
+        )  # fmt: skip
+        assert code == 0, out
+        with serve_process(project, NEWSLETTER_NOW="2026-12-02T06:00:01Z") as server:
+            relay.wait_for(6, timeout=60)
+            output = server.stop()  # Ctrl-C while the slow part is being sent
+        assert "stopped; it resumes at the next run" in output, output
+        [(_, state, attempts, _)] = schedules(project)
+        assert (state, attempts) == ("scheduled", 1)
+        assert len(relay.messages) < len(PEOPLE)
+        relay.handler.faults.clear()
+        code, out = cli("send-due", now="2026-12-02T06:03:00Z")
+        assert code == 0 and "sending now" in out, out
+        assert sorted(relay.count_by_recipient().items()) == [(p, 1) for p in PEOPLE]
+    assert [(s[1], s[2]) for s in schedules(project)] == [("done", 2)]
