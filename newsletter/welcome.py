@@ -100,8 +100,16 @@ def send_welcomes(config: Config, *, stop: threading.Event | None = None) -> Wel
         except BaseException:
             store.close()
             raise
+        # Always the transport configured now: a long-lived campaign must not stay on the
+        # one its first run used (what a resumed issue campaign does).
         campaign = Campaign.prepare(
-            config, config.welcome, list_name=WELCOME_LIST, include_new=True, store=owed
+            config,
+            config.welcome,
+            list_name=WELCOME_LIST,
+            transport=config.transport,
+            switch_transport=True,
+            include_new=True,
+            store=owed,
         )
         try:
             check_before_send(config, campaign.transport_choice.url, real=True)

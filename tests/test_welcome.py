@@ -167,3 +167,15 @@ def test_confirming_through_serve_welcomes_once_without_waiting_for_the_relay(
         assert httpx.get(f"{server.url}/issues/welcome/").status_code == 404
         output = server.stop()
     assert "Welcome mail: 1 sent" in output
+
+
+def test_welcomes_follow_the_transport_configured_now(welcoming: Path, runner: CliRunner) -> None:
+    config = welcoming / "newsletter.yaml"
+    code, out = run(runner, welcoming, "subscribers", "add", "a@example.net", "--welcome")
+    assert code == 0 and len(list((welcoming / "outbox").glob("*.eml"))) == 1
+    config.write_text(config.read_text() + "transport: outbox:./elsewhere\n")
+    code, out = run(runner, welcoming, "subscribers", "add", "b@example.net", "--welcome")
+    assert code == 0, out
+    [moved] = [parsed(p) for p in (welcoming / "elsewhere").glob("*.eml")]
+    assert moved["To"].addresses[0].addr_spec == "b@example.net"
+    assert len(list((welcoming / "outbox").glob("*.eml"))) == 1
