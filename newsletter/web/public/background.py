@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from newsletter.errors import NewsletterError
@@ -86,9 +87,9 @@ class BackgroundSender:
         if run is not None:
             _echo(run.summary())
 
-    def _step(self, what: str, action: object) -> object:
+    def _step(self, what: str, action: Callable[[], object]) -> object:
         try:
-            return action()  # type: ignore[operator]
+            return action()
         except NewsletterError as exc:
             _echo(f"{what}: {exc}")
         except Exception:
