@@ -2,8 +2,9 @@
 
 `now()` is the current time, timezone-aware in UTC. For tests and rehearsals only, the
 environment variable `NEWSLETTER_NOW` (ISO 8601 with an offset, e.g. `2026-12-02T07:00:00+01:00`
-or `...Z`) sets where the clock *starts* when the process first asks; it then runs on in real
-time, so a `serve` started "at" a given moment still sees its schedules come due. Leases
+or `...Z`) sets where the clock *starts* (when a command starts: the CLI calls `restart`, else
+when first asked); it then runs on in real time, so a `serve` started "at" a given moment still
+sees its schedules come due. Leases
 (see newsletter.scheduling) are measured by the same clock, so processes started with clocks
 far apart see each other's leases as expired: give racing processes the same NEWSLETTER_NOW.
 """
@@ -34,6 +35,14 @@ def now() -> dt.datetime:
             _start = (value, _parse(value), time.monotonic())
         _, started, at = _start
     return started + dt.timedelta(seconds=time.monotonic() - at)
+
+
+def restart() -> None:
+    """Start the NEWSLETTER_NOW clock anew at the next `now()` (each command run in one
+    process, as tests do, starts at the time it was given)."""
+    global _start
+    with _lock:
+        _start = None
 
 
 def _parse(value: str) -> dt.datetime:
