@@ -39,6 +39,8 @@ KEYS = (
     "secret_key",
     "lists",
     "theme",
+    "timezone",
+    "welcome",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -84,6 +86,10 @@ class Config:
     lists: Mapping[str, ListSettings] = dataclasses.field(default_factory=dict)
     # `theme:` branding (accent, background, logo, headings) applied by the default theme.
     brand: Brand = dataclasses.field(default_factory=Brand)
+    # IANA zone name for `send --at` times without --tz (None: the machine's zone).
+    timezone: str | None = None
+    # The welcome issue file (`welcome:`), else issues/_welcome.yaml when it exists.
+    welcome: Path | None = None
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -362,6 +368,38 @@ def _file(src: _Source, key: str) -> Path:
     return (src.root / (_text(src, key) or DEFAULTS[key])).resolve()
 
 
+def _timezone(src: _Source, key: str) -> str | None:
+    """An IANA time zone name such as Europe/Berlin (zoneinfo), or None when not set."""
+    import zoneinfo
+
+    name = _text(src, key)
+    if name is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        hint = difflib.get_close_matches(name, zoneinfo.available_timezones(), n=1)
+        suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+        raise ConfigError(
+            f"'{key}' must be an IANA time zone such as Europe/Berlin, got {name!r}{suggestion}",
+            *src.where(key),
+        ) from None
+    return name
+
+
+def _welcome(src: _Source, key: str) -> Path | None:
+    """The welcome issue: `welcome:` (relative to newsletter.yaml's folder, which must exist),
+    else issues/_welcome.yaml when that file exists, else None (no welcome mail)."""
+    value = _text(src, key)
+    if value is None:
+        default = src.root / "issues" / "_welcome.yaml"
+        return default.resolve() if default.is_file() else None
+    path = (src.root / value).resolve()
+    if not path.is_file():
+        raise ConfigError(f"'{key}': the welcome issue {value!r} does not exist", *src.where(key))
+    return path
+
+
 def _dkim(src: _Source, key: str) -> DkimConfig | None:
     # Each NEWSLETTER_DKIM_<KEY> replaces that one key of the file's `dkim:` block.
     from_file, from_env = src.values.get(key) or {}, src.overrides.get(key) or {}
@@ -400,6 +438,8 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),
     "brand": ("theme", _theme_brand),
+    "timezone": ("timezone", _timezone),
+    "welcome": ("welcome", _welcome),
 }
 
 

@@ -11,7 +11,8 @@
     ├── MessageError                one recipient's values cannot make a valid message (CR/LF
     │                               in a header value, a non-ASCII local part): fail that recipient
     ├── CampaignError               a send cannot start or continue (refused issue, empty list…)
-    │   └── CampaignPaused          too many failures in a row: the campaign was paused
+    │   ├── CampaignPaused          too many failures in a row: the campaign was paused
+    │   └── ScheduleError           a `send --at` time or zone is wrong, or a schedule is unknown
     └── TransportError              delivery machinery failed as a whole (not one recipient)
         ├── TransportConfigError    bad transport URL, missing secret: fix the configuration
         ├── TransportConnectError   unreachable server, TLS handshake failure
@@ -91,6 +92,10 @@ class CampaignError(NewsletterError):
 
 
 class CampaignPaused(CampaignError):
+    pass
+
+
+class ScheduleError(CampaignError):
     pass
 
 

@@ -29,6 +29,8 @@ COMMAND_MODULES = {
     "unpublish": "publish",
     "send": "send",
     "status": "send",
+    "schedule": "schedule",
+    "send-due": "schedule",
     "doctor": "doctor",
     "dkim": "doctor",
 }
@@ -60,4 +62,7 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
     """Draft newsletter issues as YAML, preview them as real email, send them to subscribers."""
+    from newsletter import clock
+
+    clock.restart()  # a NEWSLETTER_NOW test clock starts when the command does
     ctx.obj = AppContext(config_path)

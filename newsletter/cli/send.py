@@ -105,6 +105,18 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     is_flag=True,
     help="Build every message, send nothing, report; exit status 1 if any could not be built.",
 )
+@click.option(
+    "--at",
+    metavar="TIME",
+    help="Do not send now: check everything, then schedule the send for TIME, e.g. "
+    '"2026-12-02 07:00" (see `newsletter schedule`; `serve` or `send-due` sends it).',
+)
+@click.option(
+    "--tz",
+    metavar="ZONE",
+    help="IANA time zone of --at, e.g. Europe/Berlin (default: `timezone:` in newsletter.yaml, "
+    "else this machine's zone).",
+)
 @reports_errors
 def send(
     issue: Path,
@@ -117,6 +129,8 @@ def send(
     include_new: bool,
     test_addresses: tuple[str, ...],
     dry_run: bool,
+    at: str | None,
+    tz: str | None,
 ) -> None:
     """Send ISSUE (a file, or the slug of one in issues/) to a subscriber list (running it
     again resumes).
@@ -133,6 +147,21 @@ def send(
     """
     config = app().config
     issue = _issue_file(config, issue)
+    if at is not None or tz is not None:
+        if at is None:
+            raise click.UsageError("--tz goes with --at")
+        if test_addresses or dry_run:
+            raise click.UsageError("--at schedules a real send: leave out --test and --dry-run")
+        options = {
+            "list_name": list_name,
+            "transport": transport,
+            "switch_transport": switch_transport,
+            "include_new": include_new,
+            "rate": str(rate) if rate is not None else None,
+            "concurrency": concurrency,
+        }
+        _schedule(config, issue, at, tz, options)
+        return
     if test_addresses:
         _show_findings(check_before_send(config, transport, real=False))
         # One copy per address: addresses are compared case-insensitively, as the store does.
@@ -190,6 +219,15 @@ def send(
         raise SystemExit(130)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _schedule(config: Any, issue: Path, at: str, tz: str | None, options: dict[str, Any]) -> None:
+    from newsletter.scheduling import schedule_send
+
+    scheduled = schedule_send(config, issue, at, tz=tz, options=options)
+    for note in scheduled.notes:
+        click.echo(note, err=True)
+    click.echo(scheduled.summary())
 
 
 @click.command()

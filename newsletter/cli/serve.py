@@ -29,6 +29,9 @@ def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None
     """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
     opt-in to the lists declared public, and the web versions of published issues (see
     `newsletter publish`). Only a POST changes anything; links and redirects use base_url.
+    In the background (never inside a request) it sends scheduled sends when due (`send --at`;
+    one missed while nothing ran goes at start, saying how late) and the welcome mail owed
+    to readers who confirmed (retried every 5 minutes while it cannot go).
     newsletter.yaml is read once at start: restart after changing it (a new `lists:` entry)."""
     from newsletter.web.public import serve as run
 

@@ -66,6 +66,12 @@ def subscribers() -> None:
     show_default=True,
     help="Status of a new subscriber (an existing one keeps theirs).",
 )
+@click.option(
+    "--welcome",
+    is_flag=True,
+    help="Also send the welcome issue (issues/_welcome.yaml or `welcome:`), once per person: "
+    "now if active, when they confirm if pending.",
+)
 @db_option
 @reports_errors
 def add(
@@ -74,9 +80,15 @@ def add(
     list_name: str,
     fields: tuple[str, ...],
     status: str,
+    welcome: bool,
     db: Path | None,
 ) -> None:
     """Add EMAIL (or add an existing subscriber to a list and update name/fields)."""
+    if welcome and config_with_db(db).welcome is None:
+        raise click.UsageError(
+            "--welcome: no welcome issue; create issues/_welcome.yaml or name one with "
+            "`welcome:` in newsletter.yaml"
+        )
     with _open(db) as store:
         before = store.get(email)
         sub = store.add(
@@ -84,6 +96,13 @@ def add(
         )
     verb = "updated" if before else "added"
     click.echo(f"{verb} {sub.email} ({sub.status}; lists: {', '.join(sub.lists)})")
+    if welcome:
+        from newsletter.welcome import welcome_subscriber
+
+        ok, message = welcome_subscriber(config_with_db(db), sub, "subscribers add --welcome")
+        click.echo(message, err=not ok)
+        if not ok:
+            sys.exit(1)
 
 
 @subscribers.command("import")

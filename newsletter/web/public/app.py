@@ -53,6 +53,7 @@ from newsletter.subscribers.model import format_timestamp
 from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS, describe_signup
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
+from newsletter.web.public.background import BackgroundSender
 from newsletter.web.public.guard import (
     BODY_TIMEOUT,
     FormTokens,
@@ -62,6 +63,8 @@ from newsletter.web.public.guard import (
     read_form,
 )
 from newsletter.web.public.ratelimit import SlidingWindowLimiter
+from newsletter.welcome import prepare as prepare_welcome
+from newsletter.welcome import request_welcome
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -111,6 +114,7 @@ class PublicSite:
         with SubscriberStore.for_config(config) as setup:
             self.secret = tokens.secret_key(config, setup.conn)
             publishing.prepare(setup.conn)
+            prepare_welcome(setup.conn)
         self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
@@ -120,6 +124,8 @@ class PublicSite:
         self.prefix = urlsplit(config.base_url).path.rstrip("/")
         contact = config.reply_to or config.sender
         self.contact = contact.addr_spec if contact is not None else ""
+        # Started by the app's lifespan (serve), not by tests that run the app without one.
+        self.background = BackgroundSender(config)
 
     # -- databases ----------------------------------------------------------------------------
 
@@ -349,14 +355,23 @@ class PublicSite:
         signup_id, issued = checked
         issued_at = format_timestamp(dt.datetime.fromtimestamp(issued or 0, dt.UTC))
         try:
-            await run_in_threadpool(
-                lambda: self.writer().confirm_signup(
-                    signup_id, issued_at=issued_at, detail="confirmation link"
-                )
-            )
+            owed = await run_in_threadpool(self._confirm_and_owe_welcome, signup_id, issued_at)
         except SubscriberError:
             return self.page("confirm-refused", 400)
+        if owed:
+            self.background.wake()  # sent in the background: this page never waits for it
         return self.page("confirmed")
+
+    def _confirm_and_owe_welcome(self, signup_id: int, issued_at: str) -> bool:
+        """Apply the sign-up and record the welcome mail it owes (once per person, see
+        newsletter.welcome); True when a welcome issue is configured (one added earlier with
+        `add --welcome --status pending` is owed from then and goes now too)."""
+        store = self.writer()
+        subscriber = store.confirm_signup(
+            signup_id, issued_at=issued_at, detail="confirmation link"
+        )
+        request_welcome(store.conn, self.config, subscriber.id, "confirmed sign-up")
+        return self.config.welcome is not None
 
     def _confirm_token(self, token: str) -> tuple[int, int | None] | Response:
         try:
@@ -502,8 +517,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        site.close()
+        site.background.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(site.background.stop)
+            site.close()
 
     app = Starlette(
         routes=routes,
