@@ -3,10 +3,15 @@
     /unsubscribe/<token>   GET/HEAD: a page with a button. POST: unsubscribes; the RFC 8058
                            one-click body `List-Unsubscribe=One-Click` gets 200, no redirect,
                            no cookies. `/unsubscribe/test` (test copies) unsubscribes nobody.
-    /subscribe, /          GET: the sign-up form (honeypot field `website`, anti-CSRF token).
-                           POST: a double opt-in sign-up to a public list (see subscribers.signup)
+    /subscribe             GET: the sign-up form (honeypot field `website`, anti-CSRF token).
+                           POST: a double opt-in sign-up to a public list (see subscribers.signup);
+                           a POST from a web version's form (no token) shows this form filled in
+    /, /issues/            GET: the archive's index of published issues (newsletter.archive),
+                           also as /index.html, /issues/index.html; /archive redirects to /
+    /feed.xml, /feed.json  GET: the Atom 1.0 and JSON Feed 1.1 feeds; /sitemap.xml, /robots.txt
     /confirm/<token>       GET: a page with a button. POST: applies that sign-up (7 days).
-    /issues/<slug>/        GET: the web version of a *published* issue (see publishing), with
+    /issues/<slug>/        GET: the web version of a *published* issue (see publishing) with the
+                           archive's additions (also as /issues/<slug>/index.html), with
                            ETag / Last-Modified / Cache-Control and conditional GETs
     /issues/<slug>/<name>  GET: a local story image of that published issue (only the files
                            its stories name; the name carries a hash of the bytes: immutable)
@@ -45,6 +50,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from newsletter import imagestore, publishing, tokens
+from newsletter.archive import feeds
+from newsletter.archive.pages import INDEX, ArchiveSite
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
@@ -276,6 +283,10 @@ class PublicSite:
         name = str(form.get("name", ""))[:400]
         list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
         token = str(form.get("form_token", ""))
+        if not token and form.get("source") == "web-version":
+            # A web version's form: static pages cannot carry a token, so this only fills in
+            # the real form (nothing is stored or sent); the reader confirms with one click.
+            return self.subscribe_page(request, list_name, email=email)
         if cross_site(request) or not token or not self.forms.valid(client, token):
             # Another site's page posting our form (or a form kept open for hours): no sign-up.
             log.info("sign-up refused: missing, expired or foreign form token (client %s)", client)
@@ -370,24 +381,59 @@ class PublicSite:
 
     # -- issues -------------------------------------------------------------------------------
 
+    def archive_page(self, slug: str | None, name: str) -> tuple[bytes, float] | None:
+        """(bytes, last modified) of an archive file: the index (`name` index.html, or the
+        depth-1 one under issues/ when `slug` is ""), a feed, the sitemap, robots.txt, or the
+        web version of the published issue `slug`; None if there is no such published page."""
+        conn = self.reader().conn
+        entries = publishing.published_entries(conn)
+        modified = max((e.updated for e in entries), default=0.0)
+        if slug:
+            snapshot = publishing.published_snapshot(conn, slug)
+            if snapshot is None:
+                return None
+            page = ArchiveSite(self.config, entries).issue_page(slug, snapshot.html)
+            # Its previous/next links change when another issue is published: count those in.
+            listed = any(e.slug == slug for e in entries)
+            return page, max(snapshot.taken_at, modified) if listed else snapshot.taken_at
+        site = ArchiveSite(self.config, entries)
+        makers = {
+            INDEX: lambda: site.index(0),
+            f"issues/{INDEX}": lambda: site.index(1),
+            "feed.xml": lambda: feeds.atom(self.config, entries),
+            "feed.json": lambda: feeds.json_feed(self.config, entries),
+            "sitemap.xml": lambda: feeds.sitemap(self.config, entries),
+            "robots.txt": lambda: feeds.robots(self.config),
+        }
+        make = makers.get(name)
+        return (make(), modified) if make else None
+
+    async def archive_file(self, request: Request, name: str) -> Response:
+        found = await run_in_threadpool(self.archive_page, None, name)
+        assert found is not None
+        return self.public_answer(request, name, *found)
+
     async def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
-        page = await run_in_threadpool(
-            lambda: publishing.published_snapshot(self.reader().conn, slug)
-        )
-        if page is None:
+        found = await run_in_threadpool(self.archive_page, slug, INDEX)
+        if found is None:
             raise HTTPException(404)
+        return self.public_answer(request, INDEX, *found)
+
+    def public_answer(self, request: Request, name: str, body: bytes, modified: float) -> Response:
+        """A public, cacheable archive file with a strong ETag and conditional GET."""
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         headers = {
-            "ETag": page.etag,
-            "Last-Modified": formatdate(page.taken_at, usegmt=True),
+            "ETag": etag,
+            "Last-Modified": formatdate(modified, usegmt=True),
             "Cache-Control": f"public, max-age={ISSUE_MAX_AGE}",
             "X-Content-Type-Options": "nosniff",
         }
-        if not_modified(request, page.etag, int(page.taken_at)):
+        if not_modified(request, etag, int(modified)):
             return Response(status_code=304, headers=headers)
-        return HTMLResponse(page.html, headers=headers)
+        return Response(body, media_type=_MEDIA_TYPES[name.rsplit(".", 1)[1]], headers=headers)
 
     def issue_image(self, slug: str, name: str) -> tuple[str, bytes, float] | None:
         """(media type, bytes, modified) of a local image of the published issue `slug`, or
@@ -422,6 +468,8 @@ class PublicSite:
 
     async def issue_file(self, request: Request) -> Response:
         slug, name = request.path_params["slug"], request.path_params["name"]
+        if name == INDEX:
+            return await self.issue(request)
         if not slug or len(slug) > 80 or slugify(slug) != slug or not _IMAGE_NAME.match(name):
             raise HTTPException(404)
         try:
@@ -447,6 +495,9 @@ class PublicSite:
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
         return RedirectResponse(f"{self.config.base_url}/issues/{slug}/", status_code=308)
+
+    async def archive_redirect(self, request: Request) -> Response:
+        return RedirectResponse(f"{self.config.base_url}/", status_code=308)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
@@ -491,7 +542,8 @@ def create_app(
         )
 
     routes = [
-        route("/", site.subscribe_form),
+        *(route(path, _shows(site, name)) for path, name in _ARCHIVE_PATHS.items()),
+        route("/archive", site.archive_redirect),
         route("/subscribe", site.subscribe_form, site.subscribe),
         route("/unsubscribe/{token}", site.unsubscribe_page, site.unsubscribe),
         route("/confirm/{token}", site.confirm_page, site.confirm),
@@ -514,6 +566,32 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.site = site
     return app
+
+
+# Request path -> archive file (newsletter.archive.build.site_files names them the same).
+_ARCHIVE_PATHS = {
+    "/": INDEX,
+    f"/{INDEX}": INDEX,
+    "/issues/": f"issues/{INDEX}",
+    f"/issues/{INDEX}": f"issues/{INDEX}",
+    "/feed.xml": "feed.xml",
+    "/feed.json": "feed.json",
+    "/sitemap.xml": "sitemap.xml",
+    "/robots.txt": "robots.txt",
+}
+_MEDIA_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "xml": "application/xml",
+    "json": "application/feed+json",
+    "txt": "text/plain; charset=utf-8",
+}
+
+
+def _shows(site: PublicSite, name: str) -> Any:
+    async def show(request: Request) -> Response:
+        return await site.archive_file(request, name)
+
+    return show
 
 
 def _client(request: Request) -> str:
