@@ -12,8 +12,8 @@ from pathlib import Path
 import feedparser
 import httpx
 import pytest
-from click.testing import CliRunner
 from cli_support import elements, run
+from click.testing import CliRunner
 from serve_support import running
 
 from newsletter.config import load_config
@@ -43,9 +43,8 @@ def write_issue(
     else:
         text = re.sub(r"(?m)^preheader: .*\n", "", text, count=1)
     if image is not None:
-        text = re.sub(
-            r"(?m)^(    dek: .*)$", rf"\1\n    image: {{url: {image}, alt: A harbour}}", text, 1
-        )
+        line = rf"\1\n    image: {{url: {image}, alt: A harbour}}"
+        text = re.sub(r"(?m)^(    dek: .*)$", line, text, count=1)
     slug = f"{date}-{title.lower().replace(' ', '-')}"
     (project / "issues" / f"{slug}.yaml").write_text(text, encoding="utf-8")
     return slug
