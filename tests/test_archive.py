@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from serve_support import running
 
 from newsletter.config import load_config
+from newsletter.subscribers import SubscriberStore
 from newsletter.web.public import create_app
 
 EXAMPLE_SLUG = "2026-11-25-microsoft-openai-partnership"
@@ -313,3 +314,22 @@ def test_old_addresses_lead_to_the_archive(server, site):
     answer = httpx.get(f"{server}/issues/{site['newer']}")
     assert answer.status_code == 308
     assert answer.headers["location"] == f"{BASE}/issues/{site['newer']}/"
+
+
+@pytest.mark.parametrize("cross_site", [False, True])
+def test_the_web_version_form_only_fills_in_the_sign_up_form(project, server, cross_site):
+    """A static page cannot carry the anti-forgery token: its post shows serve's form with the
+    address filled in and stores nothing, sends nothing, from any site."""
+    headers = {"Sec-Fetch-Site": "cross-site" if cross_site else "same-origin"}
+    answer = httpx.post(
+        f"{server}/subscribe",
+        data={"email": "reader@example.com", "list": "default", "source": "web-version"},
+        headers=headers,
+    )
+    assert answer.status_code == 200
+    [field] = [i for i in elements(answer.text, "input") if i.get("name") == "email"]
+    assert field["value"] == "reader@example.com"
+    assert any(i.get("name") == "form_token" and i["value"] for i in elements(answer.text, "input"))
+    with SubscriberStore.for_config(load_config(project / "newsletter.yaml")) as store:
+        assert store.get("reader@example.com") is None
+    assert not (project / "outbox").exists()
