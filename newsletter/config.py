@@ -39,6 +39,7 @@ KEYS = (
     "secret_key",
     "lists",
     "theme",
+    "utm",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -58,6 +59,15 @@ class DkimConfig:
     domain: str
     selector: str
     private_key: Path
+
+
+@dataclass(frozen=True)
+class Utm:
+    """`utm: {source: newsletter, medium: email}`: the UTM parameters links in an issue get
+    (utm_campaign is the issue's slug). Off (None) by default."""
+
+    source: str
+    medium: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Config:
     lists: Mapping[str, ListSettings] = dataclasses.field(default_factory=dict)
     # `theme:` branding (accent, background, logo, headings) applied by the default theme.
     brand: Brand = dataclasses.field(default_factory=Brand)
+    utm: Utm | None = None  # link tagging, off by default
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -400,6 +411,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),
     "brand": ("theme", _theme_brand),
+    "utm": ("utm", lambda src, key: _utm(src.values.get(key), src.path, src.doc)),
 }
 
 
@@ -426,6 +438,39 @@ def _brand(raw: Any, path: Path | None, doc: YamlDocument | None) -> Brand:
         parts = tuple(exc.key.split("."))
         line = doc.where(parts, key=len(parts) > 1)[0] if doc is not None else None
         raise ConfigError(str(exc), path, line) from None
+
+
+_UTM_KEYS = ("source", "medium")
+
+
+def _utm(raw: Any, path: Path | None, doc: YamlDocument | None) -> Utm | None:
+    """`utm: {source: newsletter, medium: email}`: both one-line texts; absent means off."""
+
+    def line(*keys: str, key: bool = False) -> int | None:
+        return doc.where(("utm", *keys), key=key)[0] if doc is not None else None
+
+    if raw is None:
+        return None
+    example = "'utm: {source: newsletter, medium: email}'"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'utm' must be a mapping such as {example}", path, line())
+    for key in raw:
+        if key not in _UTM_KEYS:
+            hint = difflib.get_close_matches(str(key), _UTM_KEYS, n=1)
+            suggestion = f" (did you mean 'utm.{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"unknown key 'utm.{key}'{suggestion}", path, line(str(key), key=True)
+            )
+    values = {}
+    for key in _UTM_KEYS:
+        value = raw.get(key)
+        if value is None:
+            raise ConfigError(f"'utm' needs '{key}', as in {example}", path, line())
+        text = str(value).strip() if isinstance(value, str | int) else ""
+        if not text or any(ch in text for ch in "\r\n\x00"):
+            raise ConfigError(f"'utm.{key}' must be one line of text", path, line(key))
+        values[key] = text
+    return Utm(**values)
 
 
 _LIST_KEYS = ("public",)
