@@ -300,6 +300,10 @@ def test_serve_answers_the_archive_files(project, runner, site, server, route, n
     answer = httpx.get(server + route.format(**site))
     assert answer.status_code == 200
     assert answer.content == (project / "site" / name.format(**site)).read_bytes()
+    expected = {"xml": "application/", "json": "application/feed+json", "html": "text/html"}
+    assert answer.headers["content-type"].startswith(expected.get(name.rsplit(".", 1)[1], "text/"))
+    if name == "feed.xml":
+        assert answer.headers["content-type"] == "application/atom+xml"
     again = httpx.get(
         server + route.format(**site), headers={"If-None-Match": answer.headers["etag"]}
     )

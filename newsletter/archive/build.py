@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,27 +40,65 @@ class ArchiveReport:
         return "\n".join(lines)
 
 
-def site_files(config: Config, conn: sqlite3.Connection) -> dict[str, bytes]:
-    """Every file of the archive (relative path -> bytes) from what `conn` holds as published:
-    nothing else is read, so an unpublished issue or an unpublished edit cannot appear."""
-    entries = publishing.published_entries(conn)
-    site = ArchiveSite(config, entries)
-    files = {
-        INDEX: site.index(0),
-        f"issues/{INDEX}": site.index(1),
-        "feed.xml": feeds.atom(config, entries),
-        "feed.json": feeds.json_feed(config, entries),
-        "sitemap.xml": feeds.sitemap(config, entries),
-        "robots.txt": feeds.robots(config),
-    }
-    for entry in entries:
-        snapshot = publishing.published_snapshot(conn, entry.slug)
+class _Site:
+    """The archive as `conn` holds it now: nothing but published entries and their snapshots is
+    read, so an unpublished issue or an unpublished edit cannot appear."""
+
+    def __init__(self, config: Config, conn: sqlite3.Connection) -> None:
+        self.config, self.conn = config, conn
+        self.entries = publishing.published_entries(conn)
+        self.pages = ArchiveSite(config, self.entries)
+        # Unix seconds: the newest change of any entry (a list changes with any of them).
+        self.modified = max((e.updated for e in self.entries), default=0.0)
+
+    def lists(self) -> dict[str, Callable[[], bytes]]:
+        config, entries = self.config, self.entries
+        return {
+            INDEX: lambda: self.pages.index(0),
+            f"issues/{INDEX}": lambda: self.pages.index(1),
+            "feed.xml": lambda: feeds.atom(config, entries),
+            "feed.json": lambda: feeds.json_feed(config, entries),
+            "sitemap.xml": lambda: feeds.sitemap(config, entries),
+            "robots.txt": lambda: feeds.robots(config),
+        }
+
+    def issue_page(self, slug: str) -> tuple[bytes, float] | None:
+        snapshot = publishing.published_snapshot(self.conn, slug)
         if snapshot is None:
+            return None
+        page = self.pages.issue_page(slug, snapshot.html)
+        # Its previous/next links change when another issue is published: count those in.
+        listed = any(e.slug == slug for e in self.entries)
+        return page, max(snapshot.taken_at, self.modified) if listed else snapshot.taken_at
+
+
+def site_files(config: Config, conn: sqlite3.Connection) -> dict[str, bytes]:
+    """Every file of the archive: relative path -> bytes."""
+    site = _Site(config, conn)
+    files = {name: make() for name, make in site.lists().items()}
+    for entry in site.entries:
+        page = site.issue_page(entry.slug)
+        if page is None:
             continue
-        files[f"issues/{entry.slug}/{INDEX}"] = site.issue_page(entry.slug, snapshot.html)
+        files[f"issues/{entry.slug}/{INDEX}"] = page[0]
         for name, data in imagestore.stored_images(conn, entry.slug):
             files[f"issues/{entry.slug}/{name}"] = data
     return files
+
+
+def site_file(config: Config, conn: sqlite3.Connection, name: str) -> tuple[bytes, float] | None:
+    """One file of the archive, as `site_files` would write it, with when it last changed
+    (Unix seconds, for Last-Modified): a list (`index.html`, `issues/index.html`, `feed.xml`,
+    `feed.json`, `sitemap.xml`, `robots.txt`) or `issues/<slug>/index.html`. None if there is
+    no such file (an unpublished issue). What `newsletter serve` answers."""
+    site = _Site(config, conn)
+    make = site.lists().get(name)
+    if make is not None:
+        return make(), site.modified
+    slug = name.removeprefix("issues/").removesuffix(f"/{INDEX}")
+    if name != f"issues/{slug}/{INDEX}" or "/" in slug:
+        return None
+    return site.issue_page(slug)
 
 
 def build_archive(config: Config, out: Path, *, clean: bool = False) -> ArchiveReport:

@@ -50,8 +50,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from newsletter import imagestore, publishing, tokens
-from newsletter.archive import feeds
-from newsletter.archive.pages import INDEX, ArchiveSite
+from newsletter.archive.build import site_file
+from newsletter.archive.pages import INDEX
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
@@ -381,46 +381,17 @@ class PublicSite:
 
     # -- issues -------------------------------------------------------------------------------
 
-    def archive_page(self, slug: str | None, name: str) -> tuple[bytes, float] | None:
-        """(bytes, last modified) of an archive file: the index (`name` index.html, or the
-        depth-1 one under issues/ when `slug` is ""), a feed, the sitemap, robots.txt, or the
-        web version of the published issue `slug`; None if there is no such published page."""
-        conn = self.reader().conn
-        entries = publishing.published_entries(conn)
-        modified = max((e.updated for e in entries), default=0.0)
-        if slug:
-            snapshot = publishing.published_snapshot(conn, slug)
-            if snapshot is None:
-                return None
-            page = ArchiveSite(self.config, entries).issue_page(slug, snapshot.html)
-            # Its previous/next links change when another issue is published: count those in.
-            listed = any(e.slug == slug for e in entries)
-            return page, max(snapshot.taken_at, modified) if listed else snapshot.taken_at
-        site = ArchiveSite(self.config, entries)
-        makers = {
-            INDEX: lambda: site.index(0),
-            f"issues/{INDEX}": lambda: site.index(1),
-            "feed.xml": lambda: feeds.atom(self.config, entries),
-            "feed.json": lambda: feeds.json_feed(self.config, entries),
-            "sitemap.xml": lambda: feeds.sitemap(self.config, entries),
-            "robots.txt": lambda: feeds.robots(self.config),
-        }
-        make = makers.get(name)
-        return (make(), modified) if make else None
-
     async def archive_file(self, request: Request, name: str) -> Response:
-        found = await run_in_threadpool(self.archive_page, None, name)
-        assert found is not None
+        found = await run_in_threadpool(lambda: site_file(self.config, self.reader().conn, name))
+        if found is None:
+            raise HTTPException(404)
         return self.public_answer(request, name, *found)
 
     async def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
-        found = await run_in_threadpool(self.archive_page, slug, INDEX)
-        if found is None:
-            raise HTTPException(404)
-        return self.public_answer(request, INDEX, *found)
+        return await self.archive_file(request, f"issues/{slug}/{INDEX}")
 
     def public_answer(self, request: Request, name: str, body: bytes, modified: float) -> Response:
         """A public, cacheable archive file with a strong ETag and conditional GET."""
@@ -433,7 +404,8 @@ class PublicSite:
         }
         if not_modified(request, etag, int(modified)):
             return Response(status_code=304, headers=headers)
-        return Response(body, media_type=_MEDIA_TYPES[name.rsplit(".", 1)[1]], headers=headers)
+        media_type = _MEDIA_TYPES.get(name) or _MEDIA_TYPES[name.rsplit(".", 1)[1]]
+        return Response(body, media_type=media_type, headers=headers)
 
     def issue_image(self, slug: str, name: str) -> tuple[str, bytes, float] | None:
         """(media type, bytes, modified) of a local image of the published issue `slug`, or
@@ -580,6 +552,7 @@ _ARCHIVE_PATHS = {
     "/robots.txt": "robots.txt",
 }
 _MEDIA_TYPES = {
+    "feed.xml": "application/atom+xml",
     "html": "text/html; charset=utf-8",
     "xml": "application/xml",
     "json": "application/feed+json",
