@@ -337,3 +337,31 @@ def test_the_web_version_form_only_fills_in_the_sign_up_form(project, server, cr
     with SubscriberStore.for_config(load_config(project / "newsletter.yaml")) as store:
         assert store.get("reader@example.com") is None
     assert not (project / "outbox").exists()
+
+
+@pytest.mark.browser
+def test_local_images_travel_with_the_archive(project, runner, browser):
+    """A story's local image is copied beside its page (the bytes published) and shown from
+    disk: the page names it relatively; the preview card keeps the absolute URL."""
+    from PIL import Image
+
+    Image.new("RGB", (400, 225), (180, 70, 40)).save(project / "issues" / "train.jpg", "JPEG")
+    issue = project / "issues" / f"{EXAMPLE_SLUG}.yaml"
+    text = issue.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^(    dek: .*)$", r"\1\n    image: {path: train.jpg, alt: A train}", text)
+    issue.write_text(text, encoding="utf-8")
+    run(runner, project, "publish", EXAMPLE_SLUG)
+    build(runner, project, "-o", "site")
+    folder = project / "site" / "issues" / EXAMPLE_SLUG
+    [image] = [p for p in folder.iterdir() if p.suffix == ".jpg"]
+    assert image.read_bytes() == (project / "issues" / "train.jpg").read_bytes()
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert [i["src"] for i in elements(page, "img")] == [image.name]
+    meta = {m.get("property"): m.get("content") for m in elements(page, "meta")}
+    assert meta["og:image"] == f"{BASE}/issues/{EXAMPLE_SLUG}/{image.name}"
+    tab = browser.new_page()
+    try:
+        tab.goto((folder / "index.html").as_uri())
+        assert tab.evaluate("document.images[0].complete && document.images[0].naturalWidth") == 400
+    finally:
+        tab.close()

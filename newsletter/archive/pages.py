@@ -8,6 +8,7 @@ Graph, the feeds' own links, the sign-up form) are absolute under `base_url`.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,13 @@ class ArchiveSite:
         head = theme.render(self.env, "archive/issue-head.html", context).encode()
         top = theme.render(self.env, "archive/issue-top.html", context).encode()
         bottom = theme.render(self.env, "archive/issue-bottom.html", context).encode()
-        return _splice(snapshot, head, top, bottom)
+        return _splice(self._own_images_relative(slug, snapshot), head, top, bottom)
+
+    def _own_images_relative(self, slug: str, snapshot: bytes) -> bytes:
+        """The issue's local images (`<base_url>/issues/<slug>/<name>`, beside the page in the
+        archive) named relatively, so they show from disk and from any host too."""
+        own = html.escape(f"{self.base_url}/issues/{slug}/", quote=True).encode()
+        return snapshot.replace(b'src="' + own, b'src="')
 
     def _common(self, up: str) -> dict[str, Any]:
         signup = self._signup()
