@@ -129,7 +129,6 @@ class Entry:
     meta: IssueMeta
     entry_id: str
     updated: float
-    etag: str
 
 
 @dataclass(frozen=True)
@@ -205,10 +204,10 @@ def published_entries(conn: sqlite3.Connection) -> list[Entry]:
         return []
     slugs = published_slugs(conn)
     rows = conn.execute(
-        "SELECT issue_slug, meta, entry_id, taken_at, etag FROM issue_snapshots WHERE meta != ''"
+        "SELECT issue_slug, meta, entry_id, taken_at FROM issue_snapshots WHERE meta != ''"
     ).fetchall()
     entries = [
-        Entry(str(r[0]), IssueMeta.from_json(str(r[1])), str(r[2]), float(r[3]), str(r[4]))
+        Entry(str(r[0]), IssueMeta.from_json(str(r[1])), str(r[2]), float(r[3]))
         for r in rows
         if str(r[0]) in slugs
     ]

@@ -313,6 +313,9 @@ def test_serve_answers_the_archive_files(project, runner, site, server, route, n
 
 
 def test_old_addresses_lead_to_the_archive(server, site):
+    answer = httpx.get(f"{server}/?list=default")  # `/` was the sign-up form
+    assert answer.status_code == 308
+    assert answer.headers["location"] == f"{BASE}/subscribe?list=default"
     answer = httpx.get(f"{server}/archive")
     assert answer.status_code == 308 and answer.headers["location"] == f"{BASE}/"
     answer = httpx.get(f"{server}/issues/{site['newer']}")

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -382,6 +382,10 @@ class PublicSite:
     # -- issues -------------------------------------------------------------------------------
 
     async def archive_file(self, request: Request, name: str) -> Response:
+        if name == INDEX and "list" in request.query_params:
+            # `/` was the sign-up form: its links (`/?list=weekly`) keep leading there.
+            query = urlencode({"list": request.query_params["list"]})
+            return RedirectResponse(f"{self.config.base_url}/subscribe?{query}", status_code=308)
         found = await run_in_threadpool(lambda: site_file(self.config, self.reader().conn, name))
         if found is None:
             raise HTTPException(404)
