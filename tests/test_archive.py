@@ -368,3 +368,27 @@ def test_local_images_travel_with_the_archive(project, runner, browser):
         assert tab.evaluate("document.images[0].complete && document.images[0].naturalWidth") == 400
     finally:
         tab.close()
+
+
+def test_a_restyled_theme_and_a_broken_one(project, runner, site):
+    """A `templates:` folder restyles the archive file by file; a template that cannot render
+    is an error with its file and line: nothing written, and serve answers its error page."""
+    theme = project / "theme" / "archive"
+    theme.mkdir(parents=True)
+    (theme / "issue-top.html").write_text('<nav class="mine">{{ newsletter.name }} home</nav>\n')
+    config = project / "newsletter.yaml"
+    config.write_text(config.read_text() + "templates: theme\n", encoding="utf-8")
+    build(runner, project, "-o", "site")
+    page = (project / "site" / "issues" / site["newer"] / "index.html").read_text()
+    assert '<nav class="mine">Test Letter home</nav>' in page
+    broken = project / "broken" / "archive"
+    broken.mkdir(parents=True)
+    (broken / "index.html").write_text("<ul>\n{% for e in entries %}\n{{ e.title }\n</ul>\n")
+    config.write_text(config.read_text().replace("templates: theme", "templates: broken"))
+    code, out = run(runner, project, "archive", "-o", "other")
+    assert code == 1 and "archive/index.html:3" in out
+    assert not (project / "other").exists()
+    with running(create_app(load_config(config), signup_min_seconds=0)) as server:
+        answer = httpx.get(server + "/")
+        assert answer.status_code == 500 and "Traceback" not in answer.text
+        assert httpx.get(f"{server}/issues/{site['newer']}/").status_code == 200

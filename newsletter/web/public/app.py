@@ -386,7 +386,13 @@ class PublicSite:
             # `/` was the sign-up form: its links (`/?list=weekly`) keep leading there.
             query = urlencode({"list": request.query_params["list"]})
             return RedirectResponse(f"{self.config.base_url}/subscribe?{query}", status_code=308)
-        found = await run_in_threadpool(lambda: site_file(self.config, self.reader().conn, name))
+        try:
+            found = await run_in_threadpool(
+                lambda: site_file(self.config, self.reader().conn, name)
+            )
+        except NewsletterError as exc:  # a theme template of archive/ that cannot render
+            log.error("%s cannot be shown: %s", name, exc)
+            return self.page("error", 500)
         if found is None:
             raise HTTPException(404)
         return self.public_answer(request, name, *found)
