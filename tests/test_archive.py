@@ -392,3 +392,21 @@ def test_a_restyled_theme_and_a_broken_one(project, runner, site):
         answer = httpx.get(server + "/")
         assert answer.status_code == 500 and "Traceback" not in answer.text
         assert httpx.get(f"{server}/issues/{site['newer']}/").status_code == 200
+
+
+def test_an_issue_published_before_the_archive_existed(project, runner, site):
+    """A database from before snapshots kept their meta (simulated by emptying it): the issue
+    is still served as it was, and the archive names the command that lists it."""
+    import sqlite3
+
+    conn = sqlite3.connect(project / "newsletter.db")
+    with conn:
+        conn.execute("UPDATE issue_snapshots SET meta = '' WHERE issue_slug = ?", (site["older"],))
+    conn.close()
+    out = build(runner, project, "-o", "site")
+    assert "Archive of 1 published issue(s)" in out
+    assert f"run `newsletter publish {site['older']}` to list it" in out
+    with running(create_app(load_config(project / "newsletter.yaml"))) as server:
+        assert httpx.get(f"{server}/issues/{site['older']}/").status_code == 200
+    run(runner, project, "publish", site["older"])
+    assert "Archive of 2 published issue(s)" in build(runner, project, "-o", "site")
