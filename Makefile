@@ -1,4 +1,5 @@
-# Quick start: `make demo` (set up, check and build the example issue) and `make test`.
+# Quick start: `make demo` (set up, check and build the example issue, and the archive of issues/)
+# and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -21,6 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/newsletter check $(EXAMPLE)
 	$(BIN)/newsletter build $(EXAMPLE)
+	@# The archive of issues/ (each published into a demo database, never newsletter.db).
+	for issue in issues/[!_]*.yaml; do $(BIN)/newsletter publish --db build/demo.db $$issue || exit 1; done
+	$(BIN)/newsletter archive --db build/demo.db -o build/site
 
 system-packages:
 	@missing=""; for pkg in $(SYSTEM_PACKAGES); do \

@@ -41,6 +41,7 @@ KEYS = (
     "theme",
     "timezone",
     "welcome",
+    "utm",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -60,6 +61,15 @@ class DkimConfig:
     domain: str
     selector: str
     private_key: Path
+
+
+@dataclass(frozen=True)
+class Utm:
+    """`utm: {source: newsletter, medium: email}`: the UTM parameters links in an issue get
+    (utm_campaign is the issue's slug). Off (None) by default."""
+
+    source: str
+    medium: str
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Config:
     timezone: str | None = None
     # The welcome issue file (`welcome:`), else issues/_welcome.yaml when it exists.
     welcome: Path | None = None
+    utm: Utm | None = None  # link tagging, off by default
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -440,6 +451,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "brand": ("theme", _theme_brand),
     "timezone": ("timezone", _timezone),
     "welcome": ("welcome", _welcome),
+    "utm": ("utm", lambda src, key: _utm(src.values.get(key), src.path, src.doc)),
 }
 
 
@@ -466,6 +478,39 @@ def _brand(raw: Any, path: Path | None, doc: YamlDocument | None) -> Brand:
         parts = tuple(exc.key.split("."))
         line = doc.where(parts, key=len(parts) > 1)[0] if doc is not None else None
         raise ConfigError(str(exc), path, line) from None
+
+
+_UTM_KEYS = ("source", "medium")
+
+
+def _utm(raw: Any, path: Path | None, doc: YamlDocument | None) -> Utm | None:
+    """`utm: {source: newsletter, medium: email}`: both one-line texts; absent means off."""
+
+    def line(*keys: str, key: bool = False) -> int | None:
+        return doc.where(("utm", *keys), key=key)[0] if doc is not None else None
+
+    if raw is None:
+        return None
+    example = "'utm: {source: newsletter, medium: email}'"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'utm' must be a mapping such as {example}", path, line())
+    for key in raw:
+        if key not in _UTM_KEYS:
+            hint = difflib.get_close_matches(str(key), _UTM_KEYS, n=1)
+            suggestion = f" (did you mean 'utm.{hint[0]}'?)" if hint else ""
+            raise ConfigError(
+                f"unknown key 'utm.{key}'{suggestion}", path, line(str(key), key=True)
+            )
+    values = {}
+    for key in _UTM_KEYS:
+        value = raw.get(key)
+        if value is None:
+            raise ConfigError(f"'utm' needs '{key}', as in {example}", path, line())
+        text = str(value).strip() if isinstance(value, str | int) else ""
+        if not text or any(ch in text for ch in "\r\n\x00"):
+            raise ConfigError(f"'utm.{key}' must be one line of text", path, line(key))
+        values[key] = text
+    return Utm(**values)
 
 
 _LIST_KEYS = ("public",)

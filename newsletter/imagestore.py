@@ -83,3 +83,16 @@ def _bytes_of(image: LocalImage) -> bytes:
             f"{image.path} changed while the issue was being prepared; run the command again"
         )
     return data
+
+
+def stored_images(conn: sqlite3.Connection, slug: str) -> list[tuple[str, bytes]]:
+    """(published name, bytes) of every image stored for `slug`, by name (read-only)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'issue_images'"
+    ).fetchone()
+    if exists is None:
+        return []
+    rows = conn.execute(
+        "SELECT name, data FROM issue_images WHERE issue_slug = ? ORDER BY name", (slug,)
+    ).fetchall()
+    return [(str(r[0]), bytes(r[1])) for r in rows]

@@ -20,18 +20,22 @@ is published again.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from newsletter import db
 from newsletter.errors import NewsletterError
 
 if TYPE_CHECKING:
     from newsletter.config import Config
+    from newsletter.render.compiled import CompiledIssue
 
 COMPONENT = "publishing"
 MIGRATIONS: list[db.Migration] = [
@@ -52,6 +56,12 @@ MIGRATIONS: list[db.Migration] = [
         taken_at REAL NOT NULL,
         list_name TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
+    """,
+    # meta: what the archive, the feeds and the web version's card show (JSON, see IssueMeta);
+    # entry_id: the feed entry id, set when the first snapshot is taken and never changed.
+    """
+    ALTER TABLE issue_snapshots ADD COLUMN meta TEXT NOT NULL DEFAULT '';
+    ALTER TABLE issue_snapshots ADD COLUMN entry_id TEXT NOT NULL DEFAULT '';
     """,
 ]
 
@@ -79,6 +89,46 @@ class Snapshot:
     html: bytes
     etag: str
     taken_at: float
+
+
+@dataclass(frozen=True)
+class IssueMeta:
+    """What the archive, the feeds and the web version's preview card say about an issue, kept
+    with its snapshot (so an edit to the file stays private until it is published again).
+
+    `description` is plain text: the preheader as an anonymous reader sees it, else the first
+    story's dek, else "". `image` is the first story image's absolute URL ("" if none)."""
+
+    title: str
+    date: dt.date
+    description: str
+    headlines: tuple[str, ...]
+    image: str = ""
+    image_alt: str = ""
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["date"] = self.date.isoformat()
+        data["headlines"] = list(self.headlines)
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IssueMeta:
+        data = json.loads(text)
+        data["date"] = dt.date.fromisoformat(data["date"])
+        data["headlines"] = tuple(data["headlines"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One published issue as the archive lists it: `entry_id` is its permanent feed id (a
+    `tag:` URI, RFC 4151), `updated` when its published content last changed (Unix seconds)."""
+
+    slug: str
+    meta: IssueMeta
+    entry_id: str
+    updated: float
 
 
 @dataclass(frozen=True)
@@ -146,16 +196,74 @@ def published_snapshot(conn: sqlite3.Connection, slug: str) -> Snapshot | None:
     return Snapshot(slug, bytes(row[0]), str(row[1]), float(row[2])) if row else None
 
 
-def snapshot_for_send(conn: sqlite3.Connection, slug: str, list_name: str, web_html: str) -> bool:
-    """Before a send of `slug` to the *public* list `list_name`: keep its web version as it is
-    now, unless an earlier public send or `publish` already did. True if taken now. The issue
-    is published (served) once someone on that list was sent it."""
+def published_entries(conn: sqlite3.Connection) -> list[Entry]:
+    """Every published issue that has a snapshot with its meta, newest first (issue date, then
+    slug, both descending): what the archive, the feeds and the web version's previous/next
+    links show. Read-only; [] on a database without snapshots."""
+    if not _has_table(conn, "issue_snapshots") or not _has_column(conn, "issue_snapshots", "meta"):
+        return []
+    slugs = published_slugs(conn)
+    rows = conn.execute(
+        "SELECT issue_slug, meta, entry_id, taken_at FROM issue_snapshots WHERE meta != ''"
+    ).fetchall()
+    entries = [
+        Entry(str(r[0]), IssueMeta.from_json(str(r[1])), str(r[2]), float(r[3]))
+        for r in rows
+        if str(r[0]) in slugs
+    ]
+    entries.sort(key=lambda e: (e.meta.date, e.slug), reverse=True)
+    return entries
+
+
+def issue_meta(compiled: CompiledIssue) -> IssueMeta:
+    """The meta of a compiled issue (see IssueMeta)."""
+    from newsletter.placeholders import Recipient
+
+    issue, config = compiled.issue, compiled.config
+    preheader = compiled.preheader.render(compiled.values_for(Recipient(email=""), ""))
+    deks = [s.dek for s in issue.stories if s.dek]
+    description = " ".join((preheader or (deks[0] if deks else "")).split())
+    image = next((s.image for s in issue.stories if s.image is not None), None)
+    url = ""
+    if image is not None:
+        url = image.local.url(config.base_url, issue.slug) if image.local else image.url
+    return IssueMeta(
+        title=issue.title,
+        date=issue.date,
+        description=description,
+        headlines=tuple(s.headline for s in issue.stories),
+        image=url,
+        image_alt=image.alt if image is not None else "",
+    )
+
+
+def entry_id(base_url: str, slug: str, date: dt.date) -> str:
+    """`tag:<host>,<date>:issues/<slug>` (RFC 4151): made once, when the issue is first
+    published, and stored, so a later change of base_url does not change it."""
+    host = urlsplit(base_url).hostname or "localhost"
+    return f"tag:{host},{date.isoformat()}:issues/{slug}"
+
+
+def snapshot_for_send(conn: sqlite3.Connection, compiled: CompiledIssue, list_name: str) -> bool:
+    """Before a send of `compiled` to the *public* list `list_name`: keep its web version as it
+    is now, unless an earlier public send or `publish` already did. True if taken now. The
+    issue is published (served) once someone on that list was sent it."""
     prepare(conn)
-    body = web_html.encode()
+    body = compiled.web_html.encode()
+    meta = issue_meta(compiled)
+    slug = compiled.issue.slug
     cur = conn.execute(
-        "INSERT OR IGNORE INTO issue_snapshots (issue_slug, html, etag, taken_at, list_name)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (slug, body, _etag(body), time.time(), list_name),
+        "INSERT OR IGNORE INTO issue_snapshots (issue_slug, html, etag, taken_at, list_name,"
+        " meta, entry_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            slug,
+            body,
+            _etag(body),
+            time.time(),
+            list_name,
+            meta.to_json(),
+            entry_id(compiled.config.base_url, slug, meta.date),
+        ),
     )
     return cur.rowcount == 1
 
@@ -185,7 +293,7 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
     (which is kept). Unpublishing only needs the slug. Raises NewsletterError for an unknown
     issue."""
     slug, path = _resolve(config, issue, need_file=False)
-    web_html = _web_html(config, path) if published and path is not None else None
+    compiled = _compiled(config, path) if published and path is not None else None
     conn = db.connect(config.database)
     try:
         prepare(conn)
@@ -198,8 +306,8 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
             _keep_images(conn, path)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if web_html is not None:
-                _store_snapshot(conn, slug, web_html)
+            if compiled is not None:
+                _store_snapshot(conn, compiled)
             done = set_published(conn, slug, published)
             conn.execute("COMMIT")
         except BaseException:
@@ -207,7 +315,7 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
             raise
     finally:
         conn.close()
-    taken = "" if not published else "kept" if web_html is None else "refreshed" if had else "taken"
+    taken = "" if not published else "kept" if compiled is None else "refreshed" if had else "taken"
     return dataclasses.replace(done, base_url=config.base_url, snapshot=taken)
 
 
@@ -256,23 +364,33 @@ def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> tuple[str
     return slug, path
 
 
-def _web_html(config: Config, path: Path) -> str:
-    """The checked issue's web version (NewsletterError with the diagnostics if it has errors)."""
+def _compiled(config: Config, path: Path) -> CompiledIssue:
+    """The checked issue, compiled (NewsletterError with the diagnostics if it has errors)."""
     from newsletter.issue import load_issue
     from newsletter.render.compile import compile_issue
 
     _refuse_invalid(config, path)
-    return compile_issue(load_issue(path), config).web_html
+    return compile_issue(load_issue(path), config)
 
 
-def _store_snapshot(conn: sqlite3.Connection, slug: str, web_html: str) -> None:
-    body = web_html.encode()
-    conn.execute(
-        "INSERT INTO issue_snapshots (issue_slug, html, etag, taken_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (issue_slug) DO UPDATE SET html = excluded.html, etag = excluded.etag,"
-        " taken_at = excluded.taken_at",
-        (slug, body, _etag(body), time.time()),
-    )
+# taken_at (Last-Modified, the feeds' `updated`) moves only when what is published changed, so
+# publishing an unchanged file again changes no byte of the archive.
+_STORE = (
+    "INSERT INTO issue_snapshots (issue_slug, html, etag, taken_at, meta, entry_id)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (issue_slug) DO UPDATE SET html = excluded.html, etag = excluded.etag,"
+    " taken_at = CASE WHEN etag = excluded.etag AND meta = excluded.meta THEN taken_at"
+    " ELSE excluded.taken_at END, meta = excluded.meta,"
+    " entry_id = CASE WHEN entry_id = '' THEN excluded.entry_id ELSE entry_id END"
+)
+
+
+def _store_snapshot(conn: sqlite3.Connection, compiled: CompiledIssue) -> None:
+    body = compiled.web_html.encode()
+    meta = issue_meta(compiled)
+    slug = compiled.issue.slug
+    ident = entry_id(compiled.config.base_url, slug, meta.date)
+    conn.execute(_STORE, (slug, body, _etag(body), time.time(), meta.to_json(), ident))
 
 
 def _etag(body: bytes) -> str:
@@ -302,6 +420,10 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return row is not None
 
 
+def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
 def _was_sent(conn: sqlite3.Connection, slug: str) -> bool:
     if not _has_table(conn, "campaign_recipients") or not _has_table(conn, "issue_snapshots"):
         return False
@@ -309,12 +431,17 @@ def _was_sent(conn: sqlite3.Connection, slug: str) -> bool:
 
 
 __all__ = [
+    "Entry",
+    "IssueMeta",
     "Publication",
     "Snapshot",
+    "entry_id",
     "is_published",
+    "issue_meta",
     "issue_path",
     "prepare",
     "publish_issue",
+    "published_entries",
     "published_slugs",
     "published_snapshot",
     "set_published",

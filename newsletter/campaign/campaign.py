@@ -305,9 +305,7 @@ class Campaign:
         from newsletter import publishing
 
         if self.list_name in self.config.public_lists:
-            publishing.snapshot_for_send(
-                self.store.conn, self.issue.slug, self.list_name, self.compiled.web_html
-            )
+            publishing.snapshot_for_send(self.store.conn, self.compiled, self.list_name)
 
     def dry_run(self) -> DryRunReport:
         """Build every personalised message a run would send; send and record nothing."""

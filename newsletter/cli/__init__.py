@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "serve": "serve",
     "publish": "publish",
     "unpublish": "publish",
+    "archive": "publish",
     "send": "send",
     "status": "send",
     "schedule": "schedule",

@@ -1,4 +1,4 @@
-"""Commands of the publishing area: `newsletter publish`, `newsletter unpublish`."""
+"""Commands of the publishing area: `newsletter publish`, `unpublish`, `archive`."""
 
 from __future__ import annotations
 
@@ -41,4 +41,33 @@ def unpublish(issue: str, db: Path | None) -> None:
     click.echo(publish_issue(config_with_db(db), issue, published=False).summary())
 
 
-commands: list[click.Command] = [publish, unpublish]
+@click.command("archive")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write the site into (default: site/ beside newsletter.yaml).",
+)
+@click.option(
+    "--clean", is_flag=True, help="Remove every file the last build wrote, then write all."
+)
+@db_option
+@reports_errors
+def archive(out: Path | None, clean: bool, db: Path | None) -> None:
+    """Write a static site of every published issue into a folder.
+
+    index.html (newest first: date, title, headlines), issues/<slug>/index.html (each web
+    version), feed.xml (Atom 1.0), feed.json (JSON Feed 1.1), sitemap.xml and robots.txt, with
+    absolute URLs under base_url. Pages link to each other relatively, so the folder works on
+    any static host and opened from disk. Only changed files are rewritten (each atomically);
+    a file of an issue no longer published is removed. Nothing unpublished is ever written.
+    """
+    from newsletter.archive.build import build_archive
+
+    config = config_with_db(db)
+    click.echo(build_archive(config, out or config.root / "site", clean=clean).summary())
+
+
+commands: list[click.Command] = [publish, unpublish, archive]

@@ -1,4 +1,4 @@
-"""`newsletter serve`: the public side (unsubscribe, sign-up, web versions) on a port."""
+"""`newsletter serve`: the public side (unsubscribe, sign-up, the archive) on a port."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from newsletter.cli.common import config_with_db, db_option, reports_errors
 @reports_errors
 def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None) -> None:
     """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
-    opt-in to the lists declared public, and the web versions of published issues (see
-    `newsletter publish`). Only a POST changes anything; links and redirects use base_url.
+    opt-in to the lists declared public (/subscribe), and the archive of published issues (see
+    `newsletter publish`): the index at / and /issues/, each web version at /issues/<slug>/,
+    /feed.xml (Atom), /feed.json (JSON Feed), the same files `newsletter archive` writes. Only
+    a POST changes anything; links and redirects use base_url.
     In the background (never inside a request) it sends scheduled sends when due (`send --at`;
     one missed while nothing ran goes at start, saying how late) and the welcome mail owed
     to readers who confirmed (retried every 5 minutes while it cannot go).

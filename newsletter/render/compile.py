@@ -24,6 +24,7 @@ from newsletter.render import fill, theme
 from newsletter.render.compiled import EMAIL, UNSUBSCRIBE_URL, CompiledIssue
 from newsletter.render.fill import Fill
 from newsletter.render.html import inline_css, mjml_to_html
+from newsletter.render.linktags import LinkTags
 
 ANONYMOUS = Recipient(email="")  # the reader of the web version
 
@@ -122,8 +123,10 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
 
 
 def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
-    """What every template sees: `issue`, `newsletter`, `web_url` and `brand` (the config's
-    `theme:` branding)."""
+    """What every template sees: `issue`, `newsletter`, `web_url`, `brand` (the config's
+    `theme:` branding) and `link_tags` (UTM tagging, None when off; the Markdown filters read
+    it)."""
+    tags = LinkTags.for_issue(config, issue.slug)
     view = IssueView(
         title=issue.title,
         date=issue.date,
@@ -132,7 +135,10 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
         preheader=slots.mark(issue.preheader),
         intro=slots.mark(issue.intro),
         outro=slots.mark(issue.outro),
-        stories=tuple(_published_images(story, config, issue.slug) for story in issue.stories),
+        stories=tuple(
+            _tagged_sources(_published_images(story, config, issue.slug), tags)
+            for story in issue.stories
+        ),
     )
     newsletter = NewsletterView(
         name=config.name,
@@ -145,7 +151,18 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
         "newsletter": newsletter,
         "web_url": f"{config.base_url}/issues/{issue.slug}/",
         "brand": config.brand,
+        "link_tags": tags,
     }
+
+
+def _tagged_sources(story: Story, tags: LinkTags | None) -> Story:
+    """The story with its sources' URLs tagged (UTM), when tagging is on."""
+    if tags is None or not any(s.url for s in story.sources):
+        return story
+    sources = tuple(
+        dataclasses.replace(s, url=tags.apply(s.url)) if s.url else s for s in story.sources
+    )
+    return dataclasses.replace(story, sources=sources)
 
 
 def _published_images(story: Story, config: Config, slug: str) -> Story:

@@ -23,6 +23,8 @@ from markdown_it.rules_inline.state_inline import StateInline
 from markdown_it.token import Token
 from markupsafe import Markup
 
+from newsletter.render.linktags import LinkTags
+
 WIDTH = 72
 
 
@@ -94,12 +96,34 @@ def _parse(source: str) -> tuple[Token, ...]:
     return tuple(_parser(source).parse(source))
 
 
+def _tagged(tokens: Sequence[Token], tags: LinkTags | None) -> Sequence[Token]:
+    """`tokens` with every link's href tagged (newsletter.render.linktags); copies, never
+    changes, the cached tokens."""
+    if tags is None:
+        return tokens
+    out = []
+    for token in tokens:
+        children = token.children or []
+        if token.type == "inline" and any(c.type == "link_open" for c in children):
+            children = [
+                c.copy(attrs={**c.attrs, "href": tags.apply(str(c.attrs.get("href", "")))})
+                if c.type == "link_open"
+                else c
+                for c in children
+            ]
+            token = token.copy(children=children)
+        out.append(token)
+    return out
+
+
 @functools.lru_cache(maxsize=512)  # the email and the web version render the same Markdown
-def to_html(source: str, heading_offset: int = 2, deepest: int = 4) -> Markup:
+def to_html(
+    source: str, heading_offset: int = 2, deepest: int = 4, tags: LinkTags | None = None
+) -> Markup:
     """Render Markdown to HTML. `# Heading` becomes <h3> by default and deeper ones <h4>: h1 and
-    h2 belong to the theme, and an email needs no more levels."""
+    h2 belong to the theme, and an email needs no more levels. `tags`: UTM link tagging."""
     tokens = []
-    for token in _parse(source):
+    for token in _tagged(_parse(source), tags):
         heading = token.type in ("heading_open", "heading_close")
         directional = token.type in _DIRECTIONAL and not token.hidden
         if heading or directional:
@@ -119,9 +143,11 @@ def clear_caches() -> None:
     to_html.cache_clear()
 
 
-def to_html_inline(source: str) -> Markup:
+def to_html_inline(source: str, tags: LinkTags | None = None) -> Markup:
     """Render one line of Markdown (a key point) without a surrounding <p>."""
-    return Markup(_parser(source).renderInline(source))
+    md = _parser(source)
+    tokens = _tagged(md.parseInline(source), tags)
+    return Markup(md.renderer.render(tokens, md.options, {}))
 
 
 @dataclass
@@ -161,22 +187,29 @@ def wrap(text: str, indent: str = "", first: str | None = None, width: int = WID
 
 
 def to_text(
-    source: str, refs: References, indent: str = "", first: str | None = None, width: int = WIDTH
+    source: str,
+    refs: References,
+    indent: str = "",
+    first: str | None = None,
+    width: int = WIDTH,
+    tags: LinkTags | None = None,
 ) -> str:
     """Render Markdown as wrapped plain text; links become `[n]` entries of `refs`.
 
     `first` replaces `indent` at the start of the first line (a bullet: indent="  ", first="- ").
+    `tags`: UTM link tagging (a bare URL is shown tagged, as its link goes).
     """
-    text = _TextWriter(refs, width).render(_parse(source), indent)
+    text = _TextWriter(refs, width, tags).render(_parse(source), indent)
     if first is not None and text.startswith(indent):
         text = first + text[len(indent) :]
     return text
 
 
 class _TextWriter:
-    def __init__(self, refs: References, width: int) -> None:
+    def __init__(self, refs: References, width: int, tags: LinkTags | None = None) -> None:
         self.refs = refs
         self.width = width
+        self.tags = tags
 
     def render(self, tokens: Sequence[Token], indent: str) -> str:
         out: list[str] = []
@@ -235,8 +268,11 @@ class _TextWriter:
             elif kind == "link_close" and links:
                 href, start = links.pop()
                 label = "".join(parts[start:])
-                if href and href not in (label, f"mailto:{label}"):
-                    parts.append(f" [{self.refs.add(href)}]")
+                tagged = self.tags.apply(href) if self.tags and href else href
+                if href == label and tagged != href:
+                    parts[start:] = [tagged]  # a bare URL: the reader copies what is shown
+                elif href and href not in (label, f"mailto:{label}"):
+                    parts.append(f" [{self.refs.add(tagged)}]")
             elif kind == "image":
                 src = str(child.attrGet("src") or "")
                 parts.append(f"[{child.content or 'image'}] [{self.refs.add(src)}]")

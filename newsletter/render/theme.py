@@ -27,8 +27,11 @@ from jinja2 import (
     TemplateError,
     TemplateNotFound,
     TemplateSyntaxError,
+    pass_context,
     select_autoescape,
 )
+from jinja2.runtime import Context
+from markupsafe import Markup
 
 import newsletter
 from newsletter.config import Config
@@ -58,6 +61,7 @@ _MONTHS = [
 ]
 _WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 _ENVIRONMENTS: dict[tuple[str, ...], Environment] = {}
+FILTERS_GENERATION = 2  # raise when a filter's calling convention changes (see the cache)
 
 
 def theme_dirs(config: Config) -> list[Path]:
@@ -108,15 +112,32 @@ def _make_environment(dirs: list[Path]) -> Environment:
         bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(
-        markdown=markdown.to_html,
-        markdown_inline=markdown.to_html_inline,
-        md_text=markdown.to_text,
+        markdown=_markdown,
+        markdown_inline=_markdown_inline,
+        md_text=_md_text,
         wrap=markdown.wrap,
         long_date=long_date,
         underline=underline,
     )
     env.globals.update(references=markdown.References, width=markdown.WIDTH)
     return env
+
+
+# The Markdown filters tag links when the context holds `link_tags` (compile_issue puts the
+# issue's LinkTags there when newsletter.yaml has `utm:`), so a copied theme needs no change.
+@pass_context
+def _markdown(context: Context, source: str, *args: Any) -> Markup:
+    return markdown.to_html(source, *args, tags=context.get("link_tags"))
+
+
+@pass_context
+def _markdown_inline(context: Context, source: str) -> Markup:
+    return markdown.to_html_inline(source, tags=context.get("link_tags"))
+
+
+@pass_context
+def _md_text(context: Context, source: str, *args: Any) -> str:
+    return markdown.to_text(source, *args, tags=context.get("link_tags"))
 
 
 class _QuietBytecodeCache(FileSystemBytecodeCache):
@@ -126,6 +147,11 @@ class _QuietBytecodeCache(FileSystemBytecodeCache):
     def dump_bytecode(self, bucket: Any) -> None:
         with contextlib.suppress(OSError):
             super().dump_bytecode(bucket)
+
+    def get_cache_key(self, name: str, filename: str | None = None) -> str:
+        # Jinja keys compiled code by template source only, yet the code depends on our filters
+        # (a `pass_context` filter is called differently): name their generation in the key.
+        return super().get_cache_key(f"{name}|filters-{FILTERS_GENERATION}", filename)
 
 
 def _bytecode_cache() -> BytecodeCache | None:

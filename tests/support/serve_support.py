@@ -4,6 +4,7 @@ browser posts it, a content dump of the whole database, and a project with state
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -27,9 +28,10 @@ DRAFT = "2026-12-02-draft"
 
 
 @contextmanager
-def running(app: ASGIApp, **settings: float | str) -> Iterator[str]:
-    """Serve `app` with `serve`'s own uvicorn settings in a thread; yield its base URL."""
-    sock = listen("127.0.0.1", 0)
+def running(app: ASGIApp, port: int = 0, **settings: float | str) -> Iterator[str]:
+    """Serve `app` with `serve`'s own uvicorn settings in a thread; yield its base URL. `port`
+    0 picks a free one; a given one lets a test put the URL in base_url first."""
+    sock = listen("127.0.0.1", port)
     port = sock.getsockname()[1]
     server = uvicorn.Server(server_config(app, log_level="warning", lifespan="off", **settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -44,6 +46,13 @@ def running(app: ASGIApp, **settings: float | str) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a base_url that must name the server's own URL)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def form_token(client: httpx.Client | None, server: str, query: str = "") -> str:

@@ -3,10 +3,15 @@
     /unsubscribe/<token>   GET/HEAD: a page with a button. POST: unsubscribes; the RFC 8058
                            one-click body `List-Unsubscribe=One-Click` gets 200, no redirect,
                            no cookies. `/unsubscribe/test` (test copies) unsubscribes nobody.
-    /subscribe, /          GET: the sign-up form (honeypot field `website`, anti-CSRF token).
-                           POST: a double opt-in sign-up to a public list (see subscribers.signup)
+    /subscribe             GET: the sign-up form (honeypot field `website`, anti-CSRF token).
+                           POST: a double opt-in sign-up to a public list (see subscribers.signup);
+                           a POST from a web version's form (no token) shows this form filled in
+    /, /issues/            GET: the archive's index of published issues (newsletter.archive),
+                           also as /index.html, /issues/index.html; /archive redirects to /
+    /feed.xml, /feed.json  GET: the Atom 1.0 and JSON Feed 1.1 feeds; /sitemap.xml, /robots.txt
     /confirm/<token>       GET: a page with a button. POST: applies that sign-up (7 days).
-    /issues/<slug>/        GET: the web version of a *published* issue (see publishing), with
+    /issues/<slug>/        GET: the web version of a *published* issue (see publishing) with the
+                           archive's additions (also as /issues/<slug>/index.html), with
                            ETag / Last-Modified / Cache-Control and conditional GETs
     /issues/<slug>/<name>  GET: a local story image of that published issue (only the files
                            its stories name; the name carries a hash of the bytes: immutable)
@@ -35,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +50,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from newsletter import imagestore, publishing, tokens
+from newsletter.archive.build import site_file
+from newsletter.archive.pages import INDEX
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
@@ -282,6 +289,10 @@ class PublicSite:
         name = str(form.get("name", ""))[:400]
         list_name = str(form.get("list", "") or DEFAULT_LIST)[:100]
         token = str(form.get("form_token", ""))
+        if not token and form.get("source") == "web-version":
+            # A web version's form: static pages cannot carry a token, so this only fills in
+            # the real form (nothing is stored or sent); the reader confirms with one click.
+            return self.subscribe_page(request, list_name, email=email)
         if cross_site(request) or not token or not self.forms.valid(client, token):
             # Another site's page posting our form (or a form kept open for hours): no sign-up.
             log.info("sign-up refused: missing, expired or foreign form token (client %s)", client)
@@ -385,24 +396,41 @@ class PublicSite:
 
     # -- issues -------------------------------------------------------------------------------
 
+    async def archive_file(self, request: Request, name: str) -> Response:
+        if name == INDEX and "list" in request.query_params:
+            # `/` was the sign-up form: its links (`/?list=weekly`) keep leading there.
+            query = urlencode({"list": request.query_params["list"]})
+            return RedirectResponse(f"{self.config.base_url}/subscribe?{query}", status_code=308)
+        try:
+            found = await run_in_threadpool(
+                lambda: site_file(self.config, self.reader().conn, name)
+            )
+        except NewsletterError as exc:  # a theme template of archive/ that cannot render
+            log.error("%s cannot be shown: %s", name, exc)
+            return self.page("error", 500)
+        if found is None:
+            raise HTTPException(404)
+        return self.public_answer(request, name, *found)
+
     async def issue(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
-        page = await run_in_threadpool(
-            lambda: publishing.published_snapshot(self.reader().conn, slug)
-        )
-        if page is None:
-            raise HTTPException(404)
+        return await self.archive_file(request, f"issues/{slug}/{INDEX}")
+
+    def public_answer(self, request: Request, name: str, body: bytes, modified: float) -> Response:
+        """A public, cacheable archive file with a strong ETag and conditional GET."""
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         headers = {
-            "ETag": page.etag,
-            "Last-Modified": formatdate(page.taken_at, usegmt=True),
+            "ETag": etag,
+            "Last-Modified": formatdate(modified, usegmt=True),
             "Cache-Control": f"public, max-age={ISSUE_MAX_AGE}",
             "X-Content-Type-Options": "nosniff",
         }
-        if not_modified(request, page.etag, int(page.taken_at)):
+        if not_modified(request, etag, int(modified)):
             return Response(status_code=304, headers=headers)
-        return HTMLResponse(page.html, headers=headers)
+        media_type = _MEDIA_TYPES.get(name) or _MEDIA_TYPES[name.rsplit(".", 1)[1]]
+        return Response(body, media_type=media_type, headers=headers)
 
     def issue_image(self, slug: str, name: str) -> tuple[str, bytes, float] | None:
         """(media type, bytes, modified) of a local image of the published issue `slug`, or
@@ -437,6 +465,8 @@ class PublicSite:
 
     async def issue_file(self, request: Request) -> Response:
         slug, name = request.path_params["slug"], request.path_params["name"]
+        if name == INDEX:
+            return await self.issue(request)
         if not slug or len(slug) > 80 or slugify(slug) != slug or not _IMAGE_NAME.match(name):
             raise HTTPException(404)
         try:
@@ -462,6 +492,9 @@ class PublicSite:
         if not slug or len(slug) > 80 or slugify(slug) != slug:
             raise HTTPException(404)
         return RedirectResponse(f"{self.config.base_url}/issues/{slug}/", status_code=308)
+
+    async def archive_redirect(self, request: Request) -> Response:
+        return RedirectResponse(f"{self.config.base_url}/", status_code=308)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
@@ -506,7 +539,8 @@ def create_app(
         )
 
     routes = [
-        route("/", site.subscribe_form),
+        *(route(path, _shows(site, name)) for path, name in _ARCHIVE_PATHS.items()),
+        route("/archive", site.archive_redirect),
         route("/subscribe", site.subscribe_form, site.subscribe),
         route("/unsubscribe/{token}", site.unsubscribe_page, site.unsubscribe),
         route("/confirm/{token}", site.confirm_page, site.confirm),
@@ -533,6 +567,33 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.site = site
     return app
+
+
+# Request path -> archive file (newsletter.archive.build.site_files names them the same).
+_ARCHIVE_PATHS = {
+    "/": INDEX,
+    f"/{INDEX}": INDEX,
+    "/issues/": f"issues/{INDEX}",
+    f"/issues/{INDEX}": f"issues/{INDEX}",
+    "/feed.xml": "feed.xml",
+    "/feed.json": "feed.json",
+    "/sitemap.xml": "sitemap.xml",
+    "/robots.txt": "robots.txt",
+}
+_MEDIA_TYPES = {
+    "feed.xml": "application/atom+xml",
+    "html": "text/html; charset=utf-8",
+    "xml": "application/xml",
+    "json": "application/feed+json",
+    "txt": "text/plain; charset=utf-8",
+}
+
+
+def _shows(site: PublicSite, name: str) -> Any:
+    async def show(request: Request) -> Response:
+        return await site.archive_file(request, name)
+
+    return show
 
 
 def _client(request: Request) -> str:
