@@ -10,6 +10,7 @@ transactions; every write is a short transaction so the web endpoints keep worki
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -76,6 +77,46 @@ MIGRATIONS = [
     """,
 ]
 
+
+def _segments(conn: sqlite3.Connection) -> None:
+    """A campaign is one (issue, list, segment): `segment` is the canonical expression (NULL:
+    the whole list, as every campaign before this migration), `segment_name` its name in
+    newsletter.yaml. SQLite cannot drop the old UNIQUE (issue_slug, list_name), so both tables
+    are rebuilt from their own stored definitions (keeping any column added since), the child
+    first: dropping `campaigns` while recipients still pointed at it would cascade-delete them."""
+    tables = {"campaigns": "campaigns_v4", "campaign_recipients": "campaign_recipients_v4"}
+    indexes = [
+        r[0]
+        for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            " AND tbl_name IN ('campaigns', 'campaign_recipients')"
+        )
+    ]
+    for old, new in tables.items():
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (old,)
+        ).fetchone()[0]
+        sql = re.sub(r",\s*UNIQUE \(issue_slug, list_name\)", "", sql)
+        sql = sql.replace(f"CREATE TABLE {old}", f"CREATE TABLE {new}", 1)
+        sql = sql.replace("REFERENCES campaigns (", "REFERENCES campaigns_v4 (")
+        conn.execute(sql)
+        conn.execute(f"INSERT INTO {new} SELECT * FROM {old}")
+    conn.execute("DROP TABLE campaign_recipients")
+    conn.execute("DROP TABLE campaigns")
+    for old, new in tables.items():  # renaming also renames the REFERENCES to campaigns_v4
+        conn.execute(f"ALTER TABLE {new} RENAME TO {old}")
+    for sql in indexes:
+        conn.execute(sql)
+    conn.execute("ALTER TABLE campaigns ADD COLUMN segment TEXT")
+    conn.execute("ALTER TABLE campaigns ADD COLUMN segment_name TEXT")
+    conn.execute(
+        "CREATE UNIQUE INDEX campaigns_by_key ON campaigns"
+        " (issue_slug, list_name, COALESCE(segment, ''))"
+    )
+
+
+MIGRATIONS.append(_segments)
+
 # A recipient row's status: what a transport says of a message (`Status`: sent, deferred,
 # failed, bounced) plus the ledger's own: not yet tried, handed to a transport, not tried at all.
 RowStatus = Literal["due", Status, "skipped", "inflight"]
@@ -109,6 +150,16 @@ class CampaignRow:
     transport_url: str | None = None  # without secrets; None: not recorded (or a test double)
     rate: str | None = None  # e.g. "20/s"; None: unlimited
     concurrency: int | None = None
+    segment: str | None = None  # canonical segment expression; None: the whole list
+    segment_name: str | None = None  # its name under `segments:` in newsletter.yaml
+
+    @property
+    def audience(self) -> str:
+        """'list weekly' or 'list weekly, segment oslo-pros (fields.city == "Oslo")'."""
+        if self.segment is None:
+            return f"list {self.list_name}"
+        label = f"{self.segment_name} ({self.segment})" if self.segment_name else self.segment
+        return f"list {self.list_name}, segment {label}"
 
 
 @dataclass(frozen=True)
@@ -183,16 +234,30 @@ class Ledger:
             raise
 
     # -- campaigns -------------------------------------------------------------------------
-    def find(self, issue_slug: str, list_name: str) -> CampaignRow | None:
+    def find(
+        self, issue_slug: str, list_name: str, segment: str | None = None
+    ) -> CampaignRow | None:
+        """The campaign of (issue, list, segment); `segment` None: the whole-list campaign."""
         row = self.conn.execute(
-            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ?",
-            (issue_slug, list_name),
+            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ? AND segment IS ?",
+            (issue_slug, list_name, segment),
         ).fetchone()
         return _campaign(row) if row else None
 
+    def for_list(self, issue_slug: str, list_name: str) -> list[CampaignRow]:
+        """Every campaign of the issue to the list (whole list first, then by segment)."""
+        rows = self.conn.execute(
+            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ?"
+            " ORDER BY segment IS NOT NULL, segment",
+            (issue_slug, list_name),
+        ).fetchall()
+        return [_campaign(r) for r in rows]
+
     def for_issue(self, issue_slug: str) -> list[CampaignRow]:
         rows = self.conn.execute(
-            "SELECT * FROM campaigns WHERE issue_slug = ? ORDER BY list_name", (issue_slug,)
+            "SELECT * FROM campaigns WHERE issue_slug = ?"
+            " ORDER BY list_name, segment IS NOT NULL, segment",
+            (issue_slug,),
         ).fetchall()
         return [_campaign(r) for r in rows]
 
@@ -203,18 +268,26 @@ class Ledger:
         return _campaign(row)
 
     def create(
-        self, issue_slug: str, list_name: str, subject: str, member_ids: Iterable[int]
+        self,
+        issue_slug: str,
+        list_name: str,
+        subject: str,
+        member_ids: Iterable[int],
+        *,
+        segment: str | None = None,
+        segment_name: str | None = None,
     ) -> tuple[CampaignRow | None, int]:
         """Create the campaign and snapshot its recipients atomically; return (campaign, count).
 
         The ids are streamed into the table in chunks: the list is never held in memory. With no
-        recipients nothing is created.
+        recipients nothing is created. `segment` (canonical text) is stored: a resume keeps it.
         """
         try:
             with self.transaction():
                 cur = self.conn.execute(
-                    "INSERT INTO campaigns (issue_slug, list_name, subject) VALUES (?, ?, ?)",
-                    (issue_slug, list_name, subject),
+                    "INSERT INTO campaigns (issue_slug, list_name, subject, segment, segment_name)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (issue_slug, list_name, subject, segment, segment_name),
                 )
                 campaign_id = int(cur.lastrowid or 0)
                 added = self._insert_members(campaign_id, member_ids)
@@ -554,4 +627,6 @@ def _campaign(row: sqlite3.Row) -> CampaignRow:
         transport_url=row["transport_url"],
         rate=row["rate"],
         concurrency=row["concurrency"],
+        segment=row["segment"],
+        segment_name=row["segment_name"],
     )

@@ -56,6 +56,14 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--list", "list_name", metavar="L", help="Subscriber list (default: default).")
 @click.option(
+    "--segment",
+    metavar="EXPR",
+    help='Only the list\'s subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in '
+    'tags and joined_after("2026-01-01")\', or the name of one under `segments:` in '
+    "newsletter.yaml (see README, Segments). One issue, list and segment are one campaign; "
+    "a resume without --segment keeps the campaign's own.",
+)
+@click.option(
     "--transport",
     metavar="URL",
     help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host, "
@@ -91,7 +99,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.option(
     "--include-new",
     is_flag=True,
-    help="When resuming, also send to subscribers who joined the list since the first run.",
+    help="When resuming, also send to subscribers who joined the list (or came to match the "
+    "campaign's segment, evaluated again) since the first run.",
 )
 @click.option(
     "--test",
@@ -109,6 +118,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 def send(
     issue: Path,
     list_name: str | None,
+    segment: str | None,
     transport: str | None,
     switch_transport: bool,
     rate: Rate | str | None,
@@ -151,8 +161,11 @@ def send(
         transport=transport,
         include_new=include_new,
         switch_transport=switch_transport,
+        segment=segment,
     )
     try:
+        if campaign.segment_note:
+            click.echo(campaign.segment_note, err=True)
         if campaign.transport_choice.note:
             click.echo(campaign.transport_choice.note, err=True)
         # doctor's checks against the transport this run really uses (a resume: the stored
@@ -168,7 +181,7 @@ def send(
         if campaign.new_members and not include_new:
             click.echo(
                 f"{campaign.new_members} subscriber{'s' if campaign.new_members != 1 else ''} "
-                f"joined list {campaign.list_name} since this campaign started; add "
+                f"joined {campaign.audience} since this campaign started; add "
                 "--include-new to send to them too.",
                 err=True,
             )
