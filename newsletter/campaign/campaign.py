@@ -110,8 +110,11 @@ class Campaign:
             fields = store.field_names() if existing is None else None
             query = compile_segment(chosen, fields) if chosen is not None else None
             new_members = 0
-            if existing is None:
+            if existing is None and not ledger.for_list(checked.issue.slug, name):
                 pending = store.count(name, "active", segment=query)
+            elif existing is None:  # another segment's campaign may have some of them
+                members = store.iter_member_ids(name, segment=query)
+                pending = ledger.count_unreached(checked.issue.slug, name, members)
             else:
                 members = store.iter_member_ids(name, segment=query)
                 new_members = ledger.count_new(existing.id, members)
@@ -125,6 +128,11 @@ class Campaign:
         if existing is None and pending == 0:
             ledger.close()
             who = f"list '{name}'" + (f" in segment {chosen.label}" if chosen else "")
+            if store.count(name, "active", segment=query):
+                raise CampaignError(
+                    f"nobody to send to: every active subscriber of {who} has this issue from "
+                    "another campaign of it already (see `newsletter status`)"
+                )
             raise CampaignError(
                 f"nobody to send to: {who} has no active subscribers "
                 "(add some with `newsletter subscribers add` or `import`)"

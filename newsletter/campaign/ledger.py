@@ -127,6 +127,13 @@ _ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
 # Repeated verbatim in queries so SQLite uses the partial index campaign_recipients_open.
 _OPEN = "status IN ('due', 'inflight', 'deferred')"
 _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM campaign_recipients"
+# ?2 has a row (not skipped) in another campaign of campaign ?1's issue and list.
+_SIBLING_ROW = (
+    "SELECT 1 FROM campaigns c JOIN campaigns o ON o.issue_slug = c.issue_slug"
+    " AND o.list_name = c.list_name AND o.id != c.id"
+    " JOIN campaign_recipients r ON r.campaign_id = o.id"
+    " WHERE c.id = ?1 AND r.subscriber_id = ?2 AND r.status != 'skipped'"
+)
 # A live sender refreshes its heartbeat at least this often; a stale one is taken over.
 HEARTBEAT_TIMEOUT = 120.0
 
@@ -304,6 +311,16 @@ class Ledger:
 
     def _insert_members(self, campaign_id: int, member_ids: Iterable[int]) -> int:
         before = self.conn.total_changes
+        if self._has_siblings(campaign_id):
+            # Another campaign of this issue and list (another segment, or the whole list)
+            # already has these people: they get the issue once, from the first campaign.
+            for chunk in _chunks(member_ids, CHUNK):
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO campaign_recipients (campaign_id, subscriber_id)"
+                    f" SELECT ?1, ?2 WHERE NOT EXISTS ({_SIBLING_ROW})",
+                    ((campaign_id, sid) for sid in chunk),
+                )
+            return self.conn.total_changes - before
         for chunk in _chunks(member_ids, CHUNK):
             self.conn.executemany(
                 "INSERT OR IGNORE INTO campaign_recipients (campaign_id, subscriber_id)"
@@ -311,6 +328,29 @@ class Ledger:
                 ((campaign_id, sid) for sid in chunk),
             )
         return self.conn.total_changes - before
+
+    def _has_siblings(self, campaign_id: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM campaigns c JOIN campaigns o ON o.issue_slug = c.issue_slug"
+            " AND o.list_name = c.list_name AND o.id != c.id WHERE c.id = ? LIMIT 1",
+            (campaign_id,),
+        ).fetchone()
+        return row is not None
+
+    def count_unreached(self, issue_slug: str, list_name: str, member_ids: Iterable[int]) -> int:
+        """How many of `member_ids` no campaign of the issue to the list has (a new segment's
+        or whole-list campaign mails only these)."""
+        new = 0
+        for chunk in _chunks(member_ids, IN_LIST_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            known = self.conn.execute(
+                "SELECT COUNT(DISTINCT r.subscriber_id) FROM campaign_recipients r"
+                " JOIN campaigns c ON c.id = r.campaign_id WHERE c.issue_slug = ?"
+                f" AND c.list_name = ? AND r.status != 'skipped' AND r.subscriber_id IN ({marks})",
+                (issue_slug, list_name, *chunk),
+            ).fetchone()[0]
+            new += len(chunk) - int(known)
+        return new
 
     def set_state(self, campaign_id: int, state: str, reason: str | None = None) -> None:
         with self.transaction():
@@ -541,9 +581,21 @@ class Ledger:
     def count_new(self, campaign_id: int, member_ids: Iterable[int]) -> int:
         """How many of `member_ids` (streamed, checked chunk by chunk) are not in the
         campaign's snapshot: the subscribers who joined the list since."""
+        siblings = self._has_siblings(campaign_id)
         new = 0
         for chunk in _chunks(member_ids, IN_LIST_CHUNK):
             marks = ",".join("?" * len(chunk))
+            if siblings:  # people another campaign of the issue and list has are not new
+                chunk = [
+                    sid
+                    for sid in chunk
+                    if not self.conn.execute(
+                        f"SELECT 1 WHERE EXISTS ({_SIBLING_ROW})", (campaign_id, sid)
+                    ).fetchone()
+                ]
+                marks = ",".join("?" * len(chunk))
+            if not chunk:
+                continue
             known = self.conn.execute(
                 "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
                 f" AND subscriber_id IN ({marks})",
