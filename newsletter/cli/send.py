@@ -232,12 +232,22 @@ def send(
     show_default=True,
     help="With --recipients: csv (spreadsheet-safe) or json for tools.",
 )
+@click.option(
+    "--segment",
+    metavar="EXPR",
+    help="With --recipients: the campaign of this segment (its name or expression), when the "
+    "issue went to segments of the list.",
+)
 @reports_errors
-def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> None:
+def status(
+    issue: str, state: str | None, list_name: str | None, fmt: str, segment: str | None
+) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
     unknown (in flight when a run died) and skipped; with --recipients, who and why."""
     if state is not None:
-        campaign, rows = recipient_statuses(app().config, issue, list_name=list_name, state=state)
+        campaign, rows = recipient_statuses(
+            app().config, issue, list_name=list_name, state=state, segment=segment
+        )
         out = sys.stdout
         if fmt == "json":
             count = write_json(out, campaign, rows)
@@ -248,12 +258,12 @@ def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> No
         if fmt == "text":
             click.echo(
                 f"{count} recipient{'s' if count != 1 else ''} of '{campaign.issue_slug}' on "
-                f"list {campaign.list_name}" + ("" if state == "all" else f" in state {state}"),
+                f"{campaign.audience}" + ("" if state == "all" else f" in state {state}"),
                 err=True,
             )
         return
-    if list_name is not None or fmt != "text":
-        raise click.UsageError("--list and --format go with --recipients")
+    if list_name is not None or fmt != "text" or segment is not None:
+        raise click.UsageError("--list, --segment and --format go with --recipients")
     found = campaign_status(app().config, issue)
     if not found:
         click.echo(f"No campaign for {issue} yet.")
