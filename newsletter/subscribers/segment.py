@@ -215,7 +215,7 @@ def resolve_segment(given: str, named: Mapping[str, NamedSegment]) -> Segment:
         except SegmentError as exc:
             raise SegmentError(exc.reason, exc.text, exc.column, where) from None
         return Segment(segment.text, segment.expr, key, where)
-    if _SEGMENT_NAME.match(key) and key not in NAMES:
+    if _SEGMENT_NAME.match(key) and key not in NAMES and not key.startswith("fields."):
         hint = difflib.get_close_matches(key, list(named), n=1)
         suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
         names = ", ".join(sorted(named)) or "none"

@@ -155,8 +155,8 @@ def _contains(item: Value, container: Value, params: list[object]) -> str:
             params.append(item.value)
             return _IN_LIST.format("?")
         return _IN_LIST.format(_raw(item, params))
+    hay = _text(container, params)  # parameters in the order their ? appear
     needle = _text(item, params)
-    hay = _text(container, params)
     return f"(instr({hay}, {needle}) > 0)"
 
 
