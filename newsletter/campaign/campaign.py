@@ -100,7 +100,7 @@ class Campaign:
         ledger = Ledger(connect(config.database))
         name = list_name or DEFAULT_LIST
         try:
-            existing = find_campaign(ledger, checked.issue.slug, name, chosen)
+            existing = find_campaign(ledger, checked.issue.slug, name, chosen, include_new)
             note = None
             if existing is not None and existing.segment is not None and chosen is None:
                 chosen = parse_segment(existing.segment, name=existing.segment_name)
@@ -405,15 +405,15 @@ class Campaign:
 
 
 def find_campaign(
-    ledger: Ledger, slug: str, list_name: str, segment: Segment | None
+    ledger: Ledger, slug: str, list_name: str, segment: Segment | None, include_new: bool = False
 ) -> CampaignRow | None:
     """The campaign a send of (issue, list, segment) resumes, if any.
 
     With a segment: the campaign of that segment; a named segment whose definition changed
     since its campaign started is refused (the campaign keeps the people it started with).
     Without one: the whole-list campaign, else the one unfinished segment campaign (a bare
-    resume keeps the segment, as it keeps the transport); several unfinished ones must be
-    told apart with --segment."""
+    resume keeps the segment, as it keeps the transport; with `include_new`, a resume by
+    definition, finished ones count too); several must be told apart with --segment."""
     if segment is not None:
         found = ledger.find(slug, list_name, segment.canonical)
         if found is None and segment.name is not None:
@@ -430,18 +430,17 @@ def find_campaign(
     whole = ledger.find(slug, list_name, None)
     if whole is not None:
         return whole
-    unfinished = [
-        c
-        for c in ledger.for_list(slug, list_name)
-        if c.segment is not None and ledger.counts(c.id).remaining > 0
-    ]
-    if len(unfinished) > 1:
-        names = "; ".join(f"--segment '{c.segment_name or c.segment}'" for c in unfinished)
+    segments = [c for c in ledger.for_list(slug, list_name) if c.segment is not None]
+    if not include_new:  # a finished segment's campaign leaves the whole list to start
+        segments = [c for c in segments if ledger.counts(c.id).remaining > 0]
+    if len(segments) > 1:
+        names = "; ".join(f"--segment '{c.segment_name or c.segment}'" for c in segments)
+        state = "" if include_new else "unfinished "
         raise CampaignError(
-            f"'{slug}' has {len(unfinished)} unfinished campaigns to segments of list "
+            f"'{slug}' has {len(segments)} {state}campaigns to segments of list "
             f"{list_name}: resume one of them with {names}"
         )
-    return unfinished[0] if unfinished else None
+    return segments[0] if segments else None
 
 
 def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:

@@ -78,7 +78,7 @@ def _of_segment(campaigns: list[CampaignRow], issue: str, segment: str | None) -
         canonical = parse_segment(segment).canonical
     except SegmentError:
         canonical = None  # a name, not an expression
-    wanted = {segment.strip(), canonical}
+    wanted = {segment.strip(), canonical} - {None}
     found = [c for c in campaigns if c.segment is not None and wanted & {c.segment, c.segment_name}]
     if not found:
         raise CampaignError(f"no campaign for {issue} to segment {segment.strip()!r}")

@@ -461,7 +461,7 @@ def unparse(expr: Expr | Value) -> str:
         case Number(value):
             return str(int(value)) if value.is_integer() else repr(value)
         case Field(name):
-            return f"fields.{name}"
+            return f"fields.{name.lower()}"  # field names are compared ignoring case
         case Name(name):
             return name
         case Compare(op, left, right):
