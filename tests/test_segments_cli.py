@@ -104,6 +104,8 @@ def test_the_question_and_the_list_say_who(readers):
     code, out = run(CliRunner(), readers, "send", issue_of(readers), "--segment", "oslo-pros")
     assert "Send '" in out and "to 2 subscribers of list default, segment oslo-pros (" in out
     assert code != 0 and received(readers) == {}  # not confirmed: nothing sent
+    code, out = cli(readers, "send", issue_of(readers), "--segment", "oslo-pros", "--dry-run")
+    assert code == 0 and "Dry run: built 2 messages" in out and received(readers) == {}
 
 
 @pytest.mark.parametrize(
@@ -165,9 +167,11 @@ def test_resume_keeps_the_snapshot_and_include_new_evaluates_the_segment_again(r
         stop.set()  # the snapshot is taken, then the run stops before sending anyone
         campaign = Campaign.prepare(config, issue, segment="oslo-pros", transport=server.url())
         try:
-            assert campaign.run(stop=stop).interrupted
+            report = campaign.run(stop=stop)
         finally:
             campaign.close()
+        assert report.interrupted
+        assert report.resume_hint.endswith(" --list default --segment oslo-pros")
         assert cli(readers, "subscribers", "untag", "bjorn@example.net", "pro")[0] == 0
         assert cli(readers, "subscribers", "tag", "dan@example.net", "PRO")[0] == 0
 
@@ -212,9 +216,11 @@ def test_several_unfinished_segments_need_naming_on_resume(readers):
         stop.set()
         campaign = Campaign.prepare(config, issue, segment=segment)
         try:
-            campaign.run(stop=stop)
+            report = campaign.run(stop=stop)
         finally:
             campaign.close()
+        if segment != "oslo-pros":  # an expression is named as written canonically, quoted
+            assert report.resume_hint.endswith(""" --segment 'fields.city == "Bergen"'""")
     code, out = cli(readers, "send", issue, "--yes")
     assert code == 1
     assert "2 unfinished campaigns to segments of list default" in out
