@@ -251,6 +251,16 @@ def test_a_campaign_from_before_segments_resumes_as_the_whole_list(readers):
         "INSERT INTO campaign_recipients (campaign_id, subscriber_id, status) VALUES (1, ?, ?)",
         [(ada.id, "sent"), (chloe.id, "due")],
     )
+    # Tables of other components that point at campaigns (and at them) keep their rows.
+    conn.execute(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY,"
+        " campaign_id INTEGER REFERENCES campaigns(id) ON DELETE CASCADE, text TEXT)"
+    )
+    conn.execute(
+        "CREATE TABLE note_marks (note_id INTEGER REFERENCES notes (id) ON DELETE CASCADE)"
+    )
+    conn.execute("INSERT INTO notes (campaign_id, text) VALUES (1, 'kept')")
+    conn.execute("INSERT INTO note_marks (note_id) VALUES (1)")
     conn.close()
     code, out = cli(readers, "send", issue_of(readers), "--yes")
     assert code == 0, out
@@ -259,6 +269,10 @@ def test_a_campaign_from_before_segments_resumes_as_the_whole_list(readers):
     assert f"{slug} -> list default: done" in out and "sent 2" in out
     with sqlite3.connect(config.database) as check:
         assert check.execute("SELECT segment FROM campaigns").fetchall() == [(None,)]
+        assert check.execute("SELECT campaign_id, text FROM notes").fetchall() == [(1, "kept")]
+        assert check.execute("SELECT note_id FROM note_marks").fetchall() == [(1,)]
+        assert check.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_tag_untag_and_show(readers):

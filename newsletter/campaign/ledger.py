@@ -81,32 +81,13 @@ MIGRATIONS = [
 def _segments(conn: sqlite3.Connection) -> None:
     """A campaign is one (issue, list, segment): `segment` is the canonical expression (NULL:
     the whole list, as every campaign before this migration), `segment_name` its name in
-    newsletter.yaml. SQLite cannot drop the old UNIQUE (issue_slug, list_name), so both tables
-    are rebuilt from their own stored definitions (keeping any column added since), the child
-    first: dropping `campaigns` while recipients still pointed at it would cascade-delete them."""
-    tables = {"campaigns": "campaigns_v4", "campaign_recipients": "campaign_recipients_v4"}
-    indexes = [
-        r[0]
-        for r in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-            " AND tbl_name IN ('campaigns', 'campaign_recipients')"
-        )
-    ]
-    for old, new in tables.items():
-        sql = conn.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (old,)
-        ).fetchone()[0]
-        sql = re.sub(r",\s*UNIQUE \(issue_slug, list_name\)", "", sql)
-        sql = sql.replace(f"CREATE TABLE {old}", f"CREATE TABLE {new}", 1)
-        sql = sql.replace("REFERENCES campaigns (", "REFERENCES campaigns_v4 (")
-        conn.execute(sql)
-        conn.execute(f"INSERT INTO {new} SELECT * FROM {old}")
-    conn.execute("DROP TABLE campaign_recipients")
-    conn.execute("DROP TABLE campaigns")
-    for old, new in tables.items():  # renaming also renames the REFERENCES to campaigns_v4
-        conn.execute(f"ALTER TABLE {new} RENAME TO {old}")
-    for sql in indexes:
-        conn.execute(sql)
+    newsletter.yaml. SQLite cannot drop the old UNIQUE (issue_slug, list_name): the table is
+    rebuilt without it (rows and recipients kept), then keyed by the three."""
+    from newsletter.db import rebuild_table
+
+    rebuild_table(
+        conn, "campaigns", lambda sql: re.sub(r",\s*UNIQUE \(issue_slug, list_name\)", "", sql)
+    )
     conn.execute("ALTER TABLE campaigns ADD COLUMN segment TEXT")
     conn.execute("ALTER TABLE campaigns ADD COLUMN segment_name TEXT")
     conn.execute(
