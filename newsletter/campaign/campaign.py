@@ -100,43 +100,16 @@ class Campaign:
         ledger = Ledger(connect(config.database))
         name = list_name or DEFAULT_LIST
         try:
-            existing = find_campaign(ledger, checked.issue.slug, name, chosen, include_new)
-            note = None
-            if existing is not None and existing.segment is not None and chosen is None:
-                chosen = parse_segment(existing.segment, name=existing.segment_name)
-                note = f"Resuming the campaign to {existing.audience} as before."
-            # A new campaign's fields are checked (a typo would match nobody); a resume keeps
-            # the segment it was started with, even if a field it names is gone since.
-            fields = store.field_names() if existing is None else None
-            query = compile_segment(chosen, fields) if chosen is not None else None
-            new_members = 0
-            if existing is None and not ledger.for_list(checked.issue.slug, name):
-                pending = store.count(name, "active", segment=query)
-            elif existing is None:  # another segment's campaign may have some of them
-                members = store.iter_member_ids(name, segment=query)
-                pending = ledger.count_unreached(checked.issue.slug, name, members)
-            else:
-                members = store.iter_member_ids(name, segment=query)
-                new_members = ledger.count_new(existing.id, members)
-                pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
+            who = _audience(ledger, store, checked.issue.slug, name, chosen, include_new)
             choice = choose_transport(
-                config, transport, existing, switch=switch_transport, environ=environ
+                config, transport, who.existing, switch=switch_transport, environ=environ
             )
         except BaseException:
             ledger.close()
             raise
-        if existing is None and pending == 0:
+        if who.existing is None and who.pending == 0:
             ledger.close()
-            who = f"list '{name}'" + (f" in segment {chosen.label}" if chosen else "")
-            if store.count(name, "active", segment=query):
-                raise CampaignError(
-                    f"nobody to send to: every active subscriber of {who} has this issue from "
-                    "another campaign of it already (see `newsletter status`)"
-                )
-            raise CampaignError(
-                f"nobody to send to: {who} has no active subscribers "
-                "(add some with `newsletter subscribers add` or `import`)"
-            )
+            raise _nobody(store, name, who)
         return cls(
             config=config,
             issue=checked.issue,
@@ -147,12 +120,12 @@ class Campaign:
             include_new=include_new,
             store=store,
             ledger=ledger,
-            existing=existing,
-            pending=pending,
-            new_members=new_members,
-            segment=chosen,
-            segment_query=query,
-            segment_note=note,
+            existing=who.existing,
+            pending=who.pending,
+            new_members=who.new_members,
+            segment=who.segment,
+            segment_query=who.query,
+            segment_note=who.note,
         )
 
     @property
@@ -402,6 +375,60 @@ class Campaign:
     def close(self) -> None:
         self.ledger.close()
         self.store.close()
+
+
+@dataclass(frozen=True)
+class _Audience:
+    """Who a send of (issue, list, segment) reaches: the campaign it resumes (if any), its
+    segment (given, or the stored one of a bare resume) as SQL, and how many a run would mail."""
+
+    existing: CampaignRow | None
+    segment: Segment | None
+    query: SegmentQuery | None
+    note: str | None  # a bare resume kept the stored segment
+    pending: int
+    new_members: int
+
+
+def _audience(
+    ledger: Ledger,
+    store: SubscriberList,
+    slug: str,
+    name: str,
+    chosen: Segment | None,
+    include_new: bool,
+) -> _Audience:
+    existing = find_campaign(ledger, slug, name, chosen, include_new)
+    note = None
+    if existing is not None and existing.segment is not None and chosen is None:
+        chosen = parse_segment(existing.segment, name=existing.segment_name)
+        note = f"Resuming the campaign to {existing.audience} as before."
+    # A new campaign's fields are checked (a typo would match nobody); a resume keeps the
+    # segment it was started with, even if a field it names is gone since.
+    fields = store.field_names() if existing is None else None
+    query = compile_segment(chosen, fields) if chosen is not None else None
+    new_members = 0
+    if existing is None and not ledger.for_list(slug, name):
+        pending = store.count(name, "active", segment=query)
+    elif existing is None:  # another campaign of the issue and list may have some of them
+        pending = ledger.count_unreached(slug, name, store.iter_member_ids(name, segment=query))
+    else:
+        new_members = ledger.count_new(existing.id, store.iter_member_ids(name, segment=query))
+        pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
+    return _Audience(existing, chosen, query, note, pending, new_members)
+
+
+def _nobody(store: SubscriberList, name: str, who: _Audience) -> CampaignError:
+    label = f"list '{name}'" + (f" in segment {who.segment.label}" if who.segment else "")
+    if store.count(name, "active", segment=who.query):
+        return CampaignError(
+            f"nobody to send to: every active subscriber of {label} has this issue from "
+            "another campaign of it already (see `newsletter status`)"
+        )
+    return CampaignError(
+        f"nobody to send to: {label} has no active subscribers "
+        "(add some with `newsletter subscribers add` or `import`)"
+    )
 
 
 def find_campaign(
