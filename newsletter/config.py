@@ -42,6 +42,7 @@ KEYS = (
     "timezone",
     "welcome",
     "utm",
+    "segments",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -78,6 +79,16 @@ class ListSettings:
 
 
 @dataclass(frozen=True)
+class NamedSegment:
+    """A segment under `segments:`: its expression text and where it is written (parsed where
+    it is used, by newsletter.subscribers.segment, whose errors then name this file and line)."""
+
+    text: str
+    path: Path | None
+    line: int | None
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path  # folder holding newsletter.yaml (or the working directory without one)
     path: Path | None  # the newsletter.yaml read, if any
@@ -101,6 +112,8 @@ class Config:
     # The welcome issue file (`welcome:`), else issues/_welcome.yaml when it exists.
     welcome: Path | None = None
     utm: Utm | None = None  # link tagging, off by default
+    # `segments:` name -> expression, e.g. oslo-pros: 'fields.city == "Oslo" and "pro" in tags'
+    segments: Mapping[str, NamedSegment] = dataclasses.field(default_factory=dict)
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -207,7 +220,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key in ("dkim", "lists", "theme"):
+        if key in ("dkim", "lists", "theme", "segments"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -452,6 +465,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "timezone": ("timezone", _timezone),
     "welcome": ("welcome", _welcome),
     "utm": ("utm", lambda src, key: _utm(src.values.get(key), src.path, src.doc)),
+    "segments": ("segments", lambda src, key: _segments(src.values.get(key), src.path, src.doc)),
 }
 
 
@@ -563,4 +577,39 @@ def _lists(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, L
                     line(str(name), str(key)),
                 )
         out[str(name)] = ListSettings(public=bool(settings.get("public", False)))
+    return out
+
+
+def _segments(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, NamedSegment]:
+    """`segments: {oslo-pros: 'fields.city == "Oslo"'}`: names as list names, texts as text."""
+
+    def line(*keys: str, key: bool = False) -> int | None:
+        return doc.where(("segments", *keys), key=key)[0] if doc is not None else None
+
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "'segments' must be a mapping of names to expressions, e.g. "
+            """'segments: {oslo: 'fields.city == "Oslo"'}'""",
+            path,
+            line(),
+        )
+    out: dict[str, NamedSegment] = {}
+    for name, text in raw.items():
+        if not _LIST_NAME.match(str(name)):
+            raise ConfigError(
+                f"'segments': invalid segment name {name!r}: use 1-64 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit",
+                path,
+                line(str(name), key=True),
+            )
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(
+                f"'segments.{name}' must be an expression in quotes, e.g. "
+                """'fields.city == "Oslo"'""",
+                path,
+                line(str(name)),
+            )
+        out[str(name)] = NamedSegment(text, path, line(str(name)))
     return out

@@ -7,6 +7,7 @@ endpoints read and write while a send or an import runs.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,3 +86,48 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+def rebuild_table(conn: sqlite3.Connection, table: str, edit: Callable[[str], str]) -> None:
+    """Re-create `table` from its stored `CREATE TABLE` text changed by `edit` (SQLite's way to
+    drop a constraint), keeping every row, index and the tables that reference it.
+
+    Runs inside a migration's transaction, where `PRAGMA foreign_keys = OFF` has no effect: so
+    the referencing tables are rebuilt too, children first (dropping the parent while they still
+    pointed at it would cascade-delete their rows), and theirs in turn, each copied whole under a
+    temporary name."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    parents = {
+        name: {fk[2] for fk in conn.execute(f'PRAGMA foreign_key_list("{name}")')} for name in names
+    }
+    order = [table]  # the table, then whatever references it, directly or through another
+    while more := [n for n in names if n not in order and parents[n] & set(order)]:
+        order += more
+    indexes = [
+        r[0]
+        for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            f" AND tbl_name IN ({','.join('?' * len(order))})",
+            order,
+        )
+    ]
+    refs = [(re.compile(rf'REFERENCES\s+"?{re.escape(n)}"?\s*\('), n) for n in order]
+    for name in order:
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()[0]
+        if name == table:
+            sql = edit(sql)
+        sql = re.sub(
+            rf'^CREATE TABLE\s+"?{re.escape(name)}"?', f'CREATE TABLE "{name}_rebuilt"', sql
+        )
+        for ref, parent in refs:
+            sql = ref.sub(f'REFERENCES "{parent}_rebuilt" (', sql)
+        conn.execute(sql)
+        conn.execute(f'INSERT INTO "{name}_rebuilt" SELECT * FROM "{name}"')
+    for name in reversed(order):
+        conn.execute(f'DROP TABLE "{name}"')
+    for name in order:  # renaming the parent renames the children's REFERENCES with it
+        conn.execute(f'ALTER TABLE "{name}_rebuilt" RENAME TO "{name}"')
+    for sql in indexes:
+        conn.execute(sql)

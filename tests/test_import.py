@@ -11,6 +11,7 @@ import pytest
 
 from newsletter.errors import ImportFileError, SubscriberError
 from newsletter.subscribers import SubscriberStore, export_csv, import_csv
+from newsletter.subscribers.tags import tag_subscribers
 
 
 @pytest.fixture
@@ -210,6 +211,8 @@ def test_export_then_import_round_trips_exactly(store, tmp_path):
     bob = store.add("bob@xn--bcher-kva.de", name='Bob "the" Builder', lists=["a", "b"])
     store.unsubscribe(bob.id, "cli")
     store.add("zoe@zürich.example", fields={"plan": "pro", "city": "Zürich"}, status="pending")
+    tag_subscribers(store, ["ada@example.com", "zoe@zürich.example"], "Beta-2026")
+    tag_subscribers(store, ["zoe@zürich.example"], "Stammkundin.ß")
     exported = export_text(store)
     path = write(tmp_path, exported, "export.csv")
     with SubscriberStore.open(tmp_path / "copy.db") as copy:
@@ -220,8 +223,30 @@ def test_export_then_import_round_trips_exactly(store, tmp_path):
     assert again.unchanged == 3
     assert export_text(store) == exported
     lines = exported.splitlines()
-    assert lines[0] == "email,name,status,lists,created_at,city,plan"
+    assert lines[0] == "email,name,status,lists,created_at,tags,city,plan"
     assert "bob@bücher.de" in exported and "unsubscribed" in exported
+    # Tags: sorted, case-folded, '|'-separated; no cell needs quoting for them.
+    assert ",beta-2026|stammkundin.ss," in exported
+
+
+def test_a_tags_column_adds_tags_and_reimporting_it_changes_nothing(store, tmp_path):
+    store.add("ada@example.com")
+    tag_subscribers(store, ["ada@example.com"], "old")
+    path = write(tmp_path, "email,tags\nada@example.com,Pro|beta\nnew@example.com,vip\n")
+    report = import_csv(store, path)
+    assert (report.added, report.updated) == (1, 1)
+    assert import_csv(store, path).unchanged == 2
+    assert ",beta|old|pro\r\n" in export_text(store) and ",vip\r\n" in export_text(store)
+
+
+@pytest.mark.parametrize("cell", ["has space", "a,b", "-leading", "x" * 65, "semi;colon"])
+def test_a_bad_tag_rejects_its_row_with_the_rule(store, tmp_path, cell):
+    path = write(tmp_path, f'email,tags\nada@example.com,"{cell}"\nbob@example.com,ok\n')
+    report = import_csv(store, path)
+    assert (report.added, report.rejected) == (1, 1)
+    [_, row] = rejects_of(report.rejects_path)  # header, then the row
+    assert "invalid tag" in row[1] and "letters, digits" in row[1]
+    assert store.get("ada@example.com") is None
 
 
 def test_export_filters_and_file_output(store, tmp_path):
@@ -378,9 +403,9 @@ def test_field_names_differing_in_case_across_imports_share_one_column(
     store.add("c@example.com", fields={second.replace(" ", "_").replace("-", "_"): "Rome"})
     exported = export_text(store)
     header = exported.splitlines()[0].split(",")
-    assert len(header) == 6, header
+    assert len(header) == 7, header  # the base columns (tags included) and one field
     rows = {r["email"]: r for r in csv.DictReader(io.StringIO(exported))}
-    assert [rows[e][header[5]] for e in ("a@example.com", "b@example.com", "c@example.com")] == [
+    assert [rows[e][header[6]] for e in ("a@example.com", "b@example.com", "c@example.com")] == [
         "London",
         "Paris",
         "Rome",

@@ -39,7 +39,7 @@ def test_open_creates_a_wal_database_and_reopens_it(tmp_path):
         versions = again.conn.execute(
             "SELECT version FROM schema_migrations WHERE component = 'subscribers'"
         ).fetchall()
-        assert [v[0] for v in versions] == [1, 2, 3, 4, 5, 6]
+        assert [v[0] for v in versions] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_for_config_uses_the_configured_database(project, monkeypatch):

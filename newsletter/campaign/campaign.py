@@ -41,6 +41,8 @@ from newsletter.issue import Issue
 from newsletter.mail.dkim import DkimSigner
 from newsletter.mail.message import MessageTemplate
 from newsletter.render.compiled import CompiledIssue
+from newsletter.subscribers.segment import Segment, parse_segment, resolve_segment
+from newsletter.subscribers.segmentsql import SegmentQuery, compile_segment
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
 
@@ -63,6 +65,9 @@ class Campaign:
     existing: CampaignRow | None
     pending: int  # how many a run would try to mail now
     new_members: int  # joined since the snapshot (included only with include_new)
+    segment: Segment | None = None  # who of the list; None: the whole list
+    segment_query: SegmentQuery | None = None  # the segment as SQL over the store
+    segment_note: str | None = None  # a bare resume kept the campaign's stored segment
     _template: MessageTemplate | None = field(default=None, repr=False)
 
     # -- preparing -------------------------------------------------------------------------
@@ -78,35 +83,33 @@ class Campaign:
         environ: Mapping[str, str] | None = None,
         store: SubscriberList | None = None,
         switch_transport: bool = False,
+        segment: str | None = None,
     ) -> Campaign:
         """Check the issue, choose the transport (a resume keeps the campaign's own unless
-        `switch_transport`), count who a run would mail; CampaignError when it cannot start."""
+        `switch_transport`), count who a run would mail; CampaignError when it cannot start.
+
+        `segment`: a name under `segments:` in newsletter.yaml or an expression (see
+        newsletter.subscribers.segment); one issue, list and segment make one campaign, and a
+        resume without `segment` keeps the campaign's stored one."""
         checked = checked_issue(config, issue_path)
+        chosen = resolve_segment(segment, config.segments) if segment is not None else None
         if store is None:
             from newsletter.subscribers import SubscriberStore
 
             store = SubscriberStore.for_config(config)
         ledger = Ledger(connect(config.database))
         name = list_name or DEFAULT_LIST
-        existing = ledger.find(checked.issue.slug, name)
-        new_members = 0
-        if existing is None:
-            pending = store.count(name, "active")
-        else:
-            new_members = ledger.count_new(existing.id, store.iter_member_ids(name))
-            pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
         try:
+            who = _audience(ledger, store, checked.issue.slug, name, chosen, include_new)
             choice = choose_transport(
-                config, transport, existing, switch=switch_transport, environ=environ
+                config, transport, who.existing, switch=switch_transport, environ=environ
             )
         except BaseException:
             ledger.close()
             raise
-        if existing is None and pending == 0:
-            raise CampaignError(
-                f"nobody to send to: list '{name}' has no active subscribers "
-                "(add some with `newsletter subscribers add` or `import`)"
-            )
+        if who.existing is None and who.pending == 0:
+            ledger.close()
+            raise _nobody(store, name, who)
         return cls(
             config=config,
             issue=checked.issue,
@@ -117,10 +120,20 @@ class Campaign:
             include_new=include_new,
             store=store,
             ledger=ledger,
-            existing=existing,
-            pending=pending,
-            new_members=new_members,
+            existing=who.existing,
+            pending=who.pending,
+            new_members=who.new_members,
+            segment=who.segment,
+            segment_query=who.query,
+            segment_note=who.note,
         )
+
+    @property
+    def audience(self) -> str:
+        """'list weekly' or 'list weekly, segment oslo-pros (...)', for questions and reports."""
+        if self.segment is None:
+            return f"list {self.list_name}"
+        return f"list {self.list_name}, segment {self.segment.label}"
 
     @property
     def subject(self) -> str:
@@ -148,17 +161,17 @@ class Campaign:
                 f"{self.transport_choice.url or self.transport_description}"
             )
         return (
-            f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of list "
-            f"{self.list_name}{via}{resuming}?"
+            f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of "
+            f"{self.audience}{via}{resuming}?"
         )
 
     def nothing_left(self) -> str:
         """What to tell a user who resumes a campaign with nobody left to send to."""
         if self.existing is None:
-            return f"Nothing to send: list '{self.list_name}' has no active subscribers."
+            return f"Nothing to send: {self.audience} has no active subscribers."
         c = self.ledger.counts(self.existing.id)
         return (
-            f"Nothing left to send: '{self.issue.slug}' on list {self.list_name} was handled "
+            f"Nothing left to send: '{self.issue.slug}' to {self.audience} was handled "
             f"for all {c.total} recipients ({c.sent} sent, {c.failed} failed, "
             f"{c.bounced} bounced, {c.skipped} skipped)."
         )
@@ -172,6 +185,8 @@ class Campaign:
         if self.config.path is not None and find_config() != self.config.path.resolve():
             words += ["--config", str(self.config.path)]
         words += ["send", str(self.issue_path), "--list", self.list_name]
+        if self.segment is not None:
+            words += ["--segment", self.segment.name or self.segment.canonical]
         return shlex.join(words)
 
     def template(self) -> MessageTemplate:
@@ -180,10 +195,17 @@ class Campaign:
             self._template = MessageTemplate(
                 self.compiled,
                 self.config,
-                campaign_key=f"{self.issue.slug}/{self.list_name}",
+                campaign_key=self.campaign_key,
                 dkim=dkim_signer(self.config),
             )
         return self._template
+
+    @property
+    def campaign_key(self) -> str:
+        """What Message-IDs derive from: stable per campaign (a resend after a crash keeps its
+        Message-ID); a segment's campaign differs from the whole list's."""
+        key = f"{self.issue.slug}/{self.list_name}"
+        return key if self.segment is None else f"{key}/{self.segment.canonical}"
 
     def messages(self) -> SubscriberMessages:
         from newsletter.tokens import secret_key
@@ -270,7 +292,7 @@ class Campaign:
         )
         try:
             counts = self.ledger.counts(campaign_id)
-            runner.progress.start(counts.remaining, f"'{self.subject}' to list {self.list_name}")
+            runner.progress.start(counts.remaining, f"'{self.subject}' to {self.audience}")
             with _sigint_stops(runner.stop, runner.progress, enabled=handle_sigint):
                 try:
                     return runner.run()
@@ -280,19 +302,27 @@ class Campaign:
             self.ledger.end_run(campaign_id)
 
     def _start_campaign(self) -> CampaignRow:
-        members = self.store.iter_member_ids(self.list_name, status="active")
+        # The snapshot: the segment is evaluated now, and the ledger rows are who it is; only
+        # include_new evaluates it again.
+        members = self.store.iter_member_ids(
+            self.list_name, status="active", segment=self.segment_query
+        )
         if self.existing is None:
+            canonical = self.segment.canonical if self.segment is not None else None
             try:
                 campaign, added = self.ledger.create(
-                    self.issue.slug, self.list_name, self.subject, members
+                    self.issue.slug,
+                    self.list_name,
+                    self.subject,
+                    members,
+                    segment=canonical,
+                    segment_name=self.segment.name if self.segment is not None else None,
                 )
             except sqlite3.IntegrityError:  # another process created it since `prepare`
-                campaign = self.ledger.find(self.issue.slug, self.list_name)
+                campaign = self.ledger.find(self.issue.slug, self.list_name, canonical)
                 added = 1
             if campaign is None or added == 0:
-                raise CampaignError(
-                    f"nobody to send to: list '{self.list_name}' has no active subscribers"
-                )
+                raise CampaignError(f"nobody to send to: {self.audience} has no active subscribers")
             self.existing = campaign
             return campaign
         if self.include_new:
@@ -312,7 +342,11 @@ class Campaign:
         started = time.monotonic()
         source = self.messages()
         if self.existing is None:
-            ids: Iterator[int] = iter(self.store.iter_member_ids(self.list_name, status="active"))
+            ids: Iterator[int] = iter(
+                self.store.iter_member_ids(
+                    self.list_name, status="active", segment=self.segment_query
+                )
+            )
         else:
             ids = self.ledger.iter_pending_subscribers(self.existing.id)
         count = size = skipped = 0
@@ -339,6 +373,99 @@ class Campaign:
     def close(self) -> None:
         self.ledger.close()
         self.store.close()
+
+
+@dataclass(frozen=True)
+class _Audience:
+    """Who a send of (issue, list, segment) reaches: the campaign it resumes (if any), its
+    segment (given, or the stored one of a bare resume) as SQL, and how many a run would mail."""
+
+    existing: CampaignRow | None
+    segment: Segment | None
+    query: SegmentQuery | None
+    note: str | None  # a bare resume kept the stored segment
+    pending: int
+    new_members: int
+
+
+def _audience(
+    ledger: Ledger,
+    store: SubscriberList,
+    slug: str,
+    name: str,
+    chosen: Segment | None,
+    include_new: bool,
+) -> _Audience:
+    existing = find_campaign(ledger, slug, name, chosen, include_new)
+    note = None
+    if existing is not None and existing.segment is not None and chosen is None:
+        chosen = parse_segment(existing.segment, name=existing.segment_name)
+        note = f"Resuming the campaign to {existing.audience} as before."
+    # A new campaign's fields are checked (a typo would match nobody); a resume keeps the
+    # segment it was started with, even if a field it names is gone since.
+    fields = store.field_names() if existing is None else None
+    query = compile_segment(chosen, fields) if chosen is not None else None
+    new_members = 0
+    if existing is None and not ledger.for_list(slug, name):
+        pending = store.count(name, "active", segment=query)
+    elif existing is None:  # another campaign of the issue and list may have some of them
+        pending = ledger.count_unreached(slug, name, store.iter_member_ids(name, segment=query))
+    else:
+        new_members = ledger.count_new(existing.id, store.iter_member_ids(name, segment=query))
+        pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
+    return _Audience(existing, chosen, query, note, pending, new_members)
+
+
+def _nobody(store: SubscriberList, name: str, who: _Audience) -> CampaignError:
+    label = f"list '{name}'" + (f" in segment {who.segment.label}" if who.segment else "")
+    if store.count(name, "active", segment=who.query):
+        return CampaignError(
+            f"nobody to send to: every active subscriber of {label} has this issue from "
+            "another campaign of it already (see `newsletter status`)"
+        )
+    return CampaignError(
+        f"nobody to send to: {label} has no active subscribers "
+        "(add some with `newsletter subscribers add` or `import`)"
+    )
+
+
+def find_campaign(
+    ledger: Ledger, slug: str, list_name: str, segment: Segment | None, include_new: bool = False
+) -> CampaignRow | None:
+    """The campaign a send of (issue, list, segment) resumes, if any.
+
+    With a segment: the campaign of that segment; a named segment whose definition changed
+    since its campaign started is refused (the campaign keeps the people it started with).
+    Without one: the whole-list campaign, else the one unfinished segment campaign (a bare
+    resume keeps the segment, as it keeps the transport; with `include_new`, a resume by
+    definition, finished ones count too); several must be told apart with --segment."""
+    if segment is not None:
+        found = ledger.find(slug, list_name, segment.canonical)
+        if found is None and segment.name is not None:
+            for other in ledger.for_list(slug, list_name):
+                if other.segment_name == segment.name:
+                    raise CampaignError(
+                        f"the campaign of '{slug}' to list {list_name}, segment "
+                        f"{segment.name}, was started with {other.segment}; {segment.where} "
+                        f"now says {segment.canonical}. A resume keeps the segment a campaign "
+                        f"started with: give it with --segment '{other.segment}', or name the "
+                        "new definition differently to start another campaign"
+                    )
+        return found
+    whole = ledger.find(slug, list_name, None)
+    if whole is not None:
+        return whole
+    segments = [c for c in ledger.for_list(slug, list_name) if c.segment is not None]
+    if not include_new:  # a finished segment's campaign leaves the whole list to start
+        segments = [c for c in segments if ledger.counts(c.id).remaining > 0]
+    if len(segments) > 1:
+        names = "; ".join(f"--segment '{c.segment_name or c.segment}'" for c in segments)
+        state = "" if include_new else "unfinished "
+        raise CampaignError(
+            f"'{slug}' has {len(segments)} {state}campaigns to segments of list "
+            f"{list_name}: resume one of them with {names}"
+        )
+    return segments[0] if segments else None
 
 
 def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
@@ -403,8 +530,10 @@ def send_issue(
     stop: threading.Event | None = None,
     environ: Mapping[str, str] | None = None,
     switch_transport: bool = False,
+    segment: str | None = None,
 ) -> SendReport:
-    """Send (or resume sending) an issue to a list, without asking; see `Campaign`."""
+    """Send (or resume sending) an issue to a list (or a segment of it: a name under
+    `segments:` or an expression), without asking; see `Campaign`."""
     campaign = Campaign.prepare(
         config,
         issue_path,
@@ -413,6 +542,7 @@ def send_issue(
         include_new=include_new,
         environ=environ,
         switch_transport=switch_transport,
+        segment=segment,
     )
     try:
         return campaign.run(

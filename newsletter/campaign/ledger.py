@@ -10,6 +10,7 @@ transactions; every write is a short transaction so the web endpoints keep worki
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -76,6 +77,27 @@ MIGRATIONS = [
     """,
 ]
 
+
+def _segments(conn: sqlite3.Connection) -> None:
+    """A campaign is one (issue, list, segment): `segment` is the canonical expression (NULL:
+    the whole list, as every campaign before this migration), `segment_name` its name in
+    newsletter.yaml. SQLite cannot drop the old UNIQUE (issue_slug, list_name): the table is
+    rebuilt without it (rows and recipients kept), then keyed by the three."""
+    from newsletter.db import rebuild_table
+
+    rebuild_table(
+        conn, "campaigns", lambda sql: re.sub(r",\s*UNIQUE \(issue_slug, list_name\)", "", sql)
+    )
+    conn.execute("ALTER TABLE campaigns ADD COLUMN segment TEXT")
+    conn.execute("ALTER TABLE campaigns ADD COLUMN segment_name TEXT")
+    conn.execute(
+        "CREATE UNIQUE INDEX campaigns_by_key ON campaigns"
+        " (issue_slug, list_name, COALESCE(segment, ''))"
+    )
+
+
+MIGRATIONS.append(_segments)
+
 # A recipient row's status: what a transport says of a message (`Status`: sent, deferred,
 # failed, bounced) plus the ledger's own: not yet tried, handed to a transport, not tried at all.
 RowStatus = Literal["due", Status, "skipped", "inflight"]
@@ -86,6 +108,13 @@ _ROWS_PER_STATEMENT = 400  # 6 parameters a row: well under SQLite's 32,766
 # Repeated verbatim in queries so SQLite uses the partial index campaign_recipients_open.
 _OPEN = "status IN ('due', 'inflight', 'deferred')"
 _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM campaign_recipients"
+# ?2 has a row (not skipped) in another campaign of campaign ?1's issue and list.
+_SIBLING_ROW = (
+    "SELECT 1 FROM campaigns c JOIN campaigns o ON o.issue_slug = c.issue_slug"
+    " AND o.list_name = c.list_name AND o.id != c.id"
+    " JOIN campaign_recipients r ON r.campaign_id = o.id"
+    " WHERE c.id = ?1 AND r.subscriber_id = ?2 AND r.status != 'skipped'"
+)
 # A live sender refreshes its heartbeat at least this often; a stale one is taken over.
 HEARTBEAT_TIMEOUT = 120.0
 
@@ -109,6 +138,16 @@ class CampaignRow:
     transport_url: str | None = None  # without secrets; None: not recorded (or a test double)
     rate: str | None = None  # e.g. "20/s"; None: unlimited
     concurrency: int | None = None
+    segment: str | None = None  # canonical segment expression; None: the whole list
+    segment_name: str | None = None  # its name under `segments:` in newsletter.yaml
+
+    @property
+    def audience(self) -> str:
+        """'list weekly' or 'list weekly, segment oslo-pros (fields.city == "Oslo")'."""
+        if self.segment is None:
+            return f"list {self.list_name}"
+        label = f"{self.segment_name} ({self.segment})" if self.segment_name else self.segment
+        return f"list {self.list_name}, segment {label}"
 
 
 @dataclass(frozen=True)
@@ -183,16 +222,30 @@ class Ledger:
             raise
 
     # -- campaigns -------------------------------------------------------------------------
-    def find(self, issue_slug: str, list_name: str) -> CampaignRow | None:
+    def find(
+        self, issue_slug: str, list_name: str, segment: str | None = None
+    ) -> CampaignRow | None:
+        """The campaign of (issue, list, segment); `segment` None: the whole-list campaign."""
         row = self.conn.execute(
-            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ?",
-            (issue_slug, list_name),
+            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ? AND segment IS ?",
+            (issue_slug, list_name, segment),
         ).fetchone()
         return _campaign(row) if row else None
 
+    def for_list(self, issue_slug: str, list_name: str) -> list[CampaignRow]:
+        """Every campaign of the issue to the list (whole list first, then by segment)."""
+        rows = self.conn.execute(
+            "SELECT * FROM campaigns WHERE issue_slug = ? AND list_name = ?"
+            " ORDER BY segment IS NOT NULL, segment",
+            (issue_slug, list_name),
+        ).fetchall()
+        return [_campaign(r) for r in rows]
+
     def for_issue(self, issue_slug: str) -> list[CampaignRow]:
         rows = self.conn.execute(
-            "SELECT * FROM campaigns WHERE issue_slug = ? ORDER BY list_name", (issue_slug,)
+            "SELECT * FROM campaigns WHERE issue_slug = ?"
+            " ORDER BY list_name, segment IS NOT NULL, segment",
+            (issue_slug,),
         ).fetchall()
         return [_campaign(r) for r in rows]
 
@@ -203,18 +256,26 @@ class Ledger:
         return _campaign(row)
 
     def create(
-        self, issue_slug: str, list_name: str, subject: str, member_ids: Iterable[int]
+        self,
+        issue_slug: str,
+        list_name: str,
+        subject: str,
+        member_ids: Iterable[int],
+        *,
+        segment: str | None = None,
+        segment_name: str | None = None,
     ) -> tuple[CampaignRow | None, int]:
         """Create the campaign and snapshot its recipients atomically; return (campaign, count).
 
         The ids are streamed into the table in chunks: the list is never held in memory. With no
-        recipients nothing is created.
+        recipients nothing is created. `segment` (canonical text) is stored: a resume keeps it.
         """
         try:
             with self.transaction():
                 cur = self.conn.execute(
-                    "INSERT INTO campaigns (issue_slug, list_name, subject) VALUES (?, ?, ?)",
-                    (issue_slug, list_name, subject),
+                    "INSERT INTO campaigns (issue_slug, list_name, subject, segment, segment_name)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (issue_slug, list_name, subject, segment, segment_name),
                 )
                 campaign_id = int(cur.lastrowid or 0)
                 added = self._insert_members(campaign_id, member_ids)
@@ -231,6 +292,16 @@ class Ledger:
 
     def _insert_members(self, campaign_id: int, member_ids: Iterable[int]) -> int:
         before = self.conn.total_changes
+        if self._has_siblings(campaign_id):
+            # Another campaign of this issue and list (another segment, or the whole list)
+            # already has these people: they get the issue once, from the first campaign.
+            for chunk in _chunks(member_ids, CHUNK):
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO campaign_recipients (campaign_id, subscriber_id)"
+                    f" SELECT ?1, ?2 WHERE NOT EXISTS ({_SIBLING_ROW})",
+                    ((campaign_id, sid) for sid in chunk),
+                )
+            return self.conn.total_changes - before
         for chunk in _chunks(member_ids, CHUNK):
             self.conn.executemany(
                 "INSERT OR IGNORE INTO campaign_recipients (campaign_id, subscriber_id)"
@@ -238,6 +309,29 @@ class Ledger:
                 ((campaign_id, sid) for sid in chunk),
             )
         return self.conn.total_changes - before
+
+    def _has_siblings(self, campaign_id: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM campaigns c JOIN campaigns o ON o.issue_slug = c.issue_slug"
+            " AND o.list_name = c.list_name AND o.id != c.id WHERE c.id = ? LIMIT 1",
+            (campaign_id,),
+        ).fetchone()
+        return row is not None
+
+    def count_unreached(self, issue_slug: str, list_name: str, member_ids: Iterable[int]) -> int:
+        """How many of `member_ids` no campaign of the issue to the list has (a new segment's
+        or whole-list campaign mails only these)."""
+        new = 0
+        for chunk in _chunks(member_ids, IN_LIST_CHUNK):
+            marks = ",".join("?" * len(chunk))
+            known = self.conn.execute(
+                "SELECT COUNT(DISTINCT r.subscriber_id) FROM campaign_recipients r"
+                " JOIN campaigns c ON c.id = r.campaign_id WHERE c.issue_slug = ?"
+                f" AND c.list_name = ? AND r.status != 'skipped' AND r.subscriber_id IN ({marks})",
+                (issue_slug, list_name, *chunk),
+            ).fetchone()[0]
+            new += len(chunk) - int(known)
+        return new
 
     def set_state(self, campaign_id: int, state: str, reason: str | None = None) -> None:
         with self.transaction():
@@ -468,9 +562,21 @@ class Ledger:
     def count_new(self, campaign_id: int, member_ids: Iterable[int]) -> int:
         """How many of `member_ids` (streamed, checked chunk by chunk) are not in the
         campaign's snapshot: the subscribers who joined the list since."""
+        siblings = self._has_siblings(campaign_id)
         new = 0
         for chunk in _chunks(member_ids, IN_LIST_CHUNK):
             marks = ",".join("?" * len(chunk))
+            if siblings:  # people another campaign of the issue and list has are not new
+                chunk = [
+                    sid
+                    for sid in chunk
+                    if not self.conn.execute(
+                        f"SELECT 1 WHERE EXISTS ({_SIBLING_ROW})", (campaign_id, sid)
+                    ).fetchone()
+                ]
+                marks = ",".join("?" * len(chunk))
+            if not chunk:
+                continue
             known = self.conn.execute(
                 "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
                 f" AND subscriber_id IN ({marks})",
@@ -554,4 +660,6 @@ def _campaign(row: sqlite3.Row) -> CampaignRow:
         transport_url=row["transport_url"],
         rate=row["rate"],
         concurrency=row["concurrency"],
+        segment=row["segment"],
+        segment_name=row["segment_name"],
     )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from newsletter.mail.message import MessageTemplate
     from newsletter.render.compiled import CompiledIssue
     from newsletter.subscribers.model import Subscriber
+    from newsletter.subscribers.segmentsql import SegmentQuery
 
 
 class Subscribers(Protocol):
@@ -44,10 +45,21 @@ class SubscriberList(Subscribers, Protocol):
 
     conn: sqlite3.Connection  # the token secret is kept in the same database
 
-    def count(self, list_name: str | None = None, status: str | None = None) -> int: ...
+    def count(
+        self,
+        list_name: str | None = None,
+        status: str | None = None,
+        segment: SegmentQuery | None = None,
+    ) -> int: ...
 
-    def iter_member_ids(self, list_name: str, status: str = ...) -> Iterator[int]:
-        """Ids of a list's members with `status`, ascending, streamed."""
+    def iter_member_ids(
+        self, list_name: str, status: str = ..., segment: SegmentQuery | None = None
+    ) -> Iterator[int]:
+        """Ids of a list's members with `status` (and in `segment`), ascending, streamed."""
+        ...
+
+    def field_names(self) -> list[str]:
+        """Every field name stored (a new segment's fields are checked against them)."""
         ...
 
     def close(self) -> None: ...

@@ -19,6 +19,7 @@ from newsletter.campaign.status import issue_slug
 from newsletter.config import Config
 from newsletter.db import connect
 from newsletter.errors import CampaignError
+from newsletter.subscribers.segment import SegmentError, parse_segment
 
 # What users call the states; "unknown" is a row in flight when a run stopped (the ledger's
 # "inflight"): its fate is unknown until the next run retries it.
@@ -39,11 +40,17 @@ class RecipientStatus:
 
 
 def recipient_statuses(
-    config: Config, issue: str, *, list_name: str | None = None, state: str = "all"
+    config: Config,
+    issue: str,
+    *,
+    list_name: str | None = None,
+    state: str = "all",
+    segment: str | None = None,
 ) -> tuple[CampaignRow, Iterator[RecipientStatus]]:
     """The campaign of `issue` (a file or slug) on `list_name` and its recipients in `state`.
 
-    CampaignError when there is no such campaign, or several lists and none chosen.
+    CampaignError when there is no such campaign, or several lists and none chosen. `segment`
+    (a segment's name or expression) picks among the campaigns of one list.
     The rows are streamed: close nothing, read them to the end.
     """
     if state not in STATES:
@@ -54,6 +61,7 @@ def recipient_statuses(
     ledger = Ledger(connect(config.database))
     campaigns = ledger.for_issue(slug)
     try:
+        campaigns = _of_segment(campaigns, issue, segment)
         campaign = _one(campaigns, issue, list_name)
     except BaseException:
         ledger.close()
@@ -62,19 +70,42 @@ def recipient_statuses(
     return campaign, _rows(config, ledger, campaign.id, wanted)
 
 
+def _of_segment(campaigns: list[CampaignRow], issue: str, segment: str | None) -> list[CampaignRow]:
+    """The campaigns of one segment (given by name or expression); all without one."""
+    if segment is None:
+        return campaigns
+    try:
+        canonical = parse_segment(segment).canonical
+    except SegmentError:
+        canonical = None  # a name, not an expression
+    wanted = {segment.strip(), canonical} - {None}
+    found = [c for c in campaigns if c.segment is not None and wanted & {c.segment, c.segment_name}]
+    if not found:
+        raise CampaignError(f"no campaign for {issue} to segment {segment.strip()!r}")
+    return found
+
+
 def _one(campaigns: list[CampaignRow], issue: str, list_name: str | None) -> CampaignRow:
-    lists = [c.list_name for c in campaigns]
+    lists = sorted({c.list_name for c in campaigns})
     if list_name is not None:
-        for c in campaigns:
-            if c.list_name == list_name:
-                return c
-        sent_to = f"; it was sent to: {', '.join(lists)}" if lists else ""
-        raise CampaignError(f"no campaign for {issue} on list {list_name!r}{sent_to}")
+        campaigns = [c for c in campaigns if c.list_name == list_name]
+        if not campaigns:
+            sent_to = f"; it was sent to: {', '.join(lists)}" if lists else ""
+            raise CampaignError(f"no campaign for {issue} on list {list_name!r}{sent_to}")
     if not campaigns:
         raise CampaignError(f"no campaign for {issue} yet")
-    if len(campaigns) > 1:
+    if len({c.list_name for c in campaigns}) > 1:
         raise CampaignError(
             f"{issue} was sent to several lists ({', '.join(lists)}): choose one with --list"
+        )
+    if len(campaigns) > 1:  # one list, several segments: the whole list's unless one is named
+        whole = [c for c in campaigns if c.segment is None]
+        if whole:
+            return whole[0]
+        names = ", ".join(str(c.segment_name or c.segment) for c in campaigns)
+        raise CampaignError(
+            f"{issue} went to several segments of list {campaigns[0].list_name} ({names}): "
+            "choose one with --segment"
         )
     return campaigns[0]
 
@@ -123,10 +154,16 @@ def write_csv(out: TextIO, recipients: Iterable[RecipientStatus]) -> int:
 
 
 def write_json(out: TextIO, campaign: CampaignRow, recipients: Iterable[RecipientStatus]) -> int:
-    """`{"issue", "list", "recipients": [{email, state, attempts, last_reply, time}]}`."""
+    """`{"issue", "list", "segment", "recipients": [{email, state, attempts, last_reply,
+    time}]}`; `segment` is the campaign's segment expression, null for the whole list."""
     people = [asdict(r) for r in recipients]
     json.dump(
-        {"issue": campaign.issue_slug, "list": campaign.list_name, "recipients": people},
+        {
+            "issue": campaign.issue_slug,
+            "list": campaign.list_name,
+            "segment": campaign.segment,
+            "recipients": people,
+        },
         out,
         ensure_ascii=False,
         indent=1,

@@ -43,7 +43,7 @@ class SendReport:
             f"in {self.elapsed:.1f}s ({rate:.0f}/s)."
         ]
         lines.append(
-            f"Campaign '{self.campaign.issue_slug}' on list {self.campaign.list_name}: "
+            f"Campaign '{self.campaign.issue_slug}' to {self.campaign.audience}: "
             f"{c.sent} sent, {c.deferred} deferred, {c.failed} failed, {c.bounced} bounced, "
             f"{c.due + c.inflight} not yet sent."
         )

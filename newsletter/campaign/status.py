@@ -32,7 +32,7 @@ class CampaignStatus:
         # until the next run retries them (with the same Message-ID).
         inflight_label = "in flight" if self.sending_now else "unknown"
         lines = [
-            f"{row.issue_slug} -> list {row.list_name}: {state}"
+            f"{row.issue_slug} -> {row.audience}: {state}"
             + (f" ({row.state_reason})" if row.state_reason else ""),
             f"  due {c.due}, sent {c.sent}, deferred {c.deferred}, failed {c.failed}, "
             f"bounced {c.bounced}, {inflight_label} {c.inflight}, skipped {c.skipped} "

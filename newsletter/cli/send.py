@@ -56,6 +56,14 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--list", "list_name", metavar="L", help="Subscriber list (default: default).")
 @click.option(
+    "--segment",
+    metavar="EXPR",
+    help='Only the list\'s subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in '
+    'tags and joined_after("2026-01-01")\', or the name of one under `segments:` in '
+    "newsletter.yaml (see README, Segments). One issue, list and segment are one campaign; "
+    "a resume without --segment keeps the campaign's own.",
+)
+@click.option(
     "--transport",
     metavar="URL",
     help="outbox:PATH, console:, smtp://[user@]host[:port]?tls=starttls|none, smtps://host, "
@@ -91,7 +99,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 @click.option(
     "--include-new",
     is_flag=True,
-    help="When resuming, also send to subscribers who joined the list since the first run.",
+    help="When resuming, also send to subscribers who joined the list (or came to match the "
+    "campaign's segment, evaluated again) since the first run.",
 )
 @click.option(
     "--test",
@@ -121,6 +130,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 def send(
     issue: Path,
     list_name: str | None,
+    segment: str | None,
     transport: str | None,
     switch_transport: bool,
     rate: Rate | str | None,
@@ -180,8 +190,11 @@ def send(
         transport=transport,
         include_new=include_new,
         switch_transport=switch_transport,
+        segment=segment,
     )
     try:
+        if campaign.segment_note:
+            click.echo(campaign.segment_note, err=True)
         if campaign.transport_choice.note:
             click.echo(campaign.transport_choice.note, err=True)
         # doctor's checks against the transport this run really uses (a resume: the stored
@@ -197,7 +210,7 @@ def send(
         if campaign.new_members and not include_new:
             click.echo(
                 f"{campaign.new_members} subscriber{'s' if campaign.new_members != 1 else ''} "
-                f"joined list {campaign.list_name} since this campaign started; add "
+                f"joined {campaign.audience} since this campaign started; add "
                 "--include-new to send to them too.",
                 err=True,
             )
@@ -257,12 +270,22 @@ def _schedule(config: Any, issue: Path, at: str, tz: str | None, options: dict[s
     show_default=True,
     help="With --recipients: csv (spreadsheet-safe) or json for tools.",
 )
+@click.option(
+    "--segment",
+    metavar="EXPR",
+    help="With --recipients: the campaign of this segment (its name or expression), when the "
+    "issue went to segments of the list.",
+)
 @reports_errors
-def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> None:
+def status(
+    issue: str, state: str | None, list_name: str | None, fmt: str, segment: str | None
+) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
     unknown (in flight when a run died) and skipped; with --recipients, who and why."""
     if state is not None:
-        campaign, rows = recipient_statuses(app().config, issue, list_name=list_name, state=state)
+        campaign, rows = recipient_statuses(
+            app().config, issue, list_name=list_name, state=state, segment=segment
+        )
         out = sys.stdout
         if fmt == "json":
             count = write_json(out, campaign, rows)
@@ -273,12 +296,12 @@ def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> No
         if fmt == "text":
             click.echo(
                 f"{count} recipient{'s' if count != 1 else ''} of '{campaign.issue_slug}' on "
-                f"list {campaign.list_name}" + ("" if state == "all" else f" in state {state}"),
+                f"{campaign.audience}" + ("" if state == "all" else f" in state {state}"),
                 err=True,
             )
         return
-    if list_name is not None or fmt != "text":
-        raise click.UsageError("--list and --format go with --recipients")
+    if list_name is not None or fmt != "text" or segment is not None:
+        raise click.UsageError("--list, --segment and --format go with --recipients")
     found = campaign_status(app().config, issue)
     if not found:
         click.echo(f"No campaign for {issue} yet.")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from newsletter.cli.common import config_with_db, db_option, reports_errors
+from newsletter.cli.common import app, config_with_db, db_option, reports_errors
 from newsletter.errors import SubscriberError
 from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_lookup
 
@@ -45,7 +45,7 @@ def _parse_fields(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.group("subscribers")
 def subscribers() -> None:
-    """Manage subscribers: add, import, export, list, unsubscribe, erase."""
+    """Manage subscribers: add, import, export, list, tag, unsubscribe, erase."""
 
 
 @subscribers.command("add")
@@ -169,25 +169,86 @@ def export(list_name: str | None, status: str | None, output: Path | None, db: P
 @list_option
 @status_option
 @click.option(
+    "--segment",
+    metavar="EXPR",
+    help='Only subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in tags\', '
+    "or the name of one under `segments:` in newsletter.yaml (README: Segments).",
+)
+@click.option(
     "--limit", type=click.IntRange(min=0), default=50, show_default=True, help="0 shows all."
 )
 @db_option
 @reports_errors
-def list_(list_name: str | None, status: str | None, limit: int, db: Path | None) -> None:
-    """Show subscribers as a table."""
+def list_(
+    list_name: str | None, status: str | None, segment: str | None, limit: int, db: Path | None
+) -> None:
+    """Show subscribers as a table, and how many match (with --segment: who a send to that
+    segment would consider; `send` mails the active ones)."""
+    from newsletter.subscribers.segmentsql import segment_query
+
     widths = (32, 22, 12, 20, 20)
     header = ("EMAIL", "NAME", "STATUS", "LISTS", "CREATED")
     with _open(db) as store:
-        total = store.count(list_name, status)
+        query = None
+        if segment is not None:
+            _, query = segment_query(store, segment, app().config.segments)
+        total = store.count(list_name, status, query)
         click.echo(_table_row(header, widths))  # after opening: an error is then the only line
-        for shown, sub in enumerate(store.iter_subscribers(list_name, status)):
+        for shown, sub in enumerate(store.iter_subscribers(list_name, status, query)):
             if limit and shown >= limit:
                 break
             cells = (sub.email, sub.name or "", sub.status, ",".join(sub.lists), sub.created_at)
             click.echo(_table_row(cells, widths))
     if limit and total > limit:
         click.echo(f"... {total - limit} more (--limit 0 shows all)")
-    click.echo(f"{total} subscriber{'s' if total != 1 else ''}")
+    matching = " matching the segment" if segment is not None else ""
+    click.echo(f"{total} subscriber{'s' if total != 1 else ''}{matching}")
+
+
+@subscribers.command("tag")
+@click.argument("emails", metavar="EMAIL... TAG", nargs=-1, required=True)
+@db_option
+@reports_errors
+def tag(emails: tuple[str, ...], db: Path | None) -> None:
+    """Give each EMAIL the tag TAG (the last argument), for segments such as '"pro" in tags'.
+
+    Tags are letters, digits, '.', '_' and '-' (compared ignoring case). All addresses must
+    exist, or nothing changes."""
+    from newsletter.subscribers.tags import tag_subscribers
+
+    people, name = _tag_arguments(emails)
+    with _open(db) as store:
+        change = tag_subscribers(store, people, name)
+    _tag_report(change, "tagged", "already had")
+
+
+@subscribers.command("untag")
+@click.argument("emails", metavar="EMAIL... TAG", nargs=-1, required=True)
+@db_option
+@reports_errors
+def untag(emails: tuple[str, ...], db: Path | None) -> None:
+    """Take the tag TAG (the last argument) from each EMAIL. All addresses must exist, or
+    nothing changes."""
+    from newsletter.subscribers.tags import untag_subscribers
+
+    people, name = _tag_arguments(emails)
+    with _open(db) as store:
+        change = untag_subscribers(store, people, name)
+    _tag_report(change, "untagged", "did not have")
+
+
+def _tag_arguments(words: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    if len(words) < 2:
+        raise click.UsageError("give one or more addresses and then the tag: EMAIL... TAG")
+    return words[:-1], words[-1]
+
+
+def _tag_report(change: Any, verb: str, unchanged: str) -> None:
+    if change.changed:
+        click.echo(f"{verb} {len(change.changed)} ({', '.join(change.changed)}): {change.tag}")
+    if change.unchanged:
+        people = ", ".join(change.unchanged)
+        click.echo(f"{len(change.unchanged)} {unchanged} {change.tag}: {people}")
 
 
 @subscribers.command("show")
@@ -196,13 +257,17 @@ def list_(list_name: str | None, status: str | None, limit: int, db: Path | None
 @reports_errors
 def show(email: str, db: Path | None) -> None:
     """Show one subscriber: data, lists, fields and the history of consent."""
+    from newsletter.subscribers.tags import tags_of
+
     with _open(db) as store:
         sub = _require(store, email)
         events = store.events(sub.id)
+        tags = tags_of(store, [sub.id])[sub.id]
     click.echo(f"email:    {sub.email}")
     click.echo(f"name:     {sub.name or '-'}")
     click.echo(f"status:   {sub.status}")
     click.echo(f"lists:    {', '.join(sub.lists) or '-'}")
+    click.echo(f"tags:     {', '.join(tags) or '-'}")
     click.echo(f"created:  {sub.created_at}")
     click.echo(f"updated:  {sub.updated_at}")
     for key, value in sorted(sub.fields.items()):

@@ -65,11 +65,17 @@ class BulkImport:
             counts.rejected.extend((r.line, _ERASED) for r in fresh if r.key in erased)
             fresh = [r for r in fresh if r.key not in erased]
         inserts, memberships, events = self._new(fresh)
+        first = self.next_id - len(fresh)
+        tags = [(sid, t) for sid, r in enumerate(fresh, first) for t in r.tags]
         counts.added += len(fresh)
         updates: list[tuple] = []
         if existing:
-            self._changed(rows, existing, counts, updates, memberships, events)
+            self._changed(rows, existing, counts, updates, memberships, events, tags)
         self._write(inserts, updates, memberships, events)
+        if tags:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?)", tags
+            )
 
     def _new(self, rows: list[ImportRow]) -> tuple[list[tuple], list[tuple], list[tuple]]:
         """Insert rows for new subscribers (comprehensions: this is the bulk of an import)."""
@@ -105,11 +111,12 @@ class BulkImport:
     def _changed(
         self,
         rows: Sequence[ImportRow],
-        existing: dict[str, tuple[int, str | None, str, str, set[int]]],
+        existing: dict[str, tuple[int, str | None, str, str, set[int], set[str]]],
         counts: ImportCounts,
         updates: list[tuple],
         memberships: list[tuple],
         events: list[tuple],
+        tags: list[tuple[int, str]],
     ) -> None:
         """Updates for rows naming existing subscribers; unchanged ones are only counted."""
         stamp, source = self.stamp, self.source
@@ -118,7 +125,7 @@ class BulkImport:
             if old is None:
                 continue
             wanted = self._list_ids.get(row.lists) or self._lists(row.lists)
-            sid, name, status, fields_json, lists = old
+            sid, name, status, fields_json, lists, had = old
             new_name = row.name or name
             new_status = import_status(status, row.status)
             new_fields = fields_json
@@ -128,10 +135,12 @@ class BulkImport:
                 if mine != fields_json:
                     new_fields = dump_fields({**json.loads(fields_json), **row.fields})
             joined = [lid for lid in wanted if lid not in lists]
+            tagged = [(sid, t) for t in row.tags if t not in had]
             same = new_name == name and new_status == status and new_fields == fields_json
-            if same and not joined:
+            if same and not joined and not tagged:
                 counts.unchanged += 1
                 continue
+            tags.extend(tagged)
             updates.append((new_name, new_fields, new_status, stamp, sid))
             memberships.extend([(lid, sid) for lid in joined])
             where = f"{source} line {row.line}"
@@ -175,7 +184,9 @@ class BulkImport:
         self._list_ids[row_lists] = wanted
         return wanted
 
-    def _existing(self, keys: list[str]) -> dict[str, tuple[int, str | None, str, str, set[int]]]:
+    def _existing(
+        self, keys: list[str]
+    ) -> dict[str, tuple[int, str | None, str, str, set[int], set[str]]]:
         crcs = sorted({crc32(k.encode()) for k in keys})
         wanted = set(keys)
         rows = [
@@ -197,7 +208,14 @@ class BulkImport:
             ids,
         ):
             lists[sid].add(lid)
-        return {r[1]: (r[0], r[2], r[3], r[4], lists[r[0]]) for r in rows}
+        tags: dict[int, set[str]] = {i: set() for i in ids}
+        for sid, tag in self.conn.execute(
+            "SELECT subscriber_id, tag FROM subscriber_tags"
+            f" WHERE subscriber_id IN ({','.join('?' * len(ids))})",
+            ids,
+        ):
+            tags[sid].add(tag)
+        return {r[1]: (r[0], r[2], r[3], r[4], lists[r[0]], tags[r[0]]) for r in rows}
 
     def _erased(self, keys: list[str]) -> set[str]:
         if not self.any_tombstones or not keys:

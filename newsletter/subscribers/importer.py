@@ -1,7 +1,8 @@
 """CSV import: validate every row, apply the valid ones in one transaction, report the rest.
 
 Columns: `email` (required), `name`, `status`, `lists` (names separated by '|'), `created_at`,
-and any other column becomes a personalisation field (`{{ subscriber.fields.city }}`). This is
+`tags` (separated by '|'; an import adds tags, never removes one), and any other column
+becomes a personalisation field (`{{ subscriber.fields.city }}`). This is
 exactly what `export` writes, so export -> import round-trips. Without a `name` column, the
 first/last name columns of common exports (`First Name`/`Last Name` as Mailchimp, Substack and
 Google Contacts write them, `Given Name`/`Family Name`) fill `name`, joined with a space, and
@@ -41,6 +42,7 @@ from newsletter.subscribers.model import (
     format_character,
     has_control,
     parse_lists,
+    parse_tags,
     parse_timestamp,
 )
 from newsletter.subscribers.store import SubscriberStore
@@ -58,6 +60,7 @@ _ALIASES = {
     "status": "status",
     "lists": "lists",
     "created_at": "created_at",
+    "tags": "tags",
 }
 _GIVEN = {"first name", "first_name", "firstname", "given name", "given_name"}
 _FAMILY = {"last name", "last_name", "lastname", "family name", "family_name", "surname"}
@@ -100,6 +103,7 @@ class Columns:
     fields: tuple[tuple[int, str], ...]
     unnamed: tuple[int, ...]
     name_parts: tuple[int, ...] = ()  # given and family name columns, used without `name`
+    tags: int | None = None
 
 
 def default_rejects_path(path: Path) -> Path:
@@ -213,6 +217,7 @@ def parse_header(header: list[str], path: Path) -> Columns:
         fields=tuple(fields),
         unnamed=tuple(unnamed),
         name_parts=tuple(i for i in (given, family) if i is not None),
+        tags=known.get("tags"),
     )
 
 
@@ -254,7 +259,8 @@ def parse_row(line: int, cells: list[str], columns: Columns, extra: tuple[str, .
             if len(value) > FIELD_VALUE_MAX:
                 clean_field_value(field_name, value)  # raises with the reason
             fields[field_name] = value
-    return ImportRow(line, email, email_key(email), name, fields, lists, status, created)
+    tags = parse_tags(cells[columns.tags]) if columns.tags is not None else ()
+    return ImportRow(line, email, email_key(email), name, fields, lists, status, created, tags)
 
 
 def _fit(cells: list[str], width: int) -> list[str]:

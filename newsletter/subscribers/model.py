@@ -32,7 +32,10 @@ FIELD_VALUE_MAX = 1000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
-RESERVED_COLUMNS = frozenset({"email", "name", "status", "lists", "created_at"})
+RESERVED_COLUMNS = frozenset({"email", "name", "status", "lists", "created_at", "tags"})
+# A tag: letters (any script), digits, '_', '.', '-'; stored NFC and case-folded, so "Pro" and
+# "pro" are one tag. No '|' (the CSV separator), spaces or commas: a tags cell needs no quoting.
+_TAG = re.compile(r"[^\W_][\w.-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,26 @@ def format_lists(lists: tuple[str, ...]) -> str:
     return "|".join(lists)
 
 
+def check_tag(value: str) -> str:
+    """A tag as stored (NFC, case-folded); SubscriberError saying the rule when invalid."""
+    tag = unicodedata.normalize("NFC", value.strip()).casefold()
+    if not _TAG.match(tag):
+        raise SubscriberError(
+            f"invalid tag {value!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (no spaces or '|')"
+        )
+    return tag
+
+
+def parse_tags(value: str) -> tuple[str, ...]:
+    """The `tags` column: tags separated by '|' (as export writes them), sorted, unique."""
+    return tuple(sorted({check_tag(part) for part in value.split("|") if part.strip()}))
+
+
+def format_tags(tags: tuple[str, ...]) -> str:
+    return "|".join(sorted(tags))
+
+
 def check_field_name(value: str) -> str:
     name = value.strip()
     if not _FIELD_NAME.match(name) or name.lower() in RESERVED_COLUMNS:
@@ -198,6 +221,7 @@ class ImportRow(NamedTuple):
     lists: tuple[str, ...]  # from a `lists` column, or (DEFAULT_LIST,); --list is added later
     status: str | None  # from a `status` column
     created_at: str | None  # from a `created_at` column
+    tags: tuple[str, ...] = ()  # from a `tags` column (stored form); import only adds tags
 
 
 @dataclass

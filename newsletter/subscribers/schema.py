@@ -113,7 +113,18 @@ CREATE INDEX subscriber_signups_by_subscriber ON subscriber_signups (subscriber_
 # spellings (the second, active copy would be mailed after the first unsubscribed).
 _UNIQUE_KEY = "CREATE UNIQUE INDEX subscribers_by_email_key ON subscribers (email_key);"
 
-MIGRATIONS: list[Migration] = [_V1, _salt, _key_crc, _ORIGIN, _SIGNUPS, _UNIQUE_KEY]
+# Tags (`subscribers tag`, the `tags` import column, `"pro" in tags` in a segment): stored
+# case-folded; the index by tag answers a segment's EXISTS lookup.
+_TAGS = """
+CREATE TABLE subscriber_tags (
+    subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (subscriber_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX subscriber_tags_by_tag ON subscriber_tags (tag, subscriber_id);
+"""
+
+MIGRATIONS: list[Migration] = [_V1, _salt, _key_crc, _ORIGIN, _SIGNUPS, _UNIQUE_KEY, _TAGS]
 
 
 def next_subscriber_id(conn: sqlite3.Connection) -> int:

@@ -47,6 +47,7 @@ from newsletter.subscribers.schema import (
     next_subscriber_id,
     remember_erased_id,
 )
+from newsletter.subscribers.segmentsql import SegmentQuery, register_functions
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -66,6 +67,7 @@ class SubscriberStore:
         self._lock = threading.RLock()
         self._depth = 0
         db.migrate(conn, COMPONENT, MIGRATIONS)
+        register_functions(conn)  # what a compiled segment's SQL calls
         row = conn.execute(
             "SELECT value FROM subscriber_settings WHERE key = 'tombstone_salt'"
         ).fetchone()
@@ -138,6 +140,12 @@ class SubscriberStore:
             finally:
                 self._depth = 0
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for reading by this thread (for the store's helper modules)."""
+        with self._lock:
+            yield self.conn
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, email: str) -> Subscriber | None:
@@ -169,18 +177,23 @@ class SubscriberStore:
                     out[sub.id] = sub
         return out
 
-    def iter_member_ids(self, list_name: str, status: str = ACTIVE) -> Iterator[int]:
-        """Ids of a list's members with `status`, ascending, streamed page by page."""
+    def iter_member_ids(
+        self, list_name: str, status: str = ACTIVE, segment: SegmentQuery | None = None
+    ) -> Iterator[int]:
+        """Ids of a list's members with `status` (and in `segment`, a compiled segment),
+        ascending, streamed page by page."""
         last = 0
+        where = f" AND {segment.where}" if segment is not None else ""
+        extra = segment.params if segment is not None else ()
         while True:
             with self._lock:
                 rows = self.conn.execute(
                     "SELECT s.id FROM subscriber_memberships m"
                     " JOIN subscriber_lists l ON l.id = m.list_id"
                     " JOIN subscribers s ON s.id = m.subscriber_id"
-                    " WHERE l.name = ? AND s.status = ? AND m.subscriber_id > ?"
+                    f" WHERE l.name = ? AND s.status = ? AND m.subscriber_id > ?{where}"
                     " ORDER BY m.subscriber_id LIMIT ?",
-                    (list_name, status, last, _PAGE),
+                    (list_name, status, last, *extra, _PAGE),
                 ).fetchall()
             if not rows:
                 return
@@ -189,10 +202,13 @@ class SubscriberStore:
             last = int(rows[-1][0])
 
     def iter_subscribers(
-        self, list_name: str | None = None, status: str | None = None
+        self,
+        list_name: str | None = None,
+        status: str | None = None,
+        segment: SegmentQuery | None = None,
     ) -> Iterator[Subscriber]:
-        """Subscribers in id order, optionally of one list and/or status, streamed."""
-        where, params = self._filters(list_name, status)
+        """Subscribers in id order, optionally of one list, status and segment, streamed."""
+        where, params = self._filters(list_name, status, segment)
         last = 0
         while True:
             with self._lock:
@@ -233,8 +249,13 @@ class SubscriberStore:
             ).fetchall()
             return self._build(rows)
 
-    def count(self, list_name: str | None = None, status: str | None = None) -> int:
-        where, params = self._filters(list_name, status)
+    def count(
+        self,
+        list_name: str | None = None,
+        status: str | None = None,
+        segment: SegmentQuery | None = None,
+    ) -> int:
+        where, params = self._filters(list_name, status, segment)
         with self._lock:
             row = self.conn.execute(
                 f"SELECT COUNT(*) FROM subscribers s WHERE 1{where}", params
@@ -471,8 +492,13 @@ class SubscriberStore:
                 out[name] = int(row[0])
         return out
 
-    def _filters(self, list_name: str | None, status: str | None) -> tuple[str, list[object]]:
+    def _filters(
+        self, list_name: str | None, status: str | None, segment: SegmentQuery | None = None
+    ) -> tuple[str, list[object]]:
         where, params = "", []
+        if segment is not None:
+            where += f" AND {segment.where}"
+            params.extend(segment.params)
         if list_name is not None:
             where += (
                 " AND s.id IN (SELECT m.subscriber_id FROM subscriber_memberships m"
