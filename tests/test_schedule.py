@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
@@ -392,3 +393,19 @@ def test_serve_stopped_mid_send_hands_the_schedule_back_and_it_resumes_once(
         assert code == 0 and "sending now" in out, out
         assert sorted(relay.count_by_recipient().items()) == [(p, 1) for p in PEOPLE]
     assert [(s[1], s[2]) for s in schedules(project)] == [("done", 2)]
+
+
+def test_a_scheduled_send_to_a_segment_reaches_only_the_segment(cli: Invoke, project: Path) -> None:
+    code, out = cli("subscribers", "tag", PEOPLE[0], PEOPLE[3], "pro")
+    assert code == 0, out
+    code, out = cli(
+        "send", issue_of(project), "--segment", '"pro" in tags', "--at", "2026-12-02T07:00Z"
+    )
+    assert code == 0, out
+    code, out = cli("send-due", now="2026-12-02T07:01:00Z")
+    assert code == 0, out
+    delivered = sorted(
+        message_from_bytes(path.read_bytes())["To"].split("<")[-1].rstrip(">")
+        for path in outbox(project)
+    )
+    assert delivered == [PEOPLE[0], PEOPLE[3]]

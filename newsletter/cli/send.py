@@ -164,6 +164,7 @@ def send(
             raise click.UsageError("--at schedules a real send: leave out --test and --dry-run")
         options = {
             "list_name": list_name,
+            "segment": segment,
             "transport": transport,
             "switch_transport": switch_transport,
             "include_new": include_new,
