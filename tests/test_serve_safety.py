@@ -543,3 +543,17 @@ def test_a_confirmation_link_from_before_sign_up_requests_confirms_nobody(site, 
         answer = httpx.post(f"{server}/confirm/{old}")
         assert answer.status_code == 400 and "does not work" in answer.text
     assert dump(site.config.database) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/subscribe"), ("HEAD", "/unsubscribe/"), ("PUT", "/"), ("GET", "/nothing-here")],
+)
+def test_a_body_left_unread_closes_the_connection_and_says_so(server, method, path):
+    """uvicorn cannot reuse a connection whose request body nobody read: the answer must say
+    `Connection: close`, or the client's next request on it meets a reset."""
+    with httpx.Client(timeout=10) as client:
+        with_body = client.request(method, server + path, content=b"x=1", headers=ONE_CLICK)
+        assert with_body.headers.get("connection") == "close"
+        without = client.request(method, server + path)
+        assert without.headers.get("connection") != "close"

@@ -45,6 +45,7 @@ from urllib.parse import urlencode, urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -63,6 +64,7 @@ from newsletter.transactional import send_confirmation
 from newsletter.web.public.background import BackgroundSender
 from newsletter.web.public.guard import (
     BODY_TIMEOUT,
+    CloseUnreadBody,
     FormTokens,
     cross_site,
     endpoint,
@@ -560,6 +562,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(CloseUnreadBody)],
         exception_handlers={HTTPException: site.not_found, sqlite3.OperationalError: site.busy},
         lifespan=lifespan,
     )

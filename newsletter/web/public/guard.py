@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import request_response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_FORM_BYTES = 64 * 1024
 BODY_TIMEOUT = 10.0  # seconds to receive a whole form body
@@ -47,6 +47,46 @@ class Endpoint:
         await self.app(scope, receive, send)
 
 
+class CloseUnreadBody:
+    """ASGI middleware: a response to a request whose body was not read to its end (a GET or
+    HEAD with a body, a 404, a POST too big or too slow to read) says `Connection: close`.
+    uvicorn closes such a connection anyway; a client not told so sends its next request on it
+    and gets a reset (RFC 9112 section 9.6: a server that closes should say so)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _declares_body(scope):
+            await self.app(scope, receive, send)
+            return
+        read_to_end = False
+
+        async def receiving() -> Message:
+            nonlocal read_to_end
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                read_to_end = True
+            return message
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start" and not read_to_end:
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receiving, sending)
+
+
+def _declares_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            return True
+        if name == b"content-length" and value.strip() not in (b"", b"0"):
+            return True
+    return False
+
+
 def endpoint(
     show: Show,
     act: Act | None,
@@ -57,7 +97,7 @@ def endpoint(
 ) -> Endpoint:
     """One endpoint for every method of a route, dispatching by method. A POST whose body is
     not complete within `body_timeout` seconds gets `bad_body` (400; `act` never sees it); one
-    too big to read reaches `act` with no fields. Both answers carry `Connection: close`."""
+    too big to read reaches `act` with no fields (`CloseUnreadBody` then closes the connection)."""
     allow = "GET, HEAD, POST, OPTIONS" if act is not None else "GET, HEAD, OPTIONS"
 
     async def dispatch(request: Request) -> Response:
@@ -67,12 +107,8 @@ def endpoint(
         if method == "POST" and act is not None:
             await read_form(request, timeout=body_timeout)  # kept for act's read_form
             if request.state.body_stalled:
-                response = bad_body(request)
-            else:
-                response = await act(request)
-            if request.state.body_unread:
-                response.headers["Connection"] = "close"  # uvicorn then closes the socket
-            return response
+                return bad_body(request)
+            return await act(request)
         if method == "OPTIONS":
             return Response(status_code=204, headers={"Allow": allow, "Cache-Control": "no-store"})
         return refuse(request, allow)
