@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
+
 from newsletter.branding import Brand, BrandError, parse_brand
 from newsletter.errors import ConfigError
 from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
@@ -39,6 +41,8 @@ KEYS = (
     "secret_key",
     "lists",
     "theme",
+    "headers",
+    "unsubscribe_mailto",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -84,6 +88,16 @@ class Config:
     lists: Mapping[str, ListSettings] = dataclasses.field(default_factory=dict)
     # `theme:` branding (accent, background, logo, headings) applied by the default theme.
     brand: Brand = dataclasses.field(default_factory=Brand)
+    # `headers:` custom header lines (name, value) added to every issue message (not to
+    # transactional mail); validated in `_custom_headers`.
+    headers: tuple[tuple[str, str], ...] = ()
+    # `unsubscribe_mailto:` an ASCII address (IDNA domain) added to List-Unsubscribe (RFC 2369).
+    unsubscribe_mailto: str | None = None
+
+    @property
+    def one_click(self) -> bool:
+        """RFC 8058 one-click unsubscribe needs an HTTPS URI: False for a plain-http base_url."""
+        return self.base_url.startswith("https://")
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -96,6 +110,7 @@ class Config:
 
     @property
     def sender_domain(self) -> str:
+        """The From domain in ASCII: an internationalised one as IDNA A-labels (`xn--...`)."""
         return self.sender.domain
 
     @property
@@ -190,7 +205,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key in ("dkim", "lists", "theme"):
+        if key in ("dkim", "lists", "theme", "headers"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -234,6 +249,8 @@ def _check_dkim(
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ConfigError(f"'dkim.{key}' must be text", *place)
         # Both go verbatim into the DKIM-Signature header (d=, s=) and the DNS name of the key.
+        if key == "domain":
+            value = dkim[key] = ascii_domain(str(value), f"'dkim.{key}'", place)
         if key in ("domain", "selector") and not re.fullmatch(r"[A-Za-z0-9._-]+", str(value)):
             raise ConfigError(
                 f"'dkim.{key}' must be a DNS name (letters, digits, '.', '-', '_'), "
@@ -307,10 +324,30 @@ def _address(src: _Source, key: str) -> Address | None:
         raise ConfigError(
             f"'{key}' must have an ASCII part before the @, got {raw!r}", *src.where(key)
         )
+    domain = ascii_domain(domain, f"'{key}'", src.where(key))
     try:
-        return Address(display_name=display, username=local, domain=domain.lower())
+        return Address(display_name=display, username=local, domain=domain)
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"'{key}' is not a valid address: {exc}", *src.where(key)) from None
+
+
+def ascii_domain(domain: str, what: str, where: tuple[object, int | None]) -> str:
+    """`domain` lower-cased, an internationalised one as IDNA 2008 A-labels (UTS #46 mapping,
+    as browsers and mail programs do): `bücher.example` -> `xn--bcher-kva.example`. Every header
+    (From, Reply-To, Message-ID, List-Id), DKIM `d=`, HELO and DNS lookup needs the ASCII form.
+    ConfigError (naming `what` at `where`) for a name IDNA refuses."""
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.lower()
+    try:
+        # An A-label written by hand is checked too: it must decode to a valid U-label.
+        return idna.encode(idna.decode(domain) if domain.isascii() else domain, uts46=True).decode(
+            "ascii"
+        )
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise ConfigError(
+            f"{what}: {domain!r} is not a valid internationalised domain name (IDNA 2008: {exc})",
+            *where,
+        ) from None
 
 
 def _base_url(src: _Source, key: str) -> str:
@@ -400,6 +437,8 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),
     "brand": ("theme", _theme_brand),
+    "headers": ("headers", lambda src, key: _custom_headers(src.raw(key), src.path, src.doc)),
+    "unsubscribe_mailto": ("unsubscribe_mailto", lambda src, key: _mailto(src, key)),
 }
 
 
@@ -479,3 +518,114 @@ def _lists(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, L
                 )
         out[str(name)] = ListSettings(public=bool(settings.get("public", False)))
     return out
+
+
+# Header fields the message builder writes itself, or that give a message its structure, its
+# authentication or its routing: `headers:` may not set or repeat them (a second From or
+# List-Unsubscribe makes the message invalid or ambiguous to filters; RFC 5322 3.6).
+RESERVED_HEADERS = frozenset(
+    {
+        "from", "sender", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
+        "in-reply-to", "references", "mime-version", "return-path", "received",
+        "dkim-signature", "authentication-results", "feedback-id", "precedence",
+        "x-auto-response-suppress", "auto-submitted", "errors-to",
+    }
+)  # fmt: skip
+RESERVED_HEADER_PREFIXES = ("content-", "list-", "resent-", "arc-")
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")  # RFC 5322 3.6.8: printable ASCII, no ':'
+HEADER_VALUE_MAX = 900  # octets: name + ": " + value stays within one 998-octet line
+
+
+def reserved_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES)
+
+
+def _custom_headers(
+    raw: Any, path: Path | None, doc: YamlDocument | None
+) -> tuple[tuple[str, str], ...]:
+    """`headers: {X-Campaign: weekly}`: extra header lines for every issue message, each name an
+    RFC 5322 field name we do not set ourselves, each value one line of ASCII (sent verbatim)."""
+
+    def line(*keys: str, key: bool = False) -> int | None:
+        return doc.where(("headers", *keys), key=key)[0] if doc is not None else None
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "'headers' must be a mapping of header names to values, e.g. "
+            "'headers: {X-Campaign: weekly}'",
+            path,
+            line(),
+        )
+    out: list[tuple[str, str]] = []
+    for name, value in raw.items():
+        name = str(name)
+        if not _FIELD_NAME.match(name):
+            raise ConfigError(
+                f"'headers': invalid header name {name!r}: use printable ASCII without spaces "
+                "or ':' (RFC 5322 3.6.8)",
+                path,
+                line(name, key=True),
+            )
+        if reserved_header(name):
+            raise ConfigError(
+                f"'headers': {name} is set by newsletter itself or gives the message its "
+                "structure (From, To, Subject, Date, Message-ID, MIME-Version, Content-*, "
+                "List-*, DKIM-Signature, Return-Path, Feedback-ID, Precedence, "
+                "X-Auto-Response-Suppress...): it cannot be added",
+                path,
+                line(name, key=True),
+            )
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"'headers.{name}' must be text", path, line(name))
+        text = str(value).strip()
+        problem = (
+            "must not be empty"
+            if not text
+            else "must be a single line (a line break would start a new header)"
+            if any(ch in text for ch in "\r\n") or any(ord(ch) < 32 and ch != "\t" for ch in text)
+            else "must be ASCII (a custom header is sent as written, without RFC 2047 encoding)"
+            if not text.isascii() or "=?" in text
+            else f"is too long (at most {HEADER_VALUE_MAX} characters)"
+            if len(name) + len(text) > HEADER_VALUE_MAX
+            else ""
+        )
+        if problem:
+            raise ConfigError(f"'headers.{name}' {problem}, got {text!r}", path, line(name))
+        out.append((name, text))
+    lowered = [name.lower() for name, _ in out]
+    for name in {n for n in lowered if lowered.count(n) > 1}:
+        first = next(n for n, _ in reversed(out) if n.lower() == name)
+        raise ConfigError(
+            f"'headers': {first} is given twice (names are case-insensitive)",
+            path,
+            line(first, key=True),
+        )
+    return tuple(out)
+
+
+def _mailto(src: _Source, key: str) -> str | None:
+    """`unsubscribe_mailto: unsubscribe@example.com`: the mailbox added to List-Unsubscribe as
+    `<mailto:ADDRESS?subject=unsubscribe%20TOKEN>` (RFC 2369), its domain as IDNA."""
+    raw = _text(src, key)
+    if raw is None:
+        return None
+    local, at, domain = raw.rpartition("@")
+    if (
+        not at
+        or not local
+        or not local.isascii()
+        or not re.fullmatch(r"[A-Za-z0-9!#$&'*+\-/=^_`{|}~.]+", local)
+        or local.startswith(".")
+        or local.endswith(".")
+        or ".." in local
+        or not _DOMAIN.fullmatch(domain)
+    ):
+        raise ConfigError(
+            f"'{key}' must be a bare ASCII address like unsubscribe@example.com (it goes "
+            f"into a mailto: URI), got {raw!r}",
+            *src.where(key),
+        )
+    return local + "@" + ascii_domain(domain, f"'{key}'", src.where(key))

@@ -97,7 +97,9 @@ def check_base_url(config: Config, at: Locator, transport: str) -> list[Finding]
                 "base_url",
                 "error",
                 f"{config.base_url} is plain http: one-click unsubscribe (RFC 8058) needs an "
-                "https:// List-Unsubscribe URL, and links would travel unencrypted",
+                "https:// List-Unsubscribe URL, so List-Unsubscribe-Post is left out of every "
+                "issue (Gmail and Yahoo then offer no one-click unsubscribe), and links would "
+                "travel unencrypted",
             )
         )
     return found

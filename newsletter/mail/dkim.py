@@ -49,6 +49,9 @@ SIGNED_HEADERS = (
     "List-Id",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "Precedence",
+    "X-Auto-Response-Suppress",
+    "Auto-Submitted",
     "MIME-Version",
     "Content-Type",
 )
