@@ -211,3 +211,30 @@ def test_a_domain_idna_refuses_is_a_config_error(
     assert f"newsletter.yaml:{line}" in output, output
     assert "IDNA" in output or "must be" in output, output
     assert not (root / "build").exists()
+
+
+@pytest.mark.parametrize(
+    ("helo", "sent"),
+    [(None, ASCII), ("mx.bücher.example", f"mx.{ASCII}"), ("relay.test", "relay.test")],
+)
+def test_the_ehlo_name_is_ascii(idn: Path, runner: CliRunner, helo: str | None, sent: str) -> None:
+    with SmtpServer() as server:
+        url = server.url(**({"helo": helo} if helo else {}))
+        issue = str(next((idn / "issues").glob("*.yaml")))
+        code, output = run(
+            runner, idn, "send", issue, "--test", "me@example.com", "--transport", url
+        )
+        assert code == 0, output
+        [copy] = server.wait_for(1)
+    assert copy.helo == sent
+
+
+def test_an_ehlo_name_idna_refuses_is_a_clear_error(idn: Path, runner: CliRunner) -> None:
+    with SmtpServer() as server:
+        issue = str(next((idn / "issues").glob("*.yaml")))
+        url = server.url(helo="aא.example")
+        code, output = run(
+            runner, idn, "send", issue, "--test", "me@example.com", "--transport", url
+        )
+        assert server.messages == []
+    assert code != 0 and "helo" in output and "IDNA 2008" in output, output

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from newsletter.config import ascii_domain
 from newsletter.errors import (
+    ConfigError,
     MessageError,
     TransportAuthError,
     TransportConfigError,
@@ -146,8 +148,18 @@ def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSetti
         timeout=timeout,
         cafile=params.get("cafile") or None,
         verify=verify,
-        helo=params.get("helo") or config.sender_domain,
+        helo=_helo(params.get("helo")) or config.sender_domain,
     )
+
+
+def _helo(name: str | None) -> str | None:
+    """`helo=` as the ASCII name EHLO needs (RFC 5321 4.1.1.1): an IDN as IDNA A-labels."""
+    if not name:
+        return None
+    try:
+        return ascii_domain(name, "helo", (None, None))
+    except ConfigError as exc:
+        raise TransportConfigError(f"SMTP URL parameter {exc}") from None
 
 
 def _without_password(url: str) -> str:
