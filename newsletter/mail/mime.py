@@ -91,7 +91,10 @@ def base64_body(text: str) -> bytes:
     ending in CRLF (RFC 2045 6.8). One C-level pass: cheap enough per recipient."""
     if not text:
         return b""
-    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+    # One b64encode, then CRLF every 76 characters: base64.encodebytes loops in Python per
+    # 57-byte line, several times slower on a 100 KB part.
+    encoded = base64.b64encode(text.encode("utf-8"))
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
 
 
 def base64_size(octets: int) -> int:
