@@ -1,7 +1,8 @@
 """MessageTemplate: an issue's MIME message built once, filled per recipient.
 
 Per issue: every fixed header line, the boundaries and the quoted-printable encoding of every
-literal piece of the text and HTML parts are prepared as bytes. Per recipient: the placeholder
+literal piece of the text and HTML parts are prepared as bytes (a part that is smaller in base64,
+CJK text, is encoded whole per recipient instead: one b64encode). Per recipient: the placeholder
 values are evaluated once, the few per-recipient header lines are encoded, each distinct slot value
 is quoted-printable encoded once, and the message is a `b"".join` of those pieces (see
 `newsletter.mail.mime` for why independently encoded QP segments can be concatenated). No MJML,
@@ -13,8 +14,8 @@ Layout (CRLF everywhere; DKIM-Signature prepended when a signer is set):
     X-Auto-Response-Suppress / [`headers:` of newsletter.yaml] / List-Unsubscribe /
     [List-Unsubscribe-Post, only with an https base_url] / MIME-Version /
     Content-Type: multipart/alternative
-    text/plain part (quoted-printable), then text/html part (quoted-printable): the last part is
-    the one clients prefer (RFC 2046).
+    text/plain part, then text/html part (the last part is the one clients prefer, RFC 2046),
+    each quoted-printable or base64, whichever is smaller for the issue (`part_body`).
 
 The same builder makes transactional mail (`transactional=True`, see `newsletter.transactional`):
 no List-Id / List-Unsubscribe pair (the reader is not on a list yet), no Precedence: bulk and no

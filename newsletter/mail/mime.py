@@ -8,7 +8,8 @@ characters, RFC 2047 encoded-words (UTF-8, base64) for non-ASCII display names a
 A text part is quoted-printable or base64, whichever is smaller for the issue (as Python's email
 package chooses): QP keeps Latin text readable and small, but triples CJK text (every UTF-8 byte
 becomes "=XX"), where base64 costs 4/3. Base64 cannot be spliced from independently encoded
-pieces (padding would sit mid-body), so a base64 part is encoded whole per recipient, in C.
+pieces (padding would sit mid-body), so a base64 part is encoded whole per recipient (one
+b64encode).
 
 Quoted-printable is written in independent *segments*: every segment starts at column 0 and ends
 either with a hard line break or with a soft line break (`=` CRLF). Soft breaks decode to nothing,
@@ -88,7 +89,7 @@ def crlf_text(text: str) -> str:
 
 def base64_body(text: str) -> bytes:
     """`text` (already CRLF, see `crlf_text`) as UTF-8 in base64 lines of 76 characters, each
-    ending in CRLF (RFC 2045 6.8). One C-level pass: cheap enough per recipient."""
+    ending in CRLF (RFC 2045 6.8). One b64encode and a line split: about what QP costs per byte."""
     if not text:
         return b""
     # One b64encode, then CRLF every 76 characters: base64.encodebytes loops in Python per
