@@ -97,7 +97,7 @@ class Config:
     @property
     def one_click(self) -> bool:
         """RFC 8058 one-click unsubscribe needs an HTTPS URI: False for a plain-http base_url."""
-        return self.base_url.startswith("https://")
+        return urlsplit(self.base_url).scheme == "https"  # urlsplit lower-cases "HTTPS"
 
     @property
     def public_lists(self) -> frozenset[str]:
