@@ -262,3 +262,17 @@ def test_a_bad_unsubscribe_mailto_is_refused(project: Path, runner: CliRunner, v
     code, output = run(runner, project, "check", issue_of(project))
     assert code != 0
     assert "newsletter.yaml:5" in output and "'unsubscribe_mailto' must be a bare ASCII" in output
+
+
+@pytest.mark.parametrize(
+    ("mailto", "finding"),
+    [("leave@example.org", True), ("leave@localhost", True), ("leave@letter.co.uk", False)],
+)
+def test_doctor_refuses_an_unsubscribe_mailbox_nobody_receives(
+    project: Path, runner: CliRunner, mailto: str, finding: bool
+) -> None:
+    configure(project, f"unsubscribe_mailto: {mailto}\n")
+    result = runner.invoke(main, ["--config", str(project / "newsletter.yaml"), "doctor"])
+    assert "Traceback" not in result.output
+    pattern = rf"newsletter\.yaml:5:\d+: error: unsubscribe_mailto: {re.escape(mailto)} is on "
+    assert bool(re.search(pattern, result.output)) == finding, result.output

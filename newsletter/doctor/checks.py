@@ -68,6 +68,21 @@ def check_reply_to(config: Config, at: Locator, transport: str) -> list[Finding]
     return []
 
 
+def check_unsubscribe_mailto(config: Config, at: Locator, transport: str) -> list[Finding]:
+    mailto = config.unsubscribe_mailto
+    domain = (mailto or "").rpartition("@")[2]
+    if mailto and (domains.is_reserved(domain) or domains.is_not_public(domain)):
+        return [
+            at.finding(
+                "unsubscribe_mailto",
+                "error",
+                f"{mailto} is on {domain}, a domain reserved for examples or private use: "
+                "readers' unsubscribe mails (List-Unsubscribe mailto:) would go nowhere",
+            )
+        ]
+    return []
+
+
 def check_base_url(config: Config, at: Locator, transport: str) -> list[Finding]:
     parts = urlsplit(config.base_url)
     host = parts.hostname or ""
@@ -285,6 +300,7 @@ def check_transport(config: Config, at: Locator, transport: str) -> list[Finding
 CHECKS: tuple[Check, ...] = (
     check_from,
     check_reply_to,
+    check_unsubscribe_mailto,
     check_base_url,
     check_postal_address,
     check_dkim,
