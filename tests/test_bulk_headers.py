@@ -118,7 +118,7 @@ def test_smtp_issue_carries_bulk_custom_and_mailto_headers_dkim_signed(
         )
         assert verify(copy.data, signer)
         signed = re.search(r"h=([^;]+)", msg["DKIM-Signature"].replace(" ", ""))
-        assert signed and {"precedence", "x-auto-response-suppress"} <= set(
+        assert signed and {"precedence", "x-auto-response-suppress", "x-campaign"} <= set(
             signed.group(1).lower().replace("\r\n", "").replace("\t", "").split(":")
         )
 

@@ -244,7 +244,8 @@ class MessageTemplate:
                     *middle,
                     *unsubscribe,
                     *tail,
-                ]
+                ],
+                also=[name for name, _ in config.headers] if not transactional else (),
             )
             if dkim is not None
             else None
