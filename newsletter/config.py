@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import idna
-
+from newsletter import idn
 from newsletter.branding import Brand, BrandError, parse_brand
+from newsletter.customheaders import parse_headers
 from newsletter.errors import ConfigError
 from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
 
@@ -89,7 +89,7 @@ class Config:
     # `theme:` branding (accent, background, logo, headings) applied by the default theme.
     brand: Brand = dataclasses.field(default_factory=Brand)
     # `headers:` custom header lines (name, value) added to every issue message (not to
-    # transactional mail); validated in `_custom_headers`.
+    # transactional mail); validated in `newsletter.customheaders`.
     headers: tuple[tuple[str, str], ...] = ()
     # `unsubscribe_mailto:` an ASCII address (IDNA domain) added to List-Unsubscribe (RFC 2369).
     unsubscribe_mailto: str | None = None
@@ -332,17 +332,10 @@ def _address(src: _Source, key: str) -> Address | None:
 
 
 def ascii_domain(domain: str, what: str, where: tuple[object, int | None]) -> str:
-    """`domain` lower-cased, an internationalised one as IDNA 2008 A-labels (UTS #46 mapping,
-    as browsers and mail programs do): `bücher.example` -> `xn--bcher-kva.example`. Every header
-    (From, Reply-To, Message-ID, List-Id), DKIM `d=`, HELO and DNS lookup needs the ASCII form.
-    ConfigError (naming `what` at `where`) for a name IDNA refuses."""
-    if domain.isascii() and "xn--" not in domain.lower():
-        return domain.lower()
+    """`newsletter.idn.ascii_domain`, a refused name as a ConfigError naming `what` at `where`:
+    every header, DKIM `d=`, HELO and DNS lookup needs the ASCII form."""
     try:
-        # An A-label written by hand is checked too: it must decode to a valid U-label.
-        return idna.encode(idna.decode(domain) if domain.isascii() else domain, uts46=True).decode(
-            "ascii"
-        )
+        return idn.ascii_domain(domain)
     except UnicodeError as exc:  # idna.IDNAError is one
         raise ConfigError(
             f"{what}: {domain!r} is not a valid internationalised domain name (IDNA 2008: {exc})",
@@ -437,7 +430,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),
     "brand": ("theme", _theme_brand),
-    "headers": ("headers", lambda src, key: _custom_headers(src.raw(key), src.path, src.doc)),
+    "headers": ("headers", lambda src, key: parse_headers(src.raw(key), src.path, src.doc)),
     "unsubscribe_mailto": ("unsubscribe_mailto", lambda src, key: _mailto(src, key)),
 }
 
@@ -518,92 +511,6 @@ def _lists(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str, L
                 )
         out[str(name)] = ListSettings(public=bool(settings.get("public", False)))
     return out
-
-
-# Header fields the message builder writes itself, or that give a message its structure, its
-# authentication or its routing: `headers:` may not set or repeat them (a second From or
-# List-Unsubscribe makes the message invalid or ambiguous to filters; RFC 5322 3.6).
-RESERVED_HEADERS = frozenset(
-    {
-        "from", "sender", "to", "cc", "bcc", "reply-to", "subject", "date", "message-id",
-        "in-reply-to", "references", "mime-version", "return-path", "received",
-        "dkim-signature", "authentication-results", "feedback-id", "precedence",
-        "x-auto-response-suppress", "auto-submitted", "errors-to",
-    }
-)  # fmt: skip
-RESERVED_HEADER_PREFIXES = ("content-", "list-", "resent-", "arc-")
-_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")  # RFC 5322 3.6.8: printable ASCII, no ':'
-HEADER_VALUE_MAX = 900  # octets: name + ": " + value stays within one 998-octet line
-
-
-def reserved_header(name: str) -> bool:
-    lower = name.lower()
-    return lower in RESERVED_HEADERS or lower.startswith(RESERVED_HEADER_PREFIXES)
-
-
-def _custom_headers(
-    raw: Any, path: Path | None, doc: YamlDocument | None
-) -> tuple[tuple[str, str], ...]:
-    """`headers: {X-Campaign: weekly}`: extra header lines for every issue message, each name an
-    RFC 5322 field name we do not set ourselves, each value one line of ASCII (sent verbatim)."""
-
-    def line(*keys: str, key: bool = False) -> int | None:
-        return doc.where(("headers", *keys), key=key)[0] if doc is not None else None
-
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            "'headers' must be a mapping of header names to values, e.g. "
-            "'headers: {X-Campaign: weekly}'",
-            path,
-            line(),
-        )
-    out: list[tuple[str, str]] = []
-    for name, value in raw.items():
-        name = str(name)
-        if not _FIELD_NAME.match(name):
-            raise ConfigError(
-                f"'headers': invalid header name {name!r}: use printable ASCII without spaces "
-                "or ':' (RFC 5322 3.6.8)",
-                path,
-                line(name, key=True),
-            )
-        if reserved_header(name):
-            raise ConfigError(
-                f"'headers': {name} is set by newsletter itself or gives the message its "
-                "structure (From, To, Subject, Date, Message-ID, MIME-Version, Content-*, "
-                "List-*, DKIM-Signature, Return-Path, Feedback-ID, Precedence, "
-                "X-Auto-Response-Suppress...): it cannot be added",
-                path,
-                line(name, key=True),
-            )
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"'headers.{name}' must be text", path, line(name))
-        text = str(value).strip()
-        problem = (
-            "must not be empty"
-            if not text
-            else "must be a single line (a line break would start a new header)"
-            if any(ch in text for ch in "\r\n") or any(ord(ch) < 32 and ch != "\t" for ch in text)
-            else "must be ASCII (a custom header is sent as written, without RFC 2047 encoding)"
-            if not text.isascii() or "=?" in text
-            else f"is too long (at most {HEADER_VALUE_MAX} characters)"
-            if len(name) + len(text) > HEADER_VALUE_MAX
-            else ""
-        )
-        if problem:
-            raise ConfigError(f"'headers.{name}' {problem}, got {text!r}", path, line(name))
-        out.append((name, text))
-    lowered = [name.lower() for name, _ in out]
-    for name in {n for n in lowered if lowered.count(n) > 1}:
-        first = next(n for n, _ in reversed(out) if n.lower() == name)
-        raise ConfigError(
-            f"'headers': {first} is given twice (names are case-insensitive)",
-            path,
-            line(first, key=True),
-        )
-    return tuple(out)
 
 
 def _mailto(src: _Source, key: str) -> str | None:

@@ -200,6 +200,8 @@ def test_the_confirmation_mail_is_not_bulk(project: Path) -> None:
         ("X-Campaign: Wöchentlich", "must be ASCII"),
         ("X-Campaign: ''", "must not be empty"),
         ("X-Campaign: [a, b]", "'headers.X-Campaign' must be text"),
+        ('X-Campaign: "=?utf-8?b?QmNjOiB4QHkuZXhhbXBsZQ==?="', "must not contain '=?'"),
+        ("x-fine: again", "x-fine is given twice"),
     ],
 )
 def test_bad_custom_headers_are_refused_at_their_line(

@@ -22,9 +22,8 @@ from __future__ import annotations
 import base64
 import re
 
-import idna
-
 from newsletter.errors import MessageError
+from newsletter.idn import ascii_domain
 
 CRLF = "\r\n"
 QP_MAX = 75  # characters before the soft-break "=" (76 with it)
@@ -231,10 +230,7 @@ def addr_spec(email: str) -> str:
         raise MessageError(f"invalid email address {email!r}")
     if not domain.isascii():
         try:
-            # IDNA 2008 with UTS #46 mapping (as email-validator and config.ascii_domain):
-            # Python's "idna" codec is IDNA 2003, which turns straße.example into the
-            # different domain strasse.example.
-            domain = idna.encode(domain, uts46=True).decode("ascii")
+            domain = ascii_domain(domain)  # IDNA 2008, as the sender's (newsletter.idn)
         except UnicodeError:  # idna.IDNAError is one
             raise MessageError(f"invalid domain in email address {email!r}") from None
     if not _DOMAIN.fullmatch(domain) or len(local) + len(domain) > 253:

@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from newsletter.config import ascii_domain
 from newsletter.errors import (
-    ConfigError,
     MessageError,
     TransportAuthError,
     TransportConfigError,
     TransportConnectError,
     TransportTemporaryError,
 )
+from newsletter.idn import ascii_domain
 from newsletter.transports.base import (
     DeliveryResult,
     DotSafeBytes,
@@ -157,9 +156,12 @@ def _helo(name: str | None) -> str | None:
     if not name:
         return None
     try:
-        return ascii_domain(name, "helo", (None, None))
-    except ConfigError as exc:
-        raise TransportConfigError(f"SMTP URL parameter {exc}") from None
+        return ascii_domain(name)
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise TransportConfigError(
+            f"SMTP URL parameter helo: {name!r} is not a valid internationalised domain name "
+            f"(IDNA 2008: {exc})"
+        ) from None
 
 
 def _without_password(url: str) -> str:
