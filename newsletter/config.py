@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter import idn
 from newsletter.branding import Brand, BrandError, parse_brand
+from newsletter.customheaders import parse_headers
 from newsletter.errors import ConfigError
 from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
 
@@ -43,6 +45,8 @@ KEYS = (
     "welcome",
     "utm",
     "segments",
+    "headers",
+    "unsubscribe_mailto",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -114,6 +118,16 @@ class Config:
     utm: Utm | None = None  # link tagging, off by default
     # `segments:` name -> expression, e.g. oslo-pros: 'fields.city == "Oslo" and "pro" in tags'
     segments: Mapping[str, NamedSegment] = dataclasses.field(default_factory=dict)
+    # `headers:` custom header lines (name, value) added to every issue message (not to
+    # transactional mail); validated in `newsletter.customheaders`.
+    headers: tuple[tuple[str, str], ...] = ()
+    # `unsubscribe_mailto:` an ASCII address (IDNA domain) added to List-Unsubscribe (RFC 2369).
+    unsubscribe_mailto: str | None = None
+
+    @property
+    def one_click(self) -> bool:
+        """RFC 8058 one-click unsubscribe needs an HTTPS URI: False for a plain-http base_url."""
+        return urlsplit(self.base_url).scheme == "https"  # urlsplit lower-cases "HTTPS"
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -126,6 +140,7 @@ class Config:
 
     @property
     def sender_domain(self) -> str:
+        """The From domain in ASCII: an internationalised one as IDNA A-labels (`xn--...`)."""
         return self.sender.domain
 
     @property
@@ -220,7 +235,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key in ("dkim", "lists", "theme", "segments"):
+        if key in ("dkim", "lists", "theme", "segments", "utm", "headers"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -264,6 +279,8 @@ def _check_dkim(
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise ConfigError(f"'dkim.{key}' must be text", *place)
         # Both go verbatim into the DKIM-Signature header (d=, s=) and the DNS name of the key.
+        if key == "domain":
+            value = dkim[key] = ascii_domain(str(value), f"'dkim.{key}'", place)
         if key in ("domain", "selector") and not re.fullmatch(r"[A-Za-z0-9._-]+", str(value)):
             raise ConfigError(
                 f"'dkim.{key}' must be a DNS name (letters, digits, '.', '-', '_'), "
@@ -337,10 +354,23 @@ def _address(src: _Source, key: str) -> Address | None:
         raise ConfigError(
             f"'{key}' must have an ASCII part before the @, got {raw!r}", *src.where(key)
         )
+    domain = ascii_domain(domain, f"'{key}'", src.where(key))
     try:
-        return Address(display_name=display, username=local, domain=domain.lower())
+        return Address(display_name=display, username=local, domain=domain)
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"'{key}' is not a valid address: {exc}", *src.where(key)) from None
+
+
+def ascii_domain(domain: str, what: str, where: tuple[object, int | None]) -> str:
+    """`newsletter.idn.ascii_domain`, a refused name as a ConfigError naming `what` at `where`:
+    every header, DKIM `d=`, HELO and DNS lookup needs the ASCII form."""
+    try:
+        return idn.ascii_domain(domain)
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise ConfigError(
+            f"{what}: {domain!r} is not a valid internationalised domain name (IDNA 2008: {exc})",
+            *where,
+        ) from None
 
 
 def _base_url(src: _Source, key: str) -> str:
@@ -466,6 +496,8 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "welcome": ("welcome", _welcome),
     "utm": ("utm", lambda src, key: _utm(src.values.get(key), src.path, src.doc)),
     "segments": ("segments", lambda src, key: _segments(src.values.get(key), src.path, src.doc)),
+    "headers": ("headers", lambda src, key: parse_headers(src.raw(key), src.path, src.doc)),
+    "unsubscribe_mailto": ("unsubscribe_mailto", lambda src, key: _mailto(src, key)),
 }
 
 
@@ -613,3 +645,26 @@ def _segments(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str
             )
         out[str(name)] = NamedSegment(text, path, line(str(name)))
     return out
+def _mailto(src: _Source, key: str) -> str | None:
+    """`unsubscribe_mailto: unsubscribe@example.com`: the mailbox added to List-Unsubscribe as
+    `<mailto:ADDRESS?subject=unsubscribe%20TOKEN>` (RFC 2369), its domain as IDNA."""
+    raw = _text(src, key)
+    if raw is None:
+        return None
+    local, at, domain = raw.rpartition("@")
+    if (
+        not at
+        or not local
+        or not local.isascii()
+        or not re.fullmatch(r"[A-Za-z0-9!#$&'*+\-/=^_`{|}~.]+", local)
+        or local.startswith(".")
+        or local.endswith(".")
+        or ".." in local
+        or not _DOMAIN.fullmatch(domain)
+    ):
+        raise ConfigError(
+            f"'{key}' must be a bare ASCII address like unsubscribe@example.com (it goes "
+            f"into a mailto: URI), got {raw!r}",
+            *src.where(key),
+        )
+    return local + "@" + ascii_domain(domain, f"'{key}'", src.where(key))

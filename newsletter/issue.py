@@ -345,6 +345,11 @@ class _Validator:
         value = self.text(data, key, parts, required=required, single_line=True)
         if value is None:
             return None
+        if " " in value:
+            # Clients cut a URL at a space; the Markdown links percent-encode it, a URL field
+            # holds the URL as the writer means it to be fetched.
+            self.error((*parts, key), f"contains a space: write %20, got {value!r}")
+            return None
         if not is_http_url(value):
             self.error((*parts, key), f"expected an http:// or https:// URL, got {value!r}")
             return None

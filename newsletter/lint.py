@@ -10,12 +10,15 @@ inlined HTML against Gmail's clipping.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from newsletter.branding import theme_warnings
 from newsletter.config import Config
@@ -25,7 +28,7 @@ from newsletter.images import size_warnings
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
 from newsletter.textlint import literal_text_warnings
-from newsletter.yamlsource import FieldPath, YamlDocument
+from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yaml
 
 if TYPE_CHECKING:
     from newsletter.render.compiled import CompiledIssue
@@ -147,7 +150,47 @@ def check_paths(
     for path in paths:
         report.diagnostics += check_issue(path, config, links=links, link_timeout=link_timeout)
     report.diagnostics += theme_diagnostics(config)
+    report.diagnostics += unsubscribe_diagnostics(config)
     return report
+
+
+def unsubscribe_diagnostics(config: Config) -> list[Diagnostic]:
+    """A warning for a plain-http `base_url` on a public host: RFC 8058 one-click unsubscribe
+    needs an HTTPS URI, so every issue goes out without List-Unsubscribe-Post. A loopback or
+    private host (the defaults, a machine-local setup) is left to `doctor`, which refuses it
+    for real sends anyway."""
+    from newsletter.config import CONFIG_NAME
+
+    parts = urlsplit(config.base_url)
+    if config.one_click or _local_host(parts.hostname or ""):
+        return []
+    where = os.path.relpath(config.path) if config.path is not None else CONFIG_NAME
+    line = 1
+    if config.path is not None:
+        with contextlib.suppress(YamlInvalid, OSError):  # it loaded a moment ago
+            line = read_yaml(config.path).where(("base_url",))[0] or 1
+    return [
+        Diagnostic(
+            where,
+            line,
+            1,
+            "warning",
+            "base_url",
+            f"{config.base_url} is plain http: one-click unsubscribe (RFC 8058) needs an "
+            "https:// URI, so every issue is sent without List-Unsubscribe-Post and Gmail "
+            "and Yahoo offer no one-click unsubscribe; serve it over https",
+        )
+    ]
+
+
+def _local_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def config_diagnostic(exc: ConfigError) -> Diagnostic:
@@ -398,9 +441,10 @@ def compile_and_measure(
     from newsletter.render.compile import compile_issue
 
     path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
+    unsubscribe = _sample_unsubscribe_url(config)
     try:
         compiled = compile_issue(issue, config)
-        html = compiled.render_for(SAMPLE_RECIPIENT, _sample_unsubscribe_url(config)).html
+        html = compiled.render_for(SAMPLE_RECIPIENT, unsubscribe).html
     except ConfigError as exc:  # the theme folder named in newsletter.yaml, say
         return None, [config_diagnostic(exc)]
     except NewsletterError as exc:
@@ -409,20 +453,39 @@ def compile_and_measure(
             line = int(located["line"])
             return None, [Diagnostic(located["path"], line, 1, "error", "", located["message"])]
         return None, [Diagnostic(path, 1, 1, "error", "", f"the issue cannot be rendered: {exc}")]
-    return compiled, _size_diagnostics(path, len(html.encode()))
+    return compiled, _size_diagnostics(path, len(html.encode()), _sent_size(compiled, config))
 
 
-def _size_diagnostics(path: str, size: int) -> list[Diagnostic]:
-    if size <= SIZE_WARN_BYTES:
+def _sent_size(compiled: CompiledIssue, config: Config) -> tuple[int, str] | None:
+    """(octets, transfer encoding) of the HTML part as a sample reader's message carries it, from
+    the very MessageTemplate that sends; None when the configuration cannot make a message (the
+    send reports that itself)."""
+    from newsletter.mail.message import MessageTemplate
+    from newsletter.placeholders import SAMPLE_RECIPIENT
+
+    try:
+        template = MessageTemplate(compiled, config, campaign_key="check")
+        return template.html_part_size(SAMPLE_RECIPIENT, _sample_unsubscribe_url(config))
+    except NewsletterError:
+        return None
+
+
+def _size_diagnostics(path: str, written: int, sent: tuple[int, str] | None) -> list[Diagnostic]:
+    """Gmail clipping, on the HTML as written (what Gmail is documented to count) and as sent
+    (encoded: quoted-printable or base64, which some clients and gateways count instead)."""
+    encoded, encoding = sent if sent is not None else (written, "")
+    if max(written, encoded) <= SIZE_WARN_BYTES:
         return []
-    kb = f"{size / 1024:.1f} KB"
-    if size > CLIP_BYTES:
+    kb = f"{written / 1024:.1f} KB as written"
+    if sent is not None:
+        kb += f", {encoded / 1024:.1f} KB as sent ({encoding})"
+    if max(written, encoded) > CLIP_BYTES:
         return [
             Diagnostic(
                 path,
                 1,
                 1,
-                "error",
+                "error" if written > CLIP_BYTES else "warning",
                 "",
                 f"the email's HTML is {kb}; Gmail clips messages above 102 KB, hiding the rest "
                 "and the unsubscribe link: shorten the issue or split it",

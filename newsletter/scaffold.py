@@ -80,6 +80,11 @@ transport: outbox:./outbox
 #   private_key: dkim/nl202601.example.com.pem
 # secret_key signs unsubscribe links: set NEWSLETTER_SECRET_KEY in the environment rather than
 # writing it here.
+# A mailbox readers can also unsubscribe by writing to (added to List-Unsubscribe as a mailto:).
+# unsubscribe_mailto: unsubscribe@example.com
+# Extra header fields for every issue (not the ones newsletter sets itself).
+# headers:
+#   X-Campaign: weekly
 """
 
 SAMPLE_ISSUE = """\

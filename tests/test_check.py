@@ -183,10 +183,10 @@ def _reported_kb(output: str) -> float | None:
 @pytest.mark.parametrize(
     ("target_kb", "exit_code", "expected"),
     [
-        (85, 0, None),
-        (96, 0, "warning: the email's HTML is {kb} KB, close to Gmail's 102 KB clipping limit"),
-        (105, 1, "error: the email's HTML is {kb} KB; Gmail clips messages above 102 KB"),
-        (110, 1, "error: the email's HTML is {kb} KB; Gmail clips messages above 102 KB"),
+        (80, 0, None),
+        (96, 0, "warning: the email's HTML is {kb} KB as written, "),
+        (105, 1, "error: the email's HTML is {kb} KB as written, "),
+        (110, 1, "error: the email's HTML is {kb} KB as written, "),
     ],
 )
 def test_size_warning_and_gmail_clipping_error(
@@ -205,6 +205,11 @@ def test_size_warning_and_gmail_clipping_error(
         return
     assert kb is not None and abs(kb - target_kb) < 1.5, result.output
     assert f"{path}:1:1: " + expected.format(kb=kb) in result.output
+    # ... and as sent: quoted-printable for English, a little larger than written.
+    sent = re.search(r"KB as written, (\d+\.\d) KB as sent \(quoted-printable\)", result.output)
+    assert sent and kb < float(sent.group(1)) < kb * 1.15, result.output
+    clip = "Gmail clips messages above 102 KB" if exit_code else "close to Gmail's 102 KB"
+    assert clip in result.output
     if exit_code == 0:
         assert runner.invoke(main, ["check", "--strict", str(path)]).exit_code == 1
 

@@ -53,12 +53,13 @@ HOSTILE = {
 # Markup or header text that must never appear decoded anywhere in the delivered message.
 DECODED_PAYLOADS = ("<h1>Account locked</h1>", "<h1>Locked</h1>", "Bcc: a@evil.example")
 ISSUE_HEADERS = [
-    "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
-    "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
+    "From", "To", "Subject", "Date", "Message-ID", "List-Id", "Precedence",
+    "X-Auto-Response-Suppress", "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version",
+    "Content-Type",
 ]  # fmt: skip
 CONFIRM_HEADERS = [
-    "From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "MIME-Version",
-    "Content-Type",
+    "From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",
+    "X-Auto-Response-Suppress", "MIME-Version", "Content-Type",
 ]  # fmt: skip
 ADDRESS = "ann@example.com"
 

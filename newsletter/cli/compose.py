@@ -47,7 +47,9 @@ def check(
 ) -> None:
     """Report every problem in the ISSUES files at once.
 
-    Exits with status 1 when any file has an error (with --strict: any warning too).
+    The email's HTML size is reported as written and as sent (quoted-printable or base64, as
+    the message carries it) when either nears Gmail's 102 KB clip. Exits with status 1 when
+    any file has an error (with --strict: any warning too).
     """
     try:
         report = check_paths(issues, app().config, links=links, link_timeout=timeout)

@@ -68,6 +68,21 @@ def check_reply_to(config: Config, at: Locator, transport: str) -> list[Finding]
     return []
 
 
+def check_unsubscribe_mailto(config: Config, at: Locator, transport: str) -> list[Finding]:
+    mailto = config.unsubscribe_mailto
+    domain = (mailto or "").rpartition("@")[2]
+    if mailto and (domains.is_reserved(domain) or domains.is_not_public(domain)):
+        return [
+            at.finding(
+                "unsubscribe_mailto",
+                "error",
+                f"{mailto} is on {domain}, a domain reserved for examples or private use: "
+                "readers' unsubscribe mails (List-Unsubscribe mailto:) would go nowhere",
+            )
+        ]
+    return []
+
+
 def check_base_url(config: Config, at: Locator, transport: str) -> list[Finding]:
     parts = urlsplit(config.base_url)
     host = parts.hostname or ""
@@ -97,7 +112,9 @@ def check_base_url(config: Config, at: Locator, transport: str) -> list[Finding]
                 "base_url",
                 "error",
                 f"{config.base_url} is plain http: one-click unsubscribe (RFC 8058) needs an "
-                "https:// List-Unsubscribe URL, and links would travel unencrypted",
+                "https:// List-Unsubscribe URL, so List-Unsubscribe-Post is left out of every "
+                "issue (Gmail and Yahoo then offer no one-click unsubscribe), and links would "
+                "travel unencrypted",
             )
         )
     return found
@@ -283,6 +300,7 @@ def check_transport(config: Config, at: Locator, transport: str) -> list[Finding
 CHECKS: tuple[Check, ...] = (
     check_from,
     check_reply_to,
+    check_unsubscribe_mailto,
     check_base_url,
     check_postal_address,
     check_dkim,

@@ -21,7 +21,7 @@ from typing import Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from newsletter.config import Config
+from newsletter.config import Config, ascii_domain
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.mail.dkim import DkimSigner
 from newsletter.private import FILE_MODE, make_private_dirs, open_private
@@ -70,7 +70,10 @@ def generate_dkim_key(
     Raises ConfigError for a bad selector or domain and NewsletterError when the key file
     exists (never overwritten) or cannot be written."""
     selector = selector or default_selector()
-    domain = (domain or config.sender.domain).lower()
+    # An internationalised --domain is signed and published as IDNA (d= and the DNS name).
+    domain = (
+        ascii_domain(domain, "the DKIM domain", (None, None)) if domain else config.sender.domain
+    )
     for what, value in (("selector", selector), ("domain", domain)):
         if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", value):
             raise ConfigError(f"the DKIM {what} must be a DNS name, got {value!r}")

@@ -49,6 +49,9 @@ SIGNED_HEADERS = (
     "List-Id",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    "Precedence",
+    "X-Auto-Response-Suppress",
+    "Auto-Submitted",
     "MIME-Version",
     "Content-Type",
 )
@@ -119,11 +122,14 @@ class DkimSigner:
         folded = b"\r\n\t".join(signature[i : i + 72] for i in range(0, len(signature), 72))
         return unsigned + folded + b"\r\n" + message
 
-    def prepare(self, fields: Sequence[tuple[str, bytes | None]]) -> PreparedSigner:
+    def prepare(
+        self, fields: Sequence[tuple[str, bytes | None]], *, also: Sequence[str] = ()
+    ) -> PreparedSigner:
         """A signer for messages whose header fields are `fields`, in this order: (name, the
         complete field as bytes) for a field that is the same in every message, (name, None)
-        for one that changes per message. See `PreparedSigner`."""
-        return PreparedSigner(self, fields)
+        for one that changes per message; `also` names fields to sign besides SIGNED_HEADERS
+        (the `headers:` of newsletter.yaml). See `PreparedSigner`."""
+        return PreparedSigner(self, fields, also)
 
     def _h_tag(self, names: list[str]) -> str:
         key = tuple(names)
@@ -201,7 +207,12 @@ class PreparedSigner:
     message). Thread-safe: nothing is written after construction.
     """
 
-    def __init__(self, signer: DkimSigner, fields: Sequence[tuple[str, bytes | None]]) -> None:
+    def __init__(
+        self,
+        signer: DkimSigner,
+        fields: Sequence[tuple[str, bytes | None]],
+        also: Sequence[str] = (),
+    ) -> None:
         self.signer = signer
         present: dict[str, bytes | int] = {}  # lower-case name -> canonical bytes or slot index
         slots = 0
@@ -214,7 +225,9 @@ class PreparedSigner:
         self.slots = slots
         names: list[str] = []
         steps: list[bytes | int] = []  # what to join, in h= order
-        for name, _key, oversign in signer._plan:
+        planned = {name for name, _key, _oversign in signer._plan}
+        extra = [(n.lower(), False) for n in also if n.lower() not in planned]
+        for name, oversign in [(name, over) for name, _key, over in signer._plan] + extra:
             if name in present:
                 names.append(name)
                 steps.append(present[name])

@@ -1,7 +1,8 @@
 """MessageTemplate: an issue's MIME message built once, filled per recipient.
 
 Per issue: every fixed header line, the boundaries and the quoted-printable encoding of every
-literal piece of the text and HTML parts are prepared as bytes. Per recipient: the placeholder
+literal piece of the text and HTML parts are prepared as bytes (a part that is smaller in base64,
+CJK text, is encoded whole per recipient instead: one b64encode). Per recipient: the placeholder
 values are evaluated once, the few per-recipient header lines are encoded, each distinct slot value
 is quoted-printable encoded once, and the message is a `b"".join` of those pieces (see
 `newsletter.mail.mime` for why independently encoded QP segments can be concatenated). No MJML,
@@ -9,14 +10,17 @@ premailer or `email.message.EmailMessage` runs per recipient.
 
 Layout (CRLF everywhere; DKIM-Signature prepended when a signer is set):
 
-    From / To / Subject / Date / Message-ID / [Reply-To] / List-Id / List-Unsubscribe /
-    List-Unsubscribe-Post / MIME-Version / Content-Type: multipart/alternative
-    text/plain part (quoted-printable), then text/html part (quoted-printable): the last part is
-    the one clients prefer (RFC 2046).
+    From / To / Subject / Date / Message-ID / [Reply-To] / List-Id / Precedence: bulk /
+    X-Auto-Response-Suppress / [`headers:` of newsletter.yaml] / List-Unsubscribe /
+    [List-Unsubscribe-Post, only with an https base_url] / MIME-Version /
+    Content-Type: multipart/alternative
+    text/plain part, then text/html part (the last part is the one clients prefer, RFC 2046),
+    each quoted-printable or base64, whichever is smaller for the issue (`part_body`).
 
 The same builder makes transactional mail (`transactional=True`, see `newsletter.transactional`):
-no List-Id / List-Unsubscribe pair (the reader is not on a list yet), `Auto-Submitted:
-auto-generated` (RFC 3834) instead, and otherwise the same headers, encoders, checks and DKIM.
+no List-Id / List-Unsubscribe pair (the reader is not on a list yet), no Precedence: bulk and no
+custom `headers:`, `Auto-Submitted: auto-generated` (RFC 3834) instead, and otherwise the same
+headers, encoders, checks and DKIM.
 
 A recipient whose values cannot make a valid message (CR/LF in the name, a non-ASCII local part,
 an over-long unsubscribe URL) raises `MessageError`; transports turn that into a "failed" result.
@@ -34,7 +38,10 @@ from newsletter.errors import MessageError
 from newsletter.mail.mime import (
     addr_spec,
     address_header,
+    base64_body,
+    base64_size,
     check_header_text,
+    crlf_text,
     header_line,
     phrase,
     provider_display_name,
@@ -54,9 +61,12 @@ if TYPE_CHECKING:
 TEST_PREFIX = "[TEST] "
 ONE_CLICK = "List-Unsubscribe=One-Click"
 AUTO_SUBMITTED = "auto-generated"  # RFC 3834: no vacation replies to a machine-made message
+# Exchange and Outlook honour neither Auto-Submitted nor Precedence: without this header
+# ([MS-OXCMAIL]) they send out-of-office and auto-replies to the Reply-To after every issue.
+AUTO_RESPONSE_SUPPRESS = "OOF, AutoReply"
+PRECEDENCE = "bulk"  # the de-facto mark of list mail (vacation programs, RFC 3834 section 2)
 _PART_HEADERS = (
-    'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-    "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n'
 )
 
 # A compiled body: literal QP bytes, or a slot to fill per recipient.
@@ -79,6 +89,7 @@ class QpBody:
     """A `Fill` compiled to quoted-printable segments; `render(values)` is a join."""
 
     __slots__ = ("pieces",)
+    encoding = "quoted-printable"
 
     def __init__(self, fill: Fill) -> None:
         pieces: list[_Piece] = []
@@ -105,6 +116,34 @@ class QpBody:
                 encoded = cache[piece] = qp_segment(value)  # type: ignore[index]
             append(encoded)
         return b"".join(out)
+
+
+class Base64Body:
+    """A `Fill` sent as base64: literal pieces in CRLF form once, the whole part encoded per
+    recipient (base64 segments cannot be concatenated, see `newsletter.mail.mime`)."""
+
+    __slots__ = ("pieces",)
+    encoding = "base64"
+
+    def __init__(self, fill: Fill) -> None:
+        self.pieces = tuple(p if isinstance(p, Slot) else crlf_text(p) for p in fill.pieces)
+
+    def render(self, values: Mapping[str, str], cache: dict[Slot, bytes]) -> bytes:
+        text = "".join(
+            piece if piece.__class__ is str else crlf_text(piece.apply(values[piece.name]))  # type: ignore[union-attr]
+            for piece in self.pieces
+        )
+        return base64_body(text)
+
+
+def part_body(fill: Fill) -> QpBody | Base64Body:
+    """The smaller encoding of a text part, decided once per issue from its literal text (the
+    per-recipient values are a few short names and URLs): base64 when it is shorter than
+    quoted-printable, as Python's email package decides; CJK text, mostly."""
+    qp = QpBody(fill)
+    qp_size = sum(len(p) for p in qp.pieces if isinstance(p, bytes))
+    literal = sum(len(p.encode("utf-8")) for p in fill.pieces if isinstance(p, str))
+    return Base64Body(fill) if base64_size(literal) < qp_size else qp
 
 
 class _DateCache:
@@ -150,26 +189,27 @@ class MessageTemplate:
             _address_value("Reply-To", config.reply_to) if config.reply_to else None
         )
         self._list_id_value = _list_id(config)
-        # "=" never appears unencoded in quoted-printable, so this boundary cannot occur in a body.
+        # "=" never appears unencoded in quoted-printable, and "=_" never in base64 (only "="
+        # padding, at the end): this boundary cannot occur in a body.
         digest = hashlib.sha256(f"boundary\0{campaign_key}".encode()).hexdigest()[:24]
         self.boundary = f"=_nl{digest}"
-        self._text = QpBody(compiled.text)
-        self._html = QpBody(compiled.html)
+        self._text = part_body(compiled.text)
+        self._html = part_body(compiled.html)
         self._from_line = f"From: {self._from_value}\r\n".encode("ascii")
+        self._fixed_headers = _fixed_headers(config, self._list_id_value, transactional)
         middle = [
-            ("Auto-Submitted", f"Auto-Submitted: {AUTO_SUBMITTED}\r\n".encode("ascii"))
-            if transactional
-            else ("List-Id", f"List-Id: {self._list_id_value}\r\n".encode("ascii"))
+            (name, header_line(name, value).encode("ascii")) for name, value in self._fixed_headers
         ]
         if self._reply_to_value:
             middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode("ascii")))
         self._middle = b"".join(line for _, line in middle)
+        # RFC 8058 3.1: one-click needs an HTTPS URI; with plain http the Post header is left out.
+        self._one_click = not transactional and config.one_click
+        self._mailto = None if transactional else config.unsubscribe_mailto
         tail = (
-            []
-            if transactional
-            else [
-                ("List-Unsubscribe-Post", f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"))
-            ]
+            [("List-Unsubscribe-Post", f"List-Unsubscribe-Post: {ONE_CLICK}\r\n".encode("ascii"))]
+            if self._one_click
+            else []
         )
         tail += [
             ("MIME-Version", b"MIME-Version: 1.0\r\n"),
@@ -182,10 +222,12 @@ class MessageTemplate:
         ]
         self._tail_headers = b"".join(line for _, line in tail) + b"\r\n"
         self._body_start = (
-            f"--{self.boundary}\r\n" + _PART_HEADERS.format(subtype="plain")
+            f"--{self.boundary}\r\n"
+            + _PART_HEADERS.format(subtype="plain", encoding=self._text.encoding)
         ).encode("ascii")
         self._between = (
-            f"\r\n--{self.boundary}\r\n" + _PART_HEADERS.format(subtype="html")
+            f"\r\n--{self.boundary}\r\n"
+            + _PART_HEADERS.format(subtype="html", encoding=self._html.encoding)
         ).encode("ascii")
         self._end = f"\r\n--{self.boundary}--\r\n".encode("ascii")
         # DKIM: the fixed fields are canonicalised once here; None marks the per-recipient ones
@@ -202,7 +244,8 @@ class MessageTemplate:
                     *middle,
                     *unsubscribe,
                     *tail,
-                ]
+                ],
+                also=[name for name, _ in config.headers] if not transactional else (),
             )
             if dkim is not None
             else None
@@ -261,6 +304,12 @@ class MessageTemplate:
             build_parts=build_parts,
         )
 
+    def html_part_size(self, recipient: Recipient, unsubscribe_url: str) -> tuple[int, str]:
+        """(octets, transfer encoding) of the HTML part's body as this recipient gets it:
+        what `check` reports as the size "as sent"."""
+        values = self.compiled.values_for(recipient, unsubscribe_url)
+        return len(self._html.render(values, {})), self._html.encoding
+
     def subject_for(self, values: Mapping[str, str]) -> str:
         return check_header_text(self._prefix + self.compiled.subject.render(values), "Subject")
 
@@ -279,7 +328,7 @@ class MessageTemplate:
         unsubscribe = (
             b""
             if self.transactional
-            else header_line("List-Unsubscribe", f"<{_check_url(unsubscribe_url)}>").encode()
+            else header_line("List-Unsubscribe", self._list_unsubscribe(unsubscribe_url)).encode()
         )
         return (
             address_header("To", recipient.name, recipient.email).encode("ascii"),
@@ -288,6 +337,17 @@ class MessageTemplate:
             header_line("Message-ID", f"<{_check_message_id(message_id)}>").encode("ascii"),
             unsubscribe,
         )
+
+    def _list_unsubscribe(self, unsubscribe_url: str) -> str:
+        """`<https://.../unsubscribe/TOKEN>`, then `<mailto:ADDRESS?subject=unsubscribe%20TOKEN>`
+        (RFC 2369) when `unsubscribe_mailto` is set: TOKEN is the URL's own last segment, so
+        both carry the same unsubscribe token (`newsletter.tokens`), which `bounces import`
+        reads back from the subject."""
+        value = f"<{_check_url(unsubscribe_url)}>"
+        if self._mailto:
+            token = unsubscribe_url.rpartition("/")[2]
+            value += f", <mailto:{self._mailto}?subject=unsubscribe%20{token}>"
+        return value
 
     def _assemble(self, head: tuple[bytes, ...], values: Mapping[str, str]) -> bytes:
         cache: dict[Slot, bytes] = {}
@@ -329,13 +389,11 @@ class MessageTemplate:
         unsubscribe_url: str,
         message_id: str,
     ) -> MessageParts:
-        headers = {"Message-ID": f"<{message_id}>"}
-        if self.transactional:
-            headers["Auto-Submitted"] = AUTO_SUBMITTED
-        else:
-            headers["List-Id"] = self._list_id_value
-            headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-            headers["List-Unsubscribe-Post"] = ONE_CLICK
+        headers = {"Message-ID": f"<{message_id}>", **dict(self._fixed_headers)}
+        if not self.transactional:
+            headers["List-Unsubscribe"] = self._list_unsubscribe(unsubscribe_url)
+            if self._one_click:
+                headers["List-Unsubscribe-Post"] = ONE_CLICK
         if self._reply_to_value:
             headers["Reply-To"] = self._reply_to_value
         return MessageParts(
@@ -347,6 +405,29 @@ class MessageTemplate:
             html=self.compiled.html.render(values),
             headers=headers,
         )
+
+
+def _fixed_headers(
+    config: Config, list_id: str, transactional: bool
+) -> tuple[tuple[str, str], ...]:
+    """The header fields every message of this template carries unchanged, in order.
+
+    An issue: List-Id, Precedence: bulk, X-Auto-Response-Suppress, then `headers:` of
+    newsletter.yaml. A transactional mail (one reader asked for it) is not bulk: no List-Id,
+    no Precedence (which some filters file away as bulk) and no custom issue headers, but
+    Auto-Submitted (RFC 3834) and X-Auto-Response-Suppress, as no machine-made mail wants an
+    out-of-office reply."""
+    if transactional:
+        return (
+            ("Auto-Submitted", AUTO_SUBMITTED),
+            ("X-Auto-Response-Suppress", AUTO_RESPONSE_SUPPRESS),
+        )
+    return (
+        ("List-Id", list_id),
+        ("Precedence", PRECEDENCE),
+        ("X-Auto-Response-Suppress", AUTO_RESPONSE_SUPPRESS),
+        *config.headers,
+    )
 
 
 def _address_value(header: str, address: Address) -> str:

@@ -5,6 +5,12 @@ message template assembles bytes itself. These helpers produce exactly what RFC 
 require: CRLF line ends, header lines well under 998 octets, quoted-printable lines of at most 76
 characters, RFC 2047 encoded-words (UTF-8, base64) for non-ASCII display names and subjects.
 
+A text part is quoted-printable or base64, whichever is smaller for the issue (as Python's email
+package chooses): QP keeps Latin text readable and small, but triples CJK text (every UTF-8 byte
+becomes "=XX"), where base64 costs 4/3. Base64 cannot be spliced from independently encoded
+pieces (padding would sit mid-body), so a base64 part is encoded whole per recipient (one
+b64encode).
+
 Quoted-printable is written in independent *segments*: every segment starts at column 0 and ends
 either with a hard line break or with a soft line break (`=` CRLF). Soft breaks decode to nothing,
 so segments can be encoded once per issue (the literal template text) or per recipient (a slot
@@ -17,6 +23,7 @@ import base64
 import re
 
 from newsletter.errors import MessageError
+from newsletter.idn import ascii_domain
 
 CRLF = "\r\n"
 QP_MAX = 75  # characters before the soft-break "=" (76 with it)
@@ -70,6 +77,30 @@ def qp_segment(text: str) -> bytes:
             out.append(_qp_line(line, hard=True))
             out.append("\r\n")
     return "".join(out).encode("ascii")
+
+
+def crlf_text(text: str) -> str:
+    """Line ends as CRLF: the canonical form of a text part before base64 (RFC 2045 6.8)."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+
+
+def base64_body(text: str) -> bytes:
+    """`text` (already CRLF, see `crlf_text`) as UTF-8 in base64 lines of 76 characters, each
+    ending in CRLF (RFC 2045 6.8). One b64encode and a line split: about what QP costs per byte."""
+    if not text:
+        return b""
+    # One b64encode, then CRLF every 76 characters: base64.encodebytes loops in Python per
+    # 57-byte line, several times slower on a 100 KB part.
+    encoded = base64.b64encode(text.encode("utf-8"))
+    return b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+
+
+def base64_size(octets: int) -> int:
+    """Length of `base64_body` for `octets` bytes of content: 4 per 3, CRLF per 76 characters."""
+    chars = -(-octets // 3) * 4
+    return chars + 2 * -(-chars // 76)
 
 
 def _qp_line(line: str, *, hard: bool) -> str:
@@ -199,8 +230,8 @@ def addr_spec(email: str) -> str:
         raise MessageError(f"invalid email address {email!r}")
     if not domain.isascii():
         try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
+            domain = ascii_domain(domain)  # IDNA 2008, as the sender's (newsletter.idn)
+        except UnicodeError:  # idna.IDNAError is one
             raise MessageError(f"invalid domain in email address {email!r}") from None
     if not _DOMAIN.fullmatch(domain) or len(local) + len(domain) > 253:
         raise MessageError(f"invalid email address {email!r}")

@@ -12,7 +12,7 @@ and turns links into numbered references (`text [1]`) collected per story by a `
 from __future__ import annotations
 
 import functools
-import textwrap
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,21 +169,59 @@ class References:
 
 
 def wrap(text: str, indent: str = "", first: str | None = None, width: int = WIDTH) -> str:
-    """Wrap one paragraph; URLs and long words are never broken (they may exceed the width)."""
+    """Wrap one paragraph at `width` columns of DISPLAY width (a CJK character takes two, see
+    `display_width`); URLs and long words are never broken (they may exceed the width), while a
+    line may break between two CJK characters, which need no space (UAX #14), never before
+    closing punctuation such as 。 or ）."""
     lines: list[str] = []
     lead = indent if first is None else first
     for raw in text.split("\n"):
-        wrapped = textwrap.wrap(
-            " ".join(raw.split()),
-            width=width,
-            initial_indent=lead,
-            subsequent_indent=indent,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        lines.extend(wrapped or [lead.rstrip()])
+        line, used, empty = lead, display_width(lead), True
+        for unit, spaced in _units(raw):
+            size = display_width(unit)
+            gap = 1 if spaced and not empty else 0
+            if not empty and used + gap + size > width:
+                lines.append(line)
+                line, used, gap = indent, display_width(indent), 0
+            line += " " * gap + unit
+            used += gap + size
+            empty = False
+        lines.append(line.rstrip() if empty else line)
         lead = indent
     return "\n".join(lines)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes: East Asian Wide and Fullwidth characters count two
+    (Unicode UAX #11), combining marks none."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+# Closing punctuation that must not start a line (kinsoku): it stays with the character before.
+_NO_BREAK_BEFORE = frozenset("、。，．,.！？!?）」』】》〉〕］｝：；:;・ー…")
+
+
+def _units(line: str) -> Iterator[tuple[str, bool]]:
+    """Pieces a line may break between, each with whether a space precedes it: a word, or in
+    CJK text each wide character (with any closing punctuation after it)."""
+    for word in line.split():
+        spaced = True
+        unit = ""
+        for ch in word:
+            wide = unicodedata.east_asian_width(ch) in "WF"
+            if unit and (wide or _wide_end(unit)) and ch not in _NO_BREAK_BEFORE:
+                yield unit, spaced
+                unit, spaced = "", False
+            unit += ch
+        if unit:
+            yield unit, spaced
+
+
+def _wide_end(unit: str) -> bool:
+    return unicodedata.east_asian_width(unit[-1]) in "WF"
 
 
 def to_text(

@@ -167,7 +167,11 @@ def long_date(date: dt.date) -> str:
 
 
 def underline(text: str, char: str = "=") -> str:
-    return f"{text}\n{char * min(len(text), markdown.WIDTH)}"
+    """`text` wrapped at the text part's width, ruled as wide as its widest line (display
+    width: a CJK headline of 20 characters takes 40 columns)."""
+    wrapped = markdown.wrap(text)
+    widest = max(map(markdown.display_width, wrapped.split("\n")))
+    return f"{wrapped}\n{char * min(widest, markdown.WIDTH)}"
 
 
 def render(env: Environment, name: str, context: Mapping[str, Any]) -> str:

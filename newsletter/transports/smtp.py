@@ -36,6 +36,7 @@ from newsletter.errors import (
     TransportConnectError,
     TransportTemporaryError,
 )
+from newsletter.idn import ascii_domain
 from newsletter.transports.base import (
     DeliveryResult,
     DotSafeBytes,
@@ -146,8 +147,21 @@ def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSetti
         timeout=timeout,
         cafile=params.get("cafile") or None,
         verify=verify,
-        helo=params.get("helo") or config.sender_domain,
+        helo=_helo(params.get("helo")) or config.sender_domain,
     )
+
+
+def _helo(name: str | None) -> str | None:
+    """`helo=` as the ASCII name EHLO needs (RFC 5321 4.1.1.1): an IDN as IDNA A-labels."""
+    if not name:
+        return None
+    try:
+        return ascii_domain(name)
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise TransportConfigError(
+            f"SMTP URL parameter helo: {name!r} is not a valid internationalised domain name "
+            f"(IDNA 2008: {exc})"
+        ) from None
 
 
 def _without_password(url: str) -> str:

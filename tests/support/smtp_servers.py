@@ -137,6 +137,7 @@ class Delivered:
     rcpt_tos: list[str]
     data: bytes
     mail_options: list[str] = field(default_factory=list)
+    helo: str = ""  # the name the client gave in EHLO/HELO
 
     def parsed(self) -> EmailMessage:
         return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
@@ -212,6 +213,7 @@ class RecordingHandler:
                     list(envelope.rcpt_tos),
                     bytes(data),
                     list(envelope.mail_options),
+                    session.host_name or "",
                 )
             )
             number = len(self.messages)
