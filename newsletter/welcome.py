@@ -172,10 +172,15 @@ class _Owed:
     def mark_bounced(self, subscriber_id: int, reply: str) -> bool:
         return self.store.mark_bounced(subscriber_id, reply)
 
-    def count(self, list_name: str | None = None, status: str | None = None) -> int:
+    # The welcome goes to everyone owed it: never to a segment (`segment` is always None).
+    def count(
+        self, list_name: str | None = None, status: str | None = None, segment: object = None
+    ) -> int:
         return sum(1 for _ in self.iter_member_ids(WELCOME_LIST, status or ACTIVE))
 
-    def iter_member_ids(self, list_name: str, status: str = ACTIVE) -> Iterator[int]:
+    def iter_member_ids(
+        self, list_name: str, status: str = ACTIVE, segment: object = None
+    ) -> Iterator[int]:
         rows = self.conn.execute(
             "SELECT subscriber_id FROM welcome_requests WHERE issue_slug = ?"
             " ORDER BY subscriber_id",

@@ -403,7 +403,7 @@ def _audience(
         note = f"Resuming the campaign to {existing.audience} as before."
     # A new campaign's fields are checked (a typo would match nobody); a resume keeps the
     # segment it was started with, even if a field it names is gone since.
-    fields = store.field_names() if existing is None else None
+    fields = store.field_names() if existing is None and chosen is not None else None
     query = compile_segment(chosen, fields) if chosen is not None else None
     new_members = 0
     if existing is None and not ledger.for_list(slug, name):
