@@ -105,6 +105,34 @@ def apply_to_store(
     return report
 
 
+def apply_send_bounce(
+    store: SubscriberStore,
+    config: Config,
+    secret: bytes,
+    *,
+    campaign_id: int,
+    subscriber_id: int,
+    message_id: str,
+    reply: str,
+) -> EventOutcome:
+    """A permanent refusal while sending (SMTP 5xx, a provider's rejection) as a hard bounce of
+    source `smtp`, keyed by the Message-ID (a refused row is never retried, so once)."""
+    from newsletter.campaign.ledger import Ledger
+
+    row_id = Ledger(store.conn).row_of(campaign_id, subscriber_id)
+    event = FeedbackEvent(
+        "hard_bounce",
+        "smtp",
+        message_id,
+        subscriber_id=subscriber_id,
+        ledger_key=row_id,
+        message_id=message_id,
+        status=reply.split(" ", 1)[0] if reply[:1].isdigit() else "",
+        reason=reply,
+    )
+    return apply_to_store(store, config, [event], secret=secret).outcomes[0]
+
+
 def _batches(events: Iterable[FeedbackEvent], size: int) -> Iterator[list[FeedbackEvent]]:
     it = iter(events)
     while batch := list(islice(it, size)):

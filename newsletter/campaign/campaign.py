@@ -39,7 +39,7 @@ from newsletter.errors import CampaignError, CampaignPaused
 from newsletter.imagestore import keep_issue_images
 from newsletter.issue import Issue
 from newsletter.mail.dkim import DkimSigner
-from newsletter.mail.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate, Verp, feedback_id
 from newsletter.render.compiled import CompiledIssue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
@@ -177,19 +177,29 @@ class Campaign:
     def template(self) -> MessageTemplate:
         """The issue's MIME template, built once per campaign from the check's compiled issue."""
         if self._template is None:
+            bounces = self.config.bounces
+            verp = None
+            if bounces.verp_local and bounces.verp_domain:
+                verp = Verp(self._secret(), bounces.verp_local, bounces.verp_domain)
             self._template = MessageTemplate(
                 self.compiled,
                 self.config,
                 campaign_key=campaign_key(self.issue.slug, self.list_name),
                 dkim=dkim_signer(self.config),
+                verp=verp,
+                feedback_id=feedback_id(self.issue.slug, self.list_name, self.config),
             )
         return self._template
 
-    def messages(self) -> SubscriberMessages:
+    def _secret(self) -> bytes:
         from newsletter.tokens import secret_key
 
-        secret = secret_key(self.config, self.store.conn)
-        return SubscriberMessages(self.compiled, self.template(), self.store, self.config, secret)
+        return secret_key(self.config, self.store.conn)
+
+    def messages(self) -> SubscriberMessages:
+        return SubscriberMessages(
+            self.compiled, self.template(), self.store, self.config, self._secret()
+        )
 
     # -- sending ---------------------------------------------------------------------------
     def run(
@@ -226,6 +236,7 @@ class Campaign:
         transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
+            source.campaign_id = campaign.id
             self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
