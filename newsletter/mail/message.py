@@ -274,6 +274,7 @@ class MessageTemplate:
             message_id=message_id,
             build_data=build_data,
             build_parts=build_parts,
+            header_from=None if verp is None else self.envelope_from,
         )
 
     def subject_for(self, values: Mapping[str, str]) -> str:
