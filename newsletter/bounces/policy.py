@@ -264,15 +264,16 @@ class _Applier:
 
 
 def _detail(event: FeedbackEvent, match: Match) -> str:
-    """`dsn 5.1.1: user unknown; campaign 2026-03-issue/weekly`: one history line's detail."""
-    parts = [event.source]
+    """One history line's detail, as `subscribers show` prints it:
+    `source dsn, status 5.1.1, campaign 2026-03-issue/weekly: user unknown`."""
+    parts = [f"source {event.source}"]
     if event.status:
-        parts.append(event.status)
-    text = " ".join(parts)
+        parts.append(f"status {' '.join(event.status.split())[:100]}")
+    if match.campaign:
+        parts.append(f"campaign {match.campaign}")
+    text = ", ".join(parts)
     if event.reason:
         text += f": {' '.join(event.reason.split())[:300]}"
-    if match.campaign:
-        text += f"; campaign {match.campaign}"
     return text
 
 
