@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from cli_support import run
 
 from newsletter.bounces.events import FeedbackEvent
 from newsletter.bounces.policy import apply_events
@@ -180,7 +181,7 @@ def test_dry_run_writes_nothing_and_says_what_would_change(sent) -> None:
 
 
 def test_soft_bounces_older_than_the_window_do_not_count(sent) -> None:
-    config, ids = sent
+    config, _ids = sent
     now = dt.datetime.now(dt.UTC)
     events = [
         FeedbackEvent(
@@ -223,9 +224,8 @@ def test_soft_limit_and_window_are_configurable(project: Path) -> None:
 def test_nothing_but_a_fresh_confirmed_opt_in_brings_them_back(
     sent, kind: str, runner, project: Path
 ) -> None:
-    from cli_support import run
 
-    config, ids = sent
+    config, _ids = sent
     apply_events(config, [FeedbackEvent(kind, "ses", "x1", recipient="reader4@example.net")])
     stopped = _status(config, "reader4@example.net")
     assert stopped in ("complained", "unsubscribed", "bounced")
@@ -246,7 +246,6 @@ def test_nothing_but_a_fresh_confirmed_opt_in_brings_them_back(
 def test_subscribers_show_prints_each_event_with_source_status_reason_campaign(
     sent, runner, project: Path
 ) -> None:
-    from cli_support import run
 
     config, ids = sent
     row = ids["reader5@example.net"]
