@@ -90,9 +90,12 @@ _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM c
 HEARTBEAT_TIMEOUT = 120.0
 
 
-def campaign_key(issue_slug: str, list_name: str) -> str:
-    """What a campaign's Message-IDs are derived from (`MessageTemplate(campaign_key=...)`)."""
-    return f"{issue_slug}/{list_name}"
+def campaign_key(issue_slug: str, list_name: str, segment: str | None = None) -> str:
+    """What a campaign's Message-IDs are derived from (`MessageTemplate(campaign_key=...)`),
+    and derived again from when a bounce names only its Message-ID (newsletter.bounces.lookup):
+    the one place that says it. `segment`: a segment campaign's canonical expression."""
+    key = f"{issue_slug}/{list_name}"
+    return key if segment is None else f"{key}/{segment}"
 
 
 def _now_iso() -> str:
