@@ -63,6 +63,8 @@ class EventOutcome:
 
 @dataclass
 class ApplyReport:
+    """What `apply_events` did: one `EventOutcome` per event, in the order given."""
+
     outcomes: list[EventOutcome] = field(default_factory=list)
     dry_run: bool = False
 
@@ -103,7 +105,8 @@ def apply_to_store(
     dry_run: bool = False,
     secret: bytes | None = None,
 ) -> ApplyReport:
-    """`apply_events` on an open store (the send path uses it for a 5xx during sending)."""
+    """`apply_events` on a store the caller holds open (and closes); `secret`: the token
+    secret when the caller has it already (else read as `tokens.secret_key` does)."""
     from newsletter.tokens import secret_key
 
     records.migrate(store.conn)
