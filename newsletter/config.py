@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter import idn
+from newsletter.bouncesettings import BounceSettings, parse_bounce_settings
 from newsletter.branding import Brand, BrandError, parse_brand
 from newsletter.customheaders import parse_headers
 from newsletter.errors import ConfigError
@@ -47,6 +48,7 @@ KEYS = (
     "segments",
     "headers",
     "unsubscribe_mailto",
+    "bounces",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -128,6 +130,9 @@ class Config:
     def one_click(self) -> bool:
         """RFC 8058 one-click unsubscribe needs an HTTPS URI: False for a plain-http base_url."""
         return urlsplit(self.base_url).scheme == "https"  # urlsplit lower-cases "HTTPS"
+
+    # `bounces:`: VERP address, soft-bounce rule, reputation guard (see bouncesettings).
+    bounces: BounceSettings = dataclasses.field(default_factory=BounceSettings)
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -235,7 +240,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key in ("dkim", "lists", "theme", "segments", "utm", "headers"):
+        if key in ("dkim", "lists", "theme", "segments", "utm", "headers", "bounces"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -476,6 +481,16 @@ def _theme_brand(src: _Source, key: str) -> Brand:
     return _brand(src.values.get(key), src.path, src.doc)
 
 
+def _bounces(src: _Source, key: str) -> BounceSettings:
+    def where(*keys: str, key_line: bool = False) -> tuple[object, int | None]:
+        line = src.doc.where(("bounces", *keys), key=key_line)[0] if src.doc else None
+        return src.path, line
+
+    return parse_bounce_settings(
+        src.values.get(key), lambda *keys, key=False: where(*keys, key_line=key)
+    )
+
+
 # Config field -> (its key in newsletter.yaml, the reader that validates it), in the order the
 # keys are checked (the first problem found is the one reported).
 _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
@@ -498,6 +513,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "segments": ("segments", lambda src, key: _segments(src.values.get(key), src.path, src.doc)),
     "headers": ("headers", lambda src, key: parse_headers(src.raw(key), src.path, src.doc)),
     "unsubscribe_mailto": ("unsubscribe_mailto", lambda src, key: _mailto(src, key)),
+    "bounces": ("bounces", _bounces),
 }
 
 
@@ -645,6 +661,8 @@ def _segments(raw: Any, path: Path | None, doc: YamlDocument | None) -> dict[str
             )
         out[str(name)] = NamedSegment(text, path, line(str(name)))
     return out
+
+
 def _mailto(src: _Source, key: str) -> str | None:
     """`unsubscribe_mailto: unsubscribe@example.com`: the mailbox added to List-Unsubscribe as
     `<mailto:ADDRESS?subject=unsubscribe%20TOKEN>` (RFC 2369), its domain as IDNA."""

@@ -54,8 +54,8 @@ HOSTILE = {
 DECODED_PAYLOADS = ("<h1>Account locked</h1>", "<h1>Locked</h1>", "Bcc: a@evil.example")
 ISSUE_HEADERS = [
     "From", "To", "Subject", "Date", "Message-ID", "List-Id", "Precedence",
-    "X-Auto-Response-Suppress", "List-Unsubscribe", "List-Unsubscribe-Post", "MIME-Version",
-    "Content-Type",
+    "X-Auto-Response-Suppress", "Feedback-ID", "List-Unsubscribe", "List-Unsubscribe-Post",
+    "MIME-Version", "Content-Type",
 ]  # fmt: skip
 CONFIRM_HEADERS = [
     "From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted",

@@ -15,11 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from newsletter.bounces.guard import PREFIX as GUARD_PREFIX
+from newsletter.bounces.guard import Guard
 from newsletter.campaign.connections import close_transports, open_connections
-from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem
+from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_key
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
@@ -39,7 +41,7 @@ from newsletter.errors import CampaignError, CampaignPaused
 from newsletter.imagestore import keep_issue_images
 from newsletter.issue import Issue
 from newsletter.mail.dkim import DkimSigner
-from newsletter.mail.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate, Verp, feedback_id
 from newsletter.render.compiled import CompiledIssue
 from newsletter.subscribers.segment import Segment, parse_segment, resolve_segment
 from newsletter.subscribers.segmentsql import SegmentQuery, compile_segment
@@ -192,11 +194,17 @@ class Campaign:
     def template(self) -> MessageTemplate:
         """The issue's MIME template, built once per campaign from the check's compiled issue."""
         if self._template is None:
+            bounces = self.config.bounces
+            verp = None
+            if bounces.verp_local and bounces.verp_domain:
+                verp = Verp(self._secret(), bounces.verp_local, bounces.verp_domain)
             self._template = MessageTemplate(
                 self.compiled,
                 self.config,
                 campaign_key=self.campaign_key,
                 dkim=dkim_signer(self.config),
+                verp=verp,
+                feedback_id=feedback_id(self.issue.slug, self.list_name, self.config),
             )
         return self._template
 
@@ -204,14 +212,18 @@ class Campaign:
     def campaign_key(self) -> str:
         """What Message-IDs derive from: stable per campaign (a resend after a crash keeps its
         Message-ID); a segment's campaign differs from the whole list's."""
-        key = f"{self.issue.slug}/{self.list_name}"
-        return key if self.segment is None else f"{key}/{self.segment.canonical}"
+        segment = self.segment.canonical if self.segment is not None else None
+        return campaign_key(self.issue.slug, self.list_name, segment)
 
-    def messages(self) -> SubscriberMessages:
+    def _secret(self) -> bytes:
         from newsletter.tokens import secret_key
 
-        secret = secret_key(self.config, self.store.conn)
-        return SubscriberMessages(self.compiled, self.template(), self.store, self.config, secret)
+        return secret_key(self.config, self.store.conn)
+
+    def messages(self) -> SubscriberMessages:
+        return SubscriberMessages(
+            self.compiled, self.template(), self.store, self.config, self._secret()
+        )
 
     # -- sending ---------------------------------------------------------------------------
     def run(
@@ -224,11 +236,20 @@ class Campaign:
         max_failures_in_a_row: int = 50,
         stop: threading.Event | None = None,
         handle_sigint: bool = False,
+        guard_confirmed: bool = False,
     ) -> SendReport:
         """Send to everyone due; `stop` (or Ctrl-C with `handle_sigint`) ends it cleanly.
 
         `rate` and `concurrency` default to the campaign's stored ones (else unlimited, 4).
+        A campaign the reputation guard paused (`guard_reason`) is resumed only with
+        `guard_confirmed` (the user answered the question; the guard then stays quiet for this
+        run); otherwise CampaignError. The guard may pause it again: CampaignPaused.
         """
+        if self.guard_reason and not guard_confirmed:
+            raise CampaignError(
+                f"this campaign was paused by the {self.guard_reason}; resume it only after "
+                "confirming (answer the question, or pass --yes)"
+            )
         concurrency = run_concurrency(concurrency, self.existing)
         run_limit = run_rate(rate, self.existing)
         options = RunOptions(
@@ -248,6 +269,9 @@ class Campaign:
         transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
+            source.campaign_id = campaign.id
+            if not guard_confirmed:
+                options = replace(options, guard=self._guard(campaign.id))
             self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
@@ -300,6 +324,25 @@ class Campaign:
                     raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
         finally:
             self.ledger.end_run(campaign_id)
+
+    @property
+    def guard_reason(self) -> str | None:
+        """Why the reputation guard paused this campaign (`reputation guard: ...`), if it did
+        and nobody resumed it since."""
+        row = self.existing
+        if row is None or row.state != "paused" or not row.state_reason:
+            return None
+        return row.state_reason if row.state_reason.startswith(GUARD_PREFIX) else None
+
+    def _guard(self, campaign_id: int) -> Callable[[int, int], str | None]:
+        from newsletter.bounces import records
+
+        records.migrate(self.store.conn)
+        counts = self.ledger.counts(campaign_id)
+        guard = Guard(
+            self.store.conn, campaign_id, self.config.bounces, counts.sent + counts.bounced
+        )
+        return guard.check
 
     def _start_campaign(self) -> CampaignRow:
         # The snapshot: the segment is evaluated now, and the ledger rows are who it is; only

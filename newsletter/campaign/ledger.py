@@ -119,6 +119,14 @@ _SIBLING_ROW = (
 HEARTBEAT_TIMEOUT = 120.0
 
 
+def campaign_key(issue_slug: str, list_name: str, segment: str | None = None) -> str:
+    """What a campaign's Message-IDs are derived from (`MessageTemplate(campaign_key=...)`),
+    and derived again from when a bounce names only its Message-ID (newsletter.bounces.lookup):
+    the one place that says it. `segment`: a segment campaign's canonical expression."""
+    key = f"{issue_slug}/{list_name}"
+    return key if segment is None else f"{key}/{segment}"
+
+
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -584,6 +592,39 @@ class Ledger:
             ).fetchone()[0]
             new += len(chunk) - int(known)
         return new
+
+    # -- after the send (newsletter.bounces) -------------------------------------------------
+    def recipient_row(self, row_id: int) -> tuple[int, int] | None:
+        """(campaign id, subscriber id) of a recipient row, None if there is no such row."""
+        row = self.conn.execute(
+            "SELECT campaign_id, subscriber_id FROM campaign_recipients WHERE id = ?", (row_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def row_of(self, campaign_id: int, subscriber_id: int) -> int | None:
+        """The recipient row id of a subscriber in a campaign, if they are in it."""
+        row = self.conn.execute(
+            "SELECT id FROM campaign_recipients WHERE campaign_id = ? AND subscriber_id = ?",
+            (campaign_id, subscriber_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def iter_row_keys(self, campaign_id: int, after: int = 0) -> Iterator[tuple[int, int]]:
+        """(row id, subscriber id) of the campaign's rows above `after`, ascending, streamed."""
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, subscriber_id FROM campaign_recipients WHERE campaign_id = ?"
+                " AND id > ? ORDER BY id LIMIT ?",
+                (campaign_id, after, CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield from ((int(r[0]), int(r[1])) for r in rows)
+
+    def all_campaigns(self) -> list[CampaignRow]:
+        rows = self.conn.execute("SELECT * FROM campaigns ORDER BY id").fetchall()
+        return [_campaign(r) for r in rows]
 
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:

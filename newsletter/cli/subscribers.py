@@ -256,7 +256,9 @@ def _tag_report(change: Any, verb: str, unchanged: str) -> None:
 @db_option
 @reports_errors
 def show(email: str, db: Path | None) -> None:
-    """Show one subscriber: data, lists, fields and the history of consent."""
+    """Show one subscriber: data, lists, tags, fields and their history: consent, and every
+    bounce, complaint, provider unsubscribe and delivery report with its source, status,
+    campaign and reason."""
     from newsletter.subscribers.tags import tags_of
 
     with _open(db) as store:

@@ -47,6 +47,7 @@ SIGNED_HEADERS = (
     "Message-ID",
     "Reply-To",
     "List-Id",
+    "Feedback-ID",  # Gmail's feedback loop trusts it only when signed
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "Precedence",
@@ -56,7 +57,16 @@ SIGNED_HEADERS = (
     "Content-Type",
 )
 OVERSIGN = frozenset(
-    {"from", "to", "subject", "date", "reply-to", "list-unsubscribe", "list-unsubscribe-post"}
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "reply-to",
+        "feedback-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    }
 )
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")

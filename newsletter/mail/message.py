@@ -29,8 +29,10 @@ an over-long unsubscribe URL) raises `MessageError`; transports turn that into a
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,6 +52,7 @@ from newsletter.mail.mime import (
 )
 from newsletter.placeholders import Recipient
 from newsletter.render.fill import Fill, Slot
+from newsletter.tokens import verp_address
 from newsletter.transports.base import DotSafeBytes, MessageParts, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -59,6 +62,7 @@ if TYPE_CHECKING:
     from newsletter.mail.dkim import DkimSigner
 
 TEST_PREFIX = "[TEST] "
+_FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 ONE_CLICK = "List-Unsubscribe=One-Click"
 AUTO_SUBMITTED = "auto-generated"  # RFC 3834: no vacation replies to a machine-made message
 # Exchange and Outlook honour neither Auto-Submitted nor Precedence: without this header
@@ -173,6 +177,8 @@ class MessageTemplate:
         dkim: DkimSigner | None = None,
         test: bool = False,
         transactional: bool = False,
+        verp: Verp | None = None,
+        feedback_id: str | None = None,
     ) -> None:
         self.compiled = compiled
         self.config = config
@@ -181,6 +187,8 @@ class MessageTemplate:
         self.test = test
         self.transactional = transactional
         self.envelope_from = addr_spec(config.sender.addr_spec)
+        # VERP: the envelope sender names the ledger row (`outgoing`'s key), see tokens.verp_token
+        self.verp = None if transactional else verp
         self._domain = config.sender_domain
         self._prefix = TEST_PREFIX if test else ""
         self._dates = _DateCache()
@@ -202,6 +210,11 @@ class MessageTemplate:
         ]
         if self._reply_to_value:
             middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode("ascii")))
+        self.feedback_id = None if transactional or not feedback_id else feedback_id
+        if self.feedback_id:
+            # Fixed per campaign: among the DKIM-signed fields, as Gmail's feedback loop needs.
+            line = header_line("Feedback-ID", _check_feedback_id(self.feedback_id))
+            middle.append(("Feedback-ID", line.encode("ascii")))
         self._middle = b"".join(line for _, line in middle)
         # RFC 8058 3.1: one-click needs an HTTPS URI; with plain http the Post header is left out.
         self._one_click = not transactional and config.one_click
@@ -255,8 +268,7 @@ class MessageTemplate:
 
     def message_id(self, subscriber_key: str | int) -> str:
         """Deterministic per campaign and subscriber (a resend carries the same id); no <>."""
-        digest = hashlib.sha256(f"{self.campaign_key}\0{subscriber_key}".encode()).hexdigest()
-        return f"{digest[:32]}@{self._domain}"
+        return f"{message_id_digest(self.campaign_key, subscriber_key)}@{self._domain}"
 
     # --- per recipient --------------------------------------------------------------------
 
@@ -295,13 +307,17 @@ class MessageTemplate:
         def build_parts() -> MessageParts:
             return self._parts(recipient, values, unsubscribe_url, message_id)
 
+        verp = self.verp
         return OutgoingMessage(
             key=key,
-            envelope_from=self.envelope_from,
+            envelope_from=self.envelope_from
+            if verp is None
+            else verp_address(verp.secret, key, verp.local, verp.domain),
             recipient=addr_spec(recipient.email),
             message_id=message_id,
             build_data=build_data,
             build_parts=build_parts,
+            header_from=None if verp is None else self.envelope_from,
         )
 
     def html_part_size(self, recipient: Recipient, unsubscribe_url: str) -> tuple[int, str]:
@@ -396,6 +412,8 @@ class MessageTemplate:
                 headers["List-Unsubscribe-Post"] = ONE_CLICK
         if self._reply_to_value:
             headers["Reply-To"] = self._reply_to_value
+        if self.feedback_id:
+            headers["Feedback-ID"] = self.feedback_id
         return MessageParts(
             from_header=self._from_value,
             to_email=addr_spec(recipient.email),
@@ -430,6 +448,31 @@ def _fixed_headers(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Verp:
+    """What a VERP envelope sender is made of: `local+<token>@domain` (bounces: address)."""
+
+    secret: bytes
+    local: str
+    domain: str
+
+
+def feedback_id(issue_slug: str, list_name: str, config: Config) -> str:
+    """Gmail's Feedback-ID `<campaign>:<list>:<newsletter>:<sender-id>`: the issue slug, the
+    list, the newsletter's list-id label and `bounces.feedback_id` (default: the sender
+    domain). ':' separates the fields, so each keeps only letters, digits, '.', '_', '-'."""
+    sender = config.bounces.feedback_id or config.sender_domain
+    newsletter = config.list_id_token.rpartition("." + config.sender_domain)[0]
+    fields = (issue_slug, list_name, newsletter or "newsletter", sender)
+    return ":".join(_FEEDBACK_UNSAFE.sub("-", f)[:64].strip("-") or "x" for f in fields)
+
+
+def message_id_digest(campaign_key: str, subscriber_key: str | int) -> str:
+    """The part of a campaign Message-ID before the @: 32 hex digits of SHA-256 over campaign
+    key and subscriber (bounce mapping derives it again from the ledger, see bounces.lookup)."""
+    return hashlib.sha256(f"{campaign_key}\0{subscriber_key}".encode()).hexdigest()[:32]
+
+
 def _address_value(header: str, address: Address) -> str:
     """`Name <addr>` header value (encoded, possibly folded) for a configured address."""
     line = address_header(header, address.display_name, address.addr_spec)
@@ -448,6 +491,13 @@ def _check_message_id(message_id: str) -> str:
     if "@" not in message_id or any(c in message_id for c in "<> \t") or not message_id.isascii():
         raise MessageError(f"invalid Message-ID {message_id!r}: expected id@domain")
     return message_id
+
+
+def _check_feedback_id(value: str) -> str:
+    check_header_text(value, "Feedback-ID")
+    if not value.isascii() or any(c.isspace() for c in value) or len(value) > 300:
+        raise MessageError(f"invalid Feedback-ID {value!r}: expected a:b:c:sender-id")
+    return value
 
 
 def _check_url(url: str) -> str:
