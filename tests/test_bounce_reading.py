@@ -13,13 +13,16 @@ from newsletter.bounces.report import MailboxAddresses
 from tests.support import bounce_mail as mail
 
 ADDRESSES = MailboxAddresses(bounce_address=mail.BOUNCE_BASE)
+T1 = tokens.verp_token(b"v" * 32, 1)
+T5 = tokens.verp_token(b"v" * 32, 5)
+T9 = tokens.verp_token(b"v" * 32, 9)
 MID = "20261130.12.abc@news.example.com"
 
 # (shape, message, kind, recipient, status)
 BOUNCES = [
     (
         "postfix 5.1.1",
-        mail.postfix_dsn("bob@example.org", "t1", MID),
+        mail.postfix_dsn("bob@example.org", T1, MID),
         "hard_bounce",
         "bob@example.org",
         "5.1.1",
@@ -28,7 +31,7 @@ BOUNCES = [
         "postfix delayed",
         mail.postfix_dsn(
             "bob@example.org",
-            "t1",
+            T1,
             MID,
             action="delayed",
             status="4.4.1",
@@ -41,7 +44,7 @@ BOUNCES = [
     (
         "postfix mailbox full 5.2.2",
         mail.postfix_dsn(
-            "bob@example.org", "t1", MID, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full"
+            "bob@example.org", T1, MID, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full"
         ),
         "soft_bounce",
         "bob@example.org",
@@ -50,7 +53,7 @@ BOUNCES = [
     (
         "postfix failed 4.x",
         mail.postfix_dsn(
-            "bob@example.org", "t1", MID, status="4.7.1", diagnostic="smtp; 450 4.7.1 try later"
+            "bob@example.org", T1, MID, status="4.7.1", diagnostic="smtp; 450 4.7.1 try later"
         ),
         "soft_bounce",
         "bob@example.org",
@@ -58,28 +61,28 @@ BOUNCES = [
     ),
     (
         "exim",
-        mail.exim_dsn("ann@example.net", "t1", MID),
+        mail.exim_dsn("ann@example.net", T1, MID),
         "hard_bounce",
         "ann@example.net",
         "5.0.0",
     ),
     (
         "exchange online",
-        mail.exchange_dsn("Bob@Contoso.Example", "t1", MID),
+        mail.exchange_dsn("Bob@Contoso.Example", T1, MID),
         "hard_bounce",
         "Bob@contoso.example",
         "5.1.10",
     ),
     (
         "exchange 5.7.515",
-        mail.exchange_dsn("bob@outlook.example", "t1", MID, status="5.7.515"),
+        mail.exchange_dsn("bob@outlook.example", T1, MID, status="5.7.515"),
         "hard_bounce",
         "bob@outlook.example",
         "5.7.515",
     ),
     (
         "gmail 5.1.1",
-        mail.gmail_dsn("joe@gmail.example", "t1", MID),
+        mail.gmail_dsn("joe@gmail.example", T1, MID),
         "hard_bounce",
         "joe@gmail.example",
         "5.1.1",
@@ -88,7 +91,7 @@ BOUNCES = [
         "gmail over quota 4.2.2",
         mail.gmail_dsn(
             "joe@gmail.example",
-            "t1",
+            T1,
             MID,
             status="4.2.2",
             diagnostic="smtp; 452-4.2.2 The recipient's inbox is out of storage space.",
@@ -99,21 +102,21 @@ BOUNCES = [
     ),
     (
         "qmail (non-standard)",
-        mail.qmail_bounce("q@example.org", "t1"),
+        mail.qmail_bounce("q@example.org", T1),
         "hard_bounce",
         "q@example.org",
         "permanent",
     ),
     (
         "exim without DSN (non-standard)",
-        mail.exim_plain_bounce("e@example.org", "t1"),
+        mail.exim_plain_bounce("e@example.org", T1),
         "hard_bounce",
         "e@example.org",
         "permanent",
     ),
     (
         "yahoo plain (non-standard)",
-        mail.yahoo_plain_bounce("y@yahoo.example", "t1"),
+        mail.yahoo_plain_bounce("y@yahoo.example", T1),
         "hard_bounce",
         "y@yahoo.example",
         "permanent",
@@ -135,7 +138,7 @@ def test_a_bounce_maps_to_its_recipient_by_verp(raw, kind, recipient, status):
         recipient,
         status,
     )
-    assert event.verp_token == "t1"
+    assert event.verp_token == T1
     assert event.reason and event.occurred_at is not None
 
 
@@ -150,25 +153,25 @@ def test_a_dsn_carries_the_original_message_id(raw):
 
 
 def test_without_a_delivered_to_the_original_return_path_gives_the_verp_token():
-    raw = mail.postfix_dsn("bob@example.org", "t9", MID)
+    raw = mail.postfix_dsn("bob@example.org", T9, MID)
     stripped = b"\r\n".join(
         line
         for line in raw.split(b"\r\n")
         if not line.startswith((b"Delivered-To:", b"X-Original-To:", b"To:"))
     )
     (event,) = read_message(stripped, ADDRESSES).events
-    assert event.verp_token == "t9"
+    assert event.verp_token == T9
 
 
 def test_verp_needs_our_bounce_address():
-    raw = mail.postfix_dsn("bob@example.org", "t1", MID)
+    raw = mail.postfix_dsn("bob@example.org", T1, MID)
     other = MailboxAddresses(bounce_address="returns@elsewhere.example")
     (event,) = read_message(raw, other).events
     assert event.verp_token is None and event.message_id == MID  # still mapped by Message-ID
 
 
 def test_a_dsn_with_two_recipients_gives_two_events():
-    raw = mail.postfix_dsn("bob@example.org", "t1", MID).replace(
+    raw = mail.postfix_dsn("bob@example.org", T1, MID).replace(
         b"Diagnostic-Code:",
         b"Diagnostic-Code: smtp; 550 5.1.1 gone\r\n\r\nFinal-Recipient: rfc822; amy@example.org"
         b"\r\nAction: delayed\r\nStatus: 4.4.7\r\nX-Old-Diagnostic:",
@@ -183,9 +186,9 @@ def test_a_dsn_with_two_recipients_gives_two_events():
 
 
 def test_a_delivery_notice_is_a_delivery_and_relayed_says_nothing():
-    delivered = mail.postfix_dsn("bob@example.org", "t1", MID, action="delivered", status="2.0.0")
+    delivered = mail.postfix_dsn("bob@example.org", T1, MID, action="delivered", status="2.0.0")
     assert [e.kind for e in read_message(delivered, ADDRESSES).events] == ["delivered"]
-    relayed = mail.postfix_dsn("bob@example.org", "t1", MID, action="relayed", status="2.0.0")
+    relayed = mail.postfix_dsn("bob@example.org", T1, MID, action="relayed", status="2.0.0")
     reading = read_message(relayed, ADDRESSES)
     assert reading.events == [] and "Action: relayed" in reading.ignored
 
@@ -197,7 +200,7 @@ def test_a_delivery_notice_is_a_delivery_and_relayed_says_nothing():
 def test_an_arf_abuse_report_is_a_complaint(shape, recipient):
     raw = mail.arf_report(
         "eve@" + {"yahoo": "yahoo", "microsoft": "hotmail", "generic": "aol"}[shape] + ".example",
-        "t5",
+        T5,
         MID,
         shape=shape,
     )
@@ -205,7 +208,7 @@ def test_an_arf_abuse_report_is_a_complaint(shape, recipient):
     assert (event.kind, event.source, event.verp_token, event.message_id) == (
         "complaint",
         "arf",
-        "t5",
+        T5,
         MID,
     )
     assert event.recipient == recipient  # a redacted To is never taken for an address
@@ -214,9 +217,7 @@ def test_an_arf_abuse_report_is_a_complaint(shape, recipient):
 
 @pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure", "virus"])
 def test_arf_reports_that_are_not_complaints_are_ignored(feedback_type):
-    raw = mail.arf_report(
-        "eve@aol.example", "t5", MID, shape="generic", feedback_type=feedback_type
-    )
+    raw = mail.arf_report("eve@aol.example", T5, MID, shape="generic", feedback_type=feedback_type)
     reading = read_message(raw, ADDRESSES)
     assert reading.events == [] and feedback_type in reading.ignored
 
@@ -251,7 +252,7 @@ def test_broken_mail_is_ignored_never_raises(raw):
 
 
 def test_the_same_bytes_give_the_same_event_ids_even_without_a_message_id():
-    raw = mail.qmail_bounce("q@example.org", "t1").replace(b"Message-ID:", b"X-No-Id:")
+    raw = mail.qmail_bounce("q@example.org", T1).replace(b"Message-ID:", b"X-No-Id:")
     first, second = read_message(raw, ADDRESSES), read_message(raw, ADDRESSES)
     assert first.events[0].event_id == second.events[0].event_id
     assert first.events[0].event_id.startswith("sha256:")

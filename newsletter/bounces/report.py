@@ -15,6 +15,8 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 
+from newsletter.tokens import verp_token_from_address
+
 # The headers in which a mail server records the envelope recipient of the mail it delivers
 # (Postfix/Exim/Dovecot: Delivered-To; Postfix: X-Original-To), then the header recipients.
 ENVELOPE_RECIPIENT_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "to", "cc")
@@ -62,15 +64,18 @@ def header_addresses(msg: Message, names: tuple[str, ...]) -> list[str]:
 
 
 def verp_token(addresses: list[str], bounce_address: str | None) -> str | None:
-    """The `<token>` of the first `local+<token>@domain` among `addresses` whose base is our
-    bounce address (VERP: the token is the subaddress of the envelope sender we sent with)."""
-    if not bounce_address:
-        return None
-    base_local, _, base_domain = bounce_address.lower().rpartition("@")
+    """The VERP token (tokens.verp_token_from_address, not yet verified) of the first
+    `local+<token>@domain` among `addresses` whose base is our bounce address, or any when no
+    bounce address is configured (the policy verifies the token's MAC either way)."""
+    base_local, _, base_domain = (bounce_address or "").lower().rpartition("@")
     for address in addresses:
-        local, _, domain = address.rpartition("@")
-        head, plus, token = local.partition("+")
-        if plus and token and head.lower() == base_local and domain.lower() == base_domain:
+        token = verp_token_from_address(address)
+        if token is None:
+            continue
+        local, _, domain = address.lower().rpartition("@")
+        if bounce_address is None or (
+            local.partition("+")[0] == base_local and domain == base_domain
+        ):
             return token
     return None
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "status": "send",
     "doctor": "doctor",
     "dkim": "doctor",
+    "bounces": "bounces",
 }
 
 

@@ -8,11 +8,11 @@ envelope sender (`bounces+TOKEN@news.example.com`) as Return-Path.
 
 from __future__ import annotations
 
-BOUNCE_BASE = "bounces@news.example.com"
+BOUNCE_BASE = "bounces@news.example.org"
 
 
 def verp(token: str) -> str:
-    return f"bounces+{token}@news.example.com"
+    return f"bounces+{token}@news.example.org"
 
 
 def original(
