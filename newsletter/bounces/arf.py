@@ -62,10 +62,9 @@ def arf_events(
     if feedback_type not in COMPLAINT_TYPES:
         return [], f"an ARF report of Feedback-Type {feedback_type or 'none'}, not a complaint"
     original = original_headers(msg)
-    senders = header_addresses(fields, ("original-mail-from",))
-    if original is not None:
-        senders += header_addresses(original, ("return-path",))
-    token = verp_token(senders, addresses.bounce_address)
+    token = verp_token(fields, ("original-mail-from",), addresses.bounce_address) or verp_token(
+        original, ("return-path",), addresses.bounce_address
+    )
     recipients: list[str | None] = list(  # one event per reader
         dict.fromkeys(header_addresses(fields, ("original-rcpt-to",)))
     )

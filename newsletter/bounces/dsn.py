@@ -19,7 +19,6 @@ from newsletter.bounces.report import (
     ENVELOPE_RECIPIENT_HEADERS,
     MailboxAddresses,
     event_id,
-    header_addresses,
     message_id,
     normalise_address,
     one_line,
@@ -92,9 +91,9 @@ def dsn_events(
     recipient (Original-Recipient, else Final-Recipient)."""
     per_message, blocks = delivery_status_blocks(msg)
     original = original_headers(msg)
-    token = verp_token(header_addresses(msg, ENVELOPE_RECIPIENT_HEADERS), addresses.bounce_address)
-    if token is None and original is not None:
-        token = verp_token(header_addresses(original, ("return-path",)), addresses.bounce_address)
+    token = verp_token(msg, ENVELOPE_RECIPIENT_HEADERS, addresses.bounce_address) or verp_token(
+        original, ("return-path",), addresses.bounce_address
+    )
     original_id = message_id(original)
     arrival = per_message.get("arrival-date") if per_message is not None else None
     events: list[FeedbackEvent] = []

@@ -17,7 +17,6 @@ from newsletter.bounces.report import (
     ENVELOPE_RECIPIENT_HEADERS,
     MailboxAddresses,
     event_id,
-    header_addresses,
     message_id,
     normalise_address,
     one_line,
@@ -38,7 +37,7 @@ def nonstandard_events(
         return []
     if not temporary and not permanent:
         return []
-    token = verp_token(header_addresses(msg, ENVELOPE_RECIPIENT_HEADERS), addresses.bounce_address)
+    token = verp_token(msg, ENVELOPE_RECIPIENT_HEADERS, addresses.bounce_address)
     original = original_headers(msg)
     when = report_date(msg.get("date"))
     subject = one_line(msg.get("subject"))

@@ -63,20 +63,24 @@ def header_addresses(msg: Message, names: tuple[str, ...]) -> list[str]:
     return found
 
 
-def verp_token(addresses: list[str], bounce_address: str | None) -> str | None:
+def verp_token(
+    msg: Message | None, names: tuple[str, ...], bounce_address: str | None
+) -> str | None:
     """The VERP token (tokens.verp_token_from_address, not yet verified) of the first
-    `local+<token>@domain` among `addresses` whose base is our bounce address, or any when no
-    bounce address is configured (the policy verifies the token's MAC either way)."""
+    `local+<token>@domain` in the named headers of `msg` whose base is our bounce address, or
+    any when no bounce address is configured (the policy verifies the token's MAC either way).
+    Reads the raw header values: no address parsing on this path, which every DSN takes."""
+    if msg is None:
+        return None
     base_local, _, base_domain = (bounce_address or "").lower().rpartition("@")
-    for address in addresses:
-        token = verp_token_from_address(address)
-        if token is None:
-            continue
-        local, _, domain = address.lower().rpartition("@")
-        if bounce_address is None or (
-            local.partition("+")[0] == base_local and domain == base_domain
-        ):
-            return token
+    for name in names:
+        for value in msg.get_all(name) or ():
+            text = str(value)
+            token = verp_token_from_address(text)
+            if token is not None and (
+                bounce_address is None or f"{base_local}+{token}@{base_domain}" in text.lower()
+            ):
+                return token
     return None
 
 
