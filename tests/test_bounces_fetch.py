@@ -135,3 +135,23 @@ def test_a_bad_setup_is_a_clear_error_and_changes_nothing(
     assert PASSWORD not in out and "secret" not in out.replace("secret@", "")
     assert dovecot.state() == before
     assert set(sent.statuses().values()) == {"active"} and sent.feedback_rows() == 0
+
+
+@pytest.mark.parametrize("option", [[], ["--move-to", "Processed"], ["--delete"]])
+def test_a_mailbox_larger_than_one_command_is_processed_whole(
+    project, runner, dovecot, sent, option
+):
+    # 450 messages: more UIDs than one FETCH/STORE/MOVE command carries (200)
+    dovecot.append(
+        messages(sent) + [mail.auto_reply("x-autoreply", f"r{i}@example.org") for i in range(447)]
+    )
+    dovecot.create("Processed")
+    code, out = run(runner, project, "bounces", "fetch", *option, dovecot.url())
+    assert code == 0, out
+    assert "450 messages: 2 events, 448 ignored (448 auto-replies)" in out
+    assert sent.statuses() == EXPECTED
+    if not option:
+        assert flags(dovecot) == [PROCESSED] * 450
+    else:
+        assert dovecot.state() == []
+        assert len(dovecot.state("Processed")) == (450 if option[0] == "--move-to" else 0)

@@ -26,6 +26,8 @@ from newsletter.transports.smtp import client_tls_context
 PASSWORD_VARIABLE = "NEWSLETTER_IMAP_PASSWORD"
 PROCESSED_KEYWORD = "NewsletterProcessed"
 _UIDS = re.compile(rb"\d+")
+_FETCHED_UID = re.compile(rb"\bUID (\d+)")
+CHUNK = 200  # UIDs per FETCH/STORE/MOVE command
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,26 +120,30 @@ class ImapMailbox:
         return _UIDS.findall(b" ".join(d for d in data if isinstance(d, bytes)))
 
     def messages(self, uids: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
-        """(uid, RFC 5322 bytes) per UID, read with BODY.PEEK[] (no \\Seen set)."""
-        for uid in uids:
-            data = self._command("uid", "FETCH", uid.decode(), "(BODY.PEEK[])")
-            body = next((d[1] for d in data if isinstance(d, tuple) and len(d) == 2), None)
-            if body is not None:
-                yield uid, body
+        """(uid, RFC 5322 bytes) per UID, read with BODY.PEEK[] (no \\Seen set), CHUNK UIDs
+        per command."""
+        for start in range(0, len(uids), CHUNK):
+            ids = b",".join(uids[start : start + CHUNK]).decode()
+            for item in self._command("uid", "FETCH", ids, "(UID BODY.PEEK[])"):
+                if isinstance(item, tuple) and len(item) == 2:
+                    match = _FETCHED_UID.search(item[0])
+                    if match is not None:
+                        yield match.group(1), item[1]
 
     def mark_processed(self, uids: list[bytes], *, move_to: str | None, delete: bool) -> None:
-        """Flag (\\Seen + keyword), then move or delete, the processed UIDs."""
-        if not uids:
-            return
-        ids = b",".join(uids).decode()
-        self._command("uid", "STORE", ids, "+FLAGS.SILENT", f"(\\Seen {PROCESSED_KEYWORD})")
-        if move_to and self.can_move:
-            self._command("uid", "MOVE", ids, _quote(move_to))
-            return
-        if move_to:
-            self._command("uid", "COPY", ids, _quote(move_to))
-        if move_to or delete:
-            self._command("uid", "STORE", ids, "+FLAGS.SILENT", "(\\Deleted)")
+        """Flag (\\Seen + keyword), then move or delete, the processed UIDs (CHUNK per command:
+        servers limit the length of a command line)."""
+        for start in range(0, len(uids), CHUNK):
+            ids = b",".join(uids[start : start + CHUNK]).decode()
+            self._command("uid", "STORE", ids, "+FLAGS.SILENT", f"(\\Seen {PROCESSED_KEYWORD})")
+            if move_to and self.can_move:
+                self._command("uid", "MOVE", ids, _quote(move_to))
+                continue
+            if move_to:
+                self._command("uid", "COPY", ids, _quote(move_to))
+            if move_to or delete:
+                self._command("uid", "STORE", ids, "+FLAGS.SILENT", "(\\Deleted)")
+        if (move_to and not self.can_move) or delete:
             self._command("expunge")
 
     def check_folder(self, name: str) -> None:
