@@ -67,8 +67,9 @@ class MailboxReport:
 def mailbox_addresses(config: Config) -> MailboxAddresses:
     """Our bounce (VERP) and unsubscribe addresses from newsletter.yaml, and the token secret
     when unsubscribe mail can be read."""
-    # `unsubscribe_mailto:` is the List-Unsubscribe mailto address (RFC 2369); a configuration
-    # without that key reads no unsubscribe mail.
+    # `unsubscribe_mailto:` (Config.unsubscribe_mailto, from the branch that adds the RFC 2369
+    # mailto to List-Unsubscribe) is the unsubscribe mailbox; without it no mail is read as an
+    # unsubscribe. getattr until both branches are merged.
     unsubscribe = getattr(config, "unsubscribe_mailto", None)
     secret = None
     if unsubscribe:

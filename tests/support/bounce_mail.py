@@ -63,8 +63,11 @@ def postfix_dsn(
     action: str = "failed",
     status: str = "5.1.1",
     diagnostic: str = "smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
+    quoted: bytes | None = None,
 ) -> bytes:
-    """Postfix's bounce(8) notice: `Undelivered Mail Returned to Sender` (or `Delayed Mail`),
+    """`quoted`: the message as the relay received it (default: a made-up original).
+
+    Postfix's bounce(8) notice: `Undelivered Mail Returned to Sender` (or `Delayed Mail`),
     X-Postfix-Sender, the original as message/rfc822, delivered with Delivered-To/X-Original-To."""
     subject = (
         "Undelivered Mail Returned to Sender"
@@ -98,7 +101,7 @@ def postfix_dsn(
         human=human,
         status_part=status_part,
         status_type="message/delivery-status",
-        quoted=original(message_id, rcpt, token),
+        quoted=quoted.decode() if quoted is not None else original(message_id, rcpt, token),
         quoted_type="message/rfc822",
     )
 
