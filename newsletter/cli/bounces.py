@@ -50,7 +50,7 @@ def import_command(paths: tuple[Path, ...], dry_run: bool, db: Path | None) -> N
 @click.option(
     "--move-to",
     metavar="FOLDER",
-    help="Move processed messages to FOLDER (it must exist) instead of flagging them.",
+    help="Move processed messages (flagged as well) to FOLDER, which must exist.",
 )
 @click.option("--delete", is_flag=True, help="Delete processed messages (never without this).")
 @click.option(
