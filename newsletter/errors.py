@@ -85,7 +85,8 @@ class TokenError(NewsletterError):
 
 class MailboxError(NewsletterError):
     """`bounces import`/`fetch`: a path, mailbox file, Maildir folder or IMAP mailbox cannot be
-    read; raised before anything is applied."""
+    read (raised before anything is applied), or the IMAP server refused to flag or move what
+    was applied (the next fetch reads those messages again: already recorded)."""
 
 
 class MessageError(NewsletterError):
