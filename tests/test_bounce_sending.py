@@ -23,7 +23,7 @@ from newsletter.mail.dkim import DkimSigner
 from newsletter.subscribers import SubscriberStore
 from newsletter.tokens import read_verp_token, secret_key, verp_token_from_address
 
-VERP = re.compile(r"bounces\+([0-9a-z]+-[a-z2-7]{16})@news\.example\.org\Z")
+VERP = re.compile(r"bounces\+([0-9a-z]+-[0-9a-f]{20})@news\.example\.org\Z")
 
 
 def _configure(project: Path, extra: str = "") -> None:
@@ -100,7 +100,7 @@ def test_without_a_bounce_address_the_envelope_sender_is_unchanged(project: Path
 @pytest.mark.parametrize(
     ("token", "why"),
     [
-        ("zz-aaaaaaaaaaaaaaaa", "forged MAC"),
+        ("zz-0123456789abcdef0123", "forged MAC"),
         ("0{}", "leading zero"),
         ("{}x", "truncated/extended"),
     ],
@@ -203,3 +203,67 @@ def test_end_to_end_send_with_verp_feed_back_and_the_next_campaign_skips_them(
         "ok1": "active",
         "ok2": "active",
     }
+
+
+def test_verp_token_is_the_documented_hmac_and_only_its_canonical_spelling_verifies() -> None:
+    import hashlib
+    import hmac
+
+    from newsletter.tokens import verp_token
+
+    secret = b"k" * 32
+    for row_id, body in ((0, "0"), (35, "z"), (36, "10"), (123456, "2n9c")):
+        mac = hmac.new(secret, f"verp|{body}".encode(), hashlib.sha256).digest()[:10].hex()
+        assert verp_token(secret, row_id) == f"{body}-{mac}"
+        assert read_verp_token(secret, f"{body}-{mac}") == row_id
+    good = verp_token(secret, 123456)
+    from newsletter.errors import TokenError
+
+    for bad in (good.upper(), "0" + good, good + "0", good.replace("-", "."), "", "x" * 200):
+        with pytest.raises(TokenError):
+            read_verp_token(secret, bad)
+    with pytest.raises(TokenError):
+        read_verp_token(b"another secret of 32 bytes......", good)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("bounces+{t}@news.example.org", True),
+        ("<bounces+{t}@news.example.org>", True),
+        ("Return-Path: <BOUNCES+{T}@NEWS.EXAMPLE.ORG>", True),  # a server upper-cased it
+        ("mailto:bounces+{t}@news.example.org", True),
+        ("bounces@news.example.org", False),
+        ("bounces+notatoken@news.example.org", False),
+        ("someone+tag@example.net", False),
+        ("", False),
+    ],
+)
+def test_verp_token_from_address(text: str, found: bool) -> None:
+    from newsletter.tokens import verp_token
+
+    token = verp_token(b"k" * 32, 4242)
+    got = verp_token_from_address(text.format(t=token, T=token.upper()))
+    assert got == (token if found else None)
+
+
+def test_feedback_id_of_long_and_odd_names_stays_one_valid_header(project: Path) -> None:
+    from newsletter.mail.message import feedback_id
+
+    (project / "newsletter.yaml").write_text(
+        'name: "Ünïcödé Letter: the very long name of a newsletter that goes on and on"\n'
+        "from: X <x@a-very-long-subdomain-name-for-sending.mail.example.org>\n",
+        encoding="utf-8",
+    )
+    config = load_config(project / "newsletter.yaml")
+    value = feedback_id("2026-12-01-" + "word-" * 30, "weekly.digest_v2", config)
+    fields = value.split(":")
+    assert len(fields) == 4 and all(re.fullmatch(r"[A-Za-z0-9._-]{1,64}", f) for f in fields)
+    assert fields[1] == "weekly.digest_v2"
+    issue = next((project / "issues").glob("*.yaml"))
+    with SubscriberStore.for_config(config) as store:
+        store.add("reader@example.net")
+    with SmtpServer() as server:
+        assert send_issue(config, issue, transport=server.url()).ok
+        [message] = server.messages
+    assert re.fullmatch(r"[^:\s]+:default:[^:\s]+:[^:\s]+", message.parsed()["Feedback-ID"])

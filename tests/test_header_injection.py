@@ -53,7 +53,7 @@ HOSTILE = {
 # Markup or header text that must never appear decoded anywhere in the delivered message.
 DECODED_PAYLOADS = ("<h1>Account locked</h1>", "<h1>Locked</h1>", "Bcc: a@evil.example")
 ISSUE_HEADERS = [
-    "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
+    "From", "To", "Subject", "Date", "Message-ID", "List-Id", "Feedback-ID", "List-Unsubscribe",
     "List-Unsubscribe-Post", "MIME-Version", "Content-Type",
 ]  # fmt: skip
 CONFIRM_HEADERS = [

@@ -51,9 +51,20 @@ class EventOutcome:
     category: str
     subscriber_id: int | None = None
 
+    def format(self) -> str:
+        """One line for people: `who: what (source status: why)`, e.g.
+        `ann@example.net: bounced (dsn 5.1.1: 550 5.1.1 user unknown)`."""
+        who = self.email or self.event.recipient or "unknown recipient"
+        why = " ".join(p for p in (self.event.source, self.event.status) if p)
+        if self.event.reason:
+            why += f": {' '.join(self.event.reason.split())[:200]}"
+        return f"{who}: {self.action} ({why})"
+
 
 @dataclass
 class ApplyReport:
+    """What `apply_events` did: one `EventOutcome` per event, in the order given."""
+
     outcomes: list[EventOutcome] = field(default_factory=list)
     dry_run: bool = False
 
@@ -94,7 +105,8 @@ def apply_to_store(
     dry_run: bool = False,
     secret: bytes | None = None,
 ) -> ApplyReport:
-    """`apply_events` on an open store (the send path uses it for a 5xx during sending)."""
+    """`apply_events` on a store the caller holds open (and closes); `secret`: the token
+    secret when the caller has it already (else read as `tokens.secret_key` does)."""
     from newsletter.tokens import secret_key
 
     records.migrate(store.conn)
@@ -105,32 +117,35 @@ def apply_to_store(
     return report
 
 
-def apply_send_bounce(
-    store: SubscriberStore,
-    config: Config,
-    secret: bytes,
-    *,
-    campaign_id: int,
-    subscriber_id: int,
-    message_id: str,
-    reply: str,
-) -> EventOutcome:
-    """A permanent refusal while sending (SMTP 5xx, a provider's rejection) as a hard bounce of
-    source `smtp`, keyed by the Message-ID (a refused row is never retried, so once)."""
-    from newsletter.campaign.ledger import Ledger
+class SendBounces:
+    """Permanent refusals while sending (an SMTP 5xx, a provider's rejection) as hard bounces
+    of source `smtp`, through the same policy; made once per run, so each bounce costs only
+    its own reads and writes (the ledger thread calls `record` between batches)."""
 
-    row_id = Ledger(store.conn).row_of(campaign_id, subscriber_id)
-    event = FeedbackEvent(
-        "hard_bounce",
-        "smtp",
-        message_id,
-        subscriber_id=subscriber_id,
-        ledger_key=row_id,
-        message_id=message_id,
-        status=reply.split(" ", 1)[0] if reply[:1].isdigit() else "",
-        reason=reply,
-    )
-    return apply_to_store(store, config, [event], secret=secret).outcomes[0]
+    def __init__(
+        self, store: SubscriberStore, config: Config, secret: bytes, campaign_id: int
+    ) -> None:
+        from newsletter.campaign.ledger import Ledger
+
+        records.migrate(store.conn)
+        self.campaign_id = campaign_id
+        self._ledger = Ledger(store.conn)  # shares the store's connection; never closed here
+        self._applier = _Applier(store, config, secret, dry_run=False)
+
+    def record(self, subscriber_id: int, message_id: str, reply: str) -> EventOutcome:
+        """Apply one refusal; keyed by the Message-ID (a refused row is never retried, so
+        one event per message)."""
+        event = FeedbackEvent(
+            "hard_bounce",
+            "smtp",
+            message_id,
+            subscriber_id=subscriber_id,
+            ledger_key=self._ledger.row_of(self.campaign_id, subscriber_id),
+            message_id=message_id,
+            status=reply.split(" ", 1)[0] if reply[:1].isdigit() else "",
+            reason=reply,
+        )
+        return self._applier.apply([event])[0]
 
 
 def _batches(events: Iterable[FeedbackEvent], size: int) -> Iterator[list[FeedbackEvent]]:

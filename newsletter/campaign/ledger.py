@@ -90,9 +90,12 @@ _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM c
 HEARTBEAT_TIMEOUT = 120.0
 
 
-def campaign_key(issue_slug: str, list_name: str) -> str:
-    """What a campaign's Message-IDs are derived from (`MessageTemplate(campaign_key=...)`)."""
-    return f"{issue_slug}/{list_name}"
+def campaign_key(issue_slug: str, list_name: str, segment: str | None = None) -> str:
+    """What a campaign's Message-IDs are derived from (`MessageTemplate(campaign_key=...)`),
+    and derived again from when a bounce names only its Message-ID (newsletter.bounces.lookup):
+    the one place that says it. `segment`: a segment campaign's canonical expression."""
+    key = f"{issue_slug}/{list_name}"
+    return key if segment is None else f"{key}/{segment}"
 
 
 def _now_iso() -> str:
@@ -516,16 +519,6 @@ class Ledger:
     def all_campaigns(self) -> list[CampaignRow]:
         rows = self.conn.execute("SELECT * FROM campaigns ORDER BY id").fetchall()
         return [_campaign(r) for r in rows]
-
-    def attempted(self, campaign_id: int) -> int:
-        """Messages a server or provider took or refused for good (sent + bounced): the
-        denominator of the campaign's bounce and complaint rates."""
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
-            " AND status IN ('sent', 'bounced')",
-            (campaign_id,),
-        ).fetchone()
-        return int(row[0])
 
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:

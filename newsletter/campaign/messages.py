@@ -21,6 +21,7 @@ from newsletter.transports.base import OutgoingMessage
 if TYPE_CHECKING:
     import sqlite3
 
+    from newsletter.bounces.policy import SendBounces
     from newsletter.config import Config
     from newsletter.mail.message import MessageTemplate
     from newsletter.render.compiled import CompiledIssue
@@ -76,6 +77,7 @@ class SubscriberMessages:
         self.dropped_links: dict[int, list[str]] = {}
         # Set once the campaign exists: a 5xx then goes through the bounce policy with it.
         self.campaign_id: int | None = None
+        self._send_bounces: SendBounces | None = None
 
     def prepare(self, items: Sequence[WorkItem]) -> tuple[list[Job], list[Outcome]]:
         """One `get_many` for the chunk; jobs for the active subscribers, skips for the rest."""
@@ -115,21 +117,15 @@ class SubscriberMessages:
     def bounced(self, subscriber_id: int, reply: str) -> None:
         """A 5xx during sending: a hard bounce (source `smtp`) through the one bounce policy,
         so it is in the subscriber's history and the campaign's bounce rate like a DSN."""
-        from newsletter.bounces.policy import apply_send_bounce
+        from newsletter.bounces.policy import SendBounces
         from newsletter.subscribers.store import SubscriberStore
 
         if self.campaign_id is None or not isinstance(self.store, SubscriberStore):
             self.store.mark_bounced(subscriber_id, reply)
             return
-        apply_send_bounce(
-            self.store,
-            self.config,
-            self.secret,
-            campaign_id=self.campaign_id,
-            subscriber_id=subscriber_id,
-            message_id=self.template.message_id(subscriber_id),
-            reply=reply,
-        )
+        if self._send_bounces is None or self._send_bounces.campaign_id != self.campaign_id:
+            self._send_bounces = SendBounces(self.store, self.config, self.secret, self.campaign_id)
+        self._send_bounces.record(subscriber_id, self.template.message_id(subscriber_id), reply)
 
 
 def _skip(item: WorkItem, reason: str) -> Outcome:

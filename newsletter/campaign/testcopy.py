@@ -74,7 +74,7 @@ def send_test(
     """One copy to each address (subject prefixed [TEST]) over one opened transport; no
     campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
     sent; a copy the transport does not accept is reported in the result (`ok` False)."""
-    from newsletter.mail.message import MessageTemplate
+    from newsletter.mail.message import MessageTemplate, feedback_id
     from newsletter.subscribers.address import normalize_email
 
     wanted = [addresses] if isinstance(addresses, str) else list(addresses)
@@ -90,6 +90,9 @@ def send_test(
         campaign_key=f"{issue.slug}/test/{time.time_ns()}",
         dkim=dkim_signer(config),
         test=True,
+        # As the readers' copies (Gmail's spam reports of it count under list `test`); no
+        # VERP: a test copy has no ledger row.
+        feedback_id=feedback_id(issue.slug, "test", config),
     )
     # A test copy has no subscriber behind it: its unsubscribe link points at the page but
     # carries no valid token, so clicking it changes nothing.
