@@ -63,8 +63,8 @@ def test_bounce_mail_fed_back_makes_the_next_campaign_skip_them(project, runner)
 
     code, out = run(runner, project, "bounces", "import", str(project / "Bounces"))
     assert code == 0, out
-    assert "gone@example.net: hard bounce from DSN 5.1.1" in out
-    assert "angry@example.net: complaint from ARF abuse" in out
+    assert "gone@example.net: bounced (dsn 5.1.1: smtp; 550 5.1.1" in out
+    assert "angry@example.net: unsubscribed (complained) (arf abuse" in out
 
     with SmtpServer() as relay:
         assert send_issue(config, second, transport=relay.url()).ok

@@ -95,8 +95,8 @@ def test_import_applies_each_kind_once_and_dry_run_changes_nothing(project, runn
     assert sent.statuses() == EXPECTED
     lines = out.splitlines()
     assert len(lines) == 7  # one per message, then the summary
-    assert any(READERS[0] in line and "hard bounce from DSN 5.1.1" in line for line in lines)
-    assert any(READERS[1] in line and "complaint from ARF abuse" in line for line in lines)
+    assert any(f"{READERS[0]}: bounced (dsn 5.1.1: smtp; 550 5.1.1" in line for line in lines)
+    assert any(f"{READERS[1]}: unsubscribed (complained) (arf abuse" in line for line in lines)
     assert any(READERS[3] in line and "soft bounce 1 of 3" in line for line in lines)
     assert any("ignored: auto-reply (X-Auto-Response-Suppress: All)" in line for line in lines)
     assert snapshot(folder) == before_files  # reading never changes the files
@@ -105,7 +105,7 @@ def test_import_applies_each_kind_once_and_dry_run_changes_nothing(project, runn
     code, again = run(runner, project, "bounces", "import", *paths)
     assert code == 0, again
     assert sent.statuses() == EXPECTED and sent.feedback_rows() == recorded
-    assert [line.endswith(": already recorded") for line in again.splitlines()[:6]].count(True) == 5
+    assert [": already recorded (" in line for line in again.splitlines()[:6]].count(True) == 5
 
 
 @pytest.mark.parametrize(

@@ -26,23 +26,17 @@ from newsletter.errors import MailboxError
 if TYPE_CHECKING:
     from newsletter.config import Config
 
-KIND_WORDS = {
-    "hard_bounce": "hard bounce",
-    "soft_bounce": "soft bounce",
-    "complaint": "complaint",
-    "unsubscribe": "unsubscribe",
-    "delivered": "delivered",
-}
-
 
 @dataclass
 class MailboxReport:
     """What one import or fetch read and did.
 
-    lines: one per message (`LABEL: WHO: WHAT (WHY): ACTION`, or `LABEL: ignored: WHY`);
+    lines: one per event (`LABEL: ` and the policy's `EventOutcome.format()`: who, what it
+    did, source, status and why) or per ignored message (`LABEL: ignored: WHY`);
     messages: messages read; events: events found; ignored: messages without an event (of which
-    auto_replies were auto-replies); actions: how many events led to each action (the policy's
-    words); dry_run: nothing was changed.
+    auto_replies were auto-replies); actions: events per outcome category of the policy
+    (bounced, soft bounce, complained, already recorded, no match, ...); dry_run: nothing was
+    changed.
     """
 
     lines: list[str] = field(default_factory=list)
@@ -148,18 +142,8 @@ def apply_readings(
             report.auto_replies += reading.auto_reply
             report.lines.append(f"{label}: ignored: {reading.ignored}")
             continue
-        for event in reading.events:
+        for _ in reading.events:
             outcome = next(outcomes)
             report.actions[outcome.category] += 1
-            report.lines.append(f"{label}: {describe(event, outcome.email)}: {outcome.action}")
+            report.lines.append(f"{label}: {outcome.format()}")
     return report
-
-
-def describe(event: FeedbackEvent, subscriber: str | None = None) -> str:
-    """`WHO: WHAT (WHY)` of one event, for the per-message line: who is the subscriber it
-    matched, else the address the report names."""
-    who = subscriber or event.recipient or "unknown recipient"
-    what = f"{KIND_WORDS[event.kind]} from {event.source.upper()}"
-    if event.status:
-        what += f" {event.status}"
-    return f"{who}: {what} ({event.reason})" if event.reason else f"{who}: {what}"
