@@ -97,6 +97,7 @@ def test_delete_only_when_asked(project, runner, dovecot, sent):
     [
         (["--move-to", "Nowhere", "{url}"], None, "no folder 'Nowhere'"),
         (["{url_no_ca}"], None, "certificate is not trusted"),
+        (["{url_bad_ca}"], None, "cannot load cafile="),
         (["{url_wrong_folder}"], None, "cannot open folder 'Bounces'"),
         (["{url}"], "wrong", "login refused"),
         (["{url}"], "", "set NEWSLETTER_IMAP_PASSWORD"),
@@ -107,6 +108,7 @@ def test_delete_only_when_asked(project, runner, dovecot, sent):
     ids=[
         "missing move folder",
         "untrusted certificate",
+        "unloadable cafile",
         "missing folder",
         "wrong password",
         "no password",
@@ -126,6 +128,7 @@ def test_a_bad_setup_is_a_clear_error_and_changes_nothing(
     urls = {
         "url": url,
         "url_no_ca": url.split("?")[0],
+        "url_bad_ca": url.split("?")[0] + "?cafile=/nonexistent/ca.pem",
         "url_wrong_folder": dovecot.url("Bounces"),
         "url_with_password": url.replace("@127", ":secret@127"),
         "url_plain": url.replace("imaps://", "imap://"),
