@@ -8,6 +8,7 @@
     ├── SubscriberError             the subscriber store refused an operation
     │   └── ImportFileError         a CSV import could not be read at all
     ├── TokenError                  a signed token is forged, truncated, expired or cross-purpose
+    ├── MailboxError                a bounce mailbox (file, mbox, Maildir, IMAP) cannot be read
     ├── MessageError                one recipient's values cannot make a valid message (CR/LF
     │                               in a header value, a non-ASCII local part): fail that recipient
     ├── CampaignError               a send cannot start or continue (refused issue, empty list…)
@@ -81,6 +82,12 @@ class ImportFileError(SubscriberError):
 
 class TokenError(NewsletterError):
     pass
+
+
+class MailboxError(NewsletterError):
+    """`bounces import`/`fetch`: a path, mailbox file, Maildir folder or IMAP mailbox cannot be
+    read (raised before anything is applied), or the IMAP server refused to flag or move what
+    was applied (the next fetch reads those messages again: already recorded)."""
 
 
 class MessageError(NewsletterError):

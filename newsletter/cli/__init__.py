@@ -34,6 +34,7 @@ COMMAND_MODULES = {
     "send-due": "schedule",
     "doctor": "doctor",
     "dkim": "doctor",
+    "bounces": "bounces",
 }
 
 

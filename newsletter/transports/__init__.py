@@ -37,6 +37,7 @@ SCHEMES: dict[str, str] = {
 # Environment variables holding secrets: their values must never reach any output.
 SECRET_VARIABLES = (
     "NEWSLETTER_SMTP_PASSWORD",
+    "NEWSLETTER_IMAP_PASSWORD",
     "NEWSLETTER_SECRET_KEY",
     "SENDGRID_API_KEY",
     "MAILGUN_API_KEY",

@@ -228,20 +228,7 @@ class SmtpTransport(Transport):
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            s = self.settings
-            if s.cafile:
-                try:
-                    context = ssl.create_default_context(cafile=s.cafile)
-                except (OSError, ssl.SSLError) as exc:
-                    raise TransportConfigError(
-                        f"cannot load cafile={s.cafile}: {exc}; give a PEM certificate file"
-                    ) from None
-            else:
-                context = ssl.create_default_context()
-            if not s.verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._ssl_context = context
+            self._ssl_context = client_tls_context(self.settings.cafile, self.settings.verify)
         return self._ssl_context
 
     def _connect(self) -> _Connection:
@@ -585,3 +572,23 @@ def _untrusted_certificate(where: str, exc: ssl.SSLCertVerificationError) -> Tra
         f"the TLS certificate of {where} could not be verified ({exc.verify_message}); "
         "fix the server certificate, or trust it with ?cafile=PATH"
     )
+
+
+def client_tls_context(cafile: str | None, verify: bool = True) -> ssl.SSLContext:
+    """The TLS client context of a `?cafile=`-style URL: the system trust store, or only the PEM
+    file `cafile` (a private CA or a self-signed certificate); `verify=False` checks nothing.
+    Raises TransportConfigError when the file cannot be loaded. Shared with the IMAP reader of
+    bounce mail (newsletter.bounces.imap)."""
+    if cafile:
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportConfigError(
+                f"cannot load cafile={cafile}: {exc}; give a PEM certificate file"
+            ) from None
+    else:
+        context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
