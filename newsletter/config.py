@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from newsletter.bouncesettings import BounceSettings, parse_bounce_settings
 from newsletter.branding import Brand, BrandError, parse_brand
 from newsletter.errors import ConfigError
 from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
@@ -39,6 +40,7 @@ KEYS = (
     "secret_key",
     "lists",
     "theme",
+    "bounces",
 )
 REQUIRED = ("name", "from")
 DKIM_KEYS = ("domain", "selector", "private_key")
@@ -84,6 +86,8 @@ class Config:
     lists: Mapping[str, ListSettings] = dataclasses.field(default_factory=dict)
     # `theme:` branding (accent, background, logo, headings) applied by the default theme.
     brand: Brand = dataclasses.field(default_factory=Brand)
+    # `bounces:`: VERP address, soft-bounce rule, reputation guard (see bouncesettings).
+    bounces: BounceSettings = dataclasses.field(default_factory=BounceSettings)
 
     @property
     def public_lists(self) -> frozenset[str]:
@@ -190,7 +194,7 @@ def _check_keys(values: dict[str, Any], doc: YamlDocument) -> None:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in KEYS:
-        if key in ("dkim", "lists", "theme"):
+        if key in ("dkim", "lists", "theme", "bounces"):
             continue
         value = env.get(f"NEWSLETTER_{key.upper()}")
         if value is not None:
@@ -384,6 +388,16 @@ def _theme_brand(src: _Source, key: str) -> Brand:
     return _brand(src.values.get(key), src.path, src.doc)
 
 
+def _bounces(src: _Source, key: str) -> BounceSettings:
+    def where(*keys: str, key_line: bool = False) -> tuple[object, int | None]:
+        line = src.doc.where(("bounces", *keys), key=key_line)[0] if src.doc else None
+        return src.path, line
+
+    return parse_bounce_settings(
+        src.values.get(key), lambda *keys, key=False: where(*keys, key_line=key)
+    )
+
+
 # Config field -> (its key in newsletter.yaml, the reader that validates it), in the order the
 # keys are checked (the first problem found is the one reported).
 _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
@@ -400,6 +414,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),
     "brand": ("theme", _theme_brand),
+    "bounces": ("bounces", _bounces),
 }
 
 

@@ -134,7 +134,10 @@ def test_config_found_by_walking_up_and_given_explicitly(
     deep.mkdir(parents=True)
     monkeypatch.chdir(deep)
     result = runner.invoke(main, ["check", str(project / EXAMPLE)])
-    assert result.output.strip() == f"Error: {project / 'newsletter.yaml'}:3: unknown key 'bogus'"
+    assert (
+        result.output.strip()
+        == f"Error: {project / 'newsletter.yaml'}:3: unknown key 'bogus' (did you mean 'bounces'?)"
+    )
     good = project / "good.yaml"
     good.write_text(GOOD, encoding="utf-8")
     result = runner.invoke(main, ["--config", str(good), "check", str(project / EXAMPLE)])

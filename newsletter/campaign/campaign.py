@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.campaign.connections import close_transports, open_connections
-from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem
+from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_key
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
@@ -180,7 +180,7 @@ class Campaign:
             self._template = MessageTemplate(
                 self.compiled,
                 self.config,
-                campaign_key=f"{self.issue.slug}/{self.list_name}",
+                campaign_key=campaign_key(self.issue.slug, self.list_name),
                 dkim=dkim_signer(self.config),
             )
         return self._template

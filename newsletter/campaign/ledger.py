@@ -90,6 +90,11 @@ _WORK_COLUMNS = "SELECT id, subscriber_id, status, attempts, run_attempts FROM c
 HEARTBEAT_TIMEOUT = 120.0
 
 
+def campaign_key(issue_slug: str, list_name: str) -> str:
+    """What a campaign's Message-IDs are derived from (`MessageTemplate(campaign_key=...)`)."""
+    return f"{issue_slug}/{list_name}"
+
+
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -478,6 +483,41 @@ class Ledger:
             ).fetchone()[0]
             new += len(chunk) - int(known)
         return new
+
+    # -- after the send (newsletter.bounces) -------------------------------------------------
+    def recipient_row(self, row_id: int) -> tuple[int, int] | None:
+        """(campaign id, subscriber id) of a recipient row, None if there is no such row."""
+        row = self.conn.execute(
+            "SELECT campaign_id, subscriber_id FROM campaign_recipients WHERE id = ?", (row_id,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def iter_row_keys(self, campaign_id: int, after: int = 0) -> Iterator[tuple[int, int]]:
+        """(row id, subscriber id) of the campaign's rows above `after`, ascending, streamed."""
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, subscriber_id FROM campaign_recipients WHERE campaign_id = ?"
+                " AND id > ? ORDER BY id LIMIT ?",
+                (campaign_id, after, CHUNK),
+            ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield from ((int(r[0]), int(r[1])) for r in rows)
+
+    def all_campaigns(self) -> list[CampaignRow]:
+        rows = self.conn.execute("SELECT * FROM campaigns ORDER BY id").fetchall()
+        return [_campaign(r) for r in rows]
+
+    def attempted(self, campaign_id: int) -> int:
+        """Messages a server or provider took or refused for good (sent + bounced): the
+        denominator of the campaign's bounce and complaint rates."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
+            " AND status IN ('sent', 'bounced')",
+            (campaign_id,),
+        ).fetchone()
+        return int(row[0])
 
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:

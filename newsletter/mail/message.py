@@ -212,8 +212,7 @@ class MessageTemplate:
 
     def message_id(self, subscriber_key: str | int) -> str:
         """Deterministic per campaign and subscriber (a resend carries the same id); no <>."""
-        digest = hashlib.sha256(f"{self.campaign_key}\0{subscriber_key}".encode()).hexdigest()
-        return f"{digest[:32]}@{self._domain}"
+        return f"{message_id_digest(self.campaign_key, subscriber_key)}@{self._domain}"
 
     # --- per recipient --------------------------------------------------------------------
 
@@ -347,6 +346,12 @@ class MessageTemplate:
             html=self.compiled.html.render(values),
             headers=headers,
         )
+
+
+def message_id_digest(campaign_key: str, subscriber_key: str | int) -> str:
+    """The part of a campaign Message-ID before the @: 32 hex digits of SHA-256 over campaign
+    key and subscriber (bounce mapping derives it again from the ledger, see bounces.lookup)."""
+    return hashlib.sha256(f"{campaign_key}\0{subscriber_key}".encode()).hexdigest()[:32]
 
 
 def _address_value(header: str, address: Address) -> str:

@@ -1,0 +1,267 @@
+"""One policy for every bounce, complaint and provider event (issue #10, section 4).
+
+    hard_bounce  -> the subscriber is `bounced`
+    soft_bounce  -> recorded; `soft_limit` soft-bounced messages within `soft_days` -> bounced
+    complaint    -> the subscriber is `complained` (unsubscribed because they reported spam: no
+                    import or sign-up reactivates it without a fresh confirmed opt-in)
+    unsubscribe  -> unsubscribed
+    delivered    -> recorded against the ledger row
+
+Every event lands in table `feedback_events` (UNIQUE (source, event_id): applying it again
+changes nothing) and in the subscriber's history (`subscriber_events`: source, raw status,
+reason, campaign). Events are applied in batches, one transaction each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+from newsletter.bounces import records
+from newsletter.bounces.events import EVENT_KINDS, FeedbackEvent
+from newsletter.bounces.lookup import Match, Resolver
+from newsletter.config import Config
+from newsletter.subscribers.model import ACTIVE, BOUNCED, COMPLAINED, PENDING, UNSUBSCRIBED
+from newsletter.subscribers.store import SubscriberStore
+
+BATCH = 500  # events per transaction
+_LIVE = frozenset({ACTIVE, PENDING})
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    """What one event did (or, in a dry run, would do).
+
+    email: the matched subscriber's address, None when nobody matched.
+    campaign_id: the campaign the message belonged to, None when not known.
+    action: a short phrase for people ("bounced", "soft bounce 2 of 3 in 30 days",
+        "unsubscribed (complained)", "delivery recorded", "already recorded",
+        "no matching recipient", "ignored: ...").
+    category: the action's kind for `ApplyReport.counts` (bounced, soft bounce, unsubscribed,
+        complained, delivered, recorded, already recorded, no match, ignored).
+    """
+
+    event: FeedbackEvent
+    email: str | None
+    campaign_id: int | None
+    action: str
+    category: str
+    subscriber_id: int | None = None
+
+
+@dataclass
+class ApplyReport:
+    outcomes: list[EventOutcome] = field(default_factory=list)
+    dry_run: bool = False
+
+    def counts(self) -> dict[str, int]:
+        """Outcomes per category, in first-seen order (for a summary line)."""
+        return dict(Counter(o.category for o in self.outcomes))
+
+    def summary(self) -> str:
+        """`12 events: 3 bounced, 1 complained, ...` (`would change` in a dry run)."""
+        counts = ", ".join(f"{n} {name}" for name, n in self.counts().items())
+        total = len(self.outcomes)
+        head = f"{total} event{'s' if total != 1 else ''}"
+        tail = " (dry run: nothing was changed)" if self.dry_run else ""
+        return f"{head}: {counts or 'none'}{tail}"
+
+
+def apply_events(
+    config: Config, events: Iterable[FeedbackEvent], *, dry_run: bool = False
+) -> ApplyReport:
+    """Apply `events` to the subscriber database named by `config` (see the module docstring).
+
+    Events are consumed lazily, BATCH per transaction. With `dry_run` nothing is written; the
+    outcomes say what would change (later events of the same run see the earlier ones' effect).
+    Raises SubscriberError when the database cannot be opened.
+    """
+    store = SubscriberStore.for_config(config)
+    try:
+        return apply_to_store(store, config, events, dry_run=dry_run)
+    finally:
+        store.close()
+
+
+def apply_to_store(
+    store: SubscriberStore,
+    config: Config,
+    events: Iterable[FeedbackEvent],
+    *,
+    dry_run: bool = False,
+    secret: bytes | None = None,
+) -> ApplyReport:
+    """`apply_events` on an open store (the send path uses it for a 5xx during sending)."""
+    from newsletter.tokens import secret_key
+
+    records.migrate(store.conn)
+    applier = _Applier(store, config, secret or secret_key(config, store.conn), dry_run)
+    report = ApplyReport(dry_run=dry_run)
+    for batch in _batches(events, BATCH):
+        report.outcomes.extend(applier.apply(batch))
+    return report
+
+
+def _batches(events: Iterable[FeedbackEvent], size: int) -> Iterator[list[FeedbackEvent]]:
+    it = iter(events)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+class _Applier:
+    def __init__(self, store: SubscriberStore, config: Config, secret: bytes, dry_run: bool):
+        self.store = store
+        self.settings = config.bounces
+        self.dry_run = dry_run
+        self.resolver = Resolver(store.conn, secret, index=not dry_run)
+        # What this run did so far, for a dry run's later events (nothing is written).
+        self.seen: set[tuple[str, str]] = set()
+        self.status: dict[int, str] = {}
+        self.soft: dict[int, set[str]] = {}
+
+    def apply(self, batch: list[FeedbackEvent]) -> list[EventOutcome]:
+        keys = [(e.source, e.event_id) for e in batch]
+        if self.dry_run:
+            return self._apply(batch, records.recorded(self.store.conn, keys))
+        with self.store.transaction():
+            return self._apply(batch, records.recorded(self.store.conn, keys))
+
+    def _apply(self, batch: list[FeedbackEvent], done: set[tuple[str, str]]) -> list[EventOutcome]:
+        out = []
+        for event in batch:
+            key = (event.source, event.event_id)
+            if event.kind not in EVENT_KINDS:
+                out.append(
+                    _outcome(event, None, f"ignored: unknown kind {event.kind!r}", "ignored")
+                )
+                continue
+            if key in done or key in self.seen:
+                out.append(_outcome(event, None, "already recorded", "already recorded"))
+                continue
+            self.seen.add(key)
+            out.append(self._one(event))
+        return out
+
+    def _one(self, event: FeedbackEvent) -> EventOutcome:
+        match = self.resolver.resolve(event, self.store)
+        when = _iso(event.occurred_at)
+        if match.subscriber_id is None:
+            outcome = _outcome(event, match, "no matching recipient", "no match")
+        else:
+            status = self.status.get(match.subscriber_id) or match.status or ""
+            action, category, new_status = self._policy(event, match, status, when)
+            outcome = _outcome(event, match, action, category)
+            if new_status:
+                self.status[match.subscriber_id] = new_status
+            if not self.dry_run:
+                self._write_history(event, match, new_status, when)
+        if not self.dry_run:
+            records.insert_event(
+                self.store.conn,
+                (
+                    event.source,
+                    event.event_id,
+                    event.kind,
+                    match.subscriber_id,
+                    match.campaign_id,
+                    match.row_id,
+                    event.status[:200],
+                    event.reason[:1000],
+                    when,
+                    _iso(None),
+                    outcome.action,
+                ),
+            )
+        return outcome
+
+    def _policy(
+        self, event: FeedbackEvent, match: Match, status: str, when: str
+    ) -> tuple[str, str, str | None]:
+        """(action, category, the status the subscriber gets or None) for one event."""
+        kind = event.kind
+        if kind == "hard_bounce":
+            if status in _LIVE:
+                return "bounced", "bounced", BOUNCED
+            return f"hard bounce recorded (already {status})", "recorded", None
+        if kind == "soft_bounce":
+            return self._soft(event, match, status, when)
+        if kind == "complaint":
+            if status != COMPLAINED:
+                return "unsubscribed (complained)", "complained", COMPLAINED
+            return "complaint recorded (already complained)", "recorded", None
+        if kind == "unsubscribe":
+            if status in _LIVE:
+                return "unsubscribed", "unsubscribed", UNSUBSCRIBED
+            return f"unsubscribe recorded (already {status})", "recorded", None
+        return "delivery recorded", "delivered", None
+
+    def _soft(
+        self, event: FeedbackEvent, match: Match, status: str, when: str
+    ) -> tuple[str, str, str | None]:
+        limit, days = self.settings.soft_limit, self.settings.soft_days
+        sid = match.subscriber_id
+        assert sid is not None
+        since = _iso(_parse(when) - dt.timedelta(days=days))
+        messages = self.soft.get(sid)
+        if messages is None:
+            messages = records.soft_rows_since(self.store.conn, sid, since)
+        # The DISTINCT key records.soft_rows_since uses; an unmatched message counts alone.
+        messages.add(f"r{match.row_id}" if match.row_id is not None else f"x{event.event_id}")
+        if self.dry_run:
+            self.soft[sid] = messages
+        count = len(messages)
+        if status not in _LIVE:
+            return f"soft bounce recorded (already {status})", "recorded", None
+        if count >= limit:
+            return f"bounced ({count} soft bounces in {days} days)", "bounced", BOUNCED
+        return f"soft bounce {count} of {limit} in {days} days", "soft bounce", None
+
+    def _write_history(
+        self, event: FeedbackEvent, match: Match, new_status: str | None, when: str
+    ) -> None:
+        sid = match.subscriber_id
+        assert sid is not None
+        detail = _detail(event, match)
+        if new_status == BOUNCED:
+            self.store.mark_bounced(sid, detail)
+        elif new_status == COMPLAINED:
+            self.store.mark_complained(sid, detail)
+        elif new_status == UNSUBSCRIBED:
+            self.store.unsubscribe(sid, detail)
+        else:
+            self.store.write_event(sid, event.kind.replace("_", " "), detail, _iso(None))
+
+
+def _detail(event: FeedbackEvent, match: Match) -> str:
+    """`dsn 5.1.1: user unknown; campaign 2026-03-issue/weekly`: one history line's detail."""
+    parts = [event.source]
+    if event.status:
+        parts.append(event.status)
+    text = " ".join(parts)
+    if event.reason:
+        text += f": {' '.join(event.reason.split())[:300]}"
+    if match.campaign:
+        text += f"; campaign {match.campaign}"
+    return text
+
+
+def _outcome(event: FeedbackEvent, match: Match | None, action: str, category: str) -> EventOutcome:
+    if match is None:
+        return EventOutcome(event, None, None, action, category)
+    return EventOutcome(
+        event, match.email, match.campaign_id, action, category, match.subscriber_id
+    )
+
+
+def _iso(moment: dt.datetime | None) -> str:
+    moment = moment or dt.datetime.now(dt.UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
