@@ -6,6 +6,7 @@ database taken before and after: a refused webhook changes nothing."""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,7 @@ def test_route_is_off_while_its_secret_is_unset(provider, config, ada, certs, ca
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_unknown_event_types_are_answered_200_and_ignored(provider, config, ada, certs, caplog):
+    caplog.set_level(logging.INFO, "newsletter.serve")
     signer = signer_for(provider, certs)
     [signed] = signer.requests([Event("unknown", ada.email, key=ada.key)])
     app = create_app(config, environ=signer.environ)  # creates its tables

@@ -6,7 +6,7 @@ FeedbackEvents (see `base` for the contract); `receive` is the one path every re
 verify, refuse a replayed one-time token, normalise, apply the events through the bounce policy
 (idempotent by (source, event_id): a replayed event counts once), remember the token.
 
-    receive(config, conn, provider, request, now=None) -> Received(status, message)
+    receive(config, store, provider, request, secret=None, now=None) -> Received(status, message)
     providers_from_environ(environ) -> {name: Provider}   (a provider whose secret is unset
                                                             is absent: its route is off)
 """
@@ -14,12 +14,12 @@ verify, refuse a replayed one-time token, normalise, apply the events through th
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from newsletter.bounces.policy import apply_to_store
 from newsletter.bounces.webhooks import mailgun, nonces, postmark, resend, sendgrid, ses
 from newsletter.bounces.webhooks.base import (
     Provider,
@@ -30,6 +30,7 @@ from newsletter.bounces.webhooks.base import (
 
 if TYPE_CHECKING:
     from newsletter.config import Config
+    from newsletter.subscribers import SubscriberStore
 
 __all__ = [
     "PROVIDERS",
@@ -78,16 +79,21 @@ def providers_from_environ(environ: Mapping[str, str]) -> dict[str, Provider]:
 
 def receive(
     config: Config,
-    conn: sqlite3.Connection,
+    store: SubscriberStore,
     provider: Provider,
     request: WebhookRequest,
+    *,
+    secret: bytes | None = None,
     now: float | None = None,
 ) -> Received:
     """Verify `request`, then apply its events. 401 (nothing changed) unless it is proven to
     come from the provider; 200 for a replay (nothing changed again); 400 for a verified body
-    that is not the provider's documented shape. `conn` is a writable connection (the
-    one-time tokens); the events are applied by newsletter.bounces.policy.apply_events."""
+    that is not the provider's documented shape. `store` is writable; the events are applied
+    by the bounce policy (newsletter.bounces.policy, `secret` the project's token secret);
+    `now` is Unix seconds. sqlite3.OperationalError (a busy database) propagates: nothing was
+    applied, the provider retries."""
     now = time.time() if now is None else now
+    conn = store.conn
     name = provider.name
     try:
         nonce = provider.verify(request, now)
@@ -105,9 +111,7 @@ def receive(
     except WebhookRefused as exc:
         log.warning("webhook %s refused (401): %s", name, exc)
         return Received(401, "refused\n")
-    from newsletter.bounces.policy import apply_events
-
-    report = apply_events(config, batch.events) if batch.events else None
+    report = apply_to_store(store, config, batch.events, secret=secret) if batch.events else None
     if nonce is not None:
         nonces.remember(conn, name, nonce, now)
     ignored = ", ".join(f"{kind} x{n}" for kind, n in sorted(batch.ignored.items()))
@@ -115,7 +119,7 @@ def receive(
         "webhook %s: %d event(s) applied%s%s%s",
         name,
         len(batch.events),
-        f" ({report})" if report is not None else "",
+        f" ({report.summary()})" if report is not None else "",
         f"; ignored: {ignored}" if ignored else "",
         f"; {batch.done}" if batch.done else "",
     )

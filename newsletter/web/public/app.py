@@ -407,9 +407,10 @@ class PublicSite:
         received = await run_in_threadpool(
             webhooks.receive,
             self.config,
-            self.writer().conn,
+            self.writer(),
             provider,
             webhooks.WebhookRequest(dict(request.headers), body),
+            secret=self.secret,
         )
         return PlainTextResponse(received.message, status_code=received.status, headers=headers)
 
