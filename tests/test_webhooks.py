@@ -173,3 +173,195 @@ def test_a_body_too_large_is_refused(provider, config, ada, certs):
         answer = httpx.post(f"{server}/webhooks/{provider}", content=b"[" + b" " * (5 << 20) + b"]")
     assert answer.status_code == 413
     assert dump(config.database) == before
+
+
+# ============================================================ what each kind of event does
+
+
+EXPECTED = {
+    "hard_bounce": "bounced",
+    "soft_bounce": "active",
+    "complaint": "complained",
+    "unsubscribe": "unsubscribed",
+    "delivered": "active",
+}
+KINDS = [
+    (provider, kind)
+    for provider in PROVIDERS
+    for kind in EXPECTED
+    # Resend and SES send no provider-side unsubscribe event.
+    if not (kind == "unsubscribe" and provider in ("resend", "ses"))
+]
+
+
+def feedback_rows(config: Config) -> list[tuple[str, str, int | None, int | None]]:
+    conn = sqlite3.connect(config.database)
+    try:
+        return conn.execute(
+            "SELECT source, kind, subscriber_id, row_id FROM feedback_events ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("provider", "kind"), KINDS)
+def test_each_kind_lands_on_the_right_subscriber_and_ledger_row(provider, kind, config, ada, certs):
+    """The provider's class maps to our kind (SES Permanent/Transient, SendGrid bounce/blocked,
+    Postmark TypeCode, Mailgun severity, Resend bounce.type...), tied by the ledger key."""
+    signer = signer_for(provider, certs)
+    with running(create_app(config, environ=signer.environ)) as server:
+        for signed in signer.requests([Event(kind, ada.email, key=ada.key)]):
+            assert post(server, provider, signed).status_code == 200
+    assert status_of(config, ada.email) == EXPECTED[kind]
+    [(source, recorded_kind, subscriber_id, row_id)] = feedback_rows(config)
+    assert (source, recorded_kind, row_id) == (provider, kind, ada.key)
+    assert subscriber_id is not None
+
+
+def test_sendgrid_batch_applies_every_event_of_the_array(config, ada, certs):
+    with SubscriberStore.for_config(config) as store:
+        for email in ("bo@example.com", "cy@example.com", "di@example.com"):
+            store.add(email)
+    signer = SendGridSigner()
+    events = [
+        Event("hard_bounce", "bo@example.com"),
+        Event("complaint", "cy@example.com"),
+        Event("unknown", "di@example.com"),
+        Event("delivered", ada.email, key=ada.key),
+        Event("unsubscribe", "di@example.com"),
+    ]
+    [signed] = signer.requests(events)
+    with running(create_app(config, environ=signer.environ)) as server:
+        assert post(server, "sendgrid", signed).status_code == 200
+    statuses = {e: status_of(config, e) for e in ("bo@example.com", "cy@example.com")}
+    assert statuses == {"bo@example.com": "bounced", "cy@example.com": "complained"}
+    assert status_of(config, "di@example.com") == "unsubscribed"
+    assert status_of(config, ada.email) == "active"
+    assert [row[1] for row in feedback_rows(config)] == [
+        "hard_bounce",
+        "complaint",
+        "delivered",
+        "unsubscribe",
+    ]
+
+
+def test_mailgun_token_is_refused_again_by_another_serve_process(config, ada, certs):
+    """The one-time token lives in the database: a second app (another process) refuses it."""
+    signer = MailgunSigner()
+    [signed] = signer.requests([Event("soft_bounce", ada.email, key=ada.key)])
+    with running(create_app(config, environ=signer.environ)) as first:
+        assert post(first, "mailgun", signed).status_code == 200
+    after = dump(config.database)
+    with running(create_app(config, environ=signer.environ)) as second:
+        assert post(second, "mailgun", signed).status_code == 200
+    assert dump(config.database) == after
+    assert len(feedback_rows(config)) == 1
+
+
+# ============================================================================ SES and SNS
+
+
+def ses_post(server: str, message: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{server}/webhooks/ses",
+        content=json.dumps(message).encode(),
+        headers={"Content-Type": "text/plain; charset=UTF-8"},
+    )
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_ses_subscription_confirmation_fetches_subscribe_url_once_verified(
+    version, config, ada, certs
+):
+    signer = SesSigner(certs, version)
+    token = "2336412f37fb687f5d51e6e2425f004aed8e3c5ab6b4bdd3d5f6a1b0d18a"
+    url = f"https://{certs.host}/?Action=ConfirmSubscription&TopicArn=x&Token={token}"
+    message = signer.envelope(
+        "SubscriptionConfirmation",
+        Token=token,
+        SubscribeURL=url,
+        Message="You have chosen to subscribe to the topic. To confirm, visit the SubscribeURL.",
+    )
+    forged = dict(message, SubscribeURL=url + "&forged=1")
+    sns_sign(message, certs.signing_key, version)
+    sns_sign(forged, certs.signing_key, version)
+    forged["SubscribeURL"] = url + "&forged=2"  # changed after signing
+    app = create_app(config, environ=signer.environ)
+    before = dump(config.database)
+    with running(app) as server:
+        assert ses_post(server, forged).status_code == 401
+        assert not [p for p in certs.gets if "forged" in p]
+        assert ses_post(server, message).status_code == 200
+    assert [p for p in certs.gets if "ConfirmSubscription" in p][-1].endswith(token)
+    assert dump(config.database) == before
+
+
+def test_ses_refuses_a_topic_not_configured_before_fetching_anything(config, ada, certs):
+    signer = SesSigner(certs)
+    message = signer.envelope("Notification", Message=json.dumps(signer.ses_event(ada)))
+    message["TopicArn"] = "arn:aws:sns:eu-west-1:999999999999:someone-elses-topic"
+    sns_sign(message, certs.signing_key)
+    fetched = certs.cert_gets()
+    app = create_app(config, environ=signer.environ)
+    before = dump(config.database)
+    with running(app) as server:
+        assert ses_post(server, message).status_code == 401
+    assert certs.cert_gets() == fetched
+    assert dump(config.database) == before
+
+
+def test_ses_signing_certificate_is_fetched_once(config, ada, certs):
+    signer = SesSigner(certs)
+    fetched = certs.cert_gets()
+    with running(create_app(config, environ=signer.environ)) as server:
+        for kind in ("soft_bounce", "delivered", "soft_bounce"):
+            [signed] = signer.requests([Event(kind, ada.email, key=ada.key)])
+            assert post(server, "ses", signed).status_code == 200
+    assert certs.cert_gets() == fetched + 1
+    assert len(feedback_rows(config)) == 3
+
+
+@pytest.mark.parametrize(
+    "cert_url",
+    [
+        "http://sns.eu-west-1.amazonaws.com/SimpleNotificationService-x.pem",
+        "https://sns.eu-west-1.amazonaws.com.evil.example/SimpleNotificationService-x.pem",
+        "https://evil.example/sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com@evil.example/x.pem",
+        "https://evil.example\\@sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.com:8443/x.pem",
+        "https://snsXeu-west-1.amazonaws.com/x.pem",
+        "https://sqs.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.eu-west-1.amazonaws.co/x.pem",
+        "ftp://sns.eu-west-1.amazonaws.com/x.pem",
+        "",
+    ],
+)
+def test_production_rule_refuses_every_other_certificate_host(cert_url):
+    assert not SnsHosts().allowed(cert_url)
+
+
+def test_without_test_settings_a_local_certificate_url_is_refused_unfetched(config, ada, certs):
+    """Serve without the test settings: the local server's HTTPS URL is not sns.<region>.
+    amazonaws.com, so the message is refused and nothing is requested from that server."""
+    signer = SesSigner(certs)
+    [signed] = signer.requests([ada])
+    fetched = certs.cert_gets()
+    app = create_app(config, environ={"SES_SNS_TOPIC_ARN": signer.environ["SES_SNS_TOPIC_ARN"]})
+    before = dump(config.database)
+    with running(app) as server:
+        assert post(server, "ses", signed).status_code == 401
+    assert certs.cert_gets() == fetched
+    assert dump(config.database) == before
+
+
+@pytest.mark.parametrize(
+    "cert_url",
+    [
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-9c6465fa7f48f5cacd23014631ec1136.pem",
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-x.pem",
+    ],
+)
+def test_production_rule_accepts_sns_hosts(cert_url):
+    assert SnsHosts().allowed(cert_url)
