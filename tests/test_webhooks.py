@@ -5,6 +5,7 @@ database taken before and after: a refused webhook changes nothing."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sqlite3
@@ -14,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cli_support import run
+from click.testing import CliRunner
 from serve_support import dump, populate, running
 from webhook_support import (
     Event,
@@ -173,6 +176,33 @@ def test_a_body_too_large_is_refused(provider, config, ada, certs):
         answer = httpx.post(f"{server}/webhooks/{provider}", content=b"[" + b" " * (5 << 20) + b"]")
     assert answer.status_code == 413
     assert dump(config.database) == before
+
+
+def misshapen(provider: str, signer: Any) -> Signed:
+    """A correctly signed body that is not the provider's documented shape."""
+    if provider == "sendgrid":
+        return signer.sign(b'{"event": "bounce"}')  # one object, not the array
+    if provider == "mailgun":
+        return signer.sign({"event-data": ["failed"]})
+    if provider == "postmark":
+        return signer.sign(b"[1, 2]")
+    if provider == "resend":
+        return signer.sign(b'"email.bounced"')
+    message = signer.envelope("Notification", Message="{not json")
+    sns_sign(message, signer.certs.signing_key)
+    return Signed({"Content-Type": "text/plain"}, json.dumps(message).encode())
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_verified_body_of_the_wrong_shape_gets_400(provider, config, ada, certs, caplog):
+    signer = signer_for(provider, certs)
+    app = create_app(config, environ=signer.environ)
+    before = dump(config.database)
+    with running(app) as server:
+        answer = post(server, provider, misshapen(provider, signer))
+    assert answer.status_code == 400, answer.text
+    assert "Traceback" not in caplog.text
+    assert without_nonces(dump(config.database)) == without_nonces(before)
 
 
 # ============================================================ what each kind of event does
@@ -365,3 +395,30 @@ def test_without_test_settings_a_local_certificate_url_is_refused_unfetched(conf
 )
 def test_production_rule_accepts_sns_hosts(cert_url):
     assert SnsHosts().allowed(cert_url)
+
+
+def _rsa_public_key_b64() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("SENDGRID_WEBHOOK_PUBLIC_KEY", "not-a-key", "not a base64 DER public key"),
+        ("SENDGRID_WEBHOOK_PUBLIC_KEY", "rsa", "not an ECDSA P-256 public key"),
+        ("RESEND_WEBHOOK_SECRET", "whsec_!!not base64", "not whsec_ followed by base64"),
+    ],
+)
+def test_serve_refuses_to_start_with_an_unusable_webhook_secret(project, variable, value, said):
+    value = _rsa_public_key_b64() if value == "rsa" else value
+    code, output = run(CliRunner(env={variable: value}), project, "serve", "--port", "0")
+    assert code != 0
+    assert variable in output and said in output
+    assert value not in output  # a secret never goes to the output

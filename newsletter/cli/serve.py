@@ -28,7 +28,10 @@ from newsletter.cli.common import config_with_db, db_option, reports_errors
 def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None) -> None:
     """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
     opt-in to the lists declared public, and the web versions of published issues (see
-    `newsletter publish`). Only a POST changes anything; links and redirects use base_url.
+    `newsletter publish`), and the email providers' bounce and complaint webhooks at
+    /webhooks/PROVIDER (each on once its secret is in the environment: SENDGRID_WEBHOOK_PUBLIC_KEY,
+    MAILGUN_WEBHOOK_SIGNING_KEY, POSTMARK_WEBHOOK_USER and _PASSWORD, SES_SNS_TOPIC_ARN,
+    RESEND_WEBHOOK_SECRET). Only a POST changes anything; links and redirects use base_url.
     newsletter.yaml is read once at start: restart after changing it (a new `lists:` entry)."""
     from newsletter.web.public import serve as run
 

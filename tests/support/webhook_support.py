@@ -167,12 +167,15 @@ class MailgunSigner:
         return data
 
     def sign_one(self, e: Event, *, age: float = 0, signature: str = "good") -> Signed:
+        return self.sign({"event-data": self.event_data(e)}, age=age, signature=signature)
+
+    def sign(self, body: dict[str, Any], *, age: float = 0, signature: str = "good") -> Signed:
+        """`body` with the `signature` object Mailgun adds (a fresh token each time)."""
         stamp, token = str(int(time.time() - age)), secrets.token_hex(25)
         key = self.key if signature != "wrong" else secrets.token_hex(16)
         sig = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
-        body: dict[str, Any] = {"event-data": self.event_data(e)}
         if signature != "missing":
-            body["signature"] = {"timestamp": stamp, "token": token, "signature": sig}
+            body = {**body, "signature": {"timestamp": stamp, "token": token, "signature": sig}}
         return Signed({"Content-Type": "application/json"}, json.dumps(body).encode())
 
     def requests(self, events: list[Event], **knobs: Any) -> list[Signed]:
@@ -266,12 +269,15 @@ class PostmarkSigner:
         }[e.kind]
 
     def sign_one(self, e: Event, *, age: float = 0, signature: str = "good") -> Signed:
+        return self.sign(json.dumps(self.record(e)).encode(), signature=signature)
+
+    def sign(self, body: bytes, *, signature: str = "good") -> Signed:
         password = self.password if signature != "wrong" else self.password + "x"
         headers = {"Content-Type": "application/json"}
         if signature != "missing":
             raw = base64.b64encode(f"{self.user}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {raw}"
-        return Signed(headers, json.dumps(self.record(e)).encode())
+        return Signed(headers, body)
 
     def requests(self, events: list[Event], **knobs: Any) -> list[Signed]:
         return [self.sign_one(e, **knobs) for e in events]
@@ -319,7 +325,9 @@ class ResendSigner:
         return {"type": kind, "created_at": created, "data": data}
 
     def sign_one(self, e: Event, *, age: float = 0, signature: str = "good") -> Signed:
-        body = json.dumps(self.payload(e)).encode()
+        return self.sign(json.dumps(self.payload(e)).encode(), age=age, signature=signature)
+
+    def sign(self, body: bytes, *, age: float = 0, signature: str = "good") -> Signed:
         msg_id, stamp = f"msg_{uuid.uuid4().hex}", str(int(time.time() - age))
         key = self.key if signature != "wrong" else secrets.token_bytes(24)
         mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()

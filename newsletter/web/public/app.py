@@ -120,6 +120,7 @@ class PublicSite:
             publishing.prepare(setup.conn)
             webhooks.prepare(setup.conn)
         self.webhooks = webhooks.providers_from_environ(os.environ if environ is None else environ)
+        log.info("provider webhooks on: %s", ", ".join(sorted(self.webhooks)) or "none")
         self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
