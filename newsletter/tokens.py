@@ -127,15 +127,16 @@ def confirm_url(
 
 
 # VERP tokens ride in an address's local part, which some servers lower-case: the row id in base
-# 36 and 80 bits of the MAC in lower-case base32, `<row>-<16 chars>`, are case-proof.
+# 36 and 80 bits of the MAC in hex, `<row>-<20 hex digits>`, are case-proof (and hex is C-fast,
+# where base64.b32encode is pure Python: this is once per recipient).
 VERP = "verp"
-_VERP_TOKEN = re.compile(r"([0-9a-z]{1,13})-([a-z2-7]{16})\Z")
-_VERP_ADDRESS = re.compile(r"<?(?:mailto:)?([^@<>\s]+)\+([0-9A-Za-z]{1,13}-[A-Za-z2-7]{16})@")
+_VERP_TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-f]{20})\Z")
+_VERP_ADDRESS = re.compile(r"<?(?:mailto:)?([^@<>\s]+)\+([0-9A-Za-z]{1,13}-[0-9A-Fa-f]{20})@")
 
 
 def verp_token(secret: bytes, row_id: int) -> str:
-    """The VERP token of one campaign ledger row: `<row id base 36>-<MAC>` (lower case, 14-30
-    characters); on the send hot path (about a microsecond)."""
+    """The VERP token of one campaign ledger row: `<row id base 36>-<MAC>` (lower case, 22-34
+    characters); on the send hot path (about as costly as an unsubscribe token)."""
     body = _b36(row_id)
     return f"{body}-{_verp_mac(secret, body)}"
 
@@ -174,7 +175,7 @@ def _verp_mac(secret: bytes, body: str) -> str:
     inner.update(body.encode())
     outer = states[1].copy()
     outer.update(inner.digest())
-    return base64.b32encode(outer.digest()[:10]).decode().lower()
+    return outer.digest()[:10].hex()
 
 
 def _mac(secret: bytes, purpose: str, body: str) -> str:

@@ -15,9 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from newsletter.bounces.guard import PREFIX as GUARD_PREFIX
+from newsletter.bounces.guard import Guard
 from newsletter.campaign.connections import close_transports, open_connections
 from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_key
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
@@ -39,7 +41,7 @@ from newsletter.errors import CampaignError, CampaignPaused
 from newsletter.imagestore import keep_issue_images
 from newsletter.issue import Issue
 from newsletter.mail.dkim import DkimSigner
-from newsletter.mail.message import MessageTemplate
+from newsletter.mail.message import MessageTemplate, Verp, feedback_id
 from newsletter.render.compiled import CompiledIssue
 from newsletter.transports import transport_from_url
 from newsletter.transports.base import Transport
@@ -177,19 +179,29 @@ class Campaign:
     def template(self) -> MessageTemplate:
         """The issue's MIME template, built once per campaign from the check's compiled issue."""
         if self._template is None:
+            bounces = self.config.bounces
+            verp = None
+            if bounces.verp_local and bounces.verp_domain:
+                verp = Verp(self._secret(), bounces.verp_local, bounces.verp_domain)
             self._template = MessageTemplate(
                 self.compiled,
                 self.config,
                 campaign_key=campaign_key(self.issue.slug, self.list_name),
                 dkim=dkim_signer(self.config),
+                verp=verp,
+                feedback_id=feedback_id(self.issue.slug, self.list_name, self.config),
             )
         return self._template
 
-    def messages(self) -> SubscriberMessages:
+    def _secret(self) -> bytes:
         from newsletter.tokens import secret_key
 
-        secret = secret_key(self.config, self.store.conn)
-        return SubscriberMessages(self.compiled, self.template(), self.store, self.config, secret)
+        return secret_key(self.config, self.store.conn)
+
+    def messages(self) -> SubscriberMessages:
+        return SubscriberMessages(
+            self.compiled, self.template(), self.store, self.config, self._secret()
+        )
 
     # -- sending ---------------------------------------------------------------------------
     def run(
@@ -202,11 +214,20 @@ class Campaign:
         max_failures_in_a_row: int = 50,
         stop: threading.Event | None = None,
         handle_sigint: bool = False,
+        guard_confirmed: bool = False,
     ) -> SendReport:
         """Send to everyone due; `stop` (or Ctrl-C with `handle_sigint`) ends it cleanly.
 
         `rate` and `concurrency` default to the campaign's stored ones (else unlimited, 4).
+        A campaign the reputation guard paused (`guard_reason`) is resumed only with
+        `guard_confirmed` (the user answered the question; the guard then stays quiet for this
+        run); otherwise CampaignError. The guard may pause it again: CampaignPaused.
         """
+        if self.guard_reason and not guard_confirmed:
+            raise CampaignError(
+                f"this campaign was paused by the {self.guard_reason}; resume it only after "
+                "confirming (answer the question, or pass --yes)"
+            )
         concurrency = run_concurrency(concurrency, self.existing)
         run_limit = run_rate(rate, self.existing)
         options = RunOptions(
@@ -226,6 +247,9 @@ class Campaign:
         transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
+            source.campaign_id = campaign.id
+            if not guard_confirmed:
+                options = replace(options, guard=self._guard(campaign.id))
             self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
@@ -278,6 +302,25 @@ class Campaign:
                     raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
         finally:
             self.ledger.end_run(campaign_id)
+
+    @property
+    def guard_reason(self) -> str | None:
+        """Why the reputation guard paused this campaign (`reputation guard: ...`), if it did
+        and nobody resumed it since."""
+        row = self.existing
+        if row is None or row.state != "paused" or not row.state_reason:
+            return None
+        return row.state_reason if row.state_reason.startswith(GUARD_PREFIX) else None
+
+    def _guard(self, campaign_id: int) -> Callable[[int, int], str | None]:
+        from newsletter.bounces import records
+
+        records.migrate(self.store.conn)
+        counts = self.ledger.counts(campaign_id)
+        guard = Guard(
+            self.store.conn, campaign_id, self.config.bounces, counts.sent + counts.bounced
+        )
+        return guard.check
 
     def _start_campaign(self) -> CampaignRow:
         members = self.store.iter_member_ids(self.list_name, status="active")

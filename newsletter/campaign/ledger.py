@@ -492,6 +492,14 @@ class Ledger:
         ).fetchone()
         return None if row is None else (int(row[0]), int(row[1]))
 
+    def row_of(self, campaign_id: int, subscriber_id: int) -> int | None:
+        """The recipient row id of a subscriber in a campaign, if they are in it."""
+        row = self.conn.execute(
+            "SELECT id FROM campaign_recipients WHERE campaign_id = ? AND subscriber_id = ?",
+            (campaign_id, subscriber_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def iter_row_keys(self, campaign_id: int, after: int = 0) -> Iterator[tuple[int, int]]:
         """(row id, subscriber id) of the campaign's rows above `after`, ascending, streamed."""
         while True:

@@ -74,6 +74,8 @@ class SubscriberMessages:
         self._unsubscribe_url = unsubscribe_url
         # Subscriber id -> their values a link or image URL refused (the link went out as text).
         self.dropped_links: dict[int, list[str]] = {}
+        # Set once the campaign exists: a 5xx then goes through the bounce policy with it.
+        self.campaign_id: int | None = None
 
     def prepare(self, items: Sequence[WorkItem]) -> tuple[list[Job], list[Outcome]]:
         """One `get_many` for the chunk; jobs for the active subscribers, skips for the rest."""
@@ -111,7 +113,23 @@ class SubscriberMessages:
         return self.template.outgoing(row_id, recipient, url, subscriber.id, values)
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
-        self.store.mark_bounced(subscriber_id, reply)
+        """A 5xx during sending: a hard bounce (source `smtp`) through the one bounce policy,
+        so it is in the subscriber's history and the campaign's bounce rate like a DSN."""
+        from newsletter.bounces.policy import apply_send_bounce
+        from newsletter.subscribers.store import SubscriberStore
+
+        if self.campaign_id is None or not isinstance(self.store, SubscriberStore):
+            self.store.mark_bounced(subscriber_id, reply)
+            return
+        apply_send_bounce(
+            self.store,
+            self.config,
+            self.secret,
+            campaign_id=self.campaign_id,
+            subscriber_id=subscriber_id,
+            message_id=self.template.message_id(subscriber_id),
+            reply=reply,
+        )
 
 
 def _skip(item: WorkItem, reason: str) -> Outcome:

@@ -58,6 +58,9 @@ class RunOptions:
     window_per_worker: int = 16
     group_commit_delay: float = 0.005  # seconds
     prefetch: int = 256  # due rows read and looked up ahead (still "due" in the ledger)
+    # Called after each recorded batch with (sent, bounced) of this run: a reason to pause the
+    # campaign, or None (the reputation guard, newsletter.bounces.guard).
+    guard: Callable[[int, int], str | None] | None = None
 
 
 @dataclass
@@ -290,6 +293,10 @@ class Runner:
                 self.source.bounced(subscriber_id, reply)
             except NewsletterError as exc:  # the ledger has the bounce; the send goes on
                 self.progress.note(f"could not mark subscriber {subscriber_id} bounced: {exc}")
+        if self.options.guard is not None and outcomes:
+            reason = self.options.guard(self.tally.sent, self.tally.bounced)
+            if reason:
+                self._pause(reason)
         self.progress.update(self.tally)
 
     def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsletter.bounces import records
+from newsletter.bounces.guard import Rates, campaign_rates
 from newsletter.campaign.ledger import CampaignRow, Counts, Ledger
 from newsletter.config import Config
 from newsletter.db import connect
@@ -18,6 +20,7 @@ class CampaignStatus:
     counts: Counts
     sending_now: bool
     last_change: str = ""
+    rates: Rates | None = None  # bounces and complaints reported so far
 
     def format(self) -> str:
         c, row = self.counts, self.campaign
@@ -42,6 +45,8 @@ class CampaignStatus:
             f"via {row.transport_url or row.transport or '-'}, rate {row.rate or 'unlimited'}"
             + (f", concurrency {row.concurrency}" if row.concurrency else ""),
         ]
+        if self.rates is not None:
+            lines.append(self.rates.format())
         return "\n".join(lines)
 
 
@@ -65,9 +70,17 @@ def campaign_status(config: Config, issue: str | Path) -> list[CampaignStatus]:
     if not config.database.exists():  # nothing was ever sent: do not create a database to say so
         return []
     with Ledger(connect(config.database)) as ledger:
-        return [
-            CampaignStatus(
-                row, ledger.counts(row.id), ledger.is_being_sent(row.id), ledger.last_change(row.id)
+        records.migrate(ledger.conn)
+        out = []
+        for row in ledger.for_issue(slug):
+            counts = ledger.counts(row.id)
+            out.append(
+                CampaignStatus(
+                    row,
+                    counts,
+                    ledger.is_being_sent(row.id),
+                    ledger.last_change(row.id),
+                    campaign_rates(ledger.conn, row.id, counts.sent + counts.bounced),
+                )
             )
-            for row in ledger.for_issue(slug)
-        ]
+        return out

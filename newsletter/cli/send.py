@@ -129,7 +129,9 @@ def send(
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
     The first run stores the transport, rate and concurrency: a bare `newsletter send ISSUE`
     resumes with them. Ctrl-C stops after the messages in flight and prints the command that
-    resumes.
+    resumes. The reputation guard pauses a campaign whose hard bounces or complaints pass the
+    `bounces:` limits; resuming it asks first (--yes confirms; without a terminal and --yes it
+    is refused).
     """
     config = app().config
     issue = _issue_file(config, issue)
@@ -175,6 +177,7 @@ def send(
         if campaign.pending == 0:
             click.echo(campaign.nothing_left())
             return
+        guard_confirmed = _confirm_guard(campaign.guard_reason, yes)
         if not yes:
             click.confirm(campaign.question(), abort=True)
         report = campaign.run(
@@ -182,6 +185,7 @@ def send(
             concurrency=concurrency,
             progress=StreamProgress(sys.stderr),
             handle_sigint=True,
+            guard_confirmed=guard_confirmed,
         )
     finally:
         campaign.close()
@@ -190,6 +194,25 @@ def send(
         raise SystemExit(130)
     if not report.ok:
         raise SystemExit(1)
+
+
+def _confirm_guard(reason: str | None, yes: bool) -> bool:
+    """A campaign the reputation guard paused resumes only when the user says so: --yes, or
+    an answer at a terminal (a script without --yes is refused, never resumed silently)."""
+    if reason is None:
+        return False
+    if yes:
+        click.echo(f"Resuming a campaign paused by the {reason} (--yes).", err=True)
+        return True
+    if not sys.stdin.isatty():
+        raise click.ClickException(
+            f"this campaign was paused by the {reason}. Resuming needs your confirmation: "
+            "run the command at a terminal to answer, or add --yes"
+        )
+    click.confirm(
+        f"This campaign was paused by the {reason}.\nResume it anyway?", abort=True, err=True
+    )
+    return True
 
 
 @click.command()
@@ -222,7 +245,8 @@ def send(
 @reports_errors
 def status(issue: str, state: str | None, list_name: str | None, fmt: str) -> None:
     """Show each campaign of ISSUE (a file or its slug): due, sent, deferred, failed, bounced,
-    unknown (in flight when a run died) and skipped; with --recipients, who and why."""
+    unknown (in flight when a run died) and skipped, then hard bounces and complaints with
+    their rates (what the reputation guard judges); with --recipients, who and why."""
     if state is not None:
         campaign, rows = recipient_statuses(app().config, issue, list_name=list_name, state=state)
         out = sys.stdout

@@ -47,13 +47,23 @@ SIGNED_HEADERS = (
     "Message-ID",
     "Reply-To",
     "List-Id",
+    "Feedback-ID",  # Gmail's feedback loop trusts it only when signed
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "MIME-Version",
     "Content-Type",
 )
 OVERSIGN = frozenset(
-    {"from", "to", "subject", "date", "reply-to", "list-unsubscribe", "list-unsubscribe-post"}
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "reply-to",
+        "feedback-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    }
 )
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")

@@ -25,8 +25,10 @@ an over-long unsubscribe URL) raises `MessageError`; transports turn that into a
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Protocol
 
@@ -43,6 +45,7 @@ from newsletter.mail.mime import (
 )
 from newsletter.placeholders import Recipient
 from newsletter.render.fill import Fill, Slot
+from newsletter.tokens import verp_address
 from newsletter.transports.base import DotSafeBytes, MessageParts, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from newsletter.mail.dkim import DkimSigner
 
 TEST_PREFIX = "[TEST] "
+_FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 ONE_CLICK = "List-Unsubscribe=One-Click"
 AUTO_SUBMITTED = "auto-generated"  # RFC 3834: no vacation replies to a machine-made message
 _PART_HEADERS = (
@@ -134,6 +138,8 @@ class MessageTemplate:
         dkim: DkimSigner | None = None,
         test: bool = False,
         transactional: bool = False,
+        verp: Verp | None = None,
+        feedback_id: str | None = None,
     ) -> None:
         self.compiled = compiled
         self.config = config
@@ -142,6 +148,8 @@ class MessageTemplate:
         self.test = test
         self.transactional = transactional
         self.envelope_from = addr_spec(config.sender.addr_spec)
+        # VERP: the envelope sender names the ledger row (`outgoing`'s key), see tokens.verp_token
+        self.verp = None if transactional else verp
         self._domain = config.sender_domain
         self._prefix = TEST_PREFIX if test else ""
         self._dates = _DateCache()
@@ -163,6 +171,11 @@ class MessageTemplate:
         ]
         if self._reply_to_value:
             middle.insert(0, ("Reply-To", f"Reply-To: {self._reply_to_value}\r\n".encode("ascii")))
+        self.feedback_id = None if transactional or not feedback_id else feedback_id
+        if self.feedback_id:
+            # Fixed per campaign: among the DKIM-signed fields, as Gmail's feedback loop needs.
+            line = header_line("Feedback-ID", _check_feedback_id(self.feedback_id))
+            middle.append(("Feedback-ID", line.encode("ascii")))
         self._middle = b"".join(line for _, line in middle)
         tail = (
             []
@@ -251,13 +264,17 @@ class MessageTemplate:
         def build_parts() -> MessageParts:
             return self._parts(recipient, values, unsubscribe_url, message_id)
 
+        verp = self.verp
         return OutgoingMessage(
             key=key,
-            envelope_from=self.envelope_from,
+            envelope_from=self.envelope_from
+            if verp is None
+            else verp_address(verp.secret, key, verp.local, verp.domain),
             recipient=addr_spec(recipient.email),
             message_id=message_id,
             build_data=build_data,
             build_parts=build_parts,
+            header_from=None if verp is None else self.envelope_from,
         )
 
     def subject_for(self, values: Mapping[str, str]) -> str:
@@ -337,6 +354,8 @@ class MessageTemplate:
             headers["List-Unsubscribe-Post"] = ONE_CLICK
         if self._reply_to_value:
             headers["Reply-To"] = self._reply_to_value
+        if self.feedback_id:
+            headers["Feedback-ID"] = self.feedback_id
         return MessageParts(
             from_header=self._from_value,
             to_email=addr_spec(recipient.email),
@@ -346,6 +365,25 @@ class MessageTemplate:
             html=self.compiled.html.render(values),
             headers=headers,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Verp:
+    """What a VERP envelope sender is made of: `local+<token>@domain` (bounces: address)."""
+
+    secret: bytes
+    local: str
+    domain: str
+
+
+def feedback_id(issue_slug: str, list_name: str, config: Config) -> str:
+    """Gmail's Feedback-ID `<campaign>:<list>:<newsletter>:<sender-id>`: the issue slug, the
+    list, the newsletter's list-id label and `bounces.feedback_id` (default: the sender
+    domain). ':' separates the fields, so each keeps only letters, digits, '.', '_', '-'."""
+    sender = config.bounces.feedback_id or config.sender_domain
+    newsletter = config.list_id_token.rpartition("." + config.sender_domain)[0]
+    fields = (issue_slug, list_name, newsletter or "newsletter", sender)
+    return ":".join(_FEEDBACK_UNSAFE.sub("-", f)[:64].strip("-") or "x" for f in fields)
 
 
 def message_id_digest(campaign_key: str, subscriber_key: str | int) -> str:
@@ -372,6 +410,13 @@ def _check_message_id(message_id: str) -> str:
     if "@" not in message_id or any(c in message_id for c in "<> \t") or not message_id.isascii():
         raise MessageError(f"invalid Message-ID {message_id!r}: expected id@domain")
     return message_id
+
+
+def _check_feedback_id(value: str) -> str:
+    check_header_text(value, "Feedback-ID")
+    if not value.isascii() or any(c.isspace() for c in value) or len(value) > 250:
+        raise MessageError(f"invalid Feedback-ID {value!r}: expected a:b:c:sender-id")
+    return value
 
 
 def _check_url(url: str) -> str:

@@ -57,6 +57,9 @@ class OutgoingMessage:
     message_id: str  # without angle brackets
     build_data: Callable[[], bytes] = field(repr=False)
     build_parts: Callable[[], MessageParts] = field(repr=False)
+    # The From address when the envelope sender differs (VERP): what an API that keeps its own
+    # envelope sender (SES) must name as the sending identity. None: same as envelope_from.
+    header_from: str | None = None
 
     @cached_property
     def data(self) -> bytes:

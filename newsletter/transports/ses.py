@@ -207,7 +207,9 @@ class SesTransport(Transport):
         except MessageError as exc:
             return DeliveryResult("failed", f"not sent: {exc}")
         request: dict[str, Any] = {
-            "FromEmailAddress": message.envelope_from,
+            # SES keeps its own envelope sender (and reports bounces itself): the identity it
+            # checks is the From address, not our VERP envelope sender.
+            "FromEmailAddress": message.header_from or message.envelope_from,
             "Destination": {"ToAddresses": [message.recipient]},
             "Content": {"Raw": {"Data": data}},
             "EmailTags": [{"Name": "newsletter_key", "Value": str(message.key)}],
@@ -246,10 +248,11 @@ class SesTransport(Transport):
             raise TransportConfigError(f"Amazon SES will not send ({self.describe()}): {text}")
         if code in TRANSIENT_ERRORS or status == 429 or status >= 500:
             return DeliveryResult("deferred", text)
-        sender = message.envelope_from.lower()
+        identity = message.header_from or message.envelope_from
+        sender = identity.lower()
         if code == "MessageRejected" and sender in text.lower() and "recipient" not in text.lower():
             raise TransportConfigError(
-                f"Amazon SES will not send from {message.envelope_from}: {text}; verify the "
+                f"Amazon SES will not send from {identity}: {text}; verify the "
                 f"address or its domain as an identity in {self.region}"
             )
         return DeliveryResult("failed", text)

@@ -32,6 +32,9 @@ class Delivered:
     request: int  # index of the HTTP request that carried it
     reply_to: str | None = None
     data: bytes | None = None  # raw bytes, when the provider takes raw MIME (SES)
+    # The custom data the provider echoes in its webhook events for this message (SendGrid
+    # custom_args, Mailgun v: variables, Postmark Metadata, SES EmailTags, Resend tags).
+    custom: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

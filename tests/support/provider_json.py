@@ -143,6 +143,7 @@ class SendGridServer(ProviderServer):
             provider_id=message_id,
             request=number,
             reply_to=_display(reply_to.get("name"), reply_to["email"]) if reply_to else None,
+            custom={**body.get("custom_args", {}), **p.get("custom_args", {})},
         )
 
 
@@ -235,6 +236,7 @@ class PostmarkServer(ProviderServer):
             provider_id=mid,
             request=number,
             reply_to=message.get("ReplyTo"),
+            custom=dict(message.get("Metadata") or {}),
         )
 
 
@@ -364,6 +366,7 @@ class ResendServer(ProviderServer):
             provider_id=eid,
             request=number,
             reply_to=email.get("reply_to"),
+            custom={t["name"]: t["value"] for t in email.get("tags", [])},
         )
 
 

@@ -125,6 +125,7 @@ class MailgunServer(ProviderServer):
             provider_id=message_id,
             request=number,
             reply_to=reply_to,
+            custom={k[2:]: fill(v) for k, v in one.items() if k.startswith("v:")},
         )
 
 
@@ -165,6 +166,8 @@ class SesServer:
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._tags: dict[str, dict[str, str]] = {}  # recipient -> EmailTags of its request
+        self.from_addresses: set[str] = set()  # every FromEmailAddress (the identity checked)
 
     def fail_next(self, status: int, code: str, *, times: int = 1, message: str = "") -> None:
         for _ in range(times):
@@ -214,7 +217,9 @@ class SesServer:
         out = []
         for n, message in enumerate(backend.sent_messages):
             raw = message.raw_data.encode("utf-8")
-            out.append(_parsed_delivery(raw, message.destinations[0], message.id, n))
+            delivered = _parsed_delivery(raw, message.destinations[0], message.id, n)
+            delivered.custom = dict(self._tags.get(delivered.to_email.lower(), {}))
+            out.append(delivered)
         return out
 
     def _wrap(self, app: Callable) -> Callable:
@@ -287,6 +292,14 @@ class SesServer:
         if raw is None:
             return None, "expected raw content"
         name = request.get("ConfigurationSetName")
+        with self._lock:
+            self.from_addresses.add(str(request.get("FromEmailAddress")))
+        tags = request.get("EmailTags", [])
+        if not all(isinstance(t, dict) and {"Name", "Value"} <= set(t) for t in tags):
+            return None, f"EmailTags must be Name/Value pairs: {tags!r}"
+        for address in request.get("Destination", {}).get("ToAddresses", []):
+            with self._lock:
+                self._tags[parseaddr(address)[1].lower()] = {t["Name"]: t["Value"] for t in tags}
         if name is not None and name not in self.configuration_sets:
             return Fault(
                 404,
