@@ -6,7 +6,6 @@ bounced and the complained."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -80,9 +79,9 @@ def prepare_ses(url: str) -> None:
     ).create_email_identity(EmailIdentity="example.org")
 
 
-def send(provider: str, issue: Path) -> tuple[list[str], dict[str, int]]:
-    """`newsletter send ISSUE --transport PROVIDER:...`; the addresses the provider delivered to
-    and the keys it was given, as {address: newsletter_key}."""
+def send(provider: str, issue: Path) -> dict[str, tuple[int, str]]:
+    """`newsletter send ISSUE --transport PROVIDER:...`: per address the provider delivered to,
+    the ledger key it was given as custom data (what its webhooks echo) and the Message-ID."""
     with stand_in(provider) as server:
         if provider == "ses":
             prepare_ses(server.url)
@@ -97,29 +96,11 @@ def send(provider: str, issue: Path) -> tuple[list[str], dict[str, int]]:
         assert result.exit_code == 0, result.output
         delivered = server.sent() if provider == "ses" else server.delivered
         assert server.violations == []
-        echoed = echoed_keys(provider, server)
-    return sorted(d.to_email for d in delivered), echoed
-
-
-def echoed_keys(provider: str, server: Any) -> dict[str, int]:
-    """The newsletter_key our transport handed the provider per recipient (what its webhooks
-    echo): read from the requests the stand-in received where they are JSON; Mailgun's form
-    and SES's moto keep theirs inside, so for those the ledger tells the same row ids."""
-    keys: dict[str, int] = {}
-    if provider == "sendgrid":
-        for request in server.requests:
-            for p in json.loads(request.body)["personalizations"]:
-                keys[p["to"][0]["email"]] = int(p["custom_args"]["newsletter_key"])
-    elif provider == "postmark":
-        for request in server.requests:
-            for m in json.loads(request.body):
-                keys[m["To"].rpartition("<")[2].rstrip(">")] = int(m["Metadata"]["newsletter_key"])
-    elif provider == "resend":
-        for request in server.requests:
-            for m in json.loads(request.body):
-                tags = {t["name"]: t["value"] for t in m["tags"]}
-                keys[m["to"][0].rpartition("<")[2].rstrip(">")] = int(tags["newsletter_key"])
-    return keys
+    headers = [{k.lower(): v for k, v in d.headers.items()} for d in delivered]
+    return {
+        d.to_email: (int(d.custom["newsletter_key"]), h.get("message-id", "").strip("<>"))
+        for d, h in zip(delivered, headers, strict=True)
+    }
 
 
 def ledger_keys(database: Path) -> dict[str, int]:
@@ -160,15 +141,17 @@ def signer_for(provider: str, certs: SnsCertServer) -> Any:
 @pytest.mark.parametrize("provider", ["sendgrid", "mailgun", "postmark", "ses", "resend"])
 def test_next_campaign_skips_exactly_the_bounced_and_complained(provider, project, certs):
     first = next((project / "issues").glob("*.yaml"))
-    delivered, echoed = send(provider, first)
-    assert delivered == sorted(SUBSCRIBERS)
+    sent = send(provider, first)
+    assert sorted(sent) == sorted(SUBSCRIBERS)
     keys = ledger_keys(project / "newsletter.db")
-    assert all(keys[email] == key for email, key in echoed.items())
-    echoed = echoed or keys
+    assert {email: key for email, (key, _) in sent.items()} == keys
 
     config = load_config(project / "newsletter.yaml")
     signer = signer_for(provider, certs)
-    events = [Event(kind, email, key=echoed[email]) for email, kind in FEEDBACK.items()]
+    events = [
+        Event(kind, email, key=sent[email][0], message_id=sent[email][1])
+        for email, kind in FEEDBACK.items()
+    ]
     with running(create_app(config, environ=signer.environ)) as server:
         for signed in signer.requests(events):
             answer = httpx.post(
@@ -178,5 +161,4 @@ def test_next_campaign_skips_exactly_the_bounced_and_complained(provider, projec
 
     second = first.with_name("2026-12-09-next-week.yaml")
     shutil.copy(first, second)
-    delivered, _ = send(provider, second)
-    assert delivered == sorted(set(SUBSCRIBERS) - SKIPPED)
+    assert sorted(send(provider, second)) == sorted(set(SUBSCRIBERS) - SKIPPED)
