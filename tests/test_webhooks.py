@@ -422,3 +422,29 @@ def test_serve_refuses_to_start_with_an_unusable_webhook_secret(project, variabl
     assert code != 0
     assert variable in output and said in output
     assert value not in output  # a secret never goes to the output
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_busy_database_answers_503_and_the_providers_retry_applies(provider, config, ada, certs):
+    """Another process holds the write lock (a long import): the webhook answers 503 with
+    Retry-After after serve's busy timeout, nothing written; the provider's retry of the same
+    request applies it once."""
+    signer = signer_for(provider, certs)
+    [signed] = signer.requests([ada])
+    app = create_app(config, environ=signer.environ)
+    with running(app) as server:
+        # The policy's tables exist already, as they do after a first event or an import.
+        [warm] = signer.requests([Event("delivered", "nobody@example.net")])
+        assert post(server, provider, warm).status_code == 200
+        before = dump(config.database)
+        holder = sqlite3.connect(config.database, timeout=0, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            answer = post(server, provider, signed)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert answer.status_code == 503 and answer.headers["retry-after"]
+        assert dump(config.database) == before
+        assert post(server, provider, signed).status_code == 200
+    assert status_of(config, ada.email) == "bounced"
