@@ -13,7 +13,6 @@ the route is off) and a `Provider` with
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,7 +123,3 @@ def from_iso(value: object) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def now() -> float:
-    return time.time()
