@@ -106,3 +106,71 @@ def _mid(server: SmtpServer, local: str) -> str:
         if message.rcpt_tos[0].startswith(local):
             return message.parsed()["Message-ID"].strip("<>")
     raise AssertionError(local)
+
+
+def _at_terminal(project: Path, answers: list[tuple[str, str]], *args: str) -> tuple[int, str]:
+    """`python -m newsletter ARGS` on a pseudo-terminal, answering each prompt (text to wait
+    for, answer) as a person would; (exit status, everything shown)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=project,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    shown = b""
+    pending = list(answers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed: the program ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if pending and pending[0][0].encode() in shown.split(b"\n")[-1] + shown[-200:]:
+            os.write(master, pending.pop(0)[1].encode() + b"\n")
+    os.close(master)
+    return proc.wait(timeout=30), shown.decode(errors="replace")
+
+
+def test_at_a_terminal_resuming_asks_and_no_means_nothing_is_sent(
+    guarded, runner: CliRunner
+) -> None:
+    project, issue = guarded
+    _add(project, *(f"dead{i}@example.net" for i in range(6)))
+    _add(project, *(f"live{i:02d}@example.net" for i in range(14)))
+    with SmtpServer(faults=[fault("550", "dead*")]) as server:
+        code, out = run(
+            runner,
+            project,
+            "send",
+            str(issue),
+            "--yes",
+            "--transport",
+            server.url(),
+            "--concurrency",
+            "1",
+        )
+        assert "reputation guard" in out
+        first = len(server.messages)
+        code, shown = _at_terminal(project, [("Resume it anyway?", "n")], "send", issue.stem)
+        assert code != 0 and "paused by the reputation guard: hard bounces 6 of" in shown
+        assert len(server.messages) == first
+        code, shown = _at_terminal(
+            project, [("Resume it anyway?", "y"), ("Send '", "y")], "send", f"issues/{issue.name}"
+        )
+        assert code == 0, shown
+        assert len(server.messages) == 14

@@ -175,6 +175,8 @@ def test_dry_run_writes_nothing_and_says_what_would_change(sent) -> None:
         "already recorded": 1,
     }
     assert "(dry run: nothing was changed)" in report.summary()
+    assert report.outcomes[0].format() == "reader0@example.net: bounced (dsn 5.1.1)"
+    assert report.outcomes[5].format() == ("stranger@example.com: no matching recipient (dsn)")
     # The real run does what the dry run said.
     assert [o.action for o in apply_events(config, events).outcomes] == actions
     assert [o.action for o in apply_events(config, events).outcomes] == ["already recorded"] * 7

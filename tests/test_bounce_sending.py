@@ -245,3 +245,25 @@ def test_verp_token_from_address(text: str, found: bool) -> None:
     token = verp_token(b"k" * 32, 4242)
     got = verp_token_from_address(text.format(t=token, T=token.upper()))
     assert got == (token if found else None)
+
+
+def test_feedback_id_of_long_and_odd_names_stays_one_valid_header(project: Path) -> None:
+    from newsletter.mail.message import feedback_id
+
+    (project / "newsletter.yaml").write_text(
+        'name: "Ünïcödé Letter: the very long name of a newsletter that goes on and on"\n'
+        "from: X <x@a-very-long-subdomain-name-for-sending.mail.example.org>\n",
+        encoding="utf-8",
+    )
+    config = load_config(project / "newsletter.yaml")
+    value = feedback_id("2026-12-01-" + "word-" * 30, "weekly.digest_v2", config)
+    fields = value.split(":")
+    assert len(fields) == 4 and all(re.fullmatch(r"[A-Za-z0-9._-]{1,64}", f) for f in fields)
+    assert fields[1] == "weekly.digest_v2"
+    issue = next((project / "issues").glob("*.yaml"))
+    with SubscriberStore.for_config(config) as store:
+        store.add("reader@example.net")
+    with SmtpServer() as server:
+        assert send_issue(config, issue, transport=server.url()).ok
+        [message] = server.messages
+    assert re.fullmatch(r"[^:\s]+:default:[^:\s]+:[^:\s]+", message.parsed()["Feedback-ID"])

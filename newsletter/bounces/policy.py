@@ -51,6 +51,15 @@ class EventOutcome:
     category: str
     subscriber_id: int | None = None
 
+    def format(self) -> str:
+        """One line for people: `who: what (source status: why)`, e.g.
+        `ann@example.net: bounced (dsn 5.1.1: 550 5.1.1 user unknown)`."""
+        who = self.email or self.event.recipient or "unknown recipient"
+        why = " ".join(p for p in (self.event.source, self.event.status) if p)
+        if self.event.reason:
+            why += f": {' '.join(self.event.reason.split())[:200]}"
+        return f"{who}: {self.action} ({why})"
+
 
 @dataclass
 class ApplyReport:

@@ -85,19 +85,10 @@ def insert_event(
     )
 
 
-def soft_bounces_since(conn: sqlite3.Connection, subscriber_id: int, since: str) -> int:
-    """Soft-bounced messages of a subscriber since `since` (ISO 8601 UTC): several reports
-    about one message (a DSN `delayed` then again) count once."""
-    row = conn.execute(
-        "SELECT COUNT(DISTINCT COALESCE('r' || row_id, 'e' || id)) FROM feedback_events"
-        " WHERE subscriber_id = ? AND kind = 'soft_bounce' AND occurred_at >= ?",
-        (subscriber_id, since),
-    ).fetchone()
-    return int(row[0])
-
-
 def soft_rows_since(conn: sqlite3.Connection, subscriber_id: int, since: str) -> set[str]:
-    """The distinct soft-bounced messages (as counted by `soft_bounces_since`)."""
+    """The distinct soft-bounced messages of a subscriber since `since` (ISO 8601 UTC): several
+    reports about one message (a DSN `delayed`, then again) are one `r<row id>`; a report with
+    no known message is its own `e<event id>`."""
     rows = conn.execute(
         "SELECT DISTINCT COALESCE('r' || row_id, 'e' || id) FROM feedback_events"
         " WHERE subscriber_id = ? AND kind = 'soft_bounce' AND occurred_at >= ?",

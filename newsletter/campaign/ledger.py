@@ -517,16 +517,6 @@ class Ledger:
         rows = self.conn.execute("SELECT * FROM campaigns ORDER BY id").fetchall()
         return [_campaign(r) for r in rows]
 
-    def attempted(self, campaign_id: int) -> int:
-        """Messages a server or provider took or refused for good (sent + bounced): the
-        denominator of the campaign's bounce and complaint rates."""
-        row = self.conn.execute(
-            "SELECT COUNT(*) FROM campaign_recipients WHERE campaign_id = ?"
-            " AND status IN ('sent', 'bounced')",
-            (campaign_id,),
-        ).fetchone()
-        return int(row[0])
-
     # -- helpers ---------------------------------------------------------------------------
     def transaction(self) -> _Transaction:
         return _Transaction(self.conn)

@@ -176,7 +176,9 @@ def list_(list_name: str | None, status: str | None, limit: int, db: Path | None
 @db_option
 @reports_errors
 def show(email: str, db: Path | None) -> None:
-    """Show one subscriber: data, lists, fields and the history of consent."""
+    """Show one subscriber: data, lists, fields and their history: consent, and every bounce,
+    complaint, provider unsubscribe and delivery report with its source, status, campaign and
+    reason."""
     with _open(db) as store:
         sub = _require(store, email)
         events = store.events(sub.id)

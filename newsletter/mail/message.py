@@ -414,7 +414,7 @@ def _check_message_id(message_id: str) -> str:
 
 def _check_feedback_id(value: str) -> str:
     check_header_text(value, "Feedback-ID")
-    if not value.isascii() or any(c.isspace() for c in value) or len(value) > 250:
+    if not value.isascii() or any(c.isspace() for c in value) or len(value) > 300:
         raise MessageError(f"invalid Feedback-ID {value!r}: expected a:b:c:sender-id")
     return value
 
