@@ -248,7 +248,8 @@ def test_each_kind_lands_on_the_right_subscriber_and_ledger_row(provider, kind, 
     assert subscriber_id is not None
 
 
-def test_sendgrid_batch_applies_every_event_of_the_array(config, ada, certs):
+def test_sendgrid_batch_applies_every_event_of_the_array(config, ada, certs, caplog):
+    caplog.set_level(logging.INFO, "newsletter.serve")
     with SubscriberStore.for_config(config) as store:
         for email in ("bo@example.com", "cy@example.com", "di@example.com"):
             store.add(email)
@@ -267,6 +268,8 @@ def test_sendgrid_batch_applies_every_event_of_the_array(config, ada, certs):
     assert statuses == {"bo@example.com": "bounced", "cy@example.com": "complained"}
     assert status_of(config, "di@example.com") == "unsubscribed"
     assert status_of(config, ada.email) == "active"
+    lines = [r.getMessage() for r in caplog.records]
+    assert "webhook sendgrid: bo@example.com: bounced (sendgrid 5.1.1: 550 5.1.1 The email account does not exist)" in lines
     assert [row[1] for row in feedback_rows(config)] == [
         "hard_bounce",
         "complaint",

@@ -114,6 +114,8 @@ def receive(
     report = apply_to_store(store, config, batch.events, secret=secret) if batch.events else None
     if nonce is not None:
         nonces.remember(conn, name, nonce, now)
+    for outcome in report.outcomes if report is not None else ():
+        log.info("webhook %s: %s", name, outcome.format())  # who, what, why
     ignored = ", ".join(f"{kind} x{n}" for kind, n in sorted(batch.ignored.items()))
     log.info(
         "webhook %s: %d event(s) applied%s%s%s",
