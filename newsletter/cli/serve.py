@@ -29,8 +29,11 @@ def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None
     """Serve the public endpoints: unsubscribe (RFC 8058 one-click), sign-up with double
     opt-in to the lists declared public (/subscribe), and the archive of published issues (see
     `newsletter publish`): the index at / and /issues/, each web version at /issues/<slug>/,
-    /feed.xml (Atom), /feed.json (JSON Feed), the same files `newsletter archive` writes. Only
-    a POST changes anything; links and redirects use base_url.
+    /feed.xml (Atom), /feed.json (JSON Feed), the same files `newsletter archive` writes; and
+    the email providers' bounce and complaint webhooks at /webhooks/PROVIDER (each on once its
+    secret is in the environment: SENDGRID_WEBHOOK_PUBLIC_KEY, MAILGUN_WEBHOOK_SIGNING_KEY,
+    POSTMARK_WEBHOOK_USER and _PASSWORD, SES_SNS_TOPIC_ARN, RESEND_WEBHOOK_SECRET). Only a
+    POST changes anything; links and redirects use base_url.
     In the background (never inside a request) it sends scheduled sends when due (`send --at`;
     one missed while nothing ran goes at start, saying how late) and the welcome mail owed
     to readers who confirmed (retried every 5 minutes while it cannot go).

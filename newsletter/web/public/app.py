@@ -13,6 +13,9 @@
     /issues/<slug>/        GET: the web version of a *published* issue (see publishing) with the
                            archive's additions (also as /issues/<slug>/index.html), with
                            ETag / Last-Modified / Cache-Control and conditional GETs
+    /webhooks/<provider>   POST: a provider's bounce/complaint/delivery events (sendgrid,
+                           mailgun, postmark, ses, resend), signature verified first (see
+                           bounces.webhooks); off (404) while the provider's secret is unset
     /issues/<slug>/<name>  GET: a local story image of that published issue (only the files
                            its stories name; the name carries a hash of the bytes: immutable)
 
@@ -32,12 +35,13 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import os
 import re
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
@@ -53,6 +57,7 @@ from starlette.routing import Route
 from newsletter import imagestore, publishing, tokens
 from newsletter.archive.build import site_file
 from newsletter.archive.pages import INDEX
+from newsletter.bounces import webhooks
 from newsletter.errors import NewsletterError, SubscriberError, TokenError
 from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
@@ -64,6 +69,7 @@ from newsletter.transactional import send_confirmation
 from newsletter.web.public.background import BackgroundSender
 from newsletter.web.public.guard import (
     BODY_TIMEOUT,
+    MAX_WEBHOOK_BYTES,
     CloseUnreadBody,
     FormTokens,
     cross_site,
@@ -112,6 +118,7 @@ class PublicSite:
         rate_limit: tuple[int, float] = (5, 600.0),
         signup_min_seconds: float = SIGNUP_MIN_SECONDS,
         body_timeout: float = BODY_TIMEOUT,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         from newsletter.render.theme import environment
 
@@ -124,6 +131,9 @@ class PublicSite:
             self.secret = tokens.secret_key(config, setup.conn)
             publishing.prepare(setup.conn)
             prepare_welcome(setup.conn)
+            webhooks.prepare(setup.conn)
+        self.webhooks = webhooks.providers_from_environ(os.environ if environ is None else environ)
+        log.info("provider webhooks on: %s", ", ".join(sorted(self.webhooks)) or "none")
         self.limiter = SlidingWindowLimiter(*rate_limit)
         self.forms = FormTokens(self.secret)
         self.signup_min_seconds = signup_min_seconds
@@ -396,6 +406,43 @@ class PublicSite:
                 return self.page("confirm-expired", 400)
             return self.page("bad-link", 400)
 
+    # -- provider webhooks --------------------------------------------------------------------
+
+    async def webhook_page(self, request: Request) -> Response:
+        """GET/HEAD: nothing to show, nothing done; say the URL takes POSTs."""
+        if request.path_params["provider"] not in webhooks.PROVIDERS:
+            raise HTTPException(404)
+        return PlainTextResponse(
+            "This URL receives webhooks: POST only.\n",
+            status_code=405,
+            headers={"Allow": "POST, OPTIONS", "Cache-Control": "no-store"},
+        )
+
+    async def webhook(self, request: Request) -> Response:
+        """POST: verified, then applied (bounces.webhooks.receive); 404 while the provider's
+        secret is unset (logged), 413 for a body past MAX_WEBHOOK_BYTES."""
+        name = request.path_params["provider"]
+        if name not in webhooks.PROVIDERS:
+            raise HTTPException(404)
+        headers = {"Cache-Control": "no-store"}
+        provider = self.webhooks.get(name)
+        if provider is None:
+            needed = " and ".join(webhooks.VARIABLES[name])
+            log.warning("webhook %s is off (404): set %s to turn it on", name, needed)
+            return PlainTextResponse("This webhook is off.\n", status_code=404, headers=headers)
+        body = request.state.body
+        if body is None:
+            return PlainTextResponse("Body too large.\n", status_code=413, headers=headers)
+        received = await run_in_threadpool(
+            webhooks.receive,
+            self.config,
+            self.writer(),
+            provider,
+            webhooks.WebhookRequest(dict(request.headers), body),
+            secret=self.secret,
+        )
+        return PlainTextResponse(received.message, status_code=received.status, headers=headers)
+
     # -- issues -------------------------------------------------------------------------------
 
     async def archive_file(self, request: Request, name: str) -> Response:
@@ -521,23 +568,33 @@ def create_app(
     rate_limit: tuple[int, float] = (5, 600.0),
     signup_min_seconds: float = SIGNUP_MIN_SECONDS,
     body_timeout: float = BODY_TIMEOUT,
+    environ: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The public web app for `config` (its database, base_url, issues/ folder, transport).
 
     `rate_limit` is (sign-ups, seconds) allowed per client address on POST /subscribe;
     `signup_min_seconds` the least time every sign-up answer takes (hides what happened);
-    `body_timeout` the seconds a client has to send a whole form body."""
+    `body_timeout` the seconds a client has to send a whole form body; `environ` where the
+    webhook secrets are read (default os.environ)."""
     site = PublicSite(
         config,
         rate_limit=rate_limit,
         signup_min_seconds=signup_min_seconds,
         body_timeout=body_timeout,
+        environ=environ,
     )
 
-    def route(path: str, show: Any, act: Any = None) -> Route:
+    def route(path: str, show: Any, act: Any = None, raw_body_limit: int | None = None) -> Route:
         return Route(
             path,
-            endpoint(show, act, site.refuse_method, site.bad_body, body_timeout=site.body_timeout),
+            endpoint(
+                show,
+                act,
+                site.refuse_method,
+                site.bad_body,
+                body_timeout=site.body_timeout,
+                raw_body_limit=raw_body_limit,
+            ),
         )
 
     routes = [
@@ -549,6 +606,7 @@ def create_app(
         route("/issues/{slug}/", site.issue),
         route("/issues/{slug}/{name}", site.issue_file),
         route("/issues/{slug}", site.issue_redirect),
+        route("/webhooks/{provider}", site.webhook_page, site.webhook, MAX_WEBHOOK_BYTES),
     ]
 
     @contextlib.asynccontextmanager

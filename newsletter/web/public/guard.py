@@ -6,7 +6,8 @@
   to read) closes the connection after the answer: a trickling client cannot keep it open.
   OPTIONS gets the Allow header; every other method a 405. Mail scanners and link previewers
   (HEAD, GET, OPTIONS on every link) can therefore never change anything.
-- `read_form`: bounded in size and in time (a slow body cannot hold a worker).
+- `read_form`: bounded in size and in time (a slow body cannot hold a worker); `read_body` the
+  same for a raw body (provider webhooks, whose signature covers the exact bytes).
 - `FormTokens`: the sign-up form's anti-CSRF token, bound to the client address and time, so
   another site cannot make its visitors' browsers post our form.
 - `not_modified`: conditional GET per RFC 9110 13.1.3/13.1.4.
@@ -29,6 +30,7 @@ from starlette.routing import request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_FORM_BYTES = 64 * 1024
+MAX_WEBHOOK_BYTES = 4 * 1024 * 1024  # a provider's batch of events (SendGrid's can be large)
 BODY_TIMEOUT = 10.0  # seconds to receive a whole form body
 
 Show = Callable[[Request], Awaitable[Response]]
@@ -94,10 +96,12 @@ def endpoint(
     bad_body: BadBody,
     *,
     body_timeout: float = BODY_TIMEOUT,
+    raw_body_limit: int | None = None,
 ) -> Endpoint:
     """One endpoint for every method of a route, dispatching by method. A POST whose body is
     not complete within `body_timeout` seconds gets `bad_body` (400; `act` never sees it); one
-    too big to read reaches `act` with no fields (`CloseUnreadBody` then closes the connection)."""
+    too big to read reaches `act` with no fields (`CloseUnreadBody` then closes the connection).
+    With `raw_body_limit` (bytes) the POST body is read raw, not as a form (`read_body`)."""
     allow = "GET, HEAD, POST, OPTIONS" if act is not None else "GET, HEAD, OPTIONS"
 
     async def dispatch(request: Request) -> Response:
@@ -105,7 +109,10 @@ def endpoint(
         if method in ("GET", "HEAD"):
             return await show(request)
         if method == "POST" and act is not None:
-            await read_form(request, timeout=body_timeout)  # kept for act's read_form
+            if raw_body_limit is None:
+                await read_form(request, timeout=body_timeout)  # kept for act's read_form
+            else:
+                await read_body(request, limit=raw_body_limit, timeout=body_timeout)
             if request.state.body_stalled:
                 return bad_body(request)
             return await act(request)
@@ -140,6 +147,39 @@ async def read_form(request: Request, *, timeout: float = BODY_TIMEOUT) -> dict[
             pass
     request.state.form = fields
     return fields
+
+
+async def read_body(
+    request: Request, *, limit: int = MAX_WEBHOOK_BYTES, timeout: float = BODY_TIMEOUT
+) -> bytes | None:
+    """The raw body, or None when it is larger than `limit` bytes (by Content-Length or as it
+    streams) or not complete within `timeout` seconds; never more than `limit` bytes buffered.
+    Read once per request; sets `request.state.body` and the same flags as `read_form`."""
+    if hasattr(request.state, "body"):
+        return request.state.body  # type: ignore[no-any-return]
+    request.state.body_unread = request.state.body_stalled = False
+    body: bytes | None = None
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        request.state.body_unread = True
+    else:
+        try:
+            body = await asyncio.wait_for(_read_limited(request, limit), timeout)
+        except TimeoutError:
+            request.state.body_stalled = True
+        request.state.body_unread = body is None
+    request.state.body = body
+    return body
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _chunked(request: Request) -> bool:
