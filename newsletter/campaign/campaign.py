@@ -23,7 +23,7 @@ from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
-from newsletter.campaign.reports import DryRunReport, SendReport, plural
+from newsletter.campaign.reports import DryRunReport, Pacing, SendReport, plural
 from newsletter.campaign.retry import RetryPolicy
 from newsletter.campaign.runner import Runner, RunOptions, RunResult
 from newsletter.campaign.settings import (
@@ -251,6 +251,7 @@ class Campaign:
             resume_hint=self.resume_hint,
             connections=result.connections,
             dropped_links=dict(source.dropped_links),
+            pacing=Pacing(limiter.throttles, limiter.request_rate(), limiter.ceiling),
         )
 
     def _run(
