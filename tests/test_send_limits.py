@@ -316,9 +316,85 @@ def test_a_bad_address_still_fails_alone(
     server = api_server("postmark")
     server.refuse("reader000003@example.net")  # type: ignore[attr-defined]
     stop_servers.append(server)
-    code, output = send(root, url_for("postmark", server.url, monkeypatch))  # type: ignore[attr-defined]
+    code, _ = send(root, url_for("postmark", server.url, monkeypatch))  # type: ignore[attr-defined]
     assert code == 1
     rows = ledger(root)
     assert rows["reader000003@example.net"]["status"] == "failed"
     assert Counter(r["status"] for r in rows.values()) == {"sent": 9, "failed": 1}
     assert campaign_state(root)[0] == "done"
+
+
+# ------------------------------------------------------------------ 3. send --retry-failed
+
+
+def test_retry_failed_puts_failed_readers_back_after_a_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_servers: list[object]
+) -> None:
+    root = project_with(tmp_path, 10)
+    server = api_server("postmark")
+    server.refuse("reader000003@example.net")  # type: ignore[attr-defined]
+    server.refuse("reader000005@example.net")  # type: ignore[attr-defined]
+    stop_servers.append(server)
+    url = url_for("postmark", server.url, monkeypatch)  # type: ignore[attr-defined]
+    code, output = send(root, url)
+    assert code == 1
+    assert Counter(r["status"] for r in ledger(root).values()) == {"sent": 8, "failed": 2}
+    code, output = run(CliRunner(), root, "subscribers", "unsubscribe", "reader000005@example.net")
+    assert code == 0, output
+    # A plain resume does not just say "Nothing left to send": it says who failed and how.
+    code, output = send(root, url)
+    assert code == 0, output
+    assert "Nothing left to send" in output
+    assert "1 reader failed" in output and "--retry-failed" in output
+    # Fixed: --retry-failed says how many, asks, and sends to the one still subscribed.
+    server.refused.clear()  # type: ignore[attr-defined]
+    monkeypatch.chdir(root)
+    from newsletter.cli import main
+
+    answer_no = CliRunner().invoke(
+        main, ["send", issue_of(root), "--transport", url, "--retry-failed"], input="n\n"
+    )
+    assert answer_no.exit_code != 0 and "putting back 1 reader" in answer_no.output
+    assert ledger(root)["reader000003@example.net"]["status"] == "failed"  # nothing changed
+    result = CliRunner().invoke(
+        main, ["send", issue_of(root), "--transport", url, "--retry-failed"], input="y\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "putting back 1 reader whose delivery failed" in result.output
+    rows = ledger(root)
+    assert rows["reader000003@example.net"]["status"] == "sent"
+    assert rows["reader000005@example.net"]["status"] == "failed"  # unsubscribed: left alone
+    got = received(server)
+    assert got["reader000003@example.net"] == 1 and "reader000005@example.net" not in got
+    assert campaign_state(root)[0] == "done"
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "kind"),
+    [
+        (451, "4.7.1 Sending rate limit exceeded, slow down", "throttled"),
+        (421, "4.7.0 Throttled: too many requests", "throttled"),
+        (450, "4.7.1 Client sending too fast, slow down", "throttled"),
+        (421, "4.7.0 Too many messages on this connection, closing", "deferred"),
+        (452, "4.2.2 Mailbox full, quota exceeded", "deferred"),
+        (451, "4.3.0 Temporary local problem", "deferred"),
+        (550, "5.7.1 <news@example.org>: Sender address rejected: not owned by user", "account"),
+        (553, "5.7.1 <news@example.org>: Sender address rejected: not logged in", "account"),
+        (554, "5.7.1 <reader@example.net>: Relay access denied", "account"),
+        (530, "5.7.0 Authentication required", "account"),
+        (535, "5.7.8 Authentication credentials invalid", "account"),
+        (550, "5.7.1 <reader@example.net>: Recipient address rejected: Access denied", "failed"),
+        (554, "5.7.1 Message rejected as spam", "failed"),
+        (550, "5.1.1 <reader@example.net>: User unknown", "bounced"),
+    ],
+)
+def test_smtp_replies_are_read_as_throttle_account_or_address(
+    code: int, text: str, kind: str
+) -> None:
+    """The SMTP side of the one classification every transport maps its replies onto."""
+    from newsletter.transports.smtp import reply_result
+
+    result = reply_result(code, text)
+    got = "throttled" if result.throttled else "account" if result.account else result.status
+    assert got == kind
+    assert result.reply == f"{code} {text}"

@@ -63,6 +63,7 @@ class Campaign:
     existing: CampaignRow | None
     pending: int  # how many a run would try to mail now
     new_members: int  # joined since the snapshot (included only with include_new)
+    retry_rows: list[int] = field(default_factory=list)  # failed rows `run` puts back to due
     _template: MessageTemplate | None = field(default=None, repr=False)
 
     # -- preparing -------------------------------------------------------------------------
@@ -78,9 +79,13 @@ class Campaign:
         environ: Mapping[str, str] | None = None,
         store: SubscriberList | None = None,
         switch_transport: bool = False,
+        retry_failed: bool = False,
     ) -> Campaign:
         """Check the issue, choose the transport (a resume keeps the campaign's own unless
-        `switch_transport`), count who a run would mail; CampaignError when it cannot start."""
+        `switch_transport`), count who a run would mail; CampaignError when it cannot start.
+
+        `retry_failed`: the readers who failed permanently (not bounced, not skipped, still
+        subscribed) are counted in, and `run` puts them back to due first (after a fix)."""
         checked = checked_issue(config, issue_path)
         if store is None:
             from newsletter.subscribers import SubscriberStore
@@ -90,11 +95,15 @@ class Campaign:
         name = list_name or DEFAULT_LIST
         existing = ledger.find(checked.issue.slug, name)
         new_members = 0
+        retry_rows: list[int] = []
         if existing is None:
             pending = store.count(name, "active")
         else:
             new_members = ledger.count_new(existing.id, store.iter_member_ids(name))
             pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
+            if retry_failed:
+                retry_rows = _still_subscribed(store, ledger.failed_rows(existing.id))
+                pending += len(retry_rows)
         try:
             choice = choose_transport(
                 config, transport, existing, switch=switch_transport, environ=environ
@@ -120,6 +129,7 @@ class Campaign:
             existing=existing,
             pending=pending,
             new_members=new_members,
+            retry_rows=retry_rows,
         )
 
     @property
@@ -147,9 +157,14 @@ class Campaign:
                 f"{self.transport_choice.switching_from} to "
                 f"{self.transport_choice.url or self.transport_description}"
             )
+        retrying = ""
+        if self.retry_rows:
+            retrying = (
+                f", putting back {plural(len(self.retry_rows), 'reader')} whose delivery failed"
+            )
         return (
             f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of list "
-            f"{self.list_name}{via}{resuming}?"
+            f"{self.list_name}{via}{resuming}{retrying}?"
         )
 
     def nothing_left(self) -> str:
@@ -157,11 +172,21 @@ class Campaign:
         if self.existing is None:
             return f"Nothing to send: list '{self.list_name}' has no active subscribers."
         c = self.ledger.counts(self.existing.id)
-        return (
+        text = (
             f"Nothing left to send: '{self.issue.slug}' on list {self.list_name} was handled "
             f"for all {c.total} recipients ({c.sent} sent, {c.failed} failed, "
             f"{c.bounced} bounced, {c.skipped} skipped)."
         )
+        if c.failed:
+            failed_rows = self.ledger.failed_rows(self.existing.id)
+            retryable = len(_still_subscribed(self.store, failed_rows))
+            if retryable:
+                text += (
+                    f"\n{plural(retryable, 'reader')} failed (see `newsletter status "
+                    f"{self.issue.slug} --recipients failed`); once the cause is fixed, send to "
+                    f"them with: {self.resume_hint} --retry-failed"
+                )
+        return text
 
     @property
     def resume_hint(self) -> str:
@@ -226,6 +251,9 @@ class Campaign:
         transports = connections.opened + connections.waiting
         try:
             campaign = self._start_campaign()
+            if self.retry_rows:
+                self.ledger.requeue_failed(campaign.id, self.retry_rows)
+                self.retry_rows = []
             self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
@@ -453,6 +481,17 @@ def _sigint_stops(stop: threading.Event, progress: Progress, *, enabled: bool) -
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _still_subscribed(store: SubscriberList, rows: list[tuple[int, int]]) -> list[int]:
+    """The row ids whose subscriber is still active (an unsubscribed or bounced reader is not
+    put back: the send would skip them anyway)."""
+    active: list[int] = []
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        people = store.get_many([sid for _, sid in chunk])
+        active += [row for row, sid in chunk if sid in people and people[sid].status == "active"]
+    return active
 
 
 def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:

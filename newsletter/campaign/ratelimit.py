@@ -166,7 +166,7 @@ class RateLimiter(RequestGate):
             # The last of the n slots is the one a batch has to wait for.
             return start + (n - 1) * self._interval - now
 
-    def hold(self, seconds: float) -> None:  # noqa: D102 - RequestGate.hold
+    def hold(self, seconds: float) -> None:
         """A server said "retry after N seconds" (429, Retry-After): every worker waits, not
         just the one that was told, instead of each running into the same refusal."""
         with self._lock:

@@ -32,7 +32,9 @@ class Pacing:
                 f"counted as attempts); the pace settled at {settled}{published}."
             )
         if self.published:
-            return f"Paced to the provider's limit of {self.published:g} requests/s; never throttled."
+            return (
+                f"Paced to the provider's limit of {self.published:g} requests/s; never throttled."
+            )
         return None
 
 

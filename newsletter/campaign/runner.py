@@ -451,9 +451,7 @@ def _same_refusal_for_all(results: list[DeliveryResult]) -> list[DeliveryResult]
     reply = results[0].reply
     if any(r.status != "failed" or r.reply != reply for r in results):
         return results
-    return [account_problem(f"every message of a batch was refused alike: {reply}")] * len(
-        results
-    )
+    return [account_problem(f"every message of a batch was refused alike: {reply}")] * len(results)
 
 
 def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[DeliveryResult]:

@@ -94,6 +94,13 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     help="When resuming, also send to subscribers who joined the list since the first run.",
 )
 @click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Put the campaign's readers whose delivery failed (not bounced, not skipped, still "
+    "subscribed) back to due and send to them, after fixing the cause; says how many and "
+    "asks first (unless --yes).",
+)
+@click.option(
     "--test",
     "test_addresses",
     metavar="ADDR",
@@ -115,6 +122,7 @@ def send(
     concurrency: int | None,
     yes: bool,
     include_new: bool,
+    retry_failed: bool,
     test_addresses: tuple[str, ...],
     dry_run: bool,
 ) -> None:
@@ -151,6 +159,7 @@ def send(
         transport=transport,
         include_new=include_new,
         switch_transport=switch_transport,
+        retry_failed=retry_failed,
     )
     try:
         if campaign.transport_choice.note:
@@ -170,6 +179,11 @@ def send(
                 f"{campaign.new_members} subscriber{'s' if campaign.new_members != 1 else ''} "
                 f"joined list {campaign.list_name} since this campaign started; add "
                 "--include-new to send to them too.",
+                err=True,
+            )
+        if retry_failed and not campaign.retry_rows:
+            click.echo(
+                "No failed readers to put back (none failed, or they are no longer subscribed).",
                 err=True,
             )
         if campaign.pending == 0:

@@ -13,8 +13,8 @@ A provider module supplies only those provider-specific steps. The rules they al
   down), with `retry_after` taken from Retry-After or the provider's rate-limit reset header.
 * 5xx, timeouts, dropped connections: every message of the request -> deferred.
 * Every request waits for the run's `gate` first (`--rate` and the adaptive provider limit);
-  IETF `ratelimit-limit` / `ratelimit-policy` headers tell the gate the provider's limit, and
-  `ratelimit-remaining: 0` holds every worker until `ratelimit-reset`.
+  IETF `ratelimit-limit` / `ratelimit-policy` headers tell the gate the provider's limit;
+  without them, `ratelimit-remaining: 0` holds every worker until `ratelimit-reset`.
 * Other 4xx: the provider rejected the request as a whole. When the reply blames a recipient,
   the batch is split in halves and re-sent until the bad recipients stand alone, so exactly
   they are marked failed; otherwise every message of the request fails with the reply.
@@ -469,9 +469,11 @@ class HttpApiTransport(Transport):
     def read_limits(self, headers: Mapping[str, str]) -> None:
         """Tell the gate what the provider says of its limit (every reply, 429s included)."""
         rate = published_rate(headers, self.rate_window)
-        if rate is not None and rate != self.published_rate:
-            self.published_rate = rate
-            self.gate.provider_limit(rate)
+        if rate is not None:
+            if rate != self.published_rate:
+                self.published_rate = rate
+                self.gate.provider_limit(rate)
+            return  # the pace keeps to the limit: waiting for each reset would halve it
         wait = quota_spent(headers)
         if wait:
             self.gate.hold(wait)

@@ -9,7 +9,7 @@ One instance is one persistent connection (the runner gives each worker its own)
 for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
 2xx sent, 4xx or a connection problem deferred, 5xx failed, 550/551/553 with a 5.1.x status
 bounced. Two replies are not about the recipient (`reply_result`): a 421/450/451/452 that says
-we send too fast (rate, too many, throttled) is a throttle, and a 530/535 or a 5.7.x about the
+we send too fast (a rate, throttled, slow down) is a throttle, and a 530/535 or a 5.7.x about the
 sender, relaying or authentication (not the recipient) is an account problem that pauses the
 run. A message larger than the server's advertised SIZE fails without being sent. Each
 transaction waits for the run's `gate` (`--rate` and the adaptive pace).
@@ -104,7 +104,9 @@ def classify(code: int, text: str) -> Status:
     return "failed"
 
 
-_RATE_WORDS = ("rate", "too many", "throttl", "slow down", "exceeded")
+# "Too many messages on this connection" is a per-connection cap (a reconnect answers it), and
+# "quota exceeded" is usually the recipient's mailbox: neither is a throttle.
+_RATE = re.compile(r"\brate\b|throttl|slow down|too fast|too many (requests|messages in)", re.I)
 _ACCOUNT_WORDS = ("sender", "from address", "relay", "authenticat", "not authorized", "domain")
 
 
@@ -113,12 +115,10 @@ def reply_result(code: int, text: str) -> DeliveryResult:
     about the sender or the account (RFC 3463 5.7.x security/policy, 530/535) account problems."""
     reply = f"{code} {text}"
     lowered = text.lower()
-    if code in (421, 450, 451, 452) and any(w in lowered for w in _RATE_WORDS):
+    if code in (421, 450, 451, 452) and _RATE.search(text):
         return throttled(reply)
     enhanced = _ENHANCED.match(text)
-    about_policy = code in (530, 535) or bool(
-        code >= 500 and enhanced and enhanced.group(2) == "7"
-    )
+    about_policy = code in (530, 535) or bool(code >= 500 and enhanced and enhanced.group(2) == "7")
     if about_policy and "recipient" not in lowered and any(w in lowered for w in _ACCOUNT_WORDS):
         return account_problem(reply)
     return DeliveryResult(classify(code, text), reply=reply)

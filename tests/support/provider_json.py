@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import time
 import re
+import time
 import uuid
 from email.utils import formataddr, getaddresses, parseaddr
 from typing import Any, ClassVar

@@ -362,7 +362,11 @@ def _json_reply(
     data = json.dumps(body).encode()
     start_response(
         status,
-        [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers.items()],
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *headers.items(),
+        ],
     )
     return [data]
 
