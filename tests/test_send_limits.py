@@ -398,3 +398,26 @@ def test_smtp_replies_are_read_as_throttle_account_or_address(
     got = "throttled" if result.throttled else "account" if result.account else result.status
     assert got == kind
     assert result.reply == f"{code} {text}"
+
+
+def test_one_refusal_for_every_message_of_a_batch_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_servers: list[object]
+) -> None:
+    """A 400 for the whole request that names no recipient (here SendGrid refusing the
+    content) would fail every reader alike: the run pauses instead, readers due."""
+    root = project_with(tmp_path, 20)
+    server = api_server("sendgrid")
+    words = "The content value must be a string at least one character in length."
+    server.fail_next(  # type: ignore[attr-defined]
+        400, body={"errors": [{"message": words, "field": "content.0.value"}]}
+    )
+    stop_servers.append(server)
+    url = url_for("sendgrid", server.url, monkeypatch)  # type: ignore[attr-defined]
+    code, output = send(root, url, "--concurrency", "1")
+    assert code != 0 and words in output
+    state, reason = campaign_state(root)
+    assert state == "paused" and words in (reason or "")
+    assert {r["status"] for r in ledger(root).values()} == {"due"}
+    code, output = send(root, url)
+    assert code == 0, output
+    everyone_once(root, server, 20)

@@ -76,7 +76,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     "--rate",
     metavar="N/UNIT",
     callback=_rate,
-    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h "
+    help="At most N messages, and N requests (an API batch is one), per s, m or h across all "
+    "connections, e.g. 20/s or 50000/h; the provider's own limit also applies "
     "(default: when resuming, the campaign's last rate; else no limit; `none`: no limit).",
 )
 @click.option(
@@ -135,6 +136,9 @@ def send(
     error listed; otherwise, and for --test and --dry-run, they are printed as warnings.
     Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
+    A provider's throttle (429, SMTP 451 4.7.x rate) slows the run down and costs no attempt;
+    a refusal of the sender or the account pauses the run with the provider's words, readers
+    still due.
     The first run stores the transport, rate and concurrency: a bare `newsletter send ISSUE`
     resumes with them. Ctrl-C stops after the messages in flight and prints the command that
     resumes.
