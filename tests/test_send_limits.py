@@ -421,3 +421,61 @@ def test_one_refusal_for_every_message_of_a_batch_pauses(
     code, output = send(root, url)
     assert code == 0, output
     everyone_once(root, server, 20)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_pace_starts_at_the_published_limit_cuts_on_a_throttle_and_probes_back_up() -> None:
+    from newsletter.campaign.ratelimit import RateLimiter, parse_rate
+
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    limiter.provider_limit(5.0)
+    started = clock.now
+    for _ in range(10):
+        limiter.wait_for_request()
+    assert clock.now - started == pytest.approx(9 / 5)  # evenly at 5/s, never faster
+    limiter.throttled()  # at the published limit: a mild cut
+    assert limiter.request_rate() == pytest.approx(4.25)
+    limiter.throttled()  # the same burst: no second cut
+    assert limiter.request_rate() == pytest.approx(4.25)
+    clock.now += 1.5
+    limiter.throttled()  # a second later, still refused: 70% of the pace refused
+    assert limiter.request_rate() == pytest.approx(4.25 * 0.7)
+    for _ in range(40):  # clean seconds under demand: up by a tenth each, never above 5
+        limiter.wait_for_request()
+    assert limiter.request_rate() == pytest.approx(5.0)
+    assert limiter.throttles == 3
+    # Without demand (a request now and then), the pace does not climb on its own.
+    limiter.throttled()
+    cut = limiter.request_rate()
+    for _ in range(5):
+        clock.now += 3.0
+        limiter.wait_for_request()
+    assert limiter.request_rate() == cut
+    # --rate is a ceiling on requests too, whatever the provider allows.
+    capped = RateLimiter(parse_rate("2/s"), clock=clock, sleep=clock.sleep)
+    capped.provider_limit(14.0)
+    assert capped.request_rate() == 2.0
+
+
+def test_without_a_published_limit_the_first_throttle_measures_the_refused_pace() -> None:
+    from newsletter.campaign.ratelimit import RateLimiter
+
+    clock = FakeClock()
+    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
+    for _ in range(10):  # unlimited: 10 requests in 0.9 s
+        limiter.wait_for_request()
+        clock.now += 0.1
+    assert limiter.request_rate() is None
+    limiter.throttled()
+    assert limiter.request_rate() == pytest.approx(10 * 0.7, rel=0.15)

@@ -8,9 +8,10 @@ The request pace (the transports call `wait_for_request` before each request: it
 `RequestGate`) starts from what the provider says its limit is (`provider_limit`: SES
 GetAccount's MaxSendRate, a `ratelimit-limit` header), never above `--rate`. A throttle reply
 (`throttled`) cuts the pace (multiplicative decrease, once per burst: every request in flight
-when the provider started refusing comes back throttled together), and each clean second after
-that probes back up by a tenth, never above the provider's published limit (additive increase,
-as TCP does). Without a published limit the first throttle measures the pace that was refused.
+when the provider started refusing comes back throttled together; to 70%, or to 85% when the
+refused pace was the published limit itself), and each clean second in which the pace held
+requests back probes up by a tenth, never above the provider's published limit (as TCP's
+congestion control does). Without a published limit the first throttle measures the pace that was refused.
 
 Messages are paced evenly (a virtual schedule, as in GCRA): each acquisition reserves the next
 free slot on a global timeline, so 4 workers at 20/s together send 20 a second, not 80, and
@@ -30,6 +31,9 @@ from newsletter.errors import CampaignError
 from newsletter.transports.base import RequestGate
 
 DECREASE = 0.7  # the pace after a throttle, as a share of the pace that was refused
+# ... when that pace was the provider's own published limit: arrivals bunched by the network
+# or a busy machine, not a wrong guess, so a milder cut
+DECREASE_AT_LIMIT = 0.85
 PROBE_EVERY = 1.0  # seconds without a throttle before the pace goes up again
 PROBE_STEP = 0.1  # how much it goes up each time, as a share of the pace
 MIN_PACE = 0.2  # requests per second: the pace never drops below (one every five seconds)
@@ -93,6 +97,7 @@ class RateLimiter(RequestGate):
         self._request_next = 0.0
         self._last_change = 0.0
         self._last_cut = float("-inf")
+        self._pressed = False  # a request waited for the pace since it last changed
         self._recent: list[float] = []  # request times of the last second (measured pace)
 
     # -- requests (the transports' gate) ---------------------------------------------------
@@ -107,6 +112,8 @@ class RateLimiter(RequestGate):
             start = max(now, self._request_next, self._hold)
             rate = self.request_rate()
             if rate is not None:
+                # The pace held this request back: there is demand to probe upwards for.
+                self._pressed = self._pressed or self._request_next > max(now, self._hold)
                 self._request_next = start + 1.0 / rate
             self._recent = [t for t in self._recent if t > start - 1.0] + [start]
             self._probe(now)
@@ -129,7 +136,9 @@ class RateLimiter(RequestGate):
             if now - self._last_cut >= PROBE_EVERY:
                 measured = float(len([t for t in self._recent if t > now - 1.0]))
                 refused = rate if rate is not None else max(measured, MIN_PACE)
-                self.pace = max(MIN_PACE, refused * DECREASE)
+                at_limit = self.ceiling is not None and refused >= 0.95 * self.ceiling
+                self.pace = max(MIN_PACE, refused * (DECREASE_AT_LIMIT if at_limit else DECREASE))
+                self._pressed = False
                 self._last_change = self._last_cut = now
             wait = retry_after if retry_after is not None else 1.0 / (self.pace or 1.0)
             self._hold = max(self._hold, now + wait)
@@ -139,13 +148,16 @@ class RateLimiter(RequestGate):
             self.throttled_since_success = 0.0
 
     def _probe(self, now: float) -> None:
-        """Each clean second, a little faster, up to the published limit (under the lock)."""
-        if self.pace is None or now - self._last_change < PROBE_EVERY:
+        """Each clean second in which the pace held requests back, a little faster, up to the
+        published limit (under the lock). A pace nobody presses against stays where it is, so
+        the pace reported at the end is one the provider accepted."""
+        if self.pace is None or now - self._last_change < PROBE_EVERY or not self._pressed:
             return
         top = self.ceiling if self.ceiling is not None else float("inf")
         if self.pace < top:
             self.pace = min(top, self.pace * (1 + PROBE_STEP))
         self._last_change = now
+        self._pressed = False
 
     def _wait(self, delay: float) -> None:
         if delay <= 0:
