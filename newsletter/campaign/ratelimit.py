@@ -10,8 +10,8 @@ GetAccount's MaxSendRate, a `ratelimit-limit` header), never above `--rate`. A t
 (`throttled`) cuts the pace (multiplicative decrease, once per burst: every request in flight
 when the provider started refusing comes back throttled together; to 70%, or to 85% when the
 refused pace was the published limit itself), and each clean second in which the pace held
-requests back probes up by a tenth, never above the provider's published limit (as TCP's
-congestion control does). Without a published limit the first throttle measures the pace that
+requests back probes up by a tenth, never above the provider's published limit, nor above a
+pace already refused when there is none (as TCP's congestion control does). Without a published limit the first throttle measures the pace that
 was refused.
 
 Messages are paced evenly (a virtual schedule, as in GCRA): each acquisition reserves the next
@@ -99,6 +99,7 @@ class RateLimiter(RequestGate):
         self._last_change = 0.0
         self._last_cut = float("-inf")
         self._pressed = False  # a request waited for the pace since it last changed
+        self._refused: float | None = None  # the lowest pace a throttle answered
         self._recent: list[float] = []  # request times of the last second (measured pace)
 
     # -- requests (the transports' gate) ---------------------------------------------------
@@ -139,6 +140,7 @@ class RateLimiter(RequestGate):
                 refused = rate if rate is not None else max(measured, MIN_PACE)
                 at_limit = self.ceiling is not None and refused >= 0.95 * self.ceiling
                 self.pace = max(MIN_PACE, refused * (DECREASE_AT_LIMIT if at_limit else DECREASE))
+                self._refused = min(self._refused or refused, refused)
                 self._pressed = False
                 self._last_change = self._last_cut = now
             wait = retry_after if retry_after is not None else 1.0 / (self.pace or 1.0)
@@ -154,7 +156,8 @@ class RateLimiter(RequestGate):
         the pace reported at the end is one the provider accepted."""
         if self.pace is None or now - self._last_change < PROBE_EVERY or not self._pressed:
             return
-        top = self.ceiling if self.ceiling is not None else float("inf")
+        # Never above the published limit, nor, without one, above a pace already refused.
+        top = self.ceiling if self.ceiling is not None else self._refused or float("inf")
         if self.pace < top:
             self.pace = min(top, self.pace * (1 + PROBE_STEP))
         self._last_change = now
