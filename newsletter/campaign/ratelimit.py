@@ -11,8 +11,8 @@ GetAccount's MaxSendRate, a `ratelimit-limit` header), never above `--rate`. A t
 when the provider started refusing comes back throttled together; to 70%, or to 85% when the
 refused pace was the published limit itself), and each clean second in which the pace held
 requests back probes up by a tenth, never above the provider's published limit, nor above a
-pace already refused when there is none (as TCP's congestion control does). Without a published limit the first throttle measures the pace that
-was refused.
+pace already refused when there is none (as TCP's congestion control does). Without a
+published limit the first throttle measures the pace that was refused.
 
 Messages are paced evenly (a virtual schedule, as in GCRA): each acquisition reserves the next
 free slot on a global timeline, so 4 workers at 20/s together send 20 a second, not 80, and
