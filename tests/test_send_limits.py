@@ -468,15 +468,18 @@ def test_the_pace_starts_at_the_published_limit_cuts_on_a_throttle_and_probes_ba
     assert capped.request_rate() == 2.0
 
 
-def test_without_a_published_limit_the_first_throttle_measures_the_refused_pace() -> None:
-    from newsletter.campaign.ratelimit import RateLimiter
+@pytest.mark.parametrize("rate", [None, "200/s"])
+def test_without_a_published_limit_the_first_throttle_measures_the_refused_pace(
+    rate: str | None,
+) -> None:
+    """Whether or not a --rate far above the provider's limit was given."""
+    from newsletter.campaign.ratelimit import RateLimiter, parse_rate
 
     clock = FakeClock()
-    limiter = RateLimiter(None, clock=clock, sleep=clock.sleep)
-    for _ in range(10):  # unlimited: 10 requests in 0.9 s
+    limiter = RateLimiter(parse_rate(rate) if rate else None, clock=clock, sleep=clock.sleep)
+    for _ in range(10):  # 10 requests in 0.9 s
         limiter.wait_for_request()
         clock.now += 0.1
-    assert limiter.request_rate() is None
     limiter.throttled()
     rate = limiter.request_rate()
     assert rate is not None and 0.7 * 9 <= rate <= 0.7 * 10  # 70% of about 10 a second

@@ -137,7 +137,9 @@ class RateLimiter(RequestGate):
             rate = self.request_rate()
             if now - self._last_cut >= PROBE_EVERY:
                 measured = float(len([t for t in self._recent if t > now - 1.0]))
-                refused = rate if rate is not None else max(measured, MIN_PACE)
+                # Without a pace of our own yet, what was refused is what we sent (under a
+                # --rate that may be far below the --rate itself).
+                refused = rate if self.pace is not None and rate else max(measured, MIN_PACE)
                 at_limit = self.ceiling is not None and refused >= 0.95 * self.ceiling
                 self.pace = max(MIN_PACE, refused * (DECREASE_AT_LIMIT if at_limit else DECREASE))
                 self._refused = min(self._refused or refused, refused)
