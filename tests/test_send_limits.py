@@ -486,3 +486,89 @@ def test_without_a_published_limit_the_first_throttle_measures_the_refused_pace(
     for _ in range(100):  # probing back up stops at the pace that was refused
         limiter.wait_for_request()
     assert limiter.request_rate() <= 10
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "kind"),
+    [
+        (400, "Sender signature not found", "account"),
+        (401, "Sender signature not confirmed", "account"),
+        (405, "Not allowed to send: you have run out of credits", "account"),
+        (412, "Account is pending approval", "account"),
+        (413, "Account may not send", "account"),
+        (1235, "The message stream was not found.", "account"),
+        (
+            300,
+            "Invalid 'From' address: news@example.org is not a verified sender signature.",
+            "account",
+        ),
+        (429, "Rate limit exceeded.", "throttled"),
+        (406, "You tried to send to recipient(s) that have been marked as inactive.", "bounced"),
+        (300, "Invalid 'To' address.", "failed"),
+    ],
+)
+def test_postmark_errorcodes_inside_a_200_are_read_as_documented(
+    code: int, message: str, kind: str, tmp_path: Path
+) -> None:
+    """Postmark's documented per-message ErrorCodes: sender and account codes are account
+    problems, 429 a throttle, 406 a bounce; only an address error fails the address."""
+    from api_messages import campaign
+
+    from newsletter.transports import transport_from_url
+
+    camp = campaign(make_project(tmp_path))
+    with PostmarkServer(KEY) as server:
+        server.message_error = (code, message)
+        url = f"postmark:?endpoint={server.url}"
+        with transport_from_url(url, camp.config, {"POSTMARK_SERVER_TOKEN": KEY}) as t:
+            results = t.send(camp.outgoing(many(3)))
+    kinds = {"throttled" if r.throttled else "account" if r.account else r.status for r in results}
+    assert kinds == {kind}
+    assert all(message in r.reply for r in results)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "kind"),
+    [
+        (429, "Throttling", "Maximum sending rate exceeded.", "throttled"),
+        (429, "TooManyRequestsException", "Too many requests", "throttled"),
+        (400, "Throttling", "Daily message quota exceeded.", "account"),
+        (
+            400,
+            "MessageRejected",
+            "Email address is not verified. The following identities "
+            "failed the check in region EU-WEST-1: news@example.org",
+            "account",
+        ),
+        (
+            400,
+            "MessageRejected",
+            "Email address is not verified. The following identities "
+            "failed the check in region EU-WEST-1: reader000001@example.net (recipient)",
+            "failed",
+        ),
+        (503, "ServiceUnavailable", "Service unavailable", "deferred"),
+    ],
+)
+def test_ses_errors_are_read_as_documented(
+    status: int, code: str, message: str, kind: str, tmp_path: Path, stop_servers: list[object]
+) -> None:
+    from api_messages import campaign
+
+    from newsletter.errors import TransportConfigError
+    from newsletter.transports import transport_from_url
+
+    camp = campaign(make_project(tmp_path))
+    server = ses_server()
+    stop_servers.append(server)
+    server.fail_next(status, code, message=message)
+    url = f"ses:{REGION}?endpoint={server.url}"
+    with transport_from_url(url, camp.config, AWS) as t:
+        try:
+            [result] = t.send(camp.outgoing(many(1)))
+        except TransportConfigError as exc:  # stops the run: the runner pauses with the words
+            assert kind == "account" and message in str(exc)
+            return
+    got = "throttled" if result.throttled else "account" if result.account else result.status
+    assert got == kind
+    assert message in result.reply

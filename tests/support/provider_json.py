@@ -187,6 +187,9 @@ class PostmarkServer(ProviderServer):
 
     name = "postmark"
     STREAMS: ClassVar[set[str]] = {"outbound", "broadcast"}
+    # (ErrorCode, Message) every message of a batch gets inside the 200, as Postmark answers
+    # for a problem of the server or account (None: per-message checks only)
+    message_error: tuple[int, str] | None = None
 
     def violation_reply(self, message: str) -> Reply:
         return Reply(422, {"ErrorCode": 300, "Message": f"contract violation: {message}"})
@@ -238,6 +241,8 @@ class PostmarkServer(ProviderServer):
         refused = self.refused.get(address.lower())
         if message.get("MessageStream", "outbound") not in self.STREAMS:
             return {"ErrorCode": 1235, "Message": "The message stream was not found."}
+        if self.message_error is not None:
+            return {"ErrorCode": self.message_error[0], "Message": self.message_error[1]}
         if self.sender_unverified:
             sender = getaddresses([message["From"]])[0][1]
             return {
