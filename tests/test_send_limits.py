@@ -244,6 +244,8 @@ def test_an_unverified_sender_pauses_the_run_and_leaves_readers_due(
     assert {r["status"] for r in rows.values()} <= {"due", "deferred"}
     assert {r["attempts"] for r in rows.values()} == {0}
     assert received(server) == Counter()
+    code, shown = run(CliRunner(), root, "status", issue_of(root))
+    assert code == 0 and "paused" in shown and API_REFUSALS[provider] in shown
     # The account is fixed: the same command sends to everyone.
     server.sender_unverified = False  # type: ignore[attr-defined]
     code, output = send(root, url)

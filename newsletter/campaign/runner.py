@@ -103,11 +103,7 @@ class Runner:
         )
         self.finished = threading.Event()  # the run is over: waiting workers stop trying
         self.limiter = limiter
-        limiter.stop = stop
-        for transport in {id(t): t for t in [*transports, *self.waiting]}.values():
-            transport.gate = limiter  # every request waits for the shared, adaptive pace
-            if transport.published_rate:
-                limiter.provider_limit(transport.published_rate)
+        _share_pace(limiter, stop, [*transports, *self.waiting])
         self.options = options
         self.progress = progress
         self.stop = stop
@@ -438,6 +434,16 @@ class Runner:
             if not self.paused_reason:
                 self.paused_reason = reason
         self.stop.set()
+
+
+def _share_pace(limiter: RateLimiter, stop: threading.Event, transports: list[Transport]) -> None:
+    """Every request of every transport waits for the one adaptive pace, which starts from the
+    limit a provider published when it opened (SES GetAccount)."""
+    limiter.stop = stop
+    for transport in {id(t): t for t in transports}.values():
+        transport.gate = limiter
+        if transport.published_rate:
+            limiter.provider_limit(transport.published_rate)
 
 
 SAME_REFUSAL = 3  # a batch at least this big failed with one reply for all: not the readers
