@@ -15,6 +15,17 @@ figure cannot come from messages that never left.
 What the figures mean: the servers answer at once, so this measures our side (building each
 recipient's content, merging SendGrid/Mailgun batches into one template, JSON/form encoding,
 HTTP) plus the stand-in's parsing, not the providers' real latency or rate limits.
+
+    python benchmarks/api_transports.py --throttled
+
+Instead: one default `newsletter send` (a subprocess, as a user runs it) per provider against
+stand-ins that throttle as documented, timed against the provider's published limit: SES at
+14 sends/s (MaxSendRate in GetAccount, 429 Throttling without Retry-After) to 500 readers
+(ideal 35.7 s), Resend at 2 requests/s (`ratelimit-*`, `retry-after`) to 2,000 readers (20
+batches of 100: ideal 9.5 s, the first request going at once), and SendGrid allowing 2
+requests/s without saying so beforehand, sent with `--rate 200/s` (batches of 50: 20 requests,
+ideal 9.5 s). It prints the time, the ratio to the ideal, the throttled requests and the pace
+the run settled at; every reader must have received one copy. CLI start-up is included.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -38,6 +50,7 @@ sys.path.insert(0, str(BENCH))
 from send import make_project, make_template, recipients, send_fast  # noqa: E402
 from smtp_sink import SinkProcess  # noqa: E402
 
+from newsletter.config import load_config  # noqa: E402
 from newsletter.mail.message import MessageTemplate  # noqa: E402
 from newsletter.transports import transport_class, transport_from_url  # noqa: E402
 
@@ -177,6 +190,86 @@ def run(args: argparse.Namespace) -> None:
             )
 
 
+THROTTLED = [
+    # provider, readers, stand-in limit (requests/s), extra send options, ideal seconds
+    ("ses", 500, 14.0, [], 499 / 14),
+    ("resend", 2_000, 2.0, [], 19 / 2),
+    ("sendgrid", 1_000, 2.0, ["--rate", "200/s"], 19 / 2),
+]
+
+
+def throttled_server(provider: str, per_second: float, identity: str) -> Any:
+    """The stand-in, in this process, allowing `per_second` requests (SES: sends) a second."""
+    sys.path.insert(0, str(REPO / "tests" / "support"))
+    from provider_servers import ResendServer, SendGridServer, SesServer
+
+    if provider == "ses":
+        import boto3
+
+        ses = SesServer("AKIABENCHMARK0000001", "eu-west-1", max_send_rate=per_second).start()
+        boto3.client(
+            "sesv2",
+            region_name="eu-west-1",
+            endpoint_url=ses.url,
+            aws_access_key_id="AKIABENCHMARK0000001",
+            aws_secret_access_key=KEY,
+        ).create_email_identity(EmailIdentity=identity)
+        return ses
+    server = {"resend": ResendServer, "sendgrid": SendGridServer}[provider](KEY, render=False)
+    server.limit(per_second)
+    return server.start()
+
+
+def newsletter(folder: Path, env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=folder,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"newsletter {' '.join(args)}: {done.stdout}{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def run_throttled() -> None:
+    print(f"one default `newsletter send` per provider; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'provider':<9} {'readers':>8} {'limit':>7} {'ideal':>7} {'took':>7} {'ratio':>6}  pace"
+    )
+    for provider, readers, limit, extra, ideal in THROTTLED:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            make_project(folder)
+            with open(folder / "subs.csv", "w", encoding="utf-8") as f:
+                f.write("email,name\n")
+                f.writelines(f"reader{i:06d}@example.net,Reader {i}\n" for i in range(readers))
+            newsletter(folder, {}, "subscribers", "import", "subs.csv")
+            identity = load_config(folder / "newsletter.yaml").sender_domain
+            server = throttled_server(provider, limit, identity)
+            try:
+                url, env = url_and_env(provider, server.url)
+                began = time.perf_counter()
+                output = newsletter(
+                    folder, env, "send", "bench", "--transport", url, "--yes", *extra
+                )
+                took = time.perf_counter() - began
+                got = len(server.sent()) if provider == "ses" else server.delivered_count
+                assert got == readers, f"{provider}: {got} of {readers} received"
+            finally:
+                server.stop()
+            pace = next(
+                (line for line in output.splitlines() if "throttled" in line or "Paced" in line),
+                "",
+            )
+            print(
+                f"{provider:<9} {readers:>8,} {limit:>5g}/s {ideal:>6.1f}s {took:>6.1f}s "
+                f"{took / ideal:>5.2f}x  {pace}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=10_000, help="recipients per API provider")
@@ -185,7 +278,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--providers", nargs="+", default=PROVIDERS, choices=PROVIDERS)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
-    run(parser.parse_args())
+    parser.add_argument(
+        "--throttled", action="store_true", help="time a run against throttling stand-ins"
+    )
+    args = parser.parse_args()
+    if args.throttled:
+        run_throttled()
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

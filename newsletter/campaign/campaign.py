@@ -25,7 +25,7 @@ from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_k
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
 from newsletter.campaign.ratelimit import Rate, RateLimiter
-from newsletter.campaign.reports import DryRunReport, SendReport, plural
+from newsletter.campaign.reports import DryRunReport, Pacing, SendReport, plural
 from newsletter.campaign.retry import RetryPolicy
 from newsletter.campaign.runner import Runner, RunOptions, RunResult
 from newsletter.campaign.settings import (
@@ -70,6 +70,7 @@ class Campaign:
     segment: Segment | None = None  # who of the list; None: the whole list
     segment_query: SegmentQuery | None = None  # the segment as SQL over the store
     segment_note: str | None = None  # a bare resume kept the campaign's stored segment
+    retry_rows: list[int] = field(default_factory=list)  # failed rows `run` puts back to due
     _template: MessageTemplate | None = field(default=None, repr=False)
 
     # -- preparing -------------------------------------------------------------------------
@@ -86,13 +87,16 @@ class Campaign:
         store: SubscriberList | None = None,
         switch_transport: bool = False,
         segment: str | None = None,
+        retry_failed: bool = False,
     ) -> Campaign:
         """Check the issue, choose the transport (a resume keeps the campaign's own unless
         `switch_transport`), count who a run would mail; CampaignError when it cannot start.
 
         `segment`: a name under `segments:` in newsletter.yaml or an expression (see
         newsletter.subscribers.segment); one issue, list and segment make one campaign, and a
-        resume without `segment` keeps the campaign's stored one."""
+        resume without `segment` keeps the campaign's stored one.
+        `retry_failed`: the readers who failed permanently (not bounced, not skipped, still
+        subscribed) are counted in, and `run` puts them back to due first (after a fix)."""
         checked = checked_issue(config, issue_path)
         chosen = resolve_segment(segment, config.segments) if segment is not None else None
         if store is None:
@@ -109,6 +113,9 @@ class Campaign:
         except BaseException:
             ledger.close()
             raise
+        retry_rows: list[int] = []
+        if retry_failed and who.existing is not None:
+            retry_rows = _still_subscribed(store, ledger.failed_rows(who.existing.id))
         if who.existing is None and who.pending == 0:
             ledger.close()
             raise _nobody(store, name, who)
@@ -123,11 +130,12 @@ class Campaign:
             store=store,
             ledger=ledger,
             existing=who.existing,
-            pending=who.pending,
+            pending=who.pending + len(retry_rows),
             new_members=who.new_members,
             segment=who.segment,
             segment_query=who.query,
             segment_note=who.note,
+            retry_rows=retry_rows,
         )
 
     @property
@@ -162,9 +170,14 @@ class Campaign:
                 f"{self.transport_choice.switching_from} to "
                 f"{self.transport_choice.url or self.transport_description}"
             )
+        retrying = ""
+        if self.retry_rows:
+            retrying = (
+                f", putting back {plural(len(self.retry_rows), 'reader')} whose delivery failed"
+            )
         return (
             f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of "
-            f"{self.audience}{via}{resuming}?"
+            f"{self.audience}{via}{resuming}{retrying}?"
         )
 
     def nothing_left(self) -> str:
@@ -172,11 +185,21 @@ class Campaign:
         if self.existing is None:
             return f"Nothing to send: {self.audience} has no active subscribers."
         c = self.ledger.counts(self.existing.id)
-        return (
+        text = (
             f"Nothing left to send: '{self.issue.slug}' to {self.audience} was handled "
             f"for all {c.total} recipients ({c.sent} sent, {c.failed} failed, "
             f"{c.bounced} bounced, {c.skipped} skipped)."
         )
+        if c.failed:
+            failed_rows = self.ledger.failed_rows(self.existing.id)
+            retryable = len(_still_subscribed(self.store, failed_rows))
+            if retryable:
+                text += (
+                    f"\n{plural(retryable, 'reader')} failed (see `newsletter status "
+                    f"{self.issue.slug} --recipients failed`); once the cause is fixed, send to "
+                    f"them with: {self.resume_hint} --retry-failed"
+                )
+        return text
 
     @property
     def resume_hint(self) -> str:
@@ -272,6 +295,9 @@ class Campaign:
             source.campaign_id = campaign.id
             if not guard_confirmed:
                 options = replace(options, guard=self._guard(campaign.id))
+            if self.retry_rows:
+                self.ledger.requeue_failed(campaign.id, self.retry_rows)
+                self.retry_rows = []
             self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
@@ -297,6 +323,7 @@ class Campaign:
             resume_hint=self.resume_hint,
             connections=result.connections,
             dropped_links=dict(source.dropped_links),
+            pacing=Pacing(limiter.throttles, limiter.request_rate(), limiter.ceiling),
         )
 
     def _run(
@@ -623,6 +650,17 @@ def _sigint_stops(stop: threading.Event, progress: Progress, *, enabled: bool) -
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _still_subscribed(store: SubscriberList, rows: list[tuple[int, int]]) -> list[int]:
+    """The row ids whose subscriber is still active (an unsubscribed or bounced reader is not
+    put back: the send would skip them anyway)."""
+    active: list[int] = []
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        people = store.get_many([sid for _, sid in chunk])
+        active += [row for row, sid in chunk if sid in people and people[sid].status == "active"]
+    return active
 
 
 def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:

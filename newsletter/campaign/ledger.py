@@ -481,6 +481,30 @@ class Ledger:
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
+    def failed_rows(self, campaign_id: int) -> list[tuple[int, int]]:
+        """(row id, subscriber id) of each recipient that failed permanently (not bounced,
+        not skipped): what `send --retry-failed` offers to put back."""
+        rows = self.conn.execute(
+            "SELECT id, subscriber_id FROM campaign_recipients"
+            " WHERE campaign_id = ? AND status = 'failed' ORDER BY id",
+            (campaign_id,),
+        ).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def requeue_failed(self, campaign_id: int, row_ids: Sequence[int]) -> int:
+        """Put failed rows back to due (their attempts so far are kept); how many moved."""
+        moved = 0
+        with self.transaction():
+            for chunk in _chunks(row_ids, _ROWS_PER_STATEMENT):
+                moved += self.conn.execute(
+                    "UPDATE campaign_recipients SET status = 'due', next_try = NULL,"
+                    " updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                    f" WHERE campaign_id = ? AND status = 'failed'"
+                    f" AND id IN ({','.join('?' * len(chunk))})",
+                    (campaign_id, *chunk),
+                ).rowcount
+        return moved
+
     def release(self, items: Sequence[WorkItem]) -> None:
         """Give back claimed rows that never reached a transport (a clean stop)."""
         with self.transaction():

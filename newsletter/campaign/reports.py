@@ -16,6 +16,29 @@ def plural(n: int, word: str) -> str:
 
 
 @dataclass(frozen=True)
+class Pacing:
+    """How the run kept to the provider's limit."""
+
+    throttles: int = 0  # throttle replies (429, SES Throttling, SMTP 421/451 rate) this run
+    settled: float | None = None  # requests per second at the end (None: never limited)
+    published: float | None = None  # the provider's own limit, when it said
+
+    def summary(self) -> str | None:
+        published = f" (the provider's limit: {self.published:g}/s)" if self.published else ""
+        if self.throttles:
+            settled = f"{self.settled:.1f} requests/s" if self.settled else "no limit"
+            return (
+                f"The provider throttled {plural(self.throttles, 'request')} (put back, not "
+                f"counted as attempts); the pace settled at {settled}{published}."
+            )
+        if self.published:
+            return (
+                f"Paced to the provider's limit of {self.published:g} requests/s; never throttled."
+            )
+        return None
+
+
+@dataclass(frozen=True)
 class SendReport:
     campaign: CampaignRow
     tally: Tally  # this run
@@ -25,6 +48,7 @@ class SendReport:
     resume_hint: str
     connections: ConnectionStats | None = None
     dropped_links: Mapping[int, list[str]] = field(default_factory=dict)  # subscriber -> values
+    pacing: Pacing = field(default_factory=Pacing)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +74,9 @@ class SendReport:
         refused = self.connections.summary() if self.connections else None
         if refused:
             lines.append(refused)
+        paced = self.pacing.summary()
+        if paced:
+            lines.append(paced)
         if self.dropped_links:
             lines.append(dropped_links_warning(self.dropped_links))
         if self.interrupted:

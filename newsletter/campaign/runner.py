@@ -30,7 +30,12 @@ from newsletter.errors import (
     TransportConfigError,
     TransportError,
 )
-from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
+from newsletter.transports.base import (
+    DeliveryResult,
+    OutgoingMessage,
+    Transport,
+    account_problem,
+)
 
 # A recipient ready to go: the message is built by the worker, right before sending (so its
 # Date is the time it is sent, even under a slow rate limit).
@@ -101,6 +106,7 @@ class Runner:
         )
         self.finished = threading.Event()  # the run is over: waiting workers stop trying
         self.limiter = limiter
+        _share_pace(limiter, stop, [*transports, *self.waiting])
         self.options = options
         self.progress = progress
         self.stop = stop
@@ -300,7 +306,17 @@ class Runner:
         self.progress.update(self.tally)
 
     def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:
+        if result.account:  # not this reader's fault: due again when the run resumes
+            return Outcome(item.row_id, "due", result.reply, counts_attempt=False)
         self._count(result.status)
+        if result.throttled:
+            # Put back, not an attempt: tried again once the shared pace lets it through,
+            # unless the provider has refused everything for longer than we wait in a run.
+            since = self.limiter.throttled_since_success
+            stuck = since and time.monotonic() - since > self.options.retry.max_wait
+            wait = max(result.retry_after or 0.0, 0.5)
+            next_try = None if stuck or wait > self.options.retry.max_wait else now + wait
+            return Outcome(item.row_id, "deferred", result.reply, None, next_try, False)
         if result.status == "sent":
             return Outcome(item.row_id, "sent", result.reply, result.provider_id)
         if result.status != "deferred":
@@ -367,20 +383,43 @@ class Runner:
             except (TransportAuthError, TransportConfigError) as exc:
                 # A key revoked or a login refused mid-run: every further send would fail the
                 # same way, so stop now instead of deferring the whole list.
-                self._pause(f"{exc}; the campaign is paused: fix it and send again to resume")
-                sent = [DeliveryResult("deferred", str(exc)) for _ in built]
-            waits = [r.retry_after for r in sent if r.status == "deferred" and r.retry_after]
-            if waits:
-                self.limiter.hold(min(max(waits), self.options.retry.max_wait))
+                sent = [account_problem(str(exc)) for _ in built]
+            sent = _same_refusal_for_all(sent)
+            self._pace(sent)
+            account = next((r for r in sent if r.account), None)
+            if account is not None:
+                self._pause(
+                    f"{account.reply}; the campaign is paused and its readers are still due: "
+                    "fix it and send again to resume"
+                )
             self._watch_failures(sent)
             for (index, _), result in zip(built, sent, strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
 
+    def _pace(self, results: list[DeliveryResult]) -> None:
+        """Tell the shared limiter what the provider said: a throttle slows every worker down,
+        a Retry-After holds them all, a message accepted ends a throttled spell."""
+        max_wait = self.options.retry.max_wait
+        throttles = [r for r in results if r.throttled]
+        if throttles:
+            waits = [r.retry_after for r in throttles if r.retry_after is not None]
+            self.limiter.throttled(min(max(waits), max_wait) if waits else None)
+        waits = [
+            r.retry_after
+            for r in results
+            if r.status == "deferred" and r.retry_after and not r.throttled
+        ]
+        if waits:
+            self.limiter.hold(min(max(waits), max_wait))
+        if any(r.status == "sent" for r in results):
+            self.limiter.succeeded()
+
     def _watch_failures(self, results: list[DeliveryResult]) -> None:
         """Count failures in a row as they happen (here, not in the ledger thread, so that a
         dead server stops every worker within one message each). A batch refused as a whole
         (one reply for all: an API outage, a 429) counts once, not once per recipient."""
+        results = [r for r in results if not (r.throttled or r.account)]  # not failures
         if len(results) > 1 and len({(r.status, r.reply) for r in results}) == 1:
             results = results[:1]
         with self._streak_lock:
@@ -402,6 +441,30 @@ class Runner:
             if not self.paused_reason:
                 self.paused_reason = reason
         self.stop.set()
+
+
+def _share_pace(limiter: RateLimiter, stop: threading.Event, transports: list[Transport]) -> None:
+    """Every request of every transport waits for the one adaptive pace, which starts from the
+    limit a provider published when it opened (SES GetAccount)."""
+    limiter.stop = stop
+    for transport in {id(t): t for t in transports}.values():
+        transport.gate = limiter
+        if transport.published_rate:
+            limiter.provider_limit(transport.published_rate)
+
+
+SAME_REFUSAL = 3  # a batch at least this big failed with one reply for all: not the readers
+
+
+def _same_refusal_for_all(results: list[DeliveryResult]) -> list[DeliveryResult]:
+    """The same refusal for every message of a batch is about the sender or the account (a
+    reply about an address names that address), whatever the provider's code: pause."""
+    if len(results) < SAME_REFUSAL or results[0].status != "failed":
+        return results
+    reply = results[0].reply
+    if any(r.status != "failed" or r.reply != reply for r in results):
+        return results
+    return [account_problem(f"every message of a batch was refused alike: {reply}")] * len(results)
 
 
 def _send(transport: Transport, messages: list[OutgoingMessage]) -> list[DeliveryResult]:

@@ -84,7 +84,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     "--rate",
     metavar="N/UNIT",
     callback=_rate,
-    help="At most N messages per s, m or h across all connections, e.g. 20/s or 50000/h "
+    help="At most N messages, and N requests (an API batch is one), per s, m or h across all "
+    "connections, e.g. 20/s or 50000/h; the provider's own limit also applies "
     "(default: when resuming, the campaign's last rate; else no limit; `none`: no limit).",
 )
 @click.option(
@@ -101,6 +102,13 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     is_flag=True,
     help="When resuming, also send to subscribers who joined the list (or came to match the "
     "campaign's segment, evaluated again) since the first run.",
+)
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Put the campaign's readers whose delivery failed (not bounced, not skipped, still "
+    "subscribed) back to due and send to them, after fixing the cause; says how many and "
+    "asks first (unless --yes).",
 )
 @click.option(
     "--test",
@@ -137,6 +145,7 @@ def send(
     concurrency: int | None,
     yes: bool,
     include_new: bool,
+    retry_failed: bool,
     test_addresses: tuple[str, ...],
     dry_run: bool,
     at: str | None,
@@ -151,6 +160,9 @@ def send(
     error listed; otherwise, and for --test and --dry-run, they are printed as warnings.
     Refuses an issue that fails `newsletter check`, asks before sending (unless --yes), shows
     progress, and exits with status 1 when anyone failed permanently or is still deferred.
+    A provider's throttle (429, SMTP 451 4.7.x rate) slows the run down and costs no attempt;
+    a refusal of the sender or the account pauses the run with the provider's words, readers
+    still due.
     The first run stores the transport, rate and concurrency: a bare `newsletter send ISSUE`
     resumes with them. Ctrl-C stops after the messages in flight and prints the command that
     resumes. The reputation guard pauses a campaign whose hard bounces or complaints pass the
@@ -170,6 +182,7 @@ def send(
             "transport": transport,
             "switch_transport": switch_transport,
             "include_new": include_new,
+            "retry_failed": retry_failed,
             "rate": str(rate) if rate is not None else None,
             "concurrency": concurrency,
         }
@@ -194,6 +207,7 @@ def send(
         include_new=include_new,
         switch_transport=switch_transport,
         segment=segment,
+        retry_failed=retry_failed,
     )
     try:
         if campaign.segment_note:
@@ -215,6 +229,11 @@ def send(
                 f"{campaign.new_members} subscriber{'s' if campaign.new_members != 1 else ''} "
                 f"joined {campaign.audience} since this campaign started; add "
                 "--include-new to send to them too.",
+                err=True,
+            )
+        if retry_failed and not campaign.retry_rows:
+            click.echo(
+                "No failed readers to put back (none failed, or they are no longer subscribed).",
                 err=True,
             )
         if campaign.pending == 0:

@@ -9,8 +9,12 @@ A provider module supplies only those provider-specific steps. The rules they al
 
 * 2xx: accepted -> sent (per-recipient errors inside a 2xx body are the provider module's job).
 * 401 / 403: a bad or unauthorised key -> `TransportAuthError` at once; nothing is marked sent.
-* 429, 5xx, timeouts, dropped connections: every message of the request -> deferred, with
-  `retry_after` taken from Retry-After or the provider's rate-limit reset header.
+* 429: every message of the request -> throttled (put back, not an attempt; the runner slows
+  down), with `retry_after` taken from Retry-After or the provider's rate-limit reset header.
+* 5xx, timeouts, dropped connections: every message of the request -> deferred.
+* Every request waits for the run's `gate` first (`--rate` and the adaptive provider limit);
+  IETF `ratelimit-limit` / `ratelimit-policy` headers tell the gate the provider's limit;
+  without them, `ratelimit-remaining: 0` holds every worker until `ratelimit-reset`.
 * Other 4xx: the provider rejected the request as a whole. When the reply blames a recipient,
   the batch is split in halves and re-sent until the bad recipients stand alone, so exactly
   they are marked failed; otherwise every message of the request fails with the reply.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +45,7 @@ from newsletter.errors import (
     TransportTemporaryError,
 )
 from newsletter.transports._merge import Group, group_documents
-from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
+from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport, throttled
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
@@ -247,6 +252,33 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return None
 
 
+_POLICY_WINDOW = re.compile(r"\bw\s*=\s*(\d+(?:\.\d+)?)")
+
+
+def published_rate(headers: Mapping[str, str], window: float = 1.0) -> float | None:
+    """Requests per second from the IETF draft's `ratelimit-limit` (and `ratelimit-policy`'s
+    `w=` window in seconds, else `window`), as Resend sends them on every reply."""
+    value = headers.get("ratelimit-limit")
+    if not value:
+        return None
+    try:
+        limit = float(value.split(",")[0].split(";")[0].strip())
+    except ValueError:
+        return None
+    policy = _POLICY_WINDOW.search(headers.get("ratelimit-policy", ""))
+    seconds = float(policy.group(1)) if policy else window
+    return limit / seconds if limit > 0 and seconds > 0 else None
+
+
+def quota_spent(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the provider's window resets when `ratelimit-remaining` says 0."""
+    remaining = headers.get("ratelimit-remaining") or headers.get("x-ratelimit-remaining")
+    if remaining is None or remaining.strip() != "0":
+        return None
+    reset = headers.get("ratelimit-reset") or headers.get("x-ratelimit-reset")
+    return retry_after_seconds({"ratelimit-reset": reset}) if reset else None
+
+
 class Redactor:
     def __init__(self, *secrets: str) -> None:
         self._secrets = [s for s in secrets if s]
@@ -283,6 +315,7 @@ class HttpApiTransport(Transport):
     provider = "API"
     secret_variable = ""
     path = ""  # where `deliver` POSTs, under base_url
+    rate_window = 1.0  # seconds a `ratelimit-limit` counts over, when no policy header says
 
     def __init__(
         self, base_url: str, auth_headers: Mapping[str, str], secret: str, *, timeout: float
@@ -426,8 +459,24 @@ class HttpApiTransport(Transport):
         """
         if self._client is None:
             self.open()
+        self.gate.wait_for_request()
         self.requests += 1
-        return self.request("POST", path, **kwargs)
+        reply = self.request("POST", path, **kwargs)
+        if not isinstance(reply, str):
+            self.read_limits(reply.headers)
+        return reply
+
+    def read_limits(self, headers: Mapping[str, str]) -> None:
+        """Tell the gate what the provider says of its limit (every reply, 429s included)."""
+        rate = published_rate(headers, self.rate_window)
+        if rate is not None:
+            if rate != self.published_rate:
+                self.published_rate = rate
+                self.gate.provider_limit(rate)
+            return  # the pace keeps to the limit: waiting for each reset would halve it
+        wait = quota_spent(headers)
+        if wait:
+            self.gate.hold(wait)
 
     def request(self, method: str, path: str, **kwargs: Any) -> ApiReply | str:
         assert self._client is not None
@@ -466,9 +515,10 @@ class HttpApiTransport(Transport):
     def transient_results(self, n: int, reply: ApiReply | str) -> list[DeliveryResult]:
         if isinstance(reply, str):
             return results_for(n, "deferred", self._redact(reply)[:MAX_REPLY])
-        return results_for(
-            n, "deferred", self.reply_text(reply), retry_after_seconds(reply.headers)
-        )
+        wait = retry_after_seconds(reply.headers)
+        if reply.status == 429:
+            return [throttled(self.reply_text(reply), wait)] * n
+        return results_for(n, "deferred", self.reply_text(reply), wait)
 
 
 def split_rejected(

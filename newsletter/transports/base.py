@@ -73,10 +73,55 @@ class OutgoingMessage:
 
 @dataclass(frozen=True)
 class DeliveryResult:
+    """One message's outcome. Two kinds of "not sent" are not about the recipient at all, and
+    every transport maps its provider's documented replies onto them:
+
+    * `throttled` (status deferred): the provider said "too fast" (HTTP 429, SES `Throttling`,
+      SMTP 421/451 4.7.x rate replies). The runner slows every worker down and puts the message
+      back without spending one of the recipient's attempts.
+    * `account` (status deferred): the provider refused the sender or the account (unverified
+      sender or domain, missing message stream, SMTP 5.7.x about the sender or authentication).
+      No other message can go out either: the runner pauses the run with the provider's words
+      and the recipient stays due.
+    """
+
     status: Status
     reply: str = ""  # the server's / provider's reply, for the ledger
     provider_id: str | None = None  # the provider's message id, when it gives one
     retry_after: float | None = None  # seconds, when the server said how long to wait
+    throttled: bool = False
+    account: bool = False
+
+
+def throttled(reply: str, retry_after: float | None = None) -> DeliveryResult:
+    """The provider refused this message for now because we send too fast."""
+    return DeliveryResult("deferred", reply, None, retry_after, throttled=True)
+
+
+def account_problem(reply: str) -> DeliveryResult:
+    """The provider refused the sender or the account, not this recipient."""
+    return DeliveryResult("deferred", reply, account=True)
+
+
+class RequestGate:
+    """What paces a transport's requests to the provider; the campaign's rate limiter is one.
+
+    A transport calls `wait_for_request()` right before each request (an HTTP call, an SMTP
+    transaction), and `provider_limit()` when the provider tells its limit (SES GetAccount's
+    MaxSendRate, `ratelimit-limit` headers). This default paces nothing.
+    """
+
+    def wait_for_request(self) -> None:
+        """Block until one more request may go out."""
+
+    def provider_limit(self, per_second: float) -> None:
+        """The provider's published limit, in requests per second."""
+
+    def hold(self, seconds: float) -> None:
+        """The provider said nobody should send for `seconds` (its quota is spent)."""
+
+
+NO_GATE = RequestGate()
 
 
 class Transport(ABC):
@@ -91,6 +136,8 @@ class Transport(ABC):
     max_batch: int = 1
     thread_safe: bool = False  # False: the runner gives each worker its own instance
     secret_variable: str | None = None  # e.g. "SENDGRID_API_KEY"; None: needs no secret
+    gate: RequestGate = NO_GATE  # set by the runner: paces each request
+    published_rate: float | None = None  # requests/s the provider allows, once it said so
 
     @classmethod
     def from_url(cls, url: str, config: Config, environ: Mapping[str, str]) -> Transport:

@@ -37,7 +37,7 @@ from newsletter.transports._http import (
     split_address,
 )
 from newsletter.transports._merge import Group
-from newsletter.transports.base import DeliveryResult, OutgoingMessage
+from newsletter.transports.base import DeliveryResult, OutgoingMessage, account_problem
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -235,12 +235,20 @@ class MailgunTransport(HttpApiTransport):
                 DeliveryResult("sent", self.reply_text(reply, detail), provider_id) for _ in members
             ]
         lowered = detail.lower()
+        if any(words in lowered for words in _ACCOUNT_WORDS):
+            # e.g. "Domain example.org is not allowed to send: ... not verified": every
+            # message would be refused alike, so the run pauses and the readers stay due.
+            text = self.reply_text(reply, detail)
+            return [account_problem(f"Mailgun will not send ({text})")] * len(members)
         blames_recipient = reply.status == 413 or (
             "address" in lowered or "recipient" in lowered or "'to'" in lowered
         )
         if blames_recipient and len(members) > 1:
             return self.reply_text(reply, detail)
         return results_for(len(members), "failed", self.reply_text(reply, detail))
+
+
+_ACCOUNT_WORDS = ("not allowed to send", "not verified", "unverified", "domain is disabled")
 
 
 def form_data(fields: Sequence[tuple[str, str]]) -> tuple[bytes, str]:

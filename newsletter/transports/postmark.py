@@ -6,6 +6,12 @@ our ledger key) on the broadcast stream named in the URL (`postmark:?stream=broa
 default). Postmark answers 200 with one result per message, in order: ErrorCode 0 is accepted
 (with its MessageID), 406 is an inactive recipient (hard bounce, spam complaint or suppression:
 bounced), anything else fails that message alone. Requests stay under the 50 MB payload limit.
+
+Some per-message codes are not about the recipient at all, and Postmark gives them inside the
+200 for every message of the batch: a sender signature not found or not confirmed (400, 401),
+an account not allowed to send, pending or barred (405, 412, 413), a message stream that does
+not exist (1235), and ErrorCode 300 naming the From as no verified sender signature. Those are
+account problems (the run pauses with Postmark's words; the readers stay due); 429 is a throttle.
 """
 
 from __future__ import annotations
@@ -31,7 +37,12 @@ from newsletter.transports._http import (
     split_address,
 )
 from newsletter.transports._merge import json_strings
-from newsletter.transports.base import DeliveryResult, OutgoingMessage
+from newsletter.transports.base import (
+    DeliveryResult,
+    OutgoingMessage,
+    account_problem,
+    throttled,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -40,8 +51,10 @@ API = "https://api.postmarkapp.com"
 MAX_MESSAGES = 500
 MAX_PAYLOAD = 45 * 1024 * 1024  # Postmark's limit is 50 MB per batch request
 INACTIVE_RECIPIENT = 406
-# Whole-request error codes that no retry fixes: the run stops with Postmark's words.
-ACCOUNT_ERRORS = {400, 401, 405, 412, 413}
+# Error codes that no retry fixes and that are about the sender, the account or the stream,
+# whole-request or per message: the run stops with Postmark's words.
+ACCOUNT_ERRORS = {400, 401, 405, 412, 413, 1235}
+RATE_LIMIT_EXCEEDED = 429
 
 
 class PostmarkTransport(HttpApiTransport):
@@ -167,8 +180,11 @@ class PostmarkTransport(HttpApiTransport):
             return DeliveryResult("sent", text, item.get("MessageID"))
         if code == INACTIVE_RECIPIENT:
             return DeliveryResult("bounced", text)
-        if code == 429:
-            return DeliveryResult("deferred", text)
+        if code == RATE_LIMIT_EXCEEDED:
+            return throttled(text)
+        message = str(item.get("Message", "")).lower() if isinstance(item, dict) else ""
+        if code in ACCOUNT_ERRORS or ("sender signature" in message and "from" in message):
+            return account_problem(f"Postmark will not send for this server ({text})")
         return DeliveryResult("failed", text)
 
 

@@ -7,6 +7,11 @@ again (keys live 24 h). An unanswered batch is asked again at once with the same
 then deferred): that is when the key is certain to match, before the runner regroups the
 recipients. Batches go in permissive validation mode (`x-batch-validation: permissive`): an
 invalid email is reported by index in `errors` and fails alone, the others are sent.
+
+Limits: Resend allows 2 requests per second by default (a batch of 100 is one request) and says
+so on every reply (`ratelimit-limit`, `ratelimit-remaining`, `ratelimit-reset`); a 429 carries
+`retry-after`. The run starts at the documented default, follows the headers (a raised limit
+raises the pace), and a 429 is a throttle: put back, not an attempt.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class ResendTransport(HttpApiTransport):
     secret_variable = "RESEND_API_KEY"
     max_batch = MAX_EMAILS
     path = "/emails/batch"
+    published_rate = 2.0  # Resend's documented default; its ratelimit-limit header overrides
 
     def __init__(self, api_key: str, *, endpoint: str = API, timeout: float = DEFAULT_TIMEOUT):
         super().__init__(endpoint, {"Authorization": f"Bearer {api_key}"}, api_key, timeout=timeout)

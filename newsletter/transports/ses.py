@@ -11,6 +11,12 @@ Credentials come from the standard variables AWS_ACCESS_KEY_ID, AWS_SECRET_ACCES
 optionally AWS_SESSION_TOKEN; nothing is read from the URL. Throttling and 5xx defer the
 recipient (SES sends no Retry-After), a rejected message fails it, refused credentials or an
 account that may not send stop the run.
+
+Limits: GetAccount, called when the transport opens, gives the account's
+`SendQuota.MaxSendRate` (messages per second; one raw SendEmail is one message), which becomes
+the run's starting pace. A `Throttling` / "Maximum sending rate exceeded" reply (SES sends no
+Retry-After) is a throttle: the runner slows down and puts the message back. "Daily message
+quota exceeded" is an account problem: nothing more can go out today, so the run pauses.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ from newsletter.errors import (
     TransportConnectError,
 )
 from newsletter.transports._http import MAX_REPLY, Redactor, parse_url, require_secret
-from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport
+from newsletter.transports.base import (
+    DeliveryResult,
+    OutgoingMessage,
+    Transport,
+    account_problem,
+    throttled,
+)
 
 if TYPE_CHECKING:
     from newsletter.config import Config
@@ -56,10 +68,8 @@ ACCOUNT_ERRORS = {  # no message can go out until the account or configuration i
     "MailFromDomainNotVerifiedException",
     "NotFoundException",
 }
-TRANSIENT_ERRORS = {
-    "TooManyRequestsException",
-    "ThrottlingException",
-    "Throttling",
+THROTTLE_ERRORS = {"TooManyRequestsException", "ThrottlingException", "Throttling"}
+TRANSIENT_ERRORS = THROTTLE_ERRORS | {
     "LimitExceededException",
     "ServiceUnavailable",
     "InternalFailure",
@@ -159,7 +169,7 @@ class SesTransport(Transport):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client.get_account()
+            account = self._client.get_account()
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
@@ -173,6 +183,10 @@ class SesTransport(Transport):
             raise TransportConnectError(
                 f"cannot reach Amazon SES ({self.describe()}): {self._clip(str(exc))}"
             ) from None
+        else:
+            rate = (account.get("SendQuota") or {}).get("MaxSendRate")
+            if isinstance(rate, int | float) and rate > 0:
+                self.published_rate = float(rate)
         self._reached = True
 
     def close(self) -> None:
@@ -216,6 +230,7 @@ class SesTransport(Transport):
         }
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
+        self.gate.wait_for_request()
         self.requests += 1
         try:
             reply = self._client.send_email(**request)
@@ -246,7 +261,11 @@ class SesTransport(Transport):
             )
         if code in ACCOUNT_ERRORS:
             raise TransportConfigError(f"Amazon SES will not send ({self.describe()}): {text}")
-        if code in TRANSIENT_ERRORS or status == 429 or status >= 500:
+        if "daily message quota exceeded" in text.lower():
+            return account_problem(f"Amazon SES: {text}")
+        if code in THROTTLE_ERRORS or status == 429:
+            return throttled(text)
+        if code in TRANSIENT_ERRORS or status >= 500:
             return DeliveryResult("deferred", text)
         identity = message.header_from or message.envelope_from
         sender = identity.lower()

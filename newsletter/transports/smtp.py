@@ -8,7 +8,11 @@ NEWSLETTER_SMTP_PASSWORD and is never part of the URL, `describe()` or any messa
 One instance is one persistent connection (the runner gives each worker its own); it is reused
 for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
 2xx sent, 4xx or a connection problem deferred, 5xx failed, 550/551/553 with a 5.1.x status
-bounced. A message larger than the server's advertised SIZE fails without being sent.
+bounced. Two replies are not about the recipient (`reply_result`): a 421/450/451/452 that says
+we send too fast (a rate, throttled, slow down) is a throttle, and a 530/535 or a 5.7.x about the
+sender, relaying or authentication (not the recipient) is an account problem that pauses the
+run. A message larger than the server's advertised SIZE fails without being sent. Each
+transaction waits for the run's `gate` (`--rate` and the adaptive pace).
 Opening a session: a 4xx at the greeting, EHLO, STARTTLS or AUTH raises TransportTemporaryError
 (refused for now: the campaign retries that connection), a 5xx, a failed certificate check or
 refused credentials raise TransportConnectError / TransportAuthError (fix the setting).
@@ -43,6 +47,8 @@ from newsletter.transports.base import (
     OutgoingMessage,
     Status,
     Transport,
+    account_problem,
+    throttled,
 )
 
 if TYPE_CHECKING:
@@ -97,6 +103,26 @@ def classify(code: int, text: str) -> Status:
     if code in (550, 551, 553) and enhanced and enhanced.group(2) == "1":
         return "bounced"  # 5.1.x: the address itself is bad (RFC 3463)
     return "failed"
+
+
+# "Too many messages on this connection" is a per-connection cap (a reconnect answers it), and
+# "quota exceeded" is usually the recipient's mailbox: neither is a throttle.
+_RATE = re.compile(r"\brate\b|throttl|slow down|too fast|too many (requests|messages in)", re.I)
+_ACCOUNT_WORDS = ("sender", "from address", "relay", "authenticat", "not authorized", "domain")
+
+
+def reply_result(code: int, text: str) -> DeliveryResult:
+    """An SMTP reply as a result: `classify`'s status, with rate replies throttled and replies
+    about the sender or the account (RFC 3463 5.7.x security/policy, 530/535) account problems."""
+    reply = f"{code} {text}"
+    lowered = text.lower()
+    if code in (421, 450, 451, 452) and _RATE.search(text):
+        return throttled(reply)
+    enhanced = _ENHANCED.match(text)
+    about_policy = code in (530, 535) or bool(code >= 500 and enhanced and enhanced.group(2) == "7")
+    if about_policy and "recipient" not in lowered and any(w in lowered for w in _ACCOUNT_WORDS):
+        return account_problem(reply)
+    return DeliveryResult(classify(code, text), reply=reply)
 
 
 def parse_url(url: str, config: Config, environ: Mapping[str, str]) -> SmtpSettings:
@@ -322,6 +348,7 @@ class SmtpTransport(Transport):
                     reply=f"552 5.3.4 message is {len(data):,} bytes; the server accepts at "
                     f"most {limit:,} (SIZE)",
                 )
+            self.gate.wait_for_request()
             try:
                 return conn.transaction(message.envelope_from, message.recipient, data)
             except _StaleConnection:
@@ -335,7 +362,7 @@ class SmtpTransport(Transport):
                 return DeliveryResult("deferred", reply=f"connection lost: {exc}")
             except SmtpReplyError as exc:  # 421: the server is closing this connection
                 self._drop()
-                return DeliveryResult("deferred", reply=str(exc))
+                return reply_result(exc.code, exc.text)
         raise AssertionError("unreachable")
 
     def _drop(self) -> None:
@@ -516,7 +543,7 @@ class _Connection:
         code, text = self.reply()
         if code == 421:
             raise SmtpReplyError(code, text)
-        return DeliveryResult(classify(code, text), reply=f"{code} {text}")
+        return reply_result(code, text)
 
     def _first_write(self, data: bytes) -> None:
         """The transaction's first write: failing here means the idle connection went stale."""
@@ -530,7 +557,7 @@ class _Connection:
         code_rset, _ = self.command("RSET")
         if code_rset != 250:
             raise ConnectionLost(f"RSET refused after {code} {text}")
-        return DeliveryResult(classify(code, text), reply=f"{code} {text}")
+        return reply_result(code, text)
 
     def quit(self) -> None:
         try:

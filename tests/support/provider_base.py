@@ -87,6 +87,12 @@ class ProviderServer:
         self.refused: dict[str, str] = {}  # address -> "invalid" | "inactive"
         self._faults: deque[Fault] = deque()
         self._check_faults: deque[Fault] = deque()  # for the key checks (GET)
+        self.per_second: float | None = None  # sending requests allowed per second (`limit`)
+        # True: the From is no verified sender (domain, identity, signature) on this account,
+        # and every send gets the provider's documented refusal for that.
+        self.sender_unverified = False
+        self.throttled = 0  # sending requests refused with the provider's 429
+        self._window: deque[float] = deque()  # times of the requests accepted in the last 1 s
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -109,6 +115,34 @@ class ProviderServer:
         """Answer the next `times` key checks (the transports' preflight GET) with `status`."""
         for _ in range(times):
             self._check_faults.append(Fault(status, body, {}, 0.0, False))
+
+    def limit(self, per_second: float) -> None:
+        """Allow `per_second` sending requests in any one second (a sliding window, as the
+        providers count); the others get the provider's documented 429 (`throttle_reply`)."""
+        self.per_second = per_second
+
+    def _over_limit(self) -> bool:
+        """Whether this request is over the limit; an accepted one is counted (under the lock)."""
+        if self.per_second is None:
+            return False
+        now = time.monotonic()
+        while self._window and self._window[0] <= now - 1.0:
+            self._window.popleft()
+        if len(self._window) >= self.per_second:
+            self.throttled += 1
+            return True
+        self._window.append(now)
+        return False
+
+    def remaining(self) -> int:
+        """Requests left in the current window (for the rate-limit headers)."""
+        with self.lock:
+            if self.per_second is None:
+                return 1
+            return max(0, int(self.per_second) - len(self._window))
+
+    def throttle_reply(self) -> Reply:
+        raise NotImplementedError
 
     def refuse(self, address: str, kind: str = "invalid") -> None:
         self.refused[address.lower()] = kind
@@ -164,6 +198,9 @@ class ProviderServer:
             self.requests.append(request)
             number = len(self.requests) - 1
             fault = self._faults.popleft() if self._faults else None
+            over = fault is None and self._over_limit()
+        if over:
+            return self.throttle_reply()
         if fault is not None and not fault.process:
             time.sleep(fault.stall)
             return Reply(fault.status, fault.body, fault.headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import uuid
 from email.utils import formataddr, getaddresses, parseaddr
 from typing import Any, ClassVar
@@ -44,6 +45,18 @@ class SendGridServer(ProviderServer):
     def violation_reply(self, message: str) -> Reply:
         return Reply(400, {"errors": [{"message": message, "field": None, "help": None}]})
 
+    def throttle_reply(self) -> Reply:
+        """SendGrid's documented 429: X-RateLimit-* headers, the reset as a Unix time."""
+        return Reply(
+            429,
+            {"errors": [{"field": None, "message": "too many requests"}]},
+            {
+                "X-RateLimit-Limit": str(int(self.per_second or 0)),
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(time.time()) + 1),
+            },
+        )
+
     def handle(self, request: Request, number: int) -> Reply:
         need(request.method == "POST", "Mail Send takes POST")
         need(request.path == "/v3/mail/send", f"unknown path {request.path}")
@@ -61,6 +74,21 @@ class SendGridServer(ProviderServer):
                 },
             )
         need(len(request.body) <= 30 * 1024 * 1024, "request larger than 30 MB")
+        if self.sender_unverified:
+            return Reply(
+                403,
+                {
+                    "errors": [
+                        {
+                            "field": "from",
+                            "message": "The from address does not match a verified Sender "
+                            "Identity. Mail cannot be sent until this error is resolved.",
+                            "help": "https://sendgrid.com/docs/for-developers/sending-email/"
+                            "sender-identity/",
+                        }
+                    ]
+                },
+            )
         body = _json_body(request)
         pers = body.get("personalizations")
         need(isinstance(pers, list) and 1 <= len(pers) <= 1000, "1 to 1000 personalizations")
@@ -160,9 +188,16 @@ class PostmarkServer(ProviderServer):
 
     name = "postmark"
     STREAMS: ClassVar[set[str]] = {"outbound", "broadcast"}
+    # (ErrorCode, Message) every message of a batch gets inside the 200, as Postmark answers
+    # for a problem of the server or account (None: per-message checks only)
+    message_error: tuple[int, str] | None = None
 
     def violation_reply(self, message: str) -> Reply:
         return Reply(422, {"ErrorCode": 300, "Message": f"contract violation: {message}"})
+
+    def throttle_reply(self) -> Reply:
+        """Postmark's documented HTTP 429 (no Retry-After)."""
+        return Reply(429, {"ErrorCode": 429, "Message": "Rate limit exceeded."})
 
     def handle(self, request: Request, number: int) -> Reply:
         need(request.method == "POST", "batch takes POST")
@@ -207,6 +242,16 @@ class PostmarkServer(ProviderServer):
         refused = self.refused.get(address.lower())
         if message.get("MessageStream", "outbound") not in self.STREAMS:
             return {"ErrorCode": 1235, "Message": "The message stream was not found."}
+        if self.message_error is not None:
+            return {"ErrorCode": self.message_error[0], "Message": self.message_error[1]}
+        if self.sender_unverified:
+            sender = getaddresses([message["From"]])[0][1]
+            return {
+                "ErrorCode": 400,
+                "Message": f"The 'From' address you supplied ({sender}) is not a Sender "
+                "Signature on your account. Please add and confirm this address in order to "
+                "be able to use it in the 'From' field of your messages.",
+            }
         if refused == "inactive":
             return {
                 "ErrorCode": 406,
@@ -258,7 +303,26 @@ class ResendServer(ProviderServer):
         return Reply(422, {"statusCode": 422, "name": "validation_error", "message": message})
 
     def _rate_headers(self) -> dict[str, str]:
-        return {"ratelimit-limit": "2", "ratelimit-remaining": "1", "ratelimit-reset": "1"}
+        """On every reply, as Resend documents: its limit per second (2 by default)."""
+        limit = int(self.per_second) if self.per_second is not None else 2
+        remaining = self.remaining() if self.per_second is not None else 1
+        return {
+            "ratelimit-limit": str(limit),
+            "ratelimit-remaining": str(remaining),
+            "ratelimit-reset": "1",
+        }
+
+    def throttle_reply(self) -> Reply:
+        """Resend's documented 429: `rate_limit_exceeded`, retry-after and ratelimit-*."""
+        reply = _resend_error(
+            429,
+            "rate_limit_exceeded",
+            f"Too many requests. You can only make {int(self.per_second or 2)} requests per "
+            "second. See rate limit response headers for more information.",
+        )
+        reply.headers.update({**self._rate_headers(), "ratelimit-remaining": "0"})
+        reply.headers["retry-after"] = "1"
+        return reply
 
     def handle(self, request: Request, number: int) -> Reply:
         need(request.method == "POST", "batch takes POST")
@@ -274,6 +338,13 @@ class ResendServer(ProviderServer):
                 known = self.idempotent.get(key)
             if known is not None:
                 return self._replay(known, digest)
+        if self.sender_unverified:
+            return _resend_error(
+                403,
+                "validation_error",
+                "The example.org domain is not verified. Please, add and verify your domain "
+                "on https://resend.com/domains",
+            )
         mode = request.headers.get("x-batch-validation", "strict")
         need(mode in ("strict", "permissive"), "x-batch-validation: strict | permissive")
         body = _json_body(request)

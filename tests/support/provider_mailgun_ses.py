@@ -41,6 +41,10 @@ class MailgunServer(ProviderServer):
         super().__init__(key, **kwargs)
         self.domain = domain
 
+    def throttle_reply(self) -> Reply:
+        """Mailgun's documented 429 "Too many requests" (no Retry-After)."""
+        return Reply(429, {"message": "Too many requests"})
+
     def handle(self, request: Request, number: int) -> Reply:
         need(request.method == "POST", "messages takes POST")
         match = re.fullmatch(r"/v3/([^/]+)/messages", request.path)
@@ -50,6 +54,14 @@ class MailgunServer(ProviderServer):
             return Reply(401, b"Forbidden", {"Content-Type": "text/plain"})
         if match.group(1) != self.domain:  # type: ignore[union-attr]
             return Reply(404, {"message": f"Domain not found: {match.group(1)}"})  # type: ignore[union-attr]
+        if self.sender_unverified:
+            return Reply(
+                403,
+                {
+                    "message": f"Domain {self.domain} is not allowed to send: it is not "
+                    "verified. Please verify the domain's DNS records in Domain Settings."
+                },
+            )
         fields = _form_fields(request)
         one = {k: v[0] for k, v in fields.items()}
         need(one.get("from"), "from is required")
@@ -156,7 +168,19 @@ class SesServer:
 
     name = "ses"
 
-    def __init__(self, access_key: str, region: str, *, configuration_sets: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        access_key: str,
+        region: str,
+        *,
+        configuration_sets: tuple[str, ...] = (),
+        max_send_rate: float | None = None,
+    ):
+        """`max_send_rate`: the account's sends per second, as GetAccount reports it; a send
+        over it gets SES's 429 `Throttling` "Maximum sending rate exceeded." (no Retry-After)."""
+        self.max_send_rate = max_send_rate
+        self.throttled = 0
+        self._window: deque[float] = deque()
         self.access_key = access_key
         self.region = region
         self.configuration_sets = set(configuration_sets)
@@ -240,8 +264,16 @@ class SesServer:
                     ],
                 )
                 return [data]
+            if path == "/v2/email/account" and self.max_send_rate is not None:
+                return _json_reply(start_response, "200 OK", self._account(), {})
             if path.startswith("/v2/email/outbound-emails"):
                 fault, problem = self._check(environ)
+                if fault is None and problem is None and self._over_rate():
+                    fault = Fault(
+                        429,
+                        {"message": "Maximum sending rate exceeded."},
+                        {"x-amzn-ErrorType": "Throttling"},
+                    )
                 if problem is not None:
                     with self._lock:
                         self.violations.append(problem)
@@ -261,6 +293,34 @@ class SesServer:
             return app(environ, start_response)
 
         return middleware
+
+    def _account(self) -> dict[str, Any]:
+        """GetAccount as SES answers it: the quota the transport starts its pace from."""
+        return {
+            "DedicatedIpAutoWarmupEnabled": False,
+            "EnforcementStatus": "HEALTHY",
+            "ProductionAccessEnabled": True,
+            "SendQuota": {
+                "Max24HourSend": 50000.0,
+                "MaxSendRate": float(self.max_send_rate or 0),
+                "SentLast24Hours": 0.0,
+            },
+            "SendingEnabled": True,
+        }
+
+    def _over_rate(self) -> bool:
+        """A sliding one-second window of accepted sends, as SES counts its sending rate."""
+        if self.max_send_rate is None:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            while self._window and self._window[0] <= now - 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.max_send_rate:
+                self.throttled += 1
+                return True
+            self._window.append(now)
+            return False
 
     def _check(self, environ: dict) -> tuple[Fault | None, str | None]:
         import io
@@ -307,6 +367,21 @@ class SesServer:
                 {"x-amzn-ErrorType": "NotFoundException"},
             ), None
         return fault, None
+
+
+def _json_reply(
+    start_response: Callable, status: str, body: Any, headers: dict[str, str]
+) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *headers.items(),
+        ],
+    )
+    return [data]
 
 
 def _parsed_delivery(raw: bytes, to_email: str, provider_id: str, number: int) -> Delivered:

@@ -72,7 +72,22 @@ logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd logs every lin
 warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
 
-FaultKind = Literal["421", "451", "452", "550", "553", "552", "554", "drop", "slow", "slow-data"]
+FaultKind = Literal[
+    "421",
+    "451",
+    "452",
+    "550",
+    "553",
+    "552",
+    "554",
+    "drop",
+    "slow",
+    "slow-data",
+    "451-rate",
+    "550-sender",
+    "554-relay",
+    "530-auth",
+]
 _PRESETS: dict[str, tuple[str, str | None, bool]] = {
     # kind: (stage, reply or None for no reply, disconnect after)
     "421": ("rcpt", "421 4.7.0 Too many messages on this connection, closing", True),
@@ -87,6 +102,16 @@ _PRESETS: dict[str, tuple[str, str | None, bool]] = {
     "slow-data": ("data", "250 2.0.0 OK (slowly)", False),
     "hangup": ("data", "250 2.0.0 OK, and goodbye", True),
     "drop-mid-data": ("data-start", None, True),
+    # Replies about the pace or the sender, not the recipient (Postfix rejects a sender at RCPT
+    # time by default: smtpd_delay_reject).
+    "451-rate": ("rcpt", "451 4.7.1 Sending rate limit exceeded, slow down", False),
+    "550-sender": (
+        "rcpt",
+        "550 5.7.1 <news@example.org>: Sender address rejected: not owned by user",
+        False,
+    ),
+    "554-relay": ("rcpt", "554 5.7.1 <{rcpt}>: Relay access denied", False),
+    "530-auth": ("rcpt", "530 5.7.0 Authentication required", False),
 }
 
 
