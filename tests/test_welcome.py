@@ -179,3 +179,40 @@ def test_welcomes_follow_the_transport_configured_now(welcoming: Path, runner: C
     [moved] = [parsed(p) for p in (welcoming / "elsewhere").glob("*.eml")]
     assert moved["To"].addresses[0].addr_spec == "b@example.net"
     assert len(list((welcoming / "outbox").glob("*.eml"))) == 1
+
+
+def test_every_link_a_welcome_carries_answers_through_serve(
+    welcoming: Path, runner: CliRunner
+) -> None:
+    """The welcome issue is never published, so its mail has no "View in browser" link (it
+    was a 404); every link it does carry to our site (unsubscribe, in the parts and in
+    List-Unsubscribe) answers, and GETting them changes nothing."""
+    from newsletter.web.public import create_app
+    from tests.support.serve_support import free_port, running
+
+    port = free_port()
+    config_path = welcoming / "newsletter.yaml"
+    config_path.write_text(
+        config_path.read_text().replace(
+            "base_url: https://news.example.org", f"base_url: http://127.0.0.1:{port}"
+        )
+    )
+    code, out = run(runner, welcoming, "subscribers", "add", "ada@example.net", "--welcome")
+    assert code == 0 and "Welcome mail: 1 sent" in out, out
+    [message] = welcomes(welcoming)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    header = str(message["List-Unsubscribe"])
+    links = set(re.findall(r'href="(http[^"]+)"', html))
+    links |= set(re.findall(r"https?://\S+", text)) | set(re.findall(r"<(http[^>]+)>", header))
+    ours = {link.replace("&amp;", "&") for link in links if "127.0.0.1" in link}
+    assert "View in browser" not in html and "View in your browser" not in text
+    assert not [link for link in ours if "/issues/" in link]
+    assert any("/unsubscribe/" in link for link in ours), links
+    config = load_config(config_path)
+    with running(create_app(config, signup_min_seconds=0), port=port) as server:
+        assert server == f"http://127.0.0.1:{port}"
+        for link in sorted(ours):
+            assert httpx.get(link).status_code == 200, link
+    code, out = run(runner, welcoming, "subscribers", "show", "ada@example.net")
+    assert "active" in out  # opening the unsubscribe page is not unsubscribing

@@ -149,10 +149,20 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
     return {
         "issue": view,
         "newsletter": newsletter,
-        "web_url": f"{config.base_url}/issues/{issue.slug}/",
+        "web_url": _web_url(issue, config),
         "brand": config.brand,
         "link_tags": tags,
     }
+
+
+def _web_url(issue: Issue, config: Config) -> str | None:
+    """Where the issue's web version is served; None for the welcome issue (`welcome:`), which
+    is never published: its mail must not link to a page that answers 404. Themes leave the
+    "View in browser" link out when `web_url` is None."""
+    welcome, path = config.welcome, issue.path
+    if welcome is not None and path is not None and path.resolve() == welcome.resolve():
+        return None
+    return f"{config.base_url}/issues/{issue.slug}/"
 
 
 def _tagged_sources(story: Story, tags: LinkTags | None) -> Story:
