@@ -216,3 +216,27 @@ def test_every_link_a_welcome_carries_answers_through_serve(
             assert httpx.get(link).status_code == 200, link
     code, out = run(runner, welcoming, "subscribers", "show", "ada@example.net")
     assert "active" in out  # opening the unsubscribe page is not unsubscribing
+
+
+def test_a_copied_theme_that_prints_web_url_in_the_welcome_is_a_clear_error(
+    welcoming: Path, runner: CliRunner
+) -> None:
+    """A theme copied before the welcome lost its web link prints `{{ web_url }}` unguarded:
+    `check` names the theme file and line instead of mailing `href="None"`."""
+    theme = welcoming / "theme"
+    theme.mkdir()
+    builtin = Path(__file__).resolve().parents[1] / "templates" / "footer.mjml"
+    old = builtin.read_text(encoding="utf-8").replace("{% if web_url %}", "{% if true %}")
+    (theme / "footer.mjml").write_text(old, encoding="utf-8")
+    with (welcoming / "newsletter.yaml").open("a") as f:
+        f.write("templates: theme\n")
+    code, out = run(runner, welcoming, "check", "issues/_welcome.yaml")
+    assert code == 1 and "footer.mjml:" in out and "no web version" in out, out
+    code, out = run(runner, welcoming, "subscribers", "add", "ada@example.net", "--welcome")
+    assert "Welcome mail not sent yet" in out and "no web version" in out, out
+    assert welcomes(welcoming) == []
+    # Any other issue still links its web version through the same theme.
+    code, out = run(
+        runner, welcoming, "check", "issues/2026-11-25-microsoft-openai-partnership.yaml"
+    )
+    assert code == 0, out
