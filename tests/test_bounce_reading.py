@@ -76,7 +76,7 @@ BOUNCES = [
     (
         "exchange 5.7.515",
         mail.exchange_dsn("bob@outlook.example", T1, MID, status="5.7.515"),
-        "hard_bounce",
+        "blocked",  # "sender not authenticated": the sender's fault, not the reader's
         "bob@outlook.example",
         "5.7.515",
     ),
@@ -105,7 +105,7 @@ BOUNCES = [
         mail.qmail_bounce("q@example.org", T1),
         "hard_bounce",
         "q@example.org",
-        "permanent",
+        "5.1.1",  # qmail's "(#5.1.1)": the code in the bounce's text is its status
     ),
     (
         "exim without DSN (non-standard)",

@@ -139,7 +139,7 @@ def test_a_5xx_while_sending_is_an_smtp_hard_bounce_in_history_and_events(
         assert store.get("ok@example.net").status == "active"  # a 4xx deferral is no bounce
         [bounced] = [e for e in store.events(gone.id) if e.kind == "bounced"]
         slug = load_issue(issue).slug
-        assert bounced.detail.startswith(f"source smtp, status 550, campaign {slug}/default: 550")
+        assert bounced.detail.startswith(f"source smtp, status 5.1.1, campaign {slug}/default: 550")
         kinds = store.conn.execute(
             "SELECT source, kind, subscriber_id FROM feedback_events"
         ).fetchall()

@@ -399,3 +399,28 @@ def test_a_loopback_relay_gets_warnings_and_the_mail(project, runner) -> None:
     assert ": warning: from: news@example.org" in result.output
     assert ": warning: base_url:" in result.output
     assert ": error:" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("expression", "column", "reason"),
+    [
+        ("'\"pro\" in tags and'", 18, "ends too early"),
+        ("'fields.city = \"Oslo\"'", 13, "expected"),
+        ("'tags contains pro'", 6, "expected"),
+    ],
+)
+def test_a_bad_named_segment_is_reported_with_its_line_and_column(
+    clean, runner, expression, column, reason
+) -> None:
+    """A named segment was parsed only by the send to it; doctor reports it now, at its line
+    in newsletter.yaml with the parser's column, and a good one is not a finding."""
+    path = clean / "newsletter.yaml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines += ["segments:", "  oslo: 'fields.city == \"Oslo\"'", f"  broken: {expression}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, found, output = doctor(clean, runner)
+    [(where, severity, key, message)] = found
+    assert where.endswith(f"newsletter.yaml:{len(lines)}:11") and code == 0, output
+    assert (severity, key) == ("warning", "segments.broken")
+    assert message.startswith(f"column {column}: ") and reason in message, output
+    assert "send --segment broken" in output

@@ -9,11 +9,21 @@ import email
 import email.policy
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from serve_support import DRAFT, PUBLISHED, Site, dump, form_token, populate, running, sign_up
+from webhook_support import (
+    MailgunSigner,
+    PostmarkSigner,
+    ResendSigner,
+    SendGridSigner,
+    SesSigner,
+    SnsCertServer,
+)
 
 from newsletter.cli import main
 from newsletter.config import load_config
@@ -22,16 +32,45 @@ from newsletter.web.public import create_app
 
 METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "PROPFIND", "POST"]
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
+PROVIDERS = ["sendgrid", "mailgun", "postmark", "ses", "resend"]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsCertServer]:
+    with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
+        yield server
+
+
+@pytest.fixture
+def webhooks_on(certs: SnsCertServer) -> dict[str, str]:
+    """Every provider's webhook switched on, with test keys (tests/support/webhook_support)."""
+    environ: dict[str, str] = {}
+    for signer in (
+        SendGridSigner(),
+        MailgunSigner(),
+        PostmarkSigner(),
+        ResendSigner(),
+        SesSigner(certs),
+    ):
+        environ.update(signer.environ)
+    return environ
 
 
 @pytest.fixture
 def site(project: Path) -> Site:
-    return populate(load_config(project / "newsletter.yaml"))
+    config = load_config(project / "newsletter.yaml")
+    site = populate(config)
+    # The archive's pages and feeds are served from what is published: make sure there is one.
+    done = CliRunner().invoke(main, ["--config", str(config.path), "publish", PUBLISHED])
+    assert done.exit_code == 0, done.output
+    return site
 
 
 @pytest.fixture
-def server(site: Site):
-    app = create_app(site.config, rate_limit=(10_000, 60), signup_min_seconds=0)
+def server(site: Site, webhooks_on: dict[str, str]):
+    app = create_app(
+        site.config, rate_limit=(10_000, 60), signup_min_seconds=0, environ=webhooks_on
+    )
     with running(app) as url:
         yield url
 
@@ -51,11 +90,24 @@ def routes(site: Site) -> list[tuple[str, bool]]:
         (f"/confirm/{site.confirm[:-1]}x", False),
         (f"/confirm/{site.unsubscribe}", False),  # cross-purpose
         (f"/issues/{PUBLISHED}/", False),
+        (f"/issues/{PUBLISHED}/index.html", False),
         (f"/issues/{PUBLISHED}", False),
         (f"/issues/{DRAFT}/", False),
+        (f"/issues/{DRAFT}/index.html", False),
         ("/issues/no-such-issue/", False),
+        # The archive (newsletter.archive): index, feeds, sitemap, robots, the old address.
+        ("/index.html", False),
+        ("/issues/", False),
+        ("/issues/index.html", False),
+        ("/feed.xml", False),
+        ("/feed.json", False),
+        ("/sitemap.xml", False),
+        ("/robots.txt", False),
+        ("/archive", False),
         ("/nothing-here", False),
-        ("/webhooks/sendgrid", False),  # off (no secret set); signatures: test_webhooks.py
+        # Every provider switched on (the `server` fixture): only a signed POST acts, and this
+        # table never signs (signatures: test_webhooks.py).
+        *((f"/webhooks/{provider}", False) for provider in PROVIDERS),
         ("/webhooks/no-such-provider", False),
     ]
 
@@ -82,6 +134,30 @@ def test_no_method_but_the_acting_post_changes_anything(site, server):
                 if method not in ("GET", "HEAD", "OPTIONS", "POST"):
                     assert response.status_code in (404, 405), (method, path)
     assert failures == []
+
+
+ARCHIVE = ["/", "/index.html", "/issues/", "/issues/index.html", "/feed.xml", "/feed.json"]
+ARCHIVE += [
+    "/sitemap.xml",
+    "/robots.txt",
+    f"/issues/{PUBLISHED}/",
+    f"/issues/{PUBLISHED}/index.html",
+]
+
+
+def test_the_tables_routes_are_live(site, server):
+    """The table above is only worth something if its routes answer: the archive's pages and
+    feeds are served, and each provider's webhook is on (an unsigned POST is refused, not
+    the 404 of a webhook that is off), changing nothing."""
+    before = dump(site.config.database)
+    with httpx.Client(timeout=10) as client:
+        for path in ARCHIVE:
+            assert client.get(server + path).status_code == 200, path
+        assert client.get(server + "/archive").status_code in (301, 302, 307, 308)
+        for provider in PROVIDERS:
+            answer = client.post(server + f"/webhooks/{provider}", content=b"{}")
+            assert answer.status_code in (400, 401, 403), (provider, answer.status_code)
+    assert dump(site.config.database) == before
 
 
 def test_head_of_a_list_unsubscribe_url_unsubscribes_nobody(site, server):

@@ -193,7 +193,10 @@ def test_reply_mapping() -> None:
     assert classify(553, "5.1.3 bad syntax") == "bounced"
     assert classify(550, "5.7.1 policy") == "failed"
     assert classify(550, "no enhanced code") == "failed"
-    assert classify(554, "5.1.1 odd") == "failed"
+    assert classify(554, "5.1.1 odd") == "bounced"  # the enhanced code decides (RFC 3463)
+    assert classify(550, "5.2.1 mailbox disabled") == "bounced"
+    assert classify(552, "5.2.2 mailbox full") == "failed"
+    assert classify(550, "5.1.8 bad sender domain") == "failed"
     assert classify(552, "5.3.4 too big") == "failed"
 
 

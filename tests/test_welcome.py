@@ -179,3 +179,64 @@ def test_welcomes_follow_the_transport_configured_now(welcoming: Path, runner: C
     [moved] = [parsed(p) for p in (welcoming / "elsewhere").glob("*.eml")]
     assert moved["To"].addresses[0].addr_spec == "b@example.net"
     assert len(list((welcoming / "outbox").glob("*.eml"))) == 1
+
+
+def test_every_link_a_welcome_carries_answers_through_serve(
+    welcoming: Path, runner: CliRunner
+) -> None:
+    """The welcome issue is never published, so its mail has no "View in browser" link (it
+    was a 404); every link it does carry to our site (unsubscribe, in the parts and in
+    List-Unsubscribe) answers, and GETting them changes nothing."""
+    from newsletter.web.public import create_app
+    from tests.support.serve_support import free_port, running
+
+    port = free_port()
+    config_path = welcoming / "newsletter.yaml"
+    config_path.write_text(
+        config_path.read_text().replace(
+            "base_url: https://news.example.org", f"base_url: http://127.0.0.1:{port}"
+        )
+    )
+    code, out = run(runner, welcoming, "subscribers", "add", "ada@example.net", "--welcome")
+    assert code == 0 and "Welcome mail: 1 sent" in out, out
+    [message] = welcomes(welcoming)
+    html = message.get_body(("html",)).get_content()
+    text = message.get_body(("plain",)).get_content()
+    header = str(message["List-Unsubscribe"])
+    links = set(re.findall(r'href="(http[^"]+)"', html))
+    links |= set(re.findall(r"https?://\S+", text)) | set(re.findall(r"<(http[^>]+)>", header))
+    ours = {link.replace("&amp;", "&") for link in links if "127.0.0.1" in link}
+    assert "View in browser" not in html and "View in your browser" not in text
+    assert not [link for link in ours if "/issues/" in link]
+    assert any("/unsubscribe/" in link for link in ours), links
+    config = load_config(config_path)
+    with running(create_app(config, signup_min_seconds=0), port=port) as server:
+        assert server == f"http://127.0.0.1:{port}"
+        for link in sorted(ours):
+            assert httpx.get(link).status_code == 200, link
+    code, out = run(runner, welcoming, "subscribers", "show", "ada@example.net")
+    assert "active" in out  # opening the unsubscribe page is not unsubscribing
+
+
+def test_a_copied_theme_that_prints_web_url_in_the_welcome_is_a_clear_error(
+    welcoming: Path, runner: CliRunner
+) -> None:
+    """A theme copied before the welcome lost its web link prints `{{ web_url }}` unguarded:
+    `check` names the theme file and line instead of mailing `href="None"`."""
+    theme = welcoming / "theme"
+    theme.mkdir()
+    builtin = Path(__file__).resolve().parents[1] / "templates" / "footer.mjml"
+    old = builtin.read_text(encoding="utf-8").replace("{% if web_url %}", "{% if true %}")
+    (theme / "footer.mjml").write_text(old, encoding="utf-8")
+    with (welcoming / "newsletter.yaml").open("a") as f:
+        f.write("templates: theme\n")
+    code, out = run(runner, welcoming, "check", "issues/_welcome.yaml")
+    assert code == 1 and "footer.mjml:" in out and "no web version" in out, out
+    code, out = run(runner, welcoming, "subscribers", "add", "ada@example.net", "--welcome")
+    assert "Welcome mail not sent yet" in out and "no web version" in out, out
+    assert welcomes(welcoming) == []
+    # Any other issue still links its web version through the same theme.
+    code, out = run(
+        runner, welcoming, "check", "issues/2026-11-25-microsoft-openai-partnership.yaml"
+    )
+    assert code == 0, out

@@ -3,9 +3,11 @@
 A DSN is `multipart/report; report-type=delivery-status`: a human text, a
 `message/delivery-status` part (per-message fields, then one block per recipient with
 Final-Recipient, Original-Recipient, Action, Status, Diagnostic-Code), and the original message
-or its headers. Hard or soft is decided by the standard fields only (no keywords): Action
-`failed` with a 5.x.x Status (RFC 3463) is hard, except mailbox full (5.2.2, which RFC 3463 calls
-possibly transient) which is soft; `failed` with a 4.x.x Status, and `delayed`, are soft;
+or its headers. The kind is decided by the standard fields only (no keywords): Action `failed`
+with an enhanced Status is classified by `newsletter.enhancedstatus` (the one rule for every
+source: 5.1.x address and 5.2.1 disabled are hard, 5.2.2 mailbox full and 4.x.x soft, 5.7.x
+policy and the other subjects about the sender, message or system are `blocked`, which does not
+mark the reader), `failed` with only a reply code or none is hard; `delayed` is soft;
 `delivered` is a delivery; `relayed` and `expanded` say nothing about the recipient.
 """
 
@@ -26,10 +28,9 @@ from newsletter.bounces.report import (
     report_date,
     verp_token,
 )
+from newsletter.enhancedstatus import ENHANCED_STATUS, classify_status
 
-# RFC 3463 X.2.2 "mailbox full": usually cleared by its owner, so counted as soft whatever class.
-MAILBOX_FULL = "2.2"
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_STATUS = ENHANCED_STATUS
 _REPLY_CODE = re.compile(r"\b([245])\d\d\b")
 
 
@@ -51,10 +52,12 @@ def bounce_kind(action: str, status: str) -> EventKind | None:
         return "soft_bounce"
     if action != "failed":
         return None  # relayed, expanded: nothing about this recipient yet
-    status = status.strip()
-    if status[:1] == "4" or status[1:] == "." + MAILBOX_FULL:
+    classified = classify_status(status)
+    if classified is not None:
+        return classified
+    if status.strip()[:1] == "4":  # a bare 4xx reply code
         return "soft_bounce"
-    return "hard_bounce"  # 5.x.x, or `failed` without a usable Status: permanent by definition
+    return "hard_bounce"  # a 5xx reply code, or `failed` without a Status: permanent by definition
 
 
 def status_of(block: Message) -> str:

@@ -14,18 +14,34 @@ provider as custom data), `message_id` (our deterministic Message-ID, kept in th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
-EventKind = Literal["hard_bounce", "soft_bounce", "complaint", "unsubscribe", "delivered"]
+from newsletter.enhancedstatus import classify_status
+
+EventKind = Literal[
+    "hard_bounce", "soft_bounce", "blocked", "complaint", "unsubscribe", "delivered"
+]
 EVENT_KINDS: tuple[EventKind, ...] = (
     "hard_bounce",
     "soft_bounce",
+    "blocked",
     "complaint",
     "unsubscribe",
     "delivered",
 )
+
+
+def classified(event: FeedbackEvent) -> FeedbackEvent:
+    """A bounce whose status holds an RFC 3463 enhanced code, with the kind that code gives
+    (`newsletter.enhancedstatus.classify_status`, the one rule for every source); any other
+    event unchanged. A provider's permanent/transient flag is only the fallback: SES calls a
+    5.7.1 policy block `Permanent`, but the reader's address is fine."""
+    if event.kind not in ("hard_bounce", "soft_bounce", "blocked"):
+        return event
+    kind = classify_status(event.status)
+    return event if kind is None or kind == event.kind else replace(event, kind=kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +49,9 @@ class FeedbackEvent:
     """One thing a mail server, a reader or a provider told us about one message we sent.
 
     kind: hard_bounce (permanent: 5.x.x, Action failed, a provider's permanent class),
-        soft_bounce (4.x.x, Action delayed, mailbox full), complaint (ARF abuse, a provider's
+        soft_bounce (4.x.x, Action delayed, mailbox full), blocked (refused for a reason
+        about the sender, the message or a system, not the reader: 5.7.x policy, 5.3.x-5.6.x;
+        see newsletter.enhancedstatus), complaint (ARF abuse, a provider's
         spam report), unsubscribe (a provider-side or mailto unsubscribe), delivered.
     source: where it came from (see the module docstring).
     event_id: unique within `source`; applying an event whose (source, event_id) was already

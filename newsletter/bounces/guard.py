@@ -1,7 +1,9 @@
 """The reputation guard: a campaign that is hurting the sender pauses itself.
 
 Past `guard_min_sent` messages taken by the server or provider (sent + bounced), a campaign whose
-hard bounces pass `guard_bounce_rate` of them, or whose complaints pass `guard_complaint_rate`
+hard bounces and blocks (refusals about the sender or the message, 5.7.x: see
+newsletter.enhancedstatus; they leave the subscriber as they are but hurt the sender all the
+same) pass `guard_bounce_rate` of them, or whose complaints pass `guard_complaint_rate`
 (Gmail and Yahoo require under 0.3%), is paused with the reason. Hard bounces and complaints
 are counted per subscriber from `feedback_events`: a 5xx while sending (source `smtp`), DSNs and
 ARF reports imported meanwhile, provider webhooks. `send` resumes a guard-paused campaign only
@@ -31,10 +33,12 @@ class Rates:
     complaints: int
     unsubscribes: int
     delivered: int
+    blocked: int = 0  # refused for the sender or the message (not counted in `hard`)
 
     @property
     def hard_rate(self) -> float:
-        return self.hard / self.attempted if self.attempted else 0.0
+        """Hard bounces and blocks per message taken: what the guard's bounce limit is about."""
+        return (self.hard + self.blocked) / self.attempted if self.attempted else 0.0
 
     @property
     def complaint_rate(self) -> float:
@@ -42,11 +46,14 @@ class Rates:
 
     def format(self) -> str:
         return (
-            f"  hard bounces {self.hard} ({percent(self.hard_rate)}), "
+            f"  hard bounces {self.hard}{self.blocks_note()} ({percent(self.hard_rate)}), "
             f"complaints {self.complaints} ({percent(self.complaint_rate)}) of "
             f"{self.attempted} sent; soft bounces {self.soft}, provider unsubscribes "
             f"{self.unsubscribes}, deliveries reported {self.delivered}"
         )
+
+    def blocks_note(self) -> str:
+        return f" and blocks {self.blocked}" if self.blocked else ""
 
 
 def campaign_rates(conn: sqlite3.Connection, campaign_id: int, attempted: int) -> Rates:
@@ -58,6 +65,7 @@ def campaign_rates(conn: sqlite3.Connection, campaign_id: int, attempted: int) -
         counts.get("complaint", 0),
         counts.get("unsubscribe", 0),
         counts.get("delivered", 0),
+        counts.get("blocked", 0),
     )
 
 
@@ -66,7 +74,10 @@ def verdict(rates: Rates, settings: BounceSettings) -> str | None:
     if rates.attempted < settings.guard_min_sent:
         return None
     if rates.hard_rate > settings.guard_bounce_rate:
-        what = f"hard bounces {rates.hard} of {rates.attempted} sent ({percent(rates.hard_rate)})"
+        what = (
+            f"hard bounces {rates.hard}{rates.blocks_note()} of {rates.attempted} sent "
+            f"({percent(rates.hard_rate)})"
+        )
         limit = settings.guard_bounce_rate
     elif rates.complaint_rate > settings.guard_complaint_rate:
         what = (
@@ -105,7 +116,8 @@ class Guard:
             self._rates = campaign_rates(self.conn, self.campaign_id, attempted)
             self._read_at, self._bounced = now, bounced
         rates = self._rates
-        return verdict(Rates(attempted, rates.hard, 0, rates.complaints, 0, 0), self.settings)
+        figures = Rates(attempted, rates.hard, 0, rates.complaints, 0, 0, rates.blocked)
+        return verdict(figures, self.settings)
 
 
 def percent(rate: float) -> str:

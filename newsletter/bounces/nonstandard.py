@@ -1,8 +1,11 @@
 """Bounces that are not RFC 3464 DSNs (qmail's QSBMF, Exim's X-Failed-Recipients, old Exchange,
 Yahoo, GroupWise, ...), recognised by Mailman's flufl.bounce rather than keywords of our own.
 
-flufl.bounce tells which recipients failed temporarily and which permanently, nothing more: the
-status is `permanent` or `temporary` and the VERP token, read from the bounce's envelope
+flufl.bounce tells which recipients failed temporarily and which permanently, nothing more. When
+the bounce's own text carries one RFC 3463 enhanced status code (Exim's and qmail's quote the
+remote server's reply, `550 5.7.1 ...`), that code is the status and decides the kind by the rule
+every source shares (`newsletter.enhancedstatus`: a 5.7.x block does not mark the reader);
+otherwise the status is `permanent` or `temporary`. The VERP token, read from the bounce's envelope
 recipient, does the mapping when the address in the text is not the one we sent to.
 """
 
@@ -12,7 +15,7 @@ from email.message import Message
 
 from flufl.bounce import all_failures
 
-from newsletter.bounces.events import FeedbackEvent
+from newsletter.bounces.events import EventKind, FeedbackEvent
 from newsletter.bounces.report import (
     ENVELOPE_RECIPIENT_HEADERS,
     MailboxAddresses,
@@ -24,6 +27,7 @@ from newsletter.bounces.report import (
     report_date,
     verp_token,
 )
+from newsletter.enhancedstatus import ENHANCED_STATUS, classify_status
 
 
 def nonstandard_events(
@@ -41,16 +45,20 @@ def nonstandard_events(
     original = original_headers(msg)
     when = report_date(msg.get("date"))
     subject = one_line(msg.get("subject"))
+    code = _one_status(msg)
     events = []
-    for kind, found, status in (
+    flagged: tuple[tuple[EventKind, set[bytes], str], ...] = (
         ("hard_bounce", permanent, "permanent"),
         ("soft_bounce", temporary - permanent, "temporary"),
-    ):
+    )
+    for flag_kind, found, flag in flagged:
+        kind = classify_status(code) if code else None
+        status = code or flag
         for raw_address in sorted(found):
             recipient = normalise_address(raw_address.decode("ascii", "replace"))
             events.append(
                 FeedbackEvent(
-                    kind=kind,  # type: ignore[arg-type]
+                    kind=kind or flag_kind,
                     source="dsn",
                     event_id=event_id(msg, raw, recipient),
                     recipient=recipient,
@@ -62,3 +70,19 @@ def nonstandard_events(
                 )
             )
     return events
+
+
+def _one_status(msg: Message) -> str | None:
+    """The enhanced status code the bounce's own text parts carry, when they carry exactly one
+    (several codes cannot be told apart per recipient); an attached original is not read."""
+    parts = msg.get_payload() if msg.is_multipart() else [msg]
+    codes: set[str] = set()
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, Message) or part.get_content_type() != "text/plain":
+            continue
+        try:
+            body = part.get_payload(decode=True) or b""
+        except Exception:  # a malformed transfer encoding: nothing to read there
+            continue
+        codes.update(m.group(0) for m in ENHANCED_STATUS.finditer(body.decode("utf-8", "replace")))
+    return codes.pop() if len(codes) == 1 else None

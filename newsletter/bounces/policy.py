@@ -2,6 +2,8 @@
 
     hard_bounce  -> the subscriber is `bounced`
     soft_bounce  -> recorded; `soft_limit` soft-bounced messages within `soft_days` -> bounced
+    blocked      -> recorded only (history, campaign figures, the reputation guard): refused
+                    for the sender, the message or a system, not the reader (5.7.x policy...)
     complaint    -> the subscriber is `complained` (unsubscribed because they reported spam: no
                     import or sign-up reactivates it without a fresh confirmed opt-in)
     unsubscribe  -> unsubscribed
@@ -10,6 +12,10 @@
 Every event lands in table `feedback_events` (UNIQUE (source, event_id): applying it again
 changes nothing) and in the subscriber's history (`subscriber_events`: source, raw status,
 reason, campaign). Events are applied in batches, one transaction each.
+
+A bounce's kind is first settled by its status when that holds an RFC 3463 enhanced code
+(`events.classified`, the rule in newsletter.enhancedstatus), whatever the source said: a
+provider's "Permanent" 5.7.1 is a block, not a bad address.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 from newsletter.bounces import records
-from newsletter.bounces.events import EVENT_KINDS, FeedbackEvent
+from newsletter.bounces.events import EVENT_KINDS, FeedbackEvent, classified
 from newsletter.bounces.lookup import Match, Resolver
 from newsletter.config import Config
+from newsletter.enhancedstatus import find_status
 from newsletter.subscribers.model import ACTIVE, BOUNCED, COMPLAINED, PENDING, UNSUBSCRIBED
 from newsletter.subscribers.store import SubscriberStore
 
@@ -40,8 +47,8 @@ class EventOutcome:
     action: a short phrase for people ("bounced", "soft bounce 2 of 3 in 30 days",
         "unsubscribed (complained)", "delivery recorded", "already recorded",
         "no matching recipient", "ignored: ...").
-    category: the action's kind for `ApplyReport.counts` (bounced, soft bounce, unsubscribed,
-        complained, delivered, recorded, already recorded, no match, ignored).
+    category: the action's kind for `ApplyReport.counts` (bounced, soft bounce, blocked,
+        unsubscribed, complained, delivered, recorded, already recorded, no match, ignored).
     """
 
     event: FeedbackEvent
@@ -142,7 +149,7 @@ class SendBounces:
             subscriber_id=subscriber_id,
             ledger_key=self._ledger.row_of(self.campaign_id, subscriber_id),
             message_id=message_id,
-            status=reply.split(" ", 1)[0] if reply[:1].isdigit() else "",
+            status=find_status(reply) or (reply.split(" ", 1)[0] if reply[:1].isdigit() else ""),
             reason=reply,
         )
         return self._applier.apply([event])[0]
@@ -174,7 +181,7 @@ class _Applier:
 
     def _apply(self, batch: list[FeedbackEvent], done: set[tuple[str, str]]) -> list[EventOutcome]:
         out = []
-        for event in batch:
+        for event in map(classified, batch):
             key = (event.source, event.event_id)
             if event.kind not in EVENT_KINDS:
                 out.append(
@@ -231,6 +238,8 @@ class _Applier:
             return f"hard bounce recorded (already {status})", "recorded", None
         if kind == "soft_bounce":
             return self._soft(event, match, status, when)
+        if kind == "blocked":
+            return "blocked (not about the reader: subscriber unchanged)", "blocked", None
         if kind == "complaint":
             if status != COMPLAINED:
                 return "unsubscribed (complained)", "complained", COMPLAINED

@@ -36,9 +36,10 @@ def doctor(transport: str | None, use_dns: bool, nameserver: str | None) -> None
     base_url that is local or plain http, a missing or placeholder postal address, no DKIM or
     a DKIM domain not aligned with From, an over-long List-Id, where the signing secret is
     kept, SMTP to another machine without TLS or certificate checks, private files readable by
-    others (with the chmod to run). Prints the DKIM record to
-    publish. Exits 1 when anything would reach a reader broken; `send` refuses the same errors
-    when its transport delivers off this machine.
+    others (with the chmod to run), a named segment (`segments:`) that does not parse (its line
+    and the parser's column). Prints the DKIM record to publish. Exits 1 when anything would
+    reach a reader broken; `send` refuses the same errors when its transport delivers off this
+    machine.
     """
     from newsletter.doctor import diagnose
     from newsletter.doctor.dnscheck import resolver

@@ -20,6 +20,7 @@ from newsletter.doctor.findings import Finding, Locator, display_path
 from newsletter.errors import ConfigError
 from newsletter.lint import SKELETON_MARK
 from newsletter.private import wider_than_private
+from newsletter.subscribers.segment import SegmentError, parse_segment
 from newsletter.tokens import MIN_SECRET_LENGTH
 from newsletter.transports import redact_secrets
 
@@ -81,6 +82,23 @@ def check_unsubscribe_mailto(config: Config, at: Locator, transport: str) -> lis
             )
         ]
     return []
+
+
+def check_segments(config: Config, at: Locator, transport: str) -> list[Finding]:
+    """Each named segment (`segments:`) that does not parse, found now rather than by the send
+    to it. A warning: a send to that segment is refused before any mail goes, and sends to
+    others are not concerned, so nothing reaches a reader broken."""
+    found = []
+    for name, named in config.segments.items():
+        try:
+            parse_segment(named.text, name=name)
+        except SegmentError as exc:
+            key = f"segments.{name}"
+            message = exc.describe(f"segment {name!r}").removeprefix(f"segment {name!r}: ")
+            found.append(
+                at.finding(key, "warning", f"{message}\n    (`send --segment {name}` fails)")
+            )
+    return found
 
 
 def check_base_url(config: Config, at: Locator, transport: str) -> list[Finding]:
@@ -301,6 +319,7 @@ CHECKS: tuple[Check, ...] = (
     check_from,
     check_reply_to,
     check_unsubscribe_mailto,
+    check_segments,
     check_base_url,
     check_postal_address,
     check_dkim,

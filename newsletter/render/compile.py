@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import Environment
+from jinja2 import Environment, StrictUndefined
 
 from newsletter.config import Config
 from newsletter.errors import RenderError
@@ -149,10 +149,35 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
     return {
         "issue": view,
         "newsletter": newsletter,
-        "web_url": f"{config.base_url}/issues/{issue.slug}/",
+        "web_url": _web_url(issue, config),
         "brand": config.brand,
         "link_tags": tags,
     }
+
+
+class NoWebVersion(StrictUndefined):
+    """`web_url` of an issue that has none: false in `{% if web_url %}`, and printing it is a
+    template error naming the theme file and line (a theme copied before the welcome lost its
+    link would otherwise put `href="None"`, a dead link, into every welcome)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _web_url(issue: Issue, config: Config) -> str | NoWebVersion:
+    """Where the issue's web version is served; none for the welcome issue (`welcome:`), which
+    is never published: its mail must not link to a page that answers 404. Themes leave the
+    "View in browser" link out `{% if web_url %}`."""
+    welcome, path = config.welcome, issue.path
+    if welcome is not None and path is not None and path.resolve() == welcome.resolve():
+        return NoWebVersion(
+            hint="web_url: the welcome issue has no web version (it is never published); "
+            "show the link only {% if web_url %}",
+            name="web_url",
+        )
+    return f"{config.base_url}/issues/{issue.slug}/"
 
 
 def _tagged_sources(story: Story, tags: LinkTags | None) -> Story:

@@ -7,12 +7,13 @@ NEWSLETTER_SMTP_PASSWORD and is never part of the URL, `describe()` or any messa
 
 One instance is one persistent connection (the runner gives each worker its own); it is reused
 for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
-2xx sent, 4xx or a connection problem deferred, 5xx failed, 550/551/553 with a 5.1.x status
-bounced. Two replies are not about the recipient (`reply_result`): a 421/450/451/452 that says
-we send too fast (a rate, throttled, slow down) is a throttle, and a 530/535 or a 5.7.x about the
-sender, relaying or authentication (not the recipient) is an account problem that pauses the
-run. A message larger than the server's advertised SIZE fails without being sent. Each
-transaction waits for the run's `gate` (`--rate` and the adaptive pace).
+2xx sent, 4xx or a connection problem deferred, 5xx failed, a 5xx whose enhanced status is
+about the reader's address or mailbox (5.1.x, 5.2.1: `newsletter.enhancedstatus`, the rule every
+bounce source shares) bounced. Two replies are not about the recipient (`reply_result`): a
+421/450/451/452 that says we send too fast (a rate, throttled, slow down) is a throttle, and a
+530/535 or a 5.7.x about the sender, relaying or authentication (not the recipient) is an
+account problem that pauses the run. A message larger than the server's advertised SIZE fails
+without being sent. Each transaction waits for the run's `gate` (`--rate` and the adaptive pace).
 Opening a session: a 4xx at the greeting, EHLO, STARTTLS or AUTH raises TransportTemporaryError
 (refused for now: the campaign retries that connection), a 5xx, a failed certificate check or
 refused credentials raise TransportConnectError / TransportAuthError (fix the setting).
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from newsletter.enhancedstatus import classify_status
 from newsletter.errors import (
     MessageError,
     TransportAuthError,
@@ -94,14 +96,16 @@ class SmtpSettings:
 
 
 def classify(code: int, text: str) -> Status:
-    """Map an SMTP reply to a delivery status."""
+    """Map an SMTP reply to a delivery status: a 5xx is `bounced` (the subscriber is marked)
+    only when its enhanced status says the reader's address or mailbox is bad; a block about
+    the sender, the message or policy (5.7.x...) is `failed` and leaves the reader alone."""
     if 200 <= code < 300:
         return "sent"
     if 400 <= code < 500:
         return "deferred"
     enhanced = _ENHANCED.match(text)
-    if code in (550, 551, 553) and enhanced and enhanced.group(2) == "1":
-        return "bounced"  # 5.1.x: the address itself is bad (RFC 3463)
+    if code >= 500 and enhanced and classify_status(enhanced.group(0)) == "hard_bounce":
+        return "bounced"
     return "failed"
 
 

@@ -41,6 +41,15 @@ class Event:
     key: int | None = None  # our ledger key (custom data echoed back)
     message_id: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # A bounce's RFC 3463 status as the receiving server gave it (SendGrid `status`, Mailgun
+    # `delivery-status`, SES `bouncedRecipients[].status`); None: the usual 5.1.1 / 4.2.2.
+    status: str | None = None
+
+    def reply(self, default: str) -> tuple[str, str]:
+        """(status, the server's reply line) for a bounce."""
+        status = self.status or default
+        code = {"4": "450", "5": "550"}[status[0]]
+        return status, f"{code} {status} refused by the receiving server"
 
 
 @dataclass
@@ -98,6 +107,8 @@ class SendGridSigner:
                     "unknown": {"event": "open", "useragent": "Mozilla/5.0"},
                 }[e.kind]
             )
+            if e.status and e.kind in ("hard_bounce", "soft_bounce"):
+                item["status"], item["reason"] = e.reply("")
             items.append({k: v for k, v in item.items() if v is not None})
         return json.dumps(items).encode()
 
@@ -164,6 +175,14 @@ class MailgunSigner:
                 "unknown": {"event": "opened"},
             }[e.kind]
         )
+        if e.status and e.kind in ("hard_bounce", "soft_bounce"):
+            status, reply = e.reply("")
+            data["delivery-status"] = {
+                "code": int(reply[:3]),
+                "enhanced-code": status,
+                "message": reply[4:],
+                "description": reply[4:],
+            }
         return data
 
     def sign_one(self, e: Event, *, age: float = 0, signature: str = "good") -> Signed:
@@ -492,10 +511,14 @@ class SesSigner:
                         {
                             "emailAddress": e.email,
                             "action": "failed",
-                            "status": "5.1.1" if hard else "4.2.2",
-                            "diagnosticCode": "smtp; 550 5.1.1 user unknown"
-                            if hard
-                            else "smtp; 452 4.2.2 mailbox full",
+                            "status": e.status or ("5.1.1" if hard else "4.2.2"),
+                            "diagnosticCode": f"smtp; {e.reply('')[1]}"
+                            if e.status
+                            else (
+                                "smtp; 550 5.1.1 user unknown"
+                                if hard
+                                else "smtp; 452 4.2.2 mailbox full"
+                            ),
                         }
                     ],
                     "timestamp": now,
