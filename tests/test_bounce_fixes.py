@@ -15,6 +15,7 @@ from newsletter.subscribers import SubscriberStore
 from tests.support import bounce_mail as mail
 from tests.support.bounce_project import send_example
 from tests.support.cli_support import run
+from tests.support.imap_server import PASSWORD, running_dovecot
 
 READERS = ["reader0@example.net", "reader1@example.net"]
 NEWSLETTER = Path(sys.executable).with_name("newsletter")
@@ -53,3 +54,96 @@ def test_a_percent_encoded_mailto_subject_unsubscribes(project, runner, subject)
     code, out = run(runner, project, "bounces", "import", "leave.eml")
     assert code == 0, out
     assert sent.statuses() == {READERS[0]: "unsubscribed", READERS[1]: "active"}
+
+
+# ================================================= bounces fetch: what it may touch, folder names
+
+PROCESSED = frozenset({"\\Seen", "NewsletterProcessed"})
+
+
+@pytest.fixture
+def dovecot(tmp_path):
+    with running_dovecot(tmp_path / "dovecot") as server:
+        yield server
+
+
+@pytest.fixture
+def fetch_sent(project, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", PASSWORD)
+    return send_example(project, READERS, "unsubscribe_mailto: leave@news.example.org\n")
+
+
+HUMAN_REPLY = (
+    b"From: Reader Zero <reader0@example.net>\r\n"
+    b"To: bounces@news.example.org\r\n"
+    b"Subject: Re: your newsletter\r\n"
+    b"Message-ID: <human-1@example.net>\r\n"
+    b"Date: Mon, 30 Nov 2026 03:00:00 +0000\r\n"
+    b"\r\n"
+    b"Thanks, loved the last issue. Can you write about DKIM next?\r\n"
+)
+
+
+def mixed_mail(sent) -> tuple[list[bytes], list[bytes]]:
+    """(messages the fetch acts on, messages a person must see)."""
+    acted = [
+        mail.postfix_dsn(READERS[0], sent.token(READERS[0]), sent.message_id(READERS[0])),
+        mail.auto_reply("rfc3834", READERS[1]),
+    ]
+    for_a_person = [
+        HUMAN_REPLY,
+        mail.unsubscribe_mail("leave@news.example.org", "please take me off your list"),
+        mail.postfix_dsn("stranger@example.com", "", "not-ours@example.com"),
+    ]
+    return acted, for_a_person
+
+
+@pytest.mark.parametrize("mode", ["flag", "move", "delete"])
+def test_fetch_touches_only_what_it_acted_on(project, runner, dovecot, fetch_sent, mode):
+    acted, for_a_person = mixed_mail(fetch_sent)
+    dovecot.append(acted + for_a_person)
+    args = {"flag": [], "move": ["--move-to", "Processed"], "delete": ["--delete"]}[mode]
+    if mode == "move":
+        dovecot.create("Processed")
+    code, out = run(runner, project, "bounces", "fetch", *args, dovecot.url())
+    assert code == 0, out
+    assert "3 left unread in place for a person" in out
+    inbox = dovecot.state()
+    if mode == "flag":
+        assert inbox == [(raw, PROCESSED) for raw in acted] + [
+            (raw, frozenset()) for raw in for_a_person
+        ]
+    else:
+        assert inbox == [(raw, frozenset()) for raw in for_a_person]
+    if mode == "move":
+        assert [raw for raw, _ in dovecot.state("Processed")] == acted
+    assert fetch_sent.statuses() == {READERS[0]: "bounced", READERS[1]: "active"}
+    # The next fetch reads what was left again (and still leaves it), nothing else.
+    code, out = run(runner, project, "bounces", "fetch", *args, dovecot.url())
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith("3 messages: 1 events, 2 ignored")
+
+
+# The test's own oracle: the RFC 3501 5.1.3 forms, written out by hand.
+FOLDERS = [("Ünïcode", "&ANw-n&AO8-code"), ("Verarbeität", "Verarbeit&AOQ-t")]
+
+
+@pytest.mark.parametrize("mode", ["flag", "move", "dry-run"])
+def test_non_ascii_folder_names_work(project, runner, dovecot, fetch_sent, mode):
+    (source, source_utf7), (target, target_utf7) = FOLDERS
+    dovecot.create(source_utf7)
+    dovecot.create(target_utf7)
+    acted, for_a_person = mixed_mail(fetch_sent)
+    dovecot.append(acted + for_a_person[:1], mailbox=source_utf7)
+    args = {"flag": [], "move": ["--move-to", target], "dry-run": ["--dry-run"]}[mode]
+    code, out = run(runner, project, "bounces", "fetch", *args, dovecot.url(source))
+    assert code == 0, out
+    assert "1 left unread in place for a person" in out
+    left = [raw for raw, flags in dovecot.state(source_utf7) if not flags]
+    moved = [raw for raw, _ in dovecot.state(target_utf7)]
+    if mode == "move":
+        assert (left, moved) == (for_a_person[:1], acted)
+    elif mode == "flag":
+        assert (left, moved) == (for_a_person[:1], [])
+    else:
+        assert (left, moved) == (acted + for_a_person[:1], [])
