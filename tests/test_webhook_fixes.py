@@ -204,3 +204,61 @@ def test_a_timestamp_that_is_no_finite_time_is_refused(provider, stamp, config, 
     assert answer.status_code == 401, answer.text
     assert status_of(config, "ada@example.com") == "active"
     assert feedback_kinds(config) == []
+
+
+# ============================================ an unsigned ledger key must fit the event it rides
+
+
+def ledger_rows(config: Config) -> list[tuple[int | None, int | None]]:
+    conn = sqlite3.connect(config.database)
+    try:
+        return conn.execute("SELECT subscriber_id, row_id FROM feedback_events").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_ledger_key_naming_another_reader_does_not_hit_that_reader(
+    provider, config, ada_key, certs
+):
+    """Ada's key on an event about Bob (another database's row 1, a forged key): Bob, found by
+    his address, bounces; Ada stays."""
+    with SubscriberStore.for_config(config) as store:
+        bob = store.add("bob@example.com")
+    signer = signer_for(provider, certs)
+    with running(create_app(config, environ=signer.environ)) as server:
+        for signed in signer.requests([Event("hard_bounce", "bob@example.com", key=ada_key)]):
+            assert post(server, provider, signed).status_code == 200
+    assert status_of(config, "ada@example.com") == "active"
+    assert status_of(config, "bob@example.com") == "bounced"
+    assert ledger_rows(config) == [(bob.id, None)]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_ledger_key_fits_the_same_address_in_another_case(provider, config, ada_key, certs):
+    signer = signer_for(provider, certs)
+    with running(create_app(config, environ=signer.environ)) as server:
+        for signed in signer.requests([Event("hard_bounce", "Ada@EXAMPLE.com", key=ada_key)]):
+            assert post(server, provider, signed).status_code == 200
+    assert status_of(config, "ada@example.com") == "bounced"
+    [(_, row_id)] = ledger_rows(config)
+    assert row_id == ada_key
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_ledger_key_of_a_campaign_sent_through_another_provider_is_not_trusted(
+    provider, config, ada_key, certs
+):
+    other = "postmark" if provider != "postmark" else "sendgrid"
+    conn = sqlite3.connect(config.database)
+    with conn:  # the campaign went out through another provider (as `send` records it)
+        conn.execute("UPDATE campaigns SET transport_url = ?", (f"{other}:",))
+    conn.close()
+    signer = signer_for(provider, certs)
+    with running(create_app(config, environ=signer.environ)) as server:
+        for signed in signer.requests([Event("hard_bounce", "ada@example.com", key=ada_key)]):
+            assert post(server, provider, signed).status_code == 200
+    # Still Ada's (by her address), but not tied to a row the provider did not send.
+    assert status_of(config, "ada@example.com") == "bounced"
+    [(_, row_id)] = ledger_rows(config)
+    assert row_id is None
