@@ -4,11 +4,12 @@ subscriber_id (proven by the source), the VERP token (signed ledger row id), the
 see `records`), and last the recipient address.
 
 The ledger key and the Message-ID are not signed (a provider echoes them; another database
-sharing the provider account has rows with the same ids), so a row they name is taken only when
-it fits the event: when the event names a recipient, the row's subscriber has that address
-(compared as the store compares addresses, case-insensitively, the domain in its IDNA A-label
-form), and when the event comes from one of the API providers, the row's campaign was not sent
-through another one. Otherwise the next clue decides.
+sharing the provider account has rows with the same ids), so in a provider's event a row they
+name is taken only when it fits: when the event names a recipient, the row's subscriber has that
+address (compared as the store compares addresses, case-insensitively, the domain in its IDNA
+A-label form), and the row's campaign was not sent through another provider. Otherwise the next
+clue decides. Mail read from our own bounce mailbox keeps the Message-ID as is: a DSN's
+Final-Recipient may be the address a reader forwards to.
 """
 
 from __future__ import annotations
@@ -95,11 +96,14 @@ class Resolver:
     def _fits(self, event: FeedbackEvent, row: tuple[int, int], store: SubscriberStore) -> bool:
         """Whether an unsigned clue's row (campaign id, subscriber id) can be the event's."""
         campaign_id, subscriber_id = row
-        if event.source in _PROVIDERS:
-            url = self._campaign(campaign_id).transport_url or ""
-            scheme = url.partition(":")[0].lower()
-            if scheme in _PROVIDERS and scheme != event.source:
-                return False
+        if event.source not in _PROVIDERS:
+            # Mail came to our own bounce mailbox; a DSN's Final-Recipient may be where the
+            # reader forwards to, and the Message-ID is what maps it then.
+            return True
+        url = self._campaign(campaign_id).transport_url or ""
+        scheme = url.partition(":")[0].lower()
+        if scheme in _PROVIDERS and scheme != event.source:
+            return False
         if not event.recipient:
             return True
         subscriber = store.get_by_id(subscriber_id)
