@@ -4,6 +4,7 @@ left percent-encoded."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,41 @@ def test_non_ascii_folder_names_work(project, runner, dovecot, fetch_sent, mode)
         assert (left, moved) == (for_a_person[:1], [])
     else:
         assert (left, moved) == (acted + for_a_person[:1], [])
+
+
+# ========================================== after erasure, a late bounce keeps no plaintext address
+
+
+def _database_text(sent) -> str:
+    conn = sqlite3.connect(sent.config.database)
+    try:
+        return "\n".join(conn.iterdump()).lower()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["postfix with VERP", "exchange without VERP", "non-standard", "gmail soft"],
+)
+def test_a_bounce_after_erasure_keeps_no_plaintext_address(project, runner, shape):
+    sent = send_example(project, READERS)
+    gone = READERS[0]
+    bounce = {
+        "postfix with VERP": lambda: mail.postfix_dsn(
+            gone, sent.token(gone), sent.message_id(gone)
+        ),
+        "exchange without VERP": lambda: mail.exchange_dsn(gone, "", sent.message_id(gone)),
+        "non-standard": lambda: mail.qmail_bounce(gone, ""),
+        "gmail soft": lambda: mail.gmail_dsn(gone, "", "x@y", status="4.2.2"),
+    }[shape]()
+    code, out = run(runner, project, "subscribers", "remove", gone)
+    assert code == 0, out
+    assert gone not in _database_text(sent)
+    (project / "late.eml").write_bytes(bounce)
+    code, out = run(runner, project, "bounces", "import", "late.eml")
+    assert code == 0, out
+    assert sent.feedback_rows() == 1  # recorded, so a second import changes nothing ...
+    assert gone not in _database_text(sent)  # ... but not whose address it was
+    code, out = run(runner, project, "bounces", "import", "late.eml")
+    assert "already recorded" in out and sent.feedback_rows() == 1

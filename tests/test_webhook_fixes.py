@@ -262,3 +262,23 @@ def test_a_ledger_key_of_a_campaign_sent_through_another_provider_is_not_trusted
     assert status_of(config, "ada@example.com") == "bounced"
     [(_, row_id)] = ledger_rows(config)
     assert row_id is None
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("kind", ["hard_bounce", "complaint", "delivered"])
+def test_an_event_after_erasure_keeps_no_plaintext_address(provider, kind, config, ada_key, certs):
+    with SubscriberStore.for_config(config) as store:
+        assert store.erase("ada@example.com")
+    signer = signer_for(provider, certs)
+    signed = signer.requests([Event(kind, "ada@example.com", key=ada_key)])
+    with running(create_app(config, environ=signer.environ)) as server:
+        for request in signed + signed:  # the provider's retry counts once
+            assert post(server, provider, request).status_code == 200
+    conn = sqlite3.connect(config.database)
+    try:
+        text = "\n".join(conn.iterdump()).lower()
+        count = conn.execute("SELECT COUNT(*) FROM feedback_events").fetchone()[0]
+    finally:
+        conn.close()
+    assert "ada@example.com" not in text
+    assert count == 1
