@@ -5,7 +5,12 @@ integer or clock can hold are "no key" / refused, never a 500."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +287,51 @@ def test_an_event_after_erasure_keeps_no_plaintext_address(provider, kind, confi
         conn.close()
     assert "ada@example.com" not in text
     assert count == 1
+
+
+# ==================================================== `newsletter serve` logs each webhook request
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_logs_one_line_per_webhook_request_with_counts_and_no_address(config, ada_key):
+    signer = PostmarkSigner()
+    port = _free_port()
+    env = {**os.environ, **signer.environ}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("newsletter")), "serve", "--port", str(port)],
+        cwd=config.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        bounce = Event("hard_bounce", "ada@example.com", key=ada_key)
+        for signed in [signer.sign_one(bounce)] * 2 + [
+            signer.sign_one(Event("unknown", "ada@example.com", key=ada_key))
+        ]:
+            assert post(url, "postmark", signed).status_code == 200
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    lines = [line for line in out.splitlines() if "webhook postmark" in line]
+    assert any("1 event: 1 bounced" in line for line in lines), out
+    assert any("1 event: 1 already recorded" in line for line in lines), out
+    assert any("0 events; ignored: Open x1" in line for line in lines), out
+    assert "a***@example.com: bounced" in out
+    assert "ada@example.com" not in out
+    assert signer.password not in out
