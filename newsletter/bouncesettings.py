@@ -20,10 +20,18 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from newsletter import idn
 from newsletter.errors import ConfigError
 
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*/=?^_`{|}~-]+)*\Z")
-_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}\Z")
+_DOMAIN = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})\Z"
+)
+# RFC 5321 4.5.3.1.1: a local part is at most 64 octets. The VERP sender's is
+# `<local>+<token>`, the token `<ledger row id in base 36>-<20 hex>` (tokens.verp_token): a
+# row id up to SQLite's 2**63 - 1 is 13 base-36 digits, so the longest token is 34 characters.
+LOCAL_PART_MAX = 64
+VERP_TOKEN_MAX = 13 + 1 + 20
 _FEEDBACK_FIELD = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 KEYS = (
     "address",
@@ -97,15 +105,35 @@ def _verp_address(value: Any, where: Where) -> str | None:
         return None
     text = str(value).strip() if isinstance(value, str) else None
     local, _, domain = (text or "").rpartition("@")
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"'bounces.address' {why}, got {value!r}", *where("address"))
+
+    if not text or not local or not domain:
+        raise refuse("must be an address such as bounces@news.example.com")
     # The token goes after a '+' in the local part: the base must not have one already, and
-    # only a plain ASCII addr-spec is an envelope sender every server accepts.
-    if not text or not _LOCAL.match(local) or "+" in local or not _DOMAIN.match(domain):
-        raise ConfigError(
-            "'bounces.address' must be a plain address without '+' such as "
-            f"bounces@news.example.com, got {value!r}",
-            *where("address"),
+    # only a plain ASCII local part is an envelope sender every server accepts.
+    if "+" in local:
+        raise refuse("must not contain '+' (the VERP token is added after one)")
+    if not _LOCAL.match(local):
+        raise refuse(
+            "must have a plain ASCII local part (letters, digits, . and !#$%&'*/=?^_`{|}~-)"
         )
-    return f"{local}@{domain.lower()}"
+    longest = len(local) + 1 + VERP_TOKEN_MAX
+    if longest > LOCAL_PART_MAX:
+        raise refuse(
+            f"has a local part of {len(local)} characters: with '+' and the VERP token (up to "
+            f"{VERP_TOKEN_MAX}) it reaches {longest}, over the {LOCAL_PART_MAX} octets RFC 5321 "
+            f"allows (use at most {LOCAL_PART_MAX - 1 - VERP_TOKEN_MAX})"
+        )
+    # An internationalised domain is sent as A-labels (IDNA 2008), as `from:` is.
+    try:
+        ascii_domain = idn.ascii_domain(domain)
+    except UnicodeError as exc:
+        raise refuse(f"has a domain IDNA 2008 refuses ({exc})") from None
+    if not _DOMAIN.match(ascii_domain):
+        raise refuse("must have a domain name such as news.example.com")
+    return f"{local}@{ascii_domain}"
 
 
 def _count(raw: dict[str, Any], key: str, default: int, where: Where) -> int:

@@ -264,7 +264,15 @@ UNSUB = MailboxAddresses(mail.BOUNCE_BASE, "unsubscribe@news.example.com", SECRE
 
 @pytest.mark.parametrize(
     "subject",
-    ["unsubscribe {token}", "Unsubscribe {token}", "encoded", "Re: unsubscribe {token}"],
+    [
+        "unsubscribe {token}",
+        "Unsubscribe {token}",
+        "encoded",
+        "Re: unsubscribe {token}",
+        # clients that leave the mailto's subject= percent-encoded
+        "unsubscribe%20{token}",
+        "Re: Unsubscribe%20{token}",
+    ],
 )
 def test_an_unsubscribe_mail_with_a_valid_token_names_the_subscriber(subject):
     token = tokens.make_token(SECRET, tokens.UNSUBSCRIBE, 42)

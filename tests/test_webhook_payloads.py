@@ -135,8 +135,19 @@ def pm(record_type: str, **fields: Any) -> bytes:
             pm("SubscriptionChange", SuppressSending=True, SuppressionReason="ManualSuppression"),
             "unsubscribe",
         ),
-        # Postmark also sends these after its Bounce / SpamComplaint record: counted once.
-        (pm("SubscriptionChange", SuppressSending=True, SuppressionReason="HardBounce"), None),
+        (pm("SpamComplaint", Type="SpamNotification", TypeCode=512), "complaint"),
+        (pm("SpamComplaint"), "complaint"),
+        (pm("Bounce", Type="SpamNotification", TypeCode=512), "complaint"),
+        # On broadcast streams the suppression may be the only record; a repeat changes nothing.
+        (
+            pm("SubscriptionChange", SuppressSending=True, SuppressionReason="HardBounce"),
+            "hard_bounce",
+        ),
+        (
+            pm("SubscriptionChange", SuppressSending=True, SuppressionReason="SpamComplaint"),
+            "complaint",
+        ),
+        (pm("SubscriptionChange", SuppressSending=False, SuppressionReason="SpamComplaint"), None),
         (pm("SubscriptionChange", SuppressSending=False, SuppressionReason=None), None),
         (pm("Delivery", Recipient="r@example.com"), "delivered"),
         (pm("Open"), None),

@@ -270,7 +270,7 @@ def test_sendgrid_batch_applies_every_event_of_the_array(config, ada, certs, cap
     assert status_of(config, ada.email) == "active"
     lines = [r.getMessage() for r in caplog.records]
     why = "(sendgrid 5.1.1: 550 5.1.1 The email account does not exist)"
-    assert f"webhook sendgrid: bo@example.com: bounced {why}" in lines
+    assert f"webhook sendgrid: b***@example.com: bounced {why}" in lines  # masked
     assert [row[1] for row in feedback_rows(config)] == [
         "hard_bounce",
         "complaint",

@@ -11,6 +11,7 @@ mail.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
 import os
@@ -171,8 +172,33 @@ class ImapMailbox:
 
 
 def _quote(name: str) -> str:
-    """A mailbox name as an IMAP quoted string."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A mailbox name (as people read it, any Unicode) as an IMAP quoted string of its
+    modified UTF-7 form (RFC 3501 5.1.3), the only form SELECT/LIST/COPY/MOVE accept."""
+    encoded = mailbox_utf7(name)
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mailbox_utf7(name: str) -> str:
+    """`name` in IMAP modified UTF-7 (RFC 3501 5.1.3): printable ASCII as is but `&` as `&-`;
+    every other run as `&` + base64 of its UTF-16BE, with `,` for `/` and no padding, + `-`.
+    `Verarbeität` -> `Verarbeit&AOQ-t`."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            packed = base64.b64encode("".join(run).encode("utf-16-be")).decode("ascii")
+            out.append("&" + packed.rstrip("=").replace("/", ",") + "-")
+            run.clear()
+
+    for char in name:
+        if " " <= char <= "~":
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    flush()
+    return "".join(out)
 
 
 def _text(data: object) -> str:

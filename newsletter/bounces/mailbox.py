@@ -26,6 +26,9 @@ from newsletter.errors import MailboxError
 if TYPE_CHECKING:
     from newsletter.config import Config
 
+# Policy outcome categories that did nothing to anybody: the message is not done with.
+_NOT_ACTED_ON = frozenset({"no match", "ignored"})
+
 
 @dataclass
 class MailboxReport:
@@ -36,7 +39,9 @@ class MailboxReport:
     messages: messages read; events: events found; ignored: messages without an event (of which
     auto_replies were auto-replies); actions: events per outcome category of the policy
     (bounced, soft bounce, complained, already recorded, no match, ...); dry_run: nothing was
-    changed.
+    changed; handled: the labels of the messages done with (an event applied or already
+    recorded, or an auto-reply), the only ones `fetch` flags, moves or deletes; left: (fetch
+    only) messages left unread in place for a person.
     """
 
     lines: list[str] = field(default_factory=list)
@@ -46,6 +51,8 @@ class MailboxReport:
     auto_replies: int = 0
     actions: Counter[str] = field(default_factory=Counter)
     dry_run: bool = False
+    handled: set[str] = field(default_factory=set)
+    left: int | None = None
 
     def summary(self) -> str:
         done = ", ".join(f"{count} {action}" for action, count in sorted(self.actions.items()))
@@ -55,6 +62,8 @@ class MailboxReport:
         )
         if done:
             text += f"; {done}"
+        if self.left:
+            text += f"; {self.left} left unread in place for a person"
         return text + (" (dry run: nothing changed)" if self.dry_run else "")
 
 
@@ -113,14 +122,18 @@ def fetch_mail(
     try:
         if move_to:
             box.check_folder(move_to)
-        uids = box.unprocessed()
-        readings = [
-            (f"{settings.where} UID {uid.decode()}", read_message(raw, addresses))
-            for uid, raw in box.messages(uids)
-        ]
+        labels = {
+            f"{settings.where} UID {uid.decode()}": (uid, raw)
+            for uid, raw in box.messages(box.unprocessed())
+        }
+        readings = [(label, read_message(raw, addresses)) for label, (_, raw) in labels.items()]
         report = apply_readings(config, readings, dry_run=dry_run)
-        if not dry_run:
-            box.mark_processed(uids, move_to=move_to, delete=delete)
+        # Only what we acted on leaves the folder's unread mail: a human reply, an unsubscribe
+        # mail without a valid token, a bounce for nobody we know stay there for a person.
+        done = [uid for label, (uid, _) in labels.items() if label in report.handled]
+        report.left = len(labels) - len(done)
+        if not dry_run and done:
+            box.mark_processed(done, move_to=move_to, delete=delete)
     finally:
         box.close()
     return report
@@ -140,9 +153,13 @@ def apply_readings(
             report.ignored += 1
             report.auto_replies += reading.auto_reply
             report.lines.append(f"{label}: ignored: {reading.ignored}")
+            if reading.auto_reply:
+                report.handled.add(label)
             continue
         for _ in reading.events:
             outcome = next(outcomes)
             report.actions[outcome.category] += 1
             report.lines.append(f"{label}: {outcome.format()}")
+            if outcome.category not in _NOT_ACTED_ON:
+                report.handled.add(label)
     return report

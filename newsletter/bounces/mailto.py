@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from email.header import decode_header, make_header
 from email.message import Message
+from urllib.parse import unquote
 
 from newsletter import tokens
 from newsletter.bounces.events import FeedbackEvent
@@ -50,7 +51,9 @@ def unsubscribe_events(
     """One `unsubscribe` event (source `mailto`, `subscriber_id` from the verified token), or
     no event and why (no token in the subject, or an invalid one)."""
     subject = decoded_subject(msg)
-    match = _SUBJECT.search(subject)
+    # Some clients put the mailto's `subject=` into the mail still percent-encoded (RFC 6068
+    # says decode it): `unsubscribe%20TOKEN`. Tokens have no '%', so decoding is safe.
+    match = _SUBJECT.search(subject) or _SUBJECT.search(unquote(subject))
     if match is None:
         return [], f"mail to the unsubscribe address without a token in its subject ({subject!r})"
     if addresses.secret is None:

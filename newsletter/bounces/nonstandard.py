@@ -11,6 +11,7 @@ recipient, does the mapping when the address in the text is not the one we sent 
 
 from __future__ import annotations
 
+import logging
 from email.message import Message
 
 from flufl.bounce import all_failures
@@ -28,6 +29,11 @@ from newsletter.bounces.report import (
     verp_token,
 )
 from newsletter.enhancedstatus import ENHANCED_STATUS, classify_status
+
+# flufl.bounce logs every detector that trips on a message it cannot read (no From:, random
+# bytes) as an ERROR with a traceback, then carries on with the other detectors: for us that is
+# only "not a bounce this detector knows", and the user sees our one-line outcome instead.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 
 def nonstandard_events(

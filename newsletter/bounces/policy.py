@@ -21,6 +21,7 @@ provider's "Permanent" 5.7.1 is a block, not a bad address.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from newsletter.subscribers.model import ACTIVE, BOUNCED, COMPLAINED, PENDING, U
 from newsletter.subscribers.store import SubscriberStore
 
 BATCH = 500  # events per transaction
+_ADDRESS = re.compile(r"[^\s<>@\"'(),;:\[\]]+@[^\s<>@\"'(),;\[\]]+")
 _LIVE = frozenset({ACTIVE, PENDING})
 
 
@@ -173,16 +175,28 @@ class _Applier:
         self.soft: dict[int, set[str]] = {}
 
     def apply(self, batch: list[FeedbackEvent]) -> list[EventOutcome]:
-        keys = [(e.source, e.event_id) for e in batch]
+        # Also the plain ids: rows recorded before ids naming an address were hashed.
+        keys = [(e.source, self.stored_id(e.event_id)) for e in batch]
+        keys += [(e.source, e.event_id) for e in batch if "@" in e.event_id]
         if self.dry_run:
             return self._apply(batch, records.recorded(self.store.conn, keys))
         with self.store.transaction():
             return self._apply(batch, records.recorded(self.store.conn, keys))
 
+    def stored_id(self, event_id: str) -> str:
+        """The event id as `feedback_events` keeps it: one that names an address (a provider's
+        `<message>:<recipient>`, a DSN's recipient) as a salted hash, like the tombstones of
+        erased addresses, so no event keeps the plaintext address of a person since erased."""
+        if "@" not in event_id:
+            return event_id
+        return "sha256:" + self.store.email_hash(event_id.lower())
+
     def _apply(self, batch: list[FeedbackEvent], done: set[tuple[str, str]]) -> list[EventOutcome]:
         out = []
         for event in map(classified, batch):
-            key = (event.source, event.event_id)
+            key = (event.source, self.stored_id(event.event_id))
+            if (event.source, event.event_id) in done:
+                key = (event.source, event.event_id)
             if event.kind not in EVENT_KINDS:
                 out.append(
                     _outcome(event, None, f"ignored: unknown kind {event.kind!r}", "ignored")
@@ -209,17 +223,23 @@ class _Applier:
             if not self.dry_run:
                 self._write_history(event, match, new_status, when)
         if not self.dry_run:
+            # Nobody matched: keep what happened, not whose address it was (it may be a person
+            # erased since, whose address must not come back through a late bounce).
+            reason, status = event.reason, event.status
+            if match.subscriber_id is None:
+                reason = _ADDRESS.sub("<address>", reason)
+                status = _ADDRESS.sub("<address>", status)
             records.insert_event(
                 self.store.conn,
                 (
                     event.source,
-                    event.event_id,
+                    self.stored_id(event.event_id),
                     event.kind,
                     match.subscriber_id,
                     match.campaign_id,
                     match.row_id,
-                    event.status[:200],
-                    event.reason[:1000],
+                    status[:200],
+                    reason[:1000],
                     when,
                     _iso(None),
                     outcome.action,

@@ -50,9 +50,14 @@ def import_command(paths: tuple[Path, ...], dry_run: bool, db: Path | None) -> N
 @click.option(
     "--move-to",
     metavar="FOLDER",
-    help="Move processed messages (flagged as well) to FOLDER, which must exist.",
+    help="Move processed messages (flagged as well) to FOLDER, which must exist; non-ASCII "
+    "names are sent in IMAP modified UTF-7.",
 )
-@click.option("--delete", is_flag=True, help="Delete processed messages (never without this).")
+@click.option(
+    "--delete",
+    is_flag=True,
+    help="Delete processed messages (never without this; never mail left for a person).",
+)
 @click.option(
     "--dry-run", is_flag=True, help="Show what would change; change nothing, on the server too."
 )
@@ -66,7 +71,8 @@ def fetch_command(
     The password comes from NEWSLETTER_IMAP_PASSWORD. The server's certificate is verified
     against the system's trust store, or only against `?cafile=PATH` (a PEM file). Processed
     messages are flagged \\Seen and NewsletterProcessed (skipped by the next fetch), or moved
-    with --move-to, or deleted with --delete.
+    with --move-to, or deleted with --delete. Only messages acted on (an event applied or
+    already recorded, an auto-reply) are processed: the rest stay unread for a person.
     """
     from newsletter.bounces.mailbox import fetch_mail
 

@@ -8,9 +8,12 @@ Rules (a stranger may type anyone's address into the form):
 - Confirming a link makes active exactly what that link names. A subscriber who is not active
   (pending, or unsubscribed: an unsubscribe is from the whole newsletter) ends up on exactly the
   link's lists; an active one gains them.
-- Bounced and complained addresses never get a confirmation email from the form; an active
-  reader already on every requested list gets none either; unsubscribed readers may sign up
-  again. At most one confirmation per address per `CONFIRM_RESEND_SECONDS`.
+- Unsubscribed, bounced and complained readers may sign up again: the confirmation goes to the
+  address, and only the person's own click on it brings them back (a complaint or unsubscribe
+  is the person's choice, a fresh confirmed opt-in is too; a still-dead address never receives
+  the link). Their status stays as it is until then. An active reader already on every
+  requested list gets no mail. At most one confirmation per address per
+  `CONFIRM_RESEND_SECONDS`.
 The caller answers the same in every case, so the form never tells whether an address is known.
 """
 
@@ -25,8 +28,6 @@ from newsletter.errors import SubscriberError
 from newsletter.subscribers.address import email_key, key_crc, normalize_email
 from newsletter.subscribers.model import (
     ACTIVE,
-    BOUNCED,
-    COMPLAINED,
     PENDING,
     STOPPED,
     Subscriber,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from newsletter.subscribers.store import SubscriberStore
 
 CONFIRM_RESEND_SECONDS = 600
-_NO_MAIL = frozenset({BOUNCED, COMPLAINED})
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def request_subscription(
             )
         else:
             subscriber_id, status = int(row[0]), str(row[1])
-            if status in _NO_MAIL or _recently_sent(conn, subscriber_id):
+            if _recently_sent(conn, subscriber_id):
                 return None
             if status == ACTIVE and set(names) <= set(store.by_id(subscriber_id).lists):
                 return None
@@ -118,8 +118,6 @@ def confirm_signup(
             ).fetchone()[0]
             if stopped is not None and stopped > issued_at:
                 raise SubscriberError("this confirmation link is older than your unsubscribe")
-        if status in _NO_MAIL:
-            raise SubscriberError("this address cannot be subscribed any more")
         stamp = now()
         names = tuple(json.loads(lists))
         conn.execute(

@@ -112,8 +112,10 @@ class SendGridSigner:
             items.append({k: v for k, v in item.items() if v is not None})
         return json.dumps(items).encode()
 
-    def sign(self, body: bytes, *, age: float = 0, signature: str = "good") -> Signed:
-        stamp = str(int(time.time() - age))
+    def sign(
+        self, body: bytes, *, age: float = 0, signature: str = "good", stamp: str | None = None
+    ) -> Signed:
+        stamp = stamp if stamp is not None else str(int(time.time() - age))
         sig = base64.b64encode(
             self.key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
         ).decode()
@@ -185,12 +187,20 @@ class MailgunSigner:
             }
         return data
 
-    def sign_one(self, e: Event, *, age: float = 0, signature: str = "good") -> Signed:
-        return self.sign({"event-data": self.event_data(e)}, age=age, signature=signature)
+    def sign_one(self, e: Event, *, stamp: str | None = None, **knobs: Any) -> Signed:
+        return self.sign({"event-data": self.event_data(e)}, stamp=stamp, **knobs)
 
-    def sign(self, body: dict[str, Any], *, age: float = 0, signature: str = "good") -> Signed:
+    def sign(
+        self,
+        body: dict[str, Any],
+        *,
+        age: float = 0,
+        signature: str = "good",
+        stamp: str | None = None,
+    ) -> Signed:
         """`body` with the `signature` object Mailgun adds (a fresh token each time)."""
-        stamp, token = str(int(time.time() - age)), secrets.token_hex(25)
+        stamp = stamp if stamp is not None else str(int(time.time() - age))
+        token = secrets.token_hex(25)
         key = self.key if signature != "wrong" else secrets.token_hex(16)
         sig = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
         if signature != "missing":
@@ -343,11 +353,14 @@ class ResendSigner:
             }
         return {"type": kind, "created_at": created, "data": data}
 
-    def sign_one(self, e: Event, *, age: float = 0, signature: str = "good") -> Signed:
-        return self.sign(json.dumps(self.payload(e)).encode(), age=age, signature=signature)
+    def sign_one(self, e: Event, **knobs: Any) -> Signed:
+        return self.sign(json.dumps(self.payload(e)).encode(), **knobs)
 
-    def sign(self, body: bytes, *, age: float = 0, signature: str = "good") -> Signed:
-        msg_id, stamp = f"msg_{uuid.uuid4().hex}", str(int(time.time() - age))
+    def sign(
+        self, body: bytes, *, age: float = 0, signature: str = "good", stamp: str | None = None
+    ) -> Signed:
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        stamp = stamp if stamp is not None else str(int(time.time() - age))
         key = self.key if signature != "wrong" else secrets.token_bytes(24)
         mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
         headers = {"Content-Type": "application/json", "svix-id": msg_id, "svix-timestamp": stamp}

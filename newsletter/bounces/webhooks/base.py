@@ -13,6 +13,7 @@ the route is off) and a `Provider` with
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 from newsletter.bounces.events import FeedbackEvent
 
 MAX_AGE = 300  # seconds: a signed timestamp older (or further ahead) than this is refused
+_SQLITE_MAX = 2**63 - 1  # the largest rowid: a bigger key would overflow SQLite's integer
+_KEY_DIGITS = len(str(_SQLITE_MAX))
 
 
 class WebhookRefused(Exception):
@@ -59,11 +62,14 @@ class Provider(Protocol):
 
 
 def check_age(timestamp: str | int | float, now: float, max_age: float = MAX_AGE) -> None:
-    """Refuse a Unix timestamp (seconds) further than `max_age` from `now`, either way."""
+    """Refuse a Unix timestamp (seconds) further than `max_age` from `now`, either way, and one
+    that is not a finite number (NaN, inf, hundreds of digits): its freshness cannot be checked."""
     try:
         stamp = float(timestamp)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise WebhookRefused("timestamp is not a number") from None
+    if not math.isfinite(stamp):
+        raise WebhookRefused("timestamp is not a finite number")
     if abs(now - stamp) > max_age:
         raise WebhookRefused(f"timestamp {int(stamp)} is more than {int(max_age)} s from now")
 
@@ -97,11 +103,17 @@ def address(value: object) -> str | None:
 
 
 def ledger_key(value: object) -> int | None:
-    """Our `newsletter_key` custom value (the ledger row id) echoed by the provider."""
+    """Our `newsletter_key` custom value (the ledger row id, a positive SQLite integer) echoed
+    by the provider; None ("no key") for anything else: not ASCII digits, or out of range."""
     if isinstance(value, list) and value:  # SES mail.tags: {"name": ["value"]}
         value = value[0]
-    raw = text(value, 20).strip()
-    return int(raw) if raw.isdigit() else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    raw = text(value, _KEY_DIGITS + 1).strip()
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > _KEY_DIGITS:
+        return None
+    key = int(raw)
+    return key if 0 < key <= _SQLITE_MAX else None
 
 
 def message_id(value: object) -> str | None:

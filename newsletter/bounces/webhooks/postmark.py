@@ -6,10 +6,12 @@ webhook URL (`https://user:password@host/webhooks/postmark`), compared in consta
 
 Payload by `RecordType`: `Bounce` (`Type`/`TypeCode`: HardBounce 1 and BadEmailAddress 100000
 are permanent; Transient 2, DnsError 256, SoftBounce 4096 and Blocked 100006 temporary;
-Unsubscribe 16 an unsubscribe; the rest, auto-replies and the like, ignored), `SpamComplaint`,
-`SubscriptionChange` (`SuppressSending` true for a ManualSuppression: the reader unsubscribed;
-the HardBounce and SpamComplaint suppressions repeat a Bounce/SpamComplaint record already
-received), `Delivery`. Our ledger key comes back in `Metadata.newsletter_key`.
+Unsubscribe 16 an unsubscribe; SpamNotification 512 and SpamComplaint 100001 complaints; the
+rest, auto-replies and the like, ignored), `SpamComplaint` (a complaint whatever its TypeCode),
+`SubscriptionChange` (with `SuppressSending` true, by `SuppressionReason`: SpamComplaint a
+complaint, HardBounce a hard bounce, ManualSuppression an unsubscribe; on broadcast streams this
+may be the only record of a complaint, and when it repeats a record already received the policy
+changes nothing twice), `Delivery`. Our ledger key comes back in `Metadata.newsletter_key`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ _BOUNCE_CODES: dict[int, EventKind] = {
     4096: "soft_bounce",  # SoftBounce
     100006: "soft_bounce",  # Blocked
     16: "unsubscribe",  # Unsubscribe
+    512: "complaint",  # SpamNotification
     100001: "complaint",  # SpamComplaint
+}
+_SUPPRESSION_REASONS: dict[str, EventKind] = {
+    "SpamComplaint": "complaint",
+    "HardBounce": "hard_bounce",
+    "ManualSuppression": "unsubscribe",
 }
 
 
@@ -78,12 +86,15 @@ class Postmark:
 
 
 def _kind(record_type: str, record: Mapping[str, Any]) -> EventKind | None:
-    if record_type in ("Bounce", "SpamComplaint"):
+    if record_type == "SpamComplaint":
+        return "complaint"
+    if record_type == "Bounce":
         code = record.get("TypeCode")
         return _BOUNCE_CODES.get(code) if isinstance(code, int) else None
     if record_type == "SubscriptionChange":
-        manual = text(record.get("SuppressionReason"), 40) == "ManualSuppression"
-        return "unsubscribe" if record.get("SuppressSending") is True and manual else None
+        if record.get("SuppressSending") is not True:
+            return None
+        return _SUPPRESSION_REASONS.get(text(record.get("SuppressionReason"), 40))
     return "delivered" if record_type == "Delivery" else None
 
 

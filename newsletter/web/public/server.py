@@ -153,6 +153,7 @@ def serve(
     app = create_app(config)
     sock = listen(host, port)
     server = uvicorn.Server(server_config(app, forwarded_allow_ips=forwarded_allow_ips))
+    log_our_lines()
     shown = f"[{host}]" if ":" in host else host
     print(
         f"Serving {config.name} on http://{shown}:{sock.getsockname()[1]} "
@@ -166,6 +167,23 @@ def serve(
         pass
     finally:
         sock.close()
+
+
+def log_our_lines() -> None:
+    """Show our own INFO lines (webhooks applied or refused, background sends) on stderr the
+    way uvicorn shows its own, tokens redacted. uvicorn configures only its loggers: without
+    this ours reached no handler and only warnings showed, unformatted."""
+    from uvicorn.logging import DefaultFormatter
+
+    logger = logging.getLogger("newsletter")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+    handler.addFilter(RedactTokens())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the root logger has no handler of its own under `serve`
 
 
 def listen(host: str, port: int) -> socket.socket:
