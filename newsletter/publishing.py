@@ -24,13 +24,12 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from newsletter import db
+from newsletter import clock, db
 from newsletter.errors import NewsletterError
 
 if TYPE_CHECKING:
@@ -259,7 +258,7 @@ def snapshot_for_send(conn: sqlite3.Connection, compiled: CompiledIssue, list_na
             slug,
             body,
             _etag(body),
-            time.time(),
+            clock.now().timestamp(),
             list_name,
             meta.to_json(),
             entry_id(compiled.config.base_url, slug, meta.date),
@@ -390,7 +389,7 @@ def _store_snapshot(conn: sqlite3.Connection, compiled: CompiledIssue) -> None:
     meta = issue_meta(compiled)
     slug = compiled.issue.slug
     ident = entry_id(compiled.config.base_url, slug, meta.date)
-    conn.execute(_STORE, (slug, body, _etag(body), time.time(), meta.to_json(), ident))
+    conn.execute(_STORE, (slug, body, _etag(body), clock.now().timestamp(), meta.to_json(), ident))
 
 
 def _etag(body: bytes) -> str:

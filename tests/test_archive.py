@@ -4,6 +4,7 @@ never a trace of an unpublished issue. Everything through the CLI and real HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import time
@@ -159,7 +160,7 @@ def test_the_json_feed_matches_the_atom_feed(project, runner, site):
     assert "image" not in data["items"][1]
 
 
-def test_same_inputs_same_bytes_and_only_changes_are_rewritten(project, runner, site):
+def test_same_inputs_same_bytes_and_only_changes_are_rewritten(project, runner, site, monkeypatch):
     build(runner, project, "-o", "one")
     build(runner, project, "-o", "two")
     assert tree(project / "one") == tree(project / "two")
@@ -172,7 +173,12 @@ def test_same_inputs_same_bytes_and_only_changes_are_rewritten(project, runner, 
     # An edit to the older issue, once published, rewrites its page and the lists only.
     path = project / "issues" / f"{site['older']}.yaml"
     path.write_text(path.read_text(encoding="utf-8").replace("ripple", "RIPPLE"), "utf-8")
+    # An hour later (the feeds' `updated` has whole seconds; the edit must not share one).
+    monkeypatch.setenv(
+        "NEWSLETTER_NOW", (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    )
     run(runner, project, "publish", site["older"])
+    monkeypatch.delenv("NEWSLETTER_NOW")
     out = build(runner, project, "-o", "one")
     assert "4 file(s) written" in out, out
     changed = {
