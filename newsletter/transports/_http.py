@@ -60,8 +60,10 @@ DEFAULT_TIMEOUT = 30.0
 MAX_REPLY = 500  # characters of a provider reply kept for the ledger
 # A 429 body saying the account's allowance is spent (a daily or monthly quota, credits), as
 # opposed to a per-second rate: Resend's `daily_quota_exceeded` / `monthly_quota_exceeded`,
-# SendGrid's "You have exceeded your messaging credits".
-QUOTA_SPENT = re.compile(r"quota|credits|(daily|hourly|monthly) (sending )?limit", re.I)
+# SendGrid's "You have exceeded your messaging credits", Mailgun's sending limit.
+QUOTA_SPENT = re.compile(
+    r"quota|credits|(daily|hourly|monthly) (sending )?limit|sending limit", re.I
+)
 
 
 # ---------------------------------------------------------------- URL and environment
