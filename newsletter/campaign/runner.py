@@ -111,6 +111,7 @@ class Runner:
         self.progress = progress
         self.stop = stop
         self.max_batch = max(1, min(t.max_batch for t in transports))
+        self.max_batch = _paced_batch(self.max_batch, transports, options.concurrency)
         self.window = options.concurrency * self._per_worker(options)
         self.prefetch = options.prefetch
         if limiter.rate is not None:
@@ -441,6 +442,16 @@ class Runner:
             if not self.paused_reason:
                 self.paused_reason = reason
         self.stop.set()
+
+
+def _paced_batch(max_batch: int, transports: Sequence[Transport], concurrency: int) -> int:
+    """A batch sent as one paced request per message is recorded only when its last request
+    returns: keep it to about a second at the provider's published rate shared by every
+    worker, so a crash can only repeat what was in flight (README: after a crash)."""
+    rates = [t.published_rate for t in transports if t.request_per_message and t.published_rate]
+    if not rates:
+        return max_batch
+    return max(1, min(max_batch, int(min(rates) / concurrency)))
 
 
 def _share_pace(limiter: RateLimiter, stop: threading.Event, transports: list[Transport]) -> None:

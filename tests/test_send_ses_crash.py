@@ -1,0 +1,70 @@
+"""kill -9 during an SES run (issue 15, QA): SES sends one paced request per recipient, so a
+batch of 50 at MaxSendRate 3 took 17 s and was recorded only at its end; a crash then sent
+every accepted-but-unrecorded reader a second copy. Batches now take about a second at the
+account's rate, so only what was in flight can arrive twice (README: after a crash).
+The sender runs as a real subprocess against the SES stand-in (moto, GetAccount's MaxSendRate).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from test_send_limits import issue_of, project_with, ses_server, url_for
+
+N = 30
+RATE = 3  # the account's MaxSendRate
+
+
+def start_send(root: Path, url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "send", issue_of(root), "--transport", url, "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+
+
+def test_sigkill_during_a_paced_ses_run_repeats_only_what_was_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = project_with(tmp_path, N)
+    server = ses_server(max_send_rate=RATE)
+    try:
+        url = url_for("ses", server.url, monkeypatch)
+        proc = start_send(root, url)
+        deadline = time.monotonic() + 30
+        while len(server.sent()) < 4 * RATE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL: no cleanup of any kind
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        accepted = len(server.sent())
+        assert accepted < N
+        conn = sqlite3.connect(root / "newsletter.db")
+        recorded = conn.execute(
+            "SELECT COUNT(*) FROM campaign_recipients WHERE status = 'sent'"
+        ).fetchone()[0]
+        conn.close()
+        # Accepted by SES but not yet in the ledger: about a second's worth (plus a result
+        # not yet written), not a whole 50-message batch.
+        assert accepted - recorded <= RATE + 2, (accepted, recorded)
+
+        resumed = start_send(root, url)
+        out, err = resumed.communicate(timeout=90)
+        assert resumed.returncode == 0, (out, err)
+        copies = Counter(d.to_email for d in server.sent())
+        assert len(copies) == N
+        assert sum(n - 1 for n in copies.values()) <= RATE + 2, copies
+    finally:
+        server.stop()
