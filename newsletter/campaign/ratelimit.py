@@ -127,11 +127,12 @@ class RateLimiter(RequestGate):
             if self.pace is None or self.pace > per_second:
                 self.pace = per_second
 
-    def throttled(self, retry_after: float | None = None) -> None:
-        """A throttle reply: slow every worker down (once per burst) and wait a moment."""
+    def throttled(self, retry_after: float | None = None, requests: int = 1) -> None:
+        """A throttle reply to `requests` requests (a batch sent as one request per message
+        brings several at once): slow every worker down (once per burst), wait a moment."""
         with self._lock:
             now = self._clock()
-            self.throttles += 1
+            self.throttles += requests
             if not self.throttled_since_success:
                 self.throttled_since_success = now
             rate = self.request_rate()

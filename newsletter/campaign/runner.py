@@ -386,7 +386,7 @@ class Runner:
                 # same way, so stop now instead of deferring the whole list.
                 sent = [account_problem(str(exc)) for _ in built]
             sent = _same_refusal_for_all(sent)
-            self._pace(sent)
+            self._pace(sent, transport.request_per_message)
             account = next((r for r in sent if r.account), None)
             if account is not None:
                 self._pause(
@@ -398,14 +398,19 @@ class Runner:
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def _pace(self, results: list[DeliveryResult]) -> None:
+    def _pace(self, results: list[DeliveryResult], request_per_message: bool) -> None:
         """Tell the shared limiter what the provider said: a throttle slows every worker down,
-        a Retry-After holds them all, a message accepted ends a throttled spell."""
+        a Retry-After holds them all, a message accepted ends a throttled spell. Throttled
+        requests are counted as requests: each message of a `request_per_message` batch (SES)
+        was its own, a batching API's whole batch was one."""
         max_wait = self.options.retry.max_wait
         throttles = [r for r in results if r.throttled]
         if throttles:
             waits = [r.retry_after for r in throttles if r.retry_after is not None]
-            self.limiter.throttled(min(max(waits), max_wait) if waits else None)
+            self.limiter.throttled(
+                min(max(waits), max_wait) if waits else None,
+                requests=len(throttles) if request_per_message else 1,
+            )
         waits = [
             r.retry_after
             for r in results

@@ -1,8 +1,12 @@
-"""kill -9 during an SES run (issue 15, QA): SES sends one paced request per recipient, so a
-batch of 50 at MaxSendRate 3 took 17 s and was recorded only at its end; a crash then sent
-every accepted-but-unrecorded reader a second copy. Batches now take about a second at the
-account's rate, so only what was in flight can arrive twice (README: after a crash).
-The sender runs as a real subprocess against the SES stand-in (moto, GetAccount's MaxSendRate).
+"""A batch sent as many paced requests (SES: one SendEmail per recipient) is not one request
+(issue 15, QA).
+
+- kill -9 during an SES run: a batch of 50 at MaxSendRate 3 took 17 s and was recorded only at
+  its end; a crash then sent every accepted-but-unrecorded reader a second copy. Batches now
+  take about a second at the account's rate, so only what was in flight can arrive twice
+  (README: after a crash). The sender runs as a real subprocess against the SES stand-in.
+- The summary counted throttles per batch ("throttled 2 requests" when 12 were): it counts
+  requests, for SES each throttled message, for a batching API each throttled batch.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_send_limits import issue_of, project_with, ses_server, url_for
+from test_send_limits import api_server, issue_of, project_with, send, ses_server, url_for
 
 N = 30
 RATE = 3  # the account's MaxSendRate
@@ -68,3 +72,27 @@ def test_sigkill_during_a_paced_ses_run_repeats_only_what_was_in_flight(
         assert sum(n - 1 for n in copies.values()) <= RATE + 2, copies
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(("provider", "refusals"), [("ses", 6), ("sendgrid", 2), ("postmark", 2)])
+def test_the_summary_counts_throttled_requests_not_batches(
+    provider: str, refusals: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SES: 6 of one batch's requests refused = 6 requests; SendGrid and Postmark: a batch of
+    20 is one request, refused twice = 2."""
+    root = project_with(tmp_path, 20)
+    if provider == "ses":
+        server: object = ses_server()
+        server.fail_next(  # type: ignore[attr-defined]
+            429, "Throttling", times=refusals, message="Maximum sending rate exceeded."
+        )
+    else:
+        server = api_server(provider)
+        server.fail_next(429, times=refusals)  # type: ignore[attr-defined]
+    try:
+        url = url_for(provider, server.url, monkeypatch)  # type: ignore[attr-defined]
+        code, output = send(root, url, "--concurrency", "1")
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+    assert code == 0, output
+    assert f"throttled {refusals} requests" in output, output
