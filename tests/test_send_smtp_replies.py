@@ -154,3 +154,14 @@ def test_a_rate_reply_at_mail_from_is_a_throttle(tmp_path: Path) -> None:
     assert len(delivered) == 10 and set(delivered.values()) == {1}
     assert {row for row in ledger(root).values()} == {("sent", 1)}
     assert "throttled 4 requests" in output
+
+
+def test_progress_says_throttled_readers_were_put_back_not_deferred(tmp_path: Path) -> None:
+    root = project_with(tmp_path, 10)
+    with SmtpServer(faults=[fault("451-mail-rate", "*", times=4)]) as server:
+        code, output = send(root, server.url(), "--concurrency", "1")
+    assert code == 0, output
+    progress = [line for line in output.splitlines() if " done: " in line]
+    assert progress, output
+    assert "4 put back (throttled)" in progress[-1]
+    assert "0 deferrals" in progress[-1]

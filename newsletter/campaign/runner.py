@@ -309,7 +309,7 @@ class Runner:
     def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:
         if result.account:  # not this reader's fault: due again when the run resumes
             return Outcome(item.row_id, "due", result.reply, counts_attempt=False)
-        self._count(result.status)
+        self._count("put_back" if result.throttled else result.status)
         if result.throttled:
             # Put back, not an attempt: tried again once the shared pace lets it through,
             # unless the provider has refused everything for longer than we wait in a run.
