@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_send_limits import api_server, issue_of, project_with, send, ses_server, url_for
+from test_send_limits import AWS, KEY, api_server, issue_of, project_with, send, ses_server, url_for
 
 N = 30
 RATE = 3  # the account's MaxSendRate
@@ -96,3 +96,57 @@ def test_the_summary_counts_throttled_requests_not_batches(
         server.stop()  # type: ignore[attr-defined]
     assert code == 0, output
     assert f"throttled {refusals} requests" in output, output
+
+
+@pytest.mark.parametrize("provider", ["smtp", "sendgrid", "ses"])
+def test_a_provider_throttling_forever_ends_the_run_with_readers_put_back(
+    provider: str, tmp_path: Path
+) -> None:
+    """Nothing accepted for `max_wait` seconds of throttling (300 by default; 2 here, through
+    the documented Python API): the run ends, nobody spent an attempt or failed, the summary
+    says why, and the next run tries them again."""
+    from smtp_servers import SmtpServer, fault
+
+    from newsletter.campaign import RetryPolicy, send_issue
+    from newsletter.config import load_config
+
+    root = project_with(tmp_path, 4)
+    config = load_config(root / "newsletter.yaml")
+    environ = dict(AWS)
+    smtp = SmtpServer(faults=[fault("451-mail-rate", "*")]) if provider == "smtp" else None
+    server: object = None
+    if provider == "smtp":
+        assert smtp is not None
+        smtp.__enter__()
+        url = smtp.url()
+    elif provider == "sendgrid":
+        server = api_server("sendgrid")
+        server.fail_next(429, times=10_000)  # type: ignore[attr-defined]
+        url = f"sendgrid:?endpoint={server.url}"  # type: ignore[attr-defined]
+        environ["SENDGRID_API_KEY"] = KEY
+    else:
+        server = ses_server()
+        server.fail_next(  # type: ignore[attr-defined]
+            429, "Throttling", times=10_000, message="Maximum sending rate exceeded."
+        )
+        url = f"ses:eu-west-1?endpoint={server.url}"  # type: ignore[attr-defined]
+    started = time.monotonic()
+    try:
+        report = send_issue(
+            config, issue_of(root), transport=url, environ=environ, retry=RetryPolicy(max_wait=2)
+        )
+    finally:
+        if smtp is not None:
+            smtp.__exit__(None, None, None)
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 60
+    assert not report.ok
+    assert report.tally.sent == report.tally.failed == report.tally.deferred == 0
+    summary = report.summary()
+    assert "accepted nothing for 2 s of throttling" in summary, summary
+    conn = sqlite3.connect(root / "newsletter.db")
+    rows = conn.execute("SELECT status, attempts FROM campaign_recipients").fetchall()
+    conn.close()
+    assert {status for status, _ in rows} <= {"deferred", "due"}
+    assert {attempts for _, attempts in rows} == {0}

@@ -323,7 +323,9 @@ class Campaign:
             resume_hint=self.resume_hint,
             connections=result.connections,
             dropped_links=dict(source.dropped_links),
-            pacing=Pacing(limiter.throttles, limiter.request_rate(), limiter.ceiling),
+            pacing=Pacing(
+                limiter.throttles, limiter.request_rate(), limiter.ceiling, limiter.gave_up_after
+            ),
         )
 
     def _run(

@@ -94,6 +94,9 @@ class RateLimiter(RequestGate):
         self.pace: float | None = None
         self.ceiling: float | None = None
         self.throttles = 0  # throttle replies seen in this run
+        # Seconds of throttling with nothing accepted after which the run stopped retrying the
+        # throttled readers (the runner sets it); None: it never had to.
+        self.gave_up_after: float | None = None
         self.throttled_since_success = 0.0  # clock time of the first throttle since a send
         self._request_next = 0.0
         self._last_change = 0.0

@@ -315,6 +315,8 @@ class Runner:
             # unless the provider has refused everything for longer than we wait in a run.
             since = self.limiter.throttled_since_success
             stuck = since and time.monotonic() - since > self.options.retry.max_wait
+            if stuck:
+                self.limiter.gave_up_after = self.options.retry.max_wait
             wait = max(result.retry_after or 0.0, 0.5)
             next_try = None if stuck or wait > self.options.retry.max_wait else now + wait
             return Outcome(item.row_id, "deferred", result.reply, None, next_try, False)
