@@ -177,6 +177,12 @@ def test_the_text_part_wraps_by_display_width(project: Path, runner: CliRunner) 
             "sources[0].url",
             {"sources": [{"title": "T", "url": "https://news.example.org/a story"}]},
         ),
+        # A no-break space and an ideographic space, as pasted from a web page.
+        ("image.url", {"image": {"url": "https://img.example.org/a\u00a0photo.png", "alt": "A"}}),
+        (
+            "sources[0].url",
+            {"sources": [{"title": "T", "url": "https://news.example.org/a\u3000story"}]},
+        ),
     ],
 )
 def test_a_url_field_with_a_space_is_refused(
