@@ -18,7 +18,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from newsletter import idn
 from newsletter.bouncesettings import BounceSettings, parse_bounce_settings
@@ -403,7 +403,34 @@ def _base_url(src: _Source, key: str) -> str:
             f"got {base_url!r}",
             *src.where(key),
         )
-    return base_url
+    return _ascii_url(base_url, parts.hostname, parts.port, parts.path, src, key)
+
+
+# Characters a URL path may hold as written (RFC 3986 unreserved, sub-delims, ':', '@', '/' and
+# '%' of an escape already written); anything else (non-ASCII, '<', '>', '"'...) is escaped.
+_PATH_SAFE = "/%-._~!$&'()*+,;=:@"
+
+
+def _ascii_url(url: str, host: str, port: int | None, path: str, src: _Source, key: str) -> str:
+    """`url` as every link and header needs it, ASCII: an internationalised host as IDNA
+    A-labels (`news.bücher.de` -> `news.xn--bcher-kva.de`, RFC 5891), the path percent-encoded
+    (RFC 3986 2.1, UTF-8); ConfigError at the line for a host IDNA 2008 refuses."""
+    if url.isascii() and not any(ch in url for ch in '<>"`{}|\\^'):
+        return url
+    scheme = url.split(":", 1)[0].lower()
+    if not host.isascii():
+        try:
+            host = idn.ascii_domain(host)
+        except UnicodeError as exc:
+            raise ConfigError(
+                f"'{key}' has a host that is not a valid internationalised domain name "
+                f"(IDNA 2008): {exc}",
+                *src.where(key),
+            ) from None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{quote(path, safe=_PATH_SAFE)}"
 
 
 def _language(src: _Source, key: str) -> str:

@@ -3,7 +3,8 @@
 Each name is an RFC 5322 field name (3.6.8: printable ASCII, no colon) that the message builder
 does not write itself and that does not shape the message: a second From, Message-ID or
 List-Unsubscribe makes a message invalid or ambiguous to filters, a Content-* one breaks its
-MIME structure, DKIM-Signature, Return-Path or Received would forge transit. Each value is one
+MIME structure, DKIM-Signature, Return-Path or Received would forge transit. Each value is YAML
+text (a number, yes/no or date is refused with "quote it": YAML would turn `1.10` into 1.1), one
 line of ASCII, sent verbatim (no RFC 2047 encoding), so CR, LF, other controls and "=?" are
 refused. Every problem is a ConfigError at the entry's line.
 """
@@ -63,15 +64,47 @@ def parse_headers(
         problem = _name_problem(name, seen)
         if problem:
             raise ConfigError(f"'headers': {problem}", path, line(name, key=True))
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise ConfigError(f"'headers.{name}' must be text", path, line(name))
-        text = str(value).strip()
+        if not isinstance(value, str):
+            # YAML turns `1.10` into the number 1.1, `010` into 8, `yes` into true, a date into
+            # a date: the header would not be what was written.
+            raise ConfigError(
+                f"'headers.{name}' must be text, and YAML read this value as "
+                f"{_yaml_kind(value)}; quote it to send it as written, "
+                f"e.g. '{name}: \"1.10\"'",
+                path,
+                line(name),
+            )
+        text = value.strip()
         problem = _value_problem(name, text)
         if problem:
-            raise ConfigError(f"'headers.{name}' {problem}, got {text!r}", path, line(name))
+            raise ConfigError(f"'headers.{name}' {problem}, got {_shown(text)}", path, line(name))
         seen.add(name.lower())
         out.append((name, text))
     return tuple(out)
+
+
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, list | dict):
+        return "a list or mapping"
+    if isinstance(value, bool):
+        kind = "a yes/no value"
+    elif isinstance(value, int | float):
+        kind = "a number"
+    else:
+        kind = f"a {type(value).__name__}"
+    return f"{kind} ({str(value)[:SHOWN_MAX]})"
+
+
+SHOWN_MAX = 60  # characters of a refused value echoed in an error
+
+
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut after SHOWN_MAX characters."""
+    if len(text) <= SHOWN_MAX:
+        return repr(text)
+    return f"{text[:SHOWN_MAX]!r}... ({len(text):,} characters)"
 
 
 def _name_problem(name: str, seen: set[str]) -> str:

@@ -345,9 +345,10 @@ class _Validator:
         value = self.text(data, key, parts, required=required, single_line=True)
         if value is None:
             return None
-        if " " in value:
-            # Clients cut a URL at a space; the Markdown links percent-encode it, a URL field
-            # holds the URL as the writer means it to be fetched.
+        if any(ch.isspace() for ch in value):
+            # Clients cut a URL at a space (a no-break or ideographic one too, pasted from a
+            # page); the Markdown links percent-encode it, a URL field holds the URL as the
+            # writer means it to be fetched.
             self.error((*parts, key), f"contains a space: write %20, got {value!r}")
             return None
         if not is_http_url(value):

@@ -27,6 +27,7 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.images import size_warnings
 from newsletter.issue import Issue, is_http_url, locate_in_value, parse_issue
 from newsletter.links import check_links, issue_urls, markdown_urls
+from newsletter.render.markdown import display_width
 from newsletter.textlint import literal_text_warnings
 from newsletter.yamlsource import FieldPath, YamlDocument, YamlInvalid, read_yaml
 
@@ -281,13 +282,19 @@ def _lint_header(linter: _Linter, data: dict) -> None:
         )
     key = "subject" if isinstance(data.get("subject"), str) else "title"
     subject = data.get(key)
-    if isinstance(subject, str) and len(text := _sample_text(subject).strip()) > SUBJECT_MAX:
+    text = _sample_text(subject).strip() if isinstance(subject, str) else ""
+    # Inboxes cut by width: a CJK character takes two columns (UAX #11).
+    if (width := display_width(text)) > SUBJECT_MAX:
         what = "subject" if key == "subject" else "subject (the title, as no subject is set)"
+        size = (
+            f"{len(text)} characters"
+            if width == len(text)
+            else f"{len(text)} characters, {width} columns wide (CJK characters count two)"
+        )
         linter.add(
             "warning",
             (key,),
-            f"{what} is {len(text)} characters; keep it under {SUBJECT_MAX} "
-            "so inboxes do not cut it off",
+            f"{what} is {size}; keep it under {SUBJECT_MAX} columns so inboxes do not cut it off",
         )
 
 

@@ -200,6 +200,14 @@ def test_the_confirmation_mail_is_not_bulk(project: Path) -> None:
         ("X-Campaign: Wöchentlich", "must be ASCII"),
         ("X-Campaign: ''", "must not be empty"),
         ("X-Campaign: [a, b]", "'headers.X-Campaign' must be text"),
+        # YAML would change what was written: refused with "quote it", the number as read.
+        ("X-Version: 1.10", "YAML read this value as a number (1.1); quote it"),
+        ("X-Build: 010", "as a number (8); quote it"),
+        ("X-Tracking: no", "as a yes/no value (False); quote it"),
+        ("X-Sent: 2026-11-30", "as a date (2026-11-30); quote it"),
+        ("X-Empty:", "as empty (null); quote it"),
+        # An over-long value is named by its start and length, not echoed whole.
+        ("X-Long: " + "a" * 5000, "'" + "a" * 60 + "'... (5,000 characters)"),
         ('X-Campaign: "=?utf-8?b?QmNjOiB4QHkuZXhhbXBsZQ==?="', "must not contain '=?'"),
         ("x-fine: again", "x-fine is given twice"),
     ],
@@ -213,6 +221,34 @@ def test_bad_custom_headers_are_refused_at_their_line(
     assert code != 0
     assert f"newsletter.yaml:{line}" in output and says in output, output
     assert not (project / "build").exists()
+
+
+def test_a_quoted_number_is_sent_as_written(project: Path, runner: CliRunner) -> None:
+    with SmtpServer() as server:
+        configure(
+            project,
+            f'transport: {server.url()}\nheaders:\n  X-Version: "1.10"\n  X-Build: "010"\n',
+        )
+        import_readers(project, runner)
+        code, output = run(runner, project, "send", issue_of(project), "--yes")
+        assert code == 0, output
+        delivered = server.wait_for(2)
+    for copy in delivered:
+        msg = parse(copy.data)
+        assert (msg["X-Version"], msg["X-Build"]) == ("1.10", "010")
+
+
+def test_an_unquoted_number_stops_send_before_anything_goes_out(
+    project: Path, runner: CliRunner
+) -> None:
+    import_readers(project, runner)
+    with SmtpServer() as server:
+        configure(project, f"transport: {server.url()}\nheaders:\n  X-Version: 1.10\n")
+        code, output = run(runner, project, "send", issue_of(project), "--yes")
+        assert code != 0 and "quote it" in output and "Traceback" not in output, output
+        line = len((project / "newsletter.yaml").read_text().splitlines())
+        assert f"newsletter.yaml:{line}" in output
+        assert server.messages == []
 
 
 def test_headers_must_be_a_mapping(project: Path, runner: CliRunner) -> None:

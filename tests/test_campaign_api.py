@@ -45,7 +45,9 @@ def test_campaign_over_a_batching_api_with_a_429_in_between(env) -> None:
         )
         delivered = {d.to_email: d for d in server.delivered}
         assert server.violations == []
-    assert report.ok and report.tally.sent == 25 and report.tally.deferred >= 1
+    assert report.ok and report.tally.sent == 25
+    # The 429 put its batch back (throttled), which is not a deferral (issue 15).
+    assert report.tally.put_back >= 1 and report.tally.deferred == 0
     assert sorted(delivered) == [f"reader{i:02d}@example.net" for i in range(25)]
     subject = load_issue(issue).subject
     for email, got in delivered.items():

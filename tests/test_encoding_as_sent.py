@@ -177,6 +177,12 @@ def test_the_text_part_wraps_by_display_width(project: Path, runner: CliRunner) 
             "sources[0].url",
             {"sources": [{"title": "T", "url": "https://news.example.org/a story"}]},
         ),
+        # A no-break space and an ideographic space, as pasted from a web page.
+        ("image.url", {"image": {"url": "https://img.example.org/a\u00a0photo.png", "alt": "A"}}),
+        (
+            "sources[0].url",
+            {"sources": [{"title": "T", "url": "https://news.example.org/a\u3000story"}]},
+        ),
     ],
 )
 def test_a_url_field_with_a_space_is_refused(
@@ -195,3 +201,70 @@ def test_a_url_field_with_a_space_is_refused(
         output,
     ), output
     assert "expected an http:// or https:// URL" not in output
+
+
+KOREAN = (
+    "인공지능은 기업이 일하는 방식을 바꾸고 있습니다. 클라우드 인프라부터 사무용 소프트웨어와 "
+    "소비자용 제품에 이르기까지 대형 모델은 기술 업계 경쟁의 중심이 되었습니다. "
+    "분석가들은 이러한 변화가 협력의 끝이 아니라 더 성숙한 관계의 시작이라고 봅니다."
+)
+
+
+def test_korean_wraps_between_words_not_inside_them(project: Path, runner: CliRunner) -> None:
+    """Korean separates words with spaces and breaks only there (UAX #14); Chinese and
+    Japanese break between any two ideographs or kana."""
+    data = {
+        "title": "인공지능 브리핑",
+        "date": "2026-12-02",
+        "subject": "이번 주 인공지능 브리핑",
+        "stories": [
+            {
+                "headline": "마이크로소프트와 오픈에이아이의 새로운 관계",
+                "summary": f"{KOREAN} {KOREAN}",
+                "why_it_matters": KOREAN,
+                "sources": [{"title": "출처", "url": "https://news.example.org/ko/1"}],
+            }
+        ],
+    }
+    issue = project / "issues" / "2026-12-02-ko.yaml"
+    issue.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    sent, _ = send_one(project, runner, issue)
+    text = parse(sent).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    words = set(KOREAN.split())
+    wrapped = [line for line in text.splitlines() if any(w in line for w in words)]
+    assert len(wrapped) > 3
+    for line in wrapped:
+        assert display_width(line) <= 72, line
+        for piece in line.split():
+            # Every piece is a whole word of the prose (a cut word would be a fragment).
+            assert piece in words or not any(piece in w and piece != w for w in words), line
+
+
+@pytest.mark.parametrize(
+    ("subject", "warned"),
+    [
+        (
+            "本周人工智能简报：微软与开放人工智能研究中心重新定义合作关系，"
+            "开发者和企业客户将迎来变化",
+            True,
+        ),
+        (
+            "이번 주 인공지능 브리핑: 마이크로소프트와 오픈에이아이의 새로운 관계와 "
+            "개발자들의 미래 전망",
+            True,
+        ),
+        ("本周人工智能简报：微软与开放人工智能研究中心", False),
+        ("A" * 79, True),
+        ("A" * 78, False),
+    ],
+)
+def test_a_subject_wider_than_78_columns_is_warned_about(
+    project: Path, runner: CliRunner, subject: str, warned: bool
+) -> None:
+    issue = chinese_issue(project, paragraphs=1, stories=1)
+    data = yaml.safe_load(issue.read_text(encoding="utf-8"))
+    data["subject"] = subject
+    issue.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    code, output = run(runner, project, "check", str(issue))
+    assert code == 0, output
+    assert ("keep it under 78 columns" in output) is warned, output

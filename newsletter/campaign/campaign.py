@@ -8,6 +8,7 @@ marked sent), snapshots the list on first run, and hands over to the runner.
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import signal
 import sqlite3
@@ -323,7 +324,9 @@ class Campaign:
             resume_hint=self.resume_hint,
             connections=result.connections,
             dropped_links=dict(source.dropped_links),
-            pacing=Pacing(limiter.throttles, limiter.request_rate(), limiter.ceiling),
+            pacing=Pacing(
+                limiter.throttles, limiter.request_rate(), limiter.ceiling, limiter.gave_up_after
+            ),
         )
 
     def _run(
@@ -419,6 +422,10 @@ class Campaign:
             )
         else:
             ids = self.ledger.iter_pending_subscribers(self.existing.id)
+            if self.retry_rows:  # --retry-failed: the failed readers a run would put back
+                back = set(self.retry_rows)
+                failed_ids = self.ledger.failed_rows(self.existing.id)
+                ids = itertools.chain(ids, [sid for row, sid in failed_ids if row in back])
         count = size = skipped = 0
         failed: list[str] = []  # "email: why", for the summary
         for chunk in _chunked(ids, 500):

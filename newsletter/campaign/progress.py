@@ -18,6 +18,7 @@ class Tally:
 
     sent: int = 0
     deferred: int = 0  # results, counting retries
+    put_back: int = 0  # throttled results: due again, not an attempt (counting repeats)
     failed: int = 0
     bounced: int = 0
     skipped: int = 0
@@ -95,10 +96,12 @@ class StreamProgress(Progress):
         left = max(self.total - tally.done, 0)
         eta = _duration(left / rate) if rate > 0 and left else "-"
         # The same words as the summary: bounced apart from failed; deferred counts the
-        # deferral replies of this run (a recipient retried twice counts twice).
+        # deferral replies of this run (a recipient retried twice counts twice); a throttled
+        # reader is not deferred but put back (README: throttling is not failure).
+        throttled = f"{tally.put_back} put back (throttled), " if tally.put_back else ""
         fields = (
             f"{tally.sent} sent, {tally.failed} failed, {tally.bounced} bounced, "
-            f"{tally.deferred} deferral{'s' if tally.deferred != 1 else ''}, "
+            f"{tally.deferred} deferral{'s' if tally.deferred != 1 else ''}, {throttled}"
             f"{rate:.0f}/s, ETA {eta}"
         )
         if self.tty:

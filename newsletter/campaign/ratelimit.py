@@ -94,6 +94,9 @@ class RateLimiter(RequestGate):
         self.pace: float | None = None
         self.ceiling: float | None = None
         self.throttles = 0  # throttle replies seen in this run
+        # Seconds of throttling with nothing accepted after which the run stopped retrying the
+        # throttled readers (the runner sets it); None: it never had to.
+        self.gave_up_after: float | None = None
         self.throttled_since_success = 0.0  # clock time of the first throttle since a send
         self._request_next = 0.0
         self._last_change = 0.0
@@ -127,11 +130,12 @@ class RateLimiter(RequestGate):
             if self.pace is None or self.pace > per_second:
                 self.pace = per_second
 
-    def throttled(self, retry_after: float | None = None) -> None:
-        """A throttle reply: slow every worker down (once per burst) and wait a moment."""
+    def throttled(self, retry_after: float | None = None, requests: int = 1) -> None:
+        """A throttle reply to `requests` requests (a batch sent as one request per message
+        brings several at once): slow every worker down (once per burst), wait a moment."""
         with self._lock:
             now = self._clock()
-            self.throttles += 1
+            self.throttles += requests
             if not self.throttled_since_success:
                 self.throttled_since_success = now
             rate = self.request_rate()

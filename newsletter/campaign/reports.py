@@ -22,14 +22,23 @@ class Pacing:
     throttles: int = 0  # throttle replies (429, SES Throttling, SMTP 421/451 rate) this run
     settled: float | None = None  # requests per second at the end (None: never limited)
     published: float | None = None  # the provider's own limit, when it said
+    gave_up_after: float | None = None  # seconds throttled with nothing accepted, then stopped
 
     def summary(self) -> str | None:
         published = f" (the provider's limit: {self.published:g}/s)" if self.published else ""
         if self.throttles:
             settled = f"{self.settled:.1f} requests/s" if self.settled else "no limit"
+            stopped = (
+                f" The provider accepted nothing for {self.gave_up_after:g} s of throttling, so "
+                "the run stopped trying: the readers it put back are tried again by the next "
+                "`send` (a daily quota or a suspended account looks like this: check the "
+                "provider's console)."
+                if self.gave_up_after is not None
+                else ""
+            )
             return (
                 f"The provider throttled {plural(self.throttles, 'request')} (put back, not "
-                f"counted as attempts); the pace settled at {settled}{published}."
+                f"counted as attempts); the pace settled at {settled}{published}.{stopped}"
             )
         if self.published:
             return (

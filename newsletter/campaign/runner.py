@@ -111,6 +111,7 @@ class Runner:
         self.progress = progress
         self.stop = stop
         self.max_batch = max(1, min(t.max_batch for t in transports))
+        self.max_batch = _paced_batch(self.max_batch, transports, options.concurrency)
         self.window = options.concurrency * self._per_worker(options)
         self.prefetch = options.prefetch
         if limiter.rate is not None:
@@ -308,12 +309,14 @@ class Runner:
     def _outcome(self, item: WorkItem, result: DeliveryResult, now: float) -> Outcome:
         if result.account:  # not this reader's fault: due again when the run resumes
             return Outcome(item.row_id, "due", result.reply, counts_attempt=False)
-        self._count(result.status)
+        self._count("put_back" if result.throttled else result.status)
         if result.throttled:
             # Put back, not an attempt: tried again once the shared pace lets it through,
             # unless the provider has refused everything for longer than we wait in a run.
             since = self.limiter.throttled_since_success
             stuck = since and time.monotonic() - since > self.options.retry.max_wait
+            if stuck:
+                self.limiter.gave_up_after = self.options.retry.max_wait
             wait = max(result.retry_after or 0.0, 0.5)
             next_try = None if stuck or wait > self.options.retry.max_wait else now + wait
             return Outcome(item.row_id, "deferred", result.reply, None, next_try, False)
@@ -385,7 +388,7 @@ class Runner:
                 # same way, so stop now instead of deferring the whole list.
                 sent = [account_problem(str(exc)) for _ in built]
             sent = _same_refusal_for_all(sent)
-            self._pace(sent)
+            self._pace(sent, transport.request_per_message)
             account = next((r for r in sent if r.account), None)
             if account is not None:
                 self._pause(
@@ -397,14 +400,19 @@ class Runner:
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def _pace(self, results: list[DeliveryResult]) -> None:
+    def _pace(self, results: list[DeliveryResult], request_per_message: bool) -> None:
         """Tell the shared limiter what the provider said: a throttle slows every worker down,
-        a Retry-After holds them all, a message accepted ends a throttled spell."""
+        a Retry-After holds them all, a message accepted ends a throttled spell. Throttled
+        requests are counted as requests: each message of a `request_per_message` batch (SES)
+        was its own, a batching API's whole batch was one."""
         max_wait = self.options.retry.max_wait
         throttles = [r for r in results if r.throttled]
         if throttles:
             waits = [r.retry_after for r in throttles if r.retry_after is not None]
-            self.limiter.throttled(min(max(waits), max_wait) if waits else None)
+            self.limiter.throttled(
+                min(max(waits), max_wait) if waits else None,
+                requests=len(throttles) if request_per_message else 1,
+            )
         waits = [
             r.retry_after
             for r in results
@@ -441,6 +449,16 @@ class Runner:
             if not self.paused_reason:
                 self.paused_reason = reason
         self.stop.set()
+
+
+def _paced_batch(max_batch: int, transports: Sequence[Transport], concurrency: int) -> int:
+    """A batch sent as one paced request per message is recorded only when its last request
+    returns: keep it to about a second at the provider's published rate shared by every
+    worker, so a crash can only repeat what was in flight (README: after a crash)."""
+    rates = [t.published_rate for t in transports if t.request_per_message and t.published_rate]
+    if not rates:
+        return max_batch
+    return max(1, min(max_batch, int(min(rates) / concurrency)))
 
 
 def _share_pace(limiter: RateLimiter, stop: threading.Event, transports: list[Transport]) -> None:

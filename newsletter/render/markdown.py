@@ -211,7 +211,7 @@ def _units(line: str) -> Iterator[tuple[str, bool]]:
         spaced = True
         unit = ""
         for ch in word:
-            wide = unicodedata.east_asian_width(ch) in "WF"
+            wide = _breaks_anywhere(ch)
             if unit and (wide or _wide_end(unit)) and ch not in _NO_BREAK_BEFORE:
                 yield unit, spaced
                 unit, spaced = "", False
@@ -221,7 +221,26 @@ def _units(line: str) -> Iterator[tuple[str, bool]]:
 
 
 def _wide_end(unit: str) -> bool:
-    return unicodedata.east_asian_width(unit[-1]) in "WF"
+    return _breaks_anywhere(unit[-1])
+
+
+def _breaks_anywhere(ch: str) -> bool:
+    """A wide character a line may break before or after (Chinese and Japanese ideographs,
+    kana, fullwidth forms): UAX #14 class ID. Hangul is wide too, but Korean puts spaces
+    between words and breaks only there (UAX #14 keeps H2/H3/JL/JV/JT syllables of a word
+    together)."""
+    return unicodedata.east_asian_width(ch) in "WF" and not _hangul(ch)
+
+
+def _hangul(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        0xAC00 <= code <= 0xD7A3  # syllables
+        or 0x1100 <= code <= 0x11FF  # jamo
+        or 0x3130 <= code <= 0x318F  # compatibility jamo
+        or 0xA960 <= code <= 0xA97F  # jamo extended-A
+        or 0xD7B0 <= code <= 0xD7FF  # jamo extended-B
+    )
 
 
 def to_text(

@@ -138,6 +138,10 @@ class Transport(ABC):
     secret_variable: str | None = None  # e.g. "SENDGRID_API_KEY"; None: needs no secret
     gate: RequestGate = NO_GATE  # set by the runner: paces each request
     published_rate: float | None = None  # requests/s the provider allows, once it said so
+    # True when `send` makes one paced request per message (SES): a batch then takes
+    # len(batch) / rate seconds and its results are recorded only when it returns, so the
+    # runner keeps such a batch to about a second at `published_rate`.
+    request_per_message: bool = False
 
     @classmethod
     def from_url(cls, url: str, config: Config, environ: Mapping[str, str]) -> Transport:

@@ -82,6 +82,7 @@ class SesTransport(Transport):
     name = "ses"
     secret_variable = "AWS_SECRET_ACCESS_KEY"  # with AWS_ACCESS_KEY_ID (and AWS_SESSION_TOKEN)
     thread_safe = True
+    request_per_message = True  # one SendEmail per recipient
     max_batch = MAX_BATCH
 
     def __init__(

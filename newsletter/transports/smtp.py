@@ -9,11 +9,13 @@ One instance is one persistent connection (the runner gives each worker its own)
 for every message, re-opened after a 421 or a dropped connection. Each reply is mapped to a result:
 2xx sent, 4xx or a connection problem deferred, 5xx failed, a 5xx whose enhanced status is
 about the reader's address or mailbox (5.1.x, 5.2.1: `newsletter.enhancedstatus`, the rule every
-bounce source shares) bounced. Two replies are not about the recipient (`reply_result`): a
-421/450/451/452 that says we send too fast (a rate, throttled, slow down) is a throttle, and a
-530/535 or a 5.7.x about the sender, relaying or authentication (not the recipient) is an
-account problem that pauses the run. A message larger than the server's advertised SIZE fails
-without being sent. Each transaction waits for the run's `gate` (`--rate` and the adaptive pace).
+bounce source shares) bounced. Some replies are not about the recipient (`reply_result`, by
+the command answered and the RFC 3463 subject): a 421/450/451/452 that says we send too fast is
+a throttle unless it is about one mailbox (at RCPT, or X.1.x/X.2.x: that reader's deferral); a
+5xx to MAIL FROM (a daily quota spent), a 530/535 or a 5.7.x about the sender, relaying or
+authentication is an account problem that pauses the run. A message larger than the server's
+advertised SIZE fails without being sent. Each transaction waits for the run's `gate` (`--rate`
+and the adaptive pace).
 Opening a session: a 4xx at the greeting, EHLO, STARTTLS or AUTH raises TransportTemporaryError
 (refused for now: the campaign retries that connection), a 5xx, a failed certificate check or
 refused credentials raise TransportConnectError / TransportAuthError (fix the setting).
@@ -31,7 +33,7 @@ import socket
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from newsletter.enhancedstatus import classify_status
@@ -113,17 +115,40 @@ def classify(code: int, text: str) -> Status:
 # "quota exceeded" is usually the recipient's mailbox: neither is a throttle.
 _RATE = re.compile(r"\brate\b|throttl|slow down|too fast|too many (requests|messages in)", re.I)
 _ACCOUNT_WORDS = ("sender", "from address", "relay", "authenticat", "not authorized", "domain")
+# RFC 3463 subjects: X.1.x address and X.2.x mailbox are about the reader; X.4.x network and
+# routing (connection rate) and X.7.x policy (sender rate) are about us.
+_READER_SUBJECTS = frozenset({"1", "2"})
+_SENDER_SUBJECTS = frozenset({"4", "7"})
+# The session stages a reply can answer; before RCPT nothing is about the recipient.
+Stage = Literal["MAIL", "RCPT", "DATA"]
+_STAGES: tuple[Stage, Stage, Stage] = ("MAIL", "RCPT", "DATA")  # a transaction's commands
 
 
-def reply_result(code: int, text: str) -> DeliveryResult:
-    """An SMTP reply as a result: `classify`'s status, with rate replies throttled and replies
-    about the sender or the account (RFC 3463 5.7.x security/policy, 530/535) account problems."""
+def reply_result(code: int, text: str, stage: Stage = "DATA") -> DeliveryResult:
+    """An SMTP reply to `stage`'s command (MAIL FROM, RCPT TO, or DATA and the message) as a
+    result: `classify`'s status, except
+
+    * a 421/450/451/452 about a rate is a throttle (slows everyone, not an attempt) only when it
+      is about the sender or the connection: at MAIL, or with RFC 3463 subject X.4.x/X.7.x. At
+      RCPT, or with X.1.x/X.2.x (Gmail's `450 4.2.1 ... receiving mail at a rate`), it is about
+      that reader's mailbox: an ordinary deferral, one of the reader's attempts;
+    * a 5xx at MAIL FROM (a daily quota spent, a sender refused) is never about the recipient,
+      and 530/535 or 5.7.x about the sender, relaying or authentication: account problems that
+      pause the run with the server's words."""
     reply = f"{code} {text}"
     lowered = text.lower()
-    if code in (421, 450, 451, 452) and _RATE.search(text):
-        return throttled(reply)
     enhanced = _ENHANCED.match(text)
-    about_policy = code in (530, 535) or bool(code >= 500 and enhanced and enhanced.group(2) == "7")
+    subject = enhanced.group(2) if enhanced else None
+    if code in (421, 450, 451, 452) and _RATE.search(text):
+        about_reader = subject in _READER_SUBJECTS or (
+            stage == "RCPT" and subject not in _SENDER_SUBJECTS
+        )
+        if not about_reader or code == 421:  # 421 closes the connection: never one reader's
+            return throttled(reply)
+        return DeliveryResult("deferred", reply=reply)
+    if code >= 500 and stage == "MAIL":
+        return account_problem(reply)
+    about_policy = code in (530, 535) or bool(code >= 500 and subject == "7")
     if about_policy and "recipient" not in lowered and any(w in lowered for w in _ACCOUNT_WORDS):
         return account_problem(reply)
     return DeliveryResult(classify(code, text), reply=reply)
@@ -517,7 +542,7 @@ class _Connection:
         pipelined = "pipelining" in self.extensions
         if pipelined:
             self._first_write("".join(c + "\r\n" for c in commands).encode("utf-8"))
-        refused: tuple[int, str] | None = None
+        refused: tuple[int, str, Stage] | None = None
         for step, command in enumerate(commands):
             if not pipelined:
                 if refused is not None:
@@ -534,7 +559,7 @@ class _Connection:
                 raise SmtpReplyError(code, text)
             ok = code == 354 if command == "DATA" else code in (250, 251)
             if refused is None and not ok:
-                refused = (code, text)
+                refused = (code, text, _STAGES[step])
             elif refused is not None and command == "DATA" and code == 354:
                 # A server that accepts DATA after refusing the recipient: end it empty.
                 self.write(b".\r\n")
@@ -556,12 +581,12 @@ class _Connection:
         except ConnectionLost as exc:
             raise _StaleConnection() from exc
 
-    def _abort(self, code: int, text: str) -> DeliveryResult:
+    def _abort(self, code: int, text: str, stage: Stage) -> DeliveryResult:
         """A refused step: reset the transaction so the connection can be reused."""
         code_rset, _ = self.command("RSET")
         if code_rset != 250:
             raise ConnectionLost(f"RSET refused after {code} {text}")
-        return reply_result(code, text)
+        return reply_result(code, text, stage)
 
     def quit(self) -> None:
         try:

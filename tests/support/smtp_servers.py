@@ -87,6 +87,10 @@ FaultKind = Literal[
     "550-sender",
     "554-relay",
     "530-auth",
+    "450-rcpt-rate",
+    "451-mail-rate",
+    "550-quota",
+    "554-daily-limit",
 ]
 _PRESETS: dict[str, tuple[str, str | None, bool]] = {
     # kind: (stage, reply or None for no reply, disconnect after)
@@ -112,13 +116,28 @@ _PRESETS: dict[str, tuple[str, str | None, bool]] = {
     ),
     "554-relay": ("rcpt", "554 5.7.1 <{rcpt}>: Relay access denied", False),
     "530-auth": ("rcpt", "530 5.7.0 Authentication required", False),
+    # Gmail's per-mailbox rate at RCPT: about that reader, not our pace.
+    "450-rcpt-rate": (
+        "rcpt",
+        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that prevents"
+        " additional messages from being delivered. Please resend your message at a later point.",
+        False,
+    ),
+    # Replies to MAIL FROM (the pattern matches the sender): never about a recipient.
+    "451-mail-rate": ("mail", "451 4.7.1 Rate limit exceeded, try again later", False),
+    "550-quota": ("mail", "550 5.4.5 Daily user sending quota exceeded.", False),
+    "554-daily-limit": (
+        "mail",
+        "554 5.7.0 Your account has exceeded its daily sending limit",
+        False,
+    ),
 }
 
 
 @dataclass
 class Fault:
     pattern: str  # fnmatch pattern on the recipient address (case-insensitive)
-    stage: Literal["rcpt", "data", "data-start"]
+    stage: Literal["mail", "rcpt", "data", "data-start"]
     reply: str | None  # None: say nothing and drop the connection
     disconnect: bool = False
     delay: float = 0.0
@@ -207,6 +226,18 @@ class RecordingHandler:
             server.transport.close()
             return "421 4.3.2 connection closed"  # written to a closed transport: never arrives
         return f.reply.format(rcpt=rcpt)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        f = self._fault("mail", [address])
+        if f is not None:
+            reply = await self._apply(server, f, address)
+            if not reply.startswith("250"):
+                return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
