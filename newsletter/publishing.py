@@ -335,7 +335,11 @@ def issue_path(config: Config, slug: str) -> Path | None:
     folder = config.root / "issues"
     if not folder.is_dir():
         return None
-    return next((p for p in sorted(folder.glob("*.y*ml")) if slugify(p.stem) == slug), None)
+    found = [p for p in sorted(folder.glob("*.y*ml")) if slugify(p.stem) == slug]
+    if len(found) > 1:
+        names = ", ".join(str(p) for p in found)
+        raise NewsletterError(f"{names} share the slug {slug!r}: rename all but one of them")
+    return found[0] if found else None
 
 
 def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> tuple[str, Path | None]:
