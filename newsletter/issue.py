@@ -103,6 +103,12 @@ def slugify(text: str) -> str:
     return slug[:SLUG_MAX].rstrip("-") or "issue"
 
 
+def welcome_slug(welcome: Path | None) -> str | None:
+    """The slug of the welcome issue (`Config.welcome`), None without one. That slug is only
+    ever sent one by one on confirmation: never to a list, never scheduled, never published."""
+    return slugify(welcome.stem) if welcome is not None else None
+
+
 def slug_collisions(path: Path) -> list[Path]:
     """Other issue files beside `path` whose slug is the same as its slug (sorted).
 

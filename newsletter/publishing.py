@@ -292,15 +292,26 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
     shows. A slug without a file in `issues/` can be published again only if it has a snapshot
     (which is kept). Unpublishing only needs the slug. Raises NewsletterError for an unknown
     issue."""
+    from newsletter.issue import welcome_slug
+
     slug, path = _resolve(config, issue, need_file=False)
+    if published and slug == welcome_slug(config.welcome):
+        raise NewsletterError(
+            f"'{slug}' is the welcome issue: it goes to each new subscriber and is never "
+            "published (no web page, not in the archive or feeds)"
+        )
     compiled = _compiled(config, path) if published and path is not None else None
+    if path is None and not config.database.exists():
+        raise NewsletterError(f"no issue with slug {slug!r} in {config.root / 'issues'}")
     conn = db.connect(config.database)
     try:
         prepare(conn)
         had = _has_snapshot(conn, slug)
-        if published and path is None and not had:
+        if path is None and not had and not _ever_published(conn, slug):
+            how = "; name its file" if published else ""
             raise NewsletterError(
-                f"no issue with slug {slug!r} in {config.root / 'issues'}; name its file"
+                f"no issue with slug {slug!r} in {config.root / 'issues'}, and none was "
+                f"ever published{how}"
             )
         if published and path is not None:
             _keep_images(conn, path)
@@ -399,6 +410,11 @@ def _store_snapshot(conn: sqlite3.Connection, compiled: CompiledIssue) -> None:
 
 def _etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _ever_published(conn: sqlite3.Connection, slug: str) -> bool:
+    row = conn.execute("SELECT 1 FROM issue_publications WHERE issue_slug = ?", (slug,)).fetchone()
+    return row is not None or _was_sent(conn, slug)
 
 
 def _has_snapshot(conn: sqlite3.Connection, slug: str) -> bool:

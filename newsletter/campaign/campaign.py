@@ -39,7 +39,7 @@ from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused
 from newsletter.imagestore import keep_issue_images
-from newsletter.issue import Issue
+from newsletter.issue import Issue, welcome_slug
 from newsletter.mail.dkim import DkimSigner
 from newsletter.mail.message import MessageTemplate, Verp, feedback_id
 from newsletter.render.compiled import CompiledIssue
@@ -98,6 +98,7 @@ class Campaign:
         `retry_failed`: the readers who failed permanently (not bounced, not skipped, still
         subscribed) are counted in, and `run` puts them back to due first (after a fix)."""
         checked = checked_issue(config, issue_path)
+        _refuse_welcome(config, checked.issue.slug, list_name)
         chosen = resolve_segment(segment, config.segments) if segment is not None else None
         if store is None:
             from newsletter.subscribers import SubscriberStore
@@ -484,6 +485,21 @@ def _audience(
         new_members = ledger.count_new(existing.id, store.iter_member_ids(name, segment=query))
         pending = ledger.counts(existing.id).remaining + (new_members if include_new else 0)
     return _Audience(existing, chosen, query, note, pending, new_members)
+
+
+# The ledger's list name for the welcome campaign (one per welcome issue, filled on confirmation).
+WELCOME_LIST = "(welcome)"
+
+
+def _refuse_welcome(config: Config, slug: str, list_name: str | None) -> None:
+    """The welcome issue goes to each new subscriber on confirmation, never to a list: people
+    on the list had it already (a test copy with `send --test` is fine)."""
+    if slug == welcome_slug(config.welcome) and list_name != WELCOME_LIST:
+        raise CampaignError(
+            f"'{slug}' is the welcome issue: it goes to each subscriber once when they confirm "
+            "(or `subscribers add --welcome`), never to a list, and is never scheduled; "
+            "`send --test` mails you a copy"
+        )
 
 
 def _nobody(store: SubscriberList, name: str, who: _Audience) -> CampaignError:
