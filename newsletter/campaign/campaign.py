@@ -97,7 +97,7 @@ class Campaign:
         resume without `segment` keeps the campaign's stored one.
         `retry_failed`: the readers who failed permanently (not bounced, not skipped, still
         subscribed) are counted in, and `run` puts them back to due first (after a fix)."""
-        checked = checked_issue(config, issue_path)
+        checked = checked_issue(config, issue_path, list_name)
         _refuse_welcome(config, checked.issue.slug, list_name)
         chosen = resolve_segment(segment, config.segments) if segment is not None else None
         if store is None:
@@ -554,15 +554,19 @@ def find_campaign(
     return segments[0] if segments else None
 
 
-def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
+def checked_issue(
+    config: Config, issue_path: str | Path, list_name: str | None = None
+) -> CheckedIssue:
     """The issue and its compiled form, if it passes `newsletter check` (parsed and compiled
-    once, by the check); CampaignError listing the errors if not."""
+    once, by the check); CampaignError listing the errors if not. `list_name`: the list the
+    mail goes to (None: the default list); see `has_web_version`."""
     from newsletter.lint import inspect_issue
 
     path = Path(issue_path)
     if not path.is_file():
         raise CampaignError(f"{path}: issue file not found")
-    check = inspect_issue(path, config)
+    web_version = has_web_version(config, path, list_name or DEFAULT_LIST)
+    check = inspect_issue(path, config, web_version=web_version)
     if check.errors:
         raise CampaignError(
             f"{path} fails `newsletter check`, so it will not be sent:\n"
@@ -571,6 +575,24 @@ def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
     if check.issue is None or check.compiled is None:  # no error, yet nothing to send
         raise CampaignError(f"{path} is not a valid issue")
     return CheckedIssue(check.issue, check.compiled)
+
+
+def has_web_version(config: Config, issue_path: Path, list_name: str) -> bool:
+    """Whether a mail of the issue to `list_name` may link to its web version: a send to a
+    public list publishes it; to a private list, only an issue published already has one
+    (`newsletter publish`). Reads the database only if it exists."""
+    from newsletter.issue import slugify
+    from newsletter.publishing import is_published
+
+    if list_name in config.public_lists:
+        return True
+    if not config.database.exists():
+        return False
+    conn = connect(config.database)
+    try:
+        return is_published(conn, slugify(issue_path.stem))
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,9 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     "test_addresses",
     metavar="ADDR",
     multiple=True,
-    help="Send one [TEST] copy to ADDR only (repeat for several addresses); nothing recorded.",
+    help="Send one [TEST] copy to ADDR only (repeat for several addresses); nothing recorded. "
+    "The copy is the one --list L would get (a private list's mail of an unpublished issue "
+    "has no 'View in browser' link).",
 )
 @click.option(
     "--dry-run",
@@ -194,7 +196,9 @@ def send(
         unique: dict[str, str] = {}
         for address in test_addresses:
             unique.setdefault(address.strip().lower(), address.strip())
-        report = send_test(config, issue, list(unique.values()), transport=transport)
+        report = send_test(
+            config, issue, list(unique.values()), transport=transport, list_name=list_name
+        )
         click.echo(report.summary())
         if not report.ok:
             raise SystemExit(1)
