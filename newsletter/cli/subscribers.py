@@ -21,8 +21,10 @@ status_option = click.option(
 )
 
 
-def _open(db: Path | None) -> SubscriberStore:
-    return SubscriberStore.for_config(config_with_db(db))
+def _open(db: Path | None, *, create: bool = False) -> SubscriberStore:
+    """The store; only `add` and `import` may create the database (`create`): every other
+    command reads or changes subscribers already there, so a typo'd --db is an error."""
+    return SubscriberStore.for_config(config_with_db(db, existing=not create))
 
 
 def _require(store: SubscriberStore, email: str) -> Subscriber:
@@ -89,7 +91,7 @@ def add(
             "--welcome: no welcome issue; create issues/_welcome.yaml or name one with "
             "`welcome:` in newsletter.yaml"
         )
-    with _open(db) as store:
+    with _open(db, create=True) as store:
         before = store.get(email)
         sub = store.add(
             email, name=name, lists=[list_name], fields=_parse_fields(fields), status=status
@@ -134,7 +136,7 @@ def import_(
     """
     from newsletter.subscribers import import_csv
 
-    with _open(db) as store:
+    with _open(db, create=True) as store:
         report = import_csv(store, file, list_name=list_name, status=status, rejects_path=rejects)
     click.echo(report.summary())
 

@@ -147,7 +147,10 @@ def _record(
 
 
 def list_schedules(config: Config) -> list[ScheduleRow]:
-    """Every schedule, by due time (finished and cancelled ones too)."""
+    """Every schedule, by due time (finished and cancelled ones too); none, and no database
+    created, when the database does not exist."""
+    if not config.database.is_file():
+        return []
     store = ScheduleStore(connect(config.database))
     try:
         return store.all()
@@ -161,6 +164,8 @@ def cancel_schedule(config: Config, issue: str, list_name: str | None = None) ->
     from newsletter.issue import slugify
 
     slug = slugify(Path(issue).stem) if issue.endswith((".yaml", ".yml")) else issue
+    if not config.database.is_file():
+        raise ScheduleError(f"no scheduled send of '{slug}': no database at {config.database}")
     store = ScheduleStore(connect(config.database))
     try:
         found = store.open_for(slug, list_name)
