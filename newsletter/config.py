@@ -18,7 +18,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from newsletter import idn
 from newsletter.bouncesettings import BounceSettings, parse_bounce_settings
@@ -142,6 +142,18 @@ class Config:
         if "default" not in self.lists:
             public.add("default")
         return frozenset(public)
+
+    @property
+    def signup_path(self) -> str | None:
+        """Path of serve's sign-up page for a public list (the default list when it is public,
+        else the first public one by name: `/subscribe?list=NAME`); None when no list is
+        public, so no page links to a sign-up form that answers 404."""
+        public = sorted(self.public_lists)
+        if not public:
+            return None
+        if "default" in public:
+            return "/subscribe"
+        return f"/subscribe?list={quote(public[0], safe='')}"
 
     @property
     def sender_domain(self) -> str:
