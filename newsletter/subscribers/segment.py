@@ -34,7 +34,6 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-import unicodedata
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import cache
@@ -44,6 +43,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from newsletter.errors import SubscriberError
+from newsletter.subscribers.model import fold as _fold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -469,8 +469,8 @@ def _stamp(moment: dt.datetime) -> str:
 
 
 def fold(text: str) -> str:
-    """How text values compare: NFC then Unicode case folding ("Straße" == "STRASSE")."""
-    return unicodedata.normalize("NFC", text).casefold()
+    """How text values compare: as tags do (newsletter.subscribers.model.fold)."""
+    return _fold(text)
 
 
 _NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*\Z")
