@@ -46,6 +46,15 @@ db_option = click.option(
 )
 
 
+def single(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) -> Any:
+    """Callback of an option declared `multiple=True` that takes one value: a repeat (`--list
+    a --list b`, which click would silently read as b) is a usage error naming both."""
+    if len(values) > 1:
+        shown = " ".join(f"{param.opts[0]} {v}" for v in values)
+        raise click.BadParameter(f"given {len(values)} times ({shown}); give it once")
+    return values[0] if values else None
+
+
 def config_with_db(db: Path | None, *, existing: bool = False) -> Config:
     """The configuration, with `--db` (when given) as its database.
 

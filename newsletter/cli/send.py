@@ -19,7 +19,7 @@ from newsletter.campaign.recipients import (
     write_table,
 )
 from newsletter.campaign.settings import UNLIMITED
-from newsletter.cli.common import app, reports_errors
+from newsletter.cli.common import app, reports_errors, single
 from newsletter.doctor import check_before_send
 from newsletter.errors import NewsletterError
 
@@ -54,10 +54,19 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 
 @click.command()
 @click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--list", "list_name", metavar="L", help="Subscriber list (default: default).")
+@click.option(
+    "--list",
+    "list_name",
+    metavar="L",
+    multiple=True,
+    callback=single,
+    help="Subscriber list (default: default).",
+)
 @click.option(
     "--segment",
     metavar="EXPR",
+    multiple=True,
+    callback=single,
     help='Only the list\'s subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in '
     'tags and joined_after("2026-01-01")\', or the name of one under `segments:` in '
     "newsletter.yaml (see README, Segments). One issue, list and segment are one campaign; "

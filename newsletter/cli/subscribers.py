@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 
 import click
 
-from newsletter.cli.common import app, config_with_db, db_option, reports_errors
+from newsletter.cli.common import app, config_with_db, db_option, reports_errors, single
 from newsletter.errors import SubscriberError
 from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_lookup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-list_option = click.option("--list", "list_name", metavar="LIST", help="Only this list.")
+list_option = click.option(
+    "--list", "list_name", metavar="LIST", multiple=True, callback=single, help="Only this list."
+)
 status_option = click.option(
     "--status", type=click.Choice(STATUSES), help="Only subscribers with this status."
 )
@@ -52,8 +54,19 @@ def subscribers() -> None:
 
 @subscribers.command("add")
 @click.argument("email")
-@click.option("--name", help="Display name (used in To: and {{ subscriber.name }}).")
-@click.option("--list", "list_name", default="default", show_default=True, help="List to join.")
+@click.option(
+    "--name",
+    multiple=True,
+    callback=single,
+    help="Display name (used in To: and {{ subscriber.name }}).",
+)
+@click.option(
+    "--list",
+    "list_names",
+    multiple=True,
+    metavar="LIST",
+    help="List to join (default: default); repeat to join several.",
+)
 @click.option(
     "--field",
     "fields",
@@ -79,7 +92,7 @@ def subscribers() -> None:
 def add(
     email: str,
     name: str | None,
-    list_name: str,
+    list_names: tuple[str, ...],
     fields: tuple[str, ...],
     status: str,
     welcome: bool,
@@ -94,7 +107,11 @@ def add(
     with _open(db, create=True) as store:
         before = store.get(email)
         sub = store.add(
-            email, name=name, lists=[list_name], fields=_parse_fields(fields), status=status
+            email,
+            name=name,
+            lists=list(dict.fromkeys(list_names)) or ["default"],
+            fields=_parse_fields(fields),
+            status=status,
         )
     verb = "updated" if before else "added"
     click.echo(f"{verb} {sub.email} ({sub.status}; lists: {', '.join(sub.lists)})")
@@ -173,6 +190,8 @@ def export(list_name: str | None, status: str | None, output: Path | None, db: P
 @click.option(
     "--segment",
     metavar="EXPR",
+    multiple=True,
+    callback=single,
     help='Only subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in tags\', '
     "or the name of one under `segments:` in newsletter.yaml (README: Segments).",
 )
