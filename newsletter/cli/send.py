@@ -316,7 +316,8 @@ def _confirm_guard(reason: str | None, yes: bool) -> bool:
     "--list",
     "list_name",
     metavar="L",
-    help="With --recipients: the campaign of list L (needed when the issue went to several).",
+    help="Only the campaign(s) to list L (with --recipients: needed when the issue went to "
+    "several).",
 )
 @click.option(
     "--format",
@@ -329,7 +330,7 @@ def _confirm_guard(reason: str | None, yes: bool) -> bool:
 @click.option(
     "--segment",
     metavar="EXPR",
-    help="With --recipients: the campaign of this segment (its name or expression), when the "
+    help="Only the campaign of this segment (its name or expression), when the "
     "issue went to segments of the list.",
 )
 @reports_errors
@@ -357,9 +358,9 @@ def status(
                 err=True,
             )
         return
-    if list_name is not None or fmt != "text" or segment is not None:
-        raise click.UsageError("--list, --segment and --format go with --recipients")
-    found = campaign_status(app().config, issue)
+    if fmt != "text":
+        raise click.UsageError("--format goes with --recipients")
+    found = campaign_status(app().config, issue, list_name=list_name, segment=segment)
     if not found:
         click.echo(f"No campaign for {issue} yet.")
         return
