@@ -74,7 +74,7 @@ def campaign_status(
 ) -> list[CampaignStatus]:
     """The campaigns of `issue` (a file or slug), only those to `list_name` and of `segment`
     (its name or expression) when given; CampaignError when a filter matches none."""
-    from newsletter.campaign.recipients import _of_segment
+    from newsletter.campaign.recipients import campaigns_of_segment
 
     slug = issue_slug(issue)
     if not config.database.exists():  # nothing was ever sent: do not create a database to say so
@@ -88,7 +88,7 @@ def campaign_status(
             if not rows:
                 raise CampaignError(f"no campaign for {issue} to list {list_name}")
         if rows:
-            rows = _of_segment(rows, str(issue), segment)
+            rows = campaigns_of_segment(rows, str(issue), segment)
         for row in rows:
             counts = ledger.counts(row.id)
             out.append(
