@@ -57,3 +57,34 @@ def test_subscribe_links_answer_or_are_left_out(
                 answer = httpx.get(link if link.startswith("http") else url + link)
                 assert answer.status_code == 200, (name, link)
                 assert "<form" in answer.text
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_every_sitemap_url_answers_through_serve(
+    project: Path, runner: CliRunner, published: bool
+) -> None:
+    """The sitemap names both index pages (/ and /issues/) and every issue page; each answers."""
+    import re
+
+    port = free_port()
+    config_path = project / "newsletter.yaml"
+    config_path.write_text(
+        config_path.read_text().replace(
+            "base_url: https://news.example.org", f"base_url: http://127.0.0.1:{port}"
+        )
+    )
+    if published:
+        code, out = run(runner, project, "publish", SLUG)
+        assert code == 0, out
+    else:
+        code, out = run(runner, project, "subscribers", "add", "a@example.net")
+    code, out = run(runner, project, "archive", "-o", "site")
+    assert code == 0, out
+    sitemap = (project / "site" / "sitemap.xml").read_text(encoding="utf-8")
+    urls = re.findall(r"<loc>([^<]+)</loc>", sitemap)
+    base = f"http://127.0.0.1:{port}"
+    assert {f"{base}/", f"{base}/issues/"} <= set(urls), urls
+    assert (f"{base}/issues/{SLUG}/" in urls) == published
+    with running(create_app(load_config(config_path), signup_min_seconds=0), port=port):
+        for url in urls:
+            assert httpx.get(url).status_code == 200, url

@@ -100,7 +100,9 @@ def json_feed(config: Config, entries: list[Entry]) -> bytes:
 
 def sitemap(config: Config, entries: list[Entry]) -> bytes:
     base = config.base_url
-    urls = [(f"{base}/", feed_updated(entries) if entries else None)]
+    newest = feed_updated(entries) if entries else None
+    # Both index pages: the home page and /issues/ (the archive's list, served at both).
+    urls = [(f"{base}/", newest), (f"{base}/issues/", newest)]
     urls += [(f"{base}/issues/{e.slug}/", updated_at(e)) for e in entries]
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
