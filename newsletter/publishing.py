@@ -186,6 +186,16 @@ def published_slugs(conn: sqlite3.Connection) -> set[str]:
     return slugs
 
 
+def last_change(conn: sqlite3.Connection) -> dt.datetime | None:
+    """When an issue was last published or unpublished explicitly (None: never); read-only."""
+    if not _has_table(conn, "issue_publications"):
+        return None
+    row = conn.execute("SELECT max(changed_at) FROM issue_publications").fetchone()
+    if row is None or row[0] is None:
+        return None
+    return dt.datetime.strptime(str(row[0]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
 def published_snapshot(conn: sqlite3.Connection, slug: str) -> Snapshot | None:
     """What to serve for `slug`: its snapshot if the issue is published, else None (read-only)."""
     if not _has_table(conn, "issue_snapshots") or not is_published(conn, slug):

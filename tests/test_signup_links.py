@@ -88,3 +88,19 @@ def test_every_sitemap_url_answers_through_serve(
     with running(create_app(load_config(config_path), signup_min_seconds=0), port=port):
         for url in urls:
             assert httpx.get(url).status_code == 200, url
+
+
+def test_an_emptied_archive_feed_is_updated_when_its_last_issue_went(
+    project: Path, runner: CliRunner
+) -> None:
+    import datetime as dt
+
+    import feedparser
+
+    for args in (("publish", SLUG), ("unpublish", SLUG), ("archive", "-o", "site")):
+        code, out = run(runner, project, *args)
+        assert code == 0, out
+    feed = feedparser.parse((project / "site" / "feed.xml").read_bytes())
+    assert feed.entries == []
+    updated = dt.datetime(*feed.feed.updated_parsed[:6], tzinfo=dt.UTC)
+    assert abs(dt.datetime.now(dt.UTC) - updated) < dt.timedelta(minutes=5), updated
