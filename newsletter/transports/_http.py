@@ -10,9 +10,7 @@ A provider module supplies only those provider-specific steps. The rules they al
 * 2xx: accepted -> sent (per-recipient errors inside a 2xx body are the provider module's job).
 * 401 / 403: a bad or unauthorised key -> `TransportAuthError` at once; nothing is marked sent.
 * 429: every message of the request -> throttled (put back, not an attempt; the runner slows
-  down), with `retry_after` taken from Retry-After or the provider's rate-limit reset header;
-  except a 429 that says a quota is spent (Resend `daily_quota_exceeded`, SendGrid "exceeded
-  your messaging credits"): an account problem, the run pauses with the provider's words.
+  down), with `retry_after` taken from Retry-After or the provider's rate-limit reset header.
 * 5xx, timeouts, dropped connections: every message of the request -> deferred.
 * Every request waits for the run's `gate` first (`--rate` and the adaptive provider limit);
   IETF `ratelimit-limit` / `ratelimit-policy` headers tell the gate the provider's limit;
@@ -47,23 +45,11 @@ from newsletter.errors import (
     TransportTemporaryError,
 )
 from newsletter.transports._merge import Group, group_documents
-from newsletter.transports.base import (
-    DeliveryResult,
-    OutgoingMessage,
-    Transport,
-    account_problem,
-    throttled,
-)
+from newsletter.transports.base import DeliveryResult, OutgoingMessage, Transport, throttled
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
 MAX_REPLY = 500  # characters of a provider reply kept for the ledger
-# A 429 body saying the account's allowance is spent (a daily or monthly quota, credits), as
-# opposed to a per-second rate: Resend's `daily_quota_exceeded` / `monthly_quota_exceeded`,
-# SendGrid's "You have exceeded your messaging credits", Mailgun's sending limit.
-QUOTA_SPENT = re.compile(
-    r"quota|credits|(daily|hourly|monthly) (sending )?limit|sending limit", re.I
-)
 
 
 # ---------------------------------------------------------------- URL and environment
@@ -530,9 +516,6 @@ class HttpApiTransport(Transport):
         if isinstance(reply, str):
             return results_for(n, "deferred", self._redact(reply)[:MAX_REPLY])
         wait = retry_after_seconds(reply.headers)
-        if reply.status == 429 and QUOTA_SPENT.search(reply.text):
-            # Not "too fast" but "no more today/this month": waiting in this run cannot help.
-            return [account_problem(f"{self.provider}: {self.reply_text(reply)}")] * n
         if reply.status == 429:
             return [throttled(self.reply_text(reply), wait)] * n
         return results_for(n, "deferred", self.reply_text(reply), wait)
