@@ -1,6 +1,6 @@
 """What `send --at` and `schedule` tell a person: the segment, the full reason a schedule
-failed, the subject as a reader sees it; and a send time given to the minute (a date alone or
-seconds are refused, not silently read as midnight or dropped)."""
+failed, the subject as a reader sees it; and a send time needs a time of day (a date alone is
+refused, not read as midnight) and whole seconds, which are kept and shown."""
 
 from __future__ import annotations
 
@@ -58,12 +58,11 @@ def test_the_confirmation_shows_the_subject_a_reader_gets(
     ("at", "message"),
     [
         ("2026-12-02", "no time of day"),
-        ("2026-12-02 07:00:30", "to the minute"),
-        ("2026-12-02T07:00:00Z", "to the minute"),
-        ("2026-12-02 07:00:00.5", "to the minute"),
+        ("2026-12-02 07:00:00.5", "whole seconds"),
+        ("2026-12-02T07:00:30,25Z", "whole seconds"),
     ],
 )
-def test_a_send_time_is_given_to_the_minute(
+def test_a_send_time_needs_a_time_and_whole_seconds(
     cli: Invoke,  # noqa: F811
     project: Path,
     at: str,
@@ -73,3 +72,13 @@ def test_a_send_time_is_given_to_the_minute(
     assert code != 0, out
     assert message in out, out
     assert schedules(project) == []
+
+
+def test_seconds_are_kept_and_shown(cli: Invoke, project: Path) -> None:  # noqa: F811
+    code, out = cli("send", issue_of(project), "--at", "2026-12-02 07:00:30", "--tz", "UTC")
+    assert code == 0, out
+    assert "2026-12-02 07:00:30 UTC" in out, out
+    code, listing = cli("schedule")
+    assert "07:00:30" in listing, listing
+    [(due, *_)] = schedules(project)
+    assert due.startswith("2026-12-02T07:00:30"), due

@@ -148,7 +148,23 @@ class Campaign:
 
     @property
     def subject(self) -> str:
+        """The subject as written (it may hold {{ placeholders }})."""
         return self.issue.subject
+
+    @property
+    def sample_subject(self) -> str:
+        """The subject as a sample reader ("Sample Reader", reader@example.com) gets it."""
+        from newsletter.placeholders import SAMPLE_RECIPIENT
+
+        return self.compiled.subject.render(self.compiled.values_for(SAMPLE_RECIPIENT, ""))
+
+    def subject_shown(self) -> str:
+        """'Subject' for questions and reports: personalised ones as the sample reader sees
+        them, marked as such."""
+        sample = self.sample_subject
+        if sample == self.subject:
+            return f"'{sample}'"
+        return f"'{sample}' (as Sample Reader sees it)"
 
     @property
     def transport_factory(self) -> Callable[[], Transport]:
@@ -177,7 +193,7 @@ class Campaign:
                 f", putting back {plural(len(self.retry_rows), 'reader')} whose delivery failed"
             )
         return (
-            f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of "
+            f"Send {self.subject_shown()} to {plural(self.pending, 'subscriber')} of "
             f"{self.audience}{via}{resuming}{retrying}?"
         )
 

@@ -137,7 +137,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     "--at",
     metavar="TIME",
     help="Do not send now: check everything, then schedule the send for TIME, e.g. "
-    '"2026-12-02 07:00" (see `newsletter schedule`; `serve` or `send-due` sends it).',
+    '"2026-12-02 07:00" (a date alone is refused; seconds, 07:00:30, are kept; see '
+    "`newsletter schedule`; `serve` or `send-due` sends it).",
 )
 @click.option(
     "--tz",
