@@ -144,6 +144,18 @@ class Config:
         return frozenset(public)
 
     @property
+    def signup_path(self) -> str | None:
+        """Path of serve's sign-up page for a public list (the default list when it is public,
+        else the first public one by name: `/subscribe?list=NAME`); None when no list is
+        public, so no page links to a sign-up form that answers 404."""
+        public = sorted(self.public_lists)
+        if not public:
+            return None
+        if "default" in public:
+            return "/subscribe"
+        return f"/subscribe?list={quote(public[0], safe='')}"
+
+    @property
     def sender_domain(self) -> str:
         """The From domain in ASCII: an internationalised one as IDNA A-labels (`xn--...`)."""
         return self.sender.domain
@@ -316,15 +328,27 @@ class _Source:
         return self.overrides.get(key, self.values.get(key, DEFAULTS.get(key)))
 
 
+def _not_text(key: str, value: object) -> str:
+    """One rule for text keys: YAML reads 12, 1.10 and true as a number or a yes/no (1.10
+    becomes 1.1), so only a text is taken, and the error says how to write one."""
+    if isinstance(value, bool | int | float):
+        kind = "yes/no value" if isinstance(value, bool) else "number"
+        return (
+            f"'{key}' must be text, and YAML reads {value!r} as a {kind}: put it in quotes "
+            f'({key.rsplit(".", 1)[-1]}: "...") to keep it exactly as written'
+        )
+    return f"'{key}' must be text"
+
+
 def _text(src: _Source, key: str, *, required: bool = False) -> str | None:
     value = src.raw(key)
     if value is None:
         if required:
             raise ConfigError(f"missing required key '{key}'", *src.where(key))
         return None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ConfigError(f"'{key}' must be text", *src.where(key))
-    value = str(value).strip()
+    if not isinstance(value, str):
+        raise ConfigError(_not_text(key, value), *src.where(key))
+    value = value.strip()
     if any(ch in value for ch in "\r\n\x00") and key not in ("postal_address",):
         raise ConfigError(f"'{key}' must be a single line", *src.where(key))
     if required and not value:  # e.g. NEWSLETTER_FROM= set but empty
@@ -595,7 +619,9 @@ def _utm(raw: Any, path: Path | None, doc: YamlDocument | None) -> Utm | None:
         value = raw.get(key)
         if value is None:
             raise ConfigError(f"'utm' needs '{key}', as in {example}", path, line())
-        text = str(value).strip() if isinstance(value, str | int) else ""
+        if not isinstance(value, str):
+            raise ConfigError(_not_text(f"utm.{key}", value), path, line(key))
+        text = value.strip()
         if not text or any(ch in text for ch in "\r\n\x00"):
             raise ConfigError(f"'utm.{key}' must be one line of text", path, line(key))
         values[key] = text

@@ -81,9 +81,51 @@ class Issue:
         return self.source.where(parts) if self.source else (1, 1)
 
 
+# Letters NFKD does not decompose into an ASCII letter plus marks.
+_TRANSLITERATE = str.maketrans(
+    {"ß": "ss", "ẞ": "ss", "æ": "ae", "Æ": "ae", "œ": "oe", "Œ": "oe", "ø": "o", "Ø": "o",
+     "đ": "d", "Đ": "d", "ð": "d", "Ð": "d", "ł": "l", "Ł": "l", "þ": "th", "Þ": "th",
+     "ı": "i"}
+)  # fmt: skip
+SLUG_MAX = 80
+
+
 def slugify(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:80].rstrip("-") or "issue"
+    """The one slug rule for issue files, titles and URLs: `[a-z0-9-]`, at most 80 characters.
+
+    Latin letters are transliterated (NFKD, combining marks dropped, ß -> ss...), so `ä` and `ö`
+    stay apart; an ASCII name keeps the slug it always had. Letters of other scripts drop out,
+    so two names can still share a slug: `slug_collisions` finds those.
+    """
+    folded = unicodedata.normalize("NFKD", text.translate(_TRANSLITERATE))
+    ascii_text = folded.encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:SLUG_MAX].rstrip("-") or "issue"
+
+
+def welcome_slug(welcome: Path | None) -> str | None:
+    """The slug of the welcome issue (`Config.welcome`), None without one. That slug is only
+    ever sent one by one on confirmation: never to a list, never scheduled, never published."""
+    return slugify(welcome.stem) if welcome is not None else None
+
+
+def slug_collisions(path: Path) -> list[Path]:
+    """Other issue files beside `path` whose slug is the same as its slug (sorted).
+
+    Two files with one slug would share one ledger campaign (the second is never sent) and one
+    web page, so every command that loads an issue refuses them.
+    """
+    slug = slugify(path.stem)
+    try:
+        siblings = sorted(path.parent.glob("*.y*ml"))
+    except OSError:
+        return []
+    own = path.resolve()
+    return [
+        p
+        for p in siblings
+        if p.suffix in (".yaml", ".yml") and p.resolve() != own and slugify(p.stem) == slug
+    ]
 
 
 ISSUE_KEYS = ("title", "date", "subject", "preheader", "intro", "stories", "outro")
@@ -139,10 +181,24 @@ def parse_issue(path: str | Path) -> ParsedIssue:
         return ParsedIssue(None, None, [exc.diagnostic])
     validator = _Validator(doc)
     issue = validator.issue(Path(path))
-    errors = doc.problems + validator.errors
+    errors = doc.problems + validator.errors + _collision_errors(Path(path))
     if errors:
         return ParsedIssue(None, doc, errors)
     return ParsedIssue(issue, doc, [])
+
+
+def _collision_errors(path: Path) -> list[Diagnostic]:
+    others = slug_collisions(path)
+    if not others:
+        return []
+    names = ", ".join(str(p) for p in others)
+    return [
+        Diagnostic(
+            str(path), 1, 1, "error", "",
+            f"has the slug {slugify(path.stem)!r}, as does {names}: one slug names one issue "
+            "(its ledger campaign and its web page); rename one of the files",
+        )
+    ]  # fmt: skip
 
 
 def locate_in_value(doc: YamlDocument, parts: FieldPath, snippet: str) -> tuple[int, int]:

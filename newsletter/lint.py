@@ -66,9 +66,15 @@ class IssueCheck:
 
 
 def inspect_issue(
-    path: str | Path, config: Config, *, links: bool = False, link_timeout: float = 10.0
+    path: str | Path,
+    config: Config,
+    *,
+    links: bool = False,
+    link_timeout: float = 10.0,
+    web_version: bool = True,
 ) -> IssueCheck:
-    """Parse, lint and compile an issue file once; every problem is a diagnostic, none raises."""
+    """Parse, lint and compile an issue file once; every problem is a diagnostic, none raises.
+    `web_version`: as `compile_issue`'s (False: the mail has no link to a web version)."""
     parsed = parse_issue(path)
     found = list(parsed.errors)
     if parsed.doc is not None:
@@ -77,7 +83,7 @@ def inspect_issue(
             found += check_links(parsed.doc, timeout=link_timeout)
     compiled = None
     if parsed.issue is not None:
-        compiled, size = compile_and_measure(parsed.issue, config)
+        compiled, size = compile_and_measure(parsed.issue, config, web_version=web_version)
         found += size + _image_diagnostics(parsed.issue)
     return IssueCheck(sort_diagnostics(found), parsed.issue, compiled)
 
@@ -440,7 +446,7 @@ def _lint_skeleton(linter: _Linter, parts: FieldPath, value: Any) -> None:
 
 
 def compile_and_measure(
-    issue: Issue, config: Config
+    issue: Issue, config: Config, *, web_version: bool = True
 ) -> tuple[CompiledIssue | None, list[Diagnostic]]:
     """The compiled issue (None when the theme cannot render it) and Gmail clipping: the final
     inlined HTML a sample recipient gets, measured in bytes."""
@@ -450,7 +456,7 @@ def compile_and_measure(
     path = str(issue.path) if issue.path else (issue.source.path if issue.source else "")
     unsubscribe = _sample_unsubscribe_url(config)
     try:
-        compiled = compile_issue(issue, config)
+        compiled = compile_issue(issue, config, web_version=web_version)
         html = compiled.render_for(SAMPLE_RECIPIENT, unsubscribe).html
     except ConfigError as exc:  # the theme folder named in newsletter.yaml, say
         return None, [config_diagnostic(exc)]

@@ -185,6 +185,16 @@ def published_slugs(conn: sqlite3.Connection) -> set[str]:
     return slugs
 
 
+def last_change(conn: sqlite3.Connection) -> dt.datetime | None:
+    """When an issue was last published or unpublished explicitly (None: never); read-only."""
+    if not _has_table(conn, "issue_publications"):
+        return None
+    row = conn.execute("SELECT max(changed_at) FROM issue_publications").fetchone()
+    if row is None or row[0] is None:
+        return None
+    return dt.datetime.strptime(str(row[0]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
 def published_snapshot(conn: sqlite3.Connection, slug: str) -> Snapshot | None:
     """What to serve for `slug`: its snapshot if the issue is published, else None (read-only)."""
     if not _has_table(conn, "issue_snapshots") or not is_published(conn, slug):
@@ -291,15 +301,26 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
     shows. A slug without a file in `issues/` can be published again only if it has a snapshot
     (which is kept). Unpublishing only needs the slug. Raises NewsletterError for an unknown
     issue."""
+    from newsletter.issue import welcome_slug
+
     slug, path = _resolve(config, issue, need_file=False)
+    if published and slug == welcome_slug(config.welcome):
+        raise NewsletterError(
+            f"'{slug}' is the welcome issue: it goes to each new subscriber and is never "
+            "published (no web page, not in the archive or feeds)"
+        )
     compiled = _compiled(config, path) if published and path is not None else None
+    if path is None and not config.database.exists():
+        raise NewsletterError(f"no issue with slug {slug!r} in {config.root / 'issues'}")
     conn = db.connect(config.database)
     try:
         prepare(conn)
         had = _has_snapshot(conn, slug)
-        if published and path is None and not had:
+        if path is None and not had and not _ever_published(conn, slug):
+            how = "; name its file" if published else ""
             raise NewsletterError(
-                f"no issue with slug {slug!r} in {config.root / 'issues'}; name its file"
+                f"no issue with slug {slug!r} in {config.root / 'issues'}, and none was "
+                f"ever published{how}"
             )
         if published and path is not None:
             _keep_images(conn, path)
@@ -334,7 +355,11 @@ def issue_path(config: Config, slug: str) -> Path | None:
     folder = config.root / "issues"
     if not folder.is_dir():
         return None
-    return next((p for p in sorted(folder.glob("*.y*ml")) if slugify(p.stem) == slug), None)
+    found = [p for p in sorted(folder.glob("*.y*ml")) if slugify(p.stem) == slug]
+    if len(found) > 1:
+        names = ", ".join(str(p) for p in found)
+        raise NewsletterError(f"{names} share the slug {slug!r}: rename all but one of them")
+    return found[0] if found else None
 
 
 def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> tuple[str, Path | None]:
@@ -394,6 +419,11 @@ def _store_snapshot(conn: sqlite3.Connection, compiled: CompiledIssue) -> None:
 
 def _etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _ever_published(conn: sqlite3.Connection, slug: str) -> bool:
+    row = conn.execute("SELECT 1 FROM issue_publications WHERE issue_slug = ?", (slug,)).fetchone()
+    return row is not None or _was_sent(conn, slug)
 
 
 def _has_snapshot(conn: sqlite3.Connection, slug: str) -> bool:

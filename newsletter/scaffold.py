@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import re
 import shutil
-import unicodedata
 from email.headerregistry import Address
 from pathlib import Path
 
@@ -42,11 +41,6 @@ def _one_line(text: str, what: str) -> str:
     if re.search(r"[\x00-\x1f\x7f\u2028\u2029]", text):
         raise NewsletterError(f"the {what} must be one line without control characters")
     return text
-
-
-def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return slugify(ascii_text)
 
 
 CONFIG_TEMPLATE = """\
@@ -256,7 +250,7 @@ def new_issue(title: str, *, date: dt.date | None = None, folder: Path | None = 
     title = _one_line(title, "title")
     date = date or dt.date.today()
     folder = folder if folder is not None else issues_folder()
-    path = folder / f"{date.isoformat()}-{_slug(title)}.yaml"
+    path = folder / f"{date.isoformat()}-{slugify(title)}.yaml"
     _refuse_existing([path])
     text = SKELETON.format(
         title=_yaml_str(title), date=date.isoformat(), mark=SKELETON_MARK, url=SKELETON_URL

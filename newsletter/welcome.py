@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from newsletter.campaign.campaign import Campaign
+from newsletter.campaign.campaign import WELCOME_LIST, Campaign
 from newsletter.campaign.ledger import Ledger
 from newsletter.campaign.reports import SendReport
 from newsletter.config import Config
@@ -33,7 +33,6 @@ from newsletter.issue import slugify
 from newsletter.subscribers import ACTIVE, SubscriberStore
 from newsletter.subscribers.model import Subscriber, now
 
-WELCOME_LIST = "(welcome)"
 WELCOME_RETRY_SECONDS = 300  # serve sends welcomes still owed (a relay down) this often
 
 MIGRATIONS = [

@@ -278,6 +278,7 @@ def test_an_outbox_path_that_is_a_file(project: Path) -> None:
 
 def test_export_into_a_folder_that_is_a_file(project: Path) -> None:
     (project / "afile").write_text("x")
+    assert run("subscribers", "add", "a@example.com").exit_code == 0  # a database to export
     out = fails("subscribers", "export", "-o", "afile/list.csv")
     assert "afile/list.csv: cannot write: afile is a file, not a folder" in out
 

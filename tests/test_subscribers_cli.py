@@ -106,6 +106,7 @@ def test_bad_input_is_a_clear_error_never_a_traceback(cli, project, args, needle
     (project / "huge.csv").write_bytes(b"email\n" + b"a" * (10 * 1024 * 1024) + b"\n")
     (project / "ok.csv").write_text("email\na@example.com\n", encoding="utf-8")
     (project / "garbage.db").write_bytes(b"not a database at all" * 50)
+    cli("subscribers", "add", "zed@example.com")  # a database to read (see test_missing_database)
     assert_clean_error(cli(*args, ok=False), *needles)
 
 

@@ -56,7 +56,9 @@ class _Site:
         return {
             INDEX: lambda: self.pages.index(0),
             f"issues/{INDEX}": lambda: self.pages.index(1),
-            "feed.xml": lambda: feeds.atom(config, entries),
+            "feed.xml": lambda: feeds.atom(
+                config, entries, None if entries else publishing.last_change(self.conn)
+            ),
             "feed.json": lambda: feeds.json_feed(config, entries),
             "sitemap.xml": lambda: feeds.sitemap(config, entries),
             "robots.txt": lambda: feeds.robots(config),

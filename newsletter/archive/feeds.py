@@ -45,8 +45,10 @@ def _content_html(entry: Entry) -> str:
     return f"{lead}<ul>{items}</ul>"
 
 
-def atom(config: Config, entries: list[Entry]) -> bytes:
-    """Atom 1.0: one entry per issue, id its stored `tag:` URI, summary its description."""
+def atom(config: Config, entries: list[Entry], emptied_at: dt.datetime | None = None) -> bytes:
+    """Atom 1.0: one entry per issue, id its stored `tag:` URI, summary its description.
+    `updated` (required by RFC 4287) is the newest entry's; of a feed with no entry, the moment
+    its last issue was unpublished (`emptied_at`), else (nothing ever published) the epoch."""
     base = config.base_url
     fg = FeedGenerator()
     fg.id(f"{base}/")
@@ -56,7 +58,7 @@ def atom(config: Config, entries: list[Entry]) -> bytes:
     fg.link(href=f"{base}/feed.xml", rel="self", type="application/atom+xml")
     fg.language(config.language)
     fg.generator("newsletter")
-    fg.updated(feed_updated(entries))
+    fg.updated(feed_updated(entries) if entries or emptied_at is None else emptied_at)
     for entry in entries:
         fe = fg.add_entry(order="append")
         fe.id(entry.entry_id)
@@ -100,7 +102,9 @@ def json_feed(config: Config, entries: list[Entry]) -> bytes:
 
 def sitemap(config: Config, entries: list[Entry]) -> bytes:
     base = config.base_url
-    urls = [(f"{base}/", feed_updated(entries) if entries else None)]
+    newest = feed_updated(entries) if entries else None
+    # Both index pages: the home page and /issues/ (the archive's list, served at both).
+    urls = [(f"{base}/", newest), (f"{base}/issues/", newest)]
     urls += [(f"{base}/issues/{e.slug}/", updated_at(e)) for e in entries]
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',

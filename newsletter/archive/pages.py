@@ -98,7 +98,6 @@ class ArchiveSite:
         return snapshot.replace(b'src="' + own, b'src="')
 
     def _common(self, up: str) -> dict[str, Any]:
-        signup = self._signup()
         return {
             "newsletter": {
                 "name": self.config.name,
@@ -110,7 +109,7 @@ class ArchiveSite:
                 "archive": f"{up}{INDEX}",
                 "feed_atom": f"{up}feed.xml",
                 "feed_json": f"{up}feed.json",
-                "subscribe": signup.action if signup else "",
+                "subscribe": f"{self.base_url}{path}" if (path := self.config.signup_path) else "",
             },
         }
 

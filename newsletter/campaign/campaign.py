@@ -40,7 +40,7 @@ from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused
 from newsletter.imagestore import keep_issue_images
-from newsletter.issue import Issue
+from newsletter.issue import Issue, welcome_slug
 from newsletter.mail.dkim import DkimSigner
 from newsletter.mail.message import MessageTemplate, Verp, feedback_id
 from newsletter.render.compiled import CompiledIssue
@@ -98,7 +98,8 @@ class Campaign:
         resume without `segment` keeps the campaign's stored one.
         `retry_failed`: the readers who failed permanently (not bounced, not skipped, still
         subscribed) are counted in, and `run` puts them back to due first (after a fix)."""
-        checked = checked_issue(config, issue_path)
+        checked = checked_issue(config, issue_path, list_name)
+        _refuse_welcome(config, checked.issue.slug, list_name)
         chosen = resolve_segment(segment, config.segments) if segment is not None else None
         if store is None:
             from newsletter.subscribers import SubscriberStore
@@ -148,7 +149,23 @@ class Campaign:
 
     @property
     def subject(self) -> str:
+        """The subject as written (it may hold {{ placeholders }})."""
         return self.issue.subject
+
+    @property
+    def sample_subject(self) -> str:
+        """The subject as a sample reader ("Sample Reader", reader@example.com) gets it."""
+        from newsletter.placeholders import SAMPLE_RECIPIENT
+
+        return self.compiled.subject.render(self.compiled.values_for(SAMPLE_RECIPIENT, ""))
+
+    def subject_shown(self) -> str:
+        """'Subject' for questions and reports: personalised ones as the sample reader sees
+        them, marked as such."""
+        sample = self.sample_subject
+        if sample == self.subject:
+            return f"'{sample}'"
+        return f"'{sample}' (as Sample Reader sees it)"
 
     @property
     def transport_factory(self) -> Callable[[], Transport]:
@@ -177,7 +194,7 @@ class Campaign:
                 f", putting back {plural(len(self.retry_rows), 'reader')} whose delivery failed"
             )
         return (
-            f"Send '{self.subject}' to {plural(self.pending, 'subscriber')} of "
+            f"Send {self.subject_shown()} to {plural(self.pending, 'subscriber')} of "
             f"{self.audience}{via}{resuming}{retrying}?"
         )
 
@@ -493,6 +510,21 @@ def _audience(
     return _Audience(existing, chosen, query, note, pending, new_members)
 
 
+# The ledger's list name for the welcome campaign (one per welcome issue, filled on confirmation).
+WELCOME_LIST = "(welcome)"
+
+
+def _refuse_welcome(config: Config, slug: str, list_name: str | None) -> None:
+    """The welcome issue goes to each new subscriber on confirmation, never to a list: people
+    on the list had it already (a test copy with `send --test` is fine)."""
+    if slug == welcome_slug(config.welcome) and list_name != WELCOME_LIST:
+        raise CampaignError(
+            f"'{slug}' is the welcome issue: it goes to each subscriber once when they confirm "
+            "(or `subscribers add --welcome`), never to a list, and is never scheduled; "
+            "`send --test` mails you a copy"
+        )
+
+
 def _nobody(store: SubscriberList, name: str, who: _Audience) -> CampaignError:
     label = f"list '{name}'" + (f" in segment {who.segment.label}" if who.segment else "")
     if store.count(name, "active", segment=who.query):
@@ -545,15 +577,19 @@ def find_campaign(
     return segments[0] if segments else None
 
 
-def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
+def checked_issue(
+    config: Config, issue_path: str | Path, list_name: str | None = None
+) -> CheckedIssue:
     """The issue and its compiled form, if it passes `newsletter check` (parsed and compiled
-    once, by the check); CampaignError listing the errors if not."""
+    once, by the check); CampaignError listing the errors if not. `list_name`: the list the
+    mail goes to (None: the default list); see `has_web_version`."""
     from newsletter.lint import inspect_issue
 
     path = Path(issue_path)
     if not path.is_file():
         raise CampaignError(f"{path}: issue file not found")
-    check = inspect_issue(path, config)
+    web_version = has_web_version(config, path, list_name or DEFAULT_LIST)
+    check = inspect_issue(path, config, web_version=web_version)
     if check.errors:
         raise CampaignError(
             f"{path} fails `newsletter check`, so it will not be sent:\n"
@@ -562,6 +598,24 @@ def checked_issue(config: Config, issue_path: str | Path) -> CheckedIssue:
     if check.issue is None or check.compiled is None:  # no error, yet nothing to send
         raise CampaignError(f"{path} is not a valid issue")
     return CheckedIssue(check.issue, check.compiled)
+
+
+def has_web_version(config: Config, issue_path: Path, list_name: str) -> bool:
+    """Whether a mail of the issue to `list_name` may link to its web version: a send to a
+    public list publishes it; to a private list, only an issue published already has one
+    (`newsletter publish`). Reads the database only if it exists."""
+    from newsletter.issue import slugify
+    from newsletter.publishing import is_published
+
+    if list_name in config.public_lists:
+        return True
+    if not config.database.exists():
+        return False
+    conn = connect(config.database)
+    try:
+        return is_published(conn, slugify(issue_path.stem))
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)

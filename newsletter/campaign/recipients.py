@@ -61,7 +61,7 @@ def recipient_statuses(
     ledger = Ledger(connect(config.database))
     campaigns = ledger.for_issue(slug)
     try:
-        campaigns = _of_segment(campaigns, issue, segment)
+        campaigns = campaigns_of_segment(campaigns, issue, segment)
         campaign = _one(campaigns, issue, list_name)
     except BaseException:
         ledger.close()
@@ -70,7 +70,9 @@ def recipient_statuses(
     return campaign, _rows(config, ledger, campaign.id, wanted)
 
 
-def _of_segment(campaigns: list[CampaignRow], issue: str, segment: str | None) -> list[CampaignRow]:
+def campaigns_of_segment(
+    campaigns: list[CampaignRow], issue: str, segment: str | None
+) -> list[CampaignRow]:
     """The campaigns of one segment (given by name or expression); all without one."""
     if segment is None:
         return campaigns

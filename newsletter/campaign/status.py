@@ -65,14 +65,31 @@ def issue_slug(issue: str | Path) -> str:
     return str(issue)
 
 
-def campaign_status(config: Config, issue: str | Path) -> list[CampaignStatus]:
+def campaign_status(
+    config: Config,
+    issue: str | Path,
+    *,
+    list_name: str | None = None,
+    segment: str | None = None,
+) -> list[CampaignStatus]:
+    """The campaigns of `issue` (a file or slug), only those to `list_name` and of `segment`
+    (its name or expression) when given; CampaignError when a filter matches none."""
+    from newsletter.campaign.recipients import campaigns_of_segment
+
     slug = issue_slug(issue)
     if not config.database.exists():  # nothing was ever sent: do not create a database to say so
         return []
     with Ledger(connect(config.database)) as ledger:
         records.migrate(ledger.conn)
         out = []
-        for row in ledger.for_issue(slug):
+        rows = ledger.for_issue(slug)
+        if rows and list_name is not None:
+            rows = [r for r in rows if r.list_name == list_name]
+            if not rows:
+                raise CampaignError(f"no campaign for {issue} to list {list_name}")
+        if rows:
+            rows = campaigns_of_segment(rows, str(issue), segment)
+        for row in rows:
             counts = ledger.counts(row.id)
             out.append(
                 CampaignStatus(

@@ -70,10 +70,12 @@ def send_test(
     *,
     transport: TransportSpec = None,
     environ: Mapping[str, str] | None = None,
+    list_name: str | None = None,
 ) -> TestSendReport:
     """One copy to each address (subject prefixed [TEST]) over one opened transport; no
     campaign, nothing recorded. A bad address is refused (SubscriberError) before anything is
-    sent; a copy the transport does not accept is reported in the result (`ok` False)."""
+    sent; a copy the transport does not accept is reported in the result (`ok` False).
+    `list_name`: the copy is the mail that list would get (see `has_web_version`)."""
     from newsletter.mail.message import MessageTemplate, feedback_id
     from newsletter.subscribers.address import normalize_email
 
@@ -81,7 +83,7 @@ def send_test(
     if not wanted:
         raise CampaignError("no test address given")
     emails = list(dict.fromkeys(normalize_email(a) for a in wanted))
-    checked = checked_issue(config, issue_path)
+    checked = checked_issue(config, issue_path, list_name)
     issue, compiled = checked.issue, checked.compiled
     factory, description = transport_spec(config, transport, environ)
     template = MessageTemplate(

@@ -46,10 +46,31 @@ db_option = click.option(
 )
 
 
-def config_with_db(db: Path | None) -> Config:
-    """The configuration, with `--db` (when given) as its database."""
+def single(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) -> Any:
+    """Callback of an option declared `multiple=True` that takes one value: a repeat (`--list
+    a --list b`, which click would silently read as b) is a usage error naming both."""
+    if len(values) > 1:
+        shown = " ".join(f"{param.opts[0]} {v}" for v in values)
+        raise click.BadParameter(f"given {len(values)} times ({shown}); give it once")
+    return values[0] if values else None
+
+
+def config_with_db(db: Path | None, *, existing: bool = False) -> Config:
+    """The configuration, with `--db` (when given) as its database.
+
+    `existing`: the command only reads (or changes what is already there), so a database that
+    does not exist is a NewsletterError, never a new empty file (a typo'd --db would otherwise
+    show nothing, or let `archive` remove every page)."""
     config = app().config
-    return dataclasses.replace(config, database=db.resolve()) if db else config
+    if db:
+        config = dataclasses.replace(config, database=db.resolve())
+    if existing and not config.database.is_file():
+        where = "--db" if db else "`database:` in newsletter.yaml, NEWSLETTER_DB or newsletter.db"
+        raise NewsletterError(
+            f"no database at {config.database} (from {where}): nothing to read there; "
+            "check the path (nothing was written)"
+        )
+    return config
 
 
 def reports_errors(fn: F) -> F:

@@ -38,7 +38,7 @@ def unpublish(issue: str, db: Path | None) -> None:
     """
     from newsletter.publishing import publish_issue
 
-    click.echo(publish_issue(config_with_db(db), issue, published=False).summary())
+    click.echo(publish_issue(config_with_db(db, existing=True), issue, published=False).summary())
 
 
 @click.command("archive")
@@ -66,7 +66,7 @@ def archive(out: Path | None, clean: bool, db: Path | None) -> None:
     """
     from newsletter.archive.build import build_archive
 
-    config = config_with_db(db)
+    config = config_with_db(db, existing=True)
     click.echo(build_archive(config, out or config.root / "site", clean=clean).summary())
 
 

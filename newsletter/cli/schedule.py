@@ -13,8 +13,9 @@ from newsletter.cli.common import app, reports_errors
 @click.pass_context
 @reports_errors
 def schedule(ctx: click.Context) -> None:
-    """List scheduled sends (`newsletter send ISSUE --at TIME` makes one): issue, list, when
-    in its zone and in UTC, state (scheduled, running, done, failed, cancelled), last error."""
+    """List scheduled sends (`newsletter send ISSUE --at TIME` makes one): issue, list and
+    segment, when in its zone and in UTC, state (scheduled, running, done, failed, cancelled),
+    and the last error in full below it."""
     if ctx.invoked_subcommand is not None:
         return
     from newsletter.scheduling import list_schedules, show_local, show_utc
@@ -24,13 +25,14 @@ def schedule(ctx: click.Context) -> None:
         click.echo("No scheduled sends.")
         return
     for row in rows:
-        line = (
-            f"{row.issue_slug}  list {row.list_name}  {show_local(row.due_at, row.zone)}  "
-            f"{show_utc(row.due_at)}  {row.state}"
+        segment = row.options.get("segment")
+        audience = f"list {row.list_name}" + (f", segment {segment}" if segment else "")
+        click.echo(
+            f"{row.issue_slug}  {audience}  {show_local(row.due_at, row.zone, seconds=True)}  "
+            f"{show_utc(row.due_at, seconds=True)}  {row.state}"
         )
-        if row.last_error:
-            line += f"  ({row.last_error.splitlines()[0]})"
-        click.echo(line)
+        if row.last_error:  # every line: "fails check:" alone says nothing
+            click.echo("\n".join(f"    {line}" for line in row.last_error.splitlines()))
 
 
 @schedule.command("cancel")

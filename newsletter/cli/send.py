@@ -19,7 +19,7 @@ from newsletter.campaign.recipients import (
     write_table,
 )
 from newsletter.campaign.settings import UNLIMITED
-from newsletter.cli.common import app, reports_errors
+from newsletter.cli.common import app, reports_errors, single
 from newsletter.doctor import check_before_send
 from newsletter.errors import NewsletterError
 
@@ -54,10 +54,19 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
 
 @click.command()
 @click.argument("issue", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--list", "list_name", metavar="L", help="Subscriber list (default: default).")
+@click.option(
+    "--list",
+    "list_name",
+    metavar="L",
+    multiple=True,
+    callback=single,
+    help="Subscriber list (default: default).",
+)
 @click.option(
     "--segment",
     metavar="EXPR",
+    multiple=True,
+    callback=single,
     help='Only the list\'s subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in '
     'tags and joined_after("2026-01-01")\', or the name of one under `segments:` in '
     "newsletter.yaml (see README, Segments). One issue, list and segment are one campaign; "
@@ -115,7 +124,9 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     "test_addresses",
     metavar="ADDR",
     multiple=True,
-    help="Send one [TEST] copy to ADDR only (repeat for several addresses); nothing recorded.",
+    help="Send one [TEST] copy to ADDR only (repeat for several addresses); nothing recorded. "
+    "The copy is the one --list L would get (a private list's mail of an unpublished issue "
+    "has no 'View in browser' link).",
 )
 @click.option(
     "--dry-run",
@@ -126,7 +137,8 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     "--at",
     metavar="TIME",
     help="Do not send now: check everything, then schedule the send for TIME, e.g. "
-    '"2026-12-02 07:00" (see `newsletter schedule`; `serve` or `send-due` sends it).',
+    '"2026-12-02 07:00" (a date alone is refused; seconds, 07:00:30, are kept; see '
+    "`newsletter schedule`; `serve` or `send-due` sends it).",
 )
 @click.option(
     "--tz",
@@ -194,7 +206,9 @@ def send(
         unique: dict[str, str] = {}
         for address in test_addresses:
             unique.setdefault(address.strip().lower(), address.strip())
-        report = send_test(config, issue, list(unique.values()), transport=transport)
+        report = send_test(
+            config, issue, list(unique.values()), transport=transport, list_name=list_name
+        )
         click.echo(report.summary())
         if not report.ok:
             raise SystemExit(1)
@@ -303,7 +317,8 @@ def _confirm_guard(reason: str | None, yes: bool) -> bool:
     "--list",
     "list_name",
     metavar="L",
-    help="With --recipients: the campaign of list L (needed when the issue went to several).",
+    help="Only the campaign(s) to list L (with --recipients: needed when the issue went to "
+    "several).",
 )
 @click.option(
     "--format",
@@ -316,7 +331,7 @@ def _confirm_guard(reason: str | None, yes: bool) -> bool:
 @click.option(
     "--segment",
     metavar="EXPR",
-    help="With --recipients: the campaign of this segment (its name or expression), when the "
+    help="Only the campaign of this segment (its name or expression), when the "
     "issue went to segments of the list.",
 )
 @reports_errors
@@ -344,9 +359,9 @@ def status(
                 err=True,
             )
         return
-    if list_name is not None or fmt != "text" or segment is not None:
-        raise click.UsageError("--list, --segment and --format go with --recipients")
-    found = campaign_status(app().config, issue)
+    if fmt != "text":
+        raise click.UsageError("--format goes with --recipients")
+    found = campaign_status(app().config, issue, list_name=list_name, segment=segment)
     if not found:
         click.echo(f"No campaign for {issue} yet.")
         return

@@ -9,20 +9,24 @@ from typing import Any, TypeVar
 
 import click
 
-from newsletter.cli.common import app, config_with_db, db_option, reports_errors
+from newsletter.cli.common import app, config_with_db, db_option, reports_errors, single
 from newsletter.errors import SubscriberError
 from newsletter.subscribers import STATUSES, Subscriber, SubscriberStore, normalize_lookup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-list_option = click.option("--list", "list_name", metavar="LIST", help="Only this list.")
+list_option = click.option(
+    "--list", "list_name", metavar="LIST", multiple=True, callback=single, help="Only this list."
+)
 status_option = click.option(
     "--status", type=click.Choice(STATUSES), help="Only subscribers with this status."
 )
 
 
-def _open(db: Path | None) -> SubscriberStore:
-    return SubscriberStore.for_config(config_with_db(db))
+def _open(db: Path | None, *, create: bool = False) -> SubscriberStore:
+    """The store; only `add` and `import` may create the database (`create`): every other
+    command reads or changes subscribers already there, so a typo'd --db is an error."""
+    return SubscriberStore.for_config(config_with_db(db, existing=not create))
 
 
 def _require(store: SubscriberStore, email: str) -> Subscriber:
@@ -50,8 +54,19 @@ def subscribers() -> None:
 
 @subscribers.command("add")
 @click.argument("email")
-@click.option("--name", help="Display name (used in To: and {{ subscriber.name }}).")
-@click.option("--list", "list_name", default="default", show_default=True, help="List to join.")
+@click.option(
+    "--name",
+    multiple=True,
+    callback=single,
+    help="Display name (used in To: and {{ subscriber.name }}).",
+)
+@click.option(
+    "--list",
+    "list_names",
+    multiple=True,
+    metavar="LIST",
+    help="List to join (default: default); repeat to join several.",
+)
 @click.option(
     "--field",
     "fields",
@@ -77,7 +92,7 @@ def subscribers() -> None:
 def add(
     email: str,
     name: str | None,
-    list_name: str,
+    list_names: tuple[str, ...],
     fields: tuple[str, ...],
     status: str,
     welcome: bool,
@@ -89,10 +104,14 @@ def add(
             "--welcome: no welcome issue; create issues/_welcome.yaml or name one with "
             "`welcome:` in newsletter.yaml"
         )
-    with _open(db) as store:
+    with _open(db, create=True) as store:
         before = store.get(email)
         sub = store.add(
-            email, name=name, lists=[list_name], fields=_parse_fields(fields), status=status
+            email,
+            name=name,
+            lists=list(dict.fromkeys(list_names)) or ["default"],
+            fields=_parse_fields(fields),
+            status=status,
         )
     verb = "updated" if before else "added"
     click.echo(f"{verb} {sub.email} ({sub.status}; lists: {', '.join(sub.lists)})")
@@ -134,7 +153,7 @@ def import_(
     """
     from newsletter.subscribers import import_csv
 
-    with _open(db) as store:
+    with _open(db, create=True) as store:
         report = import_csv(store, file, list_name=list_name, status=status, rejects_path=rejects)
     click.echo(report.summary())
 
@@ -171,6 +190,8 @@ def export(list_name: str | None, status: str | None, output: Path | None, db: P
 @click.option(
     "--segment",
     metavar="EXPR",
+    multiple=True,
+    callback=single,
     help='Only subscribers matching EXPR, e.g. \'fields.city == "Oslo" and "pro" in tags\', '
     "or the name of one under `segments:` in newsletter.yaml (README: Segments).",
 )

@@ -85,12 +85,15 @@ class NewsletterView:
     postal_address: tuple[str, ...]  # lines
 
 
-def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
-    """Render the issue's HTML part, text part and web version once, with per-recipient slots."""
+def compile_issue(issue: Issue, config: Config, *, web_version: bool = True) -> CompiledIssue:
+    """Render the issue's HTML part, text part and web version once, with per-recipient slots.
+
+    `web_version` False: the mail has no "View in browser" link (`web_url` is falsy), for a
+    send to a private list of an issue that is not published (its page would answer 404)."""
     _refuse_markers(issue, config)
     env = theme.environment(config)
     slots = SlotTable()
-    base = _context(issue, config, slots)
+    base = _context(issue, config, slots, web_version=web_version)
     email = {
         **base,
         "web": False,
@@ -122,7 +125,9 @@ def compile_issue(issue: Issue, config: Config) -> CompiledIssue:
     )
 
 
-def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
+def _context(
+    issue: Issue, config: Config, slots: SlotTable, *, web_version: bool = True
+) -> dict[str, Any]:
     """What every template sees: `issue`, `newsletter`, `web_url`, `brand` (the config's
     `theme:` branding) and `link_tags` (UTM tagging, None when off; the Markdown filters read
     it)."""
@@ -149,7 +154,7 @@ def _context(issue: Issue, config: Config, slots: SlotTable) -> dict[str, Any]:
     return {
         "issue": view,
         "newsletter": newsletter,
-        "web_url": _web_url(issue, config),
+        "web_url": _web_url(issue, config) if web_version else _NOT_PUBLISHED,
         "brand": config.brand,
         "link_tags": tags,
     }
@@ -164,6 +169,13 @@ class NoWebVersion(StrictUndefined):
 
     def __bool__(self) -> bool:
         return False
+
+
+_NOT_PUBLISHED = NoWebVersion(
+    hint="web_url: this send goes to a private list and the issue is not published, so it has "
+    "no web version; show the link only {% if web_url %}",
+    name="web_url",
+)
 
 
 def _web_url(issue: Issue, config: Config) -> str | NoWebVersion:

@@ -42,7 +42,13 @@ from newsletter.errors import (
     TransportConnectError,
 )
 from newsletter.scheduling.store import DONE, FAILED, ScheduleRow, ScheduleStore
-from newsletter.scheduling.times import default_zone, how_late, resolve_time, show_local
+from newsletter.scheduling.times import (
+    default_zone,
+    how_late,
+    resolve_time,
+    show_local,
+    show_utc,
+)
 
 RUN_OPTIONS = ("rate", "concurrency")  # Campaign.run's; every other option is prepare's
 PAST_GRACE = dt.timedelta(minutes=1)  # "now" typed a few seconds late is still fine
@@ -59,7 +65,8 @@ class Scheduled:
     """What `schedule_send` recorded, with what to tell the person."""
 
     schedule: ScheduleRow
-    subject: str
+    subject: str  # as the sample reader sees it, marked when personalised
+    audience: str  # "list weekly" or "list weekly, segment oslo-pros (...)"
     recipients: int
     notes: tuple[str, ...]  # doctor's warnings, an ambiguous time's choice
 
@@ -67,8 +74,8 @@ class Scheduled:
         s = self.schedule
         people = f"{self.recipients} subscriber{'s' if self.recipients != 1 else ''}"
         return (
-            f"Scheduled '{self.subject}' to {people} of list {s.list_name} for "
-            f"{show_local(s.due_at, s.zone)}, {s.due_at.strftime('%Y-%m-%d %H:%M UTC')}. "
+            f"Scheduled {self.subject} to {people} of {self.audience} for "
+            f"{show_local(s.due_at, s.zone, seconds=True)}, {show_utc(s.due_at, seconds=True)}. "
             "`newsletter serve` sends it when due (or `newsletter send-due` from cron); "
             "`newsletter schedule` lists schedules."
         )
@@ -108,7 +115,9 @@ def schedule_send(
         opts.update(list_name=campaign.list_name, transport=used)
         row = _record(config, campaign, Path(issue_path), when.at, zone, opts, now)
         notes = [f.format() for f in findings] + ([when.note] if when.note else [])
-        return Scheduled(row, campaign.subject, campaign.pending, tuple(notes))
+        return Scheduled(
+            row, campaign.subject_shown(), campaign.audience, campaign.pending, tuple(notes)
+        )
     finally:
         campaign.close()
 
@@ -147,7 +156,10 @@ def _record(
 
 
 def list_schedules(config: Config) -> list[ScheduleRow]:
-    """Every schedule, by due time (finished and cancelled ones too)."""
+    """Every schedule, by due time (finished and cancelled ones too); none, and no database
+    created, when the database does not exist."""
+    if not config.database.is_file():
+        return []
     store = ScheduleStore(connect(config.database))
     try:
         return store.all()
@@ -161,6 +173,8 @@ def cancel_schedule(config: Config, issue: str, list_name: str | None = None) ->
     from newsletter.issue import slugify
 
     slug = slugify(Path(issue).stem) if issue.endswith((".yaml", ".yml")) else issue
+    if not config.database.is_file():
+        raise ScheduleError(f"no scheduled send of '{slug}': no database at {config.database}")
     store = ScheduleStore(connect(config.database))
     try:
         found = store.open_for(slug, list_name)

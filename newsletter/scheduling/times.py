@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import re
 import zoneinfo
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ from newsletter.errors import ScheduleError
 
 UTC = dt.UTC
 FORMAT_HINT = "YYYY-MM-DD HH:MM such as 2026-12-02 07:00 (optionally with an offset: +01:00)"
+# A date alone would silently mean midnight: refused. Whole seconds are kept (and shown when
+# not :00); a fraction of a second is refused rather than silently dropped.
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FRACTION = re.compile(r"\d{4}-\d{2}-\d{2}[ Tt]\d{2}:\d{2}:\d{2}[.,]")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,15 @@ def resolve_time(text: str, zone_name: str, *, zone_given: bool = True) -> SendT
     time that cannot be read, an unknown zone, a nonexistent local time or an offset the zone
     does not use (checked only when `zone_given`, i.e. --tz was typed)."""
     zone = zone_info(zone_name)
+    if _DATE_ONLY.fullmatch(text.strip()):
+        raise ScheduleError(
+            f"{text.strip()!r} has no time of day (it would mean midnight): give one, e.g. "
+            f'"{text.strip()} 07:00"'
+        )
+    if _FRACTION.match(text.strip()):
+        raise ScheduleError(
+            f"{text.strip()!r}: a send time has whole seconds at most ({FORMAT_HINT}, or HH:MM:SS)"
+        )
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
@@ -124,14 +138,20 @@ def _offset(moment: dt.datetime) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def show_local(at: dt.datetime, zone_name: str) -> str:
+def show_local(at: dt.datetime, zone_name: str, *, seconds: bool = False) -> str:
     """`2026-12-02 07:00 CET (Europe/Berlin)`: the instant on the zone's wall clock."""
     local = at.astimezone(zone_info(zone_name))
-    return f"{local.strftime('%Y-%m-%d %H:%M')} {local.tzname()} ({zone_name})"
+    return f"{local.strftime(_shown(at, seconds))} {local.tzname()} ({zone_name})"
 
 
-def show_utc(at: dt.datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def show_utc(at: dt.datetime, *, seconds: bool = False) -> str:
+    return at.astimezone(UTC).strftime(_shown(at, seconds) + " UTC")
+
+
+def _shown(at: dt.datetime, seconds: bool) -> str:
+    """HH:MM; with `seconds` (a due time, which keeps the seconds it was given with) HH:MM:SS
+    when they are not :00."""
+    return "%Y-%m-%d %H:%M:%S" if seconds and at.second else "%Y-%m-%d %H:%M"
 
 
 def how_late(delta: dt.timedelta) -> str:

@@ -35,7 +35,6 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 RESERVED_COLUMNS = frozenset({"email", "name", "status", "lists", "created_at", "tags"})
 # A tag: letters (any script), digits, '_', '.', '-'; stored NFC and case-folded, so "Pro" and
 # "pro" are one tag. No '|' (the CSV separator), spaces or commas: a tags cell needs no quoting.
-_TAG = re.compile(r"[^\W_][\w.-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -160,10 +159,27 @@ def format_lists(lists: tuple[str, ...]) -> str:
     return "|".join(lists)
 
 
+def fold(text: str) -> str:
+    """How tags and text values compare: NFC, Unicode case folding, NFC again ("Straße" ==
+    "STRASSE"; casefold can leave decomposed letters, İ -> i + U+0307, which NFC recomposes
+    where Unicode has one letter for them)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
+
+def _is_tag(tag: str) -> bool:
+    """1-64 characters: a letter or digit first, then letters, digits, combining marks (the
+    vowel signs of Indic scripts, the dot of a folded İ), '.', '_' or '-'."""
+    if not 1 <= len(tag) <= 64 or not tag[0].isalnum():
+        return False
+    return all(
+        ch.isalnum() or ch in "._-" or unicodedata.category(ch).startswith("M") for ch in tag[1:]
+    )
+
+
 def check_tag(value: str) -> str:
-    """A tag as stored (NFC, case-folded); SubscriberError saying the rule when invalid."""
-    tag = unicodedata.normalize("NFC", value.strip()).casefold()
-    if not _TAG.match(tag):
+    """A tag as stored (`fold`ed); SubscriberError saying the rule when invalid."""
+    tag = fold(value.strip())
+    if not _is_tag(tag):
         raise SubscriberError(
             f"invalid tag {value!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit (no spaces or '|')"

@@ -34,16 +34,16 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-import unicodedata
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from newsletter.errors import SubscriberError
+from newsletter.subscribers.model import fold as _fold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -54,6 +54,9 @@ NAMES = ("email", "name", "status", "tags", "lists")
 SET_NAMES = frozenset({"tags", "lists"})
 FUNCTIONS = {"joined_after": 'a date such as "2026-01-01"', "joined_before": "a date"}
 MAX_LENGTH = 4000  # characters in one expression (it is typed or kept in newsletter.yaml)
+# Levels of `not` and of and/or groups in parentheses inside one another. Deeper trees exhaust
+# Python's recursion while building and SQLite's parser stack (about 100 levels) when queried.
+MAX_NESTING = 32
 
 _GRAMMAR = r"""
 ?start: or_
@@ -242,6 +245,7 @@ def parse_segment(text: str, name: str | None = None) -> Segment:
     flat = text.strip().replace("\n", " ").replace("\r", " ").replace("\t", " ")
     try:
         tree = _parser().parse(flat)
+        _refuse_deep(tree, flat)
         expr = _Build(flat).transform(tree)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, flat) from None
@@ -262,6 +266,30 @@ def parse_segment(text: str, name: str | None = None) -> Segment:
     return Segment(text.strip(), expr, name)
 
 
+_NESTING_RULES = frozenset({"negate", "and_", "or_"})
+
+
+def _refuse_deep(tree: Tree, text: str) -> None:
+    """SegmentError at the first `not` or group nested more than MAX_NESTING deep (walked
+    without recursion: the tree may be far deeper than Python's stack)."""
+    stack: list[tuple[object, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if node.data in _NESTING_RULES:
+            depth += 1
+            if depth > MAX_NESTING:
+                column = getattr(node.meta, "column", 1) if not node.meta.empty else 1
+                raise SegmentError(
+                    f"the segment nests 'not' and parentheses more than {MAX_NESTING} deep; "
+                    "write it with fewer levels (not not x is x; a and (b and c) is a and b and c)",
+                    text,
+                    column,
+                )
+        stack.extend((child, depth) for child in node.children)
+
+
 def _syntax_error(exc: UnexpectedInput, text: str) -> SegmentError:
     column = getattr(exc, "column", None)
     if isinstance(exc, UnexpectedEOF) or column in (None, -1):
@@ -277,6 +305,9 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> SegmentError:
             hint = " (use and / or)"
         elif char in "\"'":
             hint = " (a text needs its closing quote on the same line)"
+        elif char in "\u201c\u201d\u201e\u2018\u2019\u201a\u00ab\u00bb":
+            hint = " (a typographic quote: use straight quotes, \"Oslo\" or 'Oslo')"
+
         return SegmentError(f"unexpected character {char!r}{hint}", text, column)
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
@@ -438,8 +469,8 @@ def _stamp(moment: dt.datetime) -> str:
 
 
 def fold(text: str) -> str:
-    """How text values compare: NFC then Unicode case folding ("Straße" == "STRASSE")."""
-    return unicodedata.normalize("NFC", text).casefold()
+    """How text values compare: as tags do (newsletter.subscribers.model.fold)."""
+    return _fold(text)
 
 
 _NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*\Z")

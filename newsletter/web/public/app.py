@@ -188,7 +188,14 @@ class PublicSite:
                 "base_url": self.config.base_url,
                 "contact": self.contact,
             },
-            "links": {"subscribe": f"{self.prefix}/subscribe"},
+            # `subscribe`: where the sign-up form posts; `signup`: the sign-up page of a
+            # public list to link to ("" when no list is public: no link to a 404).
+            "links": {
+                "subscribe": f"{self.prefix}/subscribe",
+                "signup": f"{self.prefix}{self.config.signup_path}"
+                if self.config.signup_path
+                else "",
+            },
             "brand": self.config.brand,
             **context,
         }
