@@ -25,6 +25,8 @@ READ_ONLY = [
     ("subscribers", "untag", "ada@example.net", "pro"),
     ("subscribers", "unsubscribe", "ada@example.net"),
     ("subscribers", "remove", "ada@example.net"),
+    ("bounces", "import", "."),
+    ("bounces", "import", ".", "--dry-run"),
 ]
 
 

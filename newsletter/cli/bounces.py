@@ -42,7 +42,7 @@ def import_command(paths: tuple[Path, ...], dry_run: bool, db: Path | None) -> N
     """
     from newsletter.bounces.mailbox import import_mail
 
-    _print(import_mail(config_with_db(db), list(paths), dry_run=dry_run))
+    _print(import_mail(config_with_db(db, existing=True), list(paths), dry_run=dry_run))
 
 
 @bounces.command("fetch")
@@ -76,7 +76,11 @@ def fetch_command(
     """
     from newsletter.bounces.mailbox import fetch_mail
 
-    _print(fetch_mail(config_with_db(db), url, dry_run=dry_run, move_to=move_to, delete=delete))
+    _print(
+        fetch_mail(
+            config_with_db(db, existing=True), url, dry_run=dry_run, move_to=move_to, delete=delete
+        )
+    )
 
 
 commands: list[click.Command] = [bounces]
