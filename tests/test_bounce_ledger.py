@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.campaign.ledger import Ledger
+from newsletter.config import load_config
+from newsletter.db import connect
+from newsletter.subscribers import SubscriberStore
+from newsletter.tokens import secret_key, verp_token
 from tests.support import bounce_mail as mail
 from tests.support.bounce_project import SentIssue, send_example
 from tests.support.cli_support import run
+from tests.support.smtp_servers import SmtpServer, fault
 
 READERS = ["ann@example.net", "bo@example.net", "cy@example.net"]
 SLUG = "2026-11-25-microsoft-openai-partnership"
@@ -64,3 +70,34 @@ def test_a_complaint_leaves_the_row_sent(project: Path, runner) -> None:
     assert figures(out) == (0, 0, 3) and "complaints 1" in out, out
     code, out = run(runner, project, "status", SLUG, "--recipients", "bounced")
     assert reader not in out, out
+
+
+def test_a_5xx_while_sending_and_a_later_dsn_count_once(project: Path, runner) -> None:
+    """The relay refused one reader (row bounced, an `smtp` event); a DSN for the same message
+    arrives too: still one bounce everywhere, and the row keeps the relay's reply."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"bounces:\n  address: {mail.BOUNCE_BASE}\n")
+    config = load_config(project / "newsletter.yaml")
+    with SubscriberStore.for_config(config) as store:
+        for reader in READERS:
+            store.add(reader)
+    gone = READERS[2]
+    with SmtpServer(faults=[fault("550", "cy@*")]) as server:
+        code, out = run(runner, project, "send", SLUG, "--yes", "--transport", server.url())
+    code, out = run(runner, project, "status", SLUG)
+    assert figures(out) == (1, 1, 3), out
+    conn = connect(config.database)
+    try:
+        [campaign] = Ledger(conn).for_issue(SLUG)
+        with SubscriberStore.for_config(config) as store:
+            row = Ledger(conn).row_of(campaign.id, store.get(gone).id)
+        token = verp_token(secret_key(config, conn), row)
+    finally:
+        conn.close()
+    (project / "b.eml").write_bytes(mail.postfix_dsn(gone, token, f"x{row}@example.org"))
+    code, out = run(runner, project, "bounces", "import", "b.eml")
+    assert code == 0 and "hard bounce recorded (already bounced)" in out, out
+    code, out = run(runner, project, "status", SLUG)
+    assert figures(out) == (1, 1, 3), out
+    code, out = run(runner, project, "status", SLUG, "--recipients", "bounced")
+    assert gone in out and "550" in out, out
