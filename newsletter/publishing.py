@@ -349,13 +349,15 @@ def _keep_images(conn: sqlite3.Connection, path: Path) -> None:
 
 
 def issue_path(config: Config, slug: str) -> Path | None:
-    """The file in `issues/` whose slug is `slug`, if any."""
+    """The file in `issues/` (or the welcome issue, wherever `welcome:` puts it) whose slug is
+    `slug`, or whose base name is (`_welcome` names issues/_welcome.yaml as `welcome` does)."""
     from newsletter.issue import slugify
 
     folder = config.root / "issues"
-    if not folder.is_dir():
-        return None
-    found = [p for p in sorted(folder.glob("*.y*ml")) if slugify(p.stem) == slug]
+    files = sorted(folder.glob("*.y*ml")) if folder.is_dir() else []
+    if config.welcome is not None and config.welcome.parent.resolve() != folder.resolve():
+        files.append(config.welcome)
+    found = [p for p in files if slug in (slugify(p.stem), p.stem)]
     if len(found) > 1:
         names = ", ".join(str(p) for p in found)
         raise NewsletterError(f"{names} share the slug {slug!r}: rename all but one of them")
@@ -375,12 +377,12 @@ def _resolve(config: Config, issue: str | Path, *, need_file: bool) -> tuple[str
         path: Path | None = candidate
         slug = slugify(candidate.stem)
     else:
-        slug = text
-        if slugify(slug) != slug:
+        path = issue_path(config, text)  # a slug, or a file's base name (`_welcome`)
+        slug = slugify(path.stem) if path is not None else text
+        if path is None and slugify(text) != text:
             raise NewsletterError(
                 f"{text!r} is neither an issue file nor an issue slug (like 2026-11-25-title)"
             )
-        path = issue_path(config, slug)
     if path is None:
         if need_file:
             raise NewsletterError(f"no issue with slug {slug!r} in {config.root / 'issues'}")

@@ -295,6 +295,29 @@ def test_old_confirmation_link_cannot_undo_a_later_unsubscribe(config, store, se
     assert store.get_by_id(zed.id).status == "unsubscribed"
 
 
+def test_a_used_confirmation_link_after_an_unsubscribe_says_so_and_changes_nothing(
+    config, store, server
+):
+    sign_up(server, email="dee@example.org", list="default", website="")
+    [mail] = wait_for_mail(config.root / "outbox")
+    path = link_path(mail, "confirm")
+    assert "You are subscribed" in httpx.post(server + path).text
+    dee = store.get("dee@example.org")
+    answer = httpx.post(
+        server + unsubscribe_path(config, store, dee.id),
+        data={"List-Unsubscribe": "One-Click"},
+    )
+    assert answer.status_code == 200 and store.get_by_id(dee.id).status == "unsubscribed"
+    events = store.events(dee.id)
+    again = httpx.post(server + path)
+    assert again.status_code == 400
+    assert "You are subscribed" not in again.text
+    assert "used already" in again.text and "unsubscribed" in again.text
+    assert "sign-up form" in again.text
+    assert store.get_by_id(dee.id).status == "unsubscribed"
+    assert store.events(dee.id) == events
+
+
 # -- web versions ----------------------------------------------------------------------------
 
 

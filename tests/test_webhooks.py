@@ -120,6 +120,8 @@ def test_signature_table(provider, case, config, ada, certs, caplog):
         answer = post(server, provider, signed)
         if case in ("missing", "wrong", "stale"):
             assert answer.status_code == 401, answer.text
+            proof = "credentials" if provider == "postmark" else "signature"
+            assert answer.text == f"{proof} missing or invalid\n"
             assert dump(config.database) == before
             why = {"missing": "missing", "wrong": "not", "stale": "s from now"}[case]
             assert any(why in r.getMessage() for r in caplog.records), caplog.text

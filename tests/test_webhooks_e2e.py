@@ -159,6 +159,14 @@ def test_next_campaign_skips_exactly_the_bounced_and_complained(provider, projec
             )
             assert answer.status_code == 200, answer.text
 
+    # The webhook's hard bounce is on the campaign's row too, counted once (the rate line).
+    status = CliRunner().invoke(main, ["status", str(first)])
+    assert status.exit_code == 0, status.output
+    assert "bounced 1, " in status.output and "hard bounces 1 " in status.output, status.output
+    assert f"of {len(SUBSCRIBERS)} sent" in status.output, status.output
+    bounced = CliRunner().invoke(main, ["status", str(first), "--recipients", "bounced"])
+    assert SUBSCRIBERS[0] in bounced.output and SUBSCRIBERS[1] not in bounced.output
+
     second = first.with_name("2026-12-09-next-week.yaml")
     shutil.copy(first, second)
     assert sorted(send(provider, second)) == sorted(set(SUBSCRIBERS) - SKIPPED)

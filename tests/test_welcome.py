@@ -240,3 +240,22 @@ def test_a_copied_theme_that_prints_web_url_in_the_welcome_is_a_clear_error(
         runner, welcoming, "check", "issues/2026-11-25-microsoft-openai-partnership.yaml"
     )
     assert code == 0, out
+
+
+def test_send_due_exits_1_when_an_owed_welcome_fails_check(
+    welcoming: Path, runner: CliRunner
+) -> None:
+    """A welcome that fails `newsletter check` stays owed, and cron sees the failure."""
+    config = welcoming / "newsletter.yaml"
+    config.write_text(config.read_text() + "transport: outbox:./outbox\n")
+    welcome = welcoming / "issues" / "_welcome.yaml"
+    welcome.write_text(WELCOME.replace("subject:", "nosuchfield: 1\nsubject:"), encoding="utf-8")
+    code, out = run(runner, welcoming, "subscribers", "add", "di@example.net", "--welcome")
+    assert code == 1 and "Welcome mail not sent yet" in out, out
+    code, out = run(runner, welcoming, "send-due")
+    assert code == 1, out
+    assert "Welcome mail not sent yet" in out and "check" in out, out
+    assert not list(welcoming.glob("outbox/*.eml"))
+    welcome.write_text(WELCOME, encoding="utf-8")  # fixed: the next run sends it, exit 0
+    code, out = run(runner, welcoming, "send-due")
+    assert code == 0 and "Welcome mail: 1 sent" in out, out

@@ -41,14 +41,21 @@ def welcome_file(project: Path) -> str:
         ("send", "{file}", "--list", "weekly", "--at", "2099-01-01 07:00", "--tz", "UTC"),
         ("publish", "{file}"),
         ("publish", "{slug}"),
+        ("send", "{slug}", "--yes"),
+        ("send", "{stem}", "--yes"),
+        ("publish", "{stem}"),
     ],
-    ids=["send", "send-list", "dry-run", "send-at", "publish-file", "publish-slug"],
+    ids=[
+        *("send", "send-list", "dry-run", "send-at", "publish-file", "publish-slug"),
+        *("send-slug", "send-base-name", "publish-base-name"),
+    ],
 )
 def test_the_welcome_never_goes_to_a_list_or_the_web(
     welcoming: Path, runner: CliRunner, command: tuple[str, ...]
 ) -> None:
     slug = "welcome" if welcome_file(welcoming).startswith("issues") else "hello"
-    args = [part.format(file=welcome_file(welcoming), slug=slug) for part in command]
+    file = welcome_file(welcoming)
+    args = [part.format(file=file, slug=slug, stem=Path(file).stem) for part in command]
     code, out = run(runner, welcoming, *args)
     assert code != 0, out
     assert "welcome issue" in out, out

@@ -30,6 +30,7 @@ from itertools import islice
 from newsletter.bounces import records
 from newsletter.bounces.events import EVENT_KINDS, FeedbackEvent, classified
 from newsletter.bounces.lookup import Match, Resolver
+from newsletter.campaign.ledger import Ledger
 from newsletter.config import Config
 from newsletter.enhancedstatus import find_status
 from newsletter.subscribers.model import ACTIVE, BOUNCED, COMPLAINED, PENDING, UNSUBSCRIBED
@@ -64,10 +65,7 @@ class EventOutcome:
         """One line for people: `who: what (source status: why)`, e.g.
         `ann@example.net: bounced (dsn 5.1.1: 550 5.1.1 user unknown)`."""
         who = self.email or self.event.recipient or "unknown recipient"
-        why = " ".join(p for p in (self.event.source, self.event.status) if p)
-        if self.event.reason:
-            why += f": {' '.join(self.event.reason.split())[:200]}"
-        return f"{who}: {self.action} ({why})"
+        return f"{who}: {self.action} ({_why(self.event)})"
 
 
 @dataclass
@@ -134,12 +132,10 @@ class SendBounces:
     def __init__(
         self, store: SubscriberStore, config: Config, secret: bytes, campaign_id: int
     ) -> None:
-        from newsletter.campaign.ledger import Ledger
-
         records.migrate(store.conn)
         self.campaign_id = campaign_id
-        self._ledger = Ledger(store.conn)  # shares the store's connection; never closed here
         self._applier = _Applier(store, config, secret, dry_run=False)
+        self._ledger = self._applier.ledger
 
     def record(self, subscriber_id: int, message_id: str, reply: str) -> EventOutcome:
         """Apply one refusal; keyed by the Message-ID (a refused row is never retried, so
@@ -169,6 +165,7 @@ class _Applier:
         self.settings = config.bounces
         self.dry_run = dry_run
         self.resolver = Resolver(store.conn, secret, index=not dry_run)
+        self.ledger: Ledger = self.resolver.ledger  # the store's connection; never closed here
         # What this run did so far, for a dry run's later events (nothing is written).
         self.seen: set[tuple[str, str]] = set()
         self.status: dict[int, str] = {}
@@ -222,6 +219,8 @@ class _Applier:
                 self.status[match.subscriber_id] = new_status
             if not self.dry_run:
                 self._write_history(event, match, new_status, when)
+                if event.kind == "hard_bounce" and match.row_id is not None:
+                    self.ledger.bounce_after_send(match.row_id, _why(event))
         if not self.dry_run:
             # Nobody matched: keep what happened, not whose address it was (it may be a person
             # erased since, whose address must not come back through a late bounce).
@@ -319,6 +318,14 @@ def _detail(event: FeedbackEvent, match: Match) -> str:
     if event.reason:
         text += f": {' '.join(event.reason.split())[:300]}"
     return text
+
+
+def _why(event: FeedbackEvent) -> str:
+    """`source status: reason`, e.g. `dsn 5.1.1: 550 5.1.1 user unknown`."""
+    why = " ".join(p for p in (event.source, event.status) if p)
+    if event.reason:
+        why += f": {' '.join(event.reason.split())[:200]}"
+    return why
 
 
 def _outcome(event: FeedbackEvent, match: Match | None, action: str, category: str) -> EventOutcome:

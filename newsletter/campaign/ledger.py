@@ -544,6 +544,18 @@ class Ledger:
                 )
         self._beat(campaign_id)
 
+    def bounce_after_send(self, row_id: int, reason: str) -> bool:
+        """A hard bounce that came back after the relay took the message (a DSN, a provider
+        webhook): the `sent` row becomes `bounced` with `reason`, so `status` counts it and
+        `status --recipients bounced` names the reader. Rows in any other state are left (a
+        5xx while sending marked its row itself). True when the row changed."""
+        cur = self.conn.execute(
+            "UPDATE campaign_recipients SET status = 'bounced', reply = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'sent'",
+            (reason[:1000], _now_iso(), row_id),
+        )
+        return cur.rowcount > 0
+
     def iter_pending_subscribers(self, campaign_id: int) -> Iterator[int]:
         """Subscriber ids still to be sent (for a dry run of a resumed campaign), streamed."""
         last = 0

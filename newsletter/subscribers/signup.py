@@ -96,7 +96,8 @@ def confirm_signup(
     lists if active. Idempotent.
 
     A link issued before the subscriber's last unsubscribe, bounce or complaint is refused
-    (SubscriberError): an old link must not undo a later opt-out. So is a link whose sign-up or
+    (SubscriberError), and so is a link used already by someone stopped since: an old link
+    must not undo a later opt-out. So is a link whose sign-up or
     subscriber no longer exists (erased)."""
     with store.transaction() as conn:
         row = conn.execute(
@@ -109,6 +110,10 @@ def confirm_signup(
             raise SubscriberError("this subscription no longer exists")
         subscriber_id, name, lists, confirmed_at, status, key = row
         if confirmed_at is not None:
+            if status in STOPPED:  # used once already; the opt-out since then stands
+                raise SubscriberError(
+                    "this confirmation link was used already, and you unsubscribed after that"
+                )
             return store.by_id(subscriber_id)
         if status in STOPPED and issued_at is not None:
             stopped = conn.execute(

@@ -100,7 +100,7 @@ def receive(
         nonce = provider.verify(request, now)
     except WebhookRefused as exc:
         log.warning("webhook %s refused (401): %s", name, exc)
-        return Received(401, "signature missing or invalid\n")
+        return Received(401, f"{provider.proof} missing or invalid\n")
     if nonce is not None and nonces.seen(conn, name, nonce):
         log.info("webhook %s: token seen before, a replay: nothing done", name)
         return Received(200, "already received\n")

@@ -55,6 +55,7 @@ class Batch:
 
 class Provider(Protocol):
     name: str
+    proof: str  # what verify() checks, named in a 401: "signature" or "credentials"
 
     def verify(self, request: WebhookRequest, now: float) -> str | None: ...
 

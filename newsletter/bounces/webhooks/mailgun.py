@@ -43,6 +43,7 @@ _KINDS: dict[str, EventKind] = {
 
 class Mailgun:
     name = "mailgun"
+    proof = "signature"  # what a 401 says is missing or wrong
 
     def __init__(self, signing_key: str) -> None:
         self._key = signing_key.encode()

@@ -57,6 +57,7 @@ _SUPPRESSION_REASONS: dict[str, EventKind] = {
 
 class Postmark:
     name = "postmark"
+    proof = "credentials"  # what a 401 says is missing or wrong
 
     def __init__(self, user: str, password: str) -> None:
         self._expected = f"{user}:{password}".encode()

@@ -45,6 +45,7 @@ _KINDS: dict[str, EventKind] = {
 
 class Resend:
     name = "resend"
+    proof = "signature"  # what a 401 says is missing or wrong
 
     def __init__(self, secret: str) -> None:
         try:

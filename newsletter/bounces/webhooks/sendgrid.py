@@ -60,6 +60,7 @@ _DROPPED: dict[str, EventKind] = {
 
 class SendGrid:
     name = "sendgrid"
+    proof = "signature"  # what a 401 says is missing or wrong
 
     def __init__(self, public_key: str) -> None:
         try:

@@ -41,6 +41,7 @@ SNS_MAX_AGE = 3600  # seconds
 
 class Ses:
     name = "ses"
+    proof = "signature"  # what a 401 says is missing or wrong
 
     def __init__(self, topics: frozenset[str], hosts: SnsHosts) -> None:
         self.topics = topics

@@ -386,8 +386,8 @@ class PublicSite:
         issued_at = format_timestamp(dt.datetime.fromtimestamp(issued or 0, dt.UTC))
         try:
             owed = await run_in_threadpool(self._confirm_and_owe_welcome, signup_id, issued_at)
-        except SubscriberError:
-            return self.page("confirm-refused", 400)
+        except SubscriberError as exc:  # why, in the reader's words: nothing was changed
+            return self.page("confirm-refused", 400, reason=str(exc))
         if owed:
             self.background.wake()  # sent in the background: this page never waits for it
         return self.page("confirmed")
