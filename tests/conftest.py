@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -71,3 +72,12 @@ def browser() -> Iterator[object]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A local HTTPS server for SNS signing certificates (webhook_support.SnsCertServer)."""
+    from webhook_support import SnsCertServer
+
+    with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
+        yield server

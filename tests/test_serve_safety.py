@@ -9,7 +9,6 @@ import email
 import email.policy
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from serve_support import DRAFT, PUBLISHED, Site, dump, form_token, populate, running, sign_up
 from webhook_support import (
+    PROVIDERS,
     MailgunSigner,
     PostmarkSigner,
     ResendSigner,
@@ -32,13 +32,6 @@ from newsletter.web.public import create_app
 
 METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "PROPFIND", "POST"]
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
-PROVIDERS = ["sendgrid", "mailgun", "postmark", "ses", "resend"]
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsCertServer]:
-    with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
-        yield server
 
 
 @pytest.fixture

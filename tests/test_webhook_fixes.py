@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +18,16 @@ import httpx
 import pytest
 from serve_support import populate, running
 from webhook_support import (
+    PROVIDERS,
     Event,
-    MailgunSigner,
     PostmarkSigner,
-    ResendSigner,
-    SendGridSigner,
-    SesSigner,
     Signed,
-    SnsCertServer,
+    signer_for,
 )
 
 from newsletter.config import Config, load_config
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public import create_app
-
-PROVIDERS = ["sendgrid", "mailgun", "postmark", "ses", "resend"]
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsCertServer]:
-    with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
-        yield server
-
-
-def signer_for(provider: str, certs: SnsCertServer) -> Any:
-    return {
-        "sendgrid": SendGridSigner,
-        "mailgun": MailgunSigner,
-        "postmark": PostmarkSigner,
-        "resend": ResendSigner,
-        "ses": lambda: SesSigner(certs),
-    }[provider]()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import base64
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,13 @@ from cli_support import run
 from click.testing import CliRunner
 from serve_support import dump, populate, running
 from webhook_support import (
+    PROVIDERS,
     Event,
     MailgunSigner,
-    PostmarkSigner,
-    ResendSigner,
     SendGridSigner,
     SesSigner,
     Signed,
-    SnsCertServer,
+    signer_for,
     sns_sign,
 )
 
@@ -35,24 +33,7 @@ from newsletter.config import Config, load_config
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public import create_app
 
-PROVIDERS = ["sendgrid", "mailgun", "postmark", "ses", "resend"]
 STALE = {"sendgrid": 600, "mailgun": 600, "resend": 600, "ses": 7200}  # Postmark signs no time
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsCertServer]:
-    with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
-        yield server
-
-
-def signer_for(provider: str, certs: SnsCertServer) -> Any:
-    return {
-        "sendgrid": SendGridSigner,
-        "mailgun": MailgunSigner,
-        "postmark": PostmarkSigner,
-        "resend": ResendSigner,
-        "ses": lambda: SesSigner(certs),
-    }[provider]()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,7 @@ from provider_servers import MailgunServer, PostmarkServer, ResendServer, SendGr
 from serve_support import running
 from webhook_support import (
     Event,
-    MailgunSigner,
-    PostmarkSigner,
-    ResendSigner,
-    SendGridSigner,
-    SesSigner,
-    SnsCertServer,
+    signer_for,
 )
 
 from newsletter.cli import main
@@ -45,12 +39,6 @@ FEEDBACK = {  # who gets which event back from the provider
     SUBSCRIBERS[4]: "delivered",
 }
 SKIPPED = {SUBSCRIBERS[0], SUBSCRIBERS[1]}
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnsCertServer]:
-    with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
-        yield server
 
 
 def stand_in(provider: str) -> Any:
@@ -126,16 +114,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     result = CliRunner().invoke(main, ["subscribers", "import", "subs.csv"])
     assert result.exit_code == 0, result.output
     return root
-
-
-def signer_for(provider: str, certs: SnsCertServer) -> Any:
-    return {
-        "sendgrid": SendGridSigner,
-        "mailgun": MailgunSigner,
-        "postmark": PostmarkSigner,
-        "resend": ResendSigner,
-        "ses": lambda: SesSigner(certs),
-    }[provider]()
 
 
 @pytest.mark.parametrize("provider", ["sendgrid", "mailgun", "postmark", "ses", "resend"])

@@ -591,3 +591,18 @@ class SesSigner:
 
     def requests(self, events: list[Event], **knobs: Any) -> list[Signed]:
         return [self.sign_one(e, **knobs) for e in events]
+
+
+PROVIDERS = ["sendgrid", "mailgun", "postmark", "ses", "resend"]
+
+
+def signer_for(provider: str, certs: SnsCertServer) -> Any:
+    """A signer that signs as `provider` does (SES through SNS with the certificate `certs`
+    serves)."""
+    return {
+        "sendgrid": SendGridSigner,
+        "mailgun": MailgunSigner,
+        "postmark": PostmarkSigner,
+        "resend": ResendSigner,
+        "ses": lambda: SesSigner(certs),
+    }[provider]()
