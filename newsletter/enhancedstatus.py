@@ -33,6 +33,9 @@ Refusal = Literal["hard_bounce", "soft_bounce", "blocked"]
 # class.subject.detail; RFC 3463 allows 1-3 digits for subject and detail.
 ENHANCED_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
+# An SMTP reply's text starts with the code when it has one (RFC 2034): `5.1.1 User unknown`.
+_REPLY_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})\b")
+
 _SENDER_ADDRESS = frozenset({"7", "8"})  # X.1.7 sender's mailbox syntax, X.1.8 sender's system
 _RECIPIENT_MAILBOX = frozenset({"0", "1"})  # X.2.0 other mailbox status, X.2.1 disabled
 _MAILBOX_FULL = "2"  # X.2.2
@@ -41,6 +44,13 @@ _MAILBOX_FULL = "2"  # X.2.2
 def find_status(text: str) -> str | None:
     """The first enhanced status code in `text` (`"550 5.7.1 Spam"` -> `"5.7.1"`), or None."""
     match = ENHANCED_STATUS.search(text)
+    return match.group(0) if match else None
+
+
+def reply_status(text: str) -> str | None:
+    """The enhanced status code an SMTP reply's text starts with (`"5.7.1 Spam"` -> `"5.7.1"`),
+    or None (RFC 2034 puts it first; a code further on is not the reply's)."""
+    match = _REPLY_STATUS.match(text)
     return match.group(0) if match else None
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from newsletter.enhancedstatus import classify_status
+from newsletter.enhancedstatus import classify_status, reply_status
 from newsletter.errors import (
     MessageError,
     TransportAuthError,
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 PARAMS = ("tls", "timeout", "cafile", "verify", "helo")
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MAX_REPLY_LINES = 100
 
 
@@ -105,8 +104,8 @@ def classify(code: int, text: str) -> Status:
         return "sent"
     if 400 <= code < 500:
         return "deferred"
-    enhanced = _ENHANCED.match(text)
-    if code >= 500 and enhanced and classify_status(enhanced.group(0)) == "hard_bounce":
+    status = reply_status(text)
+    if code >= 500 and status and classify_status(status) == "hard_bounce":
         return "bounced"
     return "failed"
 
@@ -137,8 +136,8 @@ def reply_result(code: int, text: str, stage: Stage = "DATA") -> DeliveryResult:
       pause the run with the server's words."""
     reply = f"{code} {text}"
     lowered = text.lower()
-    enhanced = _ENHANCED.match(text)
-    subject = enhanced.group(2) if enhanced else None
+    status = reply_status(text)
+    subject = status.split(".")[1] if status else None
     if code in (421, 450, 451, 452) and _RATE.search(text):
         about_reader = subject in _READER_SUBJECTS or (
             stage == "RCPT" and subject not in _SENDER_SUBJECTS
