@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLE := issues/2026-11-25-microsoft-openai-partnership.yaml
 # Debian packages the tests need: installed with apt-get when run as root, otherwise the exact
 # command to run is printed and the target stops.
-SYSTEM_PACKAGES := chromium fonts-dejavu-core spamassassin dovecot-imapd
+SYSTEM_PACKAGES := chromium fonts-dejavu-core spamassassin dovecot-imapd postgresql
 
 .PHONY: install system-packages demo test lint format bench screenshots clean
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from newsletter import idn
@@ -26,6 +26,9 @@ from newsletter.branding import Brand, BrandError, parse_brand
 from newsletter.customheaders import parse_headers
 from newsletter.errors import ConfigError
 from newsletter.yamlsource import YamlDocument, YamlInvalid, read_yaml
+
+if TYPE_CHECKING:
+    from newsletter.db import Database
 
 CONFIG_NAME = "newsletter.yaml"
 KEYS = (
@@ -105,7 +108,7 @@ class Config:
     postal_address: str | None
     language: str
     templates: Path | None  # theme folder overriding the built-in one file by file
-    database: Path
+    database: Database  # an SQLite file, or a PostgreSQL database (newsletter.db)
     transport: str
     dkim: DkimConfig | None
     secret_key: str | None
@@ -478,6 +481,13 @@ def _file(src: _Source, key: str) -> Path:
     return (src.root / (_text(src, key) or DEFAULTS[key])).resolve()
 
 
+def _database(src: _Source, key: str) -> Database:
+    """An SQLite file (relative to the configuration's folder) or a postgresql:// URL."""
+    from newsletter.db import parse_database
+
+    return parse_database(_text(src, key) or DEFAULTS[key], src.root)
+
+
 def _timezone(src: _Source, key: str) -> str | None:
     """An IANA time zone name such as Europe/Berlin (zoneinfo), or None when not set."""
     import zoneinfo
@@ -553,7 +563,7 @@ _READERS: dict[str, tuple[str, Callable[[_Source, str], Any]]] = {
     "sender": ("from", _address),
     "reply_to": ("reply_to", _address),
     "postal_address": ("postal_address", _text),
-    "database": ("database", _file),
+    "database": ("database", _database),
     "transport": ("transport", lambda src, key: _text(src, key) or DEFAULTS[key]),
     "secret_key": ("secret_key", _text),
     "lists": ("lists", _list_settings),

@@ -310,7 +310,7 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
             "published (no web page, not in the archive or feeds)"
         )
     compiled = _compiled(config, path) if published and path is not None else None
-    if path is None and not config.database.exists():
+    if path is None and not db.exists(config.database):
         raise NewsletterError(f"no issue with slug {slug!r} in {config.root / 'issues'}")
     conn = db.connect(config.database)
     try:

@@ -81,3 +81,28 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     with SnsCertServer(tmp_path_factory.mktemp("sns")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One real PostgreSQL server for the whole run (pg_server.PostgresServer)."""
+    from pg_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh, empty PostgreSQL database for this test: its postgresql:// URL."""
+    return str(postgres_server.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store under test, once per engine: an SQLite file path or a fresh PostgreSQL
+    database's URL (as `database:` / `--db` take either)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "newsletter.db")
+    return str(request.getfixturevalue("postgres_url"))

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from newsletter import db
 from newsletter.bounces.guard import PREFIX as GUARD_PREFIX
 from newsletter.bounces.guard import Guard
 from newsletter.campaign.connections import close_transports, open_connections
@@ -609,7 +610,7 @@ def has_web_version(config: Config, issue_path: Path, list_name: str) -> bool:
 
     if list_name in config.public_lists:
         return True
-    if not config.database.exists():
+    if not db.exists(config.database):
         return False
     conn = connect(config.database)
     try:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import TextIO
 
+from newsletter import db
 from newsletter.campaign.ledger import STATUSES, CampaignRow, Ledger
 from newsletter.campaign.status import issue_slug
 from newsletter.config import Config
@@ -56,7 +57,7 @@ def recipient_statuses(
     if state not in STATES:
         raise CampaignError(f"unknown state {state!r}; expected one of: {', '.join(STATES)}")
     slug = issue_slug(issue)
-    if not config.database.exists():
+    if not db.exists(config.database):
         raise CampaignError(f"no campaign for {issue} yet")
     ledger = Ledger(connect(config.database))
     campaigns = ledger.for_issue(slug)

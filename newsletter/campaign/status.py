@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from newsletter import db
 from newsletter.bounces import records
 from newsletter.bounces.guard import Rates, campaign_rates
 from newsletter.campaign.ledger import CampaignRow, Counts, Ledger
@@ -77,7 +78,7 @@ def campaign_status(
     from newsletter.campaign.recipients import campaigns_of_segment
 
     slug = issue_slug(issue)
-    if not config.database.exists():  # nothing was ever sent: do not create a database to say so
+    if not db.exists(config.database):  # nothing was ever sent: do not create a database to say so
         return []
     with Ledger(connect(config.database)) as ledger:
         records.migrate(ledger.conn)

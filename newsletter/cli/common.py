@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from newsletter.config import Config, load_config
+from newsletter.db import exists, parse_database
 from newsletter.errors import NewsletterError
 from newsletter.transports import redact_secrets
 
@@ -41,8 +42,9 @@ def app(ctx: click.Context | None = None) -> AppContext:
 db_option = click.option(
     "--db",
     "db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite database (default: `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
+    metavar="PATH|URL",
+    help="The database: an SQLite file or postgresql://user@host[:port]/dbname (default:"
+    " `database:` in newsletter.yaml, NEWSLETTER_DB, newsletter.db).",
 )
 
 
@@ -55,7 +57,7 @@ def single(ctx: click.Context, param: click.Parameter, values: tuple[Any, ...]) 
     return values[0] if values else None
 
 
-def config_with_db(db: Path | None, *, existing: bool = False) -> Config:
+def config_with_db(db: str | Path | None, *, existing: bool = False) -> Config:
     """The configuration, with `--db` (when given) as its database.
 
     `existing`: the command only reads (or changes what is already there), so a database that
@@ -63,8 +65,8 @@ def config_with_db(db: Path | None, *, existing: bool = False) -> Config:
     show nothing, or let `archive` remove every page)."""
     config = app().config
     if db:
-        config = dataclasses.replace(config, database=db.resolve())
-    if existing and not config.database.is_file():
+        config = dataclasses.replace(config, database=parse_database(db))
+    if existing and not exists(config.database):
         where = "--db" if db else "`database:` in newsletter.yaml, NEWSLETTER_DB or newsletter.db"
         raise NewsletterError(
             f"no database at {config.database} (from {where}): nothing to read there; "

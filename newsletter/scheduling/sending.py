@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from newsletter import clock
+from newsletter import (
+    clock,
+    db,
+)
 from newsletter.campaign.campaign import Campaign
 from newsletter.config import Config
 from newsletter.db import connect
@@ -158,7 +161,7 @@ def _record(
 def list_schedules(config: Config) -> list[ScheduleRow]:
     """Every schedule, by due time (finished and cancelled ones too); none, and no database
     created, when the database does not exist."""
-    if not config.database.is_file():
+    if not db.exists(config.database):
         return []
     store = ScheduleStore(connect(config.database))
     try:
@@ -173,7 +176,7 @@ def cancel_schedule(config: Config, issue: str, list_name: str | None = None) ->
     from newsletter.issue import slugify
 
     slug = slugify(Path(issue).stem) if issue.endswith((".yaml", ".yml")) else issue
-    if not config.database.is_file():
+    if not db.exists(config.database):
         raise ScheduleError(f"no scheduled send of '{slug}': no database at {config.database}")
     store = ScheduleStore(connect(config.database))
     try:

@@ -13,6 +13,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from email.utils import format_datetime
 
+from newsletter import db
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.lint import CLIP_BYTES, SIZE_WARN_BYTES
@@ -138,7 +139,7 @@ def find_choice(config: Config | None, key: str) -> Choice:
 def list_choices(config: Config | None, query: str = "", limit: int = 200) -> list[Choice]:
     """The sample reader, then up to `limit` subscribers (if the database exists): the first
     ones, or with `query` those of the whole list whose address or name contains it."""
-    if config is None or not config.database.is_file():
+    if config is None or not db.exists(config.database):
         return [SAMPLE]
     try:
         subscribers = _store_list(config, query.strip(), limit)
@@ -157,7 +158,7 @@ def _choice(subscriber: object) -> Choice:
 
 
 def _store_get(config: Config, email: str) -> object | None:
-    if not config.database.is_file():
+    if not db.exists(config.database):
         return None  # never create a database just to preview
     from newsletter.subscribers.store import SubscriberStore
 

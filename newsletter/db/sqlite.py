@@ -1,4 +1,5 @@
-"""SQLite connections and per-component schema migrations.
+"""SQLite, the embedded engine of the connection contract (newsletter.db): connections and
+per-component schema migrations.
 
 Each component (subscribers, campaigns, ...) owns its tables and an ordered list of migrations;
 `migrate` applies the ones not yet recorded, each in its own transaction. WAL mode lets the web
