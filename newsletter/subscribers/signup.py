@@ -19,6 +19,7 @@ The caller answers the same in every case, so the form never tells whether an ad
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from newsletter.subscribers.model import (
     Subscriber,
     check_list_name,
     clean_name,
+    format_timestamp,
     now,
 )
 
@@ -80,12 +82,12 @@ def request_subscription(
                 return None
             if status == ACTIVE and set(names) <= set(store.by_id(subscriber_id).lists):
                 return None
-        cur = conn.execute(
+        made = conn.execute(
             "INSERT INTO subscriber_signups (subscriber_id, name, lists, detail, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
             (subscriber_id, clean, json.dumps(names), detail, stamp),
-        )
-        return SignupRequest(int(cur.lastrowid or 0), store.by_id(subscriber_id), clean, names)
+        ).fetchone()
+        return SignupRequest(int(made[0]), store.by_id(subscriber_id), clean, names)
 
 
 def confirm_signup(
@@ -158,10 +160,11 @@ def describe_signup(conn: object, signup_id: int) -> tuple[str | None, tuple[str
 
 
 def _recently_sent(conn: object, subscriber_id: int) -> bool:
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CONFIRM_RESEND_SECONDS)
     row = conn.execute(  # type: ignore[attr-defined]
         "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
-        " AND kind = 'confirmation_sent' AND at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
-        (subscriber_id, f"-{CONFIRM_RESEND_SECONDS} seconds"),
+        " AND kind = 'confirmation_sent' AND at > ?",
+        (subscriber_id, format_timestamp(since)),
     ).fetchone()
     return row is not None
 
