@@ -15,6 +15,8 @@ from newsletter.errors import ConfigError, TokenError
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public.guard import FormTokens
 
+from db_support import use_database
+
 SECRET = b"a-test-secret-of-sufficient-length"
 
 
@@ -80,7 +82,8 @@ def test_cross_purpose_other_secret_and_expiry():
     assert tokens.verify_token(SECRET, tokens.UNSUBSCRIBE, unsubscribe) == 9
 
 
-def test_secret_from_environment_config_or_database(project, monkeypatch, tmp_path):
+def test_secret_from_environment_config_or_database(project, monkeypatch, database):
+    use_database(project, database)
     config = load_config(project / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         generated = tokens.secret_key(config, store.conn)

@@ -19,6 +19,7 @@ own `unicodedata`: so both engines give the same answers.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import sys
 import unicodedata
@@ -246,6 +247,7 @@ $$;
 """
 
 
+@functools.cache
 def char_map() -> list[tuple[str, str | None, str | None]]:
     """(character, its case folding, its ASCII stand-in for a number) for every character
     where either differs from itself: Python's rules, for the PostgreSQL functions above
@@ -270,8 +272,11 @@ def char_map() -> list[tuple[str, str | None, str | None]]:
 
 def _pg_functions(conn: Any) -> None:
     conn.execute(_PG_FUNCTIONS)
-    conn.executemany(
-        "INSERT INTO nl_char_map (ch, folded, number_char) VALUES (?, ?, ?)", char_map()
+    columns = [list(column) for column in zip(*char_map(), strict=True)]
+    conn.execute(  # one statement, not 2,000: a new database is ready in milliseconds
+        "INSERT INTO nl_char_map (ch, folded, number_char)"
+        " SELECT * FROM unnest(CAST(? AS TEXT[]), CAST(? AS TEXT[]), CAST(? AS TEXT[]))",
+        columns,
     )
 
 
