@@ -183,7 +183,7 @@ def test_the_database_itself_refuses_a_second_spelling_of_an_address(store, data
     store.add("Ann@Example.com")
     conn = db.connect(database)
     try:
-        with pytest.raises(db.IntegrityError, match="(?i)unique"):
+        with pytest.raises(db.IntegrityError, match=r"(?i)unique"):
             conn.execute(
                 "INSERT INTO subscribers (id, email, email_key, status, created_at, updated_at)"
                 " VALUES (99, 'ann@example.com', 'ann@example.com', 'active', 'x', 'x')"

@@ -10,6 +10,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from db_support import dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,8 +37,6 @@ from newsletter.subscribers.segment import (
 )
 from newsletter.subscribers.segmentsql import compile_segment, segment_query
 from newsletter.subscribers.tags import tags_of
-
-from db_support import dump
 
 EVE = "Robert'); DROP TABLE subscribers; --"
 PEOPLE = f"""\

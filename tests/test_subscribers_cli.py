@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from db_support import use_database
 
 from newsletter.cli import main
 from newsletter.subscribers import SubscriberStore
-
-from db_support import use_database
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ migration, the unsubscribe spool beside it) stay SQLite-only."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
+from db_support import dump as dump_database
 from email_validator import EmailNotValidError, validate_email
 
 from newsletter import db
@@ -21,8 +21,6 @@ from newsletter.subscribers import (
     normalize_lookup,
 )
 from newsletter.subscribers.address import _fast_path
-
-from db_support import dump as dump_database
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from db_support import use_database
 
 from newsletter import tokens
 from newsletter.config import load_config
 from newsletter.errors import ConfigError, TokenError
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public.guard import FormTokens
-
-from db_support import use_database
 
 SECRET = b"a-test-secret-of-sufficient-length"
 
