@@ -70,7 +70,11 @@ from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
-from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS, describe_signup
+from newsletter.subscribers.signup import (
+    CONFIRM_RESEND_SECONDS,
+    describe_signup,
+    withdraw_signup,
+)
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
 from newsletter.web.public.background import BackgroundSender
@@ -374,9 +378,11 @@ class PublicSite:
             result = send_confirmation(self.config, subscriber, url, signup.lists)
         except NewsletterError as exc:
             log.error("confirmation email to subscriber %s not sent: %s", subscriber.id, exc)
+            withdraw_signup(self.writer(), signup.id)  # so that trying again soon works
             return False
         if result.status != "sent":
             log.warning("confirmation email to subscriber %s: %s", subscriber.id, result.reply)
+            withdraw_signup(self.writer(), signup.id)
             return False
         try:
             self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
