@@ -11,6 +11,7 @@ Several processes (an import, `newsletter serve`, a send) can use the same file 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -68,6 +69,7 @@ class SubscriberStore:
         self.conn = conn  # shared with other components (campaign ledger) in the same database
         self._lock = threading.RLock()
         self._depth = 0
+        self._lock_timeout: str | None = None
         self.postgresql = db.is_postgresql(conn)
         db.migrate(conn, COMPONENT, MIGRATIONS, POSTGRESQL_MIGRATIONS)
         if not self.postgresql:  # PostgreSQL has them as SQL functions (schema)
@@ -101,7 +103,9 @@ class SubscriberStore:
         except db.Error as exc:
             conn.close()
             raise SubscriberError(f"{path}: not a usable newsletter database: {exc}") from None
-        if not store.postgresql and str(path) != ":memory:":
+        if store.postgresql:
+            store._wait_for_locks(busy_timeout)
+        elif str(path) != ":memory:":
             from newsletter.subscribers.spool import drain
 
             drain(store, Path(path))  # unsubscribes spooled while the database was locked
@@ -114,7 +118,17 @@ class SubscriberStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._lock_timeout is not None:  # the pooled connection's own setting again
+                with contextlib.suppress(db.Error):
+                    self.conn.execute(f"SET lock_timeout = '{self._lock_timeout}'")
             self.conn.close()
+
+    def _wait_for_locks(self, seconds: float) -> None:
+        # PostgreSQL: the pool's connections were set up with the first caller's timeout;
+        # this store waits `busy_timeout` for the write lock, as SQLite's busy timeout does.
+        before = str(self.conn.execute("SHOW lock_timeout").fetchone()[0])
+        self.conn.execute(f"SET lock_timeout = {int(seconds * 1000)}")
+        self._lock_timeout = before.replace("'", "")
 
     def __enter__(self) -> SubscriberStore:
         return self
