@@ -337,6 +337,14 @@ def has_schema(database: PostgresDatabase) -> bool:
         conn.close()
 
 
+def close_pool(database: PostgresDatabase) -> None:
+    """Close this process's pools for `database` and their idle connections (a caller done
+    with that database for good, such as a test's throwaway one); a later `connect` opens anew."""
+    with _pools_lock:
+        for key in [k for k in _pools if k[0] == database.url]:
+            _pools.pop(key).close(timeout=1.0)
+
+
 @atexit.register
 def _close_pools() -> None:
     with _pools_lock:
