@@ -99,13 +99,15 @@ class SubscriberStore:
         except db.Error as exc:
             raise SubscriberError(f"{path}: cannot open the database: {exc}") from None
         try:
+            # PostgreSQL: wait `busy_timeout` for the write lock from the start (migrations
+            # take it too), not the pool's first caller's timeout.
+            prior = _wait_for_locks(conn, busy_timeout) if db.is_postgresql(conn) else None
             store = cls(conn)
+            store._lock_timeout = prior
         except db.Error as exc:
             conn.close()
             raise SubscriberError(f"{path}: not a usable newsletter database: {exc}") from None
-        if store.postgresql:
-            store._wait_for_locks(busy_timeout)
-        elif str(path) != ":memory:":
+        if not store.postgresql and str(path) != ":memory:":
             from newsletter.subscribers.spool import drain
 
             drain(store, Path(path))  # unsubscribes spooled while the database was locked
@@ -122,13 +124,6 @@ class SubscriberStore:
                 with contextlib.suppress(db.Error):
                     self.conn.execute(f"SET lock_timeout = '{self._lock_timeout}'")
             self.conn.close()
-
-    def _wait_for_locks(self, seconds: float) -> None:
-        # PostgreSQL: the pool's connections were set up with the first caller's timeout;
-        # this store waits `busy_timeout` for the write lock, as SQLite's busy timeout does.
-        before = str(self.conn.execute("SHOW lock_timeout").fetchone()[0])
-        self.conn.execute(f"SET lock_timeout = {int(seconds * 1000)}")
-        self._lock_timeout = before.replace("'", "")
 
     def __enter__(self) -> SubscriberStore:
         return self
@@ -665,6 +660,14 @@ class SubscriberStore:
             if changed or status != UNSUBSCRIBED:
                 self.write_event(subscriber_id, status, detail, stamp)
             return changed
+
+
+def _wait_for_locks(conn: db.Connection, seconds: float) -> str:
+    """Make a PostgreSQL connection wait `seconds` for a lock (SQLite's busy timeout; the
+    pooled connection came with its first caller's); its setting before, to restore."""
+    before = str(conn.execute("SHOW lock_timeout").fetchone()[0]).replace("'", "")
+    conn.execute(f"SET lock_timeout = {int(seconds * 1000)}")
+    return before
 
 
 def _casefold(value: str | None) -> str:
