@@ -171,7 +171,13 @@ class PostgresConnection:
             try:
                 if sql.strip().upper() == "BEGIN IMMEDIATE":
                     cur.execute("BEGIN")
-                    cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                    try:
+                        cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                    except psycopg.Error:
+                        # Not granted (lock_timeout): no transaction is left open, as when
+                        # SQLite's BEGIN IMMEDIATE finds the database busy.
+                        cur.execute("ROLLBACK")
+                        raise
                     return cur
                 if not params and "?" not in sql:
                     cur.execute(sql.encode())  # no placeholders: `%` is only a character
