@@ -33,9 +33,9 @@ segments:
 def readers(project: Path, database: str) -> Path:
     """Six people: two active Oslo pros on the default list, and four who are not; on SQLite
     and on PostgreSQL."""
-    use_database(project, database)
     with (project / "newsletter.yaml").open("a", encoding="utf-8") as fh:
         fh.write(SEGMENTS)
+    use_database(project, database)  # after the segments: their line numbers are checked
     config = load_config(project / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         store.add("ada@example.net", fields={"city": "Oslo"})
