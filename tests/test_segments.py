@@ -415,3 +415,26 @@ def test_an_expression_is_never_run_as_python(tmp_path: Path):
     with pytest.raises(SegmentError):
         parse_segment(text)
     assert not marker.exists()
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
+    | st.from_regex(r"\s*-?\d{1,4}(\.\d{1,3})?\s*", fullmatch=True)
+)
+def test_postgresqls_text_functions_answer_as_python_does(postgres_url, text):
+    """nl_fold, nl_casefold and nl_number in PostgreSQL (subscribers schema) against
+    segment.fold, str.casefold and segment.as_number, on random text of every script and
+    numbers with any script's digits and white space."""
+    from newsletter import db
+    from newsletter.subscribers.segment import as_number, fold
+
+    with SubscriberStore.open(postgres_url) as pg:  # creates the schema and its functions
+        row = pg.conn.execute("SELECT nl_fold(?1), nl_casefold(?1), nl_number(?1)", (text,))
+        folded, casefolded, number = row.fetchone()
+    assert folded == fold(text)
+    assert casefolded == text.casefold()
+    assert number == as_number(text)
+    assert db.is_postgresql(pg.conn)

@@ -259,7 +259,7 @@ def char_map() -> list[tuple[str, str | None, str | None]]:
             continue  # surrogates: not text in PostgreSQL
         ch = chr(code)
         folded = ch.casefold()
-        if ch.isspace():
+        if ch.isspace() and ch not in "\x1c\x1d\x1e\x1f":  # what float() strips
             number: str | None = " "
         elif unicodedata.category(ch) == "Nd":
             number = str(unicodedata.decimal(ch))
