@@ -20,7 +20,6 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +44,13 @@ _MIGRATIONS: list[db.Migration] = [
     "CREATE TABLE token_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL, created_at TEXT"
     " NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')))"
 ]
+POSTGRESQL_MIGRATIONS = [
+    "CREATE TABLE token_secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL, created_at TEXT"
+    " NOT NULL DEFAULT (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')))"
+]
 
 
-def secret_key(config: Config, conn: sqlite3.Connection) -> bytes:
+def secret_key(config: Config, conn: db.Connection) -> bytes:
     """The signing secret: NEWSLETTER_SECRET_KEY, else `secret_key:` in the config, else one
     generated on first use and kept in the database (so links survive restarts)."""
     configured = os.environ.get("NEWSLETTER_SECRET_KEY") or config.secret_key
@@ -59,10 +62,11 @@ def secret_key(config: Config, conn: sqlite3.Connection) -> bytes:
                 config.path,
             )
         return configured.encode()
-    db.migrate(conn, "tokens", _MIGRATIONS)
-    # INSERT OR IGNORE then SELECT: two processes starting at once agree on one secret.
+    db.migrate(conn, "tokens", _MIGRATIONS, POSTGRESQL_MIGRATIONS)
+    # Insert if absent, then read: two processes starting at once agree on one secret.
     conn.execute(
-        "INSERT OR IGNORE INTO token_secrets (name, value) VALUES ('default', ?)",
+        "INSERT INTO token_secrets (name, value) VALUES ('default', ?)"
+        " ON CONFLICT (name) DO NOTHING",
         (secrets.token_bytes(32),),
     )
     row = conn.execute("SELECT value FROM token_secrets WHERE name = 'default'").fetchone()

@@ -17,7 +17,6 @@ confirmed before. `newsletter status <welcome slug>` shows the welcome campaign.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from newsletter.campaign.campaign import WELCOME_LIST, Campaign
 from newsletter.campaign.ledger import Ledger
 from newsletter.campaign.reports import SendReport
 from newsletter.config import Config
-from newsletter.db import migrate
+from newsletter.db import Connection, migrate
 from newsletter.doctor import check_before_send
 from newsletter.errors import NewsletterError, SubscriberError
 from newsletter.issue import slugify
@@ -46,26 +45,35 @@ MIGRATIONS = [
     CREATE INDEX welcome_requests_issue ON welcome_requests (issue_slug);
     """,
 ]
+POSTGRESQL_MIGRATIONS = [
+    """
+    CREATE TABLE welcome_requests (
+        subscriber_id BIGINT PRIMARY KEY,
+        requested_at TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        issue_slug TEXT
+    );
+    CREATE INDEX welcome_requests_issue ON welcome_requests (issue_slug);
+    """,
+]
 
 _running = threading.Lock()  # one welcome run at a time in a process (the ledger: per database)
 
 
-def prepare(conn: sqlite3.Connection) -> None:
+def prepare(conn: Connection) -> None:
     """Create the welcome table now (serve at start-up: a confirmation then only inserts)."""
-    migrate(conn, "welcome", MIGRATIONS)
+    migrate(conn, "welcome", MIGRATIONS, POSTGRESQL_MIGRATIONS)
 
 
-def request_welcome(
-    conn: sqlite3.Connection, config: Config, subscriber_id: int, detail: str
-) -> bool:
+def request_welcome(conn: Connection, config: Config, subscriber_id: int, detail: str) -> bool:
     """Record that `subscriber_id` is owed the welcome; False when no welcome issue is
     configured or they were owed (or sent) one already. One small write: no mail is sent here."""
     if config.welcome is None:
         return False
-    migrate(conn, "welcome", MIGRATIONS)
+    migrate(conn, "welcome", MIGRATIONS, POSTGRESQL_MIGRATIONS)
     cur = conn.execute(
-        "INSERT OR IGNORE INTO welcome_requests (subscriber_id, requested_at, detail)"
-        " VALUES (?, ?, ?)",
+        "INSERT INTO welcome_requests (subscriber_id, requested_at, detail) VALUES (?, ?, ?)"
+        " ON CONFLICT (subscriber_id) DO NOTHING",
         (subscriber_id, now(), detail),
     )
     return cur.rowcount == 1
@@ -152,7 +160,7 @@ class _Owed:
         self.store = store
         self.conn = store.conn
         self.slug = slug
-        migrate(self.conn, "welcome", MIGRATIONS)
+        migrate(self.conn, "welcome", MIGRATIONS, POSTGRESQL_MIGRATIONS)
         self.conn.execute(
             "UPDATE welcome_requests SET issue_slug = ? WHERE issue_slug IS NULL", (slug,)
         )

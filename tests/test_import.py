@@ -1,24 +1,32 @@
-"""CSV import and export on real files and a real SQLite database."""
+"""CSV import and export on real files and a real database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from pathlib import Path
 
 import pytest
 
+from newsletter import db
 from newsletter.errors import ImportFileError, SubscriberError
 from newsletter.subscribers import SubscriberStore, export_csv, import_csv
 from newsletter.subscribers.tags import tag_subscribers
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SubscriberStore:
-    s = SubscriberStore.open(tmp_path / "newsletter.db")
+def store(database: str) -> SubscriberStore:
+    s = SubscriberStore.open(database)
     yield s
     s.close()
+
+
+@pytest.fixture
+def copy_db(request: pytest.FixtureRequest, database: str, tmp_path: Path) -> str:
+    """A second, empty database on the same engine (to import an export into)."""
+    if database.startswith("postgresql"):
+        return str(request.getfixturevalue("postgres_server").create_database())
+    return str(tmp_path / "copy.db")
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "in.csv") -> Path:
@@ -169,13 +177,13 @@ def test_an_unsubscribed_address_reimported_in_another_spelling_stays_one_unsubs
     assert list(store.iter_member_ids("default")) == []
 
 
-def test_the_database_itself_refuses_a_second_spelling_of_an_address(store, tmp_path):
+def test_the_database_itself_refuses_a_second_spelling_of_an_address(store, database):
     """The rule is backed by a unique index, not only by the store's lookups: a row written
     around the store (another tool, a future code path) cannot create the duplicate."""
     store.add("Ann@Example.com")
-    conn = sqlite3.connect(tmp_path / "newsletter.db")
+    conn = db.connect(database)
     try:
-        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        with pytest.raises(db.IntegrityError, match=r"(?i)unique"):
             conn.execute(
                 "INSERT INTO subscribers (id, email, email_key, status, created_at, updated_at)"
                 " VALUES (99, 'ann@example.com', 'ann@example.com', 'active', 'x', 'x')"
@@ -206,7 +214,7 @@ def test_status_option_for_new_rows(store, tmp_path):
         import_csv(store, path, status="bounced")
 
 
-def test_export_then_import_round_trips_exactly(store, tmp_path):
+def test_export_then_import_round_trips_exactly(store, tmp_path, copy_db):
     store.add("ada@example.com", name="Ada, Countess", fields={"city": "London"}, lists=["a"])
     bob = store.add("bob@xn--bcher-kva.de", name='Bob "the" Builder', lists=["a", "b"])
     store.unsubscribe(bob.id, "cli")
@@ -215,7 +223,7 @@ def test_export_then_import_round_trips_exactly(store, tmp_path):
     tag_subscribers(store, ["zoe@zürich.example"], "Stammkundin.ß")
     exported = export_text(store)
     path = write(tmp_path, exported, "export.csv")
-    with SubscriberStore.open(tmp_path / "copy.db") as copy:
+    with SubscriberStore.open(copy_db) as copy:
         report = import_csv(copy, path)
         assert report.added == 3 and report.rejected == 0
         assert export_text(copy) == exported
@@ -333,7 +341,9 @@ FORMULA_VALUES = [
 
 @pytest.mark.parametrize("value", FORMULA_VALUES)
 @pytest.mark.parametrize("column", ["name", "city"])
-def test_export_is_safe_in_a_spreadsheet_and_reimports_exactly(store, tmp_path, value, column):
+def test_export_is_safe_in_a_spreadsheet_and_reimports_exactly(
+    store, tmp_path, copy_db, value, column
+):
     """OWASP CSV injection: no exported cell starts with a formula character; import undoes
     exactly the guard the export added, so the round trip is byte-identical."""
     if column == "name":
@@ -345,7 +355,7 @@ def test_export_is_safe_in_a_spreadsheet_and_reimports_exactly(store, tmp_path, 
         for cell in row:
             assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), (value, cell)
     path = write(tmp_path, exported, "export.csv")
-    with SubscriberStore.open(tmp_path / "copy.db") as copy:
+    with SubscriberStore.open(copy_db) as copy:
         assert import_csv(copy, path).added == 1
         got = copy.get("ada@example.com")
         if column == "name":
@@ -396,7 +406,7 @@ def test_rejects_file_is_guarded_too(store, tmp_path, cell, written):
     [("City", "city"), ("city", "CITY"), ("Plan_Name", "plan_name"), ("Plan Name", "plan-name")],
 )
 def test_field_names_differing_in_case_across_imports_share_one_column(
-    store, tmp_path, first, second
+    store, tmp_path, copy_db, first, second
 ):
     import_csv(store, write(tmp_path, f"email,{first}\na@example.com,London\n", "one.csv"))
     import_csv(store, write(tmp_path, f"email,{second}\nb@example.com,Paris\n", "two.csv"))
@@ -410,7 +420,7 @@ def test_field_names_differing_in_case_across_imports_share_one_column(
         "Paris",
         "Rome",
     ]
-    with SubscriberStore.open(tmp_path / "copy.db") as copy:
+    with SubscriberStore.open(copy_db) as copy:
         report = import_csv(copy, write(tmp_path, exported, "export.csv"))
         assert (report.added, report.rejected) == (3, 0)
         assert export_text(copy) == exported

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from db_support import use_database
 from playwright.sync_api import Browser, expect
 from test_preview import ISSUE_NAME, console_errors, frame, offline_page
 
@@ -18,9 +19,11 @@ COUNT = 450
 
 
 @pytest.fixture
-def crowded(project: Path) -> Path:
-    """A list far longer than the picker's first page; one address with LIKE's wildcards."""
-    with SubscriberStore.open(project / "newsletter.db") as store, store.transaction():
+def crowded(project: Path, database: str) -> Path:
+    """A list far longer than the picker's first page; one address with LIKE's wildcards. On
+    SQLite and on PostgreSQL (same answers, Unicode case folding included)."""
+    use_database(project, database)
+    with SubscriberStore.open(database) as store, store.transaction():
         for i in range(COUNT):
             store.add(f"reader{i:04d}@example.org", name=f"Reader Number {i}")
         store.add("last_100%@example.net", name="Grace Hopper")

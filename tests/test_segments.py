@@ -1,15 +1,16 @@
-"""Segment expressions against a real SQLite subscriber store: who matches, what a bad expression
-says, that hostile text stays text, and that the SQL agrees with a plain Python reading of the
-same parsed expression (hypothesis)."""
+"""Segment expressions against a real subscriber store, on SQLite and on PostgreSQL: who matches,
+what a bad expression says, that hostile text stays text, and that the SQL of either engine
+agrees with a plain Python reading of the same parsed expression (hypothesis): so both engines
+give the same answers, Unicode folding and numbers in any script included."""
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import unicodedata
 from pathlib import Path
 
 import pytest
+from db_support import dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,11 +50,17 @@ fritz@example.de,Fritz,pending,default|vip,stammgast,2026-01-01T00:00:00Z,STRASS
 """
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> SubscriberStore:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> SubscriberStore:
     folder = tmp_path_factory.mktemp("segments")
     (folder / "people.csv").write_text(PEOPLE, encoding="utf-8")
-    store = SubscriberStore.open(folder / "s.db")
+    if request.param == "sqlite":
+        database = str(folder / "s.db")
+    else:  # one database for the module, as the SQLite file is
+        database = str(request.getfixturevalue("postgres_server").create_database())
+    store = SubscriberStore.open(database)
     report = import_csv(store, folder / "people.csv")
     assert report.rejected == 0
     store.add("fritz@example.de", fields={"street": "Hauptstraße"})
@@ -138,25 +145,20 @@ def test_expressions_select_exactly_these_subscribers(store, text, expected):
         ('fields.city == "Oslo" -- and "pro" in tags', None),
     ],
 )
-def test_injection_attempts_are_text_and_change_nothing(tmp_path, text, expected):
+def test_injection_attempts_are_text_and_change_nothing(tmp_path, database, text, expected):
     """Quotes, `;` and SQL keywords in strings and names match only what they say; outside a
     string they are a syntax error. Nothing in the database changes either way."""
     (tmp_path / "p.csv").write_text(PEOPLE, encoding="utf-8")
-    store = SubscriberStore.open(tmp_path / "s.db")
+    store = SubscriberStore.open(database)
     import_csv(store, tmp_path / "p.csv")
     store.add("odd@example.com", fields={"select": "DROP TABLE subscribers", "DROP": "1"})
-    before = _dump(store.conn)
+    before = dump(database)
     if expected is None:
         with pytest.raises(SegmentError, match="unexpected character"):
             matching(store, text)
     else:
         assert matching(store, text) == expected
-    assert _dump(store.conn) == before
-
-
-def _dump(conn: sqlite3.Connection) -> list[object]:
-    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return [(t, conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall()) for t in tables]
+    assert dump(database) == before
 
 
 @pytest.mark.parametrize(
@@ -413,3 +415,26 @@ def test_an_expression_is_never_run_as_python(tmp_path: Path):
     with pytest.raises(SegmentError):
         parse_segment(text)
     assert not marker.exists()
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
+    | st.from_regex(r"\s*-?\d{1,4}(\.\d{1,3})?\s*", fullmatch=True)
+)
+def test_postgresqls_text_functions_answer_as_python_does(postgres_url, text):
+    """nl_fold, nl_casefold and nl_number in PostgreSQL (subscribers schema) against
+    segment.fold, str.casefold and segment.as_number, on random text of every script and
+    numbers with any script's digits and white space."""
+    from newsletter import db
+    from newsletter.subscribers.segment import as_number, fold
+
+    with SubscriberStore.open(postgres_url) as pg:  # creates the schema and its functions
+        row = pg.conn.execute("SELECT nl_fold(?1), nl_casefold(?1), nl_number(?1)", (text,))
+        folded, casefolded, number = row.fetchone()
+    assert folded == fold(text)
+    assert casefolded == text.casefold()
+    assert number == as_number(text)
+    assert db.is_postgresql(pg.conn)

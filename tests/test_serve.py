@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from db_support import serve_engine, use_database
 from serve_support import running
 
 from newsletter import tokens
@@ -31,6 +32,20 @@ from newsletter.subscribers import SubscriberStore, export_csv
 from newsletter.web.public import create_app
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def project(project: Path, database: str) -> Path:
+    """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
+    use_database(project, serve_engine(database))
+    return project
+
+
+def sqlite_only(config: Config) -> None:
+    """The unsubscribe spool is SQLite's answer to its file lock: PostgreSQL has none (an
+    unsubscribe waits for the write lock there, see test_unsubscribe_waits_for_postgresqls...)."""
+    if not isinstance(config.database, Path):
+        pytest.skip("the unsubscribe spool is SQLite's (a locked file); PostgreSQL has none")
 
 
 def wait_for_mail(outbox: Path, count: int = 1, timeout: float = 10.0) -> list[EmailMessage]:
@@ -364,6 +379,7 @@ def test_unknown_issue_and_page_get_a_404_page(server):
 
 def test_50_one_click_posts_during_an_import(config, store, server, tmp_path):
     """An import in another process holds the write lock; the POSTs are spooled, none fails."""
+    sqlite_only(config)
     targets = [store.add(f"reader{i}@example.com") for i in range(50)]
     paths = [unsubscribe_path(config, store, s.id) for s in targets]
     csv_path = tmp_path / "big.csv"
@@ -487,10 +503,38 @@ def test_sign_up_form_in_the_browser(config, store, server, browser):
     assert mail["To"].addresses[0].addr_spec == "reader@example.com"
 
 
+def test_unsubscribe_waits_for_postgresqls_write_lock_then_answers_busy(config, store):
+    """PostgreSQL has no spool (several instances, several machines): a one-click unsubscribe
+    waits for the write lock up to BUSY_TIMEOUT, then answers 503 with Retry-After, nothing
+    written; the retry once the lock is free unsubscribes."""
+    if isinstance(config.database, Path):
+        pytest.skip("PostgreSQL's answer; SQLite spools (the test above)")
+    ada = store.add("ada@example.com")
+    path = unsubscribe_path(config, store, ada.id)
+    with running(create_app(config, rate_limit=(100, 60))) as url:
+        holder = connect(config.database)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock every writer takes
+        try:
+            started = time.monotonic()
+            response = httpx.post(url + path, data={"List-Unsubscribe": "One-Click"}, timeout=30)
+            assert response.status_code == 503 and response.headers["Retry-After"]
+            assert time.monotonic() - started < 10  # BUSY_TIMEOUT, not the default 30 s
+            assert store.get_by_id(ada.id).status == "active"
+            assert not list(config.root.glob("*unsubscribe-spool*"))
+        finally:
+            holder.rollback()
+            holder.close()
+        again = httpx.post(url + path, data={"List-Unsubscribe": "One-Click"}, timeout=30)
+        assert again.status_code == 200
+    assert store.get_by_id(ada.id).status == "unsubscribed"
+    assert [e.kind for e in store.events(ada.id)].count("unsubscribed") == 1
+
+
 def test_unsubscribe_while_the_database_is_locked_is_spooled_not_lost(
     config, store, tmp_path, monkeypatch
 ):
     """A lock held past the busy timeout (a huge import): 200 now, applied once free."""
+    sqlite_only(config)
     from newsletter.db import connect
 
     ada = store.add("ada@example.com")

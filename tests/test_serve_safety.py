@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from db_support import serve_engine, use_database
 from serve_support import DRAFT, PUBLISHED, Site, dump, form_token, populate, running, sign_up
 from webhook_support import (
     PROVIDERS,
@@ -32,6 +33,13 @@ from newsletter.web.public import create_app
 
 METHODS = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH", "TRACE", "PROPFIND", "POST"]
 ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def project(project: Path, database: str) -> Path:
+    """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
+    use_database(project, serve_engine(database))
+    return project
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from db_support import serve_engine, use_database
 from serve_support import running, sign_up
 
 from newsletter.cli import main
@@ -27,6 +28,13 @@ PHISH = (
     "your account is locked, call +1 555 0100 or visit https://evil.test/login to restore "
     "access. Regards"
 )
+
+
+@pytest.fixture
+def project(project: Path, database: str) -> Path:
+    """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
+    use_database(project, serve_engine(database))
+    return project
 
 
 @pytest.fixture

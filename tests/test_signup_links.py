@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from newsletter.config import load_config
 from newsletter.web.public import create_app
 from tests.support.cli_support import elements, run
+from tests.support.db_support import serve_engine, use_database
 from tests.support.serve_support import free_port, running
 
 SLUG = "2026-11-25-microsoft-openai-partnership"
@@ -20,6 +21,13 @@ LISTS = {
     "default-private": "lists:\n  default: {public: false}\n  weekly: {public: true}\n",
     "none-public": "lists:\n  default: {public: false}\n  staff: {public: false}\n",
 }
+
+
+@pytest.fixture
+def project(project: Path, database: str) -> Path:
+    """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
+    use_database(project, serve_engine(database))
+    return project
 
 
 def signup_links(html: str) -> list[str]:

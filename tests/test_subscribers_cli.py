@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from db_support import use_database
 
 from newsletter.cli import main
 from newsletter.subscribers import SubscriberStore
@@ -35,7 +36,8 @@ def assert_clean_error(result, *needles: str) -> None:
         assert needle in result.output, result.output
 
 
-def test_add_list_show_count_unsubscribe_remove(cli, project):
+def test_add_list_show_count_unsubscribe_remove(cli, project, database):
+    use_database(project, database)
     out = cli("subscribers", "add", "Ada@Example.com", "--name", "Ada", "--field", "city=London")
     assert "added Ada@example.com" in out.output
     cli("subscribers", "add", "bob@example.com", "--list", "vip")
@@ -55,11 +57,12 @@ def test_add_list_show_count_unsubscribe_remove(cli, project):
     assert "already unsubscribed" in cli("subscribers", "unsubscribe", "bob@example.com").output
     assert "erased" in cli("subscribers", "remove", "bob@example.com").output
     assert_clean_error(cli("subscribers", "add", "bob@example.com", ok=False), "erased")
-    with SubscriberStore.open(project / "newsletter.db") as store:
+    with SubscriberStore.open(database) as store:
         assert store.count() == 1
 
 
-def test_import_export_through_the_cli(cli, project):
+def test_import_export_through_the_cli(cli, project, database):
+    use_database(project, database)
     (project / "in.csv").write_text(
         "email;name\nada@example.com;Ada\nnope;X\n", encoding="utf-8-sig"
     )
@@ -72,6 +75,23 @@ def test_import_export_through_the_cli(cli, project):
     assert "exported 1 subscribers" in result.output
     again = cli("subscribers", "import", "out/all.csv").output
     assert "0 added, 0 updated, 1 unchanged, 0 rejected" in again
+
+
+@pytest.mark.parametrize("where", ["--db", "NEWSLETTER_DB", "newsletter.yaml"])
+def test_a_password_in_a_database_url_is_refused_and_never_shown(cli, project, monkeypatch, where):
+    """The password belongs in NEWSLETTER_DB_PASSWORD (or PGPASSWORD, ~/.pgpass): a URL
+    carrying one is refused wherever it is given, before any connection, and not echoed."""
+    url = "postgresql://news:hunter2-secret@127.0.0.1:1/letters"
+    args = ["subscribers", "count"]
+    if where == "--db":
+        args += ["--db", url]
+    elif where == "NEWSLETTER_DB":
+        monkeypatch.setenv("NEWSLETTER_DB", url)
+    else:
+        use_database(project, url)
+    result = cli(*args, ok=False)
+    assert_clean_error(result, "carries a password", "NEWSLETTER_DB_PASSWORD")
+    assert "hunter2" not in result.output
 
 
 def test_db_option_and_environment(cli, project, monkeypatch):

@@ -1,14 +1,16 @@
-"""The subscriber store on real SQLite files: identity, statuses, lists, history, erasure."""
+"""The subscriber store on real SQLite files and a real PostgreSQL: identity, statuses, lists,
+history, erasure. Tests about the SQLite file itself (WAL, a damaged file, an old file's
+migration, the unsubscribe spool beside it) stay SQLite-only."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
+from db_support import dump as dump_database
 from email_validator import EmailNotValidError, validate_email
 
+from newsletter import db
 from newsletter.config import load_config
 from newsletter.errors import SubscriberError
 from newsletter.placeholders import Recipient
@@ -22,8 +24,8 @@ from newsletter.subscribers.address import _fast_path
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SubscriberStore:
-    s = SubscriberStore.open(tmp_path / "data" / "newsletter.db")
+def store(database: str) -> SubscriberStore:
+    s = SubscriberStore.open(database)
     yield s
     s.close()
 
@@ -188,13 +190,13 @@ def test_get_many_is_batched_and_complete(store):
     assert store.get_many([]) == {}
 
 
-def test_erase_removes_personal_data_and_keeps_a_tombstone(store):
+def test_erase_removes_personal_data_and_keeps_a_tombstone(store, database):
     ada = store.add("ada@example.com", name="Ada", fields={"city": "London"})
     store.add("bob@example.com")
     assert store.erase("ADA@example.com") is True
     assert store.get("ada@example.com") is None
     assert store.events(ada.id) == []
-    dump = "\n".join(store.conn.iterdump())
+    dump = "\n".join(dump_database(database))
     assert "ada@example.com" not in dump.lower() and "London" not in dump
     assert store.tombstone("ada@example.com") is not None
     with pytest.raises(SubscriberError, match="erased"):
@@ -209,6 +211,13 @@ def test_erased_id_is_not_reused_even_when_it_was_the_highest(store):
     last = store.add("b@example.com")
     store.erase("b@example.com")
     assert store.add("c@example.com").id == last.id + 1
+
+
+def test_erasing_a_lower_id_later_keeps_the_highest_erased_id(store):
+    ids = [store.add(f"r{i}@example.com").id for i in range(4)]
+    store.erase("r3@example.com")  # the highest id
+    store.erase("r2@example.com")  # then a lower one: the highest erased must stay known
+    assert store.add("new@example.com").id == ids[3] + 1
 
 
 def test_request_subscription_and_confirm(store):
@@ -226,8 +235,8 @@ def test_request_subscription_and_confirm(store):
     assert active is None  # already active on that list: no email
 
 
-def test_concurrent_writers_on_separate_connections(tmp_path):
-    path = tmp_path / "x.db"
+def test_concurrent_writers_on_separate_connections(database):
+    path = database
     with SubscriberStore.open(path) as setup:
         ids = [setup.add(f"r{i}@example.com").id for i in range(40)]
     errors: list[Exception] = []
@@ -238,7 +247,7 @@ def test_concurrent_writers_on_separate_connections(tmp_path):
                 for sid in chunk:
                     store.unsubscribe(sid, "thread")
                     store.add(f"extra{sid}@example.com")
-        except (sqlite3.Error, SubscriberError) as exc:  # pragma: no cover - the failure
+        except (db.Error, SubscriberError) as exc:  # pragma: no cover - the failure
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(ids[i::4],)) for i in range(4)]

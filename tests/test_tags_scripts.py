@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support.cli_support import run
+from tests.support.db_support import use_database
 
 
 @pytest.mark.parametrize(
@@ -25,8 +26,17 @@ from tests.support.cli_support import run
     ],
 )
 def test_a_tag_in_any_script_works_end_to_end(
-    project: Path, runner: CliRunner, typed: str, other_case: str
+    request: pytest.FixtureRequest,
+    project: Path,
+    runner: CliRunner,
+    database: str,
+    typed: str,
+    other_case: str,
 ) -> None:
+    use_database(project, database)
+    copy = "copy.db"  # a second database on the same engine
+    if database.startswith("postgresql"):
+        copy = str(request.getfixturevalue("postgres_server").create_database())
     for address in ("ada@example.net", "bo@example.net"):
         code, out = run(runner, project, "subscribers", "add", address)
         assert code == 0, out
@@ -36,10 +46,10 @@ def test_a_tag_in_any_script_works_end_to_end(
     assert code == 0 and "1 subscriber matching" in out and "ada@example.net" in out, out
     code, out = run(runner, project, "subscribers", "export", "-o", "all.csv")
     assert code == 0, out
-    code, out = run(runner, project, "subscribers", "import", "all.csv", "--db", "copy.db")
+    code, out = run(runner, project, "subscribers", "import", "all.csv", "--db", copy)
     assert code == 0 and "2 added" in out, out
     code, out = run(
-        runner, project, "subscribers", "list", "--db", "copy.db", "--segment", f'"{typed}" in tags'
+        runner, project, "subscribers", "list", "--db", copy, "--segment", f'"{typed}" in tags'
     )
     assert code == 0 and "1 subscriber matching" in out, out
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from db_support import use_database
 
 from newsletter import tokens
 from newsletter.config import load_config
@@ -80,7 +81,8 @@ def test_cross_purpose_other_secret_and_expiry():
     assert tokens.verify_token(SECRET, tokens.UNSUBSCRIBE, unsubscribe) == 9
 
 
-def test_secret_from_environment_config_or_database(project, monkeypatch, tmp_path):
+def test_secret_from_environment_config_or_database(project, monkeypatch, database):
+    use_database(project, database)
     config = load_config(project / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         generated = tokens.secret_key(config, store.conn)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support.cli_support import run
+from tests.support.db_support import serve_engine, use_database
 from tests.test_welcome import WELCOME
 
 
@@ -25,6 +26,13 @@ def welcoming(project: Path, request: pytest.FixtureRequest) -> Path:
     code, out = run(runner, project, "subscribers", "add", "b@example.net", "--list", "weekly")
     assert code == 0, out
     project.joinpath("welcome-file").write_text(str(where.relative_to(project)))
+    return project
+
+
+@pytest.fixture
+def project(project: Path, database: str) -> Path:
+    """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
+    use_database(project, serve_engine(database))
     return project
 
 

@@ -37,7 +37,9 @@ def serve(host: str, port: int, forwarded_allow_ips: str | None, db: Path | None
     In the background (never inside a request) it sends scheduled sends when due (`send --at`;
     one missed while nothing ran goes at start, saying how late) and the welcome mail owed
     to readers who confirmed (retried every 5 minutes while it cannot go).
-    newsletter.yaml is read once at start: restart after changing it (a new `lists:` entry)."""
+    newsletter.yaml is read once at start: restart after changing it (a new `lists:` entry).
+    With a postgresql:// database, several serve processes (on one machine or many, behind one
+    load balancer) may share it: each sign-up, confirmation and unsubscribe lands once."""
     from newsletter.web.public import serve as run
 
     run(config_with_db(db), host=host, port=port, forwarded_allow_ips=forwarded_allow_ips)

@@ -9,11 +9,11 @@ write transaction, so memberships and events need no lookup per row.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from zlib import crc32
 
+from newsletter import db
 from newsletter.subscribers.model import ImportCounts, ImportRow, dump_fields, import_status
 from newsletter.subscribers.schema import next_subscriber_id
 
@@ -37,7 +37,7 @@ class BulkImport:
         stamp: str,
     ) -> None:
         self.store = store
-        self.conn: sqlite3.Connection = store.conn
+        self.conn: db.Connection = store.conn
         self.default_status = default_status
         self.extra_lists = tuple(extra_lists)
         self.source = source
@@ -74,7 +74,9 @@ class BulkImport:
         self._write(inserts, updates, memberships, events)
         if tags:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?)", tags
+                "INSERT INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
+                tags,
             )
 
     def _new(self, rows: list[ImportRow]) -> tuple[list[tuple], list[tuple], list[tuple]]:
@@ -166,8 +168,8 @@ class BulkImport:
             )
         if memberships:
             conn.executemany(
-                "INSERT OR IGNORE INTO subscriber_memberships (list_id, subscriber_id)"
-                " VALUES (?, ?)",
+                "INSERT INTO subscriber_memberships (list_id, subscriber_id) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
                 memberships,
             )
         if events:

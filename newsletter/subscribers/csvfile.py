@@ -18,13 +18,13 @@ import csv
 import errno
 import os
 import re
-import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+from newsletter import db
 from newsletter.errors import ImportFileError, SubscriberError
 
 MAX_LINE = 256 * 1024  # bytes in one physical line
@@ -140,7 +140,7 @@ def _decoded_lines(fh: BinaryIO, path: Path) -> Iterator[str]:
             ) from None
 
 
-def refuse_to_replace(path: Path, conn: sqlite3.Connection, first_column: str) -> None:
+def refuse_to_replace(path: Path, conn: db.Connection, first_column: str) -> None:
     """Refuse to write a CSV file over the database, or over a file that is not one of ours.
 
     Writing replaces the target whole: `export -o newsletter.db` wiped every subscriber and
@@ -148,7 +148,8 @@ def refuse_to_replace(path: Path, conn: sqlite3.Connection, first_column: str) -
     `first_column` (an earlier export or rejects file) may be replaced.
     """
     target = path.resolve()
-    databases = {Path(row[2]).resolve() for row in conn.execute("PRAGMA database_list") if row[2]}
+    files = [] if db.is_postgresql(conn) else conn.execute("PRAGMA database_list").fetchall()
+    databases = {Path(row[2]).resolve() for row in files if row[2]}  # none in PostgreSQL
     companions = {d.with_name(d.name + suffix) for d in databases for suffix in ("-wal", "-shm")}
     if target in databases | companions:
         raise SubscriberError(f"{path}: is the subscriber database; write to a .csv file")

@@ -480,7 +480,10 @@ def as_number(text: str | None) -> float | None:
     """A field's value as a number for numeric comparisons, or None when it is not one."""
     if text is None or not _NUMBER.match(text):
         return None
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:  # \x1c-\x1f: white space to the pattern, not to float()
+        return None
 
 
 # -- writing it back ----------------------------------------------------------------------------

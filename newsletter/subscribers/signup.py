@@ -13,12 +13,17 @@ Rules (a stranger may type anyone's address into the form):
   is the person's choice, a fresh confirmed opt-in is too; a still-dead address never receives
   the link). Their status stays as it is until then. An active reader already on every
   requested list gets no mail. At most one confirmation per address per
-  `CONFIRM_RESEND_SECONDS`.
+  `CONFIRM_RESEND_SECONDS`: counted from the sign-up row written in the same transaction that
+  decides to send, not from the mail's later `confirmation_sent` event, so one form posted
+  twice at once (a double click, or to two `serve` instances behind a load balancer) sends one
+  confirmation; a confirmation that could not be sent is withdrawn (`withdraw_signup`) so that
+  trying again soon works.
 The caller answers the same in every case, so the form never tells whether an address is known.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from newsletter.subscribers.model import (
     Subscriber,
     check_list_name,
     clean_name,
+    format_timestamp,
     now,
 )
 
@@ -80,12 +86,12 @@ def request_subscription(
                 return None
             if status == ACTIVE and set(names) <= set(store.by_id(subscriber_id).lists):
                 return None
-        cur = conn.execute(
+        made = conn.execute(
             "INSERT INTO subscriber_signups (subscriber_id, name, lists, detail, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
             (subscriber_id, clean, json.dumps(names), detail, stamp),
-        )
-        return SignupRequest(int(cur.lastrowid or 0), store.by_id(subscriber_id), clean, names)
+        ).fetchone()
+        return SignupRequest(int(made[0]), store.by_id(subscriber_id), clean, names)
 
 
 def confirm_signup(
@@ -157,11 +163,24 @@ def describe_signup(conn: object, signup_id: int) -> tuple[str | None, tuple[str
     return None if row is None else (row[0], tuple(json.loads(row[1])))
 
 
+def withdraw_signup(store: SubscriberStore, signup_id: int) -> None:
+    """Forget a sign-up whose confirmation could not be sent (its link never went out), so the
+    resend cooldown does not count it. A confirmed one is kept."""
+    with store.transaction() as conn:
+        conn.execute(
+            "DELETE FROM subscriber_signups WHERE id = ? AND confirmed_at IS NULL", (signup_id,)
+        )
+
+
 def _recently_sent(conn: object, subscriber_id: int) -> bool:
+    """Whether a confirmation went out, or is being sent, within the cooldown."""
+    since = format_timestamp(dt.datetime.now(dt.UTC) - dt.timedelta(seconds=CONFIRM_RESEND_SECONDS))
     row = conn.execute(  # type: ignore[attr-defined]
-        "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?"
-        " AND kind = 'confirmation_sent' AND at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
-        (subscriber_id, f"-{CONFIRM_RESEND_SECONDS} seconds"),
+        "SELECT 1 FROM subscriber_events WHERE subscriber_id = ?1"
+        " AND kind = 'confirmation_sent' AND at > ?2"
+        " UNION ALL SELECT 1 FROM subscriber_signups WHERE subscriber_id = ?1"
+        " AND created_at > ?2 LIMIT 1",
+        (subscriber_id, since),
     ).fetchone()
     return row is not None
 
@@ -172,4 +191,5 @@ __all__ = [
     "confirm_signup",
     "describe_signup",
     "request_subscription",
+    "withdraw_signup",
 ]

@@ -6,6 +6,10 @@ the lock outlasts it, the request is appended (fsynced) to `<database>.unsubscri
 and answered 200 as usual: an unsubscribe is never lost and never an error for the mail
 provider. The spool is applied by the next `SubscriberStore.open` (every CLI command and every
 send opens one) and by the web app before each unsubscribe.
+
+SQLite only: on PostgreSQL (several `serve` instances, several machines) a file on one of them
+would be applied only by that one, so an unsubscribe waits for the write lock there instead
+(newsletter.web.public.app).
 """
 
 from __future__ import annotations

@@ -1,23 +1,25 @@
 """SubscriberStore: the only code that touches the subscriber tables.
 
-Callers (CLI, web app, campaign runner, importer) go through this class, so another backend
-(PostgreSQL) can be added behind the same methods. One store may be shared by threads: every
-method holds the store's lock, and every write runs in a `BEGIN IMMEDIATE` transaction so a
-writer waits for the database's busy timeout instead of failing with "database is locked".
+Callers (CLI, web app, campaign runner, importer) go through this class, whichever engine
+holds the tables (an SQLite file or PostgreSQL, see newsletter.db): the queries are written
+once in the SQL both accept, and branch on `db.is_postgresql` only for JSON and the search.
+One store may be shared by threads: every method holds the store's lock, and every write runs
+in a `BEGIN IMMEDIATE` transaction so a writer waits for the database's busy timeout instead of
+failing with "database is locked".
 Several processes (an import, `newsletter serve`, a send) can use the same file at once (WAL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from newsletter import db
 from newsletter.errors import SubscriberError
@@ -44,6 +46,7 @@ from newsletter.subscribers.model import (
 from newsletter.subscribers.schema import (
     COMPONENT,
     MIGRATIONS,
+    POSTGRESQL_MIGRATIONS,
     next_subscriber_id,
     remember_erased_id,
 )
@@ -62,22 +65,26 @@ _PAGE = 1000  # rows per page when streaming
 class SubscriberStore:
     """The subscriber database: subscribers, lists, event history and erased-address tombstones."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn  # shared with other components (campaign ledger) in the same file
+    def __init__(self, conn: db.Connection) -> None:
+        self.conn = conn  # shared with other components (campaign ledger) in the same database
         self._lock = threading.RLock()
         self._depth = 0
-        db.migrate(conn, COMPONENT, MIGRATIONS)
-        register_functions(conn)  # what a compiled segment's SQL calls
+        self._lock_timeout: str | None = None
+        self.postgresql = db.is_postgresql(conn)
+        db.migrate(conn, COMPONENT, MIGRATIONS, POSTGRESQL_MIGRATIONS)
+        if not self.postgresql:  # PostgreSQL has them as SQL functions (schema)
+            register_functions(conn)  # type: ignore[arg-type]  # what a segment's SQL calls
         row = conn.execute(
             "SELECT value FROM subscriber_settings WHERE key = 'tombstone_salt'"
         ).fetchone()
         self._salt = str(row[0]).encode()
 
     @classmethod
-    def open(cls, path: str | Path, *, busy_timeout: float = 30.0) -> SubscriberStore:
-        """Open (creating and migrating if needed) the SQLite database at `path`, and apply
-        unsubscribes spooled while it was locked (see `spool`). A write waits at most
-        `busy_timeout` seconds for another writer, then raises sqlite3.OperationalError."""
+    def open(cls, path: db.Database | str, *, busy_timeout: float = 30.0) -> SubscriberStore:
+        """Open (creating and migrating if needed) the database at `path` (an SQLite file or a
+        PostgreSQL database, newsletter.db), and apply unsubscribes spooled while an SQLite file
+        was locked (see `spool`; PostgreSQL has no spool). A write waits at most `busy_timeout`
+        seconds for another writer, then raises db.OperationalError."""
         try:
             conn = db.connect(path, timeout=busy_timeout)
         except FileExistsError as exc:  # creating the database's folder: a file is in the way
@@ -89,14 +96,18 @@ class SubscriberStore:
             raise SubscriberError(
                 f"{path}: cannot open the database: {where}{exc.strerror or exc}"
             ) from None
-        except sqlite3.Error as exc:
+        except db.Error as exc:
             raise SubscriberError(f"{path}: cannot open the database: {exc}") from None
         try:
+            # PostgreSQL: wait `busy_timeout` for the write lock from the start (migrations
+            # take it too), not the pool's first caller's timeout.
+            prior = _wait_for_locks(conn, busy_timeout) if db.is_postgresql(conn) else None
             store = cls(conn)
-        except sqlite3.DatabaseError as exc:
+            store._lock_timeout = prior
+        except db.Error as exc:
             conn.close()
             raise SubscriberError(f"{path}: not a usable newsletter database: {exc}") from None
-        if str(path) != ":memory:":
+        if not store.postgresql and str(path) != ":memory:":
             from newsletter.subscribers.spool import drain
 
             drain(store, Path(path))  # unsubscribes spooled while the database was locked
@@ -109,6 +120,9 @@ class SubscriberStore:
 
     def close(self) -> None:
         with self._lock:
+            if self._lock_timeout is not None:  # the pooled connection's own setting again
+                with contextlib.suppress(db.Error):
+                    self.conn.execute(f"SET lock_timeout = '{self._lock_timeout}'")
             self.conn.close()
 
     def __enter__(self) -> SubscriberStore:
@@ -118,7 +132,7 @@ class SubscriberStore:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[db.Connection]:
         """One write transaction (nested calls join the outer one); rolled back on any error."""
         with self._lock:
             if self._depth:
@@ -141,7 +155,7 @@ class SubscriberStore:
                 self._depth = 0
 
     @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
+    def reading(self) -> Iterator[db.Connection]:
         """The connection, held for reading by this thread (for the store's helper modules)."""
         with self._lock:
             yield self.conn
@@ -183,7 +197,7 @@ class SubscriberStore:
         """Ids of a list's members with `status` (and in `segment`, a compiled segment),
         ascending, streamed page by page."""
         last = 0
-        where = f" AND {segment.where}" if segment is not None else ""
+        where = f" AND {segment.sql(self.conn)}" if segment is not None else ""
         extra = segment.params if segment is not None else ()
         while True:
             with self._lock:
@@ -229,21 +243,31 @@ class SubscriberStore:
         if not text.isascii():  # SQLite's LIKE folds ASCII letters only
             return self._search_casefolded(text.strip(), limit)
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.strip()) + "%"
+        # PostgreSQL's ILIKE over these "C"-collated columns folds ASCII letters only, as
+        # SQLite's LIKE does (schema).
+        like = "ILIKE" if self.postgresql else "LIKE"
         with self._lock:
             rows = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM subscribers"
-                " WHERE email LIKE ?1 ESCAPE '\\' OR name LIKE ?1 ESCAPE '\\'"
+                f" WHERE email {like} ?1 ESCAPE '\\' OR name {like} ?1 ESCAPE '\\'"
                 " ORDER BY lower(email) != lower(?2), id LIMIT ?3",
                 (pattern, text.strip(), limit),
             ).fetchall()
             return self._build(rows)
 
     def _search_casefolded(self, text: str, limit: int) -> list[Subscriber]:
+        # nl_casefold: Python's str.casefold, as a registered function in SQLite and an SQL
+        # function giving the same results in PostgreSQL (schema).
+        found = "strpos({}, ?1) > 0" if self.postgresql else "instr({}, ?1)"
         with self._lock:
-            self.conn.create_function("nl_casefold", 1, _casefold, deterministic=True)
+            if not self.postgresql:
+                self.conn.create_function(  # type: ignore[union-attr]
+                    "nl_casefold", 1, _casefold, deterministic=True
+                )
             rows = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM subscribers"
-                " WHERE instr(nl_casefold(email), ?1) OR instr(nl_casefold(name), ?1)"
+                f" WHERE {found.format('nl_casefold(email)')}"
+                f" OR {found.format('nl_casefold(name)')}"
                 " ORDER BY nl_casefold(email) != ?1, id LIMIT ?2",
                 (text.casefold(), limit),
             ).fetchall()
@@ -258,7 +282,7 @@ class SubscriberStore:
         where, params = self._filters(list_name, status, segment)
         with self._lock:
             row = self.conn.execute(
-                f"SELECT COUNT(*) FROM subscribers s WHERE 1{where}", params
+                f"SELECT COUNT(*) FROM subscribers s WHERE TRUE{where}", params
             ).fetchone()
         return int(row[0])
 
@@ -266,7 +290,7 @@ class SubscriberStore:
         where, params = self._filters(list_name, None)
         with self._lock:
             rows = self.conn.execute(
-                f"SELECT status, COUNT(*) FROM subscribers s WHERE 1{where} GROUP BY status",
+                f"SELECT status, COUNT(*) FROM subscribers s WHERE TRUE{where} GROUP BY status",
                 params,
             ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
@@ -274,10 +298,15 @@ class SubscriberStore:
     def field_names(self, list_name: str | None = None, status: str | None = None) -> list[str]:
         """Every field name used by the selected subscribers, sorted."""
         where, params = self._filters(list_name, status)
+        keys = (
+            'SELECT DISTINCT j.key COLLATE "C" AS key FROM subscribers s,'
+            " jsonb_object_keys(s.fields::jsonb) AS j (key)"
+            if self.postgresql
+            else "SELECT DISTINCT j.key FROM subscribers s, json_each(s.fields) j"
+        )
         with self._lock:
             rows = self.conn.execute(
-                "SELECT DISTINCT j.key FROM subscribers s, json_each(s.fields) j"
-                f" WHERE 1{where} ORDER BY j.key",
+                f"{keys} WHERE TRUE{where} ORDER BY 1",
                 params,
             ).fetchall()
         return [str(r[0]) for r in rows]
@@ -452,8 +481,8 @@ class SubscriberStore:
                 f"SELECT id FROM subscribers WHERE {_BY_KEY}", (key_crc(key), key)
             ).fetchone()
             conn.execute(
-                "INSERT OR REPLACE INTO subscriber_tombstones (email_hash, erased_at)"
-                " VALUES (?, ?)",
+                "INSERT INTO subscriber_tombstones (email_hash, erased_at) VALUES (?, ?)"
+                " ON CONFLICT (email_hash) DO UPDATE SET erased_at = excluded.erased_at",
                 (digest, stamp),
             )
             if row is None:
@@ -484,10 +513,11 @@ class SubscriberStore:
         for name in names:
             row = conn.execute("SELECT id FROM subscriber_lists WHERE name = ?", (name,)).fetchone()
             if row is None:
-                cur = conn.execute(
-                    "INSERT INTO subscriber_lists (name, created_at) VALUES (?, ?)", (name, now())
-                )
-                out[name] = int(cur.lastrowid or 0)
+                made = conn.execute(
+                    "INSERT INTO subscriber_lists (name, created_at) VALUES (?, ?) RETURNING id",
+                    (name, now()),
+                ).fetchone()
+                out[name] = int(made[0])
             else:
                 out[name] = int(row[0])
         return out
@@ -497,7 +527,7 @@ class SubscriberStore:
     ) -> tuple[str, list[object]]:
         where, params = "", []
         if segment is not None:
-            where += f" AND {segment.where}"
+            where += f" AND {segment.sql(self.conn)}"
             params.extend(segment.params)
         if list_name is not None:
             where += (
@@ -510,7 +540,7 @@ class SubscriberStore:
             params.append(check_status(status))
         return where, params
 
-    def _build(self, rows: Sequence[sqlite3.Row]) -> list[Subscriber]:
+    def _build(self, rows: Sequence[Any]) -> list[Subscriber]:
         if not rows:
             return []
         ids = [int(r[0]) for r in rows]
@@ -556,7 +586,7 @@ class SubscriberStore:
 
     def insert_subscriber(
         self,
-        conn: sqlite3.Connection,
+        conn: db.Connection,
         email: str,
         key: str,
         name: str | None,
@@ -598,8 +628,8 @@ class SubscriberStore:
         """Add memberships inside `transaction()` (lists created as needed; idempotent)."""
         for list_id in self.list_ids(names).values():
             self.conn.execute(
-                "INSERT OR IGNORE INTO subscriber_memberships (list_id, subscriber_id)"
-                " VALUES (?, ?)",
+                "INSERT INTO subscriber_memberships (list_id, subscriber_id) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (list_id, subscriber_id),
             )
 
@@ -630,6 +660,14 @@ class SubscriberStore:
             if changed or status != UNSUBSCRIBED:
                 self.write_event(subscriber_id, status, detail, stamp)
             return changed
+
+
+def _wait_for_locks(conn: db.Connection, seconds: float) -> str:
+    """Make a PostgreSQL connection wait `seconds` for a lock (SQLite's busy timeout; the
+    pooled connection came with its first caller's); its setting before, to restore."""
+    before = str(conn.execute("SHOW lock_timeout").fetchone()[0]).replace("'", "")
+    conn.execute(f"SET lock_timeout = {int(seconds * 1000)}")
+    return before
 
 
 def _casefold(value: str | None) -> str:

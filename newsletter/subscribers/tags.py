@@ -49,7 +49,8 @@ def _change(store: SubscriberStore, emails: Iterable[str], tag: str, *, add: boo
         for sub in {p.id: p for p in people}.values():
             if add:
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?)",
+                    "INSERT INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?)"
+                    " ON CONFLICT DO NOTHING",
                     (sub.id, name),
                 )
             else:
@@ -85,6 +86,7 @@ def add_tags(store: SubscriberStore, pairs: Iterable[tuple[int, str]]) -> int:
     returns how many were new."""
     before = store.conn.total_changes
     store.conn.executemany(
-        "INSERT OR IGNORE INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?)", pairs
+        "INSERT INTO subscriber_tags (subscriber_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        pairs,
     )
     return store.conn.total_changes - before

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -67,13 +66,11 @@ def sign_up(server: str, **data: str) -> httpx.Response:
     return httpx.post(server + "/subscribe", data={"form_token": form_token(None, server), **data})
 
 
-def dump(database: Path) -> list[str]:
-    """Every row of every table, as SQL text: equal dumps mean nothing changed."""
-    conn = sqlite3.connect(database)
-    try:
-        return list(conn.iterdump())
-    finally:
-        conn.close()
+def dump(database: Path | str) -> list[str]:
+    """Every row of every table, as text: equal dumps mean nothing changed (either engine)."""
+    from db_support import dump as dump_database
+
+    return dump_database(database)
 
 
 @dataclass

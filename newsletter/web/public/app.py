@@ -26,6 +26,14 @@ each with its own connections (SQLite WAL: reads never wait for a writer). A wri
 most `BUSY_TIMEOUT` seconds for another process's lock (a long import): then a one-click
 unsubscribe is spooled at once, and any other POST gets a 503 "busy" page with Retry-After,
 nothing written.
+
+On PostgreSQL (`database: postgresql://...`) several `serve` processes, on one machine or
+behind a load balancer, share the database: each sign-up, confirmation and unsubscribe is one
+`BEGIN IMMEDIATE` transaction, which takes the database-wide write lock (newsletter.db), so a
+request posted to two instances at once lands once. There is no spool there: a spool file
+would belong to one machine, and only its own instance would ever apply it. A one-click
+unsubscribe waits for the lock like any other POST (BUSY_TIMEOUT, lock_timeout) and only then
+answers 503 with Retry-After (a mail client retries it), nothing written.
 """
 
 from __future__ import annotations
@@ -37,7 +45,6 @@ import hashlib
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -54,7 +61,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from newsletter import imagestore, publishing, tokens
+from newsletter import db, imagestore, publishing, tokens
 from newsletter.archive.build import site_file
 from newsletter.archive.pages import INDEX
 from newsletter.bounces import webhooks
@@ -63,7 +70,11 @@ from newsletter.issue import load_issue, slugify
 from newsletter.subscribers import ACTIVE, DEFAULT_LIST, PENDING, SubscriberStore
 from newsletter.subscribers.address import InvalidEmail
 from newsletter.subscribers.model import format_timestamp
-from newsletter.subscribers.signup import CONFIRM_RESEND_SECONDS, describe_signup
+from newsletter.subscribers.signup import (
+    CONFIRM_RESEND_SECONDS,
+    describe_signup,
+    withdraw_signup,
+)
 from newsletter.subscribers.spool import drain, spool_unsubscribe
 from newsletter.transactional import send_confirmation
 from newsletter.web.public.background import BackgroundSender
@@ -162,7 +173,11 @@ class PublicSite:
         if store is None:
             store = SubscriberStore.for_config(self.config, busy_timeout=BUSY_TIMEOUT)
             if query_only:
-                store.conn.execute("PRAGMA query_only = ON")
+                store.conn.execute(
+                    "SET default_transaction_read_only = on"
+                    if store.postgresql
+                    else "PRAGMA query_only = ON"
+                )
             setattr(self._local, kind, store)
             with self._stores_lock:
                 self._stores.append(store)
@@ -173,6 +188,9 @@ class PublicSite:
         with self._stores_lock:
             stores, self._stores = self._stores, []
         for store in stores:
+            if store.postgresql:  # the connection goes back to the process's pool
+                with contextlib.suppress(db.Error):
+                    store.conn.execute("RESET default_transaction_read_only")
             store.close()
 
     # -- pages --------------------------------------------------------------------------------
@@ -262,10 +280,13 @@ class PublicSite:
         store = self.writer()
         if store.get_by_id(subscriber_id) is None:
             return  # erased: nothing to do (the id is never reused)
+        if store.postgresql:  # no spool on PostgreSQL (module docstring)
+            store.unsubscribe(subscriber_id, how)
+            return
         store.conn.execute(f"PRAGMA busy_timeout = {ONE_CLICK_BUSY_MS}")
         try:
             store.unsubscribe(subscriber_id, how)
-        except sqlite3.OperationalError as exc:
+        except db.OperationalError as exc:
             if not _is_busy(exc):
                 raise
             spool_unsubscribe(self.config.database, subscriber_id, how)
@@ -357,13 +378,15 @@ class PublicSite:
             result = send_confirmation(self.config, subscriber, url, signup.lists)
         except NewsletterError as exc:
             log.error("confirmation email to subscriber %s not sent: %s", subscriber.id, exc)
+            withdraw_signup(self.writer(), signup.id)  # so that trying again soon works
             return False
         if result.status != "sent":
             log.warning("confirmation email to subscriber %s: %s", subscriber.id, result.reply)
+            withdraw_signup(self.writer(), signup.id)
             return False
         try:
             self.writer().record_event(subscriber.id, "confirmation_sent", result.reply[:500])
-        except sqlite3.OperationalError as exc:
+        except db.OperationalError as exc:
             if not _is_busy(exc):
                 raise
             # The mail went out: say so. Only the resend cooldown misses this one.
@@ -561,7 +584,7 @@ class PublicSite:
     async def busy(self, request: Request, exc: Exception) -> Response:
         """Another process holds the database's write lock past BUSY_TIMEOUT: the transaction
         was rolled back, so nothing is half-written; the visitor is asked to try again."""
-        if not isinstance(exc, sqlite3.OperationalError) or not _is_busy(exc):
+        if not isinstance(exc, db.OperationalError) or not _is_busy(exc):
             raise exc
         log.warning("database busy: %s %s answered 503", request.method, request.url.path)
         response = self.page("busy", 503)
@@ -628,7 +651,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[Middleware(CloseUnreadBody)],
-        exception_handlers={HTTPException: site.not_found, sqlite3.OperationalError: site.busy},
+        exception_handlers={HTTPException: site.not_found, db.OperationalError: site.busy},
         lifespan=lifespan,
     )
     # Starlette would answer `/subscribe/` with a redirect built from the Host header.
@@ -668,8 +691,9 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+def _is_busy(exc: db.OperationalError) -> bool:
+    # SQLite: "database is locked"; PostgreSQL: "canceling statement due to lock timeout".
+    return "locked" in str(exc) or "busy" in str(exc) or "lock timeout" in str(exc)
 
 
 def _one_click_answer(text: str) -> Response:
