@@ -297,14 +297,13 @@ class Campaign:
         `guard_confirmed` (the user answered the question; the guard then stays quiet for this
         run); otherwise CampaignError. The guard may pause it again: CampaignPaused.
         """
-        if self.guard_reason and not guard_confirmed:
+        if worker:
+            self._join()
+        elif self.guard_reason and not guard_confirmed:
             raise CampaignError(
                 f"this campaign was paused by the {self.guard_reason}; resume it only after "
                 "confirming (answer the question, or pass --yes)"
             )
-        if worker:
-            require_crew(self.ledger.conn)  # SQLite: refused before anything is opened
-        segment = self.segment.canonical if self.segment is not None else None
         concurrency = run_concurrency(concurrency, self.existing)
         run_limit = run_rate(rate, self.existing)
         options = RunOptions(
@@ -323,12 +322,8 @@ class Campaign:
         transports = connections.opened + connections.waiting
         limiter = RateLimiter(run_limit)
         try:
-            if worker:
-                campaign = join_campaign(self.ledger, self.issue.slug, self.list_name, segment)
-                self.existing = campaign
-                run_limit = run_rate(None, campaign)
-            else:
-                campaign = self._start_campaign()
+            campaign = self.existing if worker else self._start_campaign()
+            assert campaign is not None
             shared = db.is_postgresql(self.ledger.conn)
             if shared:
                 limiter = SharedRateLimiter(run_limit, self.config.database, campaign.id)
@@ -402,6 +397,16 @@ class Campaign:
                     raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
         finally:
             self.ledger.end_run(campaign_id)
+
+    def _join(self) -> None:
+        """A worker: wait for the coordinating send's run (CampaignError on SQLite, or when
+        none starts), then send as it does: its transport URL and its rate."""
+        require_crew(self.ledger.conn)
+        segment = self.segment.canonical if self.segment is not None else None
+        joined = join_campaign(self.ledger, self.issue.slug, self.list_name, segment)
+        if joined.transport_url and self.transport_choice.url is not None:
+            self.transport_choice = choose_transport(self.config, joined.transport_url, joined)
+        self.existing = joined
 
     def _run_crew(
         self,
