@@ -22,7 +22,10 @@ from newsletter import db
 from newsletter.campaign.lease import DB_NOW
 from newsletter.campaign.ratelimit import Rate, RateLimiter
 
-BLOCK_SECONDS = 0.25  # slots reserved at once, in seconds' worth at the rate
+# Slots reserved at once: a few (a block is this process's alone, so a big one would hold
+# the others back while a slow process works through it), at most a tenth of a second's worth.
+BLOCK_SLOTS = 4
+BLOCK_SECONDS = 0.1
 UNLIMITED_BLOCK = 64  # without a rate, slots are reserved only to see a shared hold
 
 
@@ -41,8 +44,12 @@ class SharedRateLimiter(RateLimiter):
     def reserve(self, n: int = 1) -> float:
         """Reserve `n` slots; how long the caller waits before using them."""
         with self._db_lock:
+            # Slots this process was too slow to use are dropped, never sent late: late ones
+            # would crowd the other workers' slots (a burst over the limit). The rate is lower.
+            missed = self._clock() - self._interval
+            self._slots = [slot for slot in self._slots if slot >= missed]
             if len(self._slots) < n:
-                self._slots += self._reserve_block(max(n, self._block()))
+                self._slots = self._reserve_block(max(n, self._block()))
             slots, self._slots = self._slots[:n], self._slots[n:]
         with self._lock:
             now = self._clock()
@@ -51,7 +58,7 @@ class SharedRateLimiter(RateLimiter):
     def _block(self) -> int:
         if self.rate is None:
             return UNLIMITED_BLOCK
-        return max(1, math.ceil(self.rate.per_second * BLOCK_SECONDS))
+        return max(1, min(BLOCK_SLOTS, math.floor(self.rate.per_second * BLOCK_SECONDS)))
 
     def _reserve_block(self, n: int) -> list[float]:
         interval = self._interval
