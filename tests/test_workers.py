@@ -63,9 +63,10 @@ class Crew:
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+        config = str(self.project / "newsletter.yaml")
+        send = ["send", str(self.issue), "--lease", LEASE, *args]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "--config", str(self.project / "newsletter.yaml")]
-            + ["send", str(self.issue), "--lease", LEASE, *args],
+            [sys.executable, "-m", "newsletter", "--config", config, *send],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
