@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from newsletter import db
-from newsletter.campaign.lease import Crew, reclaim_stale
+from newsletter.campaign.lease import COORDINATOR, Crew, reclaim_stale
 from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, _work_item
 from newsletter.errors import CampaignError
 
@@ -57,6 +57,14 @@ class ClaimingLedger(Ledger):
         items = sorted((_work_item(r) for r in rows), key=lambda it: it.row_id)
         self.claimed.update(it.row_id for it in items)
         return items
+
+    def heartbeat(self, campaign_id: int) -> None:
+        """The campaign's own heartbeat is its coordinator's (what `status` and a second
+        `send` read); a worker's lives in its crew row, renewed by the crew's thread."""
+        if self.crew.role == COORDINATOR:
+            super().heartbeat(campaign_id)
+        else:
+            self._last_beat = time.monotonic()
 
     def mark_inflight(self, campaign_id: int, row_ids: Sequence[int]) -> None:
         """Claimed rows are inflight already; only the heartbeat is due."""
