@@ -102,7 +102,7 @@ class Crew:
         rows = self.query("SELECT status, COUNT(*) FROM campaign_recipients GROUP BY status")
         return {str(s): int(n) for s, n in rows}
 
-    def finish(self, timeout: float = 60) -> list[tuple[int, str, str]]:
+    def finish(self, timeout: float = 120) -> list[tuple[int, str, str]]:
         out = []
         for proc in self.processes:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -130,7 +130,7 @@ def crew(project: Path, postgres_url: str):  # type: ignore[no-untyped-def]
         c.stop_all()
 
 
-def wait_until(check, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+def wait_until(check, timeout: float = 90.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -217,7 +217,7 @@ def test_ctrl_c_on_the_coordinator_stops_every_worker(crew) -> None:
         workers = [team.worker() for _ in range(3)]
         wait_until(lambda: all(team.sent_by(w.pid) > 0 for w in workers), what="every worker")
         coordinator.send_signal(signal.SIGINT)
-        results = team.finish(timeout=30)
+        results = team.finish(timeout=60)
         reached = len(server.messages)
     assert results[0][0] == 130 and "To resume, run:" in results[0][1]
     for code, out, _ in results[1:]:
@@ -235,7 +235,7 @@ def test_a_pause_stops_every_worker_and_nobody_is_left_in_flight(crew) -> None:
         wait_until(lambda: all(team.sent_by(w.pid) > 0 for w in workers), what="every worker")
         # The account hits its daily limit: whoever meets it first pauses the campaign.
         server.handler.faults.append(fault("554-daily-limit", "*"))
-        results = team.finish(timeout=30)
+        results = team.finish(timeout=60)
     assert all(code == 1 for code, _, _ in results), results
     assert all("paused" in out + err for _, out, err in results)
     assert any("daily sending limit" in out + err for _, out, err in results)
