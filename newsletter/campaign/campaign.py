@@ -23,7 +23,8 @@ from newsletter import db
 from newsletter.bounces.guard import PREFIX as GUARD_PREFIX
 from newsletter.bounces.guard import Guard
 from newsletter.campaign.connections import close_transports, open_connections
-from newsletter.campaign.lease import COORDINATOR, DEFAULT_LEASE, WORKER, Crew
+from newsletter.campaign.lease import COORDINATOR, DEFAULT_LEASE, WORKER, Crew, wait_for_stragglers
+from newsletter.campaign.lease import migrate as migrate_crew
 from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_key
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
@@ -421,6 +422,8 @@ class Campaign:
         """`_run` on PostgreSQL: this process joins the campaign's crew (the coordinator after
         taking the campaign over, a worker as it is) and claims its rows under its lease."""
         if not worker:
+            migrate_crew(self.ledger.conn)
+            wait_for_stragglers(self.ledger.conn, campaign_id)
             self.ledger.begin_run(
                 campaign_id,
                 self.transport_description,

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 
 from newsletter import db
@@ -94,6 +95,24 @@ def reclaim_stale(conn: db.Connection, campaign_id: int) -> int:
         (campaign_id, _now_text()),
     )
     return max(moved, 0)
+
+
+def wait_for_stragglers(conn: db.Connection, campaign_id: int) -> None:
+    """Before a coordinator starts a run (which makes every inflight row due again): let
+    live workers of an earlier run finish the messages they hold (they stop when they see the
+    coordinator gone), at most for their lease, so none of their readers is sent twice."""
+    while True:
+        row = conn.execute(
+            f"SELECT MAX(w.heartbeat + w.lease - {DB_NOW}) FROM campaign_workers w"
+            " WHERE w.campaign_id = ?1 AND w.stopped_at IS NULL"
+            f" AND w.heartbeat + w.lease >= {DB_NOW} AND EXISTS (SELECT 1"
+            " FROM campaign_recipients r WHERE r.campaign_id = ?1 AND r.status = 'inflight'"
+            " AND r.worker = w.worker)",
+            (campaign_id,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return
+        time.sleep(min(float(row[0]), 0.2) + 0.01)
 
 
 def _now_text() -> str:
