@@ -323,8 +323,8 @@ class Campaign:
         transports = connections.opened + connections.waiting
         limiter = RateLimiter(run_limit)
         try:
-            campaign = self.existing if worker else self._start_campaign()
-            assert campaign is not None
+            joined = self.existing if worker else None  # `_join` found it
+            campaign = joined if joined is not None else self._start_campaign()
             shared = db.is_postgresql(self.ledger.conn)
             if shared:
                 limiter = SharedRateLimiter(run_limit, self.config.database, campaign.id)
@@ -421,23 +421,7 @@ class Campaign:
     ) -> RunResult:
         """`_run` on PostgreSQL: this process joins the campaign's crew (the coordinator after
         taking the campaign over, a worker as it is) and claims its rows under its lease."""
-        if not worker:
-            migrate_crew(self.ledger.conn)
-            wait_for_stragglers(self.ledger.conn, campaign_id)
-            self.ledger.begin_run(
-                campaign_id,
-                self.transport_description,
-                transport_url=self.transport_choice.url,
-                rate=str(rate) if rate is not None else None,
-                concurrency=concurrency,
-            )
-        role = WORKER if worker else COORDINATOR
-        try:
-            crew = Crew(self.config.database, campaign_id, role, runner.stop, lease=lease)
-        except BaseException:
-            if not worker:
-                self.ledger.end_run(campaign_id)
-            raise
+        crew = self._enlist(campaign_id, runner.stop, rate, concurrency, worker, lease)
         claims = ClaimingLedger(self.ledger, crew)
         runner.ledger = claims
         why = "finished"
@@ -469,6 +453,35 @@ class Campaign:
             crew.leave(why)
             if not worker:
                 self.ledger.end_run(campaign_id)
+
+    def _enlist(
+        self,
+        campaign_id: int,
+        stop: threading.Event,
+        rate: Rate | None,
+        concurrency: int,
+        worker: bool,
+        lease: float,
+    ) -> Crew:
+        """The coordinator takes the campaign over (after stragglers of an earlier run let go
+        of their readers), then each process joins the crew."""
+        if not worker:
+            migrate_crew(self.ledger.conn)
+            wait_for_stragglers(self.ledger.conn, campaign_id)
+            self.ledger.begin_run(
+                campaign_id,
+                self.transport_description,
+                transport_url=self.transport_choice.url,
+                rate=str(rate) if rate is not None else None,
+                concurrency=concurrency,
+            )
+        role = WORKER if worker else COORDINATOR
+        try:
+            return Crew(self.config.database, campaign_id, role, stop, lease=lease)
+        except BaseException:
+            if not worker:
+                self.ledger.end_run(campaign_id)
+            raise
 
     @property
     def guard_reason(self) -> str | None:
