@@ -47,6 +47,11 @@ POSTGRESQL_MIGRATIONS: list[str] = [
 ]
 
 
+def prepare(conn: db.Connection) -> None:
+    """Create the table if needed (with a writable connection)."""
+    db.migrate(conn, COMPONENT, MIGRATIONS, POSTGRESQL_MIGRATIONS)
+
+
 def keep_issue_images(conn: db.Connection, issue: Issue) -> int:
     """Store every local image of `issue` under its published name; return how many were new.
 
@@ -60,7 +65,7 @@ def keep_issue_images(conn: db.Connection, issue: Issue) -> int:
     if not images:
         return 0
     rows = [(issue.slug, image.name, image.media_type, _bytes_of(image)) for image in images]
-    db.migrate(conn, COMPONENT, MIGRATIONS, POSTGRESQL_MIGRATIONS)
+    prepare(conn)
     before = conn.total_changes
     conn.executemany(
         "INSERT INTO issue_images (issue_slug, name, media_type, data)"
