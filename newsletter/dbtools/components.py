@@ -44,7 +44,7 @@ class Component:
 # In the order they are created: a table after those it references (subscribers first).
 COMPONENTS: tuple[Component, ...] = (
     Component("subscribers", subscribers),
-    Component("tokens", tokens, "_MIGRATIONS", "_POSTGRESQL_MIGRATIONS"),
+    Component("tokens", tokens, "_MIGRATIONS"),
     Component("campaigns", ledger),
     Component("schedules", schedules),
     Component("welcome", welcome),

@@ -102,16 +102,20 @@ def copy_to_postgresql(source: Path, target: db.PostgresDatabase) -> CopyReport:
     pg = db.connect(target)
     try:
         ensure_schema(lite)
+        before = set(read_schema(pg))
         ensure_schema(pg)
         tables = read_schema(lite)
         theirs = read_schema(pg)
         _refuse_schema_mismatch(tables, theirs, target)
+        # Rows a migration wrote into a table it created just now (a per-database salt) are
+        # not data: SQLite's rows replace them.
+        seeded = {name for name in tables if name not in before}
         lite.execute("BEGIN")  # one snapshot for the copy and the checksums
         try:
             results = []
             for name in dependency_order(tables):
                 table = tables[name]
-                copied = _copy_table(lite, pg, table, theirs[name])
+                copied = _copy_table(lite, pg, table, theirs[name], seeded=name in seeded)
                 _reset_identity(pg, theirs[name])
                 results.append(_verify(lite, pg, table, theirs[name], copied))
         finally:
@@ -208,6 +212,8 @@ def _copy_table(
     pg: db.Connection,
     table: Table,
     target: Table,
+    *,
+    seeded: bool,
 ) -> int:
     families = [target.columns[c] for c in table.columns]
     key = _key(table)
@@ -220,13 +226,14 @@ def _copy_table(
     copied = 0
     pg.execute("BEGIN")
     try:
+        seeds = _keys(pg, table, families, at) if seeded else set()
         batch: list[tuple[Any, ...]] = []
         for row in _rows(lite, table, postgresql=False):
             batch.append(_canonical(families, row))
             if len(batch) >= BATCH:
-                copied += _copy_batch(pg, table, families, batch, at, insert)
+                copied += _copy_batch(pg, table, families, batch, at, insert, seeds)
                 batch = []
-        copied += _copy_batch(pg, table, families, batch, at, insert)
+        copied += _copy_batch(pg, table, families, batch, at, insert, seeds)
         pg.execute("COMMIT")
     except BaseException:
         pg.rollback()
@@ -241,8 +248,10 @@ def _copy_batch(
     batch: list[tuple[Any, ...]],
     at: list[int],
     insert: str,
+    seeds: set[tuple[Any, ...]],
 ) -> int:
-    """Insert the rows of `batch` PostgreSQL lacks; CopyConflict for one it holds otherwise."""
+    """Insert the rows of `batch` PostgreSQL lacks (or holds as a migration's seed, replaced);
+    CopyConflict for one it holds otherwise."""
     if not batch:
         return 0
     names = [list(table.columns)[i] for i in at]
@@ -265,6 +274,10 @@ def _copy_batch(
         held = there.get(key)
         if held is None:
             missing.append(row)
+        elif held != row and key in seeds:
+            where = " AND ".join(f'"{c}" = ?' for c in names)
+            pg.execute(f'DELETE FROM "{table.name}" WHERE {where}', key)
+            missing.append(row)
         elif held != row:
             shown = ", ".join(f"{c}={v!r}" for c, v in zip(names, key, strict=True))
             raise CopyConflict(
@@ -274,6 +287,15 @@ def _copy_batch(
             )
     pg.executemany(insert, missing)
     return len(missing)
+
+
+def _keys(
+    pg: db.Connection, table: Table, families: list[str], at: list[int]
+) -> set[tuple[Any, ...]]:
+    """The keys of the rows `table` holds now (its migration's seeds, when just created)."""
+    cols = ", ".join(f'"{c}"' for c in table.columns)
+    rows = pg.execute(f'SELECT {cols} FROM "{table.name}"').fetchall()
+    return {tuple(_canonical(families, r)[i] for i in at) for r in rows}
 
 
 def _reset_identity(pg: db.Connection, table: Table) -> None:
