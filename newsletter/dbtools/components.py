@@ -30,6 +30,9 @@ class Component:
     module: ModuleType
     sqlite: str = "MIGRATIONS"
     postgresql: str = "POSTGRESQL_MIGRATIONS"
+    # Tables only PostgreSQL has: what its SQL functions need of what SQLite calls in Python
+    # (never copied, never compared with SQLite).
+    postgresql_only: tuple[str, ...] = ()
 
     def steps(self, conn: db.Connection) -> Sequence[Any] | None:
         """The steps for `conn`'s engine (None: the component has none for it)."""
@@ -43,7 +46,7 @@ class Component:
 
 # In the order they are created: a table after those it references (subscribers first).
 COMPONENTS: tuple[Component, ...] = (
-    Component("subscribers", subscribers),
+    Component("subscribers", subscribers, postgresql_only=("nl_char_map",)),
     Component("tokens", tokens, "_MIGRATIONS"),
     Component("campaigns", ledger),
     Component("schedules", schedules),
@@ -53,6 +56,9 @@ COMPONENTS: tuple[Component, ...] = (
     Component(records.COMPONENT, records),
     Component(nonces.COMPONENT, nonces),
 )
+
+
+POSTGRESQL_ONLY = frozenset(t for c in COMPONENTS for t in c.postgresql_only)
 
 
 def ensure_schema(conn: db.Connection) -> dict[str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from newsletter import db
+from newsletter.dbtools.components import POSTGRESQL_ONLY
 
 # Tables of the engines themselves and of the migration bookkeeping (whose versions count each
 # engine's own steps, so they differ by design).
@@ -44,9 +45,11 @@ class Table:
 
 
 def read_schema(conn: db.Connection) -> dict[str, Table]:
-    """Every table of the database but `INTERNAL` and the engine's own, by name."""
+    """Every table of the database but `INTERNAL`, the engine's own, and PostgreSQL's support
+    tables (components.POSTGRESQL_ONLY), by name."""
     tables = _postgresql(conn) if db.is_postgresql(conn) else _sqlite(conn)
-    return {name: t for name, t in sorted(tables.items()) if name not in INTERNAL}
+    skip = INTERNAL | POSTGRESQL_ONLY
+    return {name: t for name, t in sorted(tables.items()) if name not in skip}
 
 
 def dependency_order(tables: dict[str, Table]) -> list[str]:
