@@ -58,7 +58,8 @@ def check_database(database: db.Database) -> list[Problem]:
         if problems and problems[0].where == "database":
             return problems  # a damaged file: reading tables could fail or mislead
         tables = read_schema(conn)
-        problems += _references(conn, tables)
+        # SQLite's foreign_key_check has reported the declared references already.
+        problems += _references(conn, tables, declared=not isinstance(database, Path))
         problems += _finished_campaigns(conn, tables)
         problems += _versions(conn)
         return problems
@@ -82,8 +83,8 @@ def _sqlite_checks(conn: db.Connection) -> list[Problem]:
     ]
 
 
-def _references(conn: db.Connection, tables: dict[str, Table]) -> list[Problem]:
-    refs = [(name, fk) for name, t in tables.items() for fk in t.foreign_keys]
+def _references(conn: db.Connection, tables: dict[str, Table], *, declared: bool) -> list[Problem]:
+    refs = [(name, fk) for name, t in tables.items() for fk in t.foreign_keys if declared]
     refs += [
         (table, ForeignKey((column,), parent, ()))
         for table, column, parent in UNDECLARED
