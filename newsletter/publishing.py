@@ -307,7 +307,7 @@ def set_published(
         "INSERT INTO issue_publications (issue_slug, published, changed_by) VALUES (?, ?, ?)"
         " ON CONFLICT (issue_slug) DO UPDATE SET published = excluded.published,"
         " changed_at = excluded.changed_at, changed_by = excluded.changed_by"
-        " WHERE published != excluded.published",
+        " WHERE issue_publications.published != excluded.published",
         (slug, int(published), by),
     )
     return Publication(slug, published, before != published, _was_sent(conn, slug))
@@ -425,9 +425,11 @@ _STORE = (
     "INSERT INTO issue_snapshots (issue_slug, html, etag, taken_at, meta, entry_id)"
     " VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (issue_slug) DO UPDATE SET html = excluded.html, etag = excluded.etag,"
-    " taken_at = CASE WHEN etag = excluded.etag AND meta = excluded.meta THEN taken_at"
+    " taken_at = CASE WHEN issue_snapshots.etag = excluded.etag"
+    " AND issue_snapshots.meta = excluded.meta THEN issue_snapshots.taken_at"
     " ELSE excluded.taken_at END, meta = excluded.meta,"
-    " entry_id = CASE WHEN entry_id = '' THEN excluded.entry_id ELSE entry_id END"
+    " entry_id = CASE WHEN issue_snapshots.entry_id = '' THEN excluded.entry_id"
+    " ELSE issue_snapshots.entry_id END"
 )
 
 
