@@ -94,9 +94,15 @@ def postgres_server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: Any) -> str:
-    """A fresh, empty PostgreSQL database for this test: its postgresql:// URL."""
-    return str(postgres_server.create_database())
+def postgres_url(postgres_server: Any) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test: its postgresql:// URL. Afterwards the
+    process's pool for it is closed (hundreds of tests would otherwise hold a connection each
+    past the server's max_connections)."""
+    from newsletter.db.postgres import close_pools
+
+    url = str(postgres_server.create_database())
+    yield url
+    close_pools(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

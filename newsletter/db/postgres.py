@@ -337,9 +337,13 @@ def has_schema(database: PostgresDatabase) -> bool:
         conn.close()
 
 
-@atexit.register
-def _close_pools() -> None:
+def close_pools(url: str | None = None) -> None:
+    """Close this process's pools: every one, or those of the database at `url` (a process
+    done with a database, such as a test whose database is thrown away, gives its server
+    connections back; a later `connect` opens a new pool)."""
     with _pools_lock:
-        for pool in _pools.values():
-            pool.close(timeout=1.0)
-        _pools.clear()
+        for key in [k for k in _pools if url is None or k[0] == url]:
+            _pools.pop(key).close(timeout=1.0)
+
+
+atexit.register(close_pools)
