@@ -95,14 +95,14 @@ def postgres_server() -> Iterator[Any]:
 
 @pytest.fixture
 def postgres_url(postgres_server: Any) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for this test: its postgresql:// URL. Afterwards the
-    process's pool for it is closed (hundreds of tests would otherwise hold a connection each
-    past the server's max_connections)."""
-    from newsletter.db.postgres import close_pools
-
+    """A fresh, empty PostgreSQL database for this test: its postgresql:// URL. Afterwards
+    this process's connections to it are closed (else a long run exhausts max_connections)."""
     url = str(postgres_server.create_database())
     yield url
-    close_pools(url)
+    from newsletter.db import parse_database
+    from newsletter.db.postgres import close_pool
+
+    close_pool(parse_database(url))  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

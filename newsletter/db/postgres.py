@@ -171,7 +171,13 @@ class PostgresConnection:
             try:
                 if sql.strip().upper() == "BEGIN IMMEDIATE":
                     cur.execute("BEGIN")
-                    cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                    try:
+                        cur.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                    except psycopg.Error:
+                        # Not granted (lock_timeout): no transaction is left open, as when
+                        # SQLite's BEGIN IMMEDIATE finds the database busy.
+                        cur.execute("ROLLBACK")
+                        raise
                     return cur
                 if not params and "?" not in sql:
                     cur.execute(sql.encode())  # no placeholders: `%` is only a character
@@ -238,6 +244,15 @@ class PostgresConnection:
 
     def migrate(self, component: str, steps: Sequence[str | Callable[[Any], None]]) -> int:
         """Apply `component`'s PostgreSQL steps not yet applied (see newsletter.db.migrate)."""
+        # Up to date (every open after the first): no write lock, so opening a store never
+        # waits behind a long writer (an import), as on SQLite.
+        if self.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]:
+            done = self.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = ?",
+                (component,),
+            ).fetchone()
+            if int(done[0]) >= len(steps):
+                return int(done[0])
         self.execute("BEGIN IMMEDIATE")
         try:
             self.execute(
@@ -337,13 +352,17 @@ def has_schema(database: PostgresDatabase) -> bool:
         conn.close()
 
 
-def close_pools(url: str | None = None) -> None:
-    """Close this process's pools: every one, or those of the database at `url` (a process
-    done with a database, such as a test whose database is thrown away, gives its server
-    connections back; a later `connect` opens a new pool)."""
+def close_pool(database: PostgresDatabase) -> None:
+    """Close this process's pools for `database` and their idle connections (a caller done
+    with that database for good, such as a test's throwaway one); a later `connect` opens anew."""
     with _pools_lock:
-        for key in [k for k in _pools if url is None or k[0] == url]:
+        for key in [k for k in _pools if k[0] == database.url]:
             _pools.pop(key).close(timeout=1.0)
 
 
-atexit.register(close_pools)
+@atexit.register
+def _close_pools() -> None:
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.close(timeout=1.0)
+        _pools.clear()
