@@ -204,3 +204,16 @@ def test_the_sqlite_database_is_read_as_one_snapshot(sent, project, runner, post
     finally:
         writer.close()
     assert "during" not in {r[3] for r in rows_of(postgres_url, "subscribers")}
+
+
+def test_rows_only_postgresql_holds_fail_the_verification(sent, project, runner, postgres_url):
+    """PostgreSQL used in between (a sign-up there): the rerun copies nothing over it and says
+    which table no longer matches."""
+    assert run(runner, project, "db", "migrate", postgres_url)[0] == 0
+    code, out = run(runner, project, "subscribers", "add", "gus@example.com", "--db", postgres_url)
+    assert code == 0, out
+    code, out = run(runner, project, "db", "migrate", postgres_url)
+    assert code == 1
+    [line] = [line for line in out.splitlines() if line.startswith("subscribers ")]
+    assert line.split()[2:] == ["3", "4", "DIFFERS"]
+    assert "tables differ: subscribers, subscriber_memberships" in out  # gus and his list
