@@ -66,9 +66,10 @@ def check(db: str | None) -> None:
 
     On SQLite, `PRAGMA integrity_check` (damaged pages and indexes) and `foreign_key_check`;
     on both engines, the project's own rules: every reference leads to a row (memberships,
-    history, tags, the ledger's subscriber and campaign, bounce events, welcome requests),
-    a finished campaign has no recipient left to send, and each component's schema version is
-    this version's. Prints each problem as `TABLE: what` and exits 1, or prints "no problems".
+    history, tags, bounce events; the ledger's and welcome requests' subscriber ids were handed
+    out, an erased subscriber's rows staying by design), a finished campaign has no recipient
+    left to send, and each component's schema version is this version's. Prints each problem
+    as `TABLE: what` and exits 1, or prints "no problems".
     """
     from newsletter.dbtools.check import check_database
 

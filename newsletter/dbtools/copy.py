@@ -89,10 +89,9 @@ def copy_to_postgresql(source: Path, target: db.PostgresDatabase) -> CopyReport:
     """Copy the SQLite database `source` into `target` and verify it (see the module docstring).
 
     Both schemas are brought up to date first (newsletter.dbtools.components.ensure_schema).
-    Raises NewsletterError
-    when `source` is no SQLite database or `target` not PostgreSQL, CopyConflict for a row that
-    differs under the same key, db.Error from either engine (the table being copied is rolled
-    back)."""
+    Raises NewsletterError when `source` is no SQLite database or `target` not PostgreSQL,
+    CopyConflict for a row that differs under the same key, db.Error from either engine (the
+    table being copied is rolled back)."""
     if not isinstance(target, db.PostgresDatabase):
         raise NewsletterError(
             f"{target}: not a postgresql:// URL; db migrate copies into PostgreSQL"
