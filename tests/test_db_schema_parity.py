@@ -59,6 +59,7 @@ def _comparable(value: object) -> object:
 
 
 def test_every_component_is_migrated_on_both(tmp_path, postgres_url):
-    for database in (tmp_path / "newsletter.db", postgres_url):
-        _, versions = schema_of(database)
-        assert set(versions) == {c.name for c in COMPONENTS}, database
+    _, versions = schema_of(tmp_path / "newsletter.db")
+    assert set(versions) == {c.name for c in COMPONENTS if c.sqlite is not None}
+    _, versions = schema_of(postgres_url)
+    assert set(versions) == {c.name for c in COMPONENTS}

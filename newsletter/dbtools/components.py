@@ -24,24 +24,31 @@ from newsletter.subscribers import schema as subscribers
 @dataclass(frozen=True)
 class Component:
     """`name` as recorded in schema_migrations; `module` holds its two step lists under the
-    attribute names `sqlite` and `postgresql`."""
+    attribute names `sqlite` and `postgresql` (`sqlite` None: a PostgreSQL-only component,
+    such as the crew of workers, which has nothing to create on SQLite).
+
+    `postgresql_only`: what only PostgreSQL has of this component, by name: tables (support
+    tables of its SQL functions, the workers' leases), indexes, and `table.column`s; never
+    copied from SQLite, never compared with it."""
 
     name: str
     module: ModuleType
-    sqlite: str = "MIGRATIONS"
+    sqlite: str | None = "MIGRATIONS"
     postgresql: str = "POSTGRESQL_MIGRATIONS"
-    # Tables only PostgreSQL has: what its SQL functions need of what SQLite calls in Python
-    # (never copied, never compared with SQLite).
     postgresql_only: tuple[str, ...] = ()
 
     def steps(self, conn: db.Connection) -> Sequence[Any] | None:
         """The steps for `conn`'s engine (None: the component has none for it)."""
-        name = self.postgresql if db.is_postgresql(conn) else self.sqlite
-        return getattr(self.module, name, None)
+        if db.is_postgresql(conn):
+            return getattr(self.module, self.postgresql, None)
+        return [] if self.sqlite is None else getattr(self.module, self.sqlite, None)
 
     def migrate(self, conn: db.Connection) -> int:
+        if self.sqlite is None and not db.is_postgresql(conn):
+            return 0
+        sqlite = [] if self.sqlite is None else getattr(self.module, self.sqlite)
         postgresql = getattr(self.module, self.postgresql, None)
-        return db.migrate(conn, self.name, getattr(self.module, self.sqlite), postgresql)
+        return db.migrate(conn, self.name, sqlite, postgresql)
 
 
 # In the order they are created: a table after those it references (subscribers first).
@@ -58,7 +65,8 @@ COMPONENTS: tuple[Component, ...] = (
 )
 
 
-POSTGRESQL_ONLY = frozenset(t for c in COMPONENTS for t in c.postgresql_only)
+# Names (tables, indexes, `table.column`s) only PostgreSQL has (see Component).
+POSTGRESQL_ONLY = frozenset(name for c in COMPONENTS for name in c.postgresql_only)
 
 
 def ensure_schema(conn: db.Connection) -> dict[str, int]:
@@ -66,7 +74,11 @@ def ensure_schema(conn: db.Connection) -> dict[str, int]:
     see newsletter.db.migrate); return component -> schema version.
 
     Raises ConfigError for a component without steps for the engine, db.Error from the engine."""
-    return {component.name: component.migrate(conn) for component in COMPONENTS}
+    return {
+        c.name: c.migrate(conn)
+        for c in COMPONENTS
+        if c.sqlite is not None or db.is_postgresql(conn)
+    }
 
 
 def recorded_versions(conn: db.Connection) -> dict[str, int]:

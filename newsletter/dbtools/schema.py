@@ -8,7 +8,7 @@ the references to follow, and the schema-parity test compares both engines with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from newsletter import db
 from newsletter.dbtools.components import POSTGRESQL_ONLY
@@ -45,11 +45,18 @@ class Table:
 
 
 def read_schema(conn: db.Connection) -> dict[str, Table]:
-    """Every table of the database but `INTERNAL`, the engine's own, and PostgreSQL's support
-    tables (components.POSTGRESQL_ONLY), by name."""
-    tables = _postgresql(conn) if db.is_postgresql(conn) else _sqlite(conn)
-    skip = INTERNAL | POSTGRESQL_ONLY
-    return {name: t for name, t in sorted(tables.items()) if name not in skip}
+    """Every table of the database but `INTERNAL` and the engine's own, by name; on PostgreSQL
+    without what only PostgreSQL has (components.POSTGRESQL_ONLY: tables, indexes, columns)."""
+    if not db.is_postgresql(conn):
+        tables = _sqlite(conn)
+        return {name: t for name, t in sorted(tables.items()) if name not in INTERNAL}
+    out = {}
+    for name, t in sorted(_postgresql(conn).items()):
+        if name in INTERNAL or name in POSTGRESQL_ONLY:
+            continue
+        columns = {c: f for c, f in t.columns.items() if f"{name}.{c}" not in POSTGRESQL_ONLY}
+        out[name] = replace(t, columns=columns, indexes=t.indexes - POSTGRESQL_ONLY)
+    return out
 
 
 def dependency_order(tables: dict[str, Table]) -> list[str]:
