@@ -11,8 +11,8 @@ file.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-import sqlite3
 
 from newsletter import db
 from newsletter.errors import NewsletterError
@@ -32,9 +32,27 @@ MIGRATIONS: list[db.Migration] = [
     ) WITHOUT ROWID;
     """
 ]
+POSTGRESQL_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE issue_images (
+        issue_slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        data BYTEA NOT NULL,
+        stored_at TEXT NOT NULL
+            DEFAULT (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+        PRIMARY KEY (issue_slug, name)
+    );
+    """
+]
 
 
-def keep_issue_images(conn: sqlite3.Connection, issue: Issue) -> int:
+def prepare(conn: db.Connection) -> None:
+    """Create the table if needed (with a writable connection)."""
+    db.migrate(conn, COMPONENT, MIGRATIONS, POSTGRESQL_MIGRATIONS)
+
+
+def keep_issue_images(conn: db.Connection, issue: Issue) -> int:
     """Store every local image of `issue` under its published name; return how many were new.
 
     Idempotent (a name is a hash of the bytes, so a stored row is never replaced). Raises
@@ -47,30 +65,29 @@ def keep_issue_images(conn: sqlite3.Connection, issue: Issue) -> int:
     if not images:
         return 0
     rows = [(issue.slug, image.name, image.media_type, _bytes_of(image)) for image in images]
-    db.migrate(conn, COMPONENT, MIGRATIONS)
+    prepare(conn)
     before = conn.total_changes
     conn.executemany(
-        "INSERT OR IGNORE INTO issue_images (issue_slug, name, media_type, data)"
-        " VALUES (?, ?, ?, ?)",
+        "INSERT INTO issue_images (issue_slug, name, media_type, data)"
+        " VALUES (?, ?, ?, ?) ON CONFLICT (issue_slug, name) DO NOTHING",
         rows,
     )
     return conn.total_changes - before
 
 
-def stored_image(conn: sqlite3.Connection, slug: str, name: str) -> tuple[str, bytes, float] | None:
+def stored_image(conn: db.Connection, slug: str, name: str) -> tuple[str, bytes, float] | None:
     """(media type, bytes, when stored in Unix seconds) of the image stored as `name` for
     `slug`, or None (read-only; works on a database no issue image was ever stored in)."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'issue_images'"
-    ).fetchone()
-    if exists is None:
+    if not db.has_table(conn, "issue_images"):
         return None
     row = conn.execute(
-        "SELECT media_type, data, CAST(strftime('%s', stored_at) AS INTEGER) FROM issue_images"
-        " WHERE issue_slug = ? AND name = ?",
+        "SELECT media_type, data, stored_at FROM issue_images WHERE issue_slug = ? AND name = ?",
         (slug, name),
     ).fetchone()
-    return (str(row[0]), bytes(row[1]), float(row[2])) if row is not None else None
+    if row is None:
+        return None
+    stored = dt.datetime.strptime(str(row[2]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return str(row[0]), bytes(row[1]), float(int(stored.timestamp()))
 
 
 def _bytes_of(image: LocalImage) -> bytes:
@@ -85,12 +102,9 @@ def _bytes_of(image: LocalImage) -> bytes:
     return data
 
 
-def stored_images(conn: sqlite3.Connection, slug: str) -> list[tuple[str, bytes]]:
+def stored_images(conn: db.Connection, slug: str) -> list[tuple[str, bytes]]:
     """(published name, bytes) of every image stored for `slug`, by name (read-only)."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'issue_images'"
-    ).fetchone()
-    if exists is None:
+    if not db.has_table(conn, "issue_images"):
         return []
     rows = conn.execute(
         "SELECT name, data FROM issue_images WHERE issue_slug = ? ORDER BY name", (slug,)

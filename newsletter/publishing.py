@@ -23,7 +23,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,6 +60,27 @@ MIGRATIONS: list[db.Migration] = [
     """
     ALTER TABLE issue_snapshots ADD COLUMN meta TEXT NOT NULL DEFAULT '';
     ALTER TABLE issue_snapshots ADD COLUMN entry_id TEXT NOT NULL DEFAULT '';
+    """,
+]
+# The same tables on PostgreSQL (step 1 = the final shape of the SQLite steps above).
+POSTGRESQL_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE issue_publications (
+        issue_slug TEXT PRIMARY KEY,
+        published BIGINT NOT NULL CHECK (published IN (0, 1)),
+        changed_at TEXT NOT NULL
+            DEFAULT (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+        changed_by TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE issue_snapshots (
+        issue_slug TEXT PRIMARY KEY,
+        html BYTEA NOT NULL,
+        etag TEXT NOT NULL,
+        taken_at DOUBLE PRECISION NOT NULL,
+        list_name TEXT NOT NULL DEFAULT '',
+        meta TEXT NOT NULL DEFAULT '',
+        entry_id TEXT NOT NULL DEFAULT ''
+    );
     """,
 ]
 
@@ -156,12 +176,12 @@ class Publication:
         return f"Issue {self.slug} is {already}{state}{how}."
 
 
-def prepare(conn: sqlite3.Connection) -> None:
+def prepare(conn: db.Connection) -> None:
     """Create the publishing table if needed (call once with a writable connection)."""
-    db.migrate(conn, COMPONENT, MIGRATIONS)
+    db.migrate(conn, COMPONENT, MIGRATIONS, POSTGRESQL_MIGRATIONS)
 
 
-def is_published(conn: sqlite3.Connection, slug: str) -> bool:
+def is_published(conn: db.Connection, slug: str) -> bool:
     """True if the issue `slug` may be served publicly (read-only; works before any migration)."""
     if _has_table(conn, "issue_publications"):
         row = conn.execute(
@@ -172,7 +192,7 @@ def is_published(conn: sqlite3.Connection, slug: str) -> bool:
     return _was_sent(conn, slug)
 
 
-def published_slugs(conn: sqlite3.Connection) -> set[str]:
+def published_slugs(conn: db.Connection) -> set[str]:
     """Every published slug (for an archive or a feed)."""
     slugs: set[str] = set()
     if _has_table(conn, "campaign_recipients") and _has_table(conn, "issue_snapshots"):
@@ -185,7 +205,7 @@ def published_slugs(conn: sqlite3.Connection) -> set[str]:
     return slugs
 
 
-def last_change(conn: sqlite3.Connection) -> dt.datetime | None:
+def last_change(conn: db.Connection) -> dt.datetime | None:
     """When an issue was last published or unpublished explicitly (None: never); read-only."""
     if not _has_table(conn, "issue_publications"):
         return None
@@ -195,7 +215,7 @@ def last_change(conn: sqlite3.Connection) -> dt.datetime | None:
     return dt.datetime.strptime(str(row[0]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
-def published_snapshot(conn: sqlite3.Connection, slug: str) -> Snapshot | None:
+def published_snapshot(conn: db.Connection, slug: str) -> Snapshot | None:
     """What to serve for `slug`: its snapshot if the issue is published, else None (read-only)."""
     if not _has_table(conn, "issue_snapshots") or not is_published(conn, slug):
         return None
@@ -205,7 +225,7 @@ def published_snapshot(conn: sqlite3.Connection, slug: str) -> Snapshot | None:
     return Snapshot(slug, bytes(row[0]), str(row[1]), float(row[2])) if row else None
 
 
-def published_entries(conn: sqlite3.Connection) -> list[Entry]:
+def published_entries(conn: db.Connection) -> list[Entry]:
     """Every published issue that has a snapshot with its meta, newest first (issue date, then
     slug, both descending): what the archive, the feeds and the web version's previous/next
     links show. Read-only; [] on a database without snapshots."""
@@ -253,7 +273,7 @@ def entry_id(base_url: str, slug: str, date: dt.date) -> str:
     return f"tag:{host},{date.isoformat()}:issues/{slug}"
 
 
-def snapshot_for_send(conn: sqlite3.Connection, compiled: CompiledIssue, list_name: str) -> bool:
+def snapshot_for_send(conn: db.Connection, compiled: CompiledIssue, list_name: str) -> bool:
     """Before a send of `compiled` to the *public* list `list_name`: keep its web version as it
     is now, unless an earlier public send or `publish` already did. True if taken now. The
     issue is published (served) once someone on that list was sent it."""
@@ -262,8 +282,8 @@ def snapshot_for_send(conn: sqlite3.Connection, compiled: CompiledIssue, list_na
     meta = issue_meta(compiled)
     slug = compiled.issue.slug
     cur = conn.execute(
-        "INSERT OR IGNORE INTO issue_snapshots (issue_slug, html, etag, taken_at, list_name,"
-        " meta, entry_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO issue_snapshots (issue_slug, html, etag, taken_at, list_name,"
+        " meta, entry_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (issue_slug) DO NOTHING",
         (
             slug,
             body,
@@ -278,7 +298,7 @@ def snapshot_for_send(conn: sqlite3.Connection, compiled: CompiledIssue, list_na
 
 
 def set_published(
-    conn: sqlite3.Connection, slug: str, published: bool, *, by: str = "cli"
+    conn: db.Connection, slug: str, published: bool, *, by: str = "cli"
 ) -> Publication:
     """Record an explicit publish/unpublish decision for `slug`; idempotent."""
     prepare(conn)
@@ -287,7 +307,7 @@ def set_published(
         "INSERT INTO issue_publications (issue_slug, published, changed_by) VALUES (?, ?, ?)"
         " ON CONFLICT (issue_slug) DO UPDATE SET published = excluded.published,"
         " changed_at = excluded.changed_at, changed_by = excluded.changed_by"
-        " WHERE published != excluded.published",
+        " WHERE issue_publications.published != excluded.published",
         (slug, int(published), by),
     )
     return Publication(slug, published, before != published, _was_sent(conn, slug))
@@ -339,7 +359,7 @@ def publish_issue(config: Config, issue: str | Path, *, published: bool = True) 
     return dataclasses.replace(done, base_url=config.base_url, snapshot=taken)
 
 
-def _keep_images(conn: sqlite3.Connection, path: Path) -> None:
+def _keep_images(conn: db.Connection, path: Path) -> None:
     """Keep the issue's local images as they are now (newsletter.imagestore), so the URLs its
     web version and emails name keep answering after the files change."""
     from newsletter.imagestore import keep_issue_images
@@ -405,13 +425,15 @@ _STORE = (
     "INSERT INTO issue_snapshots (issue_slug, html, etag, taken_at, meta, entry_id)"
     " VALUES (?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (issue_slug) DO UPDATE SET html = excluded.html, etag = excluded.etag,"
-    " taken_at = CASE WHEN etag = excluded.etag AND meta = excluded.meta THEN taken_at"
+    " taken_at = CASE WHEN issue_snapshots.etag = excluded.etag"
+    " AND issue_snapshots.meta = excluded.meta THEN issue_snapshots.taken_at"
     " ELSE excluded.taken_at END, meta = excluded.meta,"
-    " entry_id = CASE WHEN entry_id = '' THEN excluded.entry_id ELSE entry_id END"
+    " entry_id = CASE WHEN issue_snapshots.entry_id = '' THEN excluded.entry_id"
+    " ELSE issue_snapshots.entry_id END"
 )
 
 
-def _store_snapshot(conn: sqlite3.Connection, compiled: CompiledIssue) -> None:
+def _store_snapshot(conn: db.Connection, compiled: CompiledIssue) -> None:
     body = compiled.web_html.encode()
     meta = issue_meta(compiled)
     slug = compiled.issue.slug
@@ -423,12 +445,12 @@ def _etag(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def _ever_published(conn: sqlite3.Connection, slug: str) -> bool:
+def _ever_published(conn: db.Connection, slug: str) -> bool:
     row = conn.execute("SELECT 1 FROM issue_publications WHERE issue_slug = ?", (slug,)).fetchone()
     return row is not None or _was_sent(conn, slug)
 
 
-def _has_snapshot(conn: sqlite3.Connection, slug: str) -> bool:
+def _has_snapshot(conn: db.Connection, slug: str) -> bool:
     return (
         conn.execute("SELECT 1 FROM issue_snapshots WHERE issue_slug = ?", (slug,)).fetchone()
         is not None
@@ -444,18 +466,20 @@ def _refuse_invalid(config: Config, path: Path) -> None:
         raise NewsletterError(f"{path} has errors; fix them before publishing:\n{lines}")
 
 
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    ).fetchone()
-    return row is not None
+_has_table = db.has_table
 
 
-def _has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+def _has_column(conn: db.Connection, table: str, column: str) -> bool:
+    if db.is_postgresql(conn):
+        sql = (
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? AND column_name = ?"
+        )
+        return conn.execute(sql, (table, column)).fetchone() is not None
     return any(row[1] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
-def _was_sent(conn: sqlite3.Connection, slug: str) -> bool:
+def _was_sent(conn: db.Connection, slug: str) -> bool:
     if not _has_table(conn, "campaign_recipients") or not _has_table(conn, "issue_snapshots"):
         return False
     return conn.execute(_SENT, (slug,)).fetchone() is not None

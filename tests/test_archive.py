@@ -53,9 +53,11 @@ def write_issue(
 
 
 @pytest.fixture
-def site(project: Path, runner: CliRunner) -> dict[str, str]:
+def site(project: Path, runner: CliRunner, database: str) -> dict[str, str]:
     """Four issues: two published, one never published (a draft), one published then
-    unpublished. Returns their slugs by role."""
+    unpublished, in the `database` of each engine. Returns their slugs by role."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
     slugs = {
         "older": EXAMPLE_SLUG,
         "newer": write_issue(
@@ -403,11 +405,10 @@ def test_a_restyled_theme_and_a_broken_one(project, runner, site):
 def test_an_issue_published_before_the_archive_existed(project, runner, site):
     """A database from before snapshots kept their meta (simulated by emptying it): the issue
     is still served as it was, and the archive names the command that lists it."""
-    import sqlite3
+    from newsletter import db
 
-    conn = sqlite3.connect(project / "newsletter.db")
-    with conn:
-        conn.execute("UPDATE issue_snapshots SET meta = '' WHERE issue_slug = ?", (site["older"],))
+    conn = db.connect(load_config(project / "newsletter.yaml").database)
+    conn.execute("UPDATE issue_snapshots SET meta = '' WHERE issue_slug = ?", (site["older"],))
     conn.close()
     out = build(runner, project, "-o", "site")
     assert "Archive of 1 published issue(s)" in out

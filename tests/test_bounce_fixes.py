@@ -4,7 +4,6 @@ left percent-encoded."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from tests.support import bounce_mail as mail
 from tests.support.bounce_project import send_example
 from tests.support.cli_support import run
 from tests.support.imap_server import PASSWORD, running_dovecot
+from tests.support.serve_support import dump
 
 READERS = ["reader0@example.net", "reader1@example.net"]
 NEWSLETTER = Path(sys.executable).with_name("newsletter")
@@ -154,19 +154,15 @@ def test_non_ascii_folder_names_work(project, runner, dovecot, fetch_sent, mode)
 
 
 def _database_text(sent) -> str:
-    conn = sqlite3.connect(sent.config.database)
-    try:
-        return "\n".join(conn.iterdump()).lower()
-    finally:
-        conn.close()
+    return "\n".join(dump(sent.config.database)).lower()
 
 
 @pytest.mark.parametrize(
     "shape",
     ["postfix with VERP", "exchange without VERP", "non-standard", "gmail soft"],
 )
-def test_a_bounce_after_erasure_keeps_no_plaintext_address(project, runner, shape):
-    sent = send_example(project, READERS)
+def test_a_bounce_after_erasure_keeps_no_plaintext_address(project, runner, shape, database):
+    sent = send_example(project, READERS, database=database)
     gone = READERS[0]
     bounce = {
         "postfix with VERP": lambda: mail.postfix_dsn(

@@ -19,6 +19,14 @@ from newsletter.subscribers import SubscriberStore
 GUARD = "bounces:\n  guard_min_sent: 10\n  guard_bounce_rate: 20%\n  guard_complaint_rate: 10%\n"
 
 
+@pytest.fixture(autouse=True)
+def engine(project: Path, database: str) -> None:
+    """Every test on each engine: the project's records in `database` (an SQLite file or a
+    PostgreSQL URL)."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
+
+
 @pytest.fixture
 def guarded(project: Path) -> tuple[Path, Path]:
     with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:

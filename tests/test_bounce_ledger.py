@@ -41,8 +41,10 @@ def figures(out: str) -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("shape", list(BOUNCES))
-def test_a_later_hard_bounce_is_on_the_campaigns_row(project: Path, runner, shape: str) -> None:
-    sent = send_example(project, READERS)
+def test_a_later_hard_bounce_is_on_the_campaigns_row(
+    project: Path, runner, shape: str, database
+) -> None:
+    sent = send_example(project, READERS, database=database)
     (project / "b.eml").write_bytes(BOUNCES[shape](sent, READERS[0]))
     code, out = run(runner, project, "bounces", "import", "b.eml")
     assert code == 0 and "bounced" in out, out
@@ -60,8 +62,8 @@ def test_a_later_hard_bounce_is_on_the_campaigns_row(project: Path, runner, shap
     assert figures(out) == (1, 1, 3), out
 
 
-def test_a_complaint_leaves_the_row_sent(project: Path, runner) -> None:
-    sent = send_example(project, READERS)
+def test_a_complaint_leaves_the_row_sent(project: Path, runner, database) -> None:
+    sent = send_example(project, READERS, database=database)
     reader = READERS[1]
     (project / "c.eml").write_bytes(mail.arf_report(reader, sent.token(reader), reader))
     code, out = run(runner, project, "bounces", "import", "c.eml")

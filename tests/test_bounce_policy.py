@@ -16,6 +16,7 @@ from newsletter.campaign import send_issue
 from newsletter.campaign.ledger import Ledger
 from newsletter.config import load_config
 from newsletter.db import connect
+from newsletter.dbtools.schema import read_schema
 from newsletter.issue import load_issue
 from newsletter.subscribers import SubscriberStore
 from newsletter.tokens import secret_key, verp_token
@@ -24,10 +25,11 @@ READERS = [f"reader{i}@example.net" for i in range(6)]
 
 
 @pytest.fixture
-def sent(project: Path):
-    """A project whose example issue went to six readers; (config, {email: ledger row})."""
+def sent(project: Path, database: str):
+    """A project whose example issue went to six readers, on each engine; (config, {email:
+    ledger row})."""
     with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write("bounces:\n  address: bounces@news.example.org\n")
+        f.write(f"bounces:\n  address: bounces@news.example.org\ndatabase: {database}\n")
     config = load_config(project / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         for email in READERS:
@@ -131,11 +133,10 @@ def _dump(config) -> dict[str, list[tuple]]:
     """Every table's rows, to prove a dry run wrote nothing."""
     conn = connect(config.database)
     try:
-        names = [
-            r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1")
-        ]
-        return {n: [tuple(r) for r in conn.execute(f"SELECT * FROM {n} ORDER BY 1")] for n in names}
+        return {
+            n: sorted((tuple(r) for r in conn.execute(f"SELECT * FROM {n}")), key=repr)
+            for n in [*read_schema(conn), "schema_migrations"]
+        }
     finally:
         conn.close()
 

@@ -26,6 +26,14 @@ from newsletter.tokens import read_verp_token, secret_key, verp_token_from_addre
 VERP = re.compile(r"bounces\+([0-9a-z]+-[0-9a-f]{20})@news\.example\.org\Z")
 
 
+@pytest.fixture(autouse=True)
+def engine(project: Path, database: str) -> None:
+    """Every test on each engine: the project's records in `database` (an SQLite file or a
+    PostgreSQL URL)."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
+
+
 def _configure(project: Path, extra: str = "") -> None:
     with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
         f.write("bounces:\n  address: bounces@news.example.org\n" + extra)

@@ -61,8 +61,8 @@ def assert_outcome(project: Path, status: str, expected: str, history: str) -> N
 
 
 @pytest.mark.parametrize(("status", "expected", "history"), CODES)
-def test_a_dsn_imported(project: Path, tmp_path: Path, status, expected, history) -> None:
-    sent = send_example(project, [READER, OTHER])
+def test_a_dsn_imported(project: Path, tmp_path: Path, status, expected, history, database) -> None:
+    sent = send_example(project, [READER, OTHER], database=database)
     action = "delayed" if status.startswith("4") else "failed"
     code_ = "450" if status.startswith("4") else "550"
     dsn = mail.postfix_dsn(
@@ -116,9 +116,9 @@ def test_the_relays_reply_while_sending(project: Path, status, expected, history
 @pytest.mark.parametrize("provider", WEBHOOKS)
 @pytest.mark.parametrize(("status", "expected", "history"), CODES)
 def test_a_providers_webhook(
-    project: Path, certs: SnsCertServer, provider, status, expected, history
+    project: Path, certs: SnsCertServer, provider, status, expected, history, database
 ) -> None:
-    sent: SentIssue = send_example(project, [READER, OTHER])
+    sent: SentIssue = send_example(project, [READER, OTHER], database=database)
     signer = {
         "sendgrid": SendGridSigner,
         "mailgun": MailgunSigner,

@@ -17,9 +17,9 @@ from tests.support.cli_support import run
 from tests.support.smtp_servers import SmtpServer
 
 
-def test_bounce_mail_fed_back_makes_the_next_campaign_skip_them(project, runner):
+def test_bounce_mail_fed_back_makes_the_next_campaign_skip_them(project, runner, database):
     with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"bounces:\n  address: {mail.BOUNCE_BASE}\n")
+        f.write(f"bounces:\n  address: {mail.BOUNCE_BASE}\ndatabase: {database}\n")
     config = load_config(project / "newsletter.yaml")
     example = next((project / "issues").glob("*.yaml"))
     second = project / "issues" / "2026-12-09-next-issue.yaml"

@@ -22,9 +22,9 @@ def dovecot(tmp_path):
 
 
 @pytest.fixture
-def sent(project, monkeypatch):
+def sent(project, monkeypatch, database):
     monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", PASSWORD)
-    return send_example(project, READERS)
+    return send_example(project, READERS, database=database)
 
 
 def messages(sent):

@@ -77,8 +77,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("kind", ["eml", "mbox", "maildir", "mix"])
-def test_import_applies_each_kind_once_and_dry_run_changes_nothing(project, runner, kind):
-    sent = send_example(project, READERS)
+def test_import_applies_each_kind_once_and_dry_run_changes_nothing(project, runner, kind, database):
+    sent = send_example(project, READERS, database=database)
     folder = project / "mail"
     folder.mkdir()
     paths = write_as(kind, folder, [raw for _, raw in bounce_set(sent)])
@@ -116,8 +116,8 @@ def test_import_applies_each_kind_once_and_dry_run_changes_nothing(project, runn
     ],
     ids=["missing path", "folder that is not a Maildir"],
 )
-def test_a_bad_path_applies_nothing(project, runner, make_bad, message):
-    sent = send_example(project, READERS)
+def test_a_bad_path_applies_nothing(project, runner, make_bad, message, database):
+    sent = send_example(project, READERS, database=database)
     good = project / "good.eml"
     good.write_bytes(mail.postfix_dsn(READERS[0], sent.token(READERS[0]), "x@y"))
     bad = make_bad(project)
@@ -126,8 +126,8 @@ def test_a_bad_path_applies_nothing(project, runner, make_bad, message):
     assert set(sent.statuses().values()) == {"active"} and sent.feedback_rows() == 0
 
 
-def test_an_unreadable_file_applies_nothing(project, runner):
-    sent = send_example(project, READERS)
+def test_an_unreadable_file_applies_nothing(project, runner, database):
+    sent = send_example(project, READERS, database=database)
     good = project / "good.eml"
     good.write_bytes(mail.postfix_dsn(READERS[0], sent.token(READERS[0]), "x@y"))
     loop = project / "loop.eml"

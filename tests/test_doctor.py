@@ -178,10 +178,12 @@ def test_a_value_from_the_environment_names_the_variable(
     )
 
 
-def test_where_the_signing_secret_is_kept(clean, runner) -> None:
+def test_where_the_signing_secret_is_kept(clean, runner, database) -> None:
     from newsletter import db, tokens
 
     config = clean / "newsletter.yaml"
+    with config.open("a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
     # Not set anywhere: generated into the database on first use (a warning saying so).
     result = runner.invoke(main, ["--config", str(config), "doctor"])
     assert result.exit_code == 0

@@ -180,7 +180,14 @@ def test_build_copies_the_image_and_the_email_references_it(
     assert f"/issues/{SLUG}/{name}" in web
 
 
-def test_serve_answers_the_image_of_a_published_issue_only(project: Path) -> None:
+def on(project: Path, database: str) -> None:
+    """Keep the project's records in `database` (an SQLite file or a PostgreSQL URL)."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
+
+
+def test_serve_answers_the_image_of_a_published_issue_only(project: Path, database: str) -> None:
+    on(project, database)
     source = picture(project / "issues/images/night-train.jpg")
     picture(project / "issues/images/secret.jpg")  # beside it, but named by no story
     write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})
@@ -297,10 +304,11 @@ def _replace_or_delete(path: Path, how: str) -> None:
 @pytest.mark.parametrize("how", ["replaced", "deleted"])
 @pytest.mark.parametrize("went_out", ["published", "sent"])
 def test_an_image_that_went_out_keeps_answering_with_its_bytes(
-    went_out: str, how: str, runner: CliRunner, project: Path
+    went_out: str, how: str, runner: CliRunner, project: Path, database: str
 ) -> None:
     # A sent email cannot change: the hashed URL it names must keep answering with the bytes it
     # was sent with, whatever the writer does with the file afterwards.
+    on(project, database)
     source = picture(project / "issues/images/night-train.jpg")
     original = source.read_bytes()
     write_issue(project, {"path": "images/night-train.jpg", "alt": "The night train"})

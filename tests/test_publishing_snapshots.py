@@ -23,11 +23,13 @@ SLUG = "2026-11-25-microsoft-openai-partnership"
 
 
 @pytest.fixture
-def config(project: Path) -> Config:
+def config(project: Path, database: str) -> Config:
+    """The project on each engine (the `database` fixture: an SQLite file, a PostgreSQL URL)."""
     path = project / "newsletter.yaml"
     path.write_text(
         path.read_text(encoding="utf-8") + "transport: outbox:./outbox\n"
-        "lists:\n  weekly: {public: true}\n  secret: {public: false}\n",
+        "lists:\n  weekly: {public: true}\n  secret: {public: false}\n"
+        f"database: {database}\n",
         encoding="utf-8",
     )
     return load_config(path)

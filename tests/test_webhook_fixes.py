@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_support import populate, running
+from serve_support import dump, populate, running
 from webhook_support import (
     PROVIDERS,
     Event,
@@ -25,20 +24,24 @@ from webhook_support import (
     signer_for,
 )
 
+from newsletter import db
 from newsletter.config import Config, load_config
 from newsletter.subscribers import SubscriberStore
 from newsletter.web.public import create_app
 
 
 @pytest.fixture
-def config(project: Path) -> Config:
+def config(project: Path, database: str) -> Config:
+    """The project on each engine (`database`: an SQLite file, a PostgreSQL URL)."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
     return load_config(project / "newsletter.yaml")
 
 
 @pytest.fixture
 def ada_key(config: Config) -> int:
     site = populate(config)
-    conn = sqlite3.connect(config.database)
+    conn = db.connect(config.database)
     try:
         return conn.execute(
             "SELECT id FROM campaign_recipients WHERE subscriber_id = ?", (site.ada_id,)
@@ -59,7 +62,7 @@ def post(server: str, provider: str, signed: Signed) -> httpx.Response:
 
 
 def feedback_kinds(config: Config) -> list[str]:
-    conn = sqlite3.connect(config.database)
+    conn = db.connect(config.database)
     try:
         return [r[0] for r in conn.execute("SELECT kind FROM feedback_events ORDER BY id")]
     finally:
@@ -193,9 +196,10 @@ def test_a_timestamp_that_is_no_finite_time_is_refused(provider, stamp, config, 
 
 
 def ledger_rows(config: Config) -> list[tuple[int | None, int | None]]:
-    conn = sqlite3.connect(config.database)
+    conn = db.connect(config.database)
     try:
-        return conn.execute("SELECT subscriber_id, row_id FROM feedback_events").fetchall()
+        rows = conn.execute("SELECT subscriber_id, row_id FROM feedback_events").fetchall()
+        return [tuple(r) for r in rows]
     finally:
         conn.close()
 
@@ -233,10 +237,11 @@ def test_a_ledger_key_of_a_campaign_sent_through_another_provider_is_not_trusted
     provider, config, ada_key, certs
 ):
     other = "postmark" if provider != "postmark" else "sendgrid"
-    conn = sqlite3.connect(config.database)
-    with conn:  # the campaign went out through another provider (as `send` records it)
+    conn = db.connect(config.database)  # autocommit: the UPDATE is its own transaction
+    try:  # the campaign went out through another provider (as `send` records it)
         conn.execute("UPDATE campaigns SET transport_url = ?", (f"{other}:",))
-    conn.close()
+    finally:
+        conn.close()
     signer = signer_for(provider, certs)
     with running(create_app(config, environ=signer.environ)) as server:
         for signed in signer.requests([Event("hard_bounce", "ada@example.com", key=ada_key)]):
@@ -257,9 +262,9 @@ def test_an_event_after_erasure_keeps_no_plaintext_address(provider, kind, confi
     with running(create_app(config, environ=signer.environ)) as server:
         for request in signed + signed:  # the provider's retry counts once
             assert post(server, provider, request).status_code == 200
-    conn = sqlite3.connect(config.database)
+    text = "\n".join(dump(config.database)).lower()
+    conn = db.connect(config.database)
     try:
-        text = "\n".join(conn.iterdump()).lower()
         count = conn.execute("SELECT COUNT(*) FROM feedback_events").fetchone()[0]
     finally:
         conn.close()

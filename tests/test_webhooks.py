@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from webhook_support import (
     sns_sign,
 )
 
+from newsletter import db
 from newsletter.bounces.webhooks.sns import SnsHosts
 from newsletter.config import Config, load_config
 from newsletter.subscribers import SubscriberStore
@@ -37,7 +37,10 @@ STALE = {"sendgrid": 600, "mailgun": 600, "resend": 600, "ses": 7200}  # Postmar
 
 
 @pytest.fixture
-def config(project: Path) -> Config:
+def config(project: Path, database: str) -> Config:
+    """The project on each engine (`database`: an SQLite file, a PostgreSQL URL)."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
     return load_config(project / "newsletter.yaml")
 
 
@@ -45,7 +48,7 @@ def config(project: Path) -> Config:
 def ada(config: Config) -> Event:
     """Ada, active, sent the published issue: a webhook event about that message."""
     site = populate(config)
-    conn = sqlite3.connect(config.database)
+    conn = db.connect(config.database)
     key = conn.execute(
         "SELECT id FROM campaign_recipients WHERE subscriber_id = ?", (site.ada_id,)
     ).fetchone()[0]
@@ -208,11 +211,14 @@ KINDS = [
 
 
 def feedback_rows(config: Config) -> list[tuple[str, str, int | None, int | None]]:
-    conn = sqlite3.connect(config.database)
+    conn = db.connect(config.database)
     try:
-        return conn.execute(
-            "SELECT source, kind, subscriber_id, row_id FROM feedback_events ORDER BY id"
-        ).fetchall()
+        return [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT source, kind, subscriber_id, row_id FROM feedback_events ORDER BY id"
+            ).fetchall()
+        ]
     finally:
         conn.close()
 
@@ -424,7 +430,7 @@ def test_a_busy_database_answers_503_and_the_providers_retry_applies(provider, c
         [warm] = signer.requests([Event("delivered", "nobody@example.net")])
         assert post(server, provider, warm).status_code == 200
         before = dump(config.database)
-        holder = sqlite3.connect(config.database, timeout=0, isolation_level=None)
+        holder = db.connect(config.database, timeout=0)  # the write lock, on either engine
         holder.execute("BEGIN IMMEDIATE")
         try:
             answer = post(server, provider, signed)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from webhook_support import (
     signer_for,
 )
 
+from newsletter import db
 from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.transports import transport_class
@@ -91,8 +91,8 @@ def send(provider: str, issue: Path) -> dict[str, tuple[int, str]]:
     }
 
 
-def ledger_keys(database: Path) -> dict[str, int]:
-    conn = sqlite3.connect(database)
+def ledger_keys(database: Path | str) -> dict[str, int]:
+    conn = db.connect(database)
     try:
         rows = conn.execute(
             "SELECT s.email, r.id FROM campaign_recipients r "
@@ -100,12 +100,15 @@ def ledger_keys(database: Path) -> dict[str, int]:
         ).fetchall()
     finally:
         conn.close()
-    return dict(rows)
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str) -> Path:
+    """A project (on each engine) with the subscribers imported."""
     root = make_project(tmp_path)
+    with open(root / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"database: {database}\n")
     monkeypatch.chdir(root)
     with open(root / "subs.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -121,7 +124,7 @@ def test_next_campaign_skips_exactly_the_bounced_and_complained(provider, projec
     first = next((project / "issues").glob("*.yaml"))
     sent = send(provider, first)
     assert sorted(sent) == sorted(SUBSCRIBERS)
-    keys = ledger_keys(project / "newsletter.db")
+    keys = ledger_keys(load_config(project / "newsletter.yaml").database)
     assert {email: key for email, (key, _) in sent.items()} == keys
 
     config = load_config(project / "newsletter.yaml")

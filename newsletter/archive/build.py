@@ -13,8 +13,6 @@ from newsletter.archive.output import WriteReport, write_tree
 from newsletter.archive.pages import INDEX, ArchiveSite
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from newsletter.config import Config
 
 
@@ -44,7 +42,7 @@ class _Site:
     """The archive as `conn` holds it now: nothing but published entries and their snapshots is
     read, so an unpublished issue or an unpublished edit cannot appear."""
 
-    def __init__(self, config: Config, conn: sqlite3.Connection) -> None:
+    def __init__(self, config: Config, conn: db.Connection) -> None:
         self.config, self.conn = config, conn
         self.entries = publishing.published_entries(conn)
         self.pages = ArchiveSite(config, self.entries)
@@ -74,7 +72,7 @@ class _Site:
         return page, max(snapshot.taken_at, self.modified) if listed else snapshot.taken_at
 
 
-def site_files(config: Config, conn: sqlite3.Connection) -> dict[str, bytes]:
+def site_files(config: Config, conn: db.Connection) -> dict[str, bytes]:
     """Every file of the archive: relative path -> bytes."""
     site = _Site(config, conn)
     files = {name: make() for name, make in site.lists().items()}
@@ -88,7 +86,7 @@ def site_files(config: Config, conn: sqlite3.Connection) -> dict[str, bytes]:
     return files
 
 
-def site_file(config: Config, conn: sqlite3.Connection, name: str) -> tuple[bytes, float] | None:
+def site_file(config: Config, conn: db.Connection, name: str) -> tuple[bytes, float] | None:
     """One file of the archive, as `site_files` would write it, with when it last changed
     (Unix seconds, for Last-Modified): a list (`index.html`, `issues/index.html`, `feed.xml`,
     `feed.json`, `sitemap.xml`, `robots.txt`) or `issues/<slug>/index.html`. None if there is
@@ -109,7 +107,9 @@ def build_archive(config: Config, out: Path, *, clean: bool = False) -> ArchiveR
     conn = db.connect(config.database)
     try:
         publishing.prepare(conn)
-        conn.execute("PRAGMA query_only = ON")
+        # Reading only, whatever a template asks for (PostgreSQL: a read-only transaction, as
+        # a session setting would outlive this use of the pooled connection).
+        conn.execute("BEGIN READ ONLY" if db.is_postgresql(conn) else "PRAGMA query_only = ON")
         files = site_files(config, conn)
         listed = [e.slug for e in publishing.published_entries(conn)]
         unlisted = sorted(publishing.published_slugs(conn) - set(listed))

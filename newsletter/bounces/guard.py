@@ -12,10 +12,10 @@ after the user answers the question (see `Campaign.guard_reason`).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
+from newsletter import db
 from newsletter.bounces import records
 from newsletter.bouncesettings import BounceSettings
 
@@ -56,7 +56,7 @@ class Rates:
         return f" and blocks {self.blocked}" if self.blocked else ""
 
 
-def campaign_rates(conn: sqlite3.Connection, campaign_id: int, attempted: int) -> Rates:
+def campaign_rates(conn: db.Connection, campaign_id: int, attempted: int) -> Rates:
     counts = records.campaign_counts(conn, campaign_id)
     return Rates(
         attempted,
@@ -97,7 +97,7 @@ class Guard:
     """`check(sent, bounced)` after each recorded batch (the runner's ledger thread)."""
 
     def __init__(
-        self, conn: sqlite3.Connection, campaign_id: int, settings: BounceSettings, before: int
+        self, conn: db.Connection, campaign_id: int, settings: BounceSettings, before: int
     ) -> None:
         self.conn = conn
         self.campaign_id = campaign_id

@@ -14,9 +14,9 @@ Final-Recipient may be the address a reader forwards to.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
+from newsletter import db
 from newsletter.bounces import records
 from newsletter.bounces.events import FeedbackEvent
 from newsletter.campaign.ledger import CampaignRow, Ledger, campaign_key
@@ -43,7 +43,7 @@ class Match:
 class Resolver:
     """Finds the `Match` of events against one database (campaigns cached per run)."""
 
-    def __init__(self, conn: sqlite3.Connection, secret: bytes, *, index: bool = True) -> None:
+    def __init__(self, conn: db.Connection, secret: bytes, *, index: bool = True) -> None:
         self.conn = conn
         self.secret = secret
         self.index = index  # a dry run derives Message-IDs but writes no index
@@ -178,6 +178,6 @@ def _address_key(address: str) -> str:
     return f"{local.lower()}@{domain}"
 
 
-def _ledger(conn: sqlite3.Connection) -> Ledger:
+def _ledger(conn: db.Connection) -> Ledger:
     # The ledger shares the store's connection (one database file); it is never closed here.
     return Ledger(conn)

@@ -35,6 +35,7 @@ COMMAND_MODULES = {
     "doctor": "doctor",
     "dkim": "doctor",
     "bounces": "bounces",
+    "db": "database",
 }
 
 

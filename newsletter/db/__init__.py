@@ -58,6 +58,7 @@ __all__ = [
     "connect",
     "describe",
     "exists",
+    "has_table",
     "is_postgresql",
     "migrate",
     "parse_database",
@@ -174,3 +175,15 @@ def migrate(
             raise ConfigError(f"the {component} tables have no PostgreSQL schema")
         return conn.migrate(component, postgresql)  # type: ignore[union-attr]
     return _migrate_sqlite(conn, component, migrations)  # type: ignore[arg-type]
+
+
+def has_table(conn: Connection, name: str) -> bool:
+    """Whether table `name` exists (read-only: for readers that must work on a database no
+    component has set up yet, such as serve's first request)."""
+    if is_postgresql(conn):
+        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema()"
+        row = conn.execute(sql + " AND table_name = ?", (name,)).fetchone()
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        row = conn.execute(sql, (name,)).fetchone()
+    return row is not None

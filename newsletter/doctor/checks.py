@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+from newsletter import db
 from newsletter.config import Config
+from newsletter.db import Database, PostgresDatabase
 from newsletter.doctor import domains
 from newsletter.doctor.findings import Finding, Locator, display_path
 from newsletter.errors import ConfigError
@@ -218,12 +220,17 @@ def check_secret_key(config: Config, at: Locator, transport: str) -> list[Findin
                 )
             ]
         return []
+    shown, noun = db.describe(config.database), "database"
+    if isinstance(config.database, Path):
+        shown, noun = display_path(config.database), "file"
     if _database_has_secret(config.database):
-        where = f"only in the database {display_path(config.database)}"
-        consequence = "losing or replacing that file breaks every unsubscribe link sent"
+        where = f"only in the database {shown}"
+        consequence = f"losing or replacing that {noun} breaks every unsubscribe link sent"
     else:
-        where = f"nowhere yet: one is generated on first use into {display_path(config.database)}"
-        consequence = "`newsletter serve` must use that same file, and losing it breaks every link"
+        where = f"nowhere yet: one is generated on first use into {shown}"
+        consequence = (
+            f"`newsletter serve` must use that same {noun}, and losing it breaks every link"
+        )
     return [
         at.finding(
             key,
@@ -237,9 +244,10 @@ def check_secret_key(config: Config, at: Locator, transport: str) -> list[Findin
 def check_file_modes(config: Config, at: Locator, transport: str) -> list[Finding]:
     """Private files readable by group or others (newsletter.private creates them 0600)."""
     targets: list[tuple[str, Path]] = []
-    db = config.database
-    for suffix in ("", "-wal", "-shm", ".unsubscribe-spool"):
-        targets.append(("database", db.with_name(db.name + suffix)))
+    database = config.database
+    if isinstance(database, Path):  # a PostgreSQL server keeps its own files
+        for suffix in ("", "-wal", "-shm", ".unsubscribe-spool"):
+            targets.append(("database", database.with_name(database.name + suffix)))
     if config.dkim is not None:
         targets.append(("dkim.private_key", config.dkim.private_key))
     if config.path is not None and at.in_file("secret_key"):
@@ -346,17 +354,25 @@ def _outbox_folder(config: Config, transport: str) -> Path | None:
     return path if path.is_absolute() else config.root / path
 
 
-def _database_has_secret(database: Path) -> bool:
-    """Read-only look (never creates the file): does it hold a generated signing secret?"""
-    if not database.is_file():
-        return False
+def _database_has_secret(database: Database) -> bool:
+    """Read-only look (never creates the SQLite file nor a PostgreSQL table): does the
+    database hold a generated signing secret? False when it cannot be read."""
     try:
-        conn = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=2)
+        if isinstance(database, PostgresDatabase):
+            if not db.exists(database):
+                return False
+            conn: db.Connection = db.connect(database, timeout=2)
+        elif database.is_file():
+            conn = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=2)
+        else:
+            return False
         try:
+            if not db.has_table(conn, "token_secrets"):
+                return False
             row = conn.execute("SELECT 1 FROM token_secrets WHERE name = 'default'").fetchone()
         finally:
             conn.close()
-    except sqlite3.Error:
+    except db.Error:
         return False
     return row is not None
 

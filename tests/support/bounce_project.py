@@ -9,7 +9,7 @@ from pathlib import Path
 from newsletter.campaign import send_issue
 from newsletter.campaign.ledger import Ledger
 from newsletter.config import Config, load_config
-from newsletter.db import connect
+from newsletter.db import connect, has_table
 from newsletter.issue import load_issue
 from newsletter.subscribers import SubscriberStore
 from newsletter.tokens import secret_key, verp_token
@@ -42,20 +42,22 @@ class SentIssue:
     def feedback_rows(self) -> int:
         conn = connect(self.config.database)
         try:
-            exists = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'feedback_events'"
-            ).fetchone()
-            return (
-                conn.execute("SELECT count(*) FROM feedback_events").fetchone()[0] if exists else 0
-            )
+            if not has_table(conn, "feedback_events"):
+                return 0
+            return int(conn.execute("SELECT count(*) FROM feedback_events").fetchone()[0])
         finally:
             conn.close()
 
 
-def send_example(project: Path, readers: list[str], extra_config: str = "") -> SentIssue:
-    """Send the project's example issue to `readers` with `bounces.address` set (VERP)."""
+def send_example(
+    project: Path, readers: list[str], extra_config: str = "", *, database: str | None = None
+) -> SentIssue:
+    """Send the project's example issue to `readers` with `bounces.address` set (VERP), in
+    `database` (an SQLite path or a PostgreSQL URL; default: the project's newsletter.db)."""
     with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
         f.write(f"bounces:\n  address: {BOUNCE_BASE}\n{extra_config}")
+        if database is not None:
+            f.write(f"database: {database}\n")
     config = load_config(project / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         for email in readers:

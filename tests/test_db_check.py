@@ -1,0 +1,146 @@
+"""`newsletter db check` on either engine: a database used for real has no problems; one damaged
+on purpose (a dangling row of each kind, a finished campaign with rows left, a schema version
+behind or ahead of the code, a corrupted SQLite page) has each reported, with exit status 1."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from newsletter import db
+from tests.support.cli_support import run
+
+SLUG = "2026-11-25-microsoft-openai-partnership"
+
+
+@pytest.fixture
+def used(project: Path, runner, database: str) -> str:
+    """The project's database (either engine) after three sign-ups, a tag, a send and an
+    erasure."""
+    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
+        f.write(f"transport: outbox:./outbox\ndatabase: {database}\n")
+    for args in (
+        ("subscribers", "add", "ann@example.com"),
+        ("subscribers", "add", "bob@example.net"),
+        ("subscribers", "tag", "bob@example.net", "vip"),
+        ("subscribers", "add", "cy@example.org"),
+        ("send", f"issues/{SLUG}.yaml", "--yes"),
+        ("subscribers", "remove", "cy@example.org"),  # erased: its ledger row stays, rightly
+    ):
+        code, out = run(runner, project, *args)
+        assert code == 0, out
+    return database
+
+
+def damage(database: str, *statements: str) -> None:
+    """Write what the code never would: around the foreign keys (SQLite: a bare connection,
+    which does not enforce them; PostgreSQL: triggers off for this session)."""
+    if "://" not in database:
+        conn = sqlite3.connect(database, isolation_level=None)
+        try:
+            for sql in statements:
+                conn.execute(sql)
+        finally:
+            conn.close()
+        return
+    pg = db.connect(database)
+    try:
+        pg.execute("SET session_replication_role = replica")
+        for sql in statements:
+            pg.execute(sql)
+    finally:
+        pg.execute("RESET session_replication_role")
+        pg.close()
+
+
+def test_a_database_used_for_real_has_no_problems(used, project, runner):
+    code, out = run(runner, project, "db", "check")
+    assert code == 0, out
+    assert "no problems" in out
+
+
+@pytest.mark.parametrize(
+    ("statements", "reported"),
+    [
+        pytest.param(
+            [
+                "INSERT INTO campaign_recipients (campaign_id, subscriber_id, status)"
+                " SELECT id, 999, 'sent' FROM campaigns"
+            ],
+            ["campaign_recipients: 1 row(s) whose subscriber_id points to no subscribers row"],
+            id="ledger-row-without-subscriber",
+        ),
+        pytest.param(
+            [
+                "INSERT INTO subscriber_memberships (list_id, subscriber_id)"
+                " SELECT 999, id FROM subscribers WHERE email = 'ann@example.com'"
+            ],
+            ["subscriber_memberships: 1 row(s)", "subscriber_lists"],
+            id="membership-of-no-list",
+        ),
+        pytest.param(
+            ["DELETE FROM subscribers WHERE email = 'bob@example.net'"],
+            ["subscriber_tags: 1 row(s)", "subscribers row"],
+            id="subscriber-deleted-under-its-rows",
+        ),
+        pytest.param(
+            [
+                "UPDATE campaigns SET state = 'done'",
+                "UPDATE campaign_recipients SET status = 'due' WHERE subscriber_id ="
+                " (SELECT id FROM subscribers WHERE email = 'ann@example.com')",
+            ],
+            ["is done but 1 recipient row(s) are still due"],
+            id="finished-campaign-with-rows-left",
+        ),
+        pytest.param(
+            [
+                "DELETE FROM schema_migrations WHERE component = 'subscribers' AND version ="
+                " (SELECT MAX(version) FROM schema_migrations WHERE component = 'subscribers')"
+            ],
+            ["schema: subscribers is at version"],
+            id="schema-behind",
+        ),
+        pytest.param(
+            ["INSERT INTO schema_migrations (component, version) VALUES ('bounces', 99)"],
+            ["schema: bounces is at version 99, newer than this version of newsletter"],
+            id="schema-ahead",
+        ),
+    ],
+)
+def test_each_kind_of_damage_is_reported(used, project, runner, statements, reported):
+    damage(used, *statements)
+    code, out = run(runner, project, "db", "check")
+    assert code == 1, out
+    for text in reported:
+        assert text in out, out
+    assert "no problems" not in out
+
+
+def test_a_corrupted_sqlite_page_is_reported(project, runner, tmp_path):
+    path = tmp_path / "newsletter.db"
+    rows = "".join(f"p{i:04d}@example.com\n" for i in range(2000))
+    (project / "people.csv").write_text("email\n" + rows)
+    assert run(runner, project, "subscribers", "import", "people.csv", "--db", str(path))[0] == 0
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size, pages = (
+        conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count")
+    )
+    conn.close()
+    assert pages > 10
+    with path.open("r+b") as f:  # a page in the middle: an index or table b-tree page
+        f.seek(page_size * (pages // 2) + 8)
+        f.write(b"\xff" * (page_size - 16))
+    code, out = run(runner, project, "db", "check", "--db", str(path))
+    assert code == 1, out
+    assert "database: integrity_check" in out
+
+
+@pytest.mark.parametrize("target", ["missing.db", "postgresql://nobody@127.0.0.1:1/none"])
+def test_a_database_that_is_not_there_is_refused(project, runner, target):
+    code, out = run(runner, project, "db", "check", "--db", target)
+    assert code == 1
+    assert "no database at" in out or "cannot connect" in out
+    assert not (project / "missing.db").exists()
