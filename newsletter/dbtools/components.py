@@ -16,7 +16,7 @@ from typing import Any
 from newsletter import db, imagestore, publishing, tokens, welcome
 from newsletter.bounces import records
 from newsletter.bounces.webhooks import nonces
-from newsletter.campaign import ledger
+from newsletter.campaign import lease, ledger
 from newsletter.scheduling import store as schedules
 from newsletter.subscribers import schema as subscribers
 
@@ -56,6 +56,19 @@ COMPONENTS: tuple[Component, ...] = (
     Component("subscribers", subscribers, postgresql_only=("nl_char_map",)),
     Component("tokens", tokens, "_MIGRATIONS"),
     Component("campaigns", ledger),
+    Component(
+        lease.COMPONENT,
+        lease,
+        sqlite=None,
+        postgresql_only=(
+            "campaign_workers",
+            "campaign_recipients_claimed",
+            "campaign_recipients.worker",
+            "campaigns.next_slot",
+            "campaigns.next_request",
+            "campaigns.pace",
+        ),
+    ),
     Component("schedules", schedules),
     Component("welcome", welcome),
     Component(publishing.COMPONENT, publishing),
