@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from engines import use_database
 from provider_servers import SendGridServer
 
 from newsletter.campaign import RetryPolicy, campaign_status, send_issue
@@ -22,8 +23,8 @@ KEY = "SG.test-key-never-shown"
 
 
 @pytest.fixture
-def env(project: Path):
-    config = load_config(project / "newsletter.yaml")
+def env(project: Path, database: str):
+    config = load_config(use_database(project, database) / "newsletter.yaml")
     store = SubscriberStore.for_config(config)
     for i in range(25):
         store.add(f"reader{i:02d}@example.net", name=f"Reader {i}")

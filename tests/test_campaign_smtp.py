@@ -21,6 +21,7 @@ import uvicorn
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from engines import use_database
 from smtp_servers import SmtpServer, fault
 
 from newsletter.campaign import Campaign, RetryPolicy, campaign_status, send_issue
@@ -37,8 +38,8 @@ FAST_RETRY = RetryPolicy(base_delay=0.05, max_delay=0.3)
 
 
 @pytest.fixture
-def env(project: Path):
-    config = load_config(project / "newsletter.yaml")
+def env(project: Path, database: str):
+    config = load_config(use_database(project, database) / "newsletter.yaml")
     store = SubscriberStore.for_config(config)
     issue = next((project / "issues").glob("*.yaml"))
     yield config, store, issue

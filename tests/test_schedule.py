@@ -5,7 +5,6 @@ the clock set by NEWSLETTER_NOW (the one documented test clock, newsletter.clock
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from engines import use_database
 
+from newsletter import db
 from newsletter.cli import main
 from newsletter.config import load_config
 from newsletter.subscribers import SubscriberStore
@@ -28,8 +29,9 @@ Invoke = Callable[..., tuple[int, str]]
 
 
 @pytest.fixture
-def cli(project: Path, runner: CliRunner) -> Invoke:
-    with SubscriberStore.for_config(load_config(project / "newsletter.yaml")) as store:
+def cli(project: Path, runner: CliRunner, database: str) -> Invoke:
+    config = load_config(use_database(project, database) / "newsletter.yaml")
+    with SubscriberStore.for_config(config) as store:
         for address in PEOPLE:
             store.add(address, name=address.split("@")[0].title())
 
@@ -51,15 +53,19 @@ def issue_of(project: Path) -> str:
 
 
 def schedules(project: Path) -> list[tuple[str, str, int, str | None]]:
-    conn = sqlite3.connect(project / "newsletter.db")
+    database = load_config(project / "newsletter.yaml").database
+    if not db.exists(database):
+        return []
+    conn = db.connect(database)
     try:
-        return conn.execute(
+        rows = conn.execute(
             "SELECT due_at, state, attempts, last_error FROM send_schedules ORDER BY id"
         ).fetchall()
-    except sqlite3.OperationalError:  # no table: nothing was ever scheduled
+    except db.Error:  # no table: nothing was ever scheduled
         return []
     finally:
         conn.close()
+    return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
 
 def outbox(project: Path) -> list[Path]:
@@ -128,7 +134,9 @@ def test_the_default_zone_is_timezone_in_newsletter_yaml(cli: Invoke, project: P
     assert code == 0 and "2026-12-02 12:00 UTC" in out and "(America/New_York)" in out
     config.write_text(config.read_text().replace("America/New_York", "America/New_Yrok"))
     code, out = cli("schedule")
-    assert code == 1 and "newsletter.yaml:5" in out and "did you mean America/New_York" in out
+    line = config.read_text().splitlines().index("timezone: America/New_Yrok") + 1
+    assert code == 1 and f"newsletter.yaml:{line}:" in out
+    assert "did you mean America/New_York" in out
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,11 +18,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from engines import use_database
 from smtp_servers import SmtpServer, fault
 
 from newsletter.campaign import Campaign, campaign_status
 from newsletter.cli import main
 from newsletter.config import load_config
+from newsletter.db import connect
 from newsletter.subscribers import SubscriberStore
 from newsletter.transports import url_without_secrets
 
@@ -31,10 +32,10 @@ READERS = ["ann@example.net", "bob@example.net", "cy@example.net"]
 
 
 @pytest.fixture
-def started(project: Path):
+def started(project: Path, database: str):
     """A campaign started via SMTP server A (rate 100/s, 2 connections) and stopped before
     anyone was sent: everything is still to send."""
-    config = load_config(project / "newsletter.yaml")
+    config = load_config(use_database(project, database) / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         for address in READERS:
             store.add(address)
@@ -262,9 +263,8 @@ def test_a_campaign_started_before_transports_were_stored_is_not_switched_silent
     would go elsewhere is refused too; the same transport given again resumes."""
     project, issue, server = started
     config = load_config(project / "newsletter.yaml")
-    conn = sqlite3.connect(config.database)
-    with conn:
-        conn.execute("UPDATE campaigns SET transport_url = NULL, rate = NULL, concurrency = NULL")
+    conn = connect(config.database)
+    conn.execute("UPDATE campaigns SET transport_url = NULL, rate = NULL, concurrency = NULL")
     conn.close()
     bare = _invoke(project, "send", str(issue), "--yes")
     assert bare.exit_code == 1 and "this campaign was sent via smtp://127.0.0.1" in bare.output

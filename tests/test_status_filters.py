@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from engines import use_database
 
 from tests.support.cli_support import run
 
@@ -15,8 +16,8 @@ SLUG = "2026-11-25-microsoft-openai-partnership"
 
 
 @pytest.fixture
-def sent(project: Path, runner: CliRunner) -> Path:
-    with (project / "newsletter.yaml").open("a", encoding="utf-8") as f:
+def sent(project: Path, runner: CliRunner, database: str) -> Path:
+    with use_database(project, database).joinpath("newsletter.yaml").open("a") as f:
         f.write("transport: outbox:./outbox\nsegments:\n  pros: '\"pro\" in tags'\n")
     for args in (
         ("subscribers", "add", "a@example.net", "--list", "weekly", "--list", "default"),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from engines import use_database
 from smtp_servers import SmtpServer, fault
 
 from newsletter.campaign import RetryPolicy, send_issue
@@ -41,8 +42,8 @@ EXPECTED = {
 
 
 @pytest.fixture
-def sent(project: Path):
-    config = load_config(project / "newsletter.yaml")
+def sent(project: Path, database: str):
+    config = load_config(use_database(project, database) / "newsletter.yaml")
     with SubscriberStore.for_config(config) as store:
         for address in [*OK, *FAULTS]:
             store.add(address)

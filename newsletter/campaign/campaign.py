@@ -23,6 +23,8 @@ from newsletter import db
 from newsletter.bounces.guard import PREFIX as GUARD_PREFIX
 from newsletter.bounces.guard import Guard
 from newsletter.campaign.connections import close_transports, open_connections
+from newsletter.campaign.lease import COORDINATOR, DEFAULT_LEASE, WORKER, Crew, wait_for_stragglers
+from newsletter.campaign.lease import migrate as migrate_crew
 from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_key
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
 from newsletter.campaign.progress import Progress
@@ -37,6 +39,8 @@ from newsletter.campaign.settings import (
     run_concurrency,
     run_rate,
 )
+from newsletter.campaign.sharedpace import SharedRateLimiter
+from newsletter.campaign.workers import ClaimingLedger, join_campaign, require_crew
 from newsletter.config import Config, find_config
 from newsletter.db import connect
 from newsletter.errors import CampaignError, CampaignPaused
@@ -279,15 +283,24 @@ class Campaign:
         stop: threading.Event | None = None,
         handle_sigint: bool = False,
         guard_confirmed: bool = False,
+        worker: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> SendReport:
         """Send to everyone due; `stop` (or Ctrl-C with `handle_sigint`) ends it cleanly.
+
+        On PostgreSQL the run drains the campaign with a crew (newsletter.campaign.workers):
+        `worker` joins the run of the coordinating `send` on another process or machine instead
+        of starting one (CampaignError on SQLite, or when no coordinator shows up); `lease`:
+        seconds without this process's heartbeat after which the others take its rows over.
 
         `rate` and `concurrency` default to the campaign's stored ones (else unlimited, 4).
         A campaign the reputation guard paused (`guard_reason`) is resumed only with
         `guard_confirmed` (the user answered the question; the guard then stays quiet for this
         run); otherwise CampaignError. The guard may pause it again: CampaignPaused.
         """
-        if self.guard_reason and not guard_confirmed:
+        if worker:
+            self._join()
+        elif self.guard_reason and not guard_confirmed:
             raise CampaignError(
                 f"this campaign was paused by the {self.guard_reason}; resume it only after "
                 "confirming (answer the question, or pass --yes)"
@@ -299,7 +312,6 @@ class Campaign:
             retry=retry or RetryPolicy(),
             max_failures_in_a_row=max_failures_in_a_row,
         )
-        limiter = RateLimiter(run_limit)
         source = self.messages()  # reads the DKIM key: a bad one stops us before sending
         # The images the messages name must answer for as long as the mail is kept.
         keep_issue_images(self.store.conn, self.issue)
@@ -309,15 +321,21 @@ class Campaign:
         # connection refused for too long, stops here with nothing recorded.
         connections = open_connections(self.transport_factory, concurrency, options.retry, stop)
         transports = connections.opened + connections.waiting
+        limiter = RateLimiter(run_limit)
         try:
-            campaign = self._start_campaign()
+            joined = self.existing if worker else None  # `_join` found it
+            campaign = joined if joined is not None else self._start_campaign()
+            shared = db.is_postgresql(self.ledger.conn)
+            if shared:
+                limiter = SharedRateLimiter(run_limit, self.config.database, campaign.id)
             source.campaign_id = campaign.id
             if not guard_confirmed:
                 options = replace(options, guard=self._guard(campaign.id))
-            if self.retry_rows:
+            if self.retry_rows and not worker:
                 self.ledger.requeue_failed(campaign.id, self.retry_rows)
                 self.retry_rows = []
-            self._snapshot_if_public()
+            if not worker:
+                self._snapshot_if_public()
             runner = Runner(
                 self.ledger,
                 campaign.id,
@@ -330,9 +348,16 @@ class Campaign:
                 waiting=connections.waiting,
                 connections=connections.stats,
             )
-            result = self._run(campaign.id, runner, handle_sigint, run_limit, concurrency)
+            if not shared:
+                result = self._run(campaign.id, runner, handle_sigint, run_limit, concurrency)
+            else:
+                result = self._run_crew(
+                    campaign.id, runner, handle_sigint, run_limit, concurrency, worker, lease
+                )
         finally:
             close_transports(transports)
+            if isinstance(limiter, SharedRateLimiter):
+                limiter.close()
         return SendReport(
             campaign=self.ledger.get(campaign.id),
             tally=result.tally,
@@ -345,6 +370,7 @@ class Campaign:
             pacing=Pacing(
                 limiter.throttles, limiter.request_rate(), limiter.ceiling, limiter.gave_up_after
             ),
+            stopped_because=result.stopped_because,
         )
 
     def _run(
@@ -372,6 +398,90 @@ class Campaign:
                     raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
         finally:
             self.ledger.end_run(campaign_id)
+
+    def _join(self) -> None:
+        """A worker: wait for the coordinating send's run (CampaignError on SQLite, or when
+        none starts), then send as it does: its transport URL and its rate."""
+        require_crew(self.ledger.conn)
+        segment = self.segment.canonical if self.segment is not None else None
+        joined = join_campaign(self.ledger, self.issue.slug, self.list_name, segment)
+        if joined.transport_url and self.transport_choice.url is not None:
+            self.transport_choice = choose_transport(self.config, joined.transport_url, joined)
+        self.existing = joined
+
+    def _run_crew(
+        self,
+        campaign_id: int,
+        runner: Runner,
+        handle_sigint: bool,
+        rate: Rate | None,
+        concurrency: int,
+        worker: bool,
+        lease: float,
+    ) -> RunResult:
+        """`_run` on PostgreSQL: this process joins the campaign's crew (the coordinator after
+        taking the campaign over, a worker as it is) and claims its rows under its lease."""
+        crew = self._enlist(campaign_id, runner.stop, rate, concurrency, worker, lease)
+        claims = ClaimingLedger(self.ledger, crew)
+        runner.ledger = claims
+        why = "finished"
+        try:
+            counts = self.ledger.counts(campaign_id)
+            label = f"'{self.subject}' to {self.audience}"
+            runner.progress.start(counts.remaining, label + (" (worker)" if worker else ""))
+            with _sigint_stops(runner.stop, runner.progress, enabled=handle_sigint):
+                try:
+                    result = runner.run()
+                except CampaignPaused as exc:
+                    why = f"paused: {exc}"
+                    raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
+            why = crew.reason or ("interrupted" if result.interrupted else "finished")
+            if crew.reason is not None:
+                if crew.reason.startswith("the campaign was paused") and not worker:
+                    why = crew.reason
+                    raise CampaignPaused(f"{crew.reason}; run: {self.resume_hint}")
+                # Stopped by the crew (the coordinator ended, the campaign is done): not
+                # interrupted by the user.
+                result = replace(result, interrupted=False, stopped_because=crew.reason)
+            return result
+        except BaseException as exc:
+            if why == "finished":
+                why = f"stopped: {type(exc).__name__}"
+            raise
+        finally:
+            claims.hand_back(campaign_id)
+            crew.leave(why)
+            if not worker:
+                self.ledger.end_run(campaign_id)
+
+    def _enlist(
+        self,
+        campaign_id: int,
+        stop: threading.Event,
+        rate: Rate | None,
+        concurrency: int,
+        worker: bool,
+        lease: float,
+    ) -> Crew:
+        """The coordinator takes the campaign over (after stragglers of an earlier run let go
+        of their readers), then each process joins the crew."""
+        if not worker:
+            migrate_crew(self.ledger.conn)
+            wait_for_stragglers(self.ledger.conn, campaign_id)
+            self.ledger.begin_run(
+                campaign_id,
+                self.transport_description,
+                transport_url=self.transport_choice.url,
+                rate=str(rate) if rate is not None else None,
+                concurrency=concurrency,
+            )
+        role = WORKER if worker else COORDINATOR
+        try:
+            return Crew(self.config.database, campaign_id, role, stop, lease=lease)
+        except BaseException:
+            if not worker:
+                self.ledger.end_run(campaign_id)
+            raise
 
     @property
     def guard_reason(self) -> str | None:

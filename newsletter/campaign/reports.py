@@ -58,6 +58,7 @@ class SendReport:
     connections: ConnectionStats | None = None
     dropped_links: Mapping[int, list[str]] = field(default_factory=dict)  # subscriber -> values
     pacing: Pacing = field(default_factory=Pacing)
+    stopped_because: str | None = None  # a `send --worker` stopped by its crew: why
 
     @property
     def ok(self) -> bool:
@@ -88,6 +89,8 @@ class SendReport:
             lines.append(paced)
         if self.dropped_links:
             lines.append(dropped_links_warning(self.dropped_links))
+        if self.stopped_because:
+            lines.append(f"This worker stopped: {self.stopped_because}.")
         if self.interrupted:
             lines.append(f"Stopped. To resume, run: {self.resume_hint}")
         elif c.deferred:

@@ -78,6 +78,7 @@ class RunResult:
     elapsed: float
     interrupted: bool = False
     connections: ConnectionStats | None = None  # refusals while connecting, for the summary
+    stopped_because: str | None = None  # a crew's worker stopped by the campaign (workers.py)
 
 
 _STOP = object()

@@ -8,6 +8,7 @@ from pathlib import Path
 from newsletter import db
 from newsletter.bounces import records
 from newsletter.bounces.guard import Rates, campaign_rates
+from newsletter.campaign.lease import WorkerShare, shares
 from newsletter.campaign.ledger import CampaignRow, Counts, Ledger
 from newsletter.config import Config
 from newsletter.db import connect
@@ -22,6 +23,7 @@ class CampaignStatus:
     sending_now: bool
     last_change: str = ""
     rates: Rates | None = None  # bounces and complaints reported so far
+    workers: tuple[WorkerShare, ...] = ()  # PostgreSQL: each worker's share, alive or not
 
     def format(self) -> str:
         c, row = self.counts, self.campaign
@@ -48,6 +50,9 @@ class CampaignStatus:
         ]
         if self.rates is not None:
             lines.append(self.rates.format())
+        if self.workers:
+            lines.append(f"  workers ({len(self.workers)}):")
+            lines += [share.format() for share in self.workers]
         return "\n".join(lines)
 
 
@@ -99,6 +104,7 @@ def campaign_status(
                     ledger.is_being_sent(row.id),
                     ledger.last_change(row.id),
                     campaign_rates(ledger.conn, row.id, counts.sent + counts.bounced),
+                    tuple(shares(ledger.conn, row.id)),
                 )
             )
         return out

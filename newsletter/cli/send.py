@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from newsletter.campaign import Campaign, StreamProgress, campaign_status, parse_rate, send_test
+from newsletter.campaign.lease import DEFAULT_LEASE
 from newsletter.campaign.ratelimit import Rate
 from newsletter.campaign.recipients import (
     STATES,
@@ -146,6 +147,23 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate
     help="IANA time zone of --at, e.g. Europe/Berlin (default: `timezone:` in newsletter.yaml, "
     "else this machine's zone).",
 )
+@click.option(
+    "--worker",
+    is_flag=True,
+    help="Help a running send: join the campaign that `newsletter send ISSUE` (same --list "
+    "and --segment) is sending on another process or machine, and drain it together, under "
+    "its rate (PostgreSQL only: `database: postgresql://...`). Waits up to a minute for the "
+    "coordinating send to start; stops, saying why, when it is paused, stopped or done.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(1.0, 3600.0),
+    default=DEFAULT_LEASE,
+    show_default=True,
+    metavar="SECONDS",
+    help="PostgreSQL: how long this process may go without a heartbeat before the other "
+    "workers take its claimed readers over (resent with the same Message-ID).",
+)
 @reports_errors
 def send(
     issue: Path,
@@ -162,6 +180,8 @@ def send(
     dry_run: bool,
     at: str | None,
     tz: str | None,
+    worker: bool,
+    lease: float,
 ) -> None:
     """Send ISSUE (a file, or the slug of one in issues/) to a subscriber list (running it
     again resumes).
@@ -183,6 +203,17 @@ def send(
     """
     config = app().config
     issue = _issue_file(config, issue)
+    if worker:
+        _refuse_with_worker(
+            at=at,
+            test=test_addresses,
+            dry_run=dry_run,
+            rate=rate,
+            include_new=include_new,
+            retry_failed=retry_failed,
+            switch_transport=switch_transport,
+            transport=transport,
+        )
     if at is not None or tz is not None:
         if at is None:
             raise click.UsageError("--tz goes with --at")
@@ -250,11 +281,11 @@ def send(
                 "No failed readers to put back (none failed, or they are no longer subscribed).",
                 err=True,
             )
-        if campaign.pending == 0:
+        if campaign.pending == 0 and not worker:
             click.echo(campaign.nothing_left())
             return
-        guard_confirmed = _confirm_guard(campaign.guard_reason, yes)
-        if not yes:
+        guard_confirmed = False if worker else _confirm_guard(campaign.guard_reason, yes)
+        if not yes and not worker:
             click.confirm(campaign.question(), abort=True)
         report = campaign.run(
             rate=rate,
@@ -262,14 +293,41 @@ def send(
             progress=StreamProgress(sys.stderr),
             handle_sigint=True,
             guard_confirmed=guard_confirmed,
+            worker=worker,
+            lease=lease,
         )
     finally:
         campaign.close()
     click.echo(report.summary())
     if report.interrupted:
         raise SystemExit(130)
+    if worker and report.stopped_because:  # the crew ended: this worker's own share counts
+        if report.tally.failed + report.tally.bounced:
+            raise SystemExit(1)
+        return
     if not report.ok:
         raise SystemExit(1)
+
+
+def _refuse_with_worker(**given: Any) -> None:
+    """A worker sends the coordinator's campaign as the coordinator set it up: options that
+    start, change or rehearse a campaign belong to the coordinating `send`."""
+    names = {
+        "at": "--at",
+        "test": "--test",
+        "dry_run": "--dry-run",
+        "rate": "--rate",
+        "include_new": "--include-new",
+        "retry_failed": "--retry-failed",
+        "switch_transport": "--switch-transport",
+        "transport": "--transport",
+    }
+    used = [names[k] for k, v in given.items() if v]
+    if used:
+        raise click.UsageError(
+            f"--worker takes the campaign's transport and rate from the coordinating send: "
+            f"leave out {', '.join(used)} (give them to the coordinating `newsletter send`)"
+        )
 
 
 def _schedule(config: Any, issue: Path, at: str, tz: str | None, options: dict[str, Any]) -> None:
