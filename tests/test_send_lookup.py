@@ -1,6 +1,7 @@
 """The send path's subscriber lookup (one `recipients_for` per chunk of due rows): whoever left
 after the snapshot, in any way, is skipped with the reason, and whoever is still active gets a
-message personalised from what is stored now (name, fields), not from the snapshot."""
+message personalised from what is stored now (name, fields), not from the snapshot. On both
+engines (the PostgreSQL case skipped while the store has no PostgreSQL schema here)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from campaign_support import DeliveryLog, RecordingTransport
+from engines import use_database
 
 from newsletter.campaign import Campaign, send_issue
 from newsletter.config import load_config
@@ -26,7 +28,8 @@ LEAVING = [
 
 
 @pytest.fixture
-def setup(project: Path):
+def setup(project: Path, database: str):
+    use_database(project, database)
     issue = next(project.glob("issues/*.yaml"))
     text = issue.read_text(encoding="utf-8")
     subject = next(line for line in text.splitlines() if line.startswith("subject:"))
