@@ -1,13 +1,17 @@
 """A minimal, fast SMTP sink for benchmarks (aiosmtpd tops out near 800 msg/s here).
 
-    python benchmarks/smtp_sink.py [--port 0] [--delay-ms 0] [--size 0]
+    python benchmarks/smtp_sink.py [--port 0] [--delay-ms 0] [--size 0] [--spool DIR]
 
 Prints `PORT <n>` on stdout once listening. Speaks just enough ESMTP for a well-behaved client:
 EHLO/HELO (advertising PIPELINING), MAIL, RCPT, DATA (the body is found by scanning the buffer for
 CRLF.CRLF), RSET, NOOP, QUIT, answering all pipelined commands of one read in one write,
 plus `XCOUNT` (replies `250 <messages accepted so far>`) so a benchmark can check that every
 message really arrived. `--delay-ms` delays every reply, as a distant server would (round trips),
-which is what makes concurrency matter. Messages are counted and discarded.
+which is what makes concurrency matter. Messages are counted and discarded, or with `--spool DIR`
+each is first written to its own file in DIR and fsync'ed before the 250 (what a real mail
+server does before it takes responsibility for a message; RFC 5321 section 6.1), in a thread
+pool so connections wait for the disk in parallel, each in order; the file is then removed (a
+relay would deliver it and remove it), so the disk does not fill up.
 
 Use `SinkProcess` from Python: `with SinkProcess(delay_ms=20) as sink: ... sink.port ...`.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -29,10 +35,13 @@ class SinkProtocol(asyncio.Protocol):
     """One connection: parse whatever arrived, answer every complete command in one write."""
 
     count = 0  # messages accepted, all connections
+    names = itertools.count()  # spool file names
 
-    def __init__(self, delay: float, size: int) -> None:
+    def __init__(self, delay: float, size: int, spool: Path | None = None) -> None:
         self.delay = delay
         self.size = size
+        self.spool = spool
+        self.storing = False  # a message is being written: the rest of the input waits
         self.buf = bytearray()
         self.in_data = False
         self.scan = 0
@@ -51,6 +60,8 @@ class SinkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        if self.storing:
+            return
         out: list[bytes] = []
         while True:
             if self.in_data:
@@ -61,8 +72,12 @@ class SinkProtocol(asyncio.Protocol):
                     if end < 0:
                         self.scan = max(0, len(self.buf) - len(_END))
                         break
+                message = bytes(self.buf[: max(end, 0)]) if self.spool is not None else b""
                 del self.buf[: end + len(_END)]
                 self.in_data = False
+                if self.spool is not None:
+                    self._store(message, out)
+                    return
                 SinkProtocol.count += 1
                 out.append(b"250 2.0.0 OK queued\r\n")
                 continue
@@ -88,6 +103,27 @@ class SinkProtocol(asyncio.Protocol):
                 out.append(b"250 OK\r\n")
         if out:
             self._send(b"".join(out))
+
+    def _store(self, message: bytes, out: list[bytes]) -> None:
+        """Write the message to disk (a worker thread) and answer 250 only once it is fsync'ed;
+        the replies before it go now, the commands after it wait for it."""
+        if out:
+            self._send(b"".join(out))
+        self.storing = True
+        assert self.spool is not None
+        path = self.spool / f"{next(SinkProtocol.names)}.eml"
+        done = asyncio.get_running_loop().run_in_executor(None, _write_synced, path, message)
+        done.add_done_callback(self._stored)
+
+    def _stored(self, done: asyncio.Future[None]) -> None:
+        self.storing = False
+        if done.exception() is not None:
+            self._send(b"451 4.3.0 could not store the message\r\n")
+        else:
+            SinkProtocol.count += 1
+            self._send(b"250 2.0.0 OK stored\r\n")
+        if self.transport is not None and not self.transport.is_closing():
+            self.data_received(b"")  # the commands that arrived meanwhile
 
     def _send(self, data: bytes) -> None:
         if self.queue is not None:
@@ -120,10 +156,22 @@ class SinkProtocol(asyncio.Protocol):
             self.queue.put_nowait((0.0, b""))
 
 
-async def serve(port: int, delay_ms: float, size: int) -> None:
+def _write_synced(path: Path, message: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, message)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+
+
+async def serve(port: int, delay_ms: float, size: int, spool: Path | None = None) -> None:
     loop = asyncio.get_running_loop()
+    if spool is not None:
+        spool.mkdir(parents=True, exist_ok=True)
     server = await loop.create_server(
-        lambda: SinkProtocol(delay_ms / 1000, size), "127.0.0.1", port, backlog=512
+        lambda: SinkProtocol(delay_ms / 1000, size, spool), "127.0.0.1", port, backlog=512
     )
     print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
@@ -133,7 +181,7 @@ async def serve(port: int, delay_ms: float, size: int) -> None:
 class SinkProcess:
     """Run the sink in a subprocess (its own core); `port` once started; stopped on exit."""
 
-    def __init__(self, *, delay_ms: float = 0, size: int = 0) -> None:
+    def __init__(self, *, delay_ms: float = 0, size: int = 0, spool: Path | None = None) -> None:
         self.args = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -142,6 +190,8 @@ class SinkProcess:
             "--size",
             str(size),
         ]
+        if spool is not None:
+            self.args += ["--spool", str(spool)]
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
@@ -176,9 +226,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--size", type=int, default=0, help="advertise SIZE (0: none)")
+    parser.add_argument(
+        "--spool", type=Path, help="write each message to a file here, fsync'ed before the 250"
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port, args.delay_ms, args.size))
+        asyncio.run(serve(args.port, args.delay_ms, args.size, args.spool))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from newsletter.db import Connection, migrate
 from newsletter.doctor import check_before_send
 from newsletter.errors import NewsletterError, SubscriberError
 from newsletter.issue import slugify
+from newsletter.placeholders import Recipient
 from newsletter.subscribers import ACTIVE, SubscriberStore
 from newsletter.subscribers.model import Subscriber, now
 
@@ -175,6 +176,9 @@ class _Owed:
 
     def get_many(self, ids: Sequence[int]) -> Mapping[int, Subscriber]:
         return self.store.get_many(ids)
+
+    def recipients_for(self, ids: Sequence[int]) -> Mapping[int, tuple[str, Recipient]]:
+        return self.store.recipients_for(ids)
 
     def mark_bounced(self, subscriber_id: int, reply: str) -> bool:
         return self.store.mark_bounced(subscriber_id, reply)

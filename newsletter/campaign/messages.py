@@ -1,6 +1,6 @@
 """Who gets which message: ledger rows -> subscribers -> personalised OutgoingMessages.
 
-Per chunk of due rows: one `get_many` for the subscribers; per recipient a job that the worker
+Per chunk of due rows: one `recipients_for` for the subscribers; per recipient a job that the worker
 runs right before sending: an unsubscribe URL and `MessageTemplate.outgoing` (whose bytes are
 built lazily, as the transport reads them). Subscribers who unsubscribed, bounced or were
 erased since the snapshot are skipped here, shortly before their turn, so a resumed campaign
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from newsletter.bounces.policy import SendBounces
     from newsletter.config import Config
     from newsletter.mail.message import MessageTemplate
+    from newsletter.placeholders import Recipient
     from newsletter.render.compiled import CompiledIssue
     from newsletter.subscribers.model import Subscriber
     from newsletter.subscribers.segmentsql import SegmentQuery
@@ -34,6 +35,10 @@ class Subscribers(Protocol):
 
     def get_many(self, ids: Sequence[int]) -> Mapping[int, Subscriber]:
         """The subscribers with these ids (the erased ones are missing), in a few queries."""
+        ...
+
+    def recipients_for(self, ids: Sequence[int]) -> Mapping[int, tuple[str, Recipient]]:
+        """(status, Recipient) by id (the erased ones are missing): the send path's lookup."""
         ...
 
     def mark_bounced(self, subscriber_id: int, reply: str) -> bool:
@@ -92,18 +97,19 @@ class SubscriberMessages:
         self._send_bounces: SendBounces | None = None
 
     def prepare(self, items: Sequence[WorkItem]) -> tuple[list[Job], list[Outcome]]:
-        """One `get_many` for the chunk; jobs for the active subscribers, skips for the rest."""
-        subscribers = self.store.get_many([it.subscriber_id for it in items])
+        """One lookup for the chunk; jobs for the active subscribers, skips for the rest."""
+        found = self.store.recipients_for([it.subscriber_id for it in items])
         jobs: list[Job] = []
         outcomes: list[Outcome] = []
+        message = self._message
         for item in items:
-            subscriber = subscribers.get(item.subscriber_id)
-            if subscriber is None:
+            status, recipient = found.get(item.subscriber_id, _ERASED)
+            if status == "active":
+                jobs.append((item, partial(message, item.row_id, item.subscriber_id, recipient)))
+            elif recipient is None:
                 outcomes.append(_skip(item, "skipped: the subscriber was erased"))
-            elif subscriber.status != "active":
-                outcomes.append(_skip(item, f"skipped: the subscriber is {subscriber.status}"))
             else:
-                jobs.append((item, partial(self._message, item.row_id, subscriber)))
+                outcomes.append(_skip(item, f"skipped: the subscriber is {status}"))
         return jobs, outcomes
 
     def build(self, items: Sequence[WorkItem]) -> tuple[list[OutgoingMessage], list[Outcome]]:
@@ -117,14 +123,13 @@ class SubscriberMessages:
                 outcomes.append(Outcome(item.row_id, "failed", f"message not built: {exc}"))
         return messages, outcomes
 
-    def _message(self, row_id: int, subscriber: Subscriber) -> OutgoingMessage:
-        url = self._unsubscribe_url(self.config, subscriber.id, self.secret)
-        recipient = subscriber.recipient()
+    def _message(self, row_id: int, subscriber_id: int, recipient: Recipient) -> OutgoingMessage:
+        url = self._unsubscribe_url(self.config, subscriber_id, self.secret)
         values = self.compiled.values_for(recipient, url)  # evaluated once, for both uses
         dropped = self.compiled.dropped_urls(values)
         if dropped:
-            self.dropped_links[subscriber.id] = dropped
-        return self.template.outgoing(row_id, recipient, url, subscriber.id, values)
+            self.dropped_links[subscriber_id] = dropped
+        return self.template.outgoing(row_id, recipient, url, subscriber_id, values)
 
     def bounced(self, subscriber_id: int, reply: str) -> None:
         """A 5xx during sending: a hard bounce (source `smtp`) through the one bounce policy,
@@ -138,6 +143,9 @@ class SubscriberMessages:
         if self._send_bounces is None or self._send_bounces.campaign_id != self.campaign_id:
             self._send_bounces = SendBounces(self.store, self.config, self.secret, self.campaign_id)
         self._send_bounces.record(subscriber_id, self.template.message_id(subscriber_id), reply)
+
+
+_ERASED: tuple[str, Recipient | None] = ("erased", None)
 
 
 def _skip(item: WorkItem, reason: str) -> Outcome:

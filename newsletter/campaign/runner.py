@@ -127,9 +127,10 @@ class Runner:
                 max(options.concurrency, int(per_second * 2)),
             )
             self.prefetch = max(1, min(self.prefetch, int(per_second * 2)))
-        self.work: queue.Queue[object] = queue.Queue()
-        self.results: queue.Queue[tuple[list[WorkItem], list[DeliveryResult] | None]] = (
-            queue.Queue()
+        # SimpleQueue (C, no task tracking): one put and one get per message each way.
+        self.work: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.results: queue.SimpleQueue[tuple[list[WorkItem], list[DeliveryResult] | None]] = (
+            queue.SimpleQueue()
         )
         self.inflight: dict[int, WorkItem] = {}  # queued for or held by a worker
         self.prefetched: deque[Job] = deque()  # still "due" in the ledger
@@ -406,6 +407,10 @@ class Runner:
         a Retry-After holds them all, a message accepted ends a throttled spell. Throttled
         requests are counted as requests: each message of a `request_per_message` batch (SES)
         was its own, a batching API's whole batch was one."""
+        if all(r.status == "sent" for r in results):  # the usual case: nothing to slow down
+            if self.limiter.throttled_since_success:  # read unlocked: only a spell ends here
+                self.limiter.succeeded()
+            return
         max_wait = self.options.retry.max_wait
         throttles = [r for r in results if r.throttled]
         if throttles:
@@ -428,6 +433,8 @@ class Runner:
         """Count failures in a row as they happen (here, not in the ledger thread, so that a
         dead server stops every worker within one message each). A batch refused as a whole
         (one reply for all: an API outage, a 429) counts once, not once per recipient."""
+        if self.streak == 0 and all(r.status == "sent" for r in results):
+            return  # the usual case, without the lock (read unlocked: it orders like the lock)
         results = [r for r in results if not (r.throttled or r.account)]  # not failures
         if len(results) > 1 and len({(r.status, r.reply) for r in results}) == 1:
             results = results[:1]

@@ -48,6 +48,8 @@ class CompiledIssue:
         """The values (from `values_for`) that a link or image URL refuses (scheme not http,
         https or mailto): those links go out as plain text. Free when no expression is a whole
         URL."""
+        if not self.url_slots:  # the usual issue: no sort, no list (once per recipient)
+            return []
         return [
             v for v in (values[name] for name in sorted(self.url_slots)) if clean_url(v) is None
         ]

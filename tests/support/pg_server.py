@@ -63,7 +63,9 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
 
-    def start(self) -> PostgresServer:
+    def start(self, *, durable: bool = False) -> PostgresServer:
+        """`durable`: fsync on (commits still acknowledged before they are flushed, as SQLite's
+        WAL with synchronous=NORMAL does), for benchmarks; the tests run with no durability."""
         bins = bin_dir()
         self.socket_dir.mkdir()
         if os.geteuid() == 0:
@@ -78,10 +80,11 @@ class PostgresServer:
         )  # fmt: skip
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port}"
-            f" -c unix_socket_directories={self.socket_dir} -c fsync=off"
-            " -c full_page_writes=off -c synchronous_commit=off -c max_connections=300"
-            " -c shared_buffers=64MB"
+            f" -c unix_socket_directories={self.socket_dir} -c synchronous_commit=off"
+            " -c max_connections=300 -c shared_buffers=64MB"
         )
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             bins / "pg_ctl", "-D", self.data, "-o", options, "-l", self.socket_dir / "server.log",
             "-w", "-t", "60", "start",
