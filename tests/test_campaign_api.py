@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engines import use_database
+from db_support import use_database
 from provider_servers import SendGridServer
 
 from newsletter.campaign import RetryPolicy, campaign_status, send_issue

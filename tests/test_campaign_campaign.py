@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from campaign_support import DeliveryLog, RecordingTransport
-from engines import use_database
+from db_support import use_database
 
 from newsletter.campaign import Campaign, campaign_status, send_issue, send_test
 from newsletter.config import load_config

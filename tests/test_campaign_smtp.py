@@ -21,7 +21,7 @@ import uvicorn
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from engines import use_database
+from db_support import use_database
 from smtp_servers import SmtpServer, fault
 
 from newsletter.campaign import Campaign, RetryPolicy, campaign_status, send_issue

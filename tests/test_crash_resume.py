@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engines import use_database
+from db_support import use_database
 
 from newsletter import db
 from newsletter.config import load_config

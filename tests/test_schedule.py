@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from engines import use_database
+from db_support import use_database
 
 from newsletter import db
 from newsletter.cli import main

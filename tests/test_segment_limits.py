@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from db_support import use_database
 
 from tests.support.cli_support import run
-from tests.support.db_support import use_database
 
 TAG = '"pro" in tags'
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cli_support import run
 from click.testing import CliRunner
-from db_support import serve_engine, use_database
+from db_support import use_database
 from smtp_servers import SmtpServer
 
 from newsletter.campaign import Campaign
@@ -51,11 +51,6 @@ def readers(project: Path, database: str) -> Path:
     return project
 
 
-def sends(project: Path) -> None:
-    """A test that sends: its PostgreSQL case needs the campaign's tables there too."""
-    serve_engine(str(load_config(project / "newsletter.yaml").database))
-
-
 def cli(project: Path, *args: str) -> tuple[int, str]:
     return run(CliRunner(), project, *args)
 
@@ -83,7 +78,6 @@ def received(project: Path) -> Counter[str]:
     ],
 )
 def test_send_to_a_segment_mails_exactly_its_active_members(readers, segment):
-    sends(readers)
     code, out = cli(readers, "send", issue_of(readers), "--segment", segment, "--yes")
     assert code == 0, out
     assert received(readers) == {"ada@example.net": 1, "bjorn@example.net": 1}
@@ -92,7 +86,6 @@ def test_send_to_a_segment_mails_exactly_its_active_members(readers, segment):
 
 
 def test_the_question_and_the_list_say_who(readers):
-    sends(readers)
     code, out = cli(readers, "subscribers", "list", "--segment", "oslo-pros")
     assert code == 0, out
     shown = [line.split()[0] for line in out.splitlines()[1:-1]]
@@ -133,7 +126,6 @@ def test_the_question_and_the_list_say_who(readers):
 @pytest.mark.parametrize("command", ["send", "list"])
 def test_a_bad_segment_is_one_clear_error_and_nothing_is_sent(readers, args, expected, command):
     if command == "send":
-        sends(readers)
         code, out = cli(readers, "send", issue_of(readers), "--yes", *args)
     else:
         code, out = cli(readers, "subscribers", "list", *args)
@@ -147,7 +139,6 @@ def test_a_bad_segment_is_one_clear_error_and_nothing_is_sent(readers, args, exp
 
 
 def test_two_segments_and_the_whole_list_are_three_campaigns_and_nobody_gets_two(readers):
-    sends(readers)
     issue = issue_of(readers)
     assert cli(readers, "send", issue, "--segment", "oslo-pros", "--yes")[0] == 0
     code, out = cli(readers, "send", issue, "--segment", 'fields.city == "Oslo"', "--yes")
@@ -172,7 +163,6 @@ def test_two_segments_and_the_whole_list_are_three_campaigns_and_nobody_gets_two
 def test_resume_keeps_the_snapshot_and_include_new_evaluates_the_segment_again(readers):
     """The campaign's rows are who the segment was when it started; a bare `send` resumes that
     segment (not the whole list); --include-new adds whoever matches now."""
-    sends(readers)
     config = load_config(readers / "newsletter.yaml")
     issue = issue_of(readers)
     with SmtpServer() as server:
@@ -207,7 +197,6 @@ def test_resume_keeps_the_snapshot_and_include_new_evaluates_the_segment_again(r
 
 
 def test_a_named_segment_whose_definition_changed_is_refused_on_resume(readers):
-    sends(readers)
     issue = issue_of(readers)
     assert cli(readers, "send", issue, "--segment", "oslo-pros", "--yes")[0] == 0
     config = readers / "newsletter.yaml"
@@ -223,7 +212,6 @@ def test_a_named_segment_whose_definition_changed_is_refused_on_resume(readers):
 
 
 def test_several_unfinished_segments_need_naming_on_resume(readers):
-    sends(readers)
     config = load_config(readers / "newsletter.yaml")
     issue = issue_of(readers)
     for segment in ("oslo-pros", 'fields.city == "Bergen"'):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from engines import use_database
+from db_support import use_database
 
 from newsletter.cli import main
 from newsletter.config import load_config

@@ -1,7 +1,7 @@
 """The send path's subscriber lookup (one `recipients_for` per chunk of due rows): whoever left
 after the snapshot, in any way, is skipped with the reason, and whoever is still active gets a
 message personalised from what is stored now (name, fields), not from the snapshot. On both
-engines (the PostgreSQL case skipped while the store has no PostgreSQL schema here)."""
+engines."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from campaign_support import DeliveryLog, RecordingTransport
-from engines import use_database
+from db_support import use_database
 
 from newsletter.campaign import Campaign, send_issue
 from newsletter.config import load_config

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from db_support import serve_engine, use_database
+from db_support import use_database
 from serve_support import running
 
 from newsletter import tokens
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def project(project: Path, database: str) -> Path:
     """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
-    use_database(project, serve_engine(database))
+    use_database(project, database)
     return project
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from db_support import serve_engine, use_database
+from db_support import use_database
 from serve_support import DRAFT, PUBLISHED, Site, dump, form_token, populate, running, sign_up
 from webhook_support import (
     PROVIDERS,
@@ -38,7 +38,7 @@ ONE_CLICK = {"Content-Type": "application/x-www-form-urlencoded"}
 @pytest.fixture
 def project(project: Path, database: str) -> Path:
     """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
-    use_database(project, serve_engine(database))
+    use_database(project, database)
     return project
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from db_support import serve_engine, use_database
+from db_support import use_database
 from dkim_support import write_key
 from serve_process import ServeProcess, serve_process
 
@@ -53,7 +53,7 @@ stories:
 @pytest.fixture
 def shared(project: Path, postgres_url: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     """Two serve processes, one newsletter.yaml, one PostgreSQL database."""
-    use_database(project, serve_engine(postgres_url))
+    use_database(project, postgres_url)
     (project / "issues" / "_welcome.yaml").write_text(WELCOME, encoding="utf-8")
     write_key(project / "dkim.pem", "rsa")
     with (project / "newsletter.yaml").open("a", encoding="utf-8") as fh:

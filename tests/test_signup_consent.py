@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
-from db_support import serve_engine, use_database
+from db_support import use_database
 from serve_support import running, sign_up
 
 from newsletter.cli import main
@@ -33,7 +33,7 @@ PHISH = (
 @pytest.fixture
 def project(project: Path, database: str) -> Path:
     """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
-    use_database(project, serve_engine(database))
+    use_database(project, database)
     return project
 
 

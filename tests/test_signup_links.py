@@ -8,11 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from db_support import use_database
 
 from newsletter.config import load_config
 from newsletter.web.public import create_app
 from tests.support.cli_support import elements, run
-from tests.support.db_support import serve_engine, use_database
 from tests.support.serve_support import free_port, running
 
 SLUG = "2026-11-25-microsoft-openai-partnership"
@@ -26,7 +26,7 @@ LISTS = {
 @pytest.fixture
 def project(project: Path, database: str) -> Path:
     """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
-    use_database(project, serve_engine(database))
+    use_database(project, database)
     return project
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from engines import use_database
+from db_support import use_database
 
 from tests.support.cli_support import run
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from engines import use_database
+from db_support import use_database
 from smtp_servers import SmtpServer, fault
 
 from newsletter.campaign import RetryPolicy, send_issue

@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from click.testing import CliRunner
+from db_support import use_database
 
 from newsletter.config import load_config
 from newsletter.mail.dkim import DkimSigner
 from tests.support.cli_support import run
-from tests.support.db_support import serve_engine, use_database
 from tests.support.dkim_support import verify, write_key
 from tests.support.serve_process import serve_process
 from tests.support.serve_support import sign_up
@@ -47,7 +47,7 @@ stories:
 @pytest.fixture
 def project(project: Path, database: str) -> Path:
     """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
-    use_database(project, serve_engine(database))
+    use_database(project, database)
     return project
 
 

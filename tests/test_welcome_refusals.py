@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from db_support import use_database
 
 from tests.support.cli_support import run
-from tests.support.db_support import serve_engine, use_database
 from tests.test_welcome import WELCOME
 
 
@@ -32,7 +32,7 @@ def welcoming(project: Path, request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def project(project: Path, database: str) -> Path:
     """Every test of this file on SQLite and on PostgreSQL (newsletter.yaml's `database:`)."""
-    use_database(project, serve_engine(database))
+    use_database(project, database)
     return project
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from engines import use_database
+from db_support import use_database
 from smtp_servers import RecordingHandler, SmtpServer, fault
 
 from newsletter import db
