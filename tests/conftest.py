@@ -105,7 +105,21 @@ def postgres_url(postgres_server: Any) -> Iterator[str]:
     close_pool(parse_database(url))  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using `database` runs once per engine; `@pytest.mark.engine("sqlite")`
+    keeps one (a test about SQLite's file lock, or PostgreSQL's answer to it)."""
+    if "database" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("engine")
+    engines = ENGINES if marker is None else marker.args
+    assert set(engines) <= set(ENGINES), engines
+    metafunc.parametrize("database", engines, indirect=True)
+
+
+@pytest.fixture
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The store under test, once per engine: an SQLite file path or a fresh PostgreSQL
     database's URL (as `database:` / `--db` take either)."""

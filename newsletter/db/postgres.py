@@ -32,7 +32,7 @@ from newsletter.db import PostgresDatabase
 # Taken by every `BEGIN IMMEDIATE` transaction: one writer at a time, as in SQLite. The number
 # is arbitrary but fixed ("nl" in ASCII, then 1).
 WRITE_LOCK = 0x6E6C0001
-POOL_SIZE = 10
+POOL_SIZE = 20  # connections per process and database; `serve` holds one per request
 
 _pools: dict[tuple[str, str | None], ConnectionPool] = {}
 _pools_lock = threading.Lock()
@@ -333,11 +333,12 @@ def connect(database: PostgresDatabase, *, timeout: float = 30.0) -> PostgresCon
     Raises PostgresOperationalError (an sqlite3.OperationalError) when the server cannot be
     reached or refuses the login, or no connection is free within the timeout."""
     pool = _pool(database, timeout)
+    wait = max(timeout, 2.0)  # for a free connection (a lock's timeout may be 0: no wait)
     try:
-        conn = pool.getconn()
+        conn = pool.getconn(timeout=wait)
     except PoolTimeout as exc:
         raise PostgresOperationalError(
-            f"no connection to {database.url} within {pool.timeout:.0f} s: {exc}"
+            f"database busy: no free connection to {database.url} within {wait:g} s"
         ) from exc
     return PostgresConnection(conn, pool)
 

@@ -53,7 +53,7 @@ class Component:
 
 # In the order they are created: a table after those it references (subscribers first).
 COMPONENTS: tuple[Component, ...] = (
-    Component("subscribers", subscribers, postgresql_only=("nl_char_map",)),
+    Component("subscribers", subscribers, postgresql_only=("nl_char_map", "unsubscribe_spool")),
     Component("tokens", tokens, "_MIGRATIONS"),
     Component("campaigns", ledger),
     Component(

@@ -280,7 +280,20 @@ def _pg_functions(conn: Any) -> None:
     )
 
 
-POSTGRESQL_MIGRATIONS: list[Any] = [_PG_V1, _salt, _pg_functions]
+# One-click unsubscribes that arrived while another writer held the write lock (a long
+# import), kept in the database every instance shares (newsletter.subscribers.spool): an
+# INSERT here takes no write lock, so it never waits behind the import.
+_PG_SPOOL = """
+CREATE TABLE unsubscribe_spool (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subscriber_id BIGINT NOT NULL,
+    how TEXT NOT NULL,
+    spooled_at TEXT NOT NULL
+        DEFAULT (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+);
+"""
+
+POSTGRESQL_MIGRATIONS: list[Any] = [_PG_V1, _salt, _pg_functions, _PG_SPOOL]
 
 
 def next_subscriber_id(conn: Any) -> int:

@@ -1,4 +1,4 @@
-"""Unsubscribes that could not wait: a durable spool beside the database.
+"""Unsubscribes that could not wait: a durable spool, applied once the database is free.
 
 An import is one transaction and holds SQLite's write lock until it ends (about 2 s per
 100,000 rows here). A one-click unsubscribe arriving meanwhile waits for the busy timeout; if
@@ -7,9 +7,11 @@ and answered 200 as usual: an unsubscribe is never lost and never an error for t
 provider. The spool is applied by the next `SubscriberStore.open` (every CLI command and every
 send opens one) and by the web app before each unsubscribe.
 
-SQLite only: on PostgreSQL (several `serve` instances, several machines) a file on one of them
-would be applied only by that one, so an unsubscribe waits for the write lock there instead
-(newsletter.web.public.app).
+On PostgreSQL (several `serve` instances, several machines) a file on one of them would be
+applied only by that one: the spool is the `unsubscribe_spool` table instead, in the database
+they share. Appending to it is a plain INSERT, which does not take the write lock that a long
+import holds (newsletter.db), so it never waits; whichever process opens a store next, on any
+machine, applies and deletes the rows in one write transaction.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from newsletter import db
 from newsletter.errors import SubscriberError
 from newsletter.private import open_private
 
@@ -36,8 +39,22 @@ def spool_path(database: Path) -> Path:
     return database.with_name(database.name + ".unsubscribe-spool")
 
 
-def spool_unsubscribe(database: Path, subscriber_id: int, how: str) -> None:
-    """Record an unsubscribe durably, to be applied when the database is free."""
+def spool_unsubscribe(
+    database: db.Database, subscriber_id: int, how: str, store: SubscriberStore | None = None
+) -> None:
+    """Record an unsubscribe durably, to be applied when the database is free. On PostgreSQL
+    through `store`'s connection when given (outside a transaction), else a pooled one."""
+    if isinstance(database, db.PostgresDatabase):
+        conn = store.conn if store is not None else db.connect(database)
+        try:  # autocommit: committed (durable) when execute returns, no write lock taken
+            conn.execute(
+                "INSERT INTO unsubscribe_spool (subscriber_id, how) VALUES (?, ?)",
+                (subscriber_id, how),
+            )
+        finally:
+            if store is None:
+                conn.close()
+        return
     line = json.dumps({"id": subscriber_id, "how": how}) + "\n"
     path = spool_path(database)
     with _lock:
@@ -57,13 +74,16 @@ def spool_unsubscribe(database: Path, subscriber_id: int, how: str) -> None:
                 out.close()
 
 
-def drain(store: SubscriberStore, database: Path) -> int:
+def drain(store: SubscriberStore, database: db.Database) -> int:
     """Apply spooled unsubscribes (idempotent); the number applied. Never raises for a busy
     database: the spool then stays for the next attempt.
 
-    The spool file stays locked (flock) from reading until it is removed after the commit, so
-    a writer never appends to a file being dropped and a crash never loses an entry.
+    SQLite: the spool file stays locked (flock) from reading until it is removed after the
+    commit, so a writer never appends to a file being dropped and a crash never loses an entry.
+    PostgreSQL: the rows are deleted and applied in one write transaction.
     """
+    if isinstance(database, db.PostgresDatabase):
+        return _drain_table(store)
     path = spool_path(database)
     if not path.exists():
         return 0
@@ -98,6 +118,25 @@ def drain(store: SubscriberStore, database: Path) -> int:
         _lock.release()
 
 
+def _drain_table(store: SubscriberStore) -> int:
+    conn = store.conn
+    if (
+        conn.in_transaction
+        or not conn.execute("SELECT EXISTS (SELECT 1 FROM unsubscribe_spool)").fetchone()[0]
+    ):
+        return 0
+    try:  # never wait for the lock (a long import): the rows keep until next time
+        with store.waiting_at_most(0.001), store.transaction():
+            entries = conn.execute(
+                "DELETE FROM unsubscribe_spool RETURNING subscriber_id, how"
+            ).fetchall()
+            for subscriber_id, how in entries:
+                store.unsubscribe(int(subscriber_id), str(how))
+    except db.OperationalError:
+        return 0  # busy: the rows stay for the next attempt
+    return len(entries)
+
+
 def _write_locked(store: SubscriberStore) -> bool:
     """True if another connection holds the database's write lock right now (no waiting)."""
     conn = store.conn
@@ -116,16 +155,12 @@ def _write_locked(store: SubscriberStore) -> bool:
 
 
 def _apply(store: SubscriberStore, entries: list[tuple[int, str]]) -> bool:
-    timeout = store.conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    store.conn.execute(f"PRAGMA busy_timeout = {DRAIN_BUSY_MS}")
     try:
-        with store.transaction():
+        with store.waiting_at_most(DRAIN_BUSY_MS / 1000), store.transaction():
             for subscriber_id, how in entries:
                 store.unsubscribe(subscriber_id, how)
     except sqlite3.OperationalError:
         return False
-    finally:
-        store.conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
     return True
 
 

@@ -18,7 +18,6 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from newsletter import db
@@ -108,10 +107,11 @@ class SubscriberStore:
         except db.Error as exc:
             conn.close()
             raise SubscriberError(f"{path}: not a usable newsletter database: {exc}") from None
-        if not store.postgresql and str(path) != ":memory:":
+        if str(path) != ":memory:":
             from newsletter.subscribers.spool import drain
 
-            drain(store, Path(path))  # unsubscribes spooled while the database was locked
+            # Unsubscribes spooled while the database was locked (newsletter.subscribers.spool).
+            drain(store, db.parse_database(path) if isinstance(path, str) else path)
         return store
 
     @classmethod
@@ -154,6 +154,23 @@ class SubscriberStore:
                 self.conn.execute("COMMIT")
             finally:
                 self._depth = 0
+
+    @contextmanager
+    def waiting_at_most(self, seconds: float) -> Iterator[None]:
+        """Within the block, a write waits at most `seconds` for another writer's lock, then
+        raises db.OperationalError (SQLite's busy timeout; PostgreSQL's lock_timeout)."""
+        with self._lock:
+            if self.postgresql:
+                before = _wait_for_locks(self.conn, seconds)
+                restore = f"SET lock_timeout = '{before}'"
+            else:
+                before = self.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+                self.conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+                restore = f"PRAGMA busy_timeout = {int(before)}"
+            try:
+                yield
+            finally:
+                self.conn.execute(restore)
 
     @contextmanager
     def reading(self) -> Iterator[db.Connection]:

@@ -30,10 +30,8 @@ nothing written.
 On PostgreSQL (`database: postgresql://...`) several `serve` processes, on one machine or
 behind a load balancer, share the database: each sign-up, confirmation and unsubscribe is one
 `BEGIN IMMEDIATE` transaction, which takes the database-wide write lock (newsletter.db), so a
-request posted to two instances at once lands once. There is no spool there: a spool file
-would belong to one machine, and only its own instance would ever apply it. A one-click
-unsubscribe waits for the lock like any other POST (BUSY_TIMEOUT, lock_timeout) and only then
-answers 503 with Retry-After (a mail client retries it), nothing written.
+request posted to two instances at once lands once. The spool of one-click unsubscribes is a
+table there (a file would belong to one machine), which any instance applies.
 """
 
 from __future__ import annotations
@@ -48,9 +46,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
@@ -96,6 +94,7 @@ if TYPE_CHECKING:
     from newsletter.config import Config
     from newsletter.subscribers.signup import SignupRequest
 
+T = TypeVar("T")
 log = logging.getLogger("newsletter.serve")
 
 PAGE_HEADERS = {
@@ -156,6 +155,7 @@ class PublicSite:
         self.contact = contact.addr_spec if contact is not None else ""
         # Started by the app's lifespan (serve), not by tests that run the app without one.
         self.background = BackgroundSender(config)
+        self.postgresql = isinstance(config.database, db.PostgresDatabase)
 
     # -- databases ----------------------------------------------------------------------------
 
@@ -167,6 +167,26 @@ class PublicSite:
         """This thread's read-only store (SQLite `query_only`): what GET and HEAD handlers get,
         so a page view cannot write even by mistake."""
         return self._thread_store("reader", query_only=True)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` in a worker thread (database work never blocks the event loop). On
+        PostgreSQL the thread's connections go back to the process's pool afterwards, so that
+        up to 40 threads share a few connections; SQLite keeps its per-thread connections."""
+        if self.postgresql:
+            return await run_in_threadpool(self._then_release, fn, *args, **kwargs)
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    def _then_release(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for kind in ("reader", "writer"):
+                store = getattr(self._local, kind, None)
+                if store is not None:
+                    setattr(self._local, kind, None)
+                    with self._stores_lock:
+                        self._stores.remove(store)
+                    _close_store(store)
 
     def _thread_store(self, kind: str, *, query_only: bool) -> SubscriberStore:
         store = getattr(self._local, kind, None)
@@ -188,10 +208,7 @@ class PublicSite:
         with self._stores_lock:
             stores, self._stores = self._stores, []
         for store in stores:
-            if store.postgresql:  # the connection goes back to the process's pool
-                with contextlib.suppress(db.Error):
-                    store.conn.execute("RESET default_transaction_read_only")
-            store.close()
+            _close_store(store)
 
     # -- pages --------------------------------------------------------------------------------
 
@@ -250,7 +267,7 @@ class PublicSite:
             subscriber_id = tokens.verify_token(self.secret, tokens.UNSUBSCRIBE, token)
         except TokenError:
             return self.page("bad-link", 400)
-        subscriber = await run_in_threadpool(lambda: self.reader().get_by_id(subscriber_id))
+        subscriber = await self.in_thread(lambda: self.reader().get_by_id(subscriber_id))
         if subscriber is None or subscriber.status not in (ACTIVE, PENDING):
             return self.page("unsubscribed", just_now=False)
         return self.page("unsubscribe", email=subscriber.email)
@@ -268,7 +285,7 @@ class PublicSite:
         except TokenError:
             return self.page("bad-link", 400)
         how = "one-click (List-Unsubscribe-Post)" if one_click else "unsubscribe page"
-        await run_in_threadpool(self.unsubscribe_now_or_later, subscriber_id, how)
+        await self.in_thread(self.unsubscribe_now_or_later, subscriber_id, how)
         if one_click:
             return _one_click_answer("Unsubscribed.\n")
         return self.page("unsubscribed", just_now=True)
@@ -280,20 +297,15 @@ class PublicSite:
         store = self.writer()
         if store.get_by_id(subscriber_id) is None:
             return  # erased: nothing to do (the id is never reused)
-        if store.postgresql:  # no spool on PostgreSQL (module docstring)
-            store.unsubscribe(subscriber_id, how)
-            return
-        store.conn.execute(f"PRAGMA busy_timeout = {ONE_CLICK_BUSY_MS}")
         try:
-            store.unsubscribe(subscriber_id, how)
+            with store.waiting_at_most(ONE_CLICK_BUSY_MS / 1000):
+                store.unsubscribe(subscriber_id, how)
         except db.OperationalError as exc:
             if not _is_busy(exc):
                 raise
-            spool_unsubscribe(self.config.database, subscriber_id, how)
+            spool_unsubscribe(self.config.database, subscriber_id, how, store)
             log.warning("database busy: unsubscribe of %s spooled", subscriber_id)
             return
-        finally:
-            store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         drain(store, self.config.database)  # the database was free a moment ago
 
     # -- sign-up ------------------------------------------------------------------------------
@@ -344,7 +356,7 @@ class PublicSite:
         if list_name not in self.config.public_lists:
             return self.subscribe_page(request, DEFAULT_LIST, 400, email=email, error="list")
         try:
-            signup = await run_in_threadpool(
+            signup = await self.in_thread(
                 lambda: self.writer().request_subscription(
                     email, name=name or None, lists=[list_name], detail=f"form from {client}"
                 )
@@ -358,7 +370,7 @@ class PublicSite:
             )
         if signup is not None:
             started = time.monotonic()
-            sent = await run_in_threadpool(self.send_confirmation, signup)
+            sent = await self.in_thread(self.send_confirmation, signup)
             # Kept on the event loop's side: only this thread reads and writes _send_times.
             self._send_times.append(min(time.monotonic() - started, SEND_TIME_CAP))
             if not sent:
@@ -397,7 +409,7 @@ class PublicSite:
         checked = self._confirm_token(request.path_params["token"])
         if isinstance(checked, Response):
             return checked
-        asked = await run_in_threadpool(lambda: describe_signup(self.reader().conn, checked[0]))
+        asked = await self.in_thread(lambda: describe_signup(self.reader().conn, checked[0]))
         name, lists = asked if asked is not None else (None, ())
         return self.page("confirm", name=name or "", lists=list(lists))
 
@@ -408,7 +420,7 @@ class PublicSite:
         signup_id, issued = checked
         issued_at = format_timestamp(dt.datetime.fromtimestamp(issued or 0, dt.UTC))
         try:
-            owed = await run_in_threadpool(self._confirm_and_owe_welcome, signup_id, issued_at)
+            owed = await self.in_thread(self._confirm_and_owe_welcome, signup_id, issued_at)
         except SubscriberError as exc:  # why, in the reader's words: nothing was changed
             return self.page("confirm-refused", 400, reason=str(exc))
         if owed:
@@ -463,7 +475,7 @@ class PublicSite:
         body = request.state.body
         if body is None:
             return PlainTextResponse("Body too large.\n", status_code=413, headers=headers)
-        received = await run_in_threadpool(
+        received = await self.in_thread(
             webhooks.receive,
             self.config,
             self.writer(),
@@ -481,9 +493,7 @@ class PublicSite:
             query = urlencode({"list": request.query_params["list"]})
             return RedirectResponse(f"{self.config.base_url}/subscribe?{query}", status_code=308)
         try:
-            found = await run_in_threadpool(
-                lambda: site_file(self.config, self.reader().conn, name)
-            )
+            found = await self.in_thread(lambda: site_file(self.config, self.reader().conn, name))
         except NewsletterError as exc:  # a theme template of archive/ that cannot render
             log.error("%s cannot be shown: %s", name, exc)
             return self.page("error", 500)
@@ -549,7 +559,7 @@ class PublicSite:
         if not slug or len(slug) > 80 or slugify(slug) != slug or not _IMAGE_NAME.match(name):
             raise HTTPException(404)
         try:
-            found = await run_in_threadpool(self.issue_image, slug, name)
+            found = await self.in_thread(self.issue_image, slug, name)
         except NewsletterError as exc:
             log.error("issue %s cannot be shown: %s", slug, exc)
             return self.page("error", 500)
@@ -689,6 +699,13 @@ def _shows(site: PublicSite, name: str) -> Any:
 
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def _close_store(store: SubscriberStore) -> None:
+    if store.postgresql:  # the connection goes back to the process's pool as it came
+        with contextlib.suppress(db.Error):
+            store.conn.execute("RESET default_transaction_read_only")
+    store.close()
 
 
 def _is_busy(exc: db.OperationalError) -> bool:
