@@ -21,6 +21,8 @@ from db_support import use_database
 from smtp_servers import RecordingHandler, SmtpServer, fault
 
 from newsletter import db
+from newsletter.campaign.ledger import Ledger
+from newsletter.campaign.workers import join_campaign
 from newsletter.cli import main
 from newsletter.config import load_config
 
@@ -108,6 +110,9 @@ class Crew:
             stdout, stderr = proc.communicate(timeout=timeout)
             assert "Traceback" not in stdout + stderr, stderr
             out.append((proc.returncode, stdout, stderr))
+        # Every process sent through the coordinator's relay: nothing went to the outbox the
+        # configuration defaults to (the ledger would call those readers sent).
+        assert not (self.project / "outbox").exists(), sorted((self.project / "outbox").iterdir())
         return out
 
     def stop_all(self) -> None:
@@ -275,3 +280,86 @@ def test_a_worker_for_a_finished_campaign_says_there_is_nothing_to_help_with(cre
         result = team.cli("send", str(team.issue), "--worker")
     assert result.exit_code == 1 and "is done: nothing to help with" in result.output
     assert len(server.messages) == 3
+
+
+class CoordinatorStartsMidPoll(Ledger):
+    """A worker's ledger on which the coordinating `send` (its own connection) takes the
+    campaign over at a chosen moment of the worker's polling: a real coordinator's begin_run
+    can commit between any two of the worker's statements, and the test pins each moment."""
+
+    def __init__(self, conn: db.Connection, coordinator: Ledger, moment: str) -> None:
+        super().__init__(conn)
+        self.coordinator, self.moment = coordinator, moment
+
+    def start(self, now: str) -> None:
+        if self.moment == now:
+            self.moment = "started"
+            found = self.coordinator.find("issue", "news")
+            assert found is not None
+            self.coordinator.begin_run(
+                found.id,
+                "SMTP relay",
+                transport_url="smtp://127.0.0.1:2525?timeout=5&tls=none",
+                rate="200/s",
+                concurrency=2,
+            )
+
+    def find(self, issue_slug, list_name, segment=None):  # type: ignore[no-untyped-def]
+        found = super().find(issue_slug, list_name, segment)
+        self.start("after the worker read the campaign")
+        return found
+
+    def is_being_sent(self, campaign_id: int) -> bool:
+        running = super().is_being_sent(campaign_id)
+        self.start("while the worker waits")
+        return running
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["before the worker looks", "after the worker read the campaign", "while the worker waits"],
+)
+def test_a_worker_sends_with_the_run_its_coordinator_started(postgres_url: str, moment) -> None:
+    """Whenever the coordinator's run starts, the worker gets that run's transport URL, rate
+    and concurrency: a copy of the campaign read before begin_run has no URL, and a worker
+    with it sent through its own configured transport (the outbox by default) while the
+    ledger recorded its readers as sent."""
+    coordinator = Ledger(db.connect(postgres_url))
+    coordinator.create("issue", "news", "Subject", [1, 2, 3])
+    worker = CoordinatorStartsMidPoll(db.connect(postgres_url), coordinator, moment)
+    try:
+        worker.start("before the worker looks")
+        joined = join_campaign(worker, "issue", "news", None, wait=5)
+        assert worker.moment == "started"
+        assert joined.transport_url == "smtp://127.0.0.1:2525?timeout=5&tls=none"
+        assert (joined.rate, joined.concurrency) == ("200/s", 2)
+    finally:
+        worker.conn.close()
+        coordinator.conn.close()
+
+
+def test_a_worker_refuses_a_run_that_recorded_no_transport(crew) -> None:
+    """A coordinator given a transport object in Python records no URL: a worker started
+    before it (so nothing of the campaign was known when it read its settings) must not fall
+    back to its own configured transport (the outbox), which the ledger would count as sent."""
+    from newsletter.issue import load_issue
+    from newsletter.subscribers import DEFAULT_LIST
+
+    team = crew(3)
+    worker = team.start("--worker")
+    # The worker has read its settings and is waiting for a coordinator once it made the
+    # crew's table (no campaign exists yet).
+    wait_until(lambda: team.query("SELECT COUNT(*) FROM campaign_workers"), what="the worker")
+    conn = db.connect(team.config.database)
+    try:
+        coordinator = Ledger(conn)
+        ids = [int(r[0]) for r in team.query("SELECT id FROM subscribers")]
+        campaign, _ = coordinator.create(load_issue(team.issue).slug, DEFAULT_LIST, "S", ids)
+        assert campaign is not None
+        coordinator.begin_run(campaign.id, "a transport given in Python", transport_url=None)
+        [(code, out, err)] = team.finish(timeout=60)
+    finally:
+        conn.close()
+    assert worker.returncode == code == 1, out + err
+    assert "did not record its transport URL" in out + err
+    assert team.statuses() == {"due": 3}

@@ -405,7 +405,15 @@ class Campaign:
         require_crew(self.ledger.conn)
         segment = self.segment.canonical if self.segment is not None else None
         joined = join_campaign(self.ledger, self.issue.slug, self.list_name, segment)
-        if joined.transport_url and self.transport_choice.url is not None:
+        if self.transport_choice.url is not None:  # not a transport given in Python
+            if not joined.transport_url:
+                # Falling back to this process's own transport (the outbox by default) would
+                # record readers as sent who never reached the coordinator's relay.
+                raise CampaignError(
+                    f"the coordinating send of '{self.issue.slug}' did not record its transport "
+                    "URL (it was given a transport object in Python), so a worker cannot send "
+                    "as it does: let that process send alone"
+                )
             self.transport_choice = choose_transport(self.config, joined.transport_url, joined)
         self.existing = joined
 

@@ -130,7 +130,8 @@ def join_campaign(
     wait: float = JOIN_WAIT,
 ) -> CampaignRow:
     """The campaign of (issue, list, segment) once its coordinating `send` is running (it
-    created the campaign and took it over), waiting up to `wait` seconds for that, so that
+    created the campaign and took it over), as that run stored it (its transport URL, rate and
+    concurrency: what the worker sends with), waiting up to `wait` seconds for that, so that
     workers may be started together with the coordinator. CampaignError after that, or at
     once when the campaign is finished or paused (only the coordinator resumes those)."""
     deadline = time.monotonic() + wait
@@ -143,7 +144,11 @@ def join_campaign(
                 "(the coordinator), then start the workers"
             )
         if found is not None and ledger.is_being_sent(found.id):
-            return found
+            # Read the row again: `found` may predate the coordinator's begin_run, which
+            # stores the run's transport URL, rate and concurrency together with its owner.
+            # A stale copy (no URL) would send through this worker's own configured transport
+            # (the outbox by default) while the ledger records those readers as sent.
+            return ledger.get(found.id)
         if found is not None and found.state == "done":
             raise CampaignError(
                 f"the campaign of '{issue_slug}' to {found.audience} is done: nothing to help with"
