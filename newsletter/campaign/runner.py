@@ -279,14 +279,20 @@ class Runner:
             time.sleep(self.options.group_commit_delay)
         batch: tuple[list[WorkItem], list[DeliveryResult] | None] | None = first
         now = time.time()
+        inflight, tally, add = self.inflight, self.tally, outcomes.append
         while batch is not None:
             items, results = batch
             if results is None:  # stopped before it reached the transport
                 released.extend(self.inflight.pop(it.row_id) for it in items)
             else:
                 for item, result in zip(items, results, strict=True):
-                    del self.inflight[item.row_id]
-                    outcomes.append(self._outcome(item, result, now))
+                    del inflight[item.row_id]
+                    if result.status == "sent" and not result.throttled and not result.account:
+                        # The usual case, inline (this thread handles every message).
+                        tally.sent += 1
+                        add(Outcome(item.row_id, "sent", result.reply, result.provider_id))
+                        continue
+                    add(self._outcome(item, result, now))
                     if result.status == "bounced":
                         bounces.append((item.subscriber_id, result.reply))
             try:
