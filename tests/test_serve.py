@@ -370,6 +370,37 @@ def test_unknown_issue_and_page_get_a_404_page(server):
 # -- concurrency -----------------------------------------------------------------------------
 
 
+def test_a_burst_of_abandoned_requests_leaves_the_site_working(config, store, server):
+    """120 requests at once (page views and one-click POSTs), most abandoned by their client
+    after 50 ms (a balancer's timeout, a closed tab): afterwards every page and unsubscribe
+    still answers at once. On PostgreSQL each thread returns its pooled connection after its
+    request; holding them per thread exhausted the pool and every later request waited 30 s."""
+    readers = [store.add(f"burst{i}@example.com") for i in range(60)]
+    paths = [unsubscribe_path(config, store, r.id) for r in readers]
+
+    def abandon(job: tuple[str, str]) -> None:
+        method, path = job
+        try:
+            data = {"List-Unsubscribe": "One-Click"} if method == "POST" else None
+            httpx.request(method, server + path, data=data, timeout=0.05)
+        except httpx.HTTPError:
+            pass  # gave up: the server finishes the request alone
+
+    jobs = [("GET", p) for p in paths] + [("POST", p) for p in paths[:30]]
+    jobs += [("GET", p) for p in paths[30:]]
+    with ThreadPoolExecutor(max_workers=120) as pool:
+        list(pool.map(abandon, jobs))
+    for path in paths[30:40]:  # readers nobody unsubscribed yet
+        started = time.monotonic()
+        page = httpx.get(server + path, timeout=30)
+        done = httpx.post(server + path, data={"List-Unsubscribe": "One-Click"}, timeout=30)
+        assert page.status_code == 200 and done.status_code == 200
+        assert time.monotonic() - started < 5
+    statuses = {r.id: store.get_by_id(r.id).status for r in readers}
+    assert all(statuses[r.id] == "unsubscribed" for r in readers[:40])
+    assert all(statuses[r.id] == "active" for r in readers[40:])
+
+
 def test_50_one_click_posts_during_an_import(config, store, server, tmp_path):
     """An import in another process holds the write lock; none of the POSTs fails (SQLite
     spools them; PostgreSQL's unsubscribes wait between the import's batches)."""

@@ -77,11 +77,22 @@ def test_import_export_through_the_cli(cli, project, database):
     assert "0 added, 0 updated, 1 unchanged, 0 rejected" in again
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://news:hunter2-secret@127.0.0.1:1/letters",
+        "postgresql://news@127.0.0.1:1/letters?password=hunter2-secret",
+        "postgres://news@127.0.0.1:1/letters?sslmode=disable&PassWord=hunter2-secret",
+    ],
+    ids=["userinfo", "query", "query-mixed-case"],
+)
 @pytest.mark.parametrize("where", ["--db", "NEWSLETTER_DB", "newsletter.yaml"])
-def test_a_password_in_a_database_url_is_refused_and_never_shown(cli, project, monkeypatch, where):
+def test_a_password_in_a_database_url_is_refused_and_never_shown(
+    cli, project, monkeypatch, where, url
+):
     """The password belongs in NEWSLETTER_DB_PASSWORD (or PGPASSWORD, ~/.pgpass): a URL
-    carrying one is refused wherever it is given, before any connection, and not echoed."""
-    url = "postgresql://news:hunter2-secret@127.0.0.1:1/letters"
+    carrying one (as user:password@ or ?password=) is refused wherever it is given, before
+    any connection, and not echoed."""
     args = ["subscribers", "count"]
     if where == "--db":
         args += ["--db", url]

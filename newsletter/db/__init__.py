@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from newsletter.db.sqlite import Migration, rebuild_table
 from newsletter.db.sqlite import connect as _connect_sqlite
@@ -102,6 +102,16 @@ def parse_database(value: str | Path, root: Path | None = None) -> Database:
         path = Path(text).expanduser()
         return (root / path if root and not path.is_absolute() else path).resolve()
     parts = urlsplit(text)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    if any(k.lower() == "password" for k, _ in query):
+        masked = urlencode(
+            [(k, "***" if k.lower() == "password" else v) for k, v in query], safe="*"
+        )
+        raise ConfigError(
+            f"database: {urlunsplit(parts._replace(query=masked))}: the URL carries a password; "
+            "remove it and set NEWSLETTER_DB_PASSWORD (or PGPASSWORD, or ~/.pgpass) instead, "
+            "so that it is never in newsletter.yaml, a shell history or a log"
+        )
     if parts.password is not None:
         shown = urlunsplit(parts._replace(netloc=_netloc(parts, "***")))
         raise ConfigError(

@@ -191,7 +191,12 @@ class PublicSite:
     def _thread_store(self, kind: str, *, query_only: bool) -> SubscriberStore:
         store = getattr(self._local, kind, None)
         if store is None:
-            store = SubscriberStore.for_config(self.config, busy_timeout=BUSY_TIMEOUT)
+            try:
+                store = SubscriberStore.for_config(self.config, busy_timeout=BUSY_TIMEOUT)
+            except SubscriberError as exc:
+                # Not the reader's input: the database cannot be reached or has no free
+                # connection now. A "busy" 503 with Retry-After, never "invalid address".
+                raise db.OperationalError(f"database busy: {exc}") from exc
             if query_only:
                 store.conn.execute(
                     "SET default_transaction_read_only = on"
