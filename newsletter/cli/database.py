@@ -31,12 +31,12 @@ def migrate(target: str, source: str | None) -> None:
     POSTGRESQL_URL is postgresql://user@host[:port]/dbname (the password from
     NEWSLETTER_DB_PASSWORD, PGPASSWORD or ~/.pgpass, never in the URL). Every table is copied
     (subscribers, lists, history, tokens' secret, campaigns and their ledger, schedules,
-    snapshots, images, bounce events, webhook nonces...), each in one transaction, in key order;
+    snapshots, images, bounce events, webhook nonces...), all in one transaction, in key order;
     identity sequences are moved past the highest id. Then each table is verified: row counts and
     a SHA-256 over the rows in key order must be equal on both sides; a table of tables, rows
     and checksum OK is printed. Safe to run again: only missing rows are copied; a row that
-    PostgreSQL holds differently under the same key stops the copy, naming table and key
-    (nothing is overwritten). Exits 1 when a table differs.
+    PostgreSQL holds differently under the same key stops the copy, naming table and key:
+    nothing is overwritten and no table is changed. Exits 1 when a table differs.
     """
     from newsletter import db
     from newsletter.dbtools.copy import copy_to_postgresql
