@@ -205,3 +205,29 @@ def test_a_damaged_char_map_is_reported_and_repaired(
     assert code == 0, out
     assert "nl_char_map: rebuilt" in out and "no problems" in out
     assert matches(project, runner, postgres_url) == good
+
+
+def assert_not_set_up(code: int, out: str) -> None:
+    assert code == 1, out
+    assert "holds no newsletter tables yet" in out and "db migrate" in out, out
+    assert "check the path" not in out and "no problems" not in out
+
+
+def test_an_empty_database_has_no_newsletter_tables_yet(project, runner, database):
+    """An empty PostgreSQL database and an empty SQLite file: the same answer from db check,
+    and nothing written."""
+    if "://" not in database:
+        Path(database).touch()
+    assert_not_set_up(*run(runner, project, "db", "check", "--db", database))
+    if "://" not in database:
+        assert Path(database).stat().st_size == 0
+        return
+    conn = db.connect(database)
+    try:
+        assert not db.has_table(conn, "schema_migrations")
+    finally:
+        conn.close()
+
+
+def test_reading_an_empty_postgresql_database_says_what_to_do(project, runner, postgres_url):
+    assert_not_set_up(*run(runner, project, "subscribers", "count", "--db", postgres_url))

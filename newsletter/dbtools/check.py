@@ -54,8 +54,11 @@ class Problem:
 
 def check_database(database: db.Database) -> list[Problem]:
     """Every problem found in `database` ([] when none). Raises NewsletterError when there is
-    no such database, db.Error when it cannot be read at all."""
+    no such database or it holds no newsletter tables yet (an empty SQLite file or PostgreSQL
+    database alike), db.Error when it cannot be read at all."""
     if not db.exists(database):
+        if isinstance(database, db.PostgresDatabase):  # reachable, but not set up
+            raise NewsletterError(db.not_set_up(database))
         raise NewsletterError(f"{db.describe(database)}: no such database")
     if isinstance(database, Path):
         conn: db.Connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
@@ -65,6 +68,8 @@ def check_database(database: db.Database) -> list[Problem]:
         problems = _sqlite_checks(conn) if isinstance(database, Path) else []
         if problems and problems[0].where == "database":
             return problems  # a damaged file: reading tables could fail or mislead
+        if not db.has_table(conn, "schema_migrations"):  # the same answer on both engines
+            raise NewsletterError(db.not_set_up(database))
         tables = read_schema(conn)
         # SQLite's foreign_key_check has reported the declared references already.
         problems += _references(conn, tables, declared=not isinstance(database, Path))
