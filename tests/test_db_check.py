@@ -144,3 +144,90 @@ def test_a_database_that_is_not_there_is_refused(project, runner, target):
     assert code == 1
     assert "no database at" in out or "cannot connect" in out
     assert not (project / "missing.db").exists()
+
+
+SEGMENT = '"READER 12 Ñ" in name'
+
+
+def matches(project: Path, runner, database: str) -> str:
+    code, out = run(runner, project, "subscribers", "list", "--segment", SEGMENT, "--db", database)
+    assert code == 0, out
+    return out
+
+
+@pytest.mark.parametrize(
+    ("statement", "reported"),
+    [
+        pytest.param(
+            "DELETE FROM nl_char_map WHERE ch IN (SELECT ch FROM nl_char_map"
+            " WHERE ch <> 'ñ' ORDER BY ch COLLATE \"C\" LIMIT 49) OR ch = 'Ñ'",
+            "50 row(s) missing, 0 different, 0 extra",
+            id="rows-deleted",
+        ),
+        pytest.param(
+            "UPDATE nl_char_map SET folded = 'n' WHERE ch = 'Ñ'",
+            "0 row(s) missing, 1 different, 0 extra",
+            id="row-changed",
+        ),
+        pytest.param(
+            "INSERT INTO nl_char_map (ch, folded) VALUES ('ñ', 'n')",
+            "0 row(s) missing, 0 different, 1 extra",
+            id="row-added",
+        ),
+    ],
+)
+def test_a_damaged_char_map_is_reported_and_repaired(
+    project, runner, postgres_url, statement, reported
+):
+    """PostgreSQL's nl_char_map (Python's case folding, for the SQL functions of segments) is
+    compared with what the code derives; --repair rebuilds it and the answers come back."""
+    code, out = run(
+        runner,
+        project,
+        "subscribers",
+        "add",
+        "ann@example.com",
+        "--name",
+        "Reader 12 Ñ",
+        "--db",
+        postgres_url,
+    )
+    assert code == 0, out
+    good = matches(project, runner, postgres_url)
+    assert "ann@example.com" in good
+    damage(postgres_url, statement)
+    code, out = run(runner, project, "db", "check", "--db", postgres_url)
+    assert code == 1, out
+    assert f"nl_char_map: {reported}" in out and "db check --repair" in out, out
+    if "1 extra" not in reported:  # an extra row of a character no name holds changes nothing
+        assert "ann@example.com" not in matches(project, runner, postgres_url)  # answers changed
+    code, out = run(runner, project, "db", "check", "--repair", "--db", postgres_url)
+    assert code == 0, out
+    assert "nl_char_map: rebuilt" in out and "no problems" in out
+    assert matches(project, runner, postgres_url) == good
+
+
+def assert_not_set_up(code: int, out: str) -> None:
+    assert code == 1, out
+    assert "holds no newsletter tables yet" in out and "db migrate" in out, out
+    assert "check the path" not in out and "no problems" not in out
+
+
+def test_an_empty_database_has_no_newsletter_tables_yet(project, runner, database):
+    """An empty PostgreSQL database and an empty SQLite file: the same answer from db check,
+    and nothing written."""
+    if "://" not in database:
+        Path(database).touch()
+    assert_not_set_up(*run(runner, project, "db", "check", "--db", database))
+    if "://" not in database:
+        assert Path(database).stat().st_size == 0
+        return
+    conn = db.connect(database)
+    try:
+        assert not db.has_table(conn, "schema_migrations")
+    finally:
+        conn.close()
+
+
+def test_reading_an_empty_postgresql_database_says_what_to_do(project, runner, postgres_url):
+    assert_not_set_up(*run(runner, project, "subscribers", "count", "--db", postgres_url))

@@ -218,3 +218,31 @@ def test_rows_only_postgresql_holds_fail_the_verification(sent, project, runner,
     [line] = [line for line in out.splitlines() if line.startswith("subscribers ")]
     assert line.split()[2:] == ["3", "4", "DIFFERS"]
     assert "tables differ: subscribers, subscriber_memberships" in out  # gus and his list
+
+
+def test_a_conflict_in_any_table_leaves_every_table_as_it_was(sent, project, runner, postgres_url):
+    """PostgreSQL already used by another newsletter: its list differs from SQLite's under the
+    same key. Tables copied before that one in dependency order (campaigns, snapshots...) are
+    rolled back with it, so nothing of the SQLite newsletter is left half-moved."""
+    prepare(project, runner)
+    code, out = run(
+        runner, project, "subscribers", "add", "other@example.com", "--db", postgres_url
+    )
+    assert code == 0, out
+    conn = db.connect(postgres_url)
+    try:
+        before = {name: rows_of(postgres_url, name) for name in read_schema(conn)}
+    finally:
+        conn.close()
+    code, out = run(runner, project, "db", "migrate", postgres_url)
+    assert code == 1 and "PostgreSQL already holds a different row" in out, out
+    conn = db.connect(postgres_url)
+    try:
+        after = read_schema(conn)
+    finally:
+        conn.close()
+    for name in after:
+        assert rows_of(postgres_url, name) == before.get(name, []), name
+    for table in ("campaigns", "campaign_recipients", "issue_snapshots", "feedback_events"):
+        assert before.get(table, []) == [] and table in after  # there was something to roll back
+    assert "nothing was copied" in out

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from newsletter.config import Config, load_config
-from newsletter.db import exists, parse_database
+from newsletter.db import PostgresDatabase, exists, not_set_up, parse_database
 from newsletter.errors import NewsletterError
 from newsletter.transports import redact_secrets
 
@@ -68,6 +68,8 @@ def config_with_db(db: str | Path | None, *, existing: bool = False) -> Config:
         config = dataclasses.replace(config, database=parse_database(db))
     if existing and not exists(config.database):
         where = "--db" if db else "`database:` in newsletter.yaml, NEWSLETTER_DB or newsletter.db"
+        if isinstance(config.database, PostgresDatabase):  # reachable: exists() connected
+            raise NewsletterError(not_set_up(config.database, f"(from {where})"))
         raise NewsletterError(
             f"no database at {config.database} (from {where}): nothing to read there; "
             "check the path (nothing was written)"

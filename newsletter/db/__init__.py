@@ -138,6 +138,16 @@ def describe(database: Database) -> str:
     return str(database)
 
 
+def not_set_up(database: Database, where: str = "") -> str:
+    """The message for a database that is there but holds no newsletter tables yet (an empty
+    PostgreSQL database, an empty SQLite file); `where`: whence its name came, as "(from ...)"."""
+    return (
+        f"{describe(database)}{' ' + where if where else ''} holds no newsletter tables yet:"
+        " nothing to read there; run a command that writes (such as `newsletter subscribers"
+        " add`) or `newsletter db migrate` to fill it (nothing was written)"
+    )
+
+
 def exists(database: Database) -> bool:
     """Whether there is something to read: the SQLite file exists, or the PostgreSQL
     database has been set up by this tool (its schema_migrations table exists).

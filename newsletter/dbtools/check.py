@@ -6,8 +6,12 @@
   newsletter.dbtools.schema) and the references the schema does not declare (a ledger row's
   subscriber, a welcome request's subscriber) lead to a row; a finished campaign has no row
   left to send; each component's schema version is the code's (neither behind nor ahead).
+- On PostgreSQL, nl_char_map (the case folding and digits the SQL functions of segments and
+  case-insensitive matching read) holds exactly what the code derives
+  (newsletter.subscribers.schema.char_map()); a row missing or changed silently changes answers.
 
-Read-only: nothing is migrated or repaired (an SQLite file is opened with mode=ro).
+Read-only: nothing is migrated or repaired (an SQLite file is opened with mode=ro), but for
+`repair_derived`, which rewrites only what the code derives (nl_char_map), never data.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from newsletter import db
 from newsletter.dbtools.components import COMPONENTS, recorded_versions
 from newsletter.dbtools.schema import ForeignKey, Table, read_schema
 from newsletter.errors import NewsletterError
-from newsletter.subscribers.schema import next_subscriber_id
+from newsletter.subscribers.schema import char_map, next_subscriber_id, rebuild_char_map
 
 # References the schema does not declare: table, column, parent. The ledger and the welcome
 # requests outlive an erased subscriber on purpose (the campaign's counts, "(erased)" in
@@ -50,8 +54,11 @@ class Problem:
 
 def check_database(database: db.Database) -> list[Problem]:
     """Every problem found in `database` ([] when none). Raises NewsletterError when there is
-    no such database, db.Error when it cannot be read at all."""
+    no such database or it holds no newsletter tables yet (an empty SQLite file or PostgreSQL
+    database alike), db.Error when it cannot be read at all."""
     if not db.exists(database):
+        if isinstance(database, db.PostgresDatabase):  # reachable, but not set up
+            raise NewsletterError(db.not_set_up(database))
         raise NewsletterError(f"{db.describe(database)}: no such database")
     if isinstance(database, Path):
         conn: db.Connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
@@ -61,11 +68,14 @@ def check_database(database: db.Database) -> list[Problem]:
         problems = _sqlite_checks(conn) if isinstance(database, Path) else []
         if problems and problems[0].where == "database":
             return problems  # a damaged file: reading tables could fail or mislead
+        if not db.has_table(conn, "schema_migrations"):  # the same answer on both engines
+            raise NewsletterError(db.not_set_up(database))
         tables = read_schema(conn)
         # SQLite's foreign_key_check has reported the declared references already.
         problems += _references(conn, tables, declared=not isinstance(database, Path))
         problems += _finished_campaigns(conn, tables)
         problems += _versions(conn)
+        problems += _char_map(conn)
         return problems
     finally:
         conn.close()
@@ -176,6 +186,56 @@ def _versions(conn: db.Connection) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _char_map_difference(conn: db.Connection) -> tuple[int, int, int] | None:
+    """(rows missing, rows different, rows extra) of PostgreSQL's nl_char_map against
+    char_map(); None where there is no such table (SQLite, or before the subscribers schema)."""
+    if not db.is_postgresql(conn) or not db.has_table(conn, "nl_char_map"):
+        return None
+    held = {
+        str(r[0]): (r[1], r[2])
+        for r in conn.execute("SELECT ch, folded, number_char FROM nl_char_map").fetchall()
+    }
+    want = {ch: (folded, number) for ch, folded, number in char_map()}
+    missing = sum(1 for ch in want if ch not in held)
+    different = sum(1 for ch, v in want.items() if ch in held and held[ch] != v)
+    extra = sum(1 for ch in held if ch not in want)
+    return missing, different, extra
+
+
+def _char_map(conn: db.Connection) -> list[Problem]:
+    found = _char_map_difference(conn)
+    if found is None or found == (0, 0, 0):
+        return []
+    missing, different, extra = found
+    return [
+        Problem(
+            "nl_char_map",
+            f"{missing} row(s) missing, {different} different, {extra} extra of the"
+            f" {len(char_map())} the code derives (case folding and digits for segments and"
+            " case-insensitive matching, whose answers change): rebuild it with"
+            " `newsletter db check --repair`",
+        )
+    ]
+
+
+def repair_derived(database: db.Database) -> list[str]:
+    """Rewrite what the code derives and the database only caches (PostgreSQL's nl_char_map)
+    where it differs; return what was rewritten, as sentences ([] when nothing differed).
+    Never touches data. Raises NewsletterError when there is no such database, db.Error from
+    the engine."""
+    if not db.exists(database) or not isinstance(database, db.PostgresDatabase):
+        return []
+    conn = db.connect(database)
+    try:
+        found = _char_map_difference(conn)
+        if found is None or found == (0, 0, 0):
+            return []
+        rebuild_char_map(conn)
+        return [f"nl_char_map: rebuilt ({len(char_map())} rows)"]
+    finally:
+        conn.close()
 
 
 def _some(items: list[str]) -> str:

@@ -2,10 +2,12 @@
 
 Every table the components create (read from the SQLite catalogue, newsletter.dbtools.schema)
 is copied in dependency order (a table after those it references), rows in primary-key order, in
-batches, each table in one PostgreSQL transaction: a failure leaves that table as it was. A row
-already in PostgreSQL under the same key is left alone when it is equal, and stops the copy
-(naming table and key) when it differs: a rerun copies only what is missing, never overwrites.
-Identity sequences are then moved past the highest id, so new rows do not collide.
+batches, all tables in ONE PostgreSQL transaction: a failure in any table (a conflict, an error,
+Ctrl-C) leaves every table as it was, never a half-moved newsletter (one table's schedules
+pointing at another newsletter's subscribers). A row already in PostgreSQL under the same key is
+left alone when it is equal, and stops the copy (naming table and key) when it differs: a rerun
+copies only what is missing, never overwrites. Identity sequences are moved past the highest id
+once every table is copied (setval is not undone by a rollback), so new rows do not collide.
 
 Verification, per table: the row count and a SHA-256 over the rows in key order, each row as one
 canonical text (its values by the column's type family), computed on each side from what that
@@ -91,7 +93,7 @@ def copy_to_postgresql(source: Path, target: db.PostgresDatabase) -> CopyReport:
     Both schemas are brought up to date first (newsletter.dbtools.components.ensure_schema).
     Raises NewsletterError when `source` is no SQLite database or `target` not PostgreSQL,
     CopyConflict for a row that differs under the same key, db.Error from either engine (the
-    table being copied is rolled back)."""
+    whole copy is rolled back: PostgreSQL's tables hold what they held before)."""
     if not isinstance(target, db.PostgresDatabase):
         raise NewsletterError(
             f"{target}: not a postgresql:// URL; db migrate copies into PostgreSQL"
@@ -111,18 +113,39 @@ def copy_to_postgresql(source: Path, target: db.PostgresDatabase) -> CopyReport:
         seeded = {name for name in tables if name not in before}
         lite.execute("BEGIN")  # one snapshot for the copy and the checksums
         try:
-            results = []
-            for name in dependency_order(tables):
-                table = tables[name]
-                copied = _copy_table(lite, pg, table, theirs[name], seeded=name in seeded)
-                _reset_identity(pg, theirs[name])
-                results.append(_verify(lite, pg, table, theirs[name], copied))
+            results = _copy_all(lite, pg, tables, theirs, seeded)
         finally:
             lite.execute("ROLLBACK")
     finally:
         pg.close()
         lite.close()
     return CopyReport(source, target, tuple(results))
+
+
+def _copy_all(
+    lite: db.Connection,
+    pg: db.Connection,
+    tables: dict[str, Table],
+    theirs: dict[str, Table],
+    seeded: set[str],
+) -> list[TableCopy]:
+    """Copy and verify every table in one PostgreSQL transaction, committed only when every
+    table was copied (a verification that differs is reported, the copy kept)."""
+    order = dependency_order(tables)
+    pg.execute("BEGIN")
+    try:
+        copied = {
+            name: _copy_table(lite, pg, tables[name], theirs[name], seeded=name in seeded)
+            for name in order
+        }
+        for name in order:
+            _reset_identity(pg, theirs[name])
+        results = [_verify(lite, pg, tables[n], theirs[n], copied[n]) for n in order]
+        pg.execute("COMMIT")
+    except BaseException:
+        pg.rollback()
+        raise
+    return results
 
 
 def _refuse_non_sqlite(source: Path) -> None:
@@ -223,20 +246,14 @@ def _copy_table(
         f" ON CONFLICT DO NOTHING"
     )
     copied = 0
-    pg.execute("BEGIN")
-    try:
-        seeds = _keys(pg, table, families, at) if seeded else set()
-        batch: list[tuple[Any, ...]] = []
-        for row in _rows(lite, table, postgresql=False):
-            batch.append(_canonical(families, row))
-            if len(batch) >= BATCH:
-                copied += _copy_batch(pg, table, families, batch, at, insert, seeds)
-                batch = []
-        copied += _copy_batch(pg, table, families, batch, at, insert, seeds)
-        pg.execute("COMMIT")
-    except BaseException:
-        pg.rollback()
-        raise
+    seeds = _keys(pg, table, families, at) if seeded else set()
+    batch: list[tuple[Any, ...]] = []
+    for row in _rows(lite, table, postgresql=False):
+        batch.append(_canonical(families, row))
+        if len(batch) >= BATCH:
+            copied += _copy_batch(pg, table, families, batch, at, insert, seeds)
+            batch = []
+    copied += _copy_batch(pg, table, families, batch, at, insert, seeds)
     return copied
 
 
@@ -281,8 +298,8 @@ def _copy_batch(
             shown = ", ".join(f"{c}={v!r}" for c, v in zip(names, key, strict=True))
             raise CopyConflict(
                 f"table {table.name}, key {shown}: PostgreSQL already holds "
-                "a different row; nothing of this table was copied (remove that row there, or "
-                "copy into an empty database)"
+                "a different row; nothing was copied, no table changed (remove that row there, "
+                "or copy into an empty database)"
             )
     pg.executemany(insert, missing)
     return len(missing)

@@ -272,6 +272,23 @@ def char_map() -> list[tuple[str, str | None, str | None]]:
 
 def _pg_functions(conn: Any) -> None:
     conn.execute(_PG_FUNCTIONS)
+    _fill_char_map(conn)
+
+
+def rebuild_char_map(conn: Any) -> None:
+    """Rewrite PostgreSQL's nl_char_map from char_map() in one transaction (rows deleted or
+    changed by hand, or a Python whose Unicode tables are newer); it holds no data of anyone."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("DELETE FROM nl_char_map")
+        _fill_char_map(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+def _fill_char_map(conn: Any) -> None:
     columns = [list(column) for column in zip(*char_map(), strict=True)]
     conn.execute(  # one statement, not 2,000: a new database is ready in milliseconds
         "INSERT INTO nl_char_map (ch, folded, number_char)"
