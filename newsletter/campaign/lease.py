@@ -7,6 +7,9 @@ the database server's clock so that machines with skewed clocks agree. Recipient
 claims carry its id (`campaign_recipients.worker`); a worker whose heartbeat is older than its
 lease is dead, and its `inflight` rows are handed back (`due`) to be claimed by the others and
 resent with the same Message-ID (it derives from the campaign key and the subscriber).
+A worker that was only stopped past its lease (SIGSTOP, a suspended VM) must then send none of
+them: it measures its own lease by the monotonic clock (`Crew.holds_lease`, checked before each
+send) and its heartbeat renews only a row nobody marked stopped.
 
 Workers stop, saying why, when the campaign is paused (the reputation guard, failures in a
 row, an account problem: `campaigns.state`), done, or its coordinating `send` ended (Ctrl-C:
