@@ -363,3 +363,56 @@ def test_a_worker_refuses_a_run_that_recorded_no_transport(crew) -> None:
     assert worker.returncode == code == 1, out + err
     assert "did not record its transport URL" in out + err
     assert team.statuses() == {"due": 3}
+
+
+def test_a_worker_stopped_past_its_lease_sends_none_of_the_readers_taken_over(crew) -> None:
+    """SIGSTOP (a hung machine, a suspended VM) past the lease, then SIGCONT: the coordinator
+    took the worker's claimed readers over meanwhile, so the worker, waking up, must send none
+    of them (only what it was literally sending at the stop may arrive twice), say its lease
+    expired, and count as its share only what the ledger recorded for it."""
+    team = crew(2000)
+    with SmtpServer() as server:
+        coordinator = team.coordinator(server, "--rate", "200/s")
+        worker = team.worker()
+        wait_until(lambda: team.sent_by(worker.pid) >= 50, what="the worker to send")
+        held = int(
+            team.query(
+                "SELECT COUNT(*) FROM campaign_recipients WHERE status = 'inflight'"
+                " AND worker LIKE ?",
+                f"%:{worker.pid}:%",
+            )[0][0]
+        )
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: team.query(
+                    "SELECT 1 FROM campaign_workers WHERE worker LIKE ? AND stopped_at IS NOT NULL",
+                    f"%:{worker.pid}:%",
+                ),
+                timeout=30,
+                what="the coordinator to take the worker's readers over",
+            )
+            time.sleep(0.5)  # the coordinator sends some of them
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        assert team.statuses().get("due", 0) > 0, "the campaign ended before the worker woke up"
+        results = team.finish()
+        ids = message_ids(server)
+    assert coordinator.returncode == 0, results[0]
+    code, out, err = results[1]
+    assert code == 0, out + err
+    assert sorted(ids) == team.people
+    twice = [rcpt for rcpt, found in ids.items() if len(found) > 1]
+    # It held a claim of `held` (about 30) readers; only those it was sending at the stop (two
+    # connections) or whose results it had not yet written (the last group commit) repeat.
+    assert held >= 10 and len(twice) <= 4, (held, twice)
+    assert all(len(set(ids[rcpt])) == 1 for rcpt in twice)
+    assert "This worker stopped: its lease expired" in out
+    assert team.statuses() == {"sent": 2000}
+    status = team.cli("status", str(team.issue)).output
+    lines = [line for line in status.splitlines() if line.startswith("    ")]
+    assert sum(int(line.split("sent ")[1].split(",")[0]) for line in lines) == 2000
+    mine = next(line for line in lines if f":{worker.pid}:" in line)
+    assert "stopped (lease expired)" in mine
+    # The worker's own summary agrees with its share in `status`.
+    assert out.splitlines()[0].split(" sent")[0] == mine.split("sent ")[1].split(",")[0]

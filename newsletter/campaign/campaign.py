@@ -14,7 +14,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,9 +25,9 @@ from newsletter.bounces.guard import Guard
 from newsletter.campaign.connections import close_transports, open_connections
 from newsletter.campaign.lease import COORDINATOR, DEFAULT_LEASE, WORKER, Crew, wait_for_stragglers
 from newsletter.campaign.lease import migrate as migrate_crew
-from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, campaign_key
+from newsletter.campaign.ledger import CampaignRow, Ledger, Outcome, WorkItem, campaign_key
 from newsletter.campaign.messages import SubscriberList, SubscriberMessages
-from newsletter.campaign.progress import Progress
+from newsletter.campaign.progress import Progress, Tally
 from newsletter.campaign.ratelimit import Rate, RateLimiter
 from newsletter.campaign.reports import DryRunReport, Pacing, SendReport, plural
 from newsletter.campaign.retry import RetryPolicy
@@ -432,6 +432,8 @@ class Campaign:
         crew = self._enlist(campaign_id, runner.stop, rate, concurrency, worker, lease)
         claims = ClaimingLedger(self.ledger, crew)
         runner.ledger = claims
+        if isinstance(runner.limiter, SharedRateLimiter):
+            runner.limiter.holds_lease = crew.holds_lease
         why = "finished"
         try:
             counts = self.ledger.counts(campaign_id)
@@ -443,6 +445,7 @@ class Campaign:
                 except CampaignPaused as exc:
                     why = f"paused: {exc}"
                     raise CampaignPaused(f"{exc}; run: {self.resume_hint}") from None
+            _forget(result.tally, claims.lost)
             why = crew.reason or ("interrupted" if result.interrupted else "finished")
             if crew.reason is not None:
                 if crew.reason.startswith("the campaign was paused") and not worker:
@@ -849,3 +852,11 @@ def _chunked(it: Iterator[int], size: int) -> Iterator[list[int]]:
         if not chunk:
             return
         yield chunk
+
+
+def _forget(tally: Tally, lost: Sequence[Outcome]) -> None:
+    """Results a worker got after its lease ran out were not written (the worker that took
+    the rows over wrote its own): they are not this worker's share, in its summary either."""
+    for outcome in lost:
+        if outcome.status in ("sent", "failed", "bounced", "skipped"):
+            setattr(tally, outcome.status, getattr(tally, outcome.status) - 1)

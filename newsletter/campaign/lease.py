@@ -7,6 +7,9 @@ the database server's clock so that machines with skewed clocks agree. Recipient
 claims carry its id (`campaign_recipients.worker`); a worker whose heartbeat is older than its
 lease is dead, and its `inflight` rows are handed back (`due`) to be claimed by the others and
 resent with the same Message-ID (it derives from the campaign key and the subscriber).
+A worker that was only stopped past its lease (SIGSTOP, a suspended VM) must then send none of
+them: it measures its own lease by the monotonic clock (`Crew.holds_lease`, checked before each
+send) and its heartbeat renews only a row nobody marked stopped.
 
 Workers stop, saying why, when the campaign is paused (the reputation guard, failures in a
 row, an account problem: `campaigns.state`), done, or its coordinating `send` ended (Ctrl-C:
@@ -29,6 +32,7 @@ from newsletter.errors import CampaignError
 DEFAULT_LEASE = 30.0  # seconds without a heartbeat after which a worker counts as dead
 MIN_LEASE = 1.0
 COORDINATOR, WORKER = "coordinator", "worker"
+LEASE_EXPIRED = "lease expired"  # campaign_workers.stop_reason of a worker others took over
 COMPONENT = "campaign_workers"
 # The database server's clock in epoch seconds: one clock for every machine of the crew.
 DB_NOW = "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
@@ -83,17 +87,17 @@ def reclaim_stale(conn: db.Connection, campaign_id: int) -> int:
     """Hand the inflight rows of every worker whose lease ran out back to `due` (resent by
     whoever claims them, with the same Message-ID); mark those workers stopped. How many rows
     moved. Safe to run from several workers at once (each row moves once)."""
+    # One statement: the worker rows are marked stopped (row-locked) and their recipient rows
+    # handed back together, so a heartbeat racing with it either renews first (the worker is
+    # not stale any more) or finds its row stopped and its worker gives up (Crew._beat).
     moved = conn.execute(
-        "UPDATE campaign_recipients SET status = 'due', worker = NULL,"
+        "WITH gone AS (UPDATE campaign_workers SET stopped_at = ?2, stop_reason = ?3"
+        f" WHERE campaign_id = ?1 AND worker IN ({_STALE}) RETURNING worker)"
+        " UPDATE campaign_recipients SET status = 'due', worker = NULL,"
         " reply = 'unknown: in flight when worker ' || worker || ' stopped answering'"
-        f" WHERE campaign_id = ?1 AND status = 'inflight' AND worker IN ({_STALE})",
-        (campaign_id,),
+        " WHERE campaign_id = ?1 AND status = 'inflight' AND worker IN (SELECT worker FROM gone)",
+        (campaign_id, _now_text(), LEASE_EXPIRED),
     ).rowcount
-    conn.execute(
-        "UPDATE campaign_workers SET stopped_at = ?2, stop_reason = 'lease expired'"
-        f" WHERE campaign_id = ?1 AND worker IN ({_STALE})",
-        (campaign_id, _now_text()),
-    )
     return max(moved, 0)
 
 
@@ -132,7 +136,7 @@ class WorkerShare:
     stop_reason: str | None
 
     def format(self) -> str:
-        state = "alive" if self.alive else f"stopped ({self.stop_reason or 'lease expired'})"
+        state = "alive" if self.alive else f"stopped ({self.stop_reason or LEASE_EXPIRED})"
         role = " (coordinator)" if self.role == COORDINATOR else ""
         return f"    {self.worker}{role}: sent {self.sent}, {state}"
 
@@ -182,6 +186,11 @@ class Crew:
         self.worker_id = worker_id or new_worker_id()
         self.reason: str | None = None
         self._done = threading.Event()
+        self._lost = False
+        # When the last heartbeat that renewed the lease was sent, by the monotonic clock
+        # (it keeps counting while the process is stopped: SIGSTOP, a suspended VM): the
+        # lease lasts at least `lease` seconds after it by the database's clock.
+        self._renewed = time.monotonic()
         self._conn = db.connect(database)
         migrate(self._conn)
         self._conn.execute(
@@ -194,24 +203,49 @@ class Crew:
 
     def check(self, conn: db.Connection) -> str | None:
         """Why this worker must stop now (None: go on), read on `conn`; sets `stop`."""
-        if self.reason is None:
+        if self.reason is None and self.holds_lease():
             reason = self._why_stop(conn)
             if reason is not None:
                 self.reason = reason
                 self.stop.set()
         return self.reason
 
+    def holds_lease(self) -> bool:
+        """True while this worker's claimed rows are surely still its own: its last renewed
+        heartbeat is younger than the lease by the monotonic clock (no query: called before
+        each hand-off to a transport). Once False, for good: `reason` says why, `stop` is set."""
+        if self._lost:
+            return False
+        idle = time.monotonic() - self._renewed
+        if idle < self.lease:
+            return True
+        self.lose(f"no heartbeat for {idle:.1f} s, over the {self.lease:g} s lease")
+        return False
+
+    def lose(self, detail: str) -> None:
+        """The lease is gone: the others may have taken this worker's rows over, so it sends
+        none of them (the results it still gets are written only for rows it holds)."""
+        if not self._lost:
+            self._lost = True
+            self.reason = f"its lease expired ({detail}); the others send its readers"
+            self.stop.set()
+
     def _why_stop(self, conn: db.Connection) -> str | None:
         row = conn.execute(
             "SELECT c.state, c.state_reason, c.owner,"
             " (SELECT COUNT(*) FROM campaign_workers w WHERE w.campaign_id = c.id"
             " AND w.role = 'coordinator' AND w.stopped_at IS NULL"
-            f" AND w.heartbeat + w.lease >= {DB_NOW}) AS coordinators"
-            " FROM campaigns c WHERE c.id = ?",
-            (self.campaign_id,),
+            f" AND w.heartbeat + w.lease >= {DB_NOW}) AS coordinators,"
+            " (SELECT COUNT(*) FROM campaign_workers w WHERE w.campaign_id = c.id"
+            " AND w.worker = ?2 AND w.stopped_at IS NULL) AS enlisted"
+            " FROM campaigns c WHERE c.id = ?1",
+            (self.campaign_id, self.worker_id),
         ).fetchone()
         if row is None:
             return "the campaign was deleted"
+        if not row["enlisted"]:
+            self.lose("another worker found it stale and took its readers over")
+            return self.reason
         if row["state"] == "paused":
             return f"the campaign was paused ({row['state_reason'] or 'no reason given'})"
         if self.role == COORDINATOR:
@@ -226,12 +260,19 @@ class Crew:
 
     def _beat(self) -> None:
         while not self._done.wait(self.lease / 3):
+            sent = time.monotonic()
+            if not self.holds_lease():
+                return
             try:
-                self._conn.execute(
+                renewed = self._conn.execute(
                     f"UPDATE campaign_workers SET heartbeat = {DB_NOW}"
-                    " WHERE campaign_id = ? AND worker = ?",
+                    " WHERE campaign_id = ? AND worker = ? AND stopped_at IS NULL",
                     (self.campaign_id, self.worker_id),
-                )
+                ).rowcount
+                if renewed == 0:  # reclaim_stale marked it stopped: its rows are the others'
+                    self.lose("another worker found it stale and took its readers over")
+                    return
+                self._renewed = sent
                 self.check(self._conn)
             except db.Error:
                 continue  # the server is away for a moment: the next beat tries again
@@ -241,10 +282,16 @@ class Crew:
         self._done.set()
         self._thread.join()
         try:
+            # A row reclaim_stale marked stopped keeps its "lease expired".
             self._conn.execute(
                 "UPDATE campaign_workers SET stopped_at = ?, stop_reason = ?"
-                " WHERE campaign_id = ? AND worker = ?",
-                (_now_text(), reason, self.campaign_id, self.worker_id),
+                " WHERE campaign_id = ? AND worker = ? AND stopped_at IS NULL",
+                (
+                    _now_text(),
+                    LEASE_EXPIRED if self._lost else reason,
+                    self.campaign_id,
+                    self.worker_id,
+                ),
             )
         finally:
             self._conn.close()

@@ -590,8 +590,17 @@ class Ledger:
     def record(self, campaign_id: int, outcomes: Sequence[Outcome]) -> None:
         """Write a batch of results atomically: one UPDATE ... FROM (VALUES ...) statement per
         few hundred rows (the send loop's hot path: few statements, few commits)."""
+        self._write_results(campaign_id, outcomes, None)
+
+    def _write_results(
+        self, campaign_id: int, outcomes: Sequence[Outcome], owner: str | None
+    ) -> set[int]:
+        """`record`; with `owner` (a crew's worker id, PostgreSQL) only the rows that worker
+        still holds are written, and their ids returned (else an empty set)."""
+        written: set[int] = set()
         if not outcomes:
-            return
+            return written
+        owned = "" if owner is None else " AND r.worker = ? RETURNING r.id"
         stamp = _now_iso()
         with self.transaction() if len(outcomes) > _ROWS_PER_STATEMENT else _no_transaction():
             for start in range(0, len(outcomes), _ROWS_PER_STATEMENT):
@@ -607,17 +616,22 @@ class Ledger:
                         o.next_try,
                         int(o.counts_attempt),
                     )
-                self.conn.execute(
+                if owner is not None:
+                    params.append(owner)
+                cur = self.conn.execute(
                     "UPDATE campaign_recipients AS r SET status = v.column2, reply = v.column3,"
                     " provider_id = v.column4,"
                     " next_try = CAST(v.column5 AS DOUBLE PRECISION), updated_at = ?1,"
                     " sent_at = CASE WHEN v.column2 = 'sent' THEN ?2 ELSE r.sent_at END,"
                     " attempts = r.attempts + v.column6,"
                     " run_attempts = r.run_attempts + v.column6"
-                    f" FROM (VALUES {values}) AS v WHERE r.id = v.column1",
+                    f" FROM (VALUES {values}) AS v WHERE r.id = v.column1{owned}",
                     params,
                 )
+                if owner is not None:
+                    written.update(int(r[0]) for r in cur.fetchall())
         self._beat(campaign_id)
+        return written
 
     def bounce_after_send(self, row_id: int, reason: str) -> bool:
         """A hard bounce that came back after the relay took the message (a DSN, a provider

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 
 from newsletter import db
 from newsletter.campaign.lease import DB_NOW
@@ -40,6 +41,15 @@ class SharedRateLimiter(RateLimiter):
         self._db_lock = threading.Lock()
         self._slots: list[float] = []  # reserved slots not yet handed out (monotonic times)
         self._seen_pace: float | None = None
+        # This process's crew lease (Crew.holds_lease), checked once a slot comes: a process
+        # stopped past its lease (SIGSTOP, a suspended VM) sends none of the rows the others
+        # took over meanwhile. None: no crew (yet).
+        self.holds_lease: Callable[[], bool] | None = None
+
+    def acquire(self, n: int = 1, stop: threading.Event | None = None) -> bool:
+        """Wait for `n` slots; False if `stop` was set meanwhile or the lease is gone."""
+        ok = super().acquire(n, stop)
+        return ok and (self.holds_lease is None or self.holds_lease())
 
     def reserve(self, n: int = 1) -> float:
         """Reserve `n` slots; how long the caller waits before using them."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from newsletter import db
 from newsletter.campaign.lease import COORDINATOR, Crew, reclaim_stale
-from newsletter.campaign.ledger import CampaignRow, Ledger, WorkItem, _work_item
+from newsletter.campaign.ledger import CampaignRow, Ledger, Outcome, WorkItem, _work_item
 from newsletter.errors import CampaignError
 
 # While other workers hold rows, a worker with nothing to claim looks again this often.
@@ -34,6 +34,7 @@ class ClaimingLedger(Ledger):
         super().__init__(ledger.conn)
         self.crew = crew
         self.claimed: set[int] = set()  # rows this worker holds (inflight, not yet recorded)
+        self.lost: list[Outcome] = []  # results for rows another worker had reclaimed
 
     def next_due(self, campaign_id: int, after_id: int, limit: int) -> list[WorkItem]:
         """Nothing is read ahead: rows are claimed only when there is room (ready_deferred)."""
@@ -71,12 +72,24 @@ class ClaimingLedger(Ledger):
         self._beat(campaign_id)
 
     def release(self, items: Sequence[WorkItem]) -> None:
-        super().release(items)
+        """Give back rows this worker still holds: one whose lease ran out must not put back
+        to `due` a row another worker reclaimed (and may be sending)."""
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE campaign_recipients SET status = ?, worker = NULL"
+                " WHERE id = ? AND status = 'inflight' AND worker = ?",
+                ((_released(it), it.row_id, self.crew.worker_id) for it in items),
+            )
         self.claimed.difference_update(it.row_id for it in items)
 
-    def record(self, campaign_id: int, outcomes: Sequence[object]) -> None:  # type: ignore[override]
-        super().record(campaign_id, outcomes)  # type: ignore[arg-type]
-        self.claimed.difference_update(o.row_id for o in outcomes)  # type: ignore[attr-defined]
+    def record(self, campaign_id: int, outcomes: Sequence[Outcome]) -> None:
+        """Results only for the rows this worker still holds: after its lease ran out, another
+        worker reclaimed the rest, and its result (the same Message-ID) stands. The results
+        not written are kept in `lost` (this worker's summary must not count them)."""
+        written = self._write_results(campaign_id, outcomes, self.crew.worker_id)
+        if len(written) < len(outcomes):
+            self.lost.extend(o for o in outcomes if o.row_id not in written)
+        self.claimed.difference_update(o.row_id for o in outcomes)
 
     def next_retry_at(self, campaign_id: int) -> float | None:
         """When to look for work again: a deferred row's retry time, or soon while other
@@ -112,6 +125,11 @@ class ClaimingLedger(Ledger):
 
     def close(self) -> None:
         """The connection belongs to the Ledger this one was made from."""
+
+
+def _released(item: WorkItem) -> str:
+    """The status a claimed row goes back to: what it was before the claim."""
+    return item.status if item.status != "inflight" else "due"
 
 
 def require_crew(conn: db.Connection) -> None:
