@@ -23,31 +23,13 @@ import pytest
 from db_support import use_database
 from dkim_support import write_key
 from serve_process import ServeProcess, serve_process
+from welcome_issue import WELCOME
 
 from newsletter import db
 from newsletter.config import load_config
 from newsletter.subscribers import SubscriberStore
 
 PEOPLE = [f"reader{i:02d}@example.net" for i in range(12)]
-WELCOME = """\
-title: Welcome to Test Letter
-date: 2026-11-30
-subject: "Welcome, {{ subscriber.name | default('reader') }}"
-preheader: What to expect from us.
-intro: |
-  Hello {{ subscriber.name | default("there") }}, thanks for joining.
-stories:
-  - headline: What you will get
-    dek: One short issue each week.
-    summary: |
-      Every Tuesday, the three stories that matter.
-    why_it_matters: |
-      The news without the noise.
-    sources:
-      - title: About Test Letter
-        publisher: Test Letter
-        url: https://example.org/about
-"""
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from db_support import use_database
+from welcome_issue import WELCOME
 
 from newsletter.config import load_config
 from newsletter.mail.dkim import DkimSigner
@@ -22,26 +23,6 @@ from tests.support.dkim_support import verify, write_key
 from tests.support.serve_process import serve_process
 from tests.support.serve_support import sign_up
 from tests.support.smtp_servers import SmtpServer, fault
-
-WELCOME = """\
-title: Welcome to Test Letter
-date: 2026-11-30
-subject: "Welcome, {{ subscriber.name | default('reader') }}"
-preheader: What to expect from us.
-intro: |
-  Hello {{ subscriber.name | default("there") }}, thanks for joining.
-stories:
-  - headline: What you will get
-    dek: One short issue each week.
-    summary: |
-      Every Tuesday, the three stories that matter.
-    why_it_matters: |
-      The news without the noise.
-    sources:
-      - title: About Test Letter
-        publisher: Test Letter
-        url: https://example.org/about
-"""
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from db_support import use_database
+from welcome_issue import WELCOME
 
 from tests.support.cli_support import run
-from tests.test_welcome import WELCOME
 
 
 @pytest.fixture(params=["default-file", "welcome-key"])
