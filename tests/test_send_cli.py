@@ -179,7 +179,7 @@ def test_status_of_a_campaign_with_only_deferred_left_and_its_last_change(cli) -
 
 # SQLite only: a second connection holding the file's write lock (PostgreSQL waits for row
 # locks instead; its lock timeout is the pool's, tested with newsletter.db).
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.engine("sqlite")
 def test_a_locked_database_is_one_clear_line(cli, project: Path, monkeypatch) -> None:
     import sqlite3
 
