@@ -15,6 +15,7 @@ import httpx
 import pytest
 from cli_support import elements, run
 from click.testing import CliRunner
+from db_support import use_database
 from serve_support import running
 
 from newsletter.config import load_config
@@ -56,8 +57,7 @@ def write_issue(
 def site(project: Path, runner: CliRunner, database: str) -> dict[str, str]:
     """Four issues: two published, one never published (a draft), one published then
     unpublished, in the `database` of each engine. Returns their slugs by role."""
-    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(project, database)
     slugs = {
         "older": EXAMPLE_SLUG,
         "newer": write_issue(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cli_support import run
 from click.testing import CliRunner
+from db_support import use_database
 from smtp_servers import SmtpServer, fault
 
 from newsletter.bounces.events import FeedbackEvent
@@ -23,8 +24,7 @@ GUARD = "bounces:\n  guard_min_sent: 10\n  guard_bounce_rate: 20%\n  guard_compl
 def engine(project: Path, database: str) -> None:
     """Every test on each engine: the project's records in `database` (an SQLite file or a
     PostgreSQL URL)."""
-    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(project, database)
 
 
 @pytest.fixture

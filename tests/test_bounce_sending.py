@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from db_support import use_database
 from dkim_support import verify, write_key
 from smtp_servers import SmtpServer, fault
 
@@ -30,8 +31,7 @@ VERP = re.compile(r"bounces\+([0-9a-z]+-[0-9a-f]{20})@news\.example\.org\Z")
 def engine(project: Path, database: str) -> None:
     """Every test on each engine: the project's records in `database` (an SQLite file or a
     PostgreSQL URL)."""
-    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(project, database)
 
 
 def _configure(project: Path, extra: str = "") -> None:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from cli_support import elements, run
 from click.testing import CliRunner
+from db_support import use_database
 from PIL import Image
 from playwright.sync_api import Browser, expect
 from serve_support import running
@@ -182,8 +183,7 @@ def test_build_copies_the_image_and_the_email_references_it(
 
 def on(project: Path, database: str) -> None:
     """Keep the project's records in `database` (an SQLite file or a PostgreSQL URL)."""
-    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(project, database)
 
 
 def test_serve_answers_the_image_of_a_published_issue_only(project: Path, database: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from db_support import use_database
 from serve_support import dump, populate, running
 from webhook_support import (
     PROVIDERS,
@@ -33,8 +34,7 @@ from newsletter.web.public import create_app
 @pytest.fixture
 def config(project: Path, database: str) -> Config:
     """The project on each engine (`database`: an SQLite file, a PostgreSQL URL)."""
-    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(project, database)
     return load_config(project / "newsletter.yaml")
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from cli_support import run
 from click.testing import CliRunner
+from db_support import use_database
 from serve_support import dump, populate, running
 from webhook_support import (
     PROVIDERS,
@@ -39,8 +40,7 @@ STALE = {"sendgrid": 600, "mailgun": 600, "resend": 600, "ses": 7200}  # Postmar
 @pytest.fixture
 def config(project: Path, database: str) -> Config:
     """The project on each engine (`database`: an SQLite file, a PostgreSQL URL)."""
-    with open(project / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(project, database)
     return load_config(project / "newsletter.yaml")
 
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from api_messages import TRICKY, make_project
 from click.testing import CliRunner
+from db_support import use_database
 from provider_servers import MailgunServer, PostmarkServer, ResendServer, SendGridServer, SesServer
 from serve_support import running
 from webhook_support import (
@@ -107,8 +108,7 @@ def ledger_keys(database: Path | str) -> dict[str, int]:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str) -> Path:
     """A project (on each engine) with the subscribers imported."""
     root = make_project(tmp_path)
-    with open(root / "newsletter.yaml", "a", encoding="utf-8") as f:
-        f.write(f"database: {database}\n")
+    use_database(root, database)
     monkeypatch.chdir(root)
     with open(root / "subs.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)

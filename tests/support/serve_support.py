@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import uvicorn
+from db_support import dump  # noqa: F401 - the tests of serve import it from here
 from starlette.types import ASGIApp
 
 from newsletter import tokens
@@ -64,13 +64,6 @@ def form_token(client: httpx.Client | None, server: str, query: str = "") -> str
 def sign_up(server: str, **data: str) -> httpx.Response:
     """What a browser does: load the form (for its anti-CSRF token), then post it."""
     return httpx.post(server + "/subscribe", data={"form_token": form_token(None, server), **data})
-
-
-def dump(database: Path | str) -> list[str]:
-    """Every row of every table, as text: equal dumps mean nothing changed (either engine)."""
-    from db_support import dump as dump_database
-
-    return dump_database(database)
 
 
 @dataclass
