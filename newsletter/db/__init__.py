@@ -154,9 +154,11 @@ def exists(database: Database) -> bool:
 
     Raises OperationalError when the PostgreSQL server cannot be reached."""
     if isinstance(database, PostgresDatabase):
-        from newsletter.db.postgres import has_schema
-
-        return has_schema(database)
+        conn = connect(database)
+        try:
+            return has_table(conn, "schema_migrations")
+        finally:
+            conn.close()
     return database.is_file()
 
 

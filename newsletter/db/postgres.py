@@ -343,16 +343,6 @@ def connect(database: PostgresDatabase, *, timeout: float = 30.0) -> PostgresCon
     return PostgresConnection(conn, pool)
 
 
-def has_schema(database: PostgresDatabase) -> bool:
-    """Whether this tool has set up `database` (its schema_migrations table exists)."""
-    conn = connect(database)
-    try:
-        row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
-        return bool(row[0])
-    finally:
-        conn.close()
-
-
 def close_pool(database: PostgresDatabase) -> None:
     """Close this process's pools for `database` and their idle connections (a caller done
     with that database for good, such as a test's throwaway one); a later `connect` opens anew."""
